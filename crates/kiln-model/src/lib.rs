@@ -1,0 +1,47 @@
+//! Domain types of kiln, shared by every other crate.
+//!
+//! Everything here is plain data plus validation: names and ARNs parse into newtypes so an
+//! invalid value dies at the boundary, the Lambda limits live in [`limits`], and the names of
+//! the environment variables Lambda defines live in [`env`]. Nothing in this crate does I/O.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod limits;
+pub mod names;
+
+pub use config::{FunctionConfig, FunctionState, Runtime};
+pub use error::ModelError;
+pub use names::{FunctionName, FunctionRef, Qualifier};
+
+/// Where kiln pretends to live: the region and account that appear in ARNs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub region: String,
+    pub account_id: String,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
+    }
+}
+
+impl Partition {
+    /// `arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]`.
+    pub fn function_arn(&self, name: &str, qualifier: Option<&str>) -> String {
+        let mut arn = format!(
+            "arn:aws:lambda:{}:{}:function:{}",
+            self.region, self.account_id, name
+        );
+        if let Some(q) = qualifier {
+            arn.push(':');
+            arn.push_str(q);
+        }
+        arn
+    }
+}

@@ -1,0 +1,177 @@
+//! The process backend: the bootstrap runs as a plain child process of kiln.
+//!
+//! It gives no isolation at all and cannot freeze; it exists so that kiln runs where it has no
+//! privileges (`kiln serve --isolation none`), and as the baseline the benchmarks compare with.
+
+use crate::{Backend, ExitInfo, Sandbox, SandboxError, SandboxSpec, Spawned};
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Mutex;
+use tokio::sync::watch;
+
+/// Starts bootstraps as child processes with a Runtime API port on 127.0.0.1.
+#[derive(Debug, Default)]
+pub struct ProcessBackend;
+
+struct ProcessSandbox {
+    pid: u32,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    kill: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {
+        let step = |step, e| SandboxError::step(&spec.id, step, e);
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| step("bind runtime api", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| step("bind runtime api", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| step("bind runtime api", e))?
+            .port();
+        let (reader, writer) = std::io::pipe().map_err(|e| step("create output pipe", e))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| step("create output pipe", e))?;
+        let reader = OwnedFd::from(reader);
+        set_nonblocking(&reader).map_err(|e| step("create output pipe", e))?;
+
+        let mut cmd = tokio::process::Command::new(spec.code_dir.join(&spec.bootstrap));
+        cmd.current_dir(&spec.code_dir)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(kiln_model::env::RUNTIME_API, format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(writer2)
+            .process_group(0)
+            .kill_on_drop(true);
+        let (tx, rx) = watch::channel(None);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) || e.raw_os_error() == Some(libc::ENOEXEC) =>
+            {
+                let _ = tx.send(Some(ExitInfo::ExecFailed));
+                return Ok(Spawned {
+                    sandbox: Box::new(ProcessSandbox {
+                        pid: 0,
+                        exit: rx,
+                        kill: Mutex::new(None),
+                    }),
+                    runtime_listener: listener,
+                    output: reader,
+                });
+            }
+            Err(e) => return Err(step("spawn bootstrap", e)),
+        };
+        let pid = child.id().unwrap_or(0);
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = kill_rx => {
+                    kill_group(pid);
+                    child.wait().await
+                }
+            };
+            kill_group(pid);
+            let info = match status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => ExitInfo::Code(code),
+                    (None, Some(signal)) => ExitInfo::Signal { signal, oom: false },
+                    (None, None) => ExitInfo::Code(-1),
+                },
+                Err(_) => ExitInfo::Code(-1),
+            };
+            let _ = tx.send(Some(info));
+        });
+        Ok(Spawned {
+            sandbox: Box::new(ProcessSandbox {
+                pid,
+                exit: rx,
+                kill: Mutex::new(Some(kill_tx)),
+            }),
+            runtime_listener: listener,
+            output: reader,
+        })
+    }
+}
+
+impl Sandbox for ProcessSandbox {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn freeze(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    fn thaw(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    fn max_memory_bytes(&self) -> u64 {
+        // VmHWM of the bootstrap: the best a plain process offers.
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+        self.exit.clone()
+    }
+
+    fn destroy(&self) {
+        if let Ok(mut k) = self.kill.lock() {
+            if let Some(k) = k.take() {
+                let _ = k.send(());
+            }
+        }
+    }
+}
+
+impl Drop for ProcessSandbox {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+fn kill_group(pid: u32) {
+    if pid > 0 {
+        // SAFETY: kill(2) takes plain integers; a negative pid names the process group we created.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
