@@ -1,0 +1,537 @@
+//! One execution environment: a sandbox, its Runtime API and its log capture, and the two things
+//! that happen to it — Init and invocations.
+
+use crate::error::EngineError;
+use crate::logs::{report_line, Capture, LogSink};
+use bytes::Bytes;
+use kiln_model::{env as vars, FunctionConfig, Partition};
+use kiln_runtime_api::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
+use kiln_sandbox::{Backend, ExitInfo, Sandbox, SandboxSpec};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why an environment came to be, as `AWS_LAMBDA_INITIALIZATION_TYPE` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitType {
+    OnDemand,
+    Provisioned,
+}
+
+impl InitType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on-demand",
+            Self::Provisioned => "provisioned-concurrency",
+        }
+    }
+}
+
+/// A live environment.
+pub struct Environment {
+    pub id: String,
+    pub config: Arc<FunctionConfig>,
+    /// Pool generation it belongs to; an update bumps the pool's and retires older ones.
+    pub generation: u64,
+    pub init_type: InitType,
+    pub created: Instant,
+    pub invocations: AtomicU64,
+    sandbox: Arc<dyn Sandbox>,
+    api: RuntimeApi,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    capture: Arc<Capture>,
+}
+
+/// What Init produced.
+pub enum InitResult {
+    Ready {
+        env: Arc<Environment>,
+        init_ms: f64,
+    },
+    /// Init failed: the error payload for the first invocation; the environment is gone.
+    Failed {
+        error_type: String,
+        payload: Bytes,
+    },
+}
+
+enum InitWait {
+    /// `None`: the bootstrap ended (or the API closed) before Init was over.
+    Done(Option<InitOutcome>),
+    TimedOut,
+}
+
+/// What one invocation produced.
+pub struct RunResult {
+    pub payload: Bytes,
+    pub function_error: bool,
+    /// Whether the environment can serve again.
+    pub healthy: bool,
+    pub log_tail: Option<Vec<u8>>,
+}
+
+struct SandboxFreezer(Arc<dyn Sandbox>);
+
+impl Freezer for SandboxFreezer {
+    fn freeze(&self) {
+        if let Err(e) = self.0.freeze() {
+            tracing::warn!(error = %e, "freeze failed");
+        }
+    }
+    fn thaw(&self) {
+        if let Err(e) = self.0.thaw() {
+            tracing::warn!(error = %e, "thaw failed");
+        }
+    }
+}
+
+/// Everything a cold start needs to know.
+pub struct ColdStart<'a> {
+    pub backend: &'a Arc<dyn Backend>,
+    pub partition: &'a Partition,
+    pub logs: &'a LogSink,
+    pub config: Arc<FunctionConfig>,
+    pub code_dir: PathBuf,
+    pub generation: u64,
+    pub init_type: InitType,
+    /// How long Init may take before it is reported as timed out.
+    pub init_timeout: Duration,
+}
+
+pub const BOOTSTRAP_PATHS: &str = "[/var/task/bootstrap /opt/bootstrap]";
+
+impl ColdStart<'_> {
+    /// Builds an environment and runs its Init.
+    pub async fn run(self, request_id: &str) -> Result<InitResult, EngineError> {
+        let cfg = self.config.clone();
+        let bootstrap = self.code_dir.join("bootstrap");
+        if !is_executable_file(&bootstrap) {
+            return Ok(InitResult::Failed {
+                error_type: "Runtime.InvalidEntrypoint".into(),
+                payload: error_payload(
+                    "Runtime.InvalidEntrypoint",
+                    &format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}"),
+                ),
+            });
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let today = time::OffsetDateTime::now_utc().date();
+        let stream: Arc<str> = format!(
+            "{:04}/{:02}/{:02}/[{}]{}",
+            today.year(),
+            today.month() as u8,
+            today.day(),
+            cfg.version,
+            id
+        )
+        .into();
+        let function: Arc<str> = cfg.name.as_str().into();
+        let spec = SandboxSpec {
+            id: id.clone(),
+            code_dir: self.code_dir.clone(),
+            bootstrap: PathBuf::from("bootstrap"),
+            env: environment(&cfg, self.partition, &stream, self.init_type),
+            memory_mb: cfg.memory_mb,
+            tmp_mb: cfg.ephemeral_storage_mb,
+        };
+        let started = Instant::now();
+        let backend = self.backend.clone();
+        let spawned = tokio::task::spawn_blocking(move || backend.spawn(&spec))
+            .await
+            .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
+            .map_err(|e| {
+                EngineError::Internal(format!("cannot create execution environment: {e}"))
+            })?;
+        let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
+        let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone())));
+        let exit = sandbox.exit_watch();
+        let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
+            .map_err(|e| EngineError::Internal(format!("cannot capture function output: {e}")))?;
+        api.serve(spawned.runtime_listener)
+            .map_err(|e| EngineError::Internal(format!("cannot serve the runtime api: {e}")))?;
+        let env = Arc::new(Environment {
+            id,
+            config: cfg.clone(),
+            generation: self.generation,
+            init_type: self.init_type,
+            created: started,
+            invocations: AtomicU64::new(0),
+            sandbox,
+            api,
+            exit,
+            capture,
+        });
+        env.capture.platform(format!(
+            "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
+            cfg.runtime.as_str().replace('.', ":"),
+            self.partition.region
+        ));
+        tracing::debug!(env = %env.id, function = %cfg.name, "environment created");
+
+        let outcome = match env.wait_init(self.init_timeout).await {
+            InitWait::Done(o) => o,
+            InitWait::TimedOut => {
+                let init_ms = ms(started.elapsed());
+                env.capture.platform(format!(
+                    "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: timeout"
+                ));
+                // Lambda goes on with the Init inside the invocation ("suppressed init"), under
+                // the function's own timeout.
+                match env
+                    .wait_init(Duration::from_secs(cfg.timeout_secs.into()))
+                    .await
+                {
+                    InitWait::Done(o) => o,
+                    InitWait::TimedOut => {
+                        env.destroy();
+                        return Ok(InitResult::Failed {
+                            error_type: "Sandbox.Timedout".into(),
+                            payload: error_payload(
+                                "Sandbox.Timedout",
+                                &format!(
+                                    "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+                                    cfg.timeout_secs as f64
+                                ),
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        let init_ms = ms(started.elapsed());
+        match outcome {
+            Some(InitOutcome::Ready) => Ok(InitResult::Ready { env, init_ms }),
+            Some(InitOutcome::Error { error_type, body }) => {
+                let error_type = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
+                env.capture.drain();
+                env.capture.platform(format!(
+                    "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
+                ));
+                env.destroy();
+                let payload = if body.is_empty() {
+                    error_payload(&error_type, "")
+                } else {
+                    body
+                };
+                Ok(InitResult::Failed {
+                    error_type,
+                    payload,
+                })
+            }
+            // The bootstrap ended (or the API closed) before its first `next`.
+            _ => {
+                let info = env.wait_exit().await;
+                env.capture.drain();
+                let (error_type, message) = exit_error(request_id, info);
+                env.capture.platform(format!(
+                    "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
+                ));
+                env.destroy();
+                Ok(InitResult::Failed {
+                    payload: error_payload(error_type, &message),
+                    error_type: error_type.into(),
+                })
+            }
+        }
+    }
+}
+
+impl Environment {
+    /// Runs one invocation. `init_ms` is set on the first invocation of a cold environment.
+    pub async fn invoke(
+        &self,
+        invocation: Invocation,
+        init_ms: Option<f64>,
+        keep_tail: bool,
+    ) -> RunResult {
+        let request_id = invocation.request_id.clone();
+        let cfg = &self.config;
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.capture.begin(keep_tail);
+        self.capture.platform(format!(
+            "START RequestId: {request_id} Version: {}",
+            cfg.version
+        ));
+        let timeout = Duration::from_secs(cfg.timeout_secs.into());
+        let started = Instant::now();
+        let rx = self.api.dispatch(invocation);
+        enum Ended {
+            Answer(Outcome),
+            Exit(ExitInfo),
+            Timeout,
+        }
+        let ended = tokio::select! {
+            biased;
+            r = rx => match r {
+                Ok(o) => Ended::Answer(o),
+                Err(_) => Ended::Exit(self.wait_exit().await),
+            },
+            info = self.exited() => Ended::Exit(info),
+            _ = tokio::time::sleep(timeout) => Ended::Timeout,
+        };
+        let duration_ms = ms(started.elapsed());
+        let (payload, function_error, healthy, status) = match ended {
+            Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
+            Ended::Answer(Outcome::Error { error_type, body }) => {
+                let payload = if body.is_empty() {
+                    error_payload(error_type.as_deref().unwrap_or("Unhandled"), "")
+                } else {
+                    body
+                };
+                (payload, true, true, None)
+            }
+            Ended::Answer(Outcome::ResponseTooLarge) => (
+                error_payload(
+                    "Function.ResponseSizeTooLarge",
+                    &format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        kiln_model::limits::RESPONSE_MAX_BYTES
+                    ),
+                ),
+                true,
+                true,
+                Some(("error", Some("Function.ResponseSizeTooLarge".to_string()))),
+            ),
+            Ended::Answer(Outcome::InvalidResponseMode) => (
+                error_payload(
+                    "Runtime.InvalidResponseModeHeader",
+                    &format!("RequestId: {request_id} Error: Invalid function response mode"),
+                ),
+                true,
+                false,
+                Some((
+                    "error",
+                    Some("Runtime.InvalidResponseModeHeader".to_string()),
+                )),
+            ),
+            Ended::Exit(info) => {
+                let (error_type, message) = exit_error(&request_id, info);
+                (
+                    error_payload(error_type, &message),
+                    true,
+                    false,
+                    Some(("error", Some(error_type.to_string()))),
+                )
+            }
+            Ended::Timeout => {
+                let message = format!(
+                    "Task timed out after {:.2} seconds",
+                    cfg.timeout_secs as f64
+                );
+                let now = time::OffsetDateTime::now_utc();
+                self.capture.drain();
+                self.capture
+                    .platform(format!("{} {request_id} {message}", rfc3339(now)));
+                (
+                    error_payload(
+                        "Sandbox.Timedout",
+                        &format!("RequestId: {request_id} Error: {message}"),
+                    ),
+                    true,
+                    false,
+                    Some(("timeout", None)),
+                )
+            }
+        };
+        if !healthy {
+            // Kill first, so that what the function printed is all in the pipe.
+            self.destroy();
+        }
+        self.capture.drain();
+        self.capture
+            .platform(format!("END RequestId: {request_id}"));
+        let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
+        let status_ref = status.as_ref().map(|(s, t)| (*s, t.as_deref()));
+        self.capture.platform(report_line(
+            &request_id,
+            duration_ms,
+            cfg.memory_mb,
+            max_mb,
+            init_ms,
+            status_ref,
+        ));
+        if let (false, Some((_, Some(t)))) = (healthy, &status) {
+            if t != "Function.ResponseSizeTooLarge" {
+                self.capture.platform(format!(
+                    "RequestId: {request_id} Error: {}",
+                    exit_text(&payload)
+                ));
+                self.capture.platform(t.clone());
+            }
+        }
+        let log_tail = self.capture.finish();
+        RunResult {
+            payload,
+            function_error,
+            healthy,
+            log_tail,
+        }
+    }
+
+    /// Resolves when the bootstrap has ended.
+    async fn exited(&self) -> ExitInfo {
+        let mut exit = self.exit.clone();
+        let info = exit.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+        info.unwrap_or(ExitInfo::Code(-1))
+    }
+
+    async fn wait_exit(&self) -> ExitInfo {
+        // Once the API gave up, the process is on its way out; do not wait for ever.
+        tokio::time::timeout(Duration::from_secs(2), self.exited())
+            .await
+            .unwrap_or(ExitInfo::Code(-1))
+    }
+
+    /// Waits for Init to end, for the bootstrap to die, or for `limit`.
+    async fn wait_init(&self, limit: Duration) -> InitWait {
+        tokio::select! {
+            biased;
+            o = self.api.wait_init() => InitWait::Done(o),
+            _ = self.exited() => InitWait::Done(None),
+            _ = tokio::time::sleep(limit) => InitWait::TimedOut,
+        }
+    }
+
+    /// Whether the bootstrap is still running.
+    pub fn alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.sandbox.max_memory_bytes()
+    }
+
+    /// Kills the environment and stops its Runtime API.
+    pub fn destroy(&self) {
+        self.api.close();
+        self.sandbox.destroy();
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+fn exit_text(payload: &Bytes) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .and_then(|m| m.split_once(" Error: ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_default()
+}
+
+/// The error type and message for a bootstrap that ended.
+fn exit_error(request_id: &str, info: ExitInfo) -> (&'static str, String) {
+    match info {
+        ExitInfo::Code(0) => (
+            "Runtime.ExitError",
+            format!("RequestId: {request_id} Error: Runtime exited without providing a reason"),
+        ),
+        ExitInfo::Code(n) => (
+            "Runtime.ExitError",
+            format!("RequestId: {request_id} Error: Runtime exited with error: exit status {n}"),
+        ),
+        ExitInfo::Signal { signal, oom } => (
+            if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" },
+            format!("RequestId: {request_id} Error: Runtime exited with error: signal: {}", signal_name(signal)),
+        ),
+        ExitInfo::ExecFailed => (
+            "Runtime.InvalidEntrypoint",
+            format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: the bootstrap could not be executed"),
+        ),
+    }
+}
+
+/// Signal names as Go's `os.ProcessState` prints them, which is what Lambda shows.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        1 => "hangup".into(),
+        2 => "interrupt".into(),
+        3 => "quit".into(),
+        4 => "illegal instruction".into(),
+        5 => "trace/breakpoint trap".into(),
+        6 => "aborted".into(),
+        7 => "bus error".into(),
+        8 => "floating point exception".into(),
+        9 => "killed".into(),
+        11 => "segmentation fault".into(),
+        13 => "broken pipe".into(),
+        15 => "terminated".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// `{"errorType": …, "errorMessage": …}` as Lambda builds it.
+pub fn error_payload(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&f).unwrap_or_default()
+}
+
+fn is_executable_file(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The bootstrap's environment: Lambda's variables, then the user's (reserved keys win).
+fn environment(
+    cfg: &FunctionConfig,
+    partition: &Partition,
+    stream: &str,
+    init_type: InitType,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::with_capacity(32);
+    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+    set(vars::PATH, vars::DEFAULT_PATH_VALUE.into());
+    set(vars::LD_LIBRARY_PATH, vars::DEFAULT_LD_LIBRARY_PATH.into());
+    set(vars::LANG, "en_US.UTF-8".into());
+    set(vars::XRAY_CONTEXT_MISSING, "LOG_ERROR".into());
+    if let Some(user) = &cfg.environment {
+        for (k, v) in user {
+            set(k, v.clone());
+        }
+    }
+    set(vars::HANDLER, cfg.handler.clone().unwrap_or_default());
+    set(vars::TASK_ROOT, vars::TASK_ROOT_PATH.into());
+    set(vars::RUNTIME_DIR, vars::RUNTIME_DIR_PATH.into());
+    set(vars::REGION, partition.region.clone());
+    set(vars::DEFAULT_REGION, partition.region.clone());
+    set(vars::FUNCTION_NAME, cfg.name.to_string());
+    set(vars::FUNCTION_MEMORY_SIZE, cfg.memory_mb.to_string());
+    set(vars::FUNCTION_VERSION, cfg.version.clone());
+    set(vars::INITIALIZATION_TYPE, init_type.as_str().into());
+    set(vars::LOG_GROUP_NAME, cfg.log_group.clone());
+    set(vars::LOG_STREAM_NAME, stream.to_string());
+    set(vars::ACCESS_KEY_ID, "kiln".into());
+    set(vars::SECRET_ACCESS_KEY, "kiln".into());
+    set(vars::SESSION_TOKEN, "kiln".into());
+    set(vars::TZ, ":UTC".into());
+    set("PWD", vars::TASK_ROOT_PATH.into());
+    set("SHLVL", "0".into());
+    // A user variable may replace a default (PATH, LANG, …); keep only the last of each key.
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<(String, String)> = env
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    out.reverse();
+    out
+}

@@ -1,0 +1,433 @@
+//! The runtime's state machine and the hand-off of events and answers.
+//!
+//! | phase     | `next`                              | `response`/`error`       | `init/error` |
+//! |-----------|-------------------------------------|--------------------------|--------------|
+//! | Init      | ends Init, waits for an event       | 400 (no such request)    | → InitError  |
+//! | Ready     | waits for an event (frozen)         | 400                      | 403          |
+//! | Running   | re-serves the current event (RIE)   | answers it → Ready       | 403          |
+//! | InitError | 403                                 | 403                      | 403          |
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{oneshot, watch, Notify};
+
+/// One event for the runtime.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: Arc<str>,
+    pub payload: Bytes,
+    /// Absolute deadline, Unix epoch milliseconds.
+    pub deadline_ms: u64,
+    pub invoked_function_arn: Arc<str>,
+    pub trace_id: String,
+    /// Already base64-decoded.
+    pub client_context: Option<String>,
+    pub cognito_identity: Option<String>,
+}
+
+/// How the runtime answered one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `POST …/response`.
+    Response(Bytes),
+    /// `POST …/error`, with the error type header if given and the body (possibly empty).
+    Error {
+        error_type: Option<String>,
+        body: Bytes,
+    },
+    /// The response was over the limit; the runtime got a 413.
+    ResponseTooLarge,
+    /// The response used an unknown `Lambda-Runtime-Function-Response-Mode`.
+    InvalidResponseMode,
+}
+
+/// How Init ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// The runtime called `next`.
+    Ready,
+    /// The runtime called `init/error`.
+    Error {
+        error_type: Option<String>,
+        body: Bytes,
+    },
+}
+
+/// Stops and resumes the environment's processes.
+pub trait Freezer: Send + Sync {
+    fn freeze(&self);
+    fn thaw(&self);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Init,
+    Ready,
+    Running,
+    InitError,
+}
+
+struct Current {
+    invocation: Invocation,
+    reply: Option<oneshot::Sender<Outcome>>,
+}
+
+struct State {
+    phase: Phase,
+    frozen: bool,
+    closed: bool,
+    current: Option<Current>,
+    queue: VecDeque<(Invocation, oneshot::Sender<Outcome>)>,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Wakes a runtime waiting in `next`.
+    event: Notify,
+    freezer: Box<dyn Freezer>,
+    /// Becomes `Some` when Init ends: `Some(None)` if the API was closed first.
+    init: watch::Sender<Option<Option<InitOutcome>>>,
+    /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it.
+    pub(crate) accept: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// A runtime-call refusal: HTTP status, `errorType`, `errorMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn state(from: Phase, to: &str) -> Self {
+        Self {
+            status: 403,
+            error_type: crate::wire::INVALID_STATE_TRANSITION,
+            message: format!("State transition from {from:?} to {to} failed for runtime. Error: State transition is not allowed"),
+        }
+    }
+
+    fn request_id() -> Self {
+        Self {
+            status: 400,
+            error_type: crate::wire::INVALID_REQUEST_ID,
+            message: "Invalid request ID".into(),
+        }
+    }
+}
+
+/// The Runtime API of one environment. Cheap to clone.
+#[derive(Clone)]
+pub struct RuntimeApi {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RuntimeApi {
+    /// A Runtime API in its Init phase, serving nothing yet.
+    pub fn new(freezer: Box<dyn Freezer>) -> Self {
+        let (init, _) = watch::channel(None);
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    phase: Phase::Init,
+                    frozen: false,
+                    closed: false,
+                    current: None,
+                    queue: VecDeque::new(),
+                }),
+                event: Notify::new(),
+                freezer,
+                init,
+                accept: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Serves this Runtime API on `listener` until [`RuntimeApi::close`] or the listener fails.
+    pub fn serve(&self, listener: std::net::TcpListener) -> std::io::Result<()> {
+        crate::server::serve(self.clone(), listener)
+    }
+
+    /// Resolves when Init ends; `None` if the API was closed first.
+    pub async fn wait_init(&self) -> Option<InitOutcome> {
+        let mut rx = self.shared.init.subscribe();
+        let outcome = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone())
+            .flatten();
+        outcome
+    }
+
+    /// Hands `invocation` to the runtime, thawing the environment if it is frozen. The receiver
+    /// yields the runtime's answer; it fails if the API is closed first.
+    pub fn dispatch(&self, invocation: Invocation) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = lock(&self.shared.state);
+        if st.closed {
+            return rx;
+        }
+        if st.frozen {
+            st.frozen = false;
+            self.shared.freezer.thaw();
+        }
+        st.queue.push_back((invocation, tx));
+        drop(st);
+        self.shared.event.notify_one();
+        rx
+    }
+
+    /// Ends this API: pending `next` calls stay unanswered, answers are dropped.
+    pub fn close(&self) {
+        let mut st = lock(&self.shared.state);
+        st.closed = true;
+        st.queue.clear();
+        st.current = None;
+        drop(st);
+        self.shared.init.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(None);
+                true
+            } else {
+                false
+            }
+        });
+        if let Some(accept) = lock(&self.shared.accept).take() {
+            accept.abort();
+        }
+        self.shared.event.notify_waiters();
+    }
+
+    /// Whether [`RuntimeApi::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.state).closed
+    }
+
+    /// `GET next`: the next event, once there is one.
+    pub async fn next(&self) -> Result<Invocation, Refusal> {
+        loop {
+            let notified = self.shared.event.notified();
+            let closed = {
+                let mut st = lock(&self.shared.state);
+                match st.phase {
+                    Phase::InitError => return Err(Refusal::state(Phase::InitError, "Ready")),
+                    Phase::Init => {
+                        st.phase = Phase::Ready;
+                        self.shared
+                            .init
+                            .send_replace(Some(Some(InitOutcome::Ready)));
+                    }
+                    Phase::Running => {
+                        // Asking again without answering: serve the same event again, as RIE does.
+                        if let Some(cur) = &st.current {
+                            if cur.reply.is_some() {
+                                return Ok(cur.invocation.clone());
+                            }
+                        }
+                        st.phase = Phase::Ready;
+                        st.current = None;
+                    }
+                    Phase::Ready => {}
+                }
+                if st.closed {
+                    true
+                } else if let Some((invocation, reply)) = st.queue.pop_front() {
+                    st.phase = Phase::Running;
+                    st.current = Some(Current {
+                        invocation: invocation.clone(),
+                        reply: Some(reply),
+                    });
+                    return Ok(invocation);
+                } else {
+                    if !st.frozen {
+                        st.frozen = true;
+                        self.shared.freezer.freeze();
+                    }
+                    false
+                }
+            };
+            if closed {
+                // A closed environment never gets another event; its runtime waits until killed.
+                return std::future::pending().await;
+            }
+            notified.await;
+        }
+    }
+
+    /// Checks that `request_id` is the event in flight and not yet answered.
+    pub fn check_request(&self, request_id: &str) -> Result<(), Refusal> {
+        let st = lock(&self.shared.state);
+        match &st.current {
+            Some(cur) if &*cur.invocation.request_id == request_id => {
+                if cur.reply.is_some() {
+                    Ok(())
+                } else {
+                    Err(Refusal::state(st.phase, "ResponseSent"))
+                }
+            }
+            _ if st.phase == Phase::InitError => {
+                Err(Refusal::state(Phase::InitError, "ResponseSent"))
+            }
+            _ => Err(Refusal::request_id()),
+        }
+    }
+
+    /// `POST response` or `POST error`: delivers `outcome` for `request_id`.
+    pub fn answer(&self, request_id: &str, outcome: Outcome) -> Result<(), Refusal> {
+        let mut st = lock(&self.shared.state);
+        let phase = st.phase;
+        match &mut st.current {
+            Some(cur) if &*cur.invocation.request_id == request_id => match cur.reply.take() {
+                Some(tx) => {
+                    let _ = tx.send(outcome);
+                    Ok(())
+                }
+                None => Err(Refusal::state(phase, "ResponseSent")),
+            },
+            _ => Err(Refusal::request_id()),
+        }
+    }
+
+    /// `POST init/error`.
+    pub fn init_error(&self, error_type: Option<String>, body: Bytes) -> Result<(), Refusal> {
+        let mut st = lock(&self.shared.state);
+        if st.phase != Phase::Init {
+            return Err(Refusal::state(st.phase, "InitError"));
+        }
+        st.phase = Phase::InitError;
+        self.shared
+            .init
+            .send_replace(Some(Some(InitOutcome::Error { error_type, body })));
+        Ok(())
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked mid-update; the state is still the best
+    // we have, and refusing every later call would turn one bug into an outage.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counter {
+        freezes: AtomicUsize,
+        thaws: AtomicUsize,
+    }
+    struct SharedCounter(Arc<Counter>);
+    impl Freezer for SharedCounter {
+        fn freeze(&self) {
+            self.0.freezes.fetch_add(1, Ordering::SeqCst);
+        }
+        fn thaw(&self) {
+            self.0.thaws.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn api() -> (RuntimeApi, Arc<Counter>) {
+        let c = Arc::new(Counter::default());
+        (RuntimeApi::new(Box::new(SharedCounter(c.clone()))), c)
+    }
+
+    fn inv(id: &str) -> Invocation {
+        Invocation {
+            request_id: id.into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: 0,
+            invoked_function_arn: "arn".into(),
+            trace_id: String::new(),
+            client_context: None,
+            cognito_identity: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn first_next_ends_init_and_freezes_until_dispatch() {
+        let (api, c) = api();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
+        tokio::task::yield_now().await;
+        let rx = api.dispatch(inv("r1"));
+        let got = next.await.unwrap().unwrap();
+        assert_eq!(&*got.request_id, "r1");
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+        assert_eq!(c.thaws.load(Ordering::SeqCst), 1);
+        api.answer("r1", Outcome::Response(Bytes::from_static(b"ok")))
+            .unwrap();
+        assert_eq!(
+            rx.await.unwrap(),
+            Outcome::Response(Bytes::from_static(b"ok"))
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_request_id_is_400_and_second_answer_is_403() {
+        let (api, _) = api();
+        let _rx = api.dispatch(inv("r1"));
+        api.next().await.unwrap();
+        assert_eq!(
+            api.answer("nope", Outcome::Response(Bytes::new()))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(api.check_request("").unwrap_err().status, 400);
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        let second = api
+            .answer("r1", Outcome::Response(Bytes::new()))
+            .unwrap_err();
+        assert_eq!(
+            (second.status, second.error_type),
+            (403, "InvalidStateTransition")
+        );
+    }
+
+    #[tokio::test]
+    async fn next_without_answer_reserves_the_same_event() {
+        let (api, _) = api();
+        let _rx = api.dispatch(inv("r1"));
+        assert_eq!(&*api.next().await.unwrap().request_id, "r1");
+        assert_eq!(&*api.next().await.unwrap().request_id, "r1");
+    }
+
+    #[tokio::test]
+    async fn init_error_only_before_first_next() {
+        let (api, _) = api();
+        api.init_error(Some("Runtime.X".into()), Bytes::new())
+            .unwrap();
+        assert!(matches!(
+            api.wait_init().await,
+            Some(InitOutcome::Error { .. })
+        ));
+        assert_eq!(api.next().await.unwrap_err().status, 403);
+        assert_eq!(api.init_error(None, Bytes::new()).unwrap_err().status, 403);
+
+        let (api, _) = api_ready().await;
+        assert_eq!(api.init_error(None, Bytes::new()).unwrap_err().status, 403);
+    }
+
+    async fn api_ready() -> (RuntimeApi, Arc<Counter>) {
+        let (api, c) = api();
+        let _rx = api.dispatch(inv("r0"));
+        api.next().await.unwrap();
+        (api, c)
+    }
+
+    #[tokio::test]
+    async fn events_queued_before_next_are_served_in_order() {
+        let (api, _) = api();
+        let _a = api.dispatch(inv("a"));
+        assert_eq!(&*api.next().await.unwrap().request_id, "a");
+        api.answer("a", Outcome::Response(Bytes::new())).unwrap();
+        let _b = api.dispatch(inv("b"));
+        assert_eq!(&*api.next().await.unwrap().request_id, "b");
+    }
+}

@@ -1,0 +1,18 @@
+//! Wire strings of the Runtime API.
+
+pub const PREFIX: &str = "/2018-06-01";
+pub const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
+pub const DEADLINE_MS: &str = "lambda-runtime-deadline-ms";
+pub const INVOKED_FUNCTION_ARN: &str = "lambda-runtime-invoked-function-arn";
+pub const TRACE_ID: &str = "lambda-runtime-trace-id";
+pub const CLIENT_CONTEXT: &str = "lambda-runtime-client-context";
+pub const COGNITO_IDENTITY: &str = "lambda-runtime-cognito-identity";
+pub const FUNCTION_ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+pub const FUNCTION_ERROR_BODY: &str = "lambda-runtime-function-error-body";
+pub const RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
+
+pub const INVALID_REQUEST_ID: &str = "InvalidRequestID";
+pub const INVALID_STATE_TRANSITION: &str = "InvalidStateTransition";
+pub const INVALID_RESPONSE_MODE: &str = "InvalidFunctionResponseMode";
+pub const REQUEST_TOO_LARGE: &str = "RequestEntityTooLarge";
+pub const TRUNCATED_REQUEST: &str = "TruncatedHTTPRequest";

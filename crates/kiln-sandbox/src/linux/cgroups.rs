@@ -1,0 +1,982 @@
+//! Control groups of the environments, behind one trait for both cgroup layouts.
+//!
+//! Every kiln instance owns one directory per hierarchy, `kiln-<instance id>`, created below the
+//! cgroup kiln itself runs in (so the limits an operator put on kiln also bound its
+//! environments), and one directory per environment below that, named after the environment's
+//! id. Nothing outside `kiln-<instance id>` is ever written, and leftovers of a previous kiln of
+//! the same instance are found by listing it.
+//!
+//! Two implementations of [`Cgroups`]:
+//! - [`CgroupV1`] for hosts with v1 controllers: limits are written to the `memory`, `cpu` and
+//!   `pids` hierarchies. Freezing and killing use the cgroup2 tree mounted beside them (usually
+//!   `/sys/fs/cgroup/unified`) when it offers `cgroup.freeze` and `cgroup.kill`, because the
+//!   v2 freezer is synchronous-ish (~20 µs) and handles fatal signals; otherwise the v1 `freezer`
+//!   hierarchy and a SIGKILL per process.
+//! - [`CgroupV2`] for pure cgroup2 hosts: everything in one directory per environment.
+//!
+//! The root of every hierarchy is a plain path so tests can point an implementation at a temp
+//! directory laid out like cgroupfs and check which files get which values.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bytes in a mebibyte: Lambda's `MemorySize` is in MiB.
+const MIB: u64 = 1024 * 1024;
+/// Memory that buys one full CPU, as on Lambda.
+pub(crate) const MB_PER_CPU: u64 = 1769;
+/// CFS period used for every environment.
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CPU share an environment gets, in percent of one CPU. Below this an
+/// interpreter's start-up alone takes seconds.
+pub(crate) const CPU_FLOOR_PERCENT: u64 = 10;
+/// Processes and threads one environment may have.
+pub(crate) const PIDS_MAX: u32 = 1024;
+/// How long to wait for the processes of a killed cgroup to disappear.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a freeze to take hold.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one environment may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub memory_bytes: u64,
+    /// CFS quota per [`CPU_PERIOD_US`].
+    pub cpu_quota_us: u64,
+    /// v1 `cpu.shares` (1024 = one CPU's worth).
+    pub cpu_shares: u64,
+    /// v2 `cpu.weight` (100 = default).
+    pub cpu_weight: u64,
+    pub pids_max: u32,
+}
+
+impl Limits {
+    /// Limits of an environment with `memory_mb` of memory: CPU proportional to memory,
+    /// 1,769 MB buying one CPU, with a floor.
+    pub(crate) fn for_memory_mb(memory_mb: u32) -> Limits {
+        let mb = u64::from(memory_mb.max(1));
+        let floor = CPU_PERIOD_US * CPU_FLOOR_PERCENT / 100;
+        Limits {
+            memory_bytes: mb * MIB,
+            cpu_quota_us: (CPU_PERIOD_US * mb / MB_PER_CPU).max(floor),
+            cpu_shares: (1024 * mb / MB_PER_CPU).max(2),
+            cpu_weight: (100 * mb / MB_PER_CPU).clamp(1, 10_000),
+            pids_max: PIDS_MAX,
+        }
+    }
+}
+
+/// Why a cgroup operation failed; the path says which file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CgroupError {
+    #[error("cannot create cgroup {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {value:?} to {path}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove cgroup {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("processes of cgroup {path} still run after being killed")]
+    Stuck { path: PathBuf },
+    #[error("cgroup {path} did not freeze in time")]
+    FreezeTimeout { path: PathBuf },
+}
+
+impl From<CgroupError> for io::Error {
+    fn from(e: CgroupError) -> io::Error {
+        io::Error::other(e)
+    }
+}
+
+/// The cgroups of the environments of one kiln instance.
+pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
+    /// `v1+unified`, `v1` or `v2`, for logs.
+    fn layout(&self) -> &'static str;
+    /// Creates the instance's parent directories (idempotent).
+    fn init(&self) -> Result<(), CgroupError>;
+    /// Creates the cgroups of environment `env` with `limits`; returns the `cgroup.procs` files
+    /// a process must be written to to join all of them.
+    fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// Stops every process of `env` and returns once they are stopped.
+    fn freeze(&self, env: &str) -> Result<(), CgroupError>;
+    fn thaw(&self, env: &str) -> Result<(), CgroupError>;
+    /// Sends SIGKILL to every process of `env` (frozen or not). Does not wait.
+    fn kill_all(&self, env: &str) -> Result<(), CgroupError>;
+    /// Whether `env` has no process left (or no longer exists).
+    fn is_empty(&self, env: &str) -> bool;
+    /// The peak memory use of `env` in bytes, when the kernel tracks it.
+    fn peak_memory_bytes(&self, env: &str) -> Option<u64>;
+    /// Whether the OOM killer killed a process of `env`.
+    fn oom_killed(&self, env: &str) -> bool;
+    /// Removes the cgroups of `env`; they must be empty. Missing ones are fine.
+    fn remove(&self, env: &str) -> Result<(), CgroupError>;
+    /// The environments that have cgroups of this instance.
+    fn list(&self) -> Vec<String>;
+    /// Removes the instance's parent directories (they must be empty).
+    fn remove_parent(&self) -> Result<(), CgroupError>;
+}
+
+/// Kills `env`, waits for it to empty and removes it: the one way every environment ends.
+pub(crate) fn kill_and_remove(cg: &dyn Cgroups, env: &str) -> Result<(), CgroupError> {
+    cg.kill_all(env)?;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match cg.remove(env) {
+            Ok(()) => return Ok(()),
+            // EBUSY while the last processes are still exiting (or are unreaped zombies).
+            Err(e) if e.is_busy() && Instant::now() < deadline => {
+                // Kill again: on the v1 path a process may have forked since.
+                let _ = cg.kill_all(env);
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(CgroupError::Remove { path, .. }) => return Err(CgroupError::Stuck { path }),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl CgroupError {
+    fn is_busy(&self) -> bool {
+        matches!(self, CgroupError::Remove { source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// Writes a setting the kernel may not have (e.g. swap accounting off); absence is fine.
+fn write_optional(path: &Path, value: &str) -> Result<(), CgroupError> {
+    match fs::write(path, value) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        r => r.map_err(|source| CgroupError::Write {
+            path: path.to_owned(),
+            value: value.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Creates a cgroup directory; an existing one is reused.
+fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(CgroupError::Create {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates a fresh cgroup directory: a leftover of the same name is killed and removed first.
+fn mkdir_fresh(cg: &dyn Cgroups, env: &str, path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            kill_and_remove(cg, env)?;
+            fs::create_dir(path).map_err(|source| CgroupError::Create {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn rmdir(path: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(CgroupError::Remove {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The value of `key` in a flat keyed file (`memory.events`, `memory.oom_control`, ...).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn pids_of(procs: &Path) -> Vec<i32> {
+    fs::read_to_string(procs)
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn sigkill_each(procs: &Path) {
+    for pid in pids_of(procs) {
+        // SAFETY: kill(2) with plain integers; the pid was read from the environment's cgroup.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// Freezes a cgroup2 directory and waits until `cgroup.events` says `frozen 1`.
+fn v2_freeze(dir: &Path) -> Result<(), CgroupError> {
+    write(&dir.join("cgroup.freeze"), "1")?;
+    let events = dir.join("cgroup.events");
+    let file = fs::File::open(&events).map_err(|source| CgroupError::Read {
+        path: events.clone(),
+        source,
+    })?;
+    let deadline = Instant::now() + FREEZE_TIMEOUT;
+    loop {
+        let text = read(&events)?;
+        if keyed(&text, "frozen") == Some(1) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CgroupError::FreezeTimeout {
+                path: dir.to_owned(),
+            });
+        }
+        // cgroup.events signals changes as POLLPRI; on a plain file (tests) poll returns at once.
+        let mut pfd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(10) as i32;
+        // SAFETY: one valid pollfd on a descriptor we hold open.
+        unsafe {
+            libc::poll(&mut pfd, 1, ms);
+        }
+    }
+}
+
+/// Kills every process of a cgroup2 directory: `cgroup.kill` when the kernel has it, else
+/// freeze, SIGKILL each, thaw.
+fn v2_kill(dir: &Path, has_kill: bool) -> Result<(), CgroupError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if has_kill {
+        return write(&dir.join("cgroup.kill"), "1");
+    }
+    let _ = v2_freeze(dir);
+    sigkill_each(&dir.join("cgroup.procs"));
+    write(&dir.join("cgroup.freeze"), "0")
+}
+
+fn v2_is_empty(dir: &Path) -> bool {
+    match fs::read_to_string(dir.join("cgroup.events")) {
+        Ok(text) => keyed(&text, "populated") != Some(1),
+        Err(_) => pids_of(&dir.join("cgroup.procs")).is_empty(),
+    }
+}
+
+/// Where kiln's cgroups go on a host with v1 controllers.
+#[derive(Debug, Clone)]
+pub(crate) struct V1Paths {
+    /// `.../memory/<kiln's cgroup>/kiln-<instance>` and likewise for the others.
+    pub memory: PathBuf,
+    pub cpu: PathBuf,
+    pub pids: PathBuf,
+    /// The v1 freezer, used when `unified` is absent.
+    pub freezer: Option<PathBuf>,
+    /// A cgroup2 tree beside the v1 controllers with `cgroup.freeze`.
+    pub unified: Option<PathBuf>,
+}
+
+/// Hosts with v1 controllers (optionally with a cgroup2 tree for freeze and kill).
+#[derive(Debug)]
+pub(crate) struct CgroupV1 {
+    paths: V1Paths,
+    /// Whether the unified tree has `cgroup.kill` (Linux ≥ 5.14).
+    unified_kill: bool,
+}
+
+impl CgroupV1 {
+    pub(crate) fn new(paths: V1Paths) -> Result<CgroupV1, CgroupError> {
+        if paths.unified.is_none() && paths.freezer.is_none() {
+            return Err(CgroupError::Create {
+                path: paths.memory.clone(),
+                source: io::Error::new(
+                    ErrorKind::NotFound,
+                    "neither a freezer hierarchy nor a cgroup2 tree is mounted",
+                ),
+            });
+        }
+        Ok(CgroupV1 {
+            paths,
+            unified_kill: false,
+        })
+    }
+
+    fn dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.paths.memory, &self.paths.cpu, &self.paths.pids]
+            .into_iter()
+            .chain(self.paths.freezer.iter().filter(|_| self.paths.unified.is_none()))
+            .chain(self.paths.unified.iter())
+    }
+
+    fn v1_freezer(&self, env: &str) -> Option<PathBuf> {
+        match (&self.paths.unified, &self.paths.freezer) {
+            (None, Some(f)) => Some(f.join(env)),
+            _ => None,
+        }
+    }
+}
+
+impl Cgroups for CgroupV1 {
+    fn layout(&self) -> &'static str {
+        if self.paths.unified.is_some() {
+            "v1+unified"
+        } else {
+            "v1"
+        }
+    }
+
+    fn init(&self) -> Result<(), CgroupError> {
+        for d in self.dirs() {
+            mkdir(d)?;
+        }
+        Ok(())
+    }
+
+    fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
+        let mem = self.paths.memory.join(env);
+        mkdir_fresh(self, env, &mem)?;
+        let bytes = limits.memory_bytes.to_string();
+        write(&mem.join("memory.limit_in_bytes"), &bytes)?;
+        // No swap: memory+swap may not exceed memory (absent without swap accounting).
+        write_optional(&mem.join("memory.memsw.limit_in_bytes"), &bytes)?;
+        write_optional(&mem.join("memory.swappiness"), "0")?;
+
+        let cpu = self.paths.cpu.join(env);
+        mkdir(&cpu)?;
+        write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        write(&cpu.join("cpu.cfs_quota_us"), &limits.cpu_quota_us.to_string())?;
+        write(&cpu.join("cpu.shares"), &limits.cpu_shares.to_string())?;
+
+        let pids = self.paths.pids.join(env);
+        mkdir(&pids)?;
+        write(&pids.join("pids.max"), &limits.pids_max.to_string())?;
+
+        let mut procs = vec![
+            mem.join("cgroup.procs"),
+            cpu.join("cgroup.procs"),
+            pids.join("cgroup.procs"),
+        ];
+        if let Some(u) = &self.paths.unified {
+            let d = u.join(env);
+            mkdir(&d)?;
+            procs.push(d.join("cgroup.procs"));
+        } else if let Some(f) = self.v1_freezer(env) {
+            mkdir(&f)?;
+            procs.push(f.join("cgroup.procs"));
+        }
+        Ok(procs)
+    }
+
+    fn freeze(&self, env: &str) -> Result<(), CgroupError> {
+        if let Some(u) = &self.paths.unified {
+            return v2_freeze(&u.join(env));
+        }
+        let Some(f) = self.v1_freezer(env) else {
+            return Ok(());
+        };
+        let state = f.join("freezer.state");
+        write(&state, "FROZEN")?;
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        while read(&state)?.trim() != "FROZEN" {
+            if Instant::now() > deadline {
+                return Err(CgroupError::FreezeTimeout { path: f });
+            }
+            // The v1 freezer retries by itself; re-writing kicks tasks that were busy.
+            write(&state, "FROZEN")?;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    }
+
+    fn thaw(&self, env: &str) -> Result<(), CgroupError> {
+        if let Some(u) = &self.paths.unified {
+            return write(&u.join(env).join("cgroup.freeze"), "0");
+        }
+        match self.v1_freezer(env) {
+            Some(f) => write(&f.join("freezer.state"), "THAWED"),
+            None => Ok(()),
+        }
+    }
+
+    fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
+        if let Some(u) = &self.paths.unified {
+            let has_kill = self.unified_kill || u.join(env).join("cgroup.kill").exists();
+            return v2_kill(&u.join(env), has_kill);
+        }
+        // v1: freeze so nothing forks while we kill, kill each, thaw so the signals land.
+        let frozen = self.freeze(env).is_ok();
+        sigkill_each(&self.paths.memory.join(env).join("cgroup.procs"));
+        if frozen {
+            self.thaw(env)?;
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self, env: &str) -> bool {
+        match &self.paths.unified {
+            Some(u) if u.join(env).exists() => v2_is_empty(&u.join(env)),
+            _ => pids_of(&self.paths.memory.join(env).join("cgroup.procs")).is_empty(),
+        }
+    }
+
+    fn peak_memory_bytes(&self, env: &str) -> Option<u64> {
+        read(&self.paths.memory.join(env).join("memory.max_usage_in_bytes"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn oom_killed(&self, env: &str) -> bool {
+        read(&self.paths.memory.join(env).join("memory.oom_control"))
+            .ok()
+            .and_then(|t| keyed(&t, "oom_kill"))
+            .unwrap_or(0)
+            > 0
+    }
+
+    fn remove(&self, env: &str) -> Result<(), CgroupError> {
+        // Try every hierarchy, report the first failure.
+        let mut first = None;
+        for d in self.dirs() {
+            if let Err(e) = rmdir(&d.join(env)) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn list(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.dirs().flat_map(|d| subdirs(d)).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn remove_parent(&self) -> Result<(), CgroupError> {
+        for d in self.dirs() {
+            rmdir(d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Pure cgroup2 hosts: one directory per environment below `kiln-<instance>`.
+#[derive(Debug)]
+pub(crate) struct CgroupV2 {
+    /// `<cgroup2 mount>/<kiln's cgroup>/kiln-<instance>`.
+    base: PathBuf,
+    has_kill: bool,
+}
+
+impl CgroupV2 {
+    /// `base` is `<cgroup2 mount>/<kiln's cgroup>/kiln-<instance>`.
+    pub(crate) fn new(base: PathBuf) -> CgroupV2 {
+        CgroupV2 {
+            base,
+            has_kill: false,
+        }
+    }
+
+    /// Enables the controllers kiln needs for the children of `dir`.
+    fn delegate(dir: &Path) -> Result<(), CgroupError> {
+        write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids")
+    }
+}
+
+impl Cgroups for CgroupV2 {
+    fn layout(&self) -> &'static str {
+        "v2"
+    }
+
+    fn init(&self) -> Result<(), CgroupError> {
+        // The parent (kiln's own cgroup) must delegate the controllers to `base`; a cgroup
+        // with processes cannot (no internal processes rule), in which case the operator must
+        // run kiln in a cgroup of its own (e.g. a systemd service with Delegate=yes).
+        if let Some(parent) = self.base.parent() {
+            let controllers = read(&parent.join("cgroup.subtree_control")).unwrap_or_default();
+            let missing = ["memory", "cpu", "pids"]
+                .iter()
+                .any(|c| !controllers.split_whitespace().any(|x| x == *c));
+            if missing {
+                Self::delegate(parent)?;
+            }
+        }
+        mkdir(&self.base)?;
+        Self::delegate(&self.base)
+    }
+
+    fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
+        let d = self.base.join(env);
+        mkdir_fresh(self, env, &d)?;
+        write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
+        write_optional(&d.join("memory.swap.max"), "0")?;
+        write(
+            &d.join("cpu.max"),
+            &format!("{} {}", limits.cpu_quota_us, CPU_PERIOD_US),
+        )?;
+        write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
+        write(&d.join("pids.max"), &limits.pids_max.to_string())?;
+        Ok(vec![d.join("cgroup.procs")])
+    }
+
+    fn freeze(&self, env: &str) -> Result<(), CgroupError> {
+        v2_freeze(&self.base.join(env))
+    }
+
+    fn thaw(&self, env: &str) -> Result<(), CgroupError> {
+        write(&self.base.join(env).join("cgroup.freeze"), "0")
+    }
+
+    fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
+        let d = self.base.join(env);
+        let has_kill = self.has_kill || d.join("cgroup.kill").exists();
+        v2_kill(&d, has_kill)
+    }
+
+    fn is_empty(&self, env: &str) -> bool {
+        v2_is_empty(&self.base.join(env))
+    }
+
+    fn peak_memory_bytes(&self, env: &str) -> Option<u64> {
+        let d = self.base.join(env);
+        // memory.peak needs Linux ≥ 5.19; memory.current is the best older kernels offer.
+        read(&d.join("memory.peak"))
+            .or_else(|_| read(&d.join("memory.current")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn oom_killed(&self, env: &str) -> bool {
+        read(&self.base.join(env).join("memory.events"))
+            .ok()
+            .and_then(|t| keyed(&t, "oom_kill"))
+            .unwrap_or(0)
+            > 0
+    }
+
+    fn remove(&self, env: &str) -> Result<(), CgroupError> {
+        rmdir(&self.base.join(env))
+    }
+
+    fn list(&self) -> Vec<String> {
+        subdirs(&self.base)
+    }
+
+    fn remove_parent(&self) -> Result<(), CgroupError> {
+        rmdir(&self.base)
+    }
+}
+
+/// One line of `/proc/self/mountinfo` that mounts a cgroup filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CgroupMount {
+    /// The directory of the mount's root inside the hierarchy (`/` unless in a container).
+    root: String,
+    mount_point: PathBuf,
+    /// `None` for cgroup2; the v1 controllers (and `name=`) otherwise.
+    controllers: Option<Vec<String>>,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let _source = r.next()?;
+            let opts = r.next().unwrap_or("");
+            let root = unescape(fields.get(3)?);
+            let mount_point = PathBuf::from(unescape(fields.get(4)?));
+            match fstype {
+                "cgroup2" => Some(CgroupMount {
+                    root,
+                    mount_point,
+                    controllers: None,
+                }),
+                "cgroup" => Some(CgroupMount {
+                    root,
+                    mount_point,
+                    controllers: Some(opts.split(',').map(str::to_owned).collect()),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// `/proc/self/cgroup`: hierarchy controllers (empty for v2) → kiln's cgroup path.
+fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            let ctrls = it.next()?;
+            let path = it.next()?;
+            let ctrls = if ctrls.is_empty() {
+                Vec::new()
+            } else {
+                ctrls.split(',').map(str::to_owned).collect()
+            };
+            Some((ctrls, path.to_owned()))
+        })
+        .collect()
+}
+
+/// The directory of kiln's own cgroup in `mount`, joined with `leaf`.
+fn own_dir(mount: &CgroupMount, own: &str, leaf: &str) -> PathBuf {
+    let rel = own.strip_prefix(mount.root.as_str()).unwrap_or(own);
+    let rel = rel.trim_start_matches('/');
+    let mut p = mount.mount_point.clone();
+    if !rel.is_empty() {
+        p.push(rel);
+    }
+    p.push(leaf);
+    p
+}
+
+/// Finds the cgroup layout of this host from mountinfo and kiln's own cgroups, and returns the
+/// matching implementation for instance directory `leaf` (`kiln-<instance>`).
+pub(crate) fn detect(
+    mountinfo: &str,
+    proc_cgroup: &str,
+    leaf: &str,
+) -> Result<Box<dyn Cgroups>, String> {
+    let mounts = parse_mountinfo(mountinfo);
+    let own = parse_proc_cgroup(proc_cgroup);
+    let own_v2 = own
+        .iter()
+        .find(|(c, _)| c.is_empty())
+        .map(|(_, p)| p.clone());
+    let own_v1 = |ctrl: &str| {
+        own.iter()
+            .find(|(c, _)| c.iter().any(|x| x == ctrl))
+            .map(|(_, p)| p.clone())
+    };
+    let v1_mount = |ctrl: &str| {
+        mounts.iter().find(|m| {
+            m.controllers
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|x| x == ctrl))
+        })
+    };
+    let v2_mount = mounts.iter().find(|m| m.controllers.is_none());
+
+    if v1_mount("memory").is_some() {
+        let dir = |ctrl: &str| -> Result<PathBuf, String> {
+            let m = v1_mount(ctrl)
+                .ok_or_else(|| format!("the cgroup v1 {ctrl} controller is not mounted"))?;
+            Ok(own_dir(m, &own_v1(ctrl).unwrap_or_else(|| "/".into()), leaf))
+        };
+        let unified = match (v2_mount, &own_v2) {
+            (Some(m), Some(p)) => Some(own_dir(m, p, leaf)),
+            (Some(m), None) => Some(own_dir(m, "/", leaf)),
+            _ => None,
+        };
+        let freezer = v1_mount("freezer")
+            .map(|m| own_dir(m, &own_v1("freezer").unwrap_or_else(|| "/".into()), leaf));
+        let paths = V1Paths {
+            memory: dir("memory")?,
+            cpu: dir("cpu")?,
+            pids: dir("pids")?,
+            freezer,
+            unified,
+        };
+        let mut cg = CgroupV1::new(paths).map_err(|e| e.to_string())?;
+        // The cgroup2 tree is only usable if kiln's own directory in it exists (it has no
+        // controllers here, only core files; `cgroup.freeze` appears in the directories below).
+        if let Some(u) = cg.paths.unified.clone() {
+            if !u.parent().is_some_and(|p| p.join("cgroup.procs").exists()) {
+                cg.paths.unified = None;
+            }
+        }
+        cg.unified_kill = kernel_has_cgroup_kill();
+        if cg.paths.unified.is_none() && cg.paths.freezer.is_none() {
+            return Err("neither a cgroup v1 freezer nor a cgroup2 tree is mounted".into());
+        }
+        return Ok(Box::new(cg));
+    }
+    if let Some(m) = v2_mount {
+        let own = own_v2.unwrap_or_else(|| "/".into());
+        let mut cg = CgroupV2::new(own_dir(m, &own, leaf));
+        cg.has_kill = kernel_has_cgroup_kill();
+        return Ok(Box::new(cg));
+    }
+    Err("no cgroup filesystem is mounted".into())
+}
+
+/// `cgroup.kill` exists in every non-root cgroup2 directory since Linux 5.14; the root has
+/// none, so look at the kernel version.
+fn kernel_has_cgroup_kill() -> bool {
+    let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let major = it.next().unwrap_or(0);
+    let minor = it.next().unwrap_or(0);
+    (major, minor) >= (5, 14)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v2() -> (tempfile::TempDir, CgroupV2) {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+        let cg = CgroupV2::new(root.path().join("kiln-abcd1234"));
+        (root, cg)
+    }
+
+    fn text(p: PathBuf) -> String {
+        fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn limits_give_one_cpu_per_1769_mb_with_a_floor() {
+        let one = Limits::for_memory_mb(1769);
+        assert_eq!(one.cpu_quota_us, CPU_PERIOD_US);
+        assert_eq!(one.cpu_shares, 1024);
+        assert_eq!(one.cpu_weight, 100);
+        let two = Limits::for_memory_mb(3538);
+        assert_eq!(two.cpu_quota_us, 2 * CPU_PERIOD_US);
+        let small = Limits::for_memory_mb(128);
+        assert_eq!(small.cpu_quota_us, CPU_PERIOD_US / 10);
+        assert_eq!(small.memory_bytes, 128 * 1024 * 1024);
+        assert_eq!(small.pids_max, 1024);
+        assert_eq!(Limits::for_memory_mb(10240).cpu_quota_us, 578_858);
+    }
+
+    #[test]
+    fn v2_init_delegates_controllers_to_the_instance_dir() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        assert_eq!(
+            text(root.path().join("cgroup.subtree_control")),
+            "+memory +cpu +pids"
+        );
+        assert_eq!(
+            text(root.path().join("kiln-abcd1234/cgroup.subtree_control")),
+            "+memory +cpu +pids"
+        );
+    }
+
+    #[test]
+    fn v2_create_writes_limits_of_the_environment() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        let procs = cg
+            .create("env-1", &Limits::for_memory_mb(512))
+            .unwrap();
+        let d = root.path().join("kiln-abcd1234/env-1");
+        assert_eq!(procs, vec![d.join("cgroup.procs")]);
+        assert_eq!(text(d.join("memory.max")), (512u64 << 20).to_string());
+        assert_eq!(text(d.join("memory.swap.max")), "0");
+        assert_eq!(text(d.join("cpu.max")), "28943 100000");
+        assert_eq!(text(d.join("cpu.weight")), "28");
+        assert_eq!(text(d.join("pids.max")), "1024");
+        assert_eq!(cg.list(), vec!["env-1".to_string()]);
+    }
+
+    #[test]
+    fn v2_freeze_thaw_kill_and_accounting_use_core_files() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        cg.create("e", &Limits::for_memory_mb(128)).unwrap();
+        let d = root.path().join("kiln-abcd1234/e");
+        fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        cg.freeze("e").unwrap();
+        assert_eq!(text(d.join("cgroup.freeze")), "1");
+        cg.thaw("e").unwrap();
+        assert_eq!(text(d.join("cgroup.freeze")), "0");
+        assert!(!cg.is_empty("e"));
+
+        fs::write(d.join("cgroup.kill"), "").unwrap();
+        cg.kill_all("e").unwrap();
+        assert_eq!(text(d.join("cgroup.kill")), "1");
+
+        fs::write(d.join("memory.peak"), "123456\n").unwrap();
+        assert_eq!(cg.peak_memory_bytes("e"), Some(123_456));
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cg.oom_killed("e"));
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed("e"));
+        fs::write(d.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(cg.is_empty("e"));
+    }
+
+    #[test]
+    fn v2_freeze_times_out_when_the_kernel_never_confirms() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        cg.create("e", &Limits::for_memory_mb(128)).unwrap();
+        let d = root.path().join("kiln-abcd1234/e");
+        fs::write(d.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(matches!(
+            cg.freeze("e"),
+            Err(CgroupError::FreezeTimeout { .. })
+        ));
+    }
+
+    #[test]
+    fn v2_remove_is_idempotent() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        let d = root.path().join("kiln-abcd1234/e");
+        fs::create_dir(&d).unwrap();
+        cg.remove("e").unwrap();
+        assert!(!d.exists());
+        cg.remove("e").unwrap();
+    }
+
+    #[test]
+    fn v1_create_writes_each_controller() {
+        let root = tempfile::tempdir().unwrap();
+        let p = |c: &str| root.path().join(c).join("kiln-abcd1234");
+        let paths = V1Paths {
+            memory: p("memory"),
+            cpu: p("cpu"),
+            pids: p("pids"),
+            freezer: Some(p("freezer")),
+            unified: Some(p("unified")),
+        };
+        for c in ["memory", "cpu", "pids", "freezer", "unified"] {
+            fs::create_dir(root.path().join(c)).unwrap();
+        }
+        let cg = CgroupV1::new(paths).unwrap();
+        cg.init().unwrap();
+        let procs = cg.create("e", &Limits::for_memory_mb(1769)).unwrap();
+        assert_eq!(procs.len(), 4);
+        let bytes = (1769u64 << 20).to_string();
+        assert_eq!(text(p("memory").join("e/memory.limit_in_bytes")), bytes);
+        assert_eq!(text(p("cpu").join("e/cpu.cfs_quota_us")), "100000");
+        assert_eq!(text(p("cpu").join("e/cpu.cfs_period_us")), "100000");
+        assert_eq!(text(p("cpu").join("e/cpu.shares")), "1024");
+        assert_eq!(text(p("pids").join("e/pids.max")), "1024");
+        // The unified tree does the freezing, so the v1 freezer is not used.
+        assert!(!p("freezer").join("e").exists());
+        fs::write(
+            p("memory").join("e/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed("e"));
+        fs::write(p("memory").join("e/memory.max_usage_in_bytes"), "4096\n").unwrap();
+        assert_eq!(cg.peak_memory_bytes("e"), Some(4096));
+        assert_eq!(cg.list(), vec!["e".to_string()]);
+    }
+
+    const MOUNTINFO_HYBRID: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+31 25 0:26 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw,mode=755
+32 31 0:27 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw
+33 31 0:28 / /sys/fs/cgroup/memory rw,relatime shared:11 - cgroup cgroup rw,memory
+34 31 0:29 / /sys/fs/cgroup/cpu rw,relatime shared:12 - cgroup cgroup rw,cpu
+35 31 0:30 / /sys/fs/cgroup/pids rw,relatime shared:13 - cgroup cgroup rw,pids
+36 31 0:31 / /sys/fs/cgroup/freezer rw,relatime shared:14 - cgroup cgroup rw,freezer
+";
+
+    #[test]
+    fn detect_finds_v1_with_unified_below_kilns_own_cgroups() {
+        let own = "4:memory:/svc/a\n3:cpu:/\n2:pids:/\n1:freezer:/\n0::/\n";
+        let cg = detect(MOUNTINFO_HYBRID, own, "kiln-1").unwrap();
+        assert!(cg.layout().starts_with("v1"));
+        let dbg = format!("{cg:?}");
+        assert!(dbg.contains("/sys/fs/cgroup/memory/svc/a/kiln-1"), "{dbg}");
+        assert!(dbg.contains("/sys/fs/cgroup/cpu/kiln-1"), "{dbg}");
+    }
+
+    #[test]
+    fn detect_finds_pure_v2() {
+        let mi = "31 25 0:26 / /sys/fs/cgroup rw,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        let cg = detect(mi, "0::/system.slice/kiln.service\n", "kiln-1").unwrap();
+        assert_eq!(cg.layout(), "v2");
+        let dbg = format!("{cg:?}");
+        assert!(
+            dbg.contains("/sys/fs/cgroup/system.slice/kiln.service/kiln-1"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn detect_fails_without_cgroups() {
+        assert!(detect("", "", "kiln-1").is_err());
+    }
+}

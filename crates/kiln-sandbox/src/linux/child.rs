@@ -1,0 +1,728 @@
+//! The code that runs in the cloned child: the environment's init and, below it, the bootstrap
+//! until `execve`.
+//!
+//! kiln is a multi-threaded process. The child of a `clone` gets a copy of its memory in
+//! whatever state the other threads left it: a malloc arena may be locked, a `Mutex` held, a
+//! glibc thread list full of threads that do not exist here. So everything below runs on data
+//! the parent prepared (a [`Plan`] of C strings, pointer arrays and BPF programs) and calls only
+//! raw system calls: no allocation, no locks, no panics (no indexing, no `format!`), no glibc
+//! function that broadcasts to threads (`setuid`, `setgroups` go through `syscall`), and no
+//! glibc `fork` (its atfork handlers take the malloc locks): the bootstrap is forked with a raw
+//! `clone`.
+//!
+//! Failures are reported to the parent as a [`Msg`] carrying the failed step and `errno`.
+
+use libc::{c_char, c_int, c_long, c_void};
+use std::ffi::CStr;
+use std::mem::{size_of, zeroed};
+use std::ptr::{null, null_mut};
+
+/// Every step the child takes, in order; the index is what travels in a [`Msg`].
+pub(crate) const STEP_NAMES: &[&str] = &[
+    "reset signals",
+    "close inherited descriptors",
+    "open /dev/null",
+    "join cgroups",
+    "unshare cgroup namespace",
+    "set hostname",
+    "make mounts private",
+    "mount root tmpfs",
+    "enter new root",
+    "create root directories",
+    "bind host directory",
+    "mount /tmp",
+    "mount /proc",
+    "mount /dev",
+    "create device nodes",
+    "pivot_root",
+    "detach old root",
+    "remount root read-only",
+    "bring loopback up",
+    "bind runtime api listener",
+    "send runtime api listener",
+    "create exec report pipe",
+    "fork bootstrap",
+    "new session",
+    "redirect output",
+    "enter /var/task",
+    "set rlimits",
+    "drop capability bounding set",
+    "drop supplementary groups",
+    "set gid",
+    "set uid",
+    "clear capabilities",
+    "set no_new_privs",
+    "install seccomp filter",
+    "exec bootstrap",
+];
+
+/// Indices into [`STEP_NAMES`].
+pub(crate) mod step {
+    pub const SIGNALS: u32 = 0;
+    pub const CLOSE_FDS: u32 = 1;
+    pub const DEV_NULL: u32 = 2;
+    pub const CGROUPS: u32 = 3;
+    pub const CGROUP_NS: u32 = 4;
+    pub const HOSTNAME: u32 = 5;
+    pub const PRIVATE: u32 = 6;
+    pub const ROOT_TMPFS: u32 = 7;
+    pub const ENTER_ROOT: u32 = 8;
+    pub const ROOT_DIRS: u32 = 9;
+    pub const BIND: u32 = 10;
+    pub const TMP: u32 = 11;
+    pub const PROC: u32 = 12;
+    pub const DEV: u32 = 13;
+    pub const DEV_NODES: u32 = 14;
+    pub const PIVOT: u32 = 15;
+    pub const DETACH: u32 = 16;
+    pub const REMOUNT_RO: u32 = 17;
+    pub const LOOPBACK: u32 = 18;
+    pub const LISTENER: u32 = 19;
+    pub const SEND_LISTENER: u32 = 20;
+    pub const REPORT_PIPE: u32 = 21;
+    pub const FORK: u32 = 22;
+    pub const SETSID: u32 = 23;
+    pub const OUTPUT: u32 = 24;
+    pub const CHDIR: u32 = 25;
+    pub const RLIMIT: u32 = 26;
+    pub const CAPBSET: u32 = 27;
+    pub const SETGROUPS: u32 = 28;
+    pub const SETGID: u32 = 29;
+    pub const SETUID: u32 = 30;
+    pub const CAPSET: u32 = 31;
+    pub const NO_NEW_PRIVS: u32 = 32;
+    pub const SECCOMP: u32 = 33;
+    pub const EXEC: u32 = 34;
+}
+
+/// What the init tells the parent over the socket pair.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Msg {
+    pub kind: u32,
+    pub step: u32,
+    pub value: i32,
+}
+
+/// The environment is ready; the runtime API listener travels with this message.
+pub(crate) const MSG_READY: u32 = 1;
+/// Setting up failed at `step` with errno `value`.
+pub(crate) const MSG_SETUP_FAILED: u32 = 2;
+/// The bootstrap exited with status `value`.
+pub(crate) const MSG_EXITED: u32 = 3;
+/// The bootstrap was killed by signal `value`.
+pub(crate) const MSG_SIGNALED: u32 = 4;
+/// The bootstrap could not be executed (errno `value`).
+pub(crate) const MSG_EXEC_FAILED: u32 = 5;
+
+/// The port of the Runtime API inside every environment.
+pub(crate) const RUNTIME_API_PORT: u16 = 9001;
+
+/// Something the new root shows from the host besides `/usr` and `/etc`: on a merged-/usr host
+/// `/bin`, `/lib`, ... are symlinks into `/usr` and are recreated as such; elsewhere they are
+/// bound read-only.
+#[derive(Debug)]
+pub(crate) enum RootEntry {
+    Symlink {
+        /// Relative to the new root, e.g. `bin`.
+        name: std::ffi::CString,
+        target: std::ffi::CString,
+    },
+    BindReadOnly {
+        source: std::ffi::CString,
+        /// Relative to the new root.
+        name: std::ffi::CString,
+    },
+}
+
+/// Everything the child needs, prepared by the parent before `clone`.
+pub(crate) struct Plan<'a> {
+    /// Descriptors the init keeps; sorted, all ≥ 3. Everything else is closed.
+    pub keep: &'a [c_int],
+    /// `cgroup.procs` files to write "0" to, opened by the parent.
+    pub cgroup_procs: &'a [c_int],
+    /// The init's end of the socket pair to the parent.
+    pub sock: c_int,
+    /// Write end of the output pipe: the bootstrap's stdout and stderr.
+    pub out_w: c_int,
+    pub hostname: &'a [u8],
+    /// Empty directory the new root is mounted on.
+    pub root: &'a CStr,
+    pub root_entries: &'a [RootEntry],
+    pub code_dir: &'a CStr,
+    /// tmpfs options of `/tmp` (size, owner).
+    pub tmp_opts: &'a CStr,
+    /// `/var/task/<bootstrap>`.
+    pub exe: &'a CStr,
+    /// Null-terminated.
+    pub argv: &'a [*const c_char],
+    /// Null-terminated.
+    pub envp: &'a [*const c_char],
+    pub filters: &'a [libc::sock_fprog],
+    pub uid: u32,
+    pub gid: u32,
+    pub nofile: u64,
+    /// Highest capability number of this kernel.
+    pub cap_last: u32,
+}
+
+type Fail = (u32, i32);
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot; the child has its own copy.
+    unsafe { *libc::__errno_location() }
+}
+
+fn check(step: u32, r: c_int) -> Result<c_int, Fail> {
+    if r < 0 {
+        Err((step, errno()))
+    } else {
+        Ok(r)
+    }
+}
+
+fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
+    if r < 0 {
+        Err((step, errno()))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Sends one message, optionally with a descriptor (SCM_RIGHTS).
+///
+/// # Safety
+/// `sock` must be a connected socket; `fd`, when given, an open descriptor.
+pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
+    let mut iov = libc::iovec {
+        iov_base: msg as *const Msg as *mut c_void,
+        iov_len: size_of::<Msg>(),
+    };
+    // Room for one cmsghdr plus one int, 8-byte aligned.
+    let mut cbuf = [0u64; 4];
+    let mut hdr: libc::msghdr = zeroed();
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = libc::CMSG_SPACE(size_of::<c_int>() as u32) as _;
+        let c = libc::CMSG_FIRSTHDR(&hdr);
+        if !c.is_null() {
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+        }
+    }
+    libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL)
+}
+
+/// The child's entry point: becomes the environment's init. Never returns.
+///
+/// # Safety
+/// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
+/// `plan` whose descriptors and pointers were valid in the parent at the time of the clone.
+pub(crate) unsafe fn run(plan: &Plan) -> ! {
+    match setup(plan) {
+        Ok(()) => {}
+        Err((step, err)) => {
+            let msg = Msg {
+                kind: MSG_SETUP_FAILED,
+                step,
+                value: err,
+            };
+            send_msg(plan.sock, &msg, None);
+            libc::_exit(1);
+        }
+    }
+    libc::_exit(0)
+}
+
+unsafe fn mount(
+    step: u32,
+    src: *const c_char,
+    target: *const c_char,
+    fstype: *const c_char,
+    flags: libc::c_ulong,
+    data: *const c_char,
+) -> Result<(), Fail> {
+    check(step, libc::mount(src, target, fstype, flags, data.cast()))?;
+    Ok(())
+}
+
+/// Binds `src` at `dst` and makes the bind read-only, nosuid, nodev.
+unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
+    mount(
+        step::BIND,
+        src,
+        dst,
+        null(),
+        libc::MS_BIND | libc::MS_REC,
+        null(),
+    )?;
+    mount(
+        step::BIND,
+        null(),
+        dst,
+        null(),
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        null(),
+    )
+}
+
+unsafe fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Fail> {
+    check(step::ROOT_DIRS, libc::mkdir(path.as_ptr(), mode))?;
+    Ok(())
+}
+
+unsafe fn close_all_but(keep: &[c_int]) -> Result<(), Fail> {
+    let mut next: u32 = 0;
+    for &fd in keep {
+        let fd = fd as u32;
+        if fd > next {
+            close_range(next, fd - 1)?;
+        }
+        next = fd.saturating_add(1);
+    }
+    close_range(next, u32::MAX)
+}
+
+unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
+    let r = libc::syscall(libc::SYS_close_range, first, last, 0u32);
+    if r < 0 {
+        if errno() != libc::ENOSYS {
+            return Err((step::CLOSE_FDS, errno()));
+        }
+        // Kernels before 5.9: close one by one up to a generous bound.
+        let mut fd = first;
+        while fd <= last && fd < 65_536 {
+            libc::close(fd as c_int);
+            fd += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Init, part one: namespaces, root, network, listener; then the bootstrap; then the wait loop.
+unsafe fn setup(p: &Plan) -> Result<(), Fail> {
+    // kiln's signal handlers are copied into the child: reset them, and the mask.
+    let mut sa: libc::sigaction = zeroed();
+    sa.sa_sigaction = libc::SIG_DFL;
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // Fails for the signals glibc reserves; those keep their default anyway.
+            libc::sigaction(sig, &sa, null_mut());
+        }
+    }
+    let mut set: libc::sigset_t = zeroed();
+    libc::sigemptyset(&mut set);
+    check(
+        step::SIGNALS,
+        libc::sigprocmask(libc::SIG_SETMASK, &set, null_mut()),
+    )?;
+    libc::umask(0);
+
+    // Copies of kiln's descriptors (client sockets, the database, ...) must not live on here.
+    close_all_but(p.keep)?;
+    // 0, 1, 2 are now free; fill them so later descriptors never land there.
+    let null_fd = check(
+        step::DEV_NULL,
+        libc::open(c"/dev/null".as_ptr(), libc::O_RDWR),
+    )?;
+    for fd in 0..3 {
+        if fd != null_fd {
+            check(step::DEV_NULL, libc::dup2(null_fd, fd))?;
+        }
+    }
+
+    // Join the environment's cgroups before allocating anything there: memory is charged to
+    // the cgroup of the process that touches it.
+    for &fd in p.cgroup_procs {
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            return Err((step::CGROUPS, errno()));
+        }
+        libc::close(fd);
+    }
+    // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy.
+    check(step::CGROUP_NS, libc::unshare(libc::CLONE_NEWCGROUP))?;
+    check(
+        step::HOSTNAME,
+        libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()),
+    )?;
+
+    // Mounts: nothing we do may propagate back to the host.
+    mount(
+        step::PRIVATE,
+        null(),
+        c"/".as_ptr(),
+        null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        null(),
+    )?;
+    mount(
+        step::ROOT_TMPFS,
+        c"tmpfs".as_ptr(),
+        p.root.as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        c"size=1m,nr_inodes=512,mode=755".as_ptr(),
+    )?;
+    check(step::ENTER_ROOT, libc::chdir(p.root.as_ptr()))?;
+    // From here on every path is relative to the new root.
+    for dir in [
+        c"usr", c"etc", c"var", c"var/task", c"opt", c"tmp", c"proc", c"dev",
+    ] {
+        mkdir(dir, 0o755)?;
+    }
+    for e in p.root_entries {
+        match e {
+            RootEntry::Symlink { name, target } => {
+                check(
+                    step::ROOT_DIRS,
+                    libc::symlink(target.as_ptr(), name.as_ptr()),
+                )?;
+            }
+            RootEntry::BindReadOnly { source, name } => {
+                mkdir(name, 0o755)?;
+                bind_ro(source.as_ptr(), name.as_ptr())?;
+            }
+        }
+    }
+    bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;
+    bind_ro(c"/etc".as_ptr(), c"etc".as_ptr())?;
+    bind_ro(p.code_dir.as_ptr(), c"var/task".as_ptr())?;
+    mount(
+        step::TMP,
+        c"tmpfs".as_ptr(),
+        c"tmp".as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        p.tmp_opts.as_ptr(),
+    )?;
+    // We are PID 1 of the new pid namespace, so this proc shows only the environment.
+    mount(
+        step::PROC,
+        c"proc".as_ptr(),
+        c"proc".as_ptr(),
+        c"proc".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        null(),
+    )?;
+    mount(
+        step::DEV,
+        c"tmpfs".as_ptr(),
+        c"dev".as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        c"size=64k,nr_inodes=64,mode=755".as_ptr(),
+    )?;
+    for (name, minor_major) in [
+        (c"dev/null", (1, 3)),
+        (c"dev/zero", (1, 5)),
+        (c"dev/full", (1, 7)),
+        (c"dev/random", (1, 8)),
+        (c"dev/urandom", (1, 9)),
+        (c"dev/tty", (5, 0)),
+    ] {
+        let dev = libc::makedev(minor_major.0, minor_major.1);
+        check(
+            step::DEV_NODES,
+            libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o666, dev),
+        )?;
+    }
+    for (name, target) in [
+        (c"dev/fd", c"/proc/self/fd"),
+        (c"dev/stdin", c"/proc/self/fd/0"),
+        (c"dev/stdout", c"/proc/self/fd/1"),
+        (c"dev/stderr", c"/proc/self/fd/2"),
+    ] {
+        check(
+            step::DEV_NODES,
+            libc::symlink(target.as_ptr(), name.as_ptr()),
+        )?;
+    }
+    mount(
+        step::DEV,
+        null(),
+        c"dev".as_ptr(),
+        null(),
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        null(),
+    )?;
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
+    // only the new root (see pivot_root(2)).
+    check_long(
+        step::PIVOT,
+        libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
+    )?;
+    check(step::DETACH, libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+    check(step::DETACH, libc::chdir(c"/".as_ptr()))?;
+    mount(
+        step::REMOUNT_RO,
+        null(),
+        c"/".as_ptr(),
+        null(),
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        null(),
+    )?;
+
+    loopback_up()?;
+    let listener = listen_runtime_api()?;
+
+    // The bootstrap.
+    let mut report = [0 as c_int; 2];
+    check(
+        step::REPORT_PIPE,
+        libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC),
+    )?;
+    let [report_r, report_w] = report;
+    let pid = check_long(
+        step::FORK,
+        libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0),
+    )?;
+    if pid == 0 {
+        libc::close(report_r);
+        libc::close(listener);
+        libc::close(p.sock);
+        bootstrap(p, report_w);
+    }
+    let pid = pid as libc::pid_t;
+    libc::close(report_w);
+    libc::close(p.out_w);
+
+    // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
+    let mut report_msg = Msg::default();
+    let n = loop {
+        let n = libc::read(
+            report_r,
+            (&mut report_msg as *mut Msg).cast(),
+            size_of::<Msg>(),
+        );
+        if n >= 0 || errno() != libc::EINTR {
+            break n;
+        }
+    };
+    libc::close(report_r);
+    let exec_errno = if n == size_of::<Msg>() as isize {
+        if report_msg.step != step::EXEC {
+            return Err((report_msg.step, report_msg.value));
+        }
+        Some(report_msg.value)
+    } else {
+        None
+    };
+
+    let ready = Msg {
+        kind: MSG_READY,
+        step: 0,
+        value: 0,
+    };
+    if send_msg(p.sock, &ready, Some(listener)) < 0 {
+        return Err((step::SEND_LISTENER, errno()));
+    }
+    libc::close(listener);
+
+    // Reap everything until the bootstrap ends; orphans of the namespace land here too.
+    let mut status: c_int = 0;
+    loop {
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r == pid {
+            break;
+        }
+        if r < 0 && errno() == libc::ECHILD {
+            status = 0;
+            break;
+        }
+    }
+    let end = match exec_errno {
+        Some(e) => Msg {
+            kind: MSG_EXEC_FAILED,
+            step: step::EXEC,
+            value: e,
+        },
+        None if libc::WIFSIGNALED(status) => Msg {
+            kind: MSG_SIGNALED,
+            step: 0,
+            value: libc::WTERMSIG(status),
+        },
+        None => Msg {
+            kind: MSG_EXITED,
+            step: 0,
+            value: libc::WEXITSTATUS(status),
+        },
+    };
+    send_msg(p.sock, &end, None);
+    // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
+    Ok(())
+}
+
+unsafe fn loopback_up() -> Result<(), Fail> {
+    let s = check(
+        step::LOOPBACK,
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0),
+    )?;
+    let mut req: libc::ifreq = zeroed();
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as c_char;
+    }
+    let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+    if r < 0 {
+        let e = errno();
+        libc::close(s);
+        return Err((step::LOOPBACK, e));
+    }
+    req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req);
+    let e = errno();
+    libc::close(s);
+    if r < 0 {
+        return Err((step::LOOPBACK, e));
+    }
+    Ok(())
+}
+
+unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
+    let s = check(
+        step::LISTENER,
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        ),
+    )?;
+    let mut addr: libc::sockaddr_in = zeroed();
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_port = RUNTIME_API_PORT.to_be();
+    addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+    check(
+        step::LISTENER,
+        libc::bind(
+            s,
+            (&addr as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ),
+    )?;
+    check(step::LISTENER, libc::listen(s, 128))?;
+    Ok(s)
+}
+
+/// The bootstrap's process from fork to exec. Never returns.
+unsafe fn bootstrap(p: &Plan, report: c_int) -> ! {
+    let Err((step, err)) = bootstrap_steps(p) else {
+        libc::_exit(127)
+    };
+    let msg = Msg {
+        kind: MSG_SETUP_FAILED,
+        step,
+        value: err,
+    };
+    libc::write(
+        report,
+        (&msg as *const Msg).cast(),
+        size_of::<Msg>(),
+    );
+    libc::_exit(127)
+}
+
+unsafe fn bootstrap_steps(p: &Plan) -> Result<(), Fail> {
+    check(step::SETSID, libc::setsid())?;
+    check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
+    check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
+    check(step::CHDIR, libc::chdir(c"/var/task".as_ptr()))?;
+    let nofile = libc::rlimit {
+        rlim_cur: p.nofile,
+        rlim_max: p.nofile,
+    };
+    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_NOFILE, &nofile))?;
+    // A core dump would be written by the host's core_pattern handler: none.
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_CORE, &zero))?;
+
+    // Capabilities: the bounding set needs CAP_SETPCAP, so it goes before the uid change,
+    // which then clears the permitted and effective sets.
+    check(
+        step::CAPBSET,
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+    )?;
+    for cap in 0..=p.cap_last {
+        check(
+            step::CAPBSET,
+            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0),
+        )?;
+    }
+    // Raw syscalls: glibc's wrappers would try to apply these to threads that only exist in
+    // the parent.
+    check_long(
+        step::SETGROUPS,
+        libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()),
+    )?;
+    check_long(
+        step::SETGID,
+        libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid),
+    )?;
+    check_long(
+        step::SETUID,
+        libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid),
+    )?;
+    // The inheritable set survives a uid change; clear everything.
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    check_long(
+        step::CAPSET,
+        libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+    )?;
+    check(
+        step::NO_NEW_PRIVS,
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+    )?;
+    for f in p.filters {
+        check(
+            step::SECCOMP,
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                f as *const libc::sock_fprog,
+                0,
+                0,
+            ),
+        )?;
+    }
+    libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    Err((step::EXEC, errno()))
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_has_a_name() {
+        assert_eq!(STEP_NAMES.len() as u32, step::EXEC + 1);
+        assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
+        assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
+        assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
+    }
+}

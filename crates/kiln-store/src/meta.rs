@@ -1,0 +1,135 @@
+//! Function metadata in SQLite.
+//!
+//! One row per function version; the configuration is stored as JSON so that adding a field to
+//! [`FunctionConfig`] needs no migration. The SQL stays behind this type so that another
+//! database can take its place when kiln spans several hosts.
+
+use kiln_model::FunctionConfig;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Why a metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database error")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored configuration of {name}:{version} is unreadable")]
+    Corrupt {
+        name: String,
+        version: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Numbered migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &["CREATE TABLE versions (
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    ) WITHOUT ROWID;"];
+
+/// The metadata database.
+pub struct MetaStore {
+    conn: Mutex<Connection>,
+}
+
+impl MetaStore {
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(done) {
+            conn.execute_batch(m)?;
+            conn.pragma_update(None, "user_version", i + 1)?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts or replaces one version.
+    pub fn put(&self, cfg: &FunctionConfig) -> Result<(), MetaError> {
+        let json = serde_json::to_string(cfg).map_err(|source| MetaError::Corrupt {
+            name: cfg.name.to_string(),
+            version: cfg.version.clone(),
+            source,
+        })?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO versions (name, version, config) VALUES (?1, ?2, ?3)",
+            params![cfg.name.as_str(), cfg.version, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, MetaError> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT config FROM versions WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|j| parse(name, version, &j)).transpose()
+    }
+
+    /// Every stored version of every function, ordered by name then version.
+    pub fn all(&self) -> Result<Vec<FunctionConfig>, MetaError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT name, version, config FROM versions ORDER BY name, version")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, version, json) = row?;
+            out.push(parse(&name, &version, &json)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a function and all its versions.
+    pub fn delete_function(&self, name: &str) -> Result<(), MetaError> {
+        self.conn()
+            .execute("DELETE FROM versions WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
+    /// Whether any stored version still uses this code.
+    pub fn code_in_use(&self, code_sha256: &str) -> Result<bool, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT config FROM versions")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            let json = row?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
+                if v.get("code_sha256").and_then(|s| s.as_str()) == Some(code_sha256) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn parse(name: &str, version: &str, json: &str) -> Result<FunctionConfig, MetaError> {
+    serde_json::from_str(json).map_err(|source| MetaError::Corrupt {
+        name: name.to_string(),
+        version: version.to_string(),
+        source,
+    })
+}

