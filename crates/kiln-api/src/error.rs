@@ -47,11 +47,7 @@ impl ApiError {
     }
 
     pub fn body(&self) -> String {
-        let key = if self.capital_message {
-            "Message"
-        } else {
-            "message"
-        };
+        let key = if self.capital_message { "Message" } else { "message" };
         let mut v = serde_json::json!({
             "Type": if self.client_fault { "User" } else { "Service" },
             key: self.message,
@@ -79,6 +75,7 @@ impl From<EngineError> for ApiError {
             EngineError::Model(m) => m.into(),
             EngineError::NotFound(m) => Self::new(404, "ResourceNotFoundException", m),
             EngineError::Conflict(m) => Self::new(409, "ResourceConflictException", m),
+            EngineError::ProvisionedNotFound(m) => Self::new(404, "ProvisionedConcurrencyConfigNotFoundException", m),
             EngineError::PreconditionFailed(m) => Self::new(412, "PreconditionFailedException", m),
             EngineError::TooLarge(m) => Self::new(413, "RequestEntityTooLargeException", m),
             EngineError::Throttled { reason, message } => {
@@ -88,11 +85,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                Self::new(
-                    500,
-                    "ServiceException",
-                    "An internal error occurred in kiln; see the server log.",
-                )
+                Self::new(500, "ServiceException", "An internal error occurred in kiln; see the server log.")
             }
         }
     }

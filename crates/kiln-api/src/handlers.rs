@@ -7,7 +7,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use kiln_engine::{CreateFunction, Engine, InvokeKind, InvokeRequest, UpdateCode, UpdateConfig};
+use kiln_engine::{
+    AliasInput, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode, UpdateConfig,
+};
+use kiln_model::config::AliasConfig;
+use kiln_model::FunctionName;
 use kiln_model::{limits, FunctionRef};
 use serde_json::json;
 
@@ -27,33 +31,60 @@ pub(crate) async fn dispatch(
         (&Method::POST, ["2015-03-31", "functions"]) => create_function(engine, req).await,
         (&Method::GET, ["2015-03-31", "functions"]) => list_functions(engine, call),
         (&Method::GET, ["2015-03-31", "functions", name]) => get_function(engine, call, name, req),
-        (&Method::DELETE, ["2015-03-31", "functions", name]) => {
-            delete_function(engine, call, name).await
-        }
+        (&Method::DELETE, ["2015-03-31", "functions", name]) => delete_function(engine, call, name).await,
         (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => {
             let r = function_ref(name, call)?;
-            ok_json(
-                StatusCode::OK,
-                function_configuration(&*engine.get_function(&r)?, engine.partition(), false),
-            )
+            ok_json(StatusCode::OK, function_configuration(&*engine.get_function(&r)?, engine.partition(), false))
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "configuration"]) => {
             update_configuration(engine, call, name, req).await
         }
-        (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => {
-            update_code(engine, call, name, req).await
+        (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => update_code(engine, call, name, req).await,
+        (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => invoke(engine, call, name, req).await,
+        (&Method::POST, ["2015-03-31", "functions", name, "versions"]) => {
+            publish_version(engine, call, name, req).await
         }
-        (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => {
-            invoke(engine, call, name, req).await
+        (&Method::GET, ["2015-03-31", "functions", name, "versions"]) => list_versions(engine, call, name),
+        (&Method::POST, ["2015-03-31", "functions", name, "aliases"]) => create_alias(engine, name, req).await,
+        (&Method::GET, ["2015-03-31", "functions", name, "aliases"]) => list_aliases(engine, call, name),
+        (&Method::GET, ["2015-03-31", "functions", name, "aliases", alias]) => {
+            let n = plain_name(name)?;
+            ok_json(StatusCode::OK, alias_json(engine, &n, &engine.get_alias(&n, alias)?))
+        }
+        (&Method::PUT, ["2015-03-31", "functions", name, "aliases", alias]) => {
+            update_alias(engine, name, alias, req).await
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", name, "aliases", alias]) => {
+            engine.delete_alias(&plain_name(name)?, alias)?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        (&Method::PUT, ["2017-10-31", "functions", name, "concurrency"]) => put_concurrency(engine, name, req).await,
+        (&Method::GET, ["2019-09-30", "functions", name, "concurrency"]) => {
+            let out = match engine.reserved_concurrency(&plain_name(name)?)? {
+                Some(r) => json!({ "ReservedConcurrentExecutions": r }),
+                None => json!({}),
+            };
+            ok_json(StatusCode::OK, out)
+        }
+        (&Method::DELETE, ["2017-10-31", "functions", name, "concurrency"]) => {
+            engine.delete_reserved_concurrency(&plain_name(name)?)?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        (&Method::PUT, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            put_provisioned(engine, call, name, req).await
+        }
+        (&Method::GET, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            get_provisioned(engine, call, name)
+        }
+        (&Method::DELETE, ["2019-09-30", "functions", name, "provisioned-concurrency"]) => {
+            engine.delete_provisioned(&function_ref(name, call)?)?;
+            empty(StatusCode::NO_CONTENT)
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
-        (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => {
-            code_zip(engine, call, name).await
-        }
+        (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
+        (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name),
-        (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => {
-            environments(engine, call, name)
-        }
+        (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),
         _ => Err(ApiError::unknown_operation()),
     }
 }
@@ -65,10 +96,7 @@ fn function_ref(name: &str, call: &Call) -> Result<FunctionRef> {
 fn ok_json(status: StatusCode, v: serde_json::Value) -> Result<Response<Body>> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
 }
 
@@ -79,33 +107,21 @@ fn empty(status: StatusCode) -> Result<Response<Body>> {
 }
 
 /// Reads a body of at most `limit` bytes; `too_large` is the message when it is bigger.
-async fn read_body(
-    req: Request<Incoming>,
-    limit: usize,
-    too_large: impl FnOnce() -> String,
-) -> Result<Bytes> {
+async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce() -> String) -> Result<Bytes> {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::new(
-            413,
-            "RequestEntityTooLargeException",
-            too_large(),
-        ));
+        return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            413,
-            "RequestEntityTooLargeException",
-            too_large(),
-        )),
-        Err(_) => Err(ApiError::invalid_content(
-            "The request body could not be read",
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()))
+        }
+        Err(_) => Err(ApiError::invalid_content("The request body could not be read")),
     }
 }
 
@@ -113,38 +129,28 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid_content(format!("The request body could not be parsed as JSON: {e}"))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_content(format!("The request body could not be parsed as JSON: {e}")))
 }
 
 fn decode_zip(code: &wire::CodeIn) -> Result<Vec<u8>> {
     if code.s3_bucket.is_some() {
-        return Err(ApiError::invalid_parameter(
-            "kiln has no S3: upload the deployment package inline as ZipFile",
-        ));
+        return Err(ApiError::invalid_parameter("kiln has no S3: upload the deployment package inline as ZipFile"));
     }
     if code.image_uri.is_some() {
-        return Err(ApiError::invalid_parameter(
-            "kiln runs .zip packages only; container images are not supported",
-        ));
+        return Err(ApiError::invalid_parameter("kiln runs .zip packages only; container images are not supported"));
     }
     let zip = code
         .zip_file
         .as_deref()
         .ok_or_else(|| ApiError::invalid_parameter("Please provide a source for function code."))?;
     wire::unb64(zip).ok_or_else(|| {
-        ApiError::invalid_parameter(
-            "Could not unzip uploaded file. Please check your file, then try to upload again.",
-        )
+        ApiError::invalid_parameter("Could not unzip uploaded file. Please check your file, then try to upload again.")
     })
 }
 
 fn create_too_large() -> String {
-    format!(
-        "Request must be smaller than {} bytes for the CreateFunction operation",
-        limits::CREATE_BODY_MAX_BYTES
-    )
+    format!("Request must be smaller than {} bytes for the CreateFunction operation", limits::CREATE_BODY_MAX_BYTES)
 }
 
 async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -154,20 +160,14 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
         .function_name
         .take()
         .ok_or_else(|| ApiError::validation("1 validation error detected: Value null at 'functionName' failed to satisfy constraint: Member must not be null"))?;
-    if input
-        .config
-        .package_type
-        .as_deref()
-        .is_some_and(|p| p != "Zip")
-    {
-        return Err(ApiError::invalid_parameter(
-            "kiln runs .zip packages only; container images are not supported",
-        ));
+    if input.config.package_type.as_deref().is_some_and(|p| p != "Zip") {
+        return Err(ApiError::invalid_parameter("kiln runs .zip packages only; container images are not supported"));
     }
-    let code = input
-        .code
-        .take()
-        .ok_or_else(|| ApiError::validation("1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null"))?;
+    let code = input.code.take().ok_or_else(|| {
+        ApiError::validation(
+            "1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
     let zip = decode_zip(&code)?;
     let mut cfg = input.config;
     let passthrough = cfg.passthrough();
@@ -184,39 +184,38 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
             ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
             architectures: input.architectures,
             tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
-            log_format: cfg
-                .logging_config
-                .as_ref()
-                .and_then(|l| l.log_format.clone()),
+            log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
             log_group: cfg.logging_config.and_then(|l| l.log_group),
             zip,
+            publish: input.publish.unwrap_or(false),
             passthrough,
         })
         .await?;
-    ok_json(
-        StatusCode::CREATED,
-        function_configuration(&created, engine.partition(), false),
-    )
+    ok_json(StatusCode::CREATED, function_configuration(&created, engine.partition(), false))
+}
+
+fn marker(call: &Call) -> Option<&str> {
+    call.query("Marker").filter(|m| !m.is_empty())
+}
+
+fn max_items(call: &Call) -> Result<Option<usize>> {
+    match call.query("MaxItems") {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::validation(format!(
+                "1 validation error detected: Value '{v}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and 10000"
+            ))),
+        },
+    }
 }
 
 fn list_functions(engine: &Engine, call: &Call) -> Result<Response<Body>> {
-    let max_items = match call.query("MaxItems") {
-        None => None,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => Some(n),
-            _ => {
-                return Err(ApiError::validation(format!(
-                    "1 validation error detected: Value '{v}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and 10000"
-                )))
-            }
-        },
-    };
-    let page = engine.list_functions(call.query("Marker").filter(|m| !m.is_empty()), max_items);
-    let functions: Vec<serde_json::Value> = page
-        .functions
-        .iter()
-        .map(|c| function_configuration(c, engine.partition(), true))
-        .collect();
+    let max_items = max_items(call)?;
+    let all = call.query("FunctionVersion") == Some("ALL");
+    let page = engine.list_functions(marker(call), max_items, all);
+    let functions: Vec<serde_json::Value> =
+        page.items.iter().map(|c| function_configuration(c, engine.partition(), true)).collect();
     let mut out = json!({ "Functions": functions });
     if let Some(m) = page.next_marker {
         out["NextMarker"] = json!(m);
@@ -224,30 +223,22 @@ fn list_functions(engine: &Engine, call: &Call) -> Result<Response<Body>> {
     ok_json(StatusCode::OK, out)
 }
 
-fn get_function(
-    engine: &Engine,
-    call: &Call,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>> {
+fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let cfg = engine.get_function(&r)?;
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:9000")
-        .to_string();
-    ok_json(
-        StatusCode::OK,
-        json!({
-            "Configuration": function_configuration(&cfg, engine.partition(), false),
-            "Code": {
-                "RepositoryType": "S3",
-                "Location": format!("http://{host}/kiln/v1/functions/{}/code", cfg.name),
-            },
-        }),
-    )
+    let host =
+        req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:9000").to_string();
+    let mut out = json!({
+        "Configuration": function_configuration(&cfg, engine.partition(), false),
+        "Code": {
+            "RepositoryType": "S3",
+            "Location": format!("http://{host}/kiln/v1/functions/{}/code?Qualifier={}", cfg.name, cfg.version.replace('$', "%24")),
+        },
+    });
+    if let Some(r) = engine.reserved_concurrency(&r.name)? {
+        out["Concurrency"] = json!({ "ReservedConcurrentExecutions": r });
+    }
+    ok_json(StatusCode::OK, out)
 }
 
 async fn delete_function(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
@@ -263,10 +254,7 @@ async fn update_configuration(
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let body = read_body(req, SMALL_BODY, || {
-        "Request must be smaller than 1048576 bytes".into()
-    })
-    .await?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let mut cfg: wire::ConfigIn = parse_json(&body)?;
     let passthrough = cfg.passthrough();
     let updated = engine
@@ -282,28 +270,17 @@ async fn update_configuration(
                 environment: cfg.environment.map(|e| e.variables.unwrap_or_default()),
                 ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
                 tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
-                log_format: cfg
-                    .logging_config
-                    .as_ref()
-                    .and_then(|l| l.log_format.clone()),
+                log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
                 log_group: cfg.logging_config.and_then(|l| l.log_group),
                 revision_id: cfg.revision_id,
                 passthrough,
             },
         )
         .await?;
-    ok_json(
-        StatusCode::OK,
-        function_configuration(&updated, engine.partition(), false),
-    )
+    ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 
-async fn update_code(
-    engine: &Engine,
-    call: &Call,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>> {
+async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, || {
         format!(
@@ -322,28 +299,16 @@ async fn update_code(
                 architectures: input.architectures,
                 revision_id: input.revision_id,
                 dry_run: input.dry_run.unwrap_or(false),
+                publish: input.publish.unwrap_or(false),
             },
         )
         .await?;
-    ok_json(
-        StatusCode::OK,
-        function_configuration(&updated, engine.partition(), false),
-    )
+    ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 
-async fn invoke(
-    engine: &Engine,
-    call: &Call,
-    name: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>> {
+async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let kind = match header(wire::INVOCATION_TYPE).as_deref() {
         None | Some("RequestResponse") => InvokeKind::RequestResponse,
         Some("Event") => InvokeKind::Event,
@@ -370,9 +335,7 @@ async fn invoke(
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
                 .ok_or_else(|| {
-                    ApiError::invalid_parameter(
-                        "Client context must be a valid Base64-encoded JSON object.",
-                    )
+                    ApiError::invalid_parameter("Client context must be a valid Base64-encoded JSON object.")
                 })?;
             Some(decoded)
         }
@@ -389,20 +352,8 @@ async fn invoke(
             )));
         }
     }
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-        Bytes::new()
-    } else {
-        payload
-    };
-    let out = engine
-        .invoke(InvokeRequest {
-            function: r,
-            kind,
-            payload,
-            tail_logs,
-            client_context,
-        })
-        .await?;
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::new() } else { payload };
+    let out = engine.invoke(InvokeRequest { function: r, kind, payload, tail_logs, client_context }).await?;
     let (status, body) = match kind {
         InvokeKind::RequestResponse => (StatusCode::OK, out.payload),
         InvokeKind::Event => (StatusCode::ACCEPTED, Bytes::new()),
@@ -415,10 +366,7 @@ async fn invoke(
         h.insert(wire::REQUEST_ID, v);
     }
     if kind == InvokeKind::RequestResponse {
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(v) = HeaderValue::from_str(&out.executed_version) {
             h.insert(wire::EXECUTED_VERSION, v);
         }
@@ -435,18 +383,7 @@ async fn invoke(
 }
 
 fn account_settings(engine: &Engine) -> Result<Response<Body>> {
-    let mut total: u64 = 0;
-    let mut count = 0usize;
-    let mut marker: Option<String> = None;
-    loop {
-        let page = engine.list_functions(marker.as_deref(), None);
-        count += page.functions.len();
-        total += page.functions.iter().map(|c| c.code_size).sum::<u64>();
-        match page.next_marker {
-            Some(m) => marker = Some(m),
-            None => break,
-        }
-    }
+    let a = engine.account_settings();
     ok_json(
         StatusCode::OK,
         json!({
@@ -454,10 +391,10 @@ fn account_settings(engine: &Engine) -> Result<Response<Body>> {
                 "TotalCodeSize": 80_530_636_800u64,
                 "CodeSizeUnzipped": limits::UNZIPPED_MAX_BYTES,
                 "CodeSizeZipped": limits::ZIP_MAX_BYTES,
-                "ConcurrentExecutions": limits::ACCOUNT_CONCURRENCY_DEFAULT,
-                "UnreservedConcurrentExecutions": limits::ACCOUNT_CONCURRENCY_DEFAULT,
+                "ConcurrentExecutions": a.concurrency_limit,
+                "UnreservedConcurrentExecutions": a.unreserved,
             },
-            "AccountUsage": { "TotalCodeSize": total, "FunctionCount": count },
+            "AccountUsage": { "TotalCodeSize": a.total_code_size, "FunctionCount": a.function_count },
         }),
     )
 }
@@ -466,10 +403,7 @@ async fn code_zip(engine: &Engine, call: &Call, name: &str) -> Result<Response<B
     let r = function_ref(name, call)?;
     let zip = engine.function_zip(&r).await?;
     let mut resp = Response::new(full(zip));
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
     Ok(resp)
 }
 
@@ -510,9 +444,7 @@ fn logs(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Bytes::from(format!("[kiln: {n} log lines skipped]\n")))
-                            .await;
+                        let _ = tx.send(Bytes::from(format!("[kiln: {n} log lines skipped]\n"))).await;
                     }
                     Err(_) => return,
                 }
@@ -520,29 +452,224 @@ fn logs(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
         }
     });
     let mut resp = Response::new(ChannelBody(rx).boxed());
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     Ok(resp)
 }
 
-fn environments(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
-    let r = function_ref(name, call)?;
-    let envs = engine.environments(&r)?;
-    let list: Vec<serde_json::Value> = envs
+fn status(engine: &Engine, name: Option<&str>) -> Result<Response<Body>> {
+    let name = name.map(plain_name).transpose()?;
+    let functions: Vec<serde_json::Value> = engine
+        .status(name.as_ref())?
         .iter()
-        .map(|e| {
+        .map(|f| {
+            let envs: Vec<serde_json::Value> = f
+                .environments
+                .iter()
+                .map(|e| {
+                    json!({
+                        "Id": e.id,
+                        "Version": e.version,
+                        "State": e.state,
+                        "InitType": e.init_type.as_str(),
+                        "AgeSeconds": e.age.as_secs_f64(),
+                        "Invocations": e.invocations,
+                        "MaxMemoryUsedBytes": e.max_memory_bytes,
+                        "MemorySize": e.memory_mb,
+                    })
+                })
+                .collect();
+            let s = &f.stats;
             json!({
-                "Id": e.id,
-                "Version": e.version,
-                "State": if e.busy { "busy" } else { "idle" },
-                "InitType": e.init_type.as_str(),
-                "AgeSeconds": e.age.as_secs_f64(),
-                "Invocations": e.invocations,
-                "MaxMemoryUsedBytes": e.max_memory_bytes,
+                "FunctionName": f.name,
+                "Environments": envs,
+                "ColdStarts": s.cold_starts,
+                "WarmStarts": s.warm_starts,
+                "ProvisionedStarts": s.provisioned_starts,
+                "InitDurationMsAvg": if s.cold_starts > 0 { s.init_ms_total / s.cold_starts as f64 } else { 0.0 },
+                "InitDurationMsMax": s.init_ms_max,
+                "InitDurationMsLast": s.init_ms_last,
             })
         })
         .collect();
-    ok_json(StatusCode::OK, json!({ "Environments": list }))
+    ok_json(StatusCode::OK, json!({ "Functions": functions }))
+}
+
+/// A function name without qualifier (aliases and concurrency paths take only that).
+fn plain_name(name: &str) -> Result<FunctionName> {
+    let r = FunctionRef::parse(name, None)?;
+    if let Some(q) = r.qualifier {
+        return Err(ApiError::invalid_parameter(format!("A qualifier ({q}) is not allowed here")));
+    }
+    Ok(r.name)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PublishIn {
+    code_sha256: Option<String>,
+    description: Option<String>,
+    revision_id: Option<String>,
+}
+
+async fn publish_version(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let r = function_ref(name, call)?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let input: PublishIn = parse_json(&body)?;
+    let v =
+        engine.publish_version(&r, input.code_sha256.as_deref(), input.description, input.revision_id.as_deref())?;
+    ok_json(StatusCode::CREATED, function_configuration(&v, engine.partition(), false))
+}
+
+fn list_versions(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
+    let n = plain_name(name)?;
+    let page = engine.list_versions(&n, marker(call), max_items(call)?)?;
+    let versions: Vec<serde_json::Value> =
+        page.items.iter().map(|c| function_configuration(c, engine.partition(), true)).collect();
+    let mut out = json!({ "Versions": versions });
+    if let Some(m) = page.next_marker {
+        out["NextMarker"] = json!(m);
+    }
+    ok_json(StatusCode::OK, out)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoutingIn {
+    additional_version_weights: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AliasIn {
+    name: Option<String>,
+    function_version: Option<String>,
+    description: Option<String>,
+    routing_config: Option<RoutingIn>,
+    revision_id: Option<String>,
+}
+
+fn alias_input(name: String, input: AliasIn) -> Result<AliasInput> {
+    let routing = match input.routing_config {
+        None => None,
+        Some(r) => {
+            let weights = r.additional_version_weights.unwrap_or_default();
+            if weights.len() > 1 {
+                return Err(ApiError::invalid_parameter(
+                    "Number of items in AdditionalVersionWeights must not be more than 1",
+                ));
+            }
+            Some(weights.into_iter().next())
+        }
+    };
+    Ok(AliasInput {
+        name,
+        function_version: input.function_version,
+        description: input.description,
+        routing,
+        revision_id: input.revision_id,
+    })
+}
+
+fn alias_json(engine: &Engine, function: &FunctionName, a: &AliasConfig) -> serde_json::Value {
+    let mut v = json!({
+        "AliasArn": engine.partition().function_arn(function.as_str(), Some(&a.name)),
+        "Name": a.name,
+        "FunctionVersion": a.function_version,
+        "Description": a.description,
+        "RevisionId": a.revision_id,
+    });
+    if let Some((version, weight)) = &a.additional_version {
+        v["RoutingConfig"] = json!({ "AdditionalVersionWeights": { version.clone(): weight } });
+    }
+    v
+}
+
+async fn create_alias(engine: &Engine, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let n = plain_name(name)?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let mut input: AliasIn = parse_json(&body)?;
+    let alias_name = input.name.take().ok_or_else(|| {
+        ApiError::validation(
+            "1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    let alias = engine.create_alias(&n, alias_input(alias_name, input)?)?;
+    ok_json(StatusCode::CREATED, alias_json(engine, &n, &alias))
+}
+
+async fn update_alias(engine: &Engine, name: &str, alias: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let n = plain_name(name)?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let input: AliasIn = parse_json(&body)?;
+    let alias = engine.update_alias(&n, alias_input(alias.to_string(), input)?)?;
+    ok_json(StatusCode::OK, alias_json(engine, &n, &alias))
+}
+
+fn list_aliases(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
+    let n = plain_name(name)?;
+    let page = engine.list_aliases(&n, call.query("FunctionVersion"), marker(call), max_items(call)?)?;
+    let aliases: Vec<serde_json::Value> = page.items.iter().map(|a| alias_json(engine, &n, a)).collect();
+    let mut out = json!({ "Aliases": aliases });
+    if let Some(m) = page.next_marker {
+        out["NextMarker"] = json!(m);
+    }
+    ok_json(StatusCode::OK, out)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConcurrencyIn {
+    reserved_concurrent_executions: Option<i64>,
+    provisioned_concurrent_executions: Option<i64>,
+}
+
+async fn put_concurrency(engine: &Engine, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let n = plain_name(name)?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let input: ConcurrencyIn = parse_json(&body)?;
+    let wanted = input.reserved_concurrent_executions.ok_or_else(|| {
+        ApiError::validation("1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
+    })?;
+    let r = engine.put_reserved_concurrency(&n, wanted)?;
+    ok_json(StatusCode::OK, json!({ "ReservedConcurrentExecutions": r }))
+}
+
+fn provisioned_json(engine: &Engine, name: &FunctionName, p: &ProvisionedStatus, with_arn: bool) -> serde_json::Value {
+    let mut v = json!({
+        "RequestedProvisionedConcurrentExecutions": p.requested,
+        "AllocatedProvisionedConcurrentExecutions": p.allocated,
+        "AvailableProvisionedConcurrentExecutions": p.available,
+        "Status": p.status,
+        "LastModified": wire::timestamp_seconds(p.last_modified_ms),
+    });
+    if let Some(r) = &p.status_reason {
+        v["StatusReason"] = json!(r);
+    }
+    if with_arn {
+        v["FunctionArn"] = json!(engine.partition().function_arn(name.as_str(), Some(&p.qualifier)));
+    }
+    v
+}
+
+async fn put_provisioned(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let r = function_ref(name, call)?;
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let input: ConcurrencyIn = parse_json(&body)?;
+    let wanted = input.provisioned_concurrent_executions.ok_or_else(|| {
+        ApiError::validation("1 validation error detected: Value null at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
+    })?;
+    let p = engine.put_provisioned(&r, wanted)?;
+    ok_json(StatusCode::ACCEPTED, provisioned_json(engine, &r.name, &p, false))
+}
+
+fn get_provisioned(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
+    if call.query("List") == Some("ALL") {
+        let n = plain_name(name)?;
+        let all = engine.list_provisioned(&n)?;
+        let configs: Vec<serde_json::Value> = all.iter().map(|p| provisioned_json(engine, &n, p, true)).collect();
+        return ok_json(StatusCode::OK, json!({ "ProvisionedConcurrencyConfigs": configs }));
+    }
+    let r = function_ref(name, call)?;
+    let p = engine.get_provisioned(&r)?;
+    ok_json(StatusCode::OK, provisioned_json(engine, &r.name, &p, false))
 }

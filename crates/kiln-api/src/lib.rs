@@ -32,11 +32,7 @@ use tokio::sync::{mpsc, watch};
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Serves the REST API on `listener` until `shutdown` turns true.
-pub async fn serve(
-    engine: Engine,
-    listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -89,23 +85,14 @@ pub(crate) struct Call {
 
 impl Call {
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
 /// Answers one request.
 pub async fn route(engine: &Engine, req: Request<Incoming>) -> Response<Body> {
     let call = Call {
-        segments: req
-            .uri()
-            .path()
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(percent_decode)
-            .collect(),
+        segments: req.uri().path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect(),
         query: req
             .uri()
             .query()
@@ -141,12 +128,8 @@ pub async fn route(engine: &Engine, req: Request<Incoming>) -> Response<Body> {
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = Response::new(full(e.body()));
     *r.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(wire::ERROR_TYPE, HeaderValue::from_static(e.code));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(wire::ERROR_TYPE, HeaderValue::from_static(e.code));
     r
 }
 
@@ -161,10 +144,7 @@ impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -192,10 +172,7 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     #[test]
     fn percent_decoding_handles_arns_and_edges() {
-        assert_eq!(
-            super::percent_decode("arn%3Aaws%3Alambda"),
-            "arn:aws:lambda"
-        );
+        assert_eq!(super::percent_decode("arn%3Aaws%3Alambda"), "arn:aws:lambda");
         assert_eq!(super::percent_decode("%24LATEST"), "$LATEST");
         assert_eq!(super::percent_decode("a%2"), "a%2");
         assert_eq!(super::percent_decode("%"), "%");

@@ -91,10 +91,7 @@ impl ConfigIn {
             out.insert("KMSKeyArn".into(), Value::String(v));
         }
         if let Some(v) = self.layers.take() {
-            let layers: Vec<Value> = v
-                .into_iter()
-                .map(|arn| json!({"Arn": arn, "CodeSize": 0}))
-                .collect();
+            let layers: Vec<Value> = v.into_iter().map(|arn| json!({"Arn": arn, "CodeSize": 0})).collect();
             out.insert("Layers".into(), Value::Array(layers));
         }
         if let Some(v) = self.file_system_configs.take() {
@@ -134,9 +131,8 @@ pub struct UpdateCodeIn {
 pub fn timestamp(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
-    );
+    let f =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000");
     t.format(&f).unwrap_or_default()
 }
 
@@ -148,10 +144,7 @@ pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) 
         m.insert(k.to_string(), v);
     };
     put("FunctionName", json!(c.name.as_str()));
-    put(
-        "FunctionArn",
-        json!(p.function_arn(c.name.as_str(), qualifier)),
-    );
+    put("FunctionArn", json!(p.function_arn(c.name.as_str(), qualifier)));
     put("Runtime", json!(c.runtime.as_str()));
     put("Role", json!(c.role));
     if let Some(h) = &c.handler {
@@ -171,18 +164,9 @@ pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) 
     put("RevisionId", json!(c.revision_id));
     put("PackageType", json!("Zip"));
     put("Architectures", json!(c.architectures));
-    put(
-        "EphemeralStorage",
-        json!({ "Size": c.ephemeral_storage_mb }),
-    );
-    put(
-        "SnapStart",
-        json!({ "ApplyOn": "None", "OptimizationStatus": "Off" }),
-    );
-    put(
-        "LoggingConfig",
-        json!({ "LogFormat": c.log_format, "LogGroup": c.log_group }),
-    );
+    put("EphemeralStorage", json!({ "Size": c.ephemeral_storage_mb }));
+    put("SnapStart", json!({ "ApplyOn": "None", "OptimizationStatus": "Off" }));
+    put("LoggingConfig", json!({ "LogFormat": c.log_format, "LogGroup": c.log_group }));
     if !listing {
         let (state, code) = match c.state {
             FunctionState::Pending => ("Pending", Some("Creating")),
@@ -217,23 +201,25 @@ pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) 
     Value::Object(m)
 }
 
+/// `2019-11-21T19:32:12+0000`, the form provisioned concurrency configs use.
+pub fn timestamp_seconds(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+0000");
+    t.format(&f).unwrap_or_default()
+}
+
 pub fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 pub fn unb64(data: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .ok()
+    base64::engine::general_purpose::STANDARD.decode(data.trim()).ok()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn timestamps_have_millis_and_offset() {
-        assert_eq!(
-            super::timestamp(1_586_545_592_563),
-            "2020-04-10T19:06:32.563+0000"
-        );
+        assert_eq!(super::timestamp(1_586_545_592_563), "2020-04-10T19:06:32.563+0000");
     }
 }

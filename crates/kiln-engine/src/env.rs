@@ -38,7 +38,11 @@ pub struct Environment {
     pub init_type: InitType,
     pub created: Instant,
     pub invocations: AtomicU64,
+    /// When it last finished an invocation (or Init); keep-alive and eviction look at it.
+    pub last_used: std::sync::Mutex<Instant>,
     sandbox: Arc<dyn Sandbox>,
+    /// Its share of the memory budget, returned when the environment goes.
+    _lease: Option<crate::memory::MemoryLease>,
     api: RuntimeApi,
     exit: watch::Receiver<Option<ExitInfo>>,
     capture: Arc<Capture>,
@@ -98,6 +102,7 @@ pub struct ColdStart<'a> {
     pub init_type: InitType,
     /// How long Init may take before it is reported as timed out.
     pub init_timeout: Duration,
+    pub lease: Option<crate::memory::MemoryLease>,
 }
 
 pub const BOOTSTRAP_PATHS: &str = "[/var/task/bootstrap /opt/bootstrap]";
@@ -118,15 +123,8 @@ impl ColdStart<'_> {
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let today = time::OffsetDateTime::now_utc().date();
-        let stream: Arc<str> = format!(
-            "{:04}/{:02}/{:02}/[{}]{}",
-            today.year(),
-            today.month() as u8,
-            today.day(),
-            cfg.version,
-            id
-        )
-        .into();
+        let stream: Arc<str> =
+            format!("{:04}/{:02}/{:02}/[{}]{}", today.year(), today.month() as u8, today.day(), cfg.version, id).into();
         let function: Arc<str> = cfg.name.as_str().into();
         let spec = SandboxSpec {
             id: id.clone(),
@@ -141,9 +139,7 @@ impl ColdStart<'_> {
         let spawned = tokio::task::spawn_blocking(move || backend.spawn(&spec))
             .await
             .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
-            .map_err(|e| {
-                EngineError::Internal(format!("cannot create execution environment: {e}"))
-            })?;
+            .map_err(|e| EngineError::Internal(format!("cannot create execution environment: {e}")))?;
         let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
         let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone())));
         let exit = sandbox.exit_watch();
@@ -158,7 +154,9 @@ impl ColdStart<'_> {
             init_type: self.init_type,
             created: started,
             invocations: AtomicU64::new(0),
+            last_used: std::sync::Mutex::new(started),
             sandbox,
+            _lease: self.lease,
             api,
             exit,
             capture,
@@ -174,15 +172,11 @@ impl ColdStart<'_> {
             InitWait::Done(o) => o,
             InitWait::TimedOut => {
                 let init_ms = ms(started.elapsed());
-                env.capture.platform(format!(
-                    "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: timeout"
-                ));
+                env.capture
+                    .platform(format!("INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: timeout"));
                 // Lambda goes on with the Init inside the invocation ("suppressed init"), under
                 // the function's own timeout.
-                match env
-                    .wait_init(Duration::from_secs(cfg.timeout_secs.into()))
-                    .await
-                {
+                match env.wait_init(Duration::from_secs(cfg.timeout_secs.into())).await {
                     InitWait::Done(o) => o,
                     InitWait::TimedOut => {
                         env.destroy();
@@ -210,15 +204,8 @@ impl ColdStart<'_> {
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
                 env.destroy();
-                let payload = if body.is_empty() {
-                    error_payload(&error_type, "")
-                } else {
-                    body
-                };
-                Ok(InitResult::Failed {
-                    error_type,
-                    payload,
-                })
+                let payload = if body.is_empty() { error_payload(&error_type, "") } else { body };
+                Ok(InitResult::Failed { error_type, payload })
             }
             // The bootstrap ended (or the API closed) before its first `next`.
             _ => {
@@ -229,10 +216,7 @@ impl ColdStart<'_> {
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
                 env.destroy();
-                Ok(InitResult::Failed {
-                    payload: error_payload(error_type, &message),
-                    error_type: error_type.into(),
-                })
+                Ok(InitResult::Failed { payload: error_payload(error_type, &message), error_type: error_type.into() })
             }
         }
     }
@@ -240,20 +224,12 @@ impl ColdStart<'_> {
 
 impl Environment {
     /// Runs one invocation. `init_ms` is set on the first invocation of a cold environment.
-    pub async fn invoke(
-        &self,
-        invocation: Invocation,
-        init_ms: Option<f64>,
-        keep_tail: bool,
-    ) -> RunResult {
+    pub async fn invoke(&self, invocation: Invocation, init_ms: Option<f64>, keep_tail: bool) -> RunResult {
         let request_id = invocation.request_id.clone();
         let cfg = &self.config;
         self.invocations.fetch_add(1, Ordering::Relaxed);
         self.capture.begin(keep_tail);
-        self.capture.platform(format!(
-            "START RequestId: {request_id} Version: {}",
-            cfg.version
-        ));
+        self.capture.platform(format!("START RequestId: {request_id} Version: {}", cfg.version));
         let timeout = Duration::from_secs(cfg.timeout_secs.into());
         let started = Instant::now();
         let rx = self.api.dispatch(invocation);
@@ -301,34 +277,19 @@ impl Environment {
                 ),
                 true,
                 false,
-                Some((
-                    "error",
-                    Some("Runtime.InvalidResponseModeHeader".to_string()),
-                )),
+                Some(("error", Some("Runtime.InvalidResponseModeHeader".to_string()))),
             ),
             Ended::Exit(info) => {
                 let (error_type, message) = exit_error(&request_id, info);
-                (
-                    error_payload(error_type, &message),
-                    true,
-                    false,
-                    Some(("error", Some(error_type.to_string()))),
-                )
+                (error_payload(error_type, &message), true, false, Some(("error", Some(error_type.to_string()))))
             }
             Ended::Timeout => {
-                let message = format!(
-                    "Task timed out after {:.2} seconds",
-                    cfg.timeout_secs as f64
-                );
+                let message = format!("Task timed out after {:.2} seconds", cfg.timeout_secs as f64);
                 let now = time::OffsetDateTime::now_utc();
                 self.capture.drain();
-                self.capture
-                    .platform(format!("{} {request_id} {message}", rfc3339(now)));
+                self.capture.platform(format!("{} {request_id} {message}", rfc3339(now)));
                 (
-                    error_payload(
-                        "Sandbox.Timedout",
-                        &format!("RequestId: {request_id} Error: {message}"),
-                    ),
+                    error_payload("Sandbox.Timedout", &format!("RequestId: {request_id} Error: {message}")),
                     true,
                     false,
                     Some(("timeout", None)),
@@ -340,34 +301,18 @@ impl Environment {
             self.destroy();
         }
         self.capture.drain();
-        self.capture
-            .platform(format!("END RequestId: {request_id}"));
+        self.capture.platform(format!("END RequestId: {request_id}"));
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
         let status_ref = status.as_ref().map(|(s, t)| (*s, t.as_deref()));
-        self.capture.platform(report_line(
-            &request_id,
-            duration_ms,
-            cfg.memory_mb,
-            max_mb,
-            init_ms,
-            status_ref,
-        ));
+        self.capture.platform(report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status_ref));
         if let (false, Some((_, Some(t)))) = (healthy, &status) {
             if t != "Function.ResponseSizeTooLarge" {
-                self.capture.platform(format!(
-                    "RequestId: {request_id} Error: {}",
-                    exit_text(&payload)
-                ));
+                self.capture.platform(format!("RequestId: {request_id} Error: {}", exit_text(&payload)));
                 self.capture.platform(t.clone());
             }
         }
         let log_tail = self.capture.finish();
-        RunResult {
-            payload,
-            function_error,
-            healthy,
-            log_tail,
-        }
+        RunResult { payload, function_error, healthy, log_tail }
     }
 
     /// Resolves when the bootstrap has ended.
@@ -379,9 +324,7 @@ impl Environment {
 
     async fn wait_exit(&self) -> ExitInfo {
         // Once the API gave up, the process is on its way out; do not wait for ever.
-        tokio::time::timeout(Duration::from_secs(2), self.exited())
-            .await
-            .unwrap_or(ExitInfo::Code(-1))
+        tokio::time::timeout(Duration::from_secs(2), self.exited()).await.unwrap_or(ExitInfo::Code(-1))
     }
 
     /// Waits for Init to end, for the bootstrap to die, or for `limit`.
@@ -392,6 +335,14 @@ impl Environment {
             _ = self.exited() => InitWait::Done(None),
             _ = tokio::time::sleep(limit) => InitWait::TimedOut,
         }
+    }
+
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
     }
 
     /// Whether the bootstrap is still running.
@@ -419,11 +370,7 @@ impl Drop for Environment {
 fn exit_text(payload: &Bytes) -> String {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
-        .and_then(|v| {
-            v.get("errorMessage")
-                .and_then(|m| m.as_str())
-                .map(str::to_owned)
-        })
+        .and_then(|v| v.get("errorMessage").and_then(|m| m.as_str()).map(str::to_owned))
         .and_then(|m| m.split_once(" Error: ").map(|(_, rest)| rest.to_owned()))
         .unwrap_or_default()
 }
@@ -431,21 +378,21 @@ fn exit_text(payload: &Bytes) -> String {
 /// The error type and message for a bootstrap that ended.
 fn exit_error(request_id: &str, info: ExitInfo) -> (&'static str, String) {
     match info {
-        ExitInfo::Code(0) => (
-            "Runtime.ExitError",
-            format!("RequestId: {request_id} Error: Runtime exited without providing a reason"),
-        ),
-        ExitInfo::Code(n) => (
-            "Runtime.ExitError",
-            format!("RequestId: {request_id} Error: Runtime exited with error: exit status {n}"),
-        ),
+        ExitInfo::Code(0) => {
+            ("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited without providing a reason"))
+        }
+        ExitInfo::Code(n) => {
+            ("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited with error: exit status {n}"))
+        }
         ExitInfo::Signal { signal, oom } => (
             if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" },
             format!("RequestId: {request_id} Error: Runtime exited with error: signal: {}", signal_name(signal)),
         ),
         ExitInfo::ExecFailed => (
             "Runtime.InvalidEntrypoint",
-            format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: the bootstrap could not be executed"),
+            format!(
+                "RequestId: {request_id} Error: fork/exec /var/task/bootstrap: the bootstrap could not be executed"
+            ),
         ),
     }
 }
@@ -479,9 +426,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&f).unwrap_or_default()
 }
 
@@ -527,11 +472,7 @@ fn environment(
     set("SHLVL", "0".into());
     // A user variable may replace a default (PATH, LANG, …); keep only the last of each key.
     let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<(String, String)> = env
-        .into_iter()
-        .rev()
-        .filter(|(k, _)| seen.insert(k.clone()))
-        .collect();
+    let mut out: Vec<(String, String)> = env.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
     out.reverse();
     out
 }

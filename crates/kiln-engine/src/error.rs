@@ -27,6 +27,9 @@ pub enum EngineError {
     /// `ResourceNotFoundException`.
     #[error("{0}")]
     NotFound(String),
+    /// `ProvisionedConcurrencyConfigNotFoundException`.
+    #[error("{0}")]
+    ProvisionedNotFound(String),
     /// `ResourceConflictException`.
     #[error("{0}")]
     Conflict(String),
@@ -38,10 +41,7 @@ pub enum EngineError {
     TooLarge(String),
     /// `TooManyRequestsException`.
     #[error("{message}")]
-    Throttled {
-        reason: ThrottleReason,
-        message: String,
-    },
+    Throttled { reason: ThrottleReason, message: String },
     /// `ServiceException`: kiln's fault; the detail goes to kiln's log, not to the client.
     #[error("{0}")]
     Internal(String),

@@ -3,40 +3,47 @@
 //! The engine speaks domain types only; the REST API crate turns HTTP into calls here and the
 //! errors back into AWS shapes.
 //!
-//! State: every function has a [`Function`] entry in memory holding two configurations — the
-//! *visible* one (what Get returns, possibly still `Pending` or with an update `InProgress`) and
-//! the *active* one (what invocations run). Control operations write through to SQLite; the
-//! invoke path reads memory only. A pool of idle environments belongs to each function; an
-//! update bumps the pool's generation so that older environments are retired instead of reused.
+//! State: every function has a [`function::Function`] in memory holding the *visible* `$LATEST`
+//! (what Get returns, possibly still `Pending` or with an update `InProgress`), its published
+//! versions, aliases, concurrency settings, and one pool of environments per runnable version.
+//! Control operations write through to SQLite; the invoke path reads memory only. An update of
+//! `$LATEST` bumps its pool's generation so that older environments are retired, not reused.
 //!
-//! The way of one synchronous invocation ([`Engine::invoke`]): look up the function → take the
-//! most recently used idle environment, or build one (cold start: sandbox, bootstrap, Init until
-//! its first `next`) → hand the event to its Runtime API → wait for the answer, the bootstrap's
-//! death or the timeout → put a healthy environment back, destroy a broken one. The invocation
-//! runs in a task of its own, so a client that hangs up does not lose an environment.
+//! The way of one synchronous invocation ([`Engine::invoke`], then `invoke::Job::run`): resolve
+//! name and qualifier (an alias picks a version by its weights) → a free provisioned
+//! environment, else admission (reserved and account concurrency; 429 at once when over) and the
+//! most recently used idle environment, else a cold start (memory budget, sandbox, bootstrap,
+//! Init until its first `next`) → hand the event to its Runtime API → wait for the answer, the
+//! bootstrap's death or the timeout → put a healthy environment back, destroy a broken one. The
+//! invocation runs in a task of its own, so a client that hangs up does not lose an environment.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod env;
 mod error;
+mod function;
+mod invoke;
 pub mod logs;
+mod memory;
+mod provisioned;
 
 pub use env::InitType;
 pub use error::{EngineError, ThrottleReason};
+pub use function::StartStats;
 
+use admission::Admission;
 use bytes::Bytes;
-use env::{error_payload, ColdStart, Environment, InitResult};
-use kiln_model::config::{self as cfgv, UpdateStatus};
-use kiln_model::{
-    limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime,
-};
-use kiln_runtime_api::Invocation;
+use function::{FnState, Function, Pool, Ready};
+use kiln_model::config::{self as cfgv, AliasConfig, ProvisionedSetting, UpdateStatus};
+use kiln_model::{limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime};
 use kiln_sandbox::Backend;
 use kiln_store::meta::MetaStore;
 use kiln_store::{CodeHash, CodeStore};
 use logs::LogSink;
-use std::collections::{BTreeMap, HashMap};
+use memory::MemoryBudget;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How the engine is set up.
@@ -46,6 +53,12 @@ pub struct EngineOptions {
     pub partition: Partition,
     /// Init longer than this is reported as timed out (Lambda: 10 s for on-demand).
     pub init_timeout: Duration,
+    /// Account-wide concurrency (`ConcurrentExecutions`).
+    pub concurrency_limit: u32,
+    /// An idle on-demand environment lives this long.
+    pub keep_alive: Duration,
+    /// Sum of `MemorySize` of live environments, in MB.
+    pub memory_budget_mb: u64,
 }
 
 /// CreateFunction, validated by the engine.
@@ -65,6 +78,7 @@ pub struct CreateFunction {
     pub log_format: Option<String>,
     pub log_group: Option<String>,
     pub zip: Vec<u8>,
+    pub publish: bool,
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
 
@@ -93,6 +107,18 @@ pub struct UpdateCode {
     pub architectures: Option<Vec<String>>,
     pub revision_id: Option<String>,
     pub dry_run: bool,
+    pub publish: bool,
+}
+
+/// CreateAlias / UpdateAlias.
+#[derive(Debug, Clone, Default)]
+pub struct AliasInput {
+    pub name: String,
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)`: routing cleared (`AdditionalVersionWeights: {}`).
+    pub routing: Option<Option<(String, f64)>>,
+    pub revision_id: Option<String>,
 }
 
 /// How the caller wants an invocation run.
@@ -125,88 +151,98 @@ pub struct InvokeResponse {
     pub log_tail: Option<Vec<u8>>,
 }
 
-/// A page of ListFunctions.
+/// A page of a listing.
 #[derive(Debug, Clone)]
-pub struct FunctionPage {
-    pub functions: Vec<Arc<FunctionConfig>>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next_marker: Option<String>,
 }
 
-/// A summary of one live environment, for `kiln status`.
+/// The provisioned concurrency of one qualifier, as Lambda reports it.
+#[derive(Debug, Clone)]
+pub struct ProvisionedStatus {
+    pub qualifier: String,
+    pub requested: u32,
+    pub allocated: u32,
+    pub available: u32,
+    /// `IN_PROGRESS`, `READY` or `FAILED`.
+    pub status: &'static str,
+    pub status_reason: Option<String>,
+    pub last_modified_ms: i64,
+}
+
+/// One live or starting environment, for `kiln status`.
 #[derive(Debug, Clone)]
 pub struct EnvironmentInfo {
     pub id: String,
     pub version: String,
-    pub busy: bool,
+    /// `initialising`, `idle`, `busy` or `provisioned` (idle and provisioned).
+    pub state: &'static str,
     pub init_type: InitType,
     pub age: Duration,
     pub invocations: u64,
     pub max_memory_bytes: u64,
+    pub memory_mb: u32,
 }
 
-struct FnState {
-    visible: Arc<FunctionConfig>,
-    active: Option<Arc<FunctionConfig>>,
-    code_dir: Option<PathBuf>,
-    /// Idle environments, the most recently used last.
-    idle: Vec<Arc<Environment>>,
-    busy: HashMap<String, Arc<Environment>>,
-    generation: u64,
-    deleted: bool,
+/// What `kiln status` shows of one function.
+#[derive(Debug, Clone)]
+pub struct FunctionStatus {
+    pub name: String,
+    pub environments: Vec<EnvironmentInfo>,
+    pub stats: StartStats,
 }
 
-struct Function {
-    state: Mutex<FnState>,
+/// Account settings and usage.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub concurrency_limit: u32,
+    pub unreserved: u32,
+    pub total_code_size: u64,
+    pub function_count: usize,
 }
 
-impl Function {
-    fn lock(&self) -> MutexGuard<'_, FnState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-struct Inner {
-    opts: EngineOptions,
-    meta: MetaStore,
-    code: CodeStore,
-    backend: Arc<dyn Backend>,
-    logs: LogSink,
-    functions: RwLock<BTreeMap<String, Arc<Function>>>,
+pub(crate) struct Inner {
+    pub opts: EngineOptions,
+    pub meta: MetaStore,
+    pub code: CodeStore,
+    pub backend: Arc<dyn Backend>,
+    pub logs: LogSink,
+    pub admission: Admission,
+    pub memory: MemoryBudget,
+    pub functions: RwLock<BTreeMap<String, Arc<Function>>>,
 }
 
 /// The engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+fn internal(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("{what}: {e}"))
+}
+
 impl Engine {
     /// Opens the data dir, loads every function and starts what must be finished (unpacking
-    /// interrupted by a crash). Must be called inside a tokio runtime.
+    /// interrupted by a crash, provisioned environments). Must be called inside a tokio runtime.
     pub fn open(opts: EngineOptions, backend: Arc<dyn Backend>) -> Result<Self, EngineError> {
-        let internal =
-            |what: &str, e: &dyn std::fmt::Display| EngineError::Internal(format!("{what}: {e}"));
-        std::fs::create_dir_all(&opts.data_dir)
-            .map_err(|e| internal("cannot create data dir", &e))?;
-        let meta = MetaStore::open(&opts.data_dir.join("kiln.db"))
-            .map_err(|e| internal("cannot open database", &e))?;
-        let code = CodeStore::open(&opts.data_dir.join("code"))
-            .map_err(|e| internal("cannot open code store", &e))?;
-        let logs = LogSink::start(&opts.data_dir.join("logs"))
-            .map_err(|e| internal("cannot start log writer", &e))?;
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| internal("cannot create data dir", e))?;
+        let meta = MetaStore::open(&opts.data_dir.join("kiln.db")).map_err(|e| internal("cannot open database", e))?;
+        let code = CodeStore::open(&opts.data_dir.join("code")).map_err(|e| internal("cannot open code store", e))?;
+        let logs = LogSink::start(&opts.data_dir.join("logs")).map_err(|e| internal("cannot start log writer", e))?;
         let engine = Self {
             inner: Arc::new(Inner {
+                admission: Admission::new(opts.concurrency_limit),
+                memory: MemoryBudget::new(opts.memory_budget_mb),
                 opts,
                 meta,
                 code,
@@ -215,45 +251,120 @@ impl Engine {
                 functions: RwLock::new(BTreeMap::new()),
             }),
         };
-        let stored = engine
-            .inner
-            .meta
-            .all()
-            .map_err(|e| internal("cannot read database", &e))?;
-        let mut to_activate = Vec::new();
-        {
-            let mut fns = engine.write_functions();
-            for cfg in stored
-                .into_iter()
-                .filter(|c| c.version == Qualifier::LATEST)
-            {
-                let cfg = Arc::new(cfg);
-                let tree = CodeHash::from_base64(&cfg.code_sha256)
-                    .map(|h| engine.inner.code.tree_path(&h));
-                let ready = cfg.state == FunctionState::Active
-                    && cfg.last_update_status != Some(UpdateStatus::InProgress)
-                    && tree.as_ref().is_some_and(|t| t.is_dir());
-                let f = Arc::new(Function {
-                    state: Mutex::new(FnState {
-                        visible: cfg.clone(),
-                        active: ready.then(|| cfg.clone()),
-                        code_dir: if ready { tree } else { None },
-                        idle: Vec::new(),
-                        busy: HashMap::new(),
-                        generation: 0,
-                        deleted: false,
-                    }),
-                });
-                if !ready && cfg.state != FunctionState::Failed {
-                    to_activate.push((f.clone(), cfg.revision_id.clone()));
-                }
-                fns.insert(cfg.name.to_string(), f);
+        engine.load()?;
+        engine.spawn_reaper();
+        Ok(engine)
+    }
+
+    fn load(&self) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let mut states: BTreeMap<String, FnState> = BTreeMap::new();
+        let mut versions: Vec<FunctionConfig> = Vec::new();
+        for cfg in inner.meta.all().map_err(|e| internal("cannot read database", e))? {
+            if cfg.version == Qualifier::LATEST {
+                states.insert(cfg.name.to_string(), FnState::new(Arc::new(cfg)));
+            } else {
+                versions.push(cfg);
             }
         }
-        for (f, rev) in to_activate {
-            engine.spawn_activation(f, rev);
+        for v in versions {
+            let (Some(st), Ok(n)) = (states.get_mut(v.name.as_str()), v.version.parse::<u64>()) else { continue };
+            let v = Arc::new(v);
+            if let Some(dir) = self.tree_if_present(&v) {
+                st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: dir }));
+            }
+            st.versions.insert(n, v);
         }
-        Ok(engine)
+        for (name, alias) in inner.meta.all_aliases().map_err(|e| internal("cannot read aliases", e))? {
+            if let Some(st) = states.get_mut(&name) {
+                st.aliases.insert(alias.name.clone(), alias);
+            }
+        }
+        for (name, settings) in inner.meta.all_settings().map_err(|e| internal("cannot read settings", e))? {
+            if let Some(st) = states.get_mut(&name) {
+                inner.admission.set_reserved(&name, settings.reserved);
+                st.settings = settings;
+                inner.admission.set_provisioned(&name, st.pc_total());
+            }
+        }
+        let mut to_activate = Vec::new();
+        let mut all = Vec::new();
+        {
+            let mut fns = self.write_functions();
+            for (name, mut st) in states {
+                let latest = st.visible.clone();
+                let ready = latest.state == FunctionState::Active
+                    && latest.last_update_status != Some(UpdateStatus::InProgress);
+                match (ready, self.tree_if_present(&latest)) {
+                    (true, Some(dir)) => {
+                        st.pools
+                            .insert(latest.version.clone(), Pool::new(Ready { config: latest.clone(), code_dir: dir }));
+                    }
+                    _ if latest.state != FunctionState::Failed => {
+                        to_activate.push((name.clone(), latest.revision_id.clone()))
+                    }
+                    _ => {}
+                }
+                // Versions whose tree went missing get it back.
+                for v in st.versions.values() {
+                    if !st.pools.contains_key(&v.version) {
+                        if let Some(dir) =
+                            CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok())
+                        {
+                            st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: dir }));
+                        }
+                    }
+                }
+                st.retarget();
+                let f = Arc::new(Function::new(st));
+                all.push(f.clone());
+                fns.insert(name, f);
+            }
+        }
+        for (name, rev) in to_activate {
+            if let Some(f) = self.read_functions().get(&name).cloned() {
+                self.spawn_activation(f, rev);
+            }
+        }
+        for f in all {
+            self.reconcile(&f);
+        }
+        Ok(())
+    }
+
+    fn tree_if_present(&self, cfg: &FunctionConfig) -> Option<PathBuf> {
+        let tree = self.inner.code.tree_path(&CodeHash::from_base64(&cfg.code_sha256)?);
+        tree.is_dir().then_some(tree)
+    }
+
+    /// Destroys idle on-demand environments that outlived the keep-alive.
+    fn spawn_reaper(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let keep_alive = self.inner.opts.keep_alive;
+        let tick = (keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = Engine { inner };
+                let fns: Vec<Arc<Function>> = engine.read_functions().values().cloned().collect();
+                let mut expired = Vec::new();
+                for f in fns {
+                    let mut st = f.lock();
+                    for pool in st.pools.values_mut() {
+                        let (old, keep): (Vec<_>, Vec<_>) =
+                            std::mem::take(&mut pool.idle).into_iter().partition(|e| e.idle_for() >= keep_alive);
+                        pool.idle = keep;
+                        expired.extend(old);
+                    }
+                }
+                for e in &expired {
+                    tracing::debug!(env = %e.id, "keep-alive expired");
+                    e.destroy();
+                }
+            }
+        });
     }
 
     pub fn partition(&self) -> &Partition {
@@ -264,55 +375,40 @@ impl Engine {
         &self.inner.logs
     }
 
-    fn read_functions(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Function>>> {
-        self.inner
-            .functions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn read_functions(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Function>>> {
+        self.inner.functions.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write_functions(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Function>>> {
-        self.inner
-            .functions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.functions.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn not_found(&self, name: &str, qualifier: Option<&str>) -> EngineError {
+    pub(crate) fn not_found(&self, name: &str, qualifier: Option<&str>) -> EngineError {
         EngineError::NotFound(format!(
             "Function not found: {}",
             self.inner.opts.partition.function_arn(name, qualifier)
         ))
     }
 
-    fn function(&self, name: &FunctionName) -> Result<Arc<Function>, EngineError> {
-        self.read_functions()
-            .get(name.as_str())
-            .cloned()
-            .ok_or_else(|| self.not_found(name.as_str(), None))
-    }
-
-    /// Only `$LATEST` exists until versions are published.
-    fn check_qualifier(&self, r: &FunctionRef) -> Result<(), EngineError> {
-        match &r.qualifier {
-            None | Some(Qualifier::Latest) => Ok(()),
-            Some(q) => Err(self.not_found(r.name.as_str(), Some(&q.to_string()))),
-        }
+    pub(crate) fn function(&self, name: &FunctionName) -> Result<Arc<Function>, EngineError> {
+        self.read_functions().get(name.as_str()).cloned().ok_or_else(|| self.not_found(name.as_str(), None))
     }
 
     fn persist(&self, cfg: &FunctionConfig) -> Result<(), EngineError> {
-        self.inner
-            .meta
-            .put(cfg)
-            .map_err(|e| EngineError::Internal(format!("cannot store function: {e}")))
+        self.inner.meta.put(cfg).map_err(|e| internal("cannot store function", e))
     }
 
-    // ---- control plane -------------------------------------------------------------------
+    fn persist_settings(&self, name: &str, st: &FnState) -> Result<(), EngineError> {
+        self.inner.meta.put_settings(name, &st.settings).map_err(|e| internal("cannot store settings", e))
+    }
 
-    pub async fn create_function(
-        &self,
-        req: CreateFunction,
-    ) -> Result<Arc<FunctionConfig>, EngineError> {
+    fn arn(&self, name: &str, qualifier: Option<&str>) -> String {
+        self.inner.opts.partition.function_arn(name, qualifier)
+    }
+
+    // ---- functions -----------------------------------------------------------------------
+
+    pub async fn create_function(&self, req: CreateFunction) -> Result<Arc<FunctionConfig>, EngineError> {
         let name = FunctionName::parse(&req.name)?;
         let runtime = match req.runtime.as_deref() {
             Some(r) => Runtime::parse(r)?,
@@ -323,16 +419,10 @@ impl Engine {
             }
         };
         cfgv::validate_role(&req.role)?;
-        let memory_mb =
-            cfgv::validate_memory(req.memory_mb.unwrap_or(limits::MEMORY_DEFAULT_MB.into()))?;
-        let timeout_secs = cfgv::validate_timeout(
-            req.timeout_secs
-                .unwrap_or(limits::TIMEOUT_DEFAULT_SECS.into()),
-        )?;
-        let ephemeral = cfgv::validate_ephemeral(
-            req.ephemeral_storage_mb
-                .unwrap_or(limits::EPHEMERAL_DEFAULT_MB.into()),
-        )?;
+        let memory_mb = cfgv::validate_memory(req.memory_mb.unwrap_or(limits::MEMORY_DEFAULT_MB.into()))?;
+        let timeout_secs = cfgv::validate_timeout(req.timeout_secs.unwrap_or(limits::TIMEOUT_DEFAULT_SECS.into()))?;
+        let ephemeral =
+            cfgv::validate_ephemeral(req.ephemeral_storage_mb.unwrap_or(limits::EPHEMERAL_DEFAULT_MB.into()))?;
         if let Some(h) = &req.handler {
             cfgv::validate_handler(h)?;
         }
@@ -344,15 +434,12 @@ impl Engine {
         }
         let architectures = validate_architectures(req.architectures)?;
         if self.read_functions().contains_key(name.as_str()) {
-            return Err(EngineError::Conflict(format!(
-                "Function already exist: {name}"
-            )));
+            return Err(EngineError::Conflict(format!("Function already exist: {name}")));
         }
-        let hash = self.store_zip(req.zip.clone()).await?;
+        let code_size = req.zip.len() as u64;
+        let hash = self.store_zip(req.zip).await?;
         let cfg = Arc::new(FunctionConfig {
-            log_group: req
-                .log_group
-                .unwrap_or_else(|| format!("/aws/lambda/{name}")),
+            log_group: req.log_group.unwrap_or_else(|| format!("/aws/lambda/{name}")),
             name: name.clone(),
             version: Qualifier::LATEST.into(),
             runtime,
@@ -365,7 +452,7 @@ impl Engine {
             environment: req.environment,
             architectures,
             code_sha256: hash.base64.clone(),
-            code_size: req.zip.len() as u64,
+            code_size,
             last_modified_ms: now_ms(),
             revision_id: revision(),
             tracing_mode: req.tracing_mode.unwrap_or_else(|| "PassThrough".into()),
@@ -375,24 +462,15 @@ impl Engine {
             last_update_status: None,
             last_update_reason: None,
             passthrough: req.passthrough,
+            last_published: 0,
         });
-        let f = Arc::new(Function {
-            state: Mutex::new(FnState {
-                visible: cfg.clone(),
-                active: None,
-                code_dir: None,
-                idle: Vec::new(),
-                busy: HashMap::new(),
-                generation: 0,
-                deleted: false,
-            }),
-        });
+        let mut st = FnState::new(cfg.clone());
+        st.publish_when_ready = req.publish;
+        let f = Arc::new(Function::new(st));
         {
             let mut fns = self.write_functions();
             if fns.contains_key(name.as_str()) {
-                return Err(EngineError::Conflict(format!(
-                    "Function already exist: {name}"
-                )));
+                return Err(EngineError::Conflict(format!("Function already exist: {name}")));
             }
             self.persist(&cfg)?;
             fns.insert(name.to_string(), f.clone());
@@ -412,55 +490,50 @@ impl Engine {
         let code = self.inner.code.clone();
         tokio::task::spawn_blocking(move || {
             kiln_store::unzip::inspect(&zip).map_err(|e| EngineError::invalid(e.to_string()))?;
-            code.put_zip(&zip)
-                .map_err(|e| EngineError::Internal(format!("cannot store code: {e}")))
+            code.put_zip(&zip).map_err(|e| internal("cannot store code", e))
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("code task failed: {e}")))?
+        .map_err(|e| internal("code task failed", e))?
     }
 
-    /// Unpacks the visible configuration's code and makes it the active one: `Pending` becomes
-    /// `Active`, an update `InProgress` becomes `Successful`. Does nothing if the function
-    /// changed again meanwhile (the newer change has its own activation).
+    /// Unpacks the visible `$LATEST` code and makes it the runnable one: `Pending` becomes
+    /// `Active`, an update `InProgress` becomes `Successful`. Does nothing if the function changed
+    /// again meanwhile (the newer change has its own activation).
     fn spawn_activation(&self, f: Arc<Function>, revision_id: String) {
         let engine = self.clone();
         tokio::spawn(async move {
             let cfg = f.lock().visible.clone();
             let code = engine.inner.code.clone();
             let unpacked = match CodeHash::from_base64(&cfg.code_sha256) {
-                Some(hash) => tokio::task::spawn_blocking(move || {
-                    code.unpack(&hash).map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string())),
+                Some(hash) => tokio::task::spawn_blocking(move || code.unpack(&hash).map_err(|e| e.to_string()))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string())),
                 None => Err("stored code hash is malformed".to_string()),
             };
-            let retired = {
+            let (retired, publish) = {
                 let mut st = f.lock();
                 if st.deleted || st.visible.revision_id != revision_id {
                     return;
                 }
                 let mut next = (*st.visible).clone();
                 match &unpacked {
-                    Ok(tree) => {
+                    Ok(_) => {
                         next.state = FunctionState::Active;
                         next.state_reason = None;
                         if next.last_update_status.is_some() {
                             next.last_update_status = Some(UpdateStatus::Successful);
                             next.last_update_reason = None;
                         }
-                        st.code_dir = Some(tree.clone());
                     }
                     Err(e) => {
                         tracing::warn!(function = %next.name, error = %e, "unpacking code failed");
+                        let reason = Some(format!("Could not unpack the deployment package: {e}"));
                         if next.state == FunctionState::Pending {
                             next.state = FunctionState::Failed;
-                            next.state_reason =
-                                Some(format!("Could not unpack the deployment package: {e}"));
+                            next.state_reason = reason;
                         } else {
                             next.last_update_status = Some(UpdateStatus::Failed);
-                            next.last_update_reason =
-                                Some(format!("Could not unpack the deployment package: {e}"));
+                            next.last_update_reason = reason;
                         }
                     }
                 }
@@ -469,37 +542,59 @@ impl Engine {
                     tracing::error!(error = %e, "cannot store function state");
                 }
                 st.visible = next.clone();
-                if unpacked.is_ok() {
-                    st.active = Some(next);
-                    st.generation += 1;
-                    std::mem::take(&mut st.idle)
-                } else {
-                    Vec::new()
-                }
+                let retired = match &unpacked {
+                    Ok(dir) => engine.replace_latest(&mut st, Ready { config: next, code_dir: dir.clone() }),
+                    Err(_) => Vec::new(),
+                };
+                (retired, unpacked.is_ok() && std::mem::take(&mut st.publish_when_ready))
             };
             drop(retired);
+            if publish {
+                let name = cfg.name.clone();
+                if let Err(e) = engine.publish_version(&FunctionRef { name, qualifier: None }, None, None, None) {
+                    tracing::warn!(error = %e, "publishing after create failed");
+                }
+            }
         });
     }
 
+    /// Makes `ready` the runnable `$LATEST`; returns the environments to retire.
+    fn replace_latest(&self, st: &mut FnState, ready: Ready) -> Vec<Arc<Environment>> {
+        match st.pools.get_mut(Qualifier::LATEST) {
+            Some(pool) => {
+                pool.ready = ready;
+                pool.generation += 1;
+                let mut old = std::mem::take(&mut pool.idle);
+                old.append(&mut pool.pc_idle);
+                old
+            }
+            None => {
+                st.pools.insert(Qualifier::LATEST.into(), Pool::new(ready));
+                Vec::new()
+            }
+        }
+    }
+
+    fn only_latest(&self, r: &FunctionRef) -> Result<(), EngineError> {
+        match &r.qualifier {
+            None | Some(Qualifier::Latest) => Ok(()),
+            Some(q) => Err(EngineError::invalid(format!(
+                "Only $LATEST can be changed; {q} is immutable. Use the unqualified function name."
+            ))),
+        }
+    }
+
     /// Applies a configuration change to `$LATEST`.
-    pub async fn update_config(
-        &self,
-        name: &FunctionRef,
-        req: UpdateConfig,
-    ) -> Result<Arc<FunctionConfig>, EngineError> {
-        self.check_qualifier(name)?;
-        let f = self.function(&name.name)?;
-        // Validate before taking the lock.
+    pub async fn update_config(&self, r: &FunctionRef, req: UpdateConfig) -> Result<Arc<FunctionConfig>, EngineError> {
+        self.only_latest(r)?;
+        let f = self.function(&r.name)?;
         let runtime = req.runtime.as_deref().map(Runtime::parse).transpose()?;
-        if let Some(r) = &req.role {
-            cfgv::validate_role(r)?;
+        if let Some(role) = &req.role {
+            cfgv::validate_role(role)?;
         }
         let memory = req.memory_mb.map(cfgv::validate_memory).transpose()?;
         let timeout = req.timeout_secs.map(cfgv::validate_timeout).transpose()?;
-        let ephemeral = req
-            .ephemeral_storage_mb
-            .map(cfgv::validate_ephemeral)
-            .transpose()?;
+        let ephemeral = req.ephemeral_storage_mb.map(cfgv::validate_ephemeral).transpose()?;
         if let Some(h) = &req.handler {
             cfgv::validate_handler(h)?;
         }
@@ -513,54 +608,54 @@ impl Engine {
             let mut st = f.lock();
             self.check_updatable(&st, req.revision_id.as_deref())?;
             let mut c = (*st.visible).clone();
-            if let Some(r) = runtime {
-                c.runtime = r;
+            if let Some(v) = runtime {
+                c.runtime = v;
             }
-            if let Some(r) = req.role {
-                c.role = r;
+            if let Some(v) = req.role {
+                c.role = v;
             }
-            if let Some(h) = req.handler {
-                c.handler = Some(h);
+            if let Some(v) = req.handler {
+                c.handler = Some(v);
             }
-            if let Some(d) = req.description {
-                c.description = d;
+            if let Some(v) = req.description {
+                c.description = v;
             }
-            if let Some(m) = memory {
-                c.memory_mb = m;
+            if let Some(v) = memory {
+                c.memory_mb = v;
             }
-            if let Some(t) = timeout {
-                c.timeout_secs = t;
+            if let Some(v) = timeout {
+                c.timeout_secs = v;
             }
-            if let Some(e) = ephemeral {
-                c.ephemeral_storage_mb = e;
+            if let Some(v) = ephemeral {
+                c.ephemeral_storage_mb = v;
             }
             if let Some(v) = req.environment {
                 c.environment = Some(v);
             }
-            if let Some(t) = req.tracing_mode {
-                c.tracing_mode = t;
+            if let Some(v) = req.tracing_mode {
+                c.tracing_mode = v;
             }
-            if let Some(l) = req.log_format {
-                c.log_format = l;
+            if let Some(v) = req.log_format {
+                c.log_format = v;
             }
-            if let Some(l) = req.log_group {
-                c.log_group = l;
+            if let Some(v) = req.log_group {
+                c.log_group = v;
             }
             c.passthrough.extend(req.passthrough);
             c.last_modified_ms = now_ms();
             c.revision_id = revision();
+            // Nothing to unpack: the change takes effect at once, and environments built from
+            // the old configuration are retired.
             c.last_update_status = Some(UpdateStatus::Successful);
             c.last_update_reason = None;
             let c = Arc::new(c);
             self.persist(&c)?;
-            // No code to unpack: the change takes effect at once. Environments built from the
-            // old configuration are retired.
             st.visible = c.clone();
-            if st.code_dir.is_some() {
-                st.active = Some(c.clone());
-            }
-            st.generation += 1;
-            (c, std::mem::take(&mut st.idle))
+            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready.code_dir.clone()) {
+                Some(dir) => self.replace_latest(&mut st, Ready { config: c.clone(), code_dir: dir }),
+                None => Vec::new(),
+            };
+            (c, retired)
         };
         drop(retired);
         Ok(next)
@@ -568,46 +663,32 @@ impl Engine {
 
     fn check_updatable(&self, st: &FnState, revision_id: Option<&str>) -> Result<(), EngineError> {
         let v = &st.visible;
-        if v.state == FunctionState::Pending
-            || v.last_update_status == Some(UpdateStatus::InProgress)
-        {
+        if v.state == FunctionState::Pending || v.last_update_status == Some(UpdateStatus::InProgress) {
             return Err(EngineError::Conflict(format!(
                 "The operation cannot be performed at this time. An update is in progress for resource: {}",
-                self.inner.opts.partition.function_arn(v.name.as_str(), None)
+                self.arn(v.name.as_str(), None)
             )));
         }
-        if let Some(rev) = revision_id {
-            if rev != v.revision_id {
-                return Err(EngineError::PreconditionFailed(
-                    "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-                ));
-            }
+        if revision_id.is_some_and(|rev| rev != v.revision_id) {
+            return Err(EngineError::PreconditionFailed(
+                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+            ));
         }
         Ok(())
     }
 
     /// Replaces the code of `$LATEST`. Invocations keep the old code until the new one is unpacked.
-    pub async fn update_code(
-        &self,
-        name: &FunctionRef,
-        req: UpdateCode,
-    ) -> Result<Arc<FunctionConfig>, EngineError> {
-        self.check_qualifier(name)?;
-        let f = self.function(&name.name)?;
-        {
-            let st = f.lock();
-            self.check_updatable(&st, req.revision_id.as_deref())?;
-        }
-        let architectures = req
-            .architectures
-            .map(|a| validate_architectures(Some(a)))
-            .transpose()?;
+    pub async fn update_code(&self, r: &FunctionRef, req: UpdateCode) -> Result<Arc<FunctionConfig>, EngineError> {
+        self.only_latest(r)?;
+        let f = self.function(&r.name)?;
+        self.check_updatable(&f.lock(), req.revision_id.as_deref())?;
+        let architectures = req.architectures.map(|a| validate_architectures(Some(a))).transpose()?;
         let size = req.zip.len() as u64;
         let hash = self.store_zip(req.zip).await?;
         let next = {
             let mut st = f.lock();
             if st.deleted {
-                return Err(self.not_found(name.name.as_str(), None));
+                return Err(self.not_found(r.name.as_str(), None));
             }
             self.check_updatable(&st, req.revision_id.as_deref())?;
             let mut c = (*st.visible).clone();
@@ -626,118 +707,538 @@ impl Engine {
             }
             self.persist(&c)?;
             st.visible = c.clone();
+            st.publish_when_ready = req.publish;
             c
         };
         self.spawn_activation(f, next.revision_id.clone());
         Ok(next)
     }
 
+    /// The configuration a qualifier names: `$LATEST` as visible, a version, or an alias's version.
     pub fn get_function(&self, r: &FunctionRef) -> Result<Arc<FunctionConfig>, EngineError> {
-        self.check_qualifier(r)?;
         let f = self.function(&r.name)?;
-        let cfg = f.lock().visible.clone();
-        Ok(cfg)
+        let st = f.lock();
+        match &r.qualifier {
+            None | Some(Qualifier::Latest) => Ok(st.visible.clone()),
+            Some(Qualifier::Version(n)) => {
+                st.versions.get(n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(&n.to_string())))
+            }
+            Some(Qualifier::Alias(a)) => {
+                let v = st.aliases.get(a).ok_or_else(|| self.not_found(r.name.as_str(), Some(a)))?;
+                match v.function_version.parse::<u64>() {
+                    Ok(n) => st.versions.get(&n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(a))),
+                    Err(_) => Ok(st.visible.clone()),
+                }
+            }
+        }
     }
 
-    /// The zip of `$LATEST`.
+    /// The reserved concurrency of a function, if set.
+    pub fn reserved_concurrency(&self, name: &FunctionName) -> Result<Option<u32>, EngineError> {
+        Ok(self.function(name)?.lock().settings.reserved)
+    }
+
+    /// The zip of a function version.
     pub async fn function_zip(&self, r: &FunctionRef) -> Result<Vec<u8>, EngineError> {
         let cfg = self.get_function(r)?;
-        let hash = CodeHash::from_base64(&cfg.code_sha256)
-            .ok_or_else(|| EngineError::Internal("stored code hash is malformed".into()))?;
+        let hash = CodeHash::from_base64(&cfg.code_sha256).ok_or_else(|| internal("stored code hash", "malformed"))?;
         let code = self.inner.code.clone();
         tokio::task::spawn_blocking(move || code.read_zip(&hash))
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
-            .map_err(|e| EngineError::Internal(format!("cannot read code: {e}")))
+            .map_err(|e| internal("code task failed", e))?
+            .map_err(|e| internal("cannot read code", e))
     }
 
-    /// ListFunctions: names after `marker`, at most `max_items` (and never more than 50).
-    pub fn list_functions(&self, marker: Option<&str>, max_items: Option<usize>) -> FunctionPage {
-        let limit = max_items
-            .unwrap_or(limits::LIST_PAGE_MAX)
-            .clamp(1, limits::LIST_PAGE_MAX);
-        let fns = self.read_functions();
-        let mut iter: Box<dyn Iterator<Item = (&String, &Arc<Function>)>> = match marker {
-            Some(m) => Box::new(
-                fns.range::<str, _>((std::ops::Bound::Excluded(m), std::ops::Bound::Unbounded)),
-            ),
-            None => Box::new(fns.iter()),
-        };
-        let functions: Vec<Arc<FunctionConfig>> = iter
-            .by_ref()
-            .take(limit)
-            .map(|(_, f)| f.lock().visible.clone())
-            .collect();
-        let next_marker = if iter.next().is_some() {
-            functions.last().map(|c| c.name.to_string())
-        } else {
-            None
-        };
-        FunctionPage {
-            functions,
-            next_marker,
+    /// ListFunctions: `$LATEST` of each function (and every version with `all_versions`),
+    /// after `marker`, at most `max_items` and never more than 50.
+    pub fn list_functions(
+        &self,
+        marker: Option<&str>,
+        max_items: Option<usize>,
+        all_versions: bool,
+    ) -> Page<Arc<FunctionConfig>> {
+        let mut all: Vec<Arc<FunctionConfig>> = Vec::new();
+        for f in self.read_functions().values() {
+            let st = f.lock();
+            all.push(st.visible.clone());
+            if all_versions {
+                all.extend(st.versions.values().cloned());
+            }
         }
+        paginate(all, marker, max_items, |c| format!("{}:{}", c.name, c.version))
     }
 
     pub async fn delete_function(&self, r: &FunctionRef) -> Result<(), EngineError> {
         match &r.qualifier {
             None => {}
             Some(Qualifier::Latest) => {
-                return Err(EngineError::invalid(
-                    "$LATEST version cannot be deleted without deleting the function.",
-                ))
+                return Err(EngineError::invalid("$LATEST version cannot be deleted without deleting the function."))
             }
-            Some(q) => return Err(self.not_found(r.name.as_str(), Some(&q.to_string()))),
+            Some(Qualifier::Version(n)) => return self.delete_version(r, *n),
+            Some(Qualifier::Alias(a)) => return Err(self.not_found(r.name.as_str(), Some(a))),
         }
-        let f = self
-            .write_functions()
-            .remove(r.name.as_str())
-            .ok_or_else(|| self.not_found(r.name.as_str(), None))?;
-        let (cfg, envs) = {
+        let f = self.write_functions().remove(r.name.as_str()).ok_or_else(|| self.not_found(r.name.as_str(), None))?;
+        let (hashes, envs) = {
             let mut st = f.lock();
             st.deleted = true;
-            let mut envs = std::mem::take(&mut st.idle);
-            envs.extend(st.busy.drain().map(|(_, e)| e));
-            (st.visible.clone(), envs)
+            let mut hashes = vec![st.visible.code_sha256.clone()];
+            hashes.extend(st.versions.values().map(|v| v.code_sha256.clone()));
+            let envs: Vec<_> = st.pools.values_mut().flat_map(Pool::drain).collect();
+            (hashes, envs)
         };
         for e in &envs {
             e.destroy();
         }
         drop(envs);
-        self.inner
-            .meta
-            .delete_function(r.name.as_str())
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        // The code goes too, unless another function uses the same zip.
-        if !self
-            .inner
-            .meta
-            .code_in_use(&cfg.code_sha256)
-            .unwrap_or(true)
-        {
-            if let Some(h) = CodeHash::from_base64(&cfg.code_sha256) {
+        self.inner.admission.remove(r.name.as_str());
+        self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
+        self.collect_code(hashes).await;
+        Ok(())
+    }
+
+    fn delete_version(&self, r: &FunctionRef, n: u64) -> Result<(), EngineError> {
+        let f = self.function(&r.name)?;
+        let version = n.to_string();
+        let envs = {
+            let mut st = f.lock();
+            if !st.versions.contains_key(&n) {
+                return Err(self.not_found(r.name.as_str(), Some(&version)));
+            }
+            let users: Vec<&str> = st
+                .aliases
+                .values()
+                .filter(|a| {
+                    a.function_version == version || a.additional_version.as_ref().is_some_and(|(v, _)| *v == version)
+                })
+                .map(|a| a.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(EngineError::Conflict(format!(
+                    "Unable to delete version because the following aliases reference it: [{}]",
+                    users.join(", ")
+                )));
+            }
+            self.inner
+                .meta
+                .delete_version(r.name.as_str(), &version)
+                .map_err(|e| internal("cannot delete version", e))?;
+            st.versions.remove(&n);
+            if st.settings.provisioned.remove(&version).is_some() {
+                self.inner.admission.set_provisioned(r.name.as_str(), st.pc_total());
+                self.persist_settings(r.name.as_str(), &st)?;
+            }
+            st.pools.remove(&version).map(|mut p| p.drain()).unwrap_or_default()
+        };
+        for e in envs {
+            e.destroy();
+        }
+        Ok(())
+    }
+
+    /// Removes code no stored version uses any more.
+    async fn collect_code(&self, hashes: Vec<String>) {
+        for h in hashes {
+            if self.inner.meta.code_in_use(&h).unwrap_or(true) {
+                continue;
+            }
+            if let Some(hash) = CodeHash::from_base64(&h) {
                 let code = self.inner.code.clone();
-                let _ = tokio::task::spawn_blocking(move || code.remove(&h)).await;
+                let _ = tokio::task::spawn_blocking(move || code.remove(&hash)).await;
+            }
+        }
+    }
+
+    // ---- versions and aliases ------------------------------------------------------------
+
+    /// PublishVersion: a new immutable version from `$LATEST`, or the last one if nothing changed.
+    pub fn publish_version(
+        &self,
+        r: &FunctionRef,
+        code_sha256: Option<&str>,
+        description: Option<String>,
+        revision_id: Option<&str>,
+    ) -> Result<Arc<FunctionConfig>, EngineError> {
+        self.only_latest(r)?;
+        if let Some(d) = &description {
+            cfgv::validate_description(d)?;
+        }
+        let f = self.function(&r.name)?;
+        let mut st = f.lock();
+        self.check_updatable(&st, revision_id)?;
+        let latest = st.visible.clone();
+        if code_sha256.is_some_and(|h| h != latest.code_sha256) {
+            return Err(EngineError::PreconditionFailed(format!(
+                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
+                code_sha256.unwrap_or_default(),
+                latest.code_sha256
+            )));
+        }
+        let ready = st
+            .pools
+            .get(Qualifier::LATEST)
+            .map(|p| p.ready.clone())
+            .ok_or_else(|| EngineError::Conflict("The operation cannot be performed at this time. The function is currently in the following state: Pending".into()))?;
+        if let Some((_, last)) = st.versions.iter().next_back() {
+            if last.same_behaviour(&latest) && description.as_ref().is_none_or(|d| *d == last.description) {
+                return Ok(last.clone());
+            }
+        }
+        let n = latest.last_published + 1;
+        let mut v = (*latest).clone();
+        v.version = n.to_string();
+        v.revision_id = revision();
+        v.last_modified_ms = now_ms();
+        v.last_update_status = Some(UpdateStatus::Successful);
+        v.last_update_reason = None;
+        v.last_published = 0;
+        if let Some(d) = description {
+            v.description = d;
+        }
+        let v = Arc::new(v);
+        self.persist(&v)?;
+        let mut l = (*latest).clone();
+        l.last_published = n;
+        let l = Arc::new(l);
+        self.persist(&l)?;
+        st.visible = l;
+        st.versions.insert(n, v.clone());
+        st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: ready.code_dir }));
+        Ok(v)
+    }
+
+    /// ListVersionsByFunction: `$LATEST` then every version.
+    pub fn list_versions(
+        &self,
+        name: &FunctionName,
+        marker: Option<&str>,
+        max_items: Option<usize>,
+    ) -> Result<Page<Arc<FunctionConfig>>, EngineError> {
+        let f = self.function(name)?;
+        let all: Vec<Arc<FunctionConfig>> = {
+            let st = f.lock();
+            std::iter::once(st.visible.clone()).chain(st.versions.values().cloned()).collect()
+        };
+        Ok(paginate(all, marker, max_items, |c| c.version.clone()))
+    }
+
+    fn check_alias_target(
+        &self,
+        st: &FnState,
+        name: &str,
+        version: &str,
+        routing: Option<&(String, f64)>,
+    ) -> Result<(), EngineError> {
+        if version != Qualifier::LATEST {
+            let ok = version.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
+            if !ok {
+                return Err(self.not_found(name, Some(version)));
+            }
+        }
+        if let Some((extra, weight)) = routing {
+            if !(0.0..=1.0).contains(weight) {
+                return Err(EngineError::Model(kiln_model::ModelError::constraint(
+                    weight,
+                    "routingConfig.additionalVersionWeights",
+                    "Member must have value less than or equal to 1.0",
+                )));
+            }
+            if version == Qualifier::LATEST || extra == Qualifier::LATEST {
+                return Err(EngineError::invalid(
+                    "$LATEST is not supported for an alias pointing to more than 1 version",
+                ));
+            }
+            if extra == version {
+                return Err(EngineError::invalid(
+                    "Invalid function version in AdditionalVersionWeights: it must differ from the alias' FunctionVersion",
+                ));
+            }
+            let ok = extra.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
+            if !ok {
+                return Err(self.not_found(name, Some(extra)));
             }
         }
         Ok(())
     }
 
-    /// Live environments of a function.
-    pub fn environments(&self, r: &FunctionRef) -> Result<Vec<EnvironmentInfo>, EngineError> {
+    pub fn create_alias(&self, name: &FunctionName, input: AliasInput) -> Result<AliasConfig, EngineError> {
+        cfgv::validate_alias_name(&input.name)?;
+        if let Some(d) = &input.description {
+            cfgv::validate_description(d)?;
+        }
+        let version = input.function_version.clone().ok_or_else(|| {
+            EngineError::Model(kiln_model::ModelError::constraint("null", "functionVersion", "Member must not be null"))
+        })?;
+        let f = self.function(name)?;
+        let mut st = f.lock();
+        if st.aliases.contains_key(&input.name) {
+            return Err(EngineError::Conflict(format!(
+                "Alias already exists: {}",
+                self.arn(name.as_str(), Some(&input.name))
+            )));
+        }
+        let routing = input.routing.flatten();
+        self.check_alias_target(&st, name.as_str(), &version, routing.as_ref())?;
+        let alias = AliasConfig {
+            name: input.name.clone(),
+            function_version: version,
+            description: input.description.unwrap_or_default(),
+            additional_version: routing,
+            revision_id: revision(),
+        };
+        self.inner.meta.put_alias(name.as_str(), &alias).map_err(|e| internal("cannot store alias", e))?;
+        st.aliases.insert(alias.name.clone(), alias.clone());
+        Ok(alias)
+    }
+
+    pub fn get_alias(&self, name: &FunctionName, alias: &str) -> Result<AliasConfig, EngineError> {
+        let f = self.function(name)?;
+        let st = f.lock();
+        st.aliases.get(alias).cloned().ok_or_else(|| self.alias_not_found(name.as_str(), alias))
+    }
+
+    fn alias_not_found(&self, name: &str, alias: &str) -> EngineError {
+        EngineError::NotFound(format!("Alias not found: {}", self.arn(name, Some(alias))))
+    }
+
+    pub fn update_alias(&self, name: &FunctionName, input: AliasInput) -> Result<AliasConfig, EngineError> {
+        if let Some(d) = &input.description {
+            cfgv::validate_description(d)?;
+        }
+        let f = self.function(name)?;
+        let alias = {
+            let mut st = f.lock();
+            let mut alias =
+                st.aliases.get(&input.name).cloned().ok_or_else(|| self.alias_not_found(name.as_str(), &input.name))?;
+            if input.revision_id.as_deref().is_some_and(|r| r != alias.revision_id) {
+                return Err(EngineError::PreconditionFailed(
+                    "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+                ));
+            }
+            if let Some(v) = input.function_version {
+                alias.function_version = v;
+            }
+            if let Some(d) = input.description {
+                alias.description = d;
+            }
+            if let Some(r) = input.routing {
+                alias.additional_version = r;
+            }
+            self.check_alias_target(&st, name.as_str(), &alias.function_version, alias.additional_version.as_ref())?;
+            alias.revision_id = revision();
+            self.inner.meta.put_alias(name.as_str(), &alias).map_err(|e| internal("cannot store alias", e))?;
+            st.aliases.insert(alias.name.clone(), alias.clone());
+            st.retarget();
+            alias
+        };
+        // Provisioned concurrency follows the alias to its new version.
+        self.reconcile(&f);
+        Ok(alias)
+    }
+
+    pub fn delete_alias(&self, name: &FunctionName, alias: &str) -> Result<(), EngineError> {
+        let f = self.function(name)?;
+        {
+            let mut st = f.lock();
+            if st.aliases.remove(alias).is_none() {
+                return Ok(());
+            }
+            self.inner.meta.delete_alias(name.as_str(), alias).map_err(|e| internal("cannot delete alias", e))?;
+            if st.settings.provisioned.remove(alias).is_some() {
+                self.inner.admission.set_provisioned(name.as_str(), st.pc_total());
+                self.persist_settings(name.as_str(), &st)?;
+            }
+            st.retarget();
+        }
+        self.reconcile(&f);
+        Ok(())
+    }
+
+    pub fn list_aliases(
+        &self,
+        name: &FunctionName,
+        version: Option<&str>,
+        marker: Option<&str>,
+        max_items: Option<usize>,
+    ) -> Result<Page<AliasConfig>, EngineError> {
+        let f = self.function(name)?;
+        let all: Vec<AliasConfig> =
+            f.lock().aliases.values().filter(|a| version.is_none_or(|v| a.function_version == v)).cloned().collect();
+        Ok(paginate(all, marker, max_items, |a| a.name.clone()))
+    }
+
+    // ---- concurrency ---------------------------------------------------------------------
+
+    pub fn put_reserved_concurrency(&self, name: &FunctionName, reserved: i64) -> Result<u32, EngineError> {
+        let limit = self.inner.admission.limit();
+        if reserved < 0 {
+            return Err(EngineError::Model(kiln_model::ModelError::constraint(
+                reserved,
+                "reservedConcurrentExecutions",
+                "Member must have value greater than or equal to 0",
+            )));
+        }
+        let reserved = u32::try_from(reserved).unwrap_or(u32::MAX).min(limit.saturating_add(1));
+        let f = self.function(name)?;
+        let mut st = f.lock();
+        self.inner.admission.check_reserved(name.as_str(), reserved).map_err(EngineError::invalid)?;
+        st.settings.reserved = Some(reserved);
+        self.persist_settings(name.as_str(), &st)?;
+        self.inner.admission.set_reserved(name.as_str(), Some(reserved));
+        Ok(reserved)
+    }
+
+    pub fn delete_reserved_concurrency(&self, name: &FunctionName) -> Result<(), EngineError> {
+        let f = self.function(name)?;
+        let mut st = f.lock();
+        st.settings.reserved = None;
+        self.persist_settings(name.as_str(), &st)?;
+        self.inner.admission.set_reserved(name.as_str(), None);
+        Ok(())
+    }
+
+    /// PutProvisionedConcurrencyConfig: keep `requested` environments of `qualifier` ready.
+    pub fn put_provisioned(&self, r: &FunctionRef, requested: i64) -> Result<ProvisionedStatus, EngineError> {
+        let qualifier = self.pc_qualifier(r)?;
+        if requested < 1 {
+            return Err(EngineError::Model(kiln_model::ModelError::constraint(
+                requested,
+                "provisionedConcurrentExecutions",
+                "Member must have value greater than or equal to 1",
+            )));
+        }
+        let requested = u32::try_from(requested).unwrap_or(u32::MAX);
+        let f = self.function(&r.name)?;
+        {
+            let mut st = f.lock();
+            let version = st.version_of(&qualifier).ok_or_else(|| self.not_found(r.name.as_str(), Some(&qualifier)))?;
+            // One provisioned config per version, directly or through one alias.
+            for other in st.settings.provisioned.keys() {
+                if *other != qualifier && st.version_of(other).as_deref() == Some(version.as_str()) {
+                    return Err(EngineError::Conflict(format!(
+                        "Alias {qualifier} is pointing to version {version} which already has provisioned concurrency configured through {other}."
+                    )));
+                }
+            }
+            let total = st.pc_total() - st.settings.provisioned.get(&qualifier).map_or(0, |p| p.requested) + requested;
+            self.inner.admission.check_provisioned(r.name.as_str(), total).map_err(EngineError::invalid)?;
+            st.settings
+                .provisioned
+                .insert(qualifier.clone(), ProvisionedSetting { requested, last_modified_ms: now_ms() });
+            st.pc_failures.remove(&qualifier);
+            self.persist_settings(r.name.as_str(), &st)?;
+            self.inner.admission.set_provisioned(r.name.as_str(), total);
+            st.retarget();
+        }
+        self.reconcile(&f);
+        self.get_provisioned(r)
+    }
+
+    fn pc_qualifier(&self, r: &FunctionRef) -> Result<String, EngineError> {
+        match &r.qualifier {
+            None | Some(Qualifier::Latest) => Err(EngineError::invalid(
+                "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
+            )),
+            Some(q) => Ok(q.to_string()),
+        }
+    }
+
+    pub fn get_provisioned(&self, r: &FunctionRef) -> Result<ProvisionedStatus, EngineError> {
+        let qualifier = self.pc_qualifier(r)?;
         let f = self.function(&r.name)?;
         let st = f.lock();
-        let info = |e: &Arc<Environment>, busy: bool| EnvironmentInfo {
-            id: e.id.clone(),
-            version: e.config.version.clone(),
-            busy,
-            init_type: e.init_type,
-            age: e.created.elapsed(),
-            invocations: e.invocations.load(std::sync::atomic::Ordering::Relaxed),
-            max_memory_bytes: e.max_memory_bytes(),
+        provisioned::status(&st, &qualifier).ok_or_else(|| {
+            EngineError::ProvisionedNotFound("No Provisioned Concurrency Config found for this function".into())
+        })
+    }
+
+    pub fn list_provisioned(&self, name: &FunctionName) -> Result<Vec<ProvisionedStatus>, EngineError> {
+        let f = self.function(name)?;
+        let st = f.lock();
+        Ok(st.settings.provisioned.keys().filter_map(|q| provisioned::status(&st, q)).collect())
+    }
+
+    pub fn delete_provisioned(&self, r: &FunctionRef) -> Result<(), EngineError> {
+        let qualifier = self.pc_qualifier(r)?;
+        let f = self.function(&r.name)?;
+        {
+            let mut st = f.lock();
+            if st.settings.provisioned.remove(&qualifier).is_none() {
+                return Err(EngineError::ProvisionedNotFound(
+                    "No Provisioned Concurrency Config found for this function".into(),
+                ));
+            }
+            st.pc_failures.remove(&qualifier);
+            self.persist_settings(r.name.as_str(), &st)?;
+            self.inner.admission.set_provisioned(r.name.as_str(), st.pc_total());
+            st.retarget();
+        }
+        self.reconcile(&f);
+        Ok(())
+    }
+
+    pub fn account_settings(&self) -> AccountSettings {
+        let mut total_code_size = 0;
+        let mut function_count = 0;
+        for f in self.read_functions().values() {
+            let st = f.lock();
+            function_count += 1;
+            total_code_size += st.visible.code_size + st.versions.values().map(|v| v.code_size).sum::<u64>();
+        }
+        AccountSettings {
+            concurrency_limit: self.inner.admission.limit(),
+            unreserved: self.inner.admission.unreserved(),
+            total_code_size,
+            function_count,
+        }
+    }
+
+    // ---- status and shutdown ---------------------------------------------------------------
+
+    /// Live environments and start statistics of one function, or of all.
+    pub fn status(&self, name: Option<&FunctionName>) -> Result<Vec<FunctionStatus>, EngineError> {
+        let fns: Vec<(String, Arc<Function>)> = match name {
+            Some(n) => vec![(n.to_string(), self.function(n)?)],
+            None => self.read_functions().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        let mut out: Vec<EnvironmentInfo> = st.idle.iter().map(|e| info(e, false)).collect();
-        out.extend(st.busy.values().map(|e| info(e, true)));
+        let mut out = Vec::new();
+        for (name, f) in fns {
+            let st = f.lock();
+            let mut environments = Vec::new();
+            let mut versions: Vec<&String> = st.pools.keys().collect();
+            versions.sort();
+            for v in versions {
+                let pool = &st.pools[v];
+                let info = |e: &Arc<Environment>, state: &'static str| EnvironmentInfo {
+                    id: e.id.clone(),
+                    version: v.clone(),
+                    state,
+                    init_type: e.init_type,
+                    age: e.created.elapsed(),
+                    invocations: e.invocations.load(std::sync::atomic::Ordering::Relaxed),
+                    max_memory_bytes: e.max_memory_bytes(),
+                    memory_mb: e.config.memory_mb,
+                };
+                environments.extend(pool.pc_idle.iter().map(|e| info(e, "provisioned")));
+                environments.extend(pool.idle.iter().map(|e| info(e, "idle")));
+                environments.extend(pool.busy.values().map(|e| info(e, "busy")));
+                for (n, init_type) in [(pool.starting.0, InitType::OnDemand), (pool.starting.1, InitType::Provisioned)]
+                {
+                    for _ in 0..n {
+                        environments.push(EnvironmentInfo {
+                            id: String::new(),
+                            version: v.clone(),
+                            state: "initialising",
+                            init_type,
+                            age: Duration::ZERO,
+                            invocations: 0,
+                            max_memory_bytes: 0,
+                            memory_mb: pool.ready.config.memory_mb,
+                        });
+                    }
+                }
+            }
+            out.push(FunctionStatus { name, environments, stats: st.stats.clone() });
+        }
         Ok(out)
     }
 
@@ -747,9 +1248,8 @@ impl Engine {
         for f in fns {
             let envs: Vec<Arc<Environment>> = {
                 let mut st = f.lock();
-                let mut v = std::mem::take(&mut st.idle);
-                v.extend(st.busy.drain().map(|(_, e)| e));
-                v
+                st.deleted = true;
+                st.pools.values_mut().flat_map(Pool::drain).collect()
             };
             for e in envs {
                 e.destroy();
@@ -757,225 +1257,21 @@ impl Engine {
         }
         self.inner.backend.shutdown();
     }
-
-    // ---- invoke ------------------------------------------------------------------------------
-
-    /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.
-    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
-        self.check_qualifier(&req.function)?;
-        let f = self.function(&req.function.name)?;
-        let (cfg, code_dir) = {
-            let st = f.lock();
-            match (&st.active, &st.code_dir) {
-                (Some(a), Some(d)) => (a.clone(), d.clone()),
-                _ => {
-                    let state = match st.visible.state {
-                        FunctionState::Pending => "Pending",
-                        FunctionState::Failed => "Failed",
-                        FunctionState::Active => "Pending",
-                    };
-                    return Err(EngineError::Conflict(format!(
-                        "The operation cannot be performed at this time. The function is currently in the following state: {state}"
-                    )));
-                }
-            }
-        };
-        let limit = match req.kind {
-            InvokeKind::Event => limits::ASYNC_PAYLOAD_MAX_BYTES,
-            _ => limits::SYNC_PAYLOAD_MAX_BYTES,
-        };
-        if req.payload.len() > limit {
-            return Err(EngineError::TooLarge(match req.kind {
-                InvokeKind::Event => format!(
-                    "{} byte payload is too large for the Event invocation type (limit {limit} bytes)",
-                    req.payload.len()
-                ),
-                _ => format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
-            }));
-        }
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let executed_version = cfg.version.clone();
-        if req.kind == InvokeKind::DryRun {
-            return Ok(InvokeResponse {
-                request_id,
-                executed_version,
-                payload: Bytes::new(),
-                function_error: false,
-                log_tail: None,
-            });
-        }
-        let invoked_arn = self.inner.opts.partition.function_arn(
-            req.function.name.as_str(),
-            req.function
-                .qualifier
-                .as_ref()
-                .map(|q| q.to_string())
-                .as_deref(),
-        );
-        let job = Job {
-            engine: self.clone(),
-            function: f,
-            cfg,
-            code_dir,
-            request_id: request_id.clone(),
-            invoked_arn: invoked_arn.into(),
-            payload: if req.payload.is_empty() {
-                Bytes::from_static(b"{}")
-            } else {
-                req.payload
-            },
-            client_context: req.client_context,
-            tail: req.tail_logs && req.kind == InvokeKind::RequestResponse,
-        };
-        // The invocation runs in its own task: if the caller goes away, the environment still
-        // finishes its work and goes back to the pool.
-        let task = tokio::spawn(job.run());
-        if req.kind == InvokeKind::Event {
-            return Ok(InvokeResponse {
-                request_id,
-                executed_version,
-                payload: Bytes::new(),
-                function_error: false,
-                log_tail: None,
-            });
-        }
-        let (payload, function_error, log_tail) = task
-            .await
-            .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
-        Ok(InvokeResponse {
-            request_id,
-            executed_version,
-            payload,
-            function_error,
-            log_tail,
-        })
-    }
 }
 
-/// One invocation, from choosing an environment to putting it back.
-struct Job {
-    engine: Engine,
-    function: Arc<Function>,
-    cfg: Arc<FunctionConfig>,
-    code_dir: PathBuf,
-    request_id: String,
-    invoked_arn: Arc<str>,
-    payload: Bytes,
-    client_context: Option<String>,
-    tail: bool,
-}
+use env::Environment;
 
-type JobResult = Result<(Bytes, bool, Option<Vec<u8>>), EngineError>;
-
-impl Job {
-    async fn run(self) -> JobResult {
-        let warm = {
-            let mut st = self.function.lock();
-            let generation = st.generation;
-            let mut found = None;
-            while let Some(e) = st.idle.pop() {
-                if e.alive() && e.generation == generation {
-                    found = Some(e);
-                    break;
-                }
-            }
-            if let Some(e) = &found {
-                st.busy.insert(e.id.clone(), e.clone());
-            }
-            (found, generation)
-        };
-        let (env, init_ms) = match warm {
-            (Some(env), _) => (env, None),
-            (None, generation) => {
-                let cold = ColdStart {
-                    backend: &self.engine.inner.backend,
-                    partition: &self.engine.inner.opts.partition,
-                    logs: &self.engine.inner.logs,
-                    config: self.cfg.clone(),
-                    code_dir: self.code_dir.clone(),
-                    generation,
-                    init_type: InitType::OnDemand,
-                    init_timeout: self.engine.inner.opts.init_timeout,
-                };
-                match cold.run(&self.request_id).await? {
-                    InitResult::Ready { env, init_ms } => {
-                        self.function
-                            .lock()
-                            .busy
-                            .insert(env.id.clone(), env.clone());
-                        (env, Some(init_ms))
-                    }
-                    InitResult::Failed {
-                        error_type,
-                        payload,
-                    } => {
-                        tracing::info!(function = %self.cfg.name, request_id = %self.request_id, %error_type, "init failed");
-                        return Ok((
-                            payload,
-                            true,
-                            self.tail.then(|| {
-                                init_failure_log(&self.request_id, &self.cfg, &error_type)
-                            }),
-                        ));
-                    }
-                }
-            }
-        };
-        let deadline_ms = (now_ms() as u64).saturating_add(u64::from(self.cfg.timeout_secs) * 1000);
-        let invocation = Invocation {
-            request_id: self.request_id.as_str().into(),
-            payload: self.payload.clone(),
-            deadline_ms,
-            invoked_function_arn: self.invoked_arn.clone(),
-            trace_id: trace_id(),
-            client_context: self.client_context.clone(),
-            cognito_identity: None,
-        };
-        let result = env.invoke(invocation, init_ms, self.tail).await;
-        {
-            let mut st = self.function.lock();
-            st.busy.remove(&env.id);
-            if result.healthy && !st.deleted && env.generation == st.generation {
-                st.idle.push(env.clone());
-            }
-        }
-        if !result.healthy {
-            env.destroy();
-        }
-        Ok((
-            result.payload,
-            result.function_error,
-            result.log_tail.map(|t| logs::tail_of(&t).to_vec()),
-        ))
-    }
-}
-
-/// The log of an invocation whose environment never finished Init.
-fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &str) -> Vec<u8> {
-    format!(
-        "START RequestId: {request_id} Version: {}\nEND RequestId: {request_id}\n{}\n",
-        cfg.version,
-        logs::report_line(
-            request_id,
-            0.0,
-            cfg.memory_mb,
-            0,
-            None,
-            Some(("error", Some(error_type)))
-        )
-    )
-    .into_bytes()
-}
-
-/// A fresh X-Ray trace header (`Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`).
-fn trace_id() -> String {
-    let secs = now_ms() / 1000;
-    let r = uuid::Uuid::new_v4().simple().to_string();
-    format!(
-        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
-        &r[..24],
-        &r[16..32]
-    )
+/// Sorts nothing (items come sorted), skips through `marker`, cuts at `max_items` (≤ 50).
+fn paginate<T>(all: Vec<T>, marker: Option<&str>, max_items: Option<usize>, key: impl Fn(&T) -> String) -> Page<T> {
+    let limit = max_items.unwrap_or(limits::LIST_PAGE_MAX).clamp(1, limits::LIST_PAGE_MAX);
+    let start = match marker {
+        Some(m) => all.iter().position(|x| key(x) == m).map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let rest = all.len().saturating_sub(start);
+    let items: Vec<T> = all.into_iter().skip(start).take(limit).collect();
+    let next_marker = if rest > items.len() { items.last().map(&key) } else { None };
+    Page { items, next_marker }
 }
 
 fn validate_architectures(a: Option<Vec<String>>) -> Result<Vec<String>, EngineError> {
@@ -988,9 +1284,4 @@ fn validate_architectures(a: Option<Vec<String>>) -> Result<Vec<String>, EngineE
             "Member must have length less than or equal to 1, Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]]",
         ))),
     }
-}
-
-/// The payload of a failed invocation, for callers that build one without an environment.
-pub fn platform_error(error_type: &str, message: &str) -> Bytes {
-    error_payload(error_type, message)
 }

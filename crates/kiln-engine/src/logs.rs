@@ -79,19 +79,11 @@ impl LogSink {
                 }
             }
         })?;
-        Ok(Self {
-            tx,
-            live,
-            root: root.to_path_buf(),
-        })
+        Ok(Self { tx, live, root: root.to_path_buf() })
     }
 
     pub fn write(&self, function: &Arc<str>, stream: &Arc<str>, text: Bytes) {
-        let line = LogLine {
-            function: function.clone(),
-            stream: stream.clone(),
-            text,
-        };
+        let line = LogLine { function: function.clone(), stream: stream.clone(), text };
         let _ = self.live.send(line.clone());
         let _ = self.tx.send(line);
     }
@@ -124,10 +116,7 @@ impl LogSink {
 }
 
 fn stream_path(root: &Path, function: &str, stream: &str) -> PathBuf {
-    root.join(function).join(format!(
-        "{}.log",
-        stream.replace(['/', '[', ']'], "-").replace("--", "-")
-    ))
+    root.join(function).join(format!("{}.log", stream.replace(['/', '[', ']'], "-").replace("--", "-")))
 }
 
 struct CaptureState {
@@ -149,19 +138,10 @@ pub struct Capture {
 
 impl Capture {
     /// Takes the pipe and starts the reader task.
-    pub fn start(
-        fd: OwnedFd,
-        sink: LogSink,
-        function: Arc<str>,
-        stream: Arc<str>,
-    ) -> std::io::Result<Arc<Self>> {
+    pub fn start(fd: OwnedFd, sink: LogSink, function: Arc<str>, stream: Arc<str>) -> std::io::Result<Arc<Self>> {
         let cap = Arc::new(Self {
             fd: pipe::Receiver::from_owned_fd(fd)?,
-            state: Mutex::new(CaptureState {
-                tail: None,
-                partial: Vec::new(),
-                eof: false,
-            }),
+            state: Mutex::new(CaptureState { tail: None, partial: Vec::new(), eof: false }),
             sink,
             function,
             stream,
@@ -232,8 +212,7 @@ impl Capture {
         if let Some(tail) = &mut st.tail {
             push_tail(tail, text);
         }
-        self.sink
-            .write(&self.function, &self.stream, Bytes::copy_from_slice(text));
+        self.sink.write(&self.function, &self.stream, Bytes::copy_from_slice(text));
     }
 
     /// Writes a platform line (START, END, REPORT, …).

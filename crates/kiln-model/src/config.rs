@@ -85,6 +85,67 @@ pub struct FunctionConfig {
     /// keyed by their wire name.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
+    /// On `$LATEST`: the highest version number ever published (numbers are never reused).
+    #[serde(default)]
+    pub last_published: u64,
+}
+
+impl FunctionConfig {
+    /// Whether two versions would behave the same: same code and the same configuration.
+    /// PublishVersion creates no new version when nothing changed.
+    pub fn same_behaviour(&self, other: &FunctionConfig) -> bool {
+        self.code_sha256 == other.code_sha256
+            && self.runtime == other.runtime
+            && self.handler == other.handler
+            && self.timeout_secs == other.timeout_secs
+            && self.memory_mb == other.memory_mb
+            && self.ephemeral_storage_mb == other.ephemeral_storage_mb
+            && self.environment == other.environment
+            && self.role == other.role
+            && self.architectures == other.architectures
+    }
+}
+
+/// An alias: a name for a version, optionally sending a share of calls to a second version.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AliasConfig {
+    pub name: String,
+    pub function_version: String,
+    pub description: String,
+    /// `RoutingConfig.AdditionalVersionWeights`: at most one extra version and its weight.
+    pub additional_version: Option<(String, f64)>,
+    pub revision_id: String,
+}
+
+/// Per-function concurrency settings.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConcurrencySettings {
+    /// `ReservedConcurrentExecutions`.
+    pub reserved: Option<u32>,
+    /// Provisioned concurrency per qualifier (version number or alias name).
+    pub provisioned: BTreeMap<String, ProvisionedSetting>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProvisionedSetting {
+    pub requested: u32,
+    pub last_modified_ms: i64,
+}
+
+/// Checks an alias name: 1–128 of `[a-zA-Z0-9-_]`, not all digits.
+pub fn validate_alias_name(name: &str) -> Result<(), ModelError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !name.bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(ModelError::constraint(
+            name,
+            "name",
+            "Member must satisfy regular expression pattern: (?!^[0-9]+$)([a-zA-Z0-9-_]+)",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks `MemorySize` against Lambda's range.
@@ -94,22 +155,12 @@ pub fn validate_memory(mb: i64) -> Result<u32, ModelError> {
 
 /// Checks `Timeout` against Lambda's range.
 pub fn validate_timeout(secs: i64) -> Result<u32, ModelError> {
-    range(
-        "Timeout",
-        secs,
-        TIMEOUT_MIN_SECS as i64,
-        TIMEOUT_MAX_SECS as i64,
-    )
+    range("Timeout", secs, TIMEOUT_MIN_SECS as i64, TIMEOUT_MAX_SECS as i64)
 }
 
 /// Checks `EphemeralStorage.Size` against Lambda's range.
 pub fn validate_ephemeral(mb: i64) -> Result<u32, ModelError> {
-    range(
-        "EphemeralStorage.Size",
-        mb,
-        EPHEMERAL_MIN_MB as i64,
-        EPHEMERAL_MAX_MB as i64,
-    )
+    range("EphemeralStorage.Size", mb, EPHEMERAL_MIN_MB as i64, EPHEMERAL_MAX_MB as i64)
 }
 
 fn range(field: &str, v: i64, min: i64, max: i64) -> Result<u32, ModelError> {
@@ -141,20 +192,14 @@ pub fn validate_environment(vars: &BTreeMap<String, String>) -> Result<(), Model
             ));
         }
     }
-    let reserved: Vec<&str> = vars
-        .keys()
-        .map(String::as_str)
-        .filter(|k| crate::env::RESERVED.contains(k))
-        .collect();
+    let reserved: Vec<&str> = vars.keys().map(String::as_str).filter(|k| crate::env::RESERVED.contains(k)).collect();
     if !reserved.is_empty() {
         return Err(ModelError::InvalidParameterValue(format!(
             "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
             reserved.join(",")
         )));
     }
-    let size = serde_json::to_vec(vars)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(vars).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > ENV_VARS_MAX_BYTES {
         return Err(ModelError::InvalidParameterValue(format!(
             "Lambda was unable to configure your environment variables because the environment variables you have provided exceeded the 4KB limit. String measured: {}",
@@ -167,11 +212,7 @@ pub fn validate_environment(vars: &BTreeMap<String, String>) -> Result<(), Model
 /// Checks `Handler`: at most 128 characters, no whitespace.
 pub fn validate_handler(h: &str) -> Result<(), ModelError> {
     if h.chars().count() > HANDLER_MAX_CHARS || h.chars().any(char::is_whitespace) {
-        return Err(ModelError::constraint(
-            h,
-            "handler",
-            "Member must satisfy regular expression pattern: [^\\s]+",
-        ));
+        return Err(ModelError::constraint(h, "handler", "Member must satisfy regular expression pattern: [^\\s]+"));
     }
     Ok(())
 }
@@ -179,25 +220,18 @@ pub fn validate_handler(h: &str) -> Result<(), ModelError> {
 /// Checks `Description`: at most 256 characters.
 pub fn validate_description(d: &str) -> Result<(), ModelError> {
     if d.chars().count() > DESCRIPTION_MAX_CHARS {
-        return Err(ModelError::constraint(
-            d,
-            "description",
-            "Member must have length less than or equal to 256",
-        ));
+        return Err(ModelError::constraint(d, "description", "Member must have length less than or equal to 256"));
     }
     Ok(())
 }
 
 /// Checks `Role`: an IAM role ARN. kiln stores it and never assumes it.
 pub fn validate_role(role: &str) -> Result<(), ModelError> {
-    let ok = role
-        .strip_prefix("arn:")
-        .and_then(|r| r.split_once(":iam::"))
-        .is_some_and(|(_, rest)| {
-            rest.split_once(":role/").is_some_and(|(acct, name)| {
-                acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
-            })
-        });
+    let ok = role.strip_prefix("arn:").and_then(|r| r.split_once(":iam::")).is_some_and(|(_, rest)| {
+        rest.split_once(":role/").is_some_and(|(acct, name)| {
+            acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty()
+        })
+    });
     if !ok {
         return Err(ModelError::constraint(
             role,

@@ -24,20 +24,14 @@ pub struct Partition {
 
 impl Default for Partition {
     fn default() -> Self {
-        Self {
-            region: "us-east-1".into(),
-            account_id: "000000000000".into(),
-        }
+        Self { region: "us-east-1".into(), account_id: "000000000000".into() }
     }
 }
 
 impl Partition {
     /// `arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]`.
     pub fn function_arn(&self, name: &str, qualifier: Option<&str>) -> String {
-        let mut arn = format!(
-            "arn:aws:lambda:{}:{}:function:{}",
-            self.region, self.account_id, name
-        );
+        let mut arn = format!("arn:aws:lambda:{}:{}:function:{}", self.region, self.account_id, name);
         if let Some(q) = qualifier {
             arn.push(':');
             arn.push_str(q);

@@ -13,9 +13,7 @@ const NAME_MAX: usize = 64;
 const QUALIFIER_MAX: usize = 128;
 
 /// A validated function name: 1–64 of `[a-zA-Z0-9-_]`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct FunctionName(String);
 
@@ -115,10 +113,7 @@ impl FunctionRef {
             [account, "function", name] if is_account(account) => (*name, None),
             [account, "function", name, q] if is_account(account) => (*name, Some(*q)),
             ["arn", partition, "lambda", region, account, "function", name, rest @ ..]
-                if partition.starts_with("aws")
-                    && is_region(region)
-                    && is_account(account)
-                    && rest.len() <= 1 =>
+                if partition.starts_with("aws") && is_region(region) && is_account(account) && rest.len() <= 1 =>
             {
                 (*name, rest.first().copied())
             }
@@ -129,10 +124,7 @@ impl FunctionRef {
         }
         let name = FunctionName::parse(name).map_err(|_| bad_name(input))?;
         let from_name = suffix.map(Qualifier::parse).transpose()?;
-        let from_query = query_qualifier
-            .filter(|q| !q.is_empty())
-            .map(Qualifier::parse)
-            .transpose()?;
+        let from_query = query_qualifier.filter(|q| !q.is_empty()).map(Qualifier::parse).transpose()?;
         let qualifier = match (from_name, from_query) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ModelError::InvalidParameterValue(format!(
@@ -146,9 +138,7 @@ impl FunctionRef {
 }
 
 fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn is_account(s: &str) -> bool {
@@ -189,15 +179,9 @@ mod tests {
             ("my-fn", None),
             ("my-fn:3", Some(Qualifier::Version(3))),
             ("123456789012:function:my-fn", None),
-            (
-                "123456789012:function:my-fn:prod",
-                Some(Qualifier::Alias("prod".into())),
-            ),
+            ("123456789012:function:my-fn:prod", Some(Qualifier::Alias("prod".into()))),
             ("arn:aws:lambda:us-east-1:123456789012:function:my-fn", None),
-            (
-                "arn:aws:lambda:us-gov-west-1:123456789012:function:my-fn:$LATEST",
-                Some(Qualifier::Latest),
-            ),
+            ("arn:aws:lambda:us-gov-west-1:123456789012:function:my-fn:$LATEST", Some(Qualifier::Latest)),
         ];
         for (input, q) in cases {
             let r = FunctionRef::parse(input, None).unwrap();
@@ -208,16 +192,8 @@ mod tests {
 
     #[test]
     fn refuses_malformed_names() {
-        for bad in [
-            "",
-            "a b",
-            "x/y",
-            "arn:aws:lambda:us-east-1:1:function:f",
-            "a:b:c",
-            &"a".repeat(65),
-            "f:",
-            "f:a b",
-        ] {
+        for bad in ["", "a b", "x/y", "arn:aws:lambda:us-east-1:1:function:f", "a:b:c", &"a".repeat(65), "f:", "f:a b"]
+        {
             assert!(FunctionRef::parse(bad, None).is_err(), "{bad:?} accepted");
         }
     }
@@ -225,15 +201,9 @@ mod tests {
     #[test]
     fn qualifier_in_name_and_query_must_agree() {
         assert!(FunctionRef::parse("f:1", Some("2")).is_err());
-        assert_eq!(
-            FunctionRef::parse("f:1", Some("1")).unwrap().qualifier,
-            Some(Qualifier::Version(1))
-        );
+        assert_eq!(FunctionRef::parse("f:1", Some("1")).unwrap().qualifier, Some(Qualifier::Version(1)));
         assert_eq!(FunctionRef::parse("f", Some("%24LATEST")).is_err(), true);
-        assert_eq!(
-            FunctionRef::parse("f", Some("$LATEST")).unwrap().qualifier,
-            Some(Qualifier::Latest)
-        );
+        assert_eq!(FunctionRef::parse("f", Some("$LATEST")).unwrap().qualifier, Some(Qualifier::Latest));
     }
 
     proptest::proptest! {

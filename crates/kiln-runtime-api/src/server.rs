@@ -81,10 +81,7 @@ async fn next(api: &RuntimeApi) -> Reply {
     };
     let mut resp = Response::new(Full::new(inv.payload.clone()));
     let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     insert(h, wire::REQUEST_ID, &inv.request_id);
     insert(h, wire::DEADLINE_MS, &inv.deadline_ms.to_string());
     insert(h, wire::INVOKED_FUNCTION_ARN, &inv.invoked_function_arn);
@@ -110,11 +107,7 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
         Some(v) if v.as_bytes().eq_ignore_ascii_case(b"streaming") => true,
         Some(_) => {
             let _ = api.answer(id, Outcome::InvalidResponseMode);
-            return json(
-                StatusCode::BAD_REQUEST,
-                wire::INVALID_RESPONSE_MODE,
-                "Invalid function response mode",
-            );
+            return json(StatusCode::BAD_REQUEST, wire::INVALID_RESPONSE_MODE, "Invalid function response mode");
         }
     };
     let declared = req
@@ -125,10 +118,7 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
     if declared.is_some_and(|n| n > RESPONSE_MAX_BYTES as u64) {
         return too_large(api, id);
     }
-    let collected = match Limited::new(req.into_body(), RESPONSE_MAX_BYTES)
-        .collect()
-        .await
-    {
+    let collected = match Limited::new(req.into_body(), RESPONSE_MAX_BYTES).collect().await {
         Ok(c) => c,
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(api, id),
         Err(_) => return truncated(),
@@ -136,26 +126,21 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
     // A streamed response reports a failure after the fact, in trailers.
     let stream_error = if streaming {
         collected.trailers().and_then(|t| {
-            t.get(wire::FUNCTION_ERROR_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(|ty| {
-                    let body = t
-                        .get(wire::FUNCTION_ERROR_BODY)
-                        .and_then(|v| v.to_str().ok())
-                        .map(|b| Bytes::from(b.to_owned()))
-                        .unwrap_or_default();
-                    (ty.to_owned(), body)
-                })
+            t.get(wire::FUNCTION_ERROR_TYPE).and_then(|v| v.to_str().ok()).map(|ty| {
+                let body = t
+                    .get(wire::FUNCTION_ERROR_BODY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|b| Bytes::from(b.to_owned()))
+                    .unwrap_or_default();
+                (ty.to_owned(), body)
+            })
         })
     } else {
         None
     };
     let body = collected.to_bytes();
     let outcome = match stream_error {
-        Some((error_type, body)) => Outcome::Error {
-            error_type: Some(error_type),
-            body,
-        },
+        Some((error_type, body)) => Outcome::Error { error_type: Some(error_type), body },
         None => Outcome::Response(body),
     };
     accepted(api.answer(id, outcome))
@@ -182,11 +167,7 @@ fn too_large(api: &RuntimeApi, id: &str) -> Reply {
 }
 
 fn truncated() -> Reply {
-    json(
-        StatusCode::BAD_REQUEST,
-        wire::TRUNCATED_REQUEST,
-        "Received a truncated HTTP request",
-    )
+    json(StatusCode::BAD_REQUEST, wire::TRUNCATED_REQUEST, "Received a truncated HTTP request")
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
@@ -206,10 +187,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
 }
 
 fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 fn insert(h: &mut http::HeaderMap, name: &'static str, value: &str) {
@@ -223,10 +201,7 @@ fn accepted(result: Result<(), Refusal>) -> Reply {
         Ok(()) => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"OK\"}")));
             *r.status_mut() = StatusCode::ACCEPTED;
-            r.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         Err(r) => refusal(&r),
@@ -234,11 +209,7 @@ fn accepted(result: Result<(), Refusal>) -> Reply {
 }
 
 fn refusal(r: &Refusal) -> Reply {
-    json(
-        StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
-        r.error_type,
-        &r.message,
-    )
+    json(StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN), r.error_type, &r.message)
 }
 
 fn not_found() -> Reply {
@@ -249,9 +220,6 @@ fn json(status: StatusCode, error_type: &str, message: &str) -> Reply {
     let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

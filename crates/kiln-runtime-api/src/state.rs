@@ -32,10 +32,7 @@ pub enum Outcome {
     /// `POST …/response`.
     Response(Bytes),
     /// `POST …/error`, with the error type header if given and the body (possibly empty).
-    Error {
-        error_type: Option<String>,
-        body: Bytes,
-    },
+    Error { error_type: Option<String>, body: Bytes },
     /// The response was over the limit; the runtime got a 413.
     ResponseTooLarge,
     /// The response used an unknown `Lambda-Runtime-Function-Response-Mode`.
@@ -48,10 +45,7 @@ pub enum InitOutcome {
     /// The runtime called `next`.
     Ready,
     /// The runtime called `init/error`.
-    Error {
-        error_type: Option<String>,
-        body: Bytes,
-    },
+    Error { error_type: Option<String>, body: Bytes },
 }
 
 /// Stops and resumes the environment's processes.
@@ -105,16 +99,14 @@ impl Refusal {
         Self {
             status: 403,
             error_type: crate::wire::INVALID_STATE_TRANSITION,
-            message: format!("State transition from {from:?} to {to} failed for runtime. Error: State transition is not allowed"),
+            message: format!(
+                "State transition from {from:?} to {to} failed for runtime. Error: State transition is not allowed"
+            ),
         }
     }
 
     fn request_id() -> Self {
-        Self {
-            status: 400,
-            error_type: crate::wire::INVALID_REQUEST_ID,
-            message: "Invalid request ID".into(),
-        }
+        Self { status: 400, error_type: crate::wire::INVALID_REQUEST_ID, message: "Invalid request ID".into() }
     }
 }
 
@@ -153,12 +145,7 @@ impl RuntimeApi {
     /// Resolves when Init ends; `None` if the API was closed first.
     pub async fn wait_init(&self) -> Option<InitOutcome> {
         let mut rx = self.shared.init.subscribe();
-        let outcome = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|v| v.clone())
-            .flatten();
+        let outcome = rx.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()).flatten();
         outcome
     }
 
@@ -216,9 +203,7 @@ impl RuntimeApi {
                     Phase::InitError => return Err(Refusal::state(Phase::InitError, "Ready")),
                     Phase::Init => {
                         st.phase = Phase::Ready;
-                        self.shared
-                            .init
-                            .send_replace(Some(Some(InitOutcome::Ready)));
+                        self.shared.init.send_replace(Some(Some(InitOutcome::Ready)));
                     }
                     Phase::Running => {
                         // Asking again without answering: serve the same event again, as RIE does.
@@ -236,10 +221,7 @@ impl RuntimeApi {
                     true
                 } else if let Some((invocation, reply)) = st.queue.pop_front() {
                     st.phase = Phase::Running;
-                    st.current = Some(Current {
-                        invocation: invocation.clone(),
-                        reply: Some(reply),
-                    });
+                    st.current = Some(Current { invocation: invocation.clone(), reply: Some(reply) });
                     return Ok(invocation);
                 } else {
                     if !st.frozen {
@@ -268,9 +250,7 @@ impl RuntimeApi {
                     Err(Refusal::state(st.phase, "ResponseSent"))
                 }
             }
-            _ if st.phase == Phase::InitError => {
-                Err(Refusal::state(Phase::InitError, "ResponseSent"))
-            }
+            _ if st.phase == Phase::InitError => Err(Refusal::state(Phase::InitError, "ResponseSent")),
             _ => Err(Refusal::request_id()),
         }
     }
@@ -298,9 +278,7 @@ impl RuntimeApi {
             return Err(Refusal::state(st.phase, "InitError"));
         }
         st.phase = Phase::InitError;
-        self.shared
-            .init
-            .send_replace(Some(Some(InitOutcome::Error { error_type, body })));
+        self.shared.init.send_replace(Some(Some(InitOutcome::Error { error_type, body })));
         Ok(())
     }
 }
@@ -360,12 +338,8 @@ mod tests {
         assert_eq!(&*got.request_id, "r1");
         assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
         assert_eq!(c.thaws.load(Ordering::SeqCst), 1);
-        api.answer("r1", Outcome::Response(Bytes::from_static(b"ok")))
-            .unwrap();
-        assert_eq!(
-            rx.await.unwrap(),
-            Outcome::Response(Bytes::from_static(b"ok"))
-        );
+        api.answer("r1", Outcome::Response(Bytes::from_static(b"ok"))).unwrap();
+        assert_eq!(rx.await.unwrap(), Outcome::Response(Bytes::from_static(b"ok")));
     }
 
     #[tokio::test]
@@ -373,21 +347,11 @@ mod tests {
         let (api, _) = api();
         let _rx = api.dispatch(inv("r1"));
         api.next().await.unwrap();
-        assert_eq!(
-            api.answer("nope", Outcome::Response(Bytes::new()))
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(api.answer("nope", Outcome::Response(Bytes::new())).unwrap_err().status, 400);
         assert_eq!(api.check_request("").unwrap_err().status, 400);
         api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
-        let second = api
-            .answer("r1", Outcome::Response(Bytes::new()))
-            .unwrap_err();
-        assert_eq!(
-            (second.status, second.error_type),
-            (403, "InvalidStateTransition")
-        );
+        let second = api.answer("r1", Outcome::Response(Bytes::new())).unwrap_err();
+        assert_eq!((second.status, second.error_type), (403, "InvalidStateTransition"));
     }
 
     #[tokio::test]
@@ -401,12 +365,8 @@ mod tests {
     #[tokio::test]
     async fn init_error_only_before_first_next() {
         let (api, _) = api();
-        api.init_error(Some("Runtime.X".into()), Bytes::new())
-            .unwrap();
-        assert!(matches!(
-            api.wait_init().await,
-            Some(InitOutcome::Error { .. })
-        ));
+        api.init_error(Some("Runtime.X".into()), Bytes::new()).unwrap();
+        assert!(matches!(api.wait_init().await, Some(InitOutcome::Error { .. })));
         assert_eq!(api.next().await.unwrap_err().status, 403);
         assert_eq!(api.init_error(None, Bytes::new()).unwrap_err().status, 403);
 

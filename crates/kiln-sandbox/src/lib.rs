@@ -8,13 +8,15 @@
 //! Two backends implement the interface:
 //! - [`process::ProcessBackend`]: the bootstrap is a plain child process with a Runtime API port
 //!   on the host's loopback. No isolation; for development on machines without privileges.
-//! - `linux::LinuxBackend` (see its module): a real sandbox with its own namespaces, a read-only
-//!   root, cgroup limits and a seccomp filter.
+//! - [`linux::LinuxBackend`] (see its module): a real sandbox with its own namespaces, a
+//!   read-only root, cgroup limits and a seccomp filter.
 //!
 //! This crate knows nothing of Lambda semantics beyond the spec: it does not speak HTTP, and it
 //! does not decide when an environment lives or dies.
 #![allow(unsafe_code)]
 
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod process;
 
 use std::net::TcpListener;
@@ -101,10 +103,6 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub fn step(id: &str, step: &'static str, source: std::io::Error) -> Self {
-        Self::Step {
-            id: id.to_string(),
-            step,
-            source,
-        }
+        Self::Step { id: id.to_string(), step, source }
     }
 }

@@ -28,19 +28,11 @@ impl Backend for ProcessBackend {
 
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {
         let step = |step, e| SandboxError::step(&spec.id, step, e);
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| step("bind runtime api", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| step("bind runtime api", e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| step("bind runtime api", e))?
-            .port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| step("bind runtime api", e))?;
+        listener.set_nonblocking(true).map_err(|e| step("bind runtime api", e))?;
+        let port = listener.local_addr().map_err(|e| step("bind runtime api", e))?.port();
         let (reader, writer) = std::io::pipe().map_err(|e| step("create output pipe", e))?;
-        let writer2 = writer
-            .try_clone()
-            .map_err(|e| step("create output pipe", e))?;
+        let writer2 = writer.try_clone().map_err(|e| step("create output pipe", e))?;
         let reader = OwnedFd::from(reader);
         set_nonblocking(&reader).map_err(|e| step("create output pipe", e))?;
 
@@ -58,18 +50,12 @@ impl Backend for ProcessBackend {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                ) || e.raw_os_error() == Some(libc::ENOEXEC) =>
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
+                    || e.raw_os_error() == Some(libc::ENOEXEC) =>
             {
                 let _ = tx.send(Some(ExitInfo::ExecFailed));
                 return Ok(Spawned {
-                    sandbox: Box::new(ProcessSandbox {
-                        pid: 0,
-                        exit: rx,
-                        kill: Mutex::new(None),
-                    }),
+                    sandbox: Box::new(ProcessSandbox { pid: 0, exit: rx, kill: Mutex::new(None) }),
                     runtime_listener: listener,
                     output: reader,
                 });
@@ -98,11 +84,7 @@ impl Backend for ProcessBackend {
             let _ = tx.send(Some(info));
         });
         Ok(Spawned {
-            sandbox: Box::new(ProcessSandbox {
-                pid,
-                exit: rx,
-                kill: Mutex::new(Some(kill_tx)),
-            }),
+            sandbox: Box::new(ProcessSandbox { pid, exit: rx, kill: Mutex::new(Some(kill_tx)) }),
             runtime_listener: listener,
             output: reader,
         })

@@ -33,10 +33,8 @@ impl CodeHash {
     /// Parses a `CodeSha256` back into a hash.
     pub fn from_base64(b64: &str) -> Option<Self> {
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-        (raw.len() == 32).then(|| Self {
-            hex: raw.iter().map(|b| format!("{b:02x}")).collect(),
-            base64: b64.to_string(),
-        })
+        (raw.len() == 32)
+            .then(|| Self { hex: raw.iter().map(|b| format!("{b:02x}")).collect(), base64: b64.to_string() })
     }
 }
 
@@ -63,10 +61,7 @@ impl CodeStore {
     pub fn open(root: &Path) -> Result<Self, CodeError> {
         for d in ["zips", "trees", "tmp"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).map_err(|source| CodeError::Io {
-                path: p.clone(),
-                source,
-            })?;
+            fs::create_dir_all(&p).map_err(|source| CodeError::Io { path: p.clone(), source })?;
         }
         // Leftovers of an unpack that a crash interrupted.
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
@@ -74,9 +69,7 @@ impl CodeStore {
                 let _ = remove_tree(&e.path());
             }
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        Ok(Self { root: root.to_path_buf() })
     }
 
     fn zip_path(&self, hash: &CodeHash) -> PathBuf {
@@ -95,14 +88,8 @@ impl CodeStore {
         if path.exists() {
             return Ok(hash);
         }
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}.zip", hash.hex, std::process::id()));
-        let io = |source| CodeError::Io {
-            path: path.clone(),
-            source,
-        };
+        let tmp = self.root.join("tmp").join(format!("{}.{}.zip", hash.hex, std::process::id()));
+        let io = |source| CodeError::Io { path: path.clone(), source };
         let mut f = fs::File::create(&tmp).map_err(io)?;
         f.write_all(zip).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -122,10 +109,7 @@ impl CodeStore {
             return Ok(tree);
         }
         let zip = self.read_zip(hash)?;
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}", hash.hex, uuid_like()));
+        let tmp = self.root.join("tmp").join(format!("{}.{}", hash.hex, uuid_like()));
         match unzip::extract(&zip, &tmp) {
             Ok(_) => {}
             Err(e) => {
@@ -171,10 +155,7 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}-{nanos}", std::process::id())
 }
 
@@ -194,8 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CodeStore::open(dir.path()).unwrap();
         let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        w.start_file("bootstrap", zip::write::SimpleFileOptions::default())
-            .unwrap();
+        w.start_file("bootstrap", zip::write::SimpleFileOptions::default()).unwrap();
         w.write_all(b"hi").unwrap();
         let zip = w.finish().unwrap().into_inner();
         let h = store.put_zip(&zip).unwrap();

@@ -4,6 +4,7 @@
 //! [`FunctionConfig`] needs no migration. The SQL stays behind this type so that another
 //! database can take its place when kiln spans several hosts.
 
+use kiln_model::config::{AliasConfig, ConcurrencySettings};
 use kiln_model::FunctionConfig;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -24,12 +25,24 @@ pub enum MetaError {
 }
 
 /// Numbered migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE versions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE versions (
         name TEXT NOT NULL,
         version TEXT NOT NULL,
         config TEXT NOT NULL,
         PRIMARY KEY (name, version)
-    ) WITHOUT ROWID;"];
+    ) WITHOUT ROWID;",
+    "CREATE TABLE aliases (
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, alias)
+    ) WITHOUT ROWID;
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL
+    ) WITHOUT ROWID;",
+];
 
 /// The metadata database.
 pub struct MetaStore {
@@ -47,9 +60,7 @@ impl MetaStore {
             conn.execute_batch(m)?;
             conn.pragma_update(None, "user_version", i + 1)?;
         }
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        Ok(Self { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -73,11 +84,9 @@ impl MetaStore {
     pub fn get(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, MetaError> {
         let json: Option<String> = self
             .conn()
-            .query_row(
-                "SELECT config FROM versions WHERE name = ?1 AND version = ?2",
-                params![name, version],
-                |r| r.get(0),
-            )
+            .query_row("SELECT config FROM versions WHERE name = ?1 AND version = ?2", params![name, version], |r| {
+                r.get(0)
+            })
             .optional()?;
         json.map(|j| parse(name, version, &j)).transpose()
     }
@@ -85,15 +94,9 @@ impl MetaStore {
     /// Every stored version of every function, ordered by name then version.
     pub fn all(&self) -> Result<Vec<FunctionConfig>, MetaError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name, version, config FROM versions ORDER BY name, version")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let mut stmt = conn.prepare("SELECT name, version, config FROM versions ORDER BY name, version")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (name, version, json) = row?;
@@ -102,11 +105,79 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// Deletes a function and all its versions.
+    /// Deletes a function with all its versions, aliases and settings.
     pub fn delete_function(&self, name: &str) -> Result<(), MetaError> {
-        self.conn()
-            .execute("DELETE FROM versions WHERE name = ?1", params![name])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM versions WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM aliases WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM settings WHERE name = ?1", params![name])?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Deletes one published version.
+    pub fn delete_version(&self, name: &str, version: &str) -> Result<(), MetaError> {
+        self.conn().execute("DELETE FROM versions WHERE name = ?1 AND version = ?2", params![name, version])?;
+        Ok(())
+    }
+
+    pub fn put_alias(&self, function: &str, alias: &AliasConfig) -> Result<(), MetaError> {
+        let json = to_json(function, &alias.name, alias)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO aliases (name, alias, config) VALUES (?1, ?2, ?3)",
+            params![function, alias.name, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_alias(&self, function: &str, alias: &str) -> Result<(), MetaError> {
+        self.conn().execute("DELETE FROM aliases WHERE name = ?1 AND alias = ?2", params![function, alias])?;
+        Ok(())
+    }
+
+    /// Every alias, as (function, alias).
+    pub fn all_aliases(&self) -> Result<Vec<(String, AliasConfig)>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, alias, config FROM aliases ORDER BY name, alias")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, alias, json) = row?;
+            let cfg = serde_json::from_str(&json).map_err(|source| MetaError::Corrupt {
+                name: name.clone(),
+                version: alias,
+                source,
+            })?;
+            out.push((name, cfg));
+        }
+        Ok(out)
+    }
+
+    pub fn put_settings(&self, function: &str, settings: &ConcurrencySettings) -> Result<(), MetaError> {
+        let json = to_json(function, "settings", settings)?;
+        self.conn()
+            .execute("INSERT OR REPLACE INTO settings (name, config) VALUES (?1, ?2)", params![function, json])?;
+        Ok(())
+    }
+
+    /// Every function's concurrency settings.
+    pub fn all_settings(&self) -> Result<Vec<(String, ConcurrencySettings)>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, config FROM settings ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, json) = row?;
+            let cfg = serde_json::from_str(&json).map_err(|source| MetaError::Corrupt {
+                name: name.clone(),
+                version: "settings".into(),
+                source,
+            })?;
+            out.push((name, cfg));
+        }
+        Ok(out)
     }
 
     /// Whether any stored version still uses this code.
@@ -124,6 +195,10 @@ impl MetaStore {
         }
         Ok(false)
     }
+}
+
+fn to_json<T: serde::Serialize>(name: &str, what: &str, v: &T) -> Result<String, MetaError> {
+    serde_json::to_string(v).map_err(|source| MetaError::Corrupt { name: name.into(), version: what.into(), source })
 }
 
 fn parse(name: &str, version: &str, json: &str) -> Result<FunctionConfig, MetaError> {

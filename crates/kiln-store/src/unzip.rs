@@ -24,7 +24,9 @@ pub enum UnzipError {
     Escape(String),
     #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' is a link that points outside the package.")]
     LinkEscape(String),
-    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' appears twice.")]
+    #[error(
+        "Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' appears twice."
+    )]
     Duplicate(String),
     #[error("Could not unzip uploaded file. Please check your file, then try to upload again. The package has more than {MAX_ENTRIES} entries.")]
     TooManyEntries,
@@ -77,10 +79,7 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
             check_link(&rel, &target, &name)?;
         }
     }
-    Ok(Summary {
-        entries: archive.len(),
-        declared_bytes: declared,
-    })
+    Ok(Summary { entries: archive.len(), declared_bytes: declared })
 }
 
 /// Extracts `zip` into `dest` (which must not exist yet). Returns the bytes written.
@@ -132,10 +131,7 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
             .open(&path)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => UnzipError::Duplicate(name.clone()),
-                _ => UnzipError::Io {
-                    path: path.clone(),
-                    source: e,
-                },
+                _ => UnzipError::Io { path: path.clone(), source: e },
             })?;
         loop {
             let n = match entry.read(&mut buf) {
@@ -150,8 +146,7 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
             out.write_all(&buf[..n]).map_err(io(&path))?;
         }
         let mode = if executable { 0o555 } else { 0o444 };
-        out.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io(&path))?;
+        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(&path))?;
     }
     // Deepest first, so a parent is locked only after its children were written.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
@@ -173,12 +168,7 @@ fn create_dirs(root: &Path, dir: &Path, made: &mut Vec<PathBuf>) -> std::io::Res
         cur.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "not a directory",
-                ))
-            }
+            Ok(_) => return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "not a directory")),
             Err(_) => {
                 fs::create_dir(&cur)?;
                 made.push(cur.clone());
@@ -207,10 +197,7 @@ fn relative_path(name: &str) -> Result<PathBuf, UnzipError> {
 
 fn read_link_target<R: Read>(entry: &mut R, name: &str) -> Result<String, UnzipError> {
     let mut target = Vec::new();
-    entry
-        .take(4096)
-        .read_to_end(&mut target)
-        .map_err(|e| UnzipError::NotZip(zip::result::ZipError::Io(e)))?;
+    entry.take(4096).read_to_end(&mut target).map_err(|e| UnzipError::NotZip(zip::result::ZipError::Io(e)))?;
     String::from_utf8(target).map_err(|_| UnzipError::LinkEscape(name.to_string()))
 }
 
@@ -244,37 +231,26 @@ mod tests {
     fn build(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for (name, data) in entries {
-            w.start_file(*name, SimpleFileOptions::default().unix_permissions(0o755))
-                .unwrap();
+            w.start_file(*name, SimpleFileOptions::default().unix_permissions(0o755)).unwrap();
             w.write_all(data).unwrap();
         }
         for (name, target) in links {
-            w.add_symlink(*name, *target, SimpleFileOptions::default())
-                .unwrap();
+            w.add_symlink(*name, *target, SimpleFileOptions::default()).unwrap();
         }
         w.finish().unwrap().into_inner()
     }
 
     #[test]
     fn extracts_files_dirs_and_inner_links_read_only() {
-        let zip = build(
-            &[("bootstrap", b"#!/bin/sh\n"), ("lib/a.so.1", b"x")],
-            &[("lib/a.so", "a.so.1")],
-        );
+        let zip = build(&[("bootstrap", b"#!/bin/sh\n"), ("lib/a.so.1", b"x")], &[("lib/a.so", "a.so.1")]);
         assert_eq!(inspect(&zip).unwrap().entries, 3);
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("t");
         assert_eq!(extract(&zip, &dest).unwrap(), 11);
-        let mode = fs::metadata(dest.join("bootstrap"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dest.join("bootstrap")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o555);
         assert_eq!(fs::read(dest.join("lib/a.so")).unwrap(), b"x");
-        assert_eq!(
-            fs::metadata(dest.join("lib")).unwrap().permissions().mode() & 0o777,
-            0o555
-        );
+        assert_eq!(fs::metadata(dest.join("lib")).unwrap().permissions().mode() & 0o777, 0o555);
     }
 
     #[test]
@@ -292,10 +268,7 @@ mod tests {
     fn refuses_links_that_escape() {
         for target in ["/etc/passwd", "../x", "a/../../x", ""] {
             let zip = build(&[], &[("l", target)]);
-            assert!(
-                matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))),
-                "{target}"
-            );
+            assert!(matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))), "{target}");
         }
         let zip = build(&[], &[("d/l", "../x")]);
         assert!(inspect(&zip).is_ok());
@@ -311,8 +284,7 @@ mod tests {
     fn refuses_more_than_250_mb_unpacked() {
         // 300 MB of zeros compresses to a few hundred KB.
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let opts =
-            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         w.start_file("big", opts).unwrap();
         let chunk = vec![0u8; 1 << 20];
         for _ in 0..300 {
@@ -321,10 +293,7 @@ mod tests {
         let zip = w.finish().unwrap().into_inner();
         assert!(matches!(inspect(&zip), Err(UnzipError::TooLarge)));
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            extract(&zip, &dir.path().join("t")),
-            Err(UnzipError::TooLarge)
-        ));
+        assert!(matches!(extract(&zip, &dir.path().join("t")), Err(UnzipError::TooLarge)));
     }
 
     #[test]

@@ -67,9 +67,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Show a function's live execution environments.
+    /// Show live execution environments and start counts, of one function or of all.
     Status {
-        name: String,
+        name: Option<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -78,42 +78,24 @@ pub enum ClientCommand {
 #[derive(clap::Args)]
 pub struct Endpoint {
     /// Where kiln serves its API.
-    #[arg(
-        long = "endpoint",
-        env = "KILN_ENDPOINT",
-        default_value = "http://127.0.0.1:9000"
-    )]
+    #[arg(long = "endpoint", env = "KILN_ENDPOINT", default_value = "http://127.0.0.1:9000")]
     url: String,
 }
 
 pub fn run(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start tokio")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     rt.block_on(run_async(cmd))
 }
 
 async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
-        ClientCommand::Deploy {
-            name,
-            path,
-            memory,
-            timeout,
-            env,
-            handler,
-            runtime,
-            endpoint,
-        } => {
+        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
             let api = Api::new(&endpoint)?;
             let zip = package(&path)?;
             let mut vars = serde_json::Map::new();
             for kv in &env {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--env {kv} is not KEY=VALUE"))?;
+                let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv} is not KEY=VALUE"))?;
                 vars.insert(k.to_string(), json!(v));
             }
             let mut config = json!({ "Handler": handler, "Runtime": runtime });
@@ -128,32 +110,19 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             let zip_b64 = base64::engine::general_purpose::STANDARD.encode(&zip);
             let path_fn = format!("/2015-03-31/functions/{name}");
-            let exists = api
-                .call(Method::GET, &format!("{path_fn}/configuration"), None)
-                .await;
+            let exists = api.call(Method::GET, &format!("{path_fn}/configuration"), None).await;
             let cfg = match exists {
                 Ok(_) => {
-                    api.call(
-                        Method::PUT,
-                        &format!("{path_fn}/code"),
-                        Some(json!({ "ZipFile": zip_b64 })),
-                    )
-                    .await?;
+                    api.call(Method::PUT, &format!("{path_fn}/code"), Some(json!({ "ZipFile": zip_b64 }))).await?;
                     wait_ready(&api, &name).await?;
-                    api.call(
-                        Method::PUT,
-                        &format!("{path_fn}/configuration"),
-                        Some(config),
-                    )
-                    .await?;
+                    api.call(Method::PUT, &format!("{path_fn}/configuration"), Some(config)).await?;
                     wait_ready(&api, &name).await?
                 }
                 Err(e) if e.to_string().starts_with("ResourceNotFoundException") => {
                     config["FunctionName"] = json!(name);
                     config["Role"] = json!("arn:aws:iam::000000000000:role/kiln");
                     config["Code"] = json!({ "ZipFile": zip_b64 });
-                    api.call(Method::POST, "/2015-03-31/functions", Some(config))
-                        .await?;
+                    api.call(Method::POST, "/2015-03-31/functions", Some(config)).await?;
                     wait_ready(&api, &name).await?
                 }
                 Err(e) => return Err(e),
@@ -168,44 +137,30 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             );
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Invoke {
-            name,
-            payload,
-            logs,
-            endpoint,
-        } => {
+        ClientCommand::Invoke { name, payload, logs, endpoint } => {
             let api = Api::new(&endpoint)?;
             let body = match payload.as_deref() {
                 None => Bytes::new(),
-                Some(p) if p.starts_with('@') => Bytes::from(
-                    std::fs::read(&p[1..]).with_context(|| format!("cannot read {}", &p[1..]))?,
-                ),
+                Some(p) if p.starts_with('@') => {
+                    Bytes::from(std::fs::read(&p[1..]).with_context(|| format!("cannot read {}", &p[1..]))?)
+                }
                 Some(p) => Bytes::from(p.to_string()),
             };
-            let mut req = Request::builder().method(Method::POST).uri(format!(
-                "{}/2015-03-31/functions/{name}/invocations",
-                api.base
-            ));
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(format!("{}/2015-03-31/functions/{name}/invocations", api.base));
             if logs {
                 req = req.header("X-Amz-Log-Type", "Tail");
             }
-            let req = req
-                .body(Full::new(body))
-                .context("cannot build the request")?;
+            let req = req.body(Full::new(body)).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
             let function_error = resp.headers().get("x-amz-function-error").is_some();
-            let log = resp.headers().get("x-amz-log-result").and_then(|v| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v.as_bytes())
-                    .ok()
-            });
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .context("the answer was cut off")?
-                .to_bytes();
+            let log = resp
+                .headers()
+                .get("x-amz-log-result")
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok());
+            let body = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
             if !status.is_success() {
                 bail!("{}", aws_error(&body));
             }
@@ -215,19 +170,12 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             let mut out = std::io::stdout();
             out.write_all(&body).ok();
             out.write_all(b"\n").ok();
-            Ok(if function_error {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if function_error { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         ClientCommand::Ls { endpoint } => {
             let api = Api::new(&endpoint)?;
             let mut marker: Option<String> = None;
-            println!(
-                "{:<40} {:<16} {:>7} {:>8}  LAST MODIFIED",
-                "NAME", "RUNTIME", "MEMORY", "TIMEOUT"
-            );
+            println!("{:<40} {:<16} {:>7} {:>8}  LAST MODIFIED", "NAME", "RUNTIME", "MEMORY", "TIMEOUT");
             loop {
                 let path = match &marker {
                     Some(m) => format!("/2015-03-31/functions/?Marker={m}"),
@@ -253,39 +201,19 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
         }
         ClientCommand::Rm { name, endpoint } => {
             let api = Api::new(&endpoint)?;
-            api.call(
-                Method::DELETE,
-                &format!("/2015-03-31/functions/{name}"),
-                None,
-            )
-            .await?;
+            api.call(Method::DELETE, &format!("/2015-03-31/functions/{name}"), None).await?;
             println!("deleted {name}");
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Logs {
-            name,
-            follow,
-            endpoint,
-        } => {
+        ClientCommand::Logs { name, follow, endpoint } => {
             let api = Api::new(&endpoint)?;
-            let uri = format!(
-                "{}/kiln/v1/functions/{name}/logs{}",
-                api.base,
-                if follow { "?follow=true" } else { "" }
-            );
-            let req = Request::builder()
-                .uri(uri)
-                .body(Full::new(Bytes::new()))
-                .context("cannot build the request")?;
+            let uri = format!("{}/kiln/v1/functions/{name}/logs{}", api.base, if follow { "?follow=true" } else { "" });
+            let req = Request::builder().uri(uri).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
             if status != StatusCode::OK {
-                let b = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
+                let b = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                 bail!("{}", aws_error(&b));
             }
             let mut out = std::io::stdout();
@@ -300,31 +228,42 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
         }
         ClientCommand::Status { name, endpoint } => {
             let api = Api::new(&endpoint)?;
-            let v = api
-                .call(
-                    Method::GET,
-                    &format!("/kiln/v1/functions/{name}/environments"),
-                    None,
-                )
-                .await?;
-            println!(
-                "{:<34} {:<9} {:<8} {:<24} {:>8} {:>12} {:>10}",
-                "ENVIRONMENT", "VERSION", "STATE", "INIT", "AGE", "INVOCATIONS", "MAX MEM"
-            );
-            for e in v["Environments"].as_array().into_iter().flatten() {
+            let path = match &name {
+                Some(n) => format!("/kiln/v1/functions/{n}/environments"),
+                None => "/kiln/v1/status".to_string(),
+            };
+            let v = api.call(Method::GET, &path, None).await?;
+            for f in v["Functions"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<34} {:<9} {:<8} {:<24} {:>7.0}s {:>12} {:>7} MB",
-                    e["Id"].as_str().unwrap_or(""),
-                    e["Version"].as_str().unwrap_or(""),
-                    e["State"].as_str().unwrap_or(""),
-                    e["InitType"].as_str().unwrap_or(""),
-                    e["AgeSeconds"].as_f64().unwrap_or(0.0),
-                    e["Invocations"],
-                    e["MaxMemoryUsedBytes"]
-                        .as_u64()
-                        .unwrap_or(0)
-                        .div_ceil(1 << 20)
+                    "{}: {} cold starts (init avg {:.1} ms, max {:.1} ms), {} warm, {} provisioned",
+                    f["FunctionName"].as_str().unwrap_or(""),
+                    f["ColdStarts"],
+                    f["InitDurationMsAvg"].as_f64().unwrap_or(0.0),
+                    f["InitDurationMsMax"].as_f64().unwrap_or(0.0),
+                    f["WarmStarts"],
+                    f["ProvisionedStarts"]
                 );
+                let envs = f["Environments"].as_array().cloned().unwrap_or_default();
+                if envs.is_empty() {
+                    println!("  no environments");
+                    continue;
+                }
+                println!(
+                    "  {:<34} {:<9} {:<13} {:>8} {:>11} {:>14}",
+                    "ENVIRONMENT", "VERSION", "STATE", "AGE", "INVOCATIONS", "MEMORY"
+                );
+                for e in envs {
+                    println!(
+                        "  {:<34} {:<9} {:<13} {:>7.0}s {:>11} {:>6}/{:<4} MB",
+                        e["Id"].as_str().filter(|s| !s.is_empty()).unwrap_or("-"),
+                        e["Version"].as_str().unwrap_or(""),
+                        e["State"].as_str().unwrap_or(""),
+                        e["AgeSeconds"].as_f64().unwrap_or(0.0),
+                        e["Invocations"],
+                        e["MaxMemoryUsedBytes"].as_u64().unwrap_or(0).div_ceil(1 << 20),
+                        e["MemorySize"]
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -334,22 +273,13 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
 /// Waits until the function is `Active` and its last update is over; returns its configuration.
 async fn wait_ready(api: &Api, name: &str) -> anyhow::Result<Value> {
     for _ in 0..600 {
-        let cfg = api
-            .call(
-                Method::GET,
-                &format!("/2015-03-31/functions/{name}/configuration"),
-                None,
-            )
-            .await?;
+        let cfg = api.call(Method::GET, &format!("/2015-03-31/functions/{name}/configuration"), None).await?;
         let state = cfg["State"].as_str().unwrap_or("");
         let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
         match (state, update) {
             ("Failed", _) | (_, "Failed") => bail!(
                 "the function could not be made ready: {}",
-                cfg["StateReason"]
-                    .as_str()
-                    .or(cfg["LastUpdateStatusReason"].as_str())
-                    .unwrap_or("unknown reason")
+                cfg["StateReason"].as_str().or(cfg["LastUpdateStatusReason"].as_str()).unwrap_or("unknown reason")
             ),
             ("Active", "Successful") => return Ok(cfg),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -371,13 +301,10 @@ fn package(path: &Path) -> anyhow::Result<Vec<u8>> {
     let mut stack = vec![path.to_path_buf()];
     let mut files = Vec::new();
     while let Some(dir) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
             let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
             let p = entry.path();
-            let meta =
-                std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
             if meta.is_dir() {
                 stack.push(p);
             } else {
@@ -387,11 +314,7 @@ fn package(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     files.sort();
     for (p, mode) in files {
-        let rel = p
-            .strip_prefix(path)
-            .unwrap_or(&p)
-            .to_string_lossy()
-            .into_owned();
+        let rel = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().into_owned();
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(mode & 0o777);
@@ -413,22 +336,14 @@ impl Api {
         if !base.starts_with("http://") {
             bail!("the endpoint must be an http:// URL, not {base}");
         }
-        Ok(Self {
-            base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        })
+        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build_http() })
     }
 
-    async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
-        self.client.request(req).await.map_err(|_| {
-            anyhow::anyhow!(
-                "cannot reach kiln at {}; is `kiln serve` running?",
-                self.base
-            )
-        })
+    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        self.client
+            .request(req)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot reach kiln at {}; is `kiln serve` running?", self.base))
     }
 
     /// A JSON call; a non-2xx answer becomes an error reading `<Code>: <message>`.
@@ -442,12 +357,7 @@ impl Api {
             .context("cannot build the request")?;
         let resp = self.send(req).await?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .context("the answer was cut off")?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
         if !status.is_success() {
             bail!("{}", aws_error(&bytes));
         }
@@ -462,10 +372,7 @@ fn aws_error(body: &[u8]) -> String {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => {
             let code = v["__type"].as_str().unwrap_or("Error");
-            let msg = v["message"]
-                .as_str()
-                .or(v["Message"].as_str())
-                .unwrap_or("");
+            let msg = v["message"].as_str().or(v["Message"].as_str()).unwrap_or("");
             format!("{code}: {msg}")
         }
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),

@@ -8,11 +8,7 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "kiln",
-    version,
-    about = "Run AWS Lambda functions unchanged on your own machine"
-)]
+#[command(name = "kiln", version, about = "Run AWS Lambda functions unchanged on your own machine")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -194,10 +194,7 @@ fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
 /// # Safety
 /// `sock` must be a connected socket; `fd`, when given, an open descriptor.
 pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
-    let mut iov = libc::iovec {
-        iov_base: msg as *const Msg as *mut c_void,
-        iov_len: size_of::<Msg>(),
-    };
+    let mut iov = libc::iovec { iov_base: msg as *const Msg as *mut c_void, iov_len: size_of::<Msg>() };
     // Room for one cmsghdr plus one int, 8-byte aligned.
     let mut cbuf = [0u64; 4];
     let mut hdr: libc::msghdr = zeroed();
@@ -226,11 +223,7 @@ pub(crate) unsafe fn run(plan: &Plan) -> ! {
     match setup(plan) {
         Ok(()) => {}
         Err((step, err)) => {
-            let msg = Msg {
-                kind: MSG_SETUP_FAILED,
-                step,
-                value: err,
-            };
+            let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
             send_msg(plan.sock, &msg, None);
             libc::_exit(1);
         }
@@ -252,14 +245,7 @@ unsafe fn mount(
 
 /// Binds `src` at `dst` and makes the bind read-only, nosuid, nodev.
 unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
-    mount(
-        step::BIND,
-        src,
-        dst,
-        null(),
-        libc::MS_BIND | libc::MS_REC,
-        null(),
-    )?;
+    mount(step::BIND, src, dst, null(), libc::MS_BIND | libc::MS_REC, null())?;
     mount(
         step::BIND,
         null(),
@@ -316,19 +302,13 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     }
     let mut set: libc::sigset_t = zeroed();
     libc::sigemptyset(&mut set);
-    check(
-        step::SIGNALS,
-        libc::sigprocmask(libc::SIG_SETMASK, &set, null_mut()),
-    )?;
+    check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &set, null_mut()))?;
     libc::umask(0);
 
     // Copies of kiln's descriptors (client sockets, the database, ...) must not live on here.
     close_all_but(p.keep)?;
     // 0, 1, 2 are now free; fill them so later descriptors never land there.
-    let null_fd = check(
-        step::DEV_NULL,
-        libc::open(c"/dev/null".as_ptr(), libc::O_RDWR),
-    )?;
+    let null_fd = check(step::DEV_NULL, libc::open(c"/dev/null".as_ptr(), libc::O_RDWR))?;
     for fd in 0..3 {
         if fd != null_fd {
             check(step::DEV_NULL, libc::dup2(null_fd, fd))?;
@@ -345,20 +325,10 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     }
     // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy.
     check(step::CGROUP_NS, libc::unshare(libc::CLONE_NEWCGROUP))?;
-    check(
-        step::HOSTNAME,
-        libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()),
-    )?;
+    check(step::HOSTNAME, libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()))?;
 
     // Mounts: nothing we do may propagate back to the host.
-    mount(
-        step::PRIVATE,
-        null(),
-        c"/".as_ptr(),
-        null(),
-        libc::MS_REC | libc::MS_PRIVATE,
-        null(),
-    )?;
+    mount(step::PRIVATE, null(), c"/".as_ptr(), null(), libc::MS_REC | libc::MS_PRIVATE, null())?;
     mount(
         step::ROOT_TMPFS,
         c"tmpfs".as_ptr(),
@@ -369,18 +339,13 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     )?;
     check(step::ENTER_ROOT, libc::chdir(p.root.as_ptr()))?;
     // From here on every path is relative to the new root.
-    for dir in [
-        c"usr", c"etc", c"var", c"var/task", c"opt", c"tmp", c"proc", c"dev",
-    ] {
+    for dir in [c"usr", c"etc", c"var", c"var/task", c"opt", c"tmp", c"proc", c"dev"] {
         mkdir(dir, 0o755)?;
     }
     for e in p.root_entries {
         match e {
             RootEntry::Symlink { name, target } => {
-                check(
-                    step::ROOT_DIRS,
-                    libc::symlink(target.as_ptr(), name.as_ptr()),
-                )?;
+                check(step::ROOT_DIRS, libc::symlink(target.as_ptr(), name.as_ptr()))?;
             }
             RootEntry::BindReadOnly { source, name } => {
                 mkdir(name, 0o755)?;
@@ -425,10 +390,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         (c"dev/tty", (5, 0)),
     ] {
         let dev = libc::makedev(minor_major.0, minor_major.1);
-        check(
-            step::DEV_NODES,
-            libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o666, dev),
-        )?;
+        check(step::DEV_NODES, libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o666, dev))?;
     }
     for (name, target) in [
         (c"dev/fd", c"/proc/self/fd"),
@@ -436,10 +398,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         (c"dev/stdout", c"/proc/self/fd/1"),
         (c"dev/stderr", c"/proc/self/fd/2"),
     ] {
-        check(
-            step::DEV_NODES,
-            libc::symlink(target.as_ptr(), name.as_ptr()),
-        )?;
+        check(step::DEV_NODES, libc::symlink(target.as_ptr(), name.as_ptr()))?;
     }
     mount(
         step::DEV,
@@ -452,10 +411,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
     // only the new root (see pivot_root(2)).
-    check_long(
-        step::PIVOT,
-        libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
-    )?;
+    check_long(step::PIVOT, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()))?;
     check(step::DETACH, libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
     check(step::DETACH, libc::chdir(c"/".as_ptr()))?;
     mount(
@@ -472,15 +428,9 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
 
     // The bootstrap.
     let mut report = [0 as c_int; 2];
-    check(
-        step::REPORT_PIPE,
-        libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC),
-    )?;
+    check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
     let [report_r, report_w] = report;
-    let pid = check_long(
-        step::FORK,
-        libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0),
-    )?;
+    let pid = check_long(step::FORK, libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0))?;
     if pid == 0 {
         libc::close(report_r);
         libc::close(listener);
@@ -494,11 +444,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
     let mut report_msg = Msg::default();
     let n = loop {
-        let n = libc::read(
-            report_r,
-            (&mut report_msg as *mut Msg).cast(),
-            size_of::<Msg>(),
-        );
+        let n = libc::read(report_r, (&mut report_msg as *mut Msg).cast(), size_of::<Msg>());
         if n >= 0 || errno() != libc::EINTR {
             break n;
         }
@@ -513,11 +459,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         None
     };
 
-    let ready = Msg {
-        kind: MSG_READY,
-        step: 0,
-        value: 0,
-    };
+    let ready = Msg { kind: MSG_READY, step: 0, value: 0 };
     if send_msg(p.sock, &ready, Some(listener)) < 0 {
         return Err((step::SEND_LISTENER, errno()));
     }
@@ -536,21 +478,9 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         }
     }
     let end = match exec_errno {
-        Some(e) => Msg {
-            kind: MSG_EXEC_FAILED,
-            step: step::EXEC,
-            value: e,
-        },
-        None if libc::WIFSIGNALED(status) => Msg {
-            kind: MSG_SIGNALED,
-            step: 0,
-            value: libc::WTERMSIG(status),
-        },
-        None => Msg {
-            kind: MSG_EXITED,
-            step: 0,
-            value: libc::WEXITSTATUS(status),
-        },
+        Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
+        None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
+        None => Msg { kind: MSG_EXITED, step: 0, value: libc::WEXITSTATUS(status) },
     };
     send_msg(p.sock, &end, None);
     // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
@@ -558,10 +488,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
 }
 
 unsafe fn loopback_up() -> Result<(), Fail> {
-    let s = check(
-        step::LOOPBACK,
-        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0),
-    )?;
+    let s = check(step::LOOPBACK, libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
     let mut req: libc::ifreq = zeroed();
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as c_char;
@@ -585,11 +512,7 @@ unsafe fn loopback_up() -> Result<(), Fail> {
 unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
     let s = check(
         step::LISTENER,
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        ),
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0),
     )?;
     let mut addr: libc::sockaddr_in = zeroed();
     addr.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -597,11 +520,7 @@ unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
     addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
     check(
         step::LISTENER,
-        libc::bind(
-            s,
-            (&addr as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        ),
+        libc::bind(s, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t),
     )?;
     check(step::LISTENER, libc::listen(s, 128))?;
     Ok(s)
@@ -609,19 +528,9 @@ unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
 
 /// The bootstrap's process from fork to exec. Never returns.
 unsafe fn bootstrap(p: &Plan, report: c_int) -> ! {
-    let Err((step, err)) = bootstrap_steps(p) else {
-        libc::_exit(127)
-    };
-    let msg = Msg {
-        kind: MSG_SETUP_FAILED,
-        step,
-        value: err,
-    };
-    libc::write(
-        report,
-        (&msg as *const Msg).cast(),
-        size_of::<Msg>(),
-    );
+    let Err((step, err)) = bootstrap_steps(p) else { libc::_exit(127) };
+    let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
+    libc::write(report, (&msg as *const Msg).cast(), size_of::<Msg>());
     libc::_exit(127)
 }
 
@@ -630,58 +539,28 @@ unsafe fn bootstrap_steps(p: &Plan) -> Result<(), Fail> {
     check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
     check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
     check(step::CHDIR, libc::chdir(c"/var/task".as_ptr()))?;
-    let nofile = libc::rlimit {
-        rlim_cur: p.nofile,
-        rlim_max: p.nofile,
-    };
+    let nofile = libc::rlimit { rlim_cur: p.nofile, rlim_max: p.nofile };
     check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_NOFILE, &nofile))?;
     // A core dump would be written by the host's core_pattern handler: none.
-    let zero = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_CORE, &zero))?;
 
     // Capabilities: the bounding set needs CAP_SETPCAP, so it goes before the uid change,
     // which then clears the permitted and effective sets.
-    check(
-        step::CAPBSET,
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
-    )?;
+    check(step::CAPBSET, libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
     for cap in 0..=p.cap_last {
-        check(
-            step::CAPBSET,
-            libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0),
-        )?;
+        check(step::CAPBSET, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
     }
     // Raw syscalls: glibc's wrappers would try to apply these to threads that only exist in
     // the parent.
-    check_long(
-        step::SETGROUPS,
-        libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()),
-    )?;
-    check_long(
-        step::SETGID,
-        libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid),
-    )?;
-    check_long(
-        step::SETUID,
-        libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid),
-    )?;
+    check_long(step::SETGROUPS, libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()))?;
+    check_long(step::SETGID, libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid))?;
+    check_long(step::SETUID, libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid))?;
     // The inheritable set survives a uid change; clear everything.
-    let mut header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
-    check_long(
-        step::CAPSET,
-        libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-    )?;
-    check(
-        step::NO_NEW_PRIVS,
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-    )?;
+    check_long(step::CAPSET, libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()))?;
+    check(step::NO_NEW_PRIVS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     for f in p.filters {
         check(
             step::SECCOMP,

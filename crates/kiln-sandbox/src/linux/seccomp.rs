@@ -14,8 +14,7 @@
 //! 2. the deny list compiled by `seccompiler`, including `clone` with any namespace flag.
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
 use std::collections::BTreeMap;
 
@@ -116,12 +115,7 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 fn stmt(code: u16, k: u32) -> seccompiler::sock_filter {
-    seccompiler::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    seccompiler::sock_filter { code, jt: 0, jf: 0, k }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> seccompiler::sock_filter {
@@ -134,7 +128,7 @@ fn prelude() -> BpfProgram {
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
     const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    // struct seccomp_data { int nr; __u32 arch; ... }
+                             // struct seccomp_data { int nr; __u32 arch; ... }
     const OFF_NR: u32 = 0;
     const OFF_ARCH: u32 = 4;
     vec![
@@ -153,42 +147,23 @@ fn prelude() -> BpfProgram {
 /// Builds the programs, in the order they are to be installed.
 pub(crate) fn build() -> Result<Vec<BpfProgram>, SeccompError> {
     let arch_name = ARCH.0;
-    let target = arch_name
-        .try_into()
-        .map_err(|_| SeccompError::Arch(arch_name))?;
-    let build = |source| SeccompError::Build {
-        arch: arch_name,
-        source,
-    };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
+    let target = arch_name.try_into().map_err(|_| SeccompError::Arch(arch_name))?;
+    let build = |source| SeccompError::Build { arch: arch_name, source };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
     // `clone` is denied only with a namespace flag: each rule matches one flag, any rule denies.
     let clone_rules = NAMESPACE_FLAGS
         .iter()
         .map(|flag| {
             let flag = *flag as u64;
-            let cond = SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .map_err(build)?;
+            let cond =
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag).map_err(build)?;
             SeccompRule::new(vec![cond]).map_err(build)
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        target,
-    )
-    .map_err(build)?;
-    let denylist: BpfProgram = filter.try_into().map_err(|source| SeccompError::Compile {
-        arch: arch_name,
-        source,
-    })?;
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), target)
+        .map_err(build)?;
+    let denylist: BpfProgram = filter.try_into().map_err(|source| SeccompError::Compile { arch: arch_name, source })?;
     Ok(vec![prelude(), denylist])
 }
 

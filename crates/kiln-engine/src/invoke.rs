@@ -1,0 +1,340 @@
+//! The way of one invocation, from choosing an environment to putting it back.
+
+use crate::admission::Permit;
+use crate::env::{ColdStart, Environment, InitResult, InitType};
+use crate::function::{Function, Ready};
+use crate::{logs, now_ms, Engine, EngineError, InvokeKind, InvokeRequest, InvokeResponse, ThrottleReason};
+use bytes::Bytes;
+use kiln_model::{FunctionConfig, Qualifier};
+use kiln_runtime_api::Invocation;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One invocation, ready to run.
+pub(crate) struct Job {
+    engine: Engine,
+    function: Arc<Function>,
+    /// The pool (version) it runs in.
+    version: String,
+    config: Arc<FunctionConfig>,
+    request_id: String,
+    invoked_arn: Arc<str>,
+    payload: Bytes,
+    client_context: Option<String>,
+    tail: bool,
+}
+
+type JobResult = Result<(Bytes, bool, Option<Vec<u8>>), EngineError>;
+
+/// Where the environment of a job comes from.
+enum Source {
+    Warm(Arc<Environment>, Option<Permit>),
+    Cold(Ready, u64, Permit),
+}
+
+impl Engine {
+    /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
+        let f = self.function(&req.function.name)?;
+        let name = req.function.name.as_str();
+        let qualifier = req.function.qualifier.as_ref().map(|q| q.to_string());
+        let (version, config) = {
+            let st = f.lock();
+            let version = match &req.function.qualifier {
+                None | Some(Qualifier::Latest) => Qualifier::LATEST.to_string(),
+                Some(Qualifier::Version(n)) => {
+                    if !st.versions.contains_key(n) {
+                        return Err(self.not_found(name, qualifier.as_deref()));
+                    }
+                    n.to_string()
+                }
+                Some(Qualifier::Alias(a)) => {
+                    let alias = st.aliases.get(a).ok_or_else(|| self.not_found(name, Some(a)))?;
+                    match &alias.additional_version {
+                        Some((extra, weight)) if random_unit() < *weight => extra.clone(),
+                        _ => alias.function_version.clone(),
+                    }
+                }
+            };
+            match st.pools.get(&version) {
+                Some(pool) => (version, pool.ready.config.clone()),
+                None => {
+                    let state = match st.visible.state {
+                        kiln_model::FunctionState::Failed => "Failed",
+                        _ => "Pending",
+                    };
+                    return Err(EngineError::Conflict(format!(
+                        "The operation cannot be performed at this time. The function is currently in the following state: {state}"
+                    )));
+                }
+            }
+        };
+        let limit = match req.kind {
+            InvokeKind::Event => kiln_model::limits::ASYNC_PAYLOAD_MAX_BYTES,
+            _ => kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES,
+        };
+        if req.payload.len() > limit {
+            return Err(EngineError::TooLarge(match req.kind {
+                InvokeKind::Event => format!(
+                    "{} byte payload is too large for the Event invocation type (limit {limit} bytes)",
+                    req.payload.len()
+                ),
+                _ => format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
+            }));
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        if req.kind == InvokeKind::DryRun {
+            return Ok(InvokeResponse {
+                request_id,
+                executed_version: version,
+                payload: Bytes::new(),
+                function_error: false,
+                log_tail: None,
+            });
+        }
+        let job = Job {
+            engine: self.clone(),
+            function: f,
+            version: version.clone(),
+            config,
+            request_id: request_id.clone(),
+            invoked_arn: self.inner.opts.partition.function_arn(name, qualifier.as_deref()).into(),
+            payload: if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload },
+            client_context: req.client_context,
+            tail: req.tail_logs && req.kind == InvokeKind::RequestResponse,
+        };
+        if req.kind == InvokeKind::Event {
+            // Lambda queues events and retries throttled ones with backoff for up to six hours.
+            tokio::spawn(job.run_event());
+            return Ok(InvokeResponse {
+                request_id,
+                executed_version: version,
+                payload: Bytes::new(),
+                function_error: false,
+                log_tail: None,
+            });
+        }
+        // The invocation runs in its own task: if the caller goes away, the environment still
+        // finishes its work and goes back to the pool.
+        let (payload, function_error, log_tail) = tokio::spawn(job.run())
+            .await
+            .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
+        Ok(InvokeResponse { request_id, executed_version: version, payload, function_error, log_tail })
+    }
+}
+
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+fn throttled(reason: ThrottleReason) -> EngineError {
+    EngineError::Throttled { reason, message: "Rate Exceeded.".into() }
+}
+
+impl Job {
+    async fn run_event(self) {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_secs(1);
+        let job = Arc::new(self);
+        loop {
+            match job.clone().attempt().await {
+                Err(EngineError::Throttled { .. }) if started.elapsed() < Duration::from_secs(6 * 3600) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %job.request_id, error = %e, "event invocation dropped");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    async fn run(self) -> JobResult {
+        Arc::new(self).attempt().await
+    }
+
+    /// Chooses the environment: a free provisioned one, else (within admission) the most
+    /// recently used idle one, else a cold start.
+    fn choose(&self) -> Result<Source, EngineError> {
+        let mut st = self.function.lock();
+        let Some(pool) = st.pools.get_mut(&self.version) else {
+            return Err(self.engine.not_found(self.config.name.as_str(), Some(&self.version)));
+        };
+        let generation = pool.generation;
+        while let Some(e) = pool.pc_idle.pop() {
+            if e.alive() && e.generation == generation {
+                pool.busy.insert(e.id.clone(), e.clone());
+                st.stats.provisioned_starts += 1;
+                return Ok(Source::Warm(e, None));
+            }
+        }
+        let permit = self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(throttled)?;
+        while let Some(e) = pool.idle.pop() {
+            if e.alive() && e.generation == generation {
+                pool.busy.insert(e.id.clone(), e.clone());
+                st.stats.warm_starts += 1;
+                return Ok(Source::Warm(e, Some(permit)));
+            }
+        }
+        pool.starting.0 += 1;
+        Ok(Source::Cold(pool.ready.clone(), generation, permit))
+    }
+
+    async fn attempt(self: Arc<Self>) -> JobResult {
+        let (env, init_ms, _permit) = match self.choose()? {
+            Source::Warm(env, permit) => (env, None, permit),
+            Source::Cold(ready, generation, permit) => {
+                let started = self.cold_start(ready, generation).await;
+                let mut st = self.function.lock();
+                if let Some(pool) = st.pools.get_mut(&self.version) {
+                    pool.starting.0 = pool.starting.0.saturating_sub(1);
+                }
+                match started {
+                    Ok(InitResult::Ready { env, init_ms }) => {
+                        st.stats.cold_starts += 1;
+                        st.stats.init_ms_total += init_ms;
+                        st.stats.init_ms_last = init_ms;
+                        st.stats.init_ms_max = st.stats.init_ms_max.max(init_ms);
+                        if let Some(pool) = st.pools.get_mut(&self.version) {
+                            pool.busy.insert(env.id.clone(), env.clone());
+                        }
+                        (env, Some(init_ms), Some(permit))
+                    }
+                    Ok(InitResult::Failed { error_type, payload }) => {
+                        tracing::info!(function = %self.config.name, request_id = %self.request_id, %error_type, "init failed");
+                        let tail = self.tail.then(|| init_failure_log(&self.request_id, &self.config, &error_type));
+                        return Ok((payload, true, tail));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let deadline_ms = (now_ms() as u64).saturating_add(u64::from(self.config.timeout_secs) * 1000);
+        let invocation = Invocation {
+            request_id: self.request_id.as_str().into(),
+            payload: self.payload.clone(),
+            deadline_ms,
+            invoked_function_arn: self.invoked_arn.clone(),
+            trace_id: trace_id(),
+            client_context: self.client_context.clone(),
+            cognito_identity: None,
+        };
+        let result = env.invoke(invocation, init_ms, self.tail).await;
+        env.touch();
+        let replace_provisioned = {
+            let mut st = self.function.lock();
+            let deleted = st.deleted;
+            match st.pools.get_mut(&self.version) {
+                Some(pool) => {
+                    pool.busy.remove(&env.id);
+                    let current = result.healthy && !deleted && env.generation == pool.generation;
+                    match env.init_type {
+                        InitType::Provisioned if current && pool.pc_live() < pool.pc_target => {
+                            pool.pc_idle.push(env.clone());
+                            false
+                        }
+                        InitType::Provisioned => !result.healthy,
+                        InitType::OnDemand if current => {
+                            pool.idle.push(env.clone());
+                            false
+                        }
+                        InitType::OnDemand => false,
+                    }
+                }
+                None => false,
+            }
+        };
+        if !result.healthy {
+            env.destroy();
+        }
+        if replace_provisioned {
+            self.engine.reconcile(&self.function);
+        }
+        Ok((result.payload, result.function_error, result.log_tail.map(|t| logs::tail_of(&t).to_vec())))
+    }
+
+    async fn cold_start(&self, ready: Ready, generation: u64) -> Result<InitResult, EngineError> {
+        let lease = self.engine.claim_memory(u64::from(ready.config.memory_mb))?;
+        ColdStart {
+            backend: &self.engine.inner.backend,
+            partition: &self.engine.inner.opts.partition,
+            logs: &self.engine.inner.logs,
+            config: ready.config,
+            code_dir: ready.code_dir,
+            generation,
+            init_type: InitType::OnDemand,
+            init_timeout: self.engine.inner.opts.init_timeout,
+            lease: Some(lease),
+        }
+        .run(&self.request_id)
+        .await
+    }
+}
+
+impl Engine {
+    /// Claims memory for a new environment, evicting the least recently used idle on-demand
+    /// environments (of any function) while that helps; 429 when nothing can make room.
+    pub(crate) fn claim_memory(&self, mb: u64) -> Result<crate::memory::MemoryLease, EngineError> {
+        loop {
+            if let Some(lease) = self.inner.memory.try_claim(mb) {
+                return Ok(lease);
+            }
+            let victim = {
+                let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
+                let mut best: Option<(Arc<Function>, String, usize, Duration)> = None;
+                for f in fns {
+                    let st = f.lock();
+                    for (v, pool) in &st.pools {
+                        for (i, e) in pool.idle.iter().enumerate() {
+                            let idle = e.idle_for();
+                            if best.as_ref().is_none_or(|b| idle > b.3) {
+                                best = Some((f.clone(), v.clone(), i, idle));
+                            }
+                        }
+                    }
+                }
+                best.and_then(|(f, v, i, _)| {
+                    let mut st = f.lock();
+                    let pool = st.pools.get_mut(&v)?;
+                    (i < pool.idle.len()).then(|| pool.idle.remove(i))
+                })
+            };
+            match victim {
+                Some(e) => {
+                    tracing::debug!(env = %e.id, "evicted for the memory budget");
+                    e.destroy();
+                    // The lease goes with the last reference; that is this one once destroyed.
+                    drop(e);
+                }
+                None => {
+                    return Err(EngineError::Throttled {
+                        reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
+                        message: format!(
+                            "Rate Exceeded. kiln's memory budget ({} MB) is taken by busy environments; no room for {mb} MB more.",
+                            self.inner.memory.budget_mb()
+                        ),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// The log of an invocation whose environment never finished Init.
+fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &str) -> Vec<u8> {
+    format!(
+        "START RequestId: {request_id} Version: {}\nEND RequestId: {request_id}\n{}\n",
+        cfg.version,
+        logs::report_line(request_id, 0.0, cfg.memory_mb, 0, None, Some(("error", Some(error_type))))
+    )
+    .into_bytes()
+}
+
+/// A fresh X-Ray trace header (`Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`).
+fn trace_id() -> String {
+    let secs = now_ms() / 1000;
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+}

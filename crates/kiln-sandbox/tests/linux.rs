@@ -1,0 +1,632 @@
+//! End-to-end tests of the Linux backend: real namespaces, cgroups and seccomp.
+//!
+//! They need root; without it each test prints why it skips and returns.
+
+use kiln_sandbox::linux::LinuxBackend;
+use kiln_sandbox::{Backend, ExitInfo, SandboxSpec, Spawned};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+fn skip_unless_root(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    if euid.as_deref() != Some("0") {
+        eprintln!("skipping {test}: the linux backend needs root");
+        return true;
+    }
+    false
+}
+
+/// A fresh instance id per backend, so parallel tests never see each other's cgroups.
+fn instance_id() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("t{:05x}{:02x}", std::process::id() & 0xfffff, n & 0xff)
+}
+
+struct Fixture {
+    backend: LinuxBackend,
+    instance: String,
+    state: tempfile::TempDir,
+    code: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(bootstrap: &str) -> Fixture {
+        let state = tempfile::tempdir().unwrap();
+        let instance = instance_id();
+        let backend = LinuxBackend::new(&instance, state.path()).unwrap();
+        let code = code_dir(bootstrap);
+        Fixture { backend, instance, state, code }
+    }
+
+    fn spec(&self, id: &str, memory_mb: u32) -> SandboxSpec {
+        SandboxSpec {
+            id: id.into(),
+            code_dir: self.code.path().into(),
+            bootstrap: "bootstrap".into(),
+            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("MARKER".into(), "m-42".into())],
+            memory_mb,
+            tmp_mb: 64,
+        }
+    }
+
+    fn spawn(&self, id: &str) -> Spawned {
+        self.backend.spawn(&self.spec(id, 512)).unwrap()
+    }
+}
+
+/// A code directory holding `bootstrap`, readable by the function user.
+fn code_dir(bootstrap: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("bootstrap");
+    std::fs::write(&path, bootstrap).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Reads the environment's output to its end and waits for its exit.
+async fn finish(spawned: Spawned) -> (String, ExitInfo) {
+    let mut out = tokio::net::unix::pipe::Receiver::from_owned_fd(spawned.output).unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(30), out.read_to_string(&mut text))
+        .await
+        .expect("output did not end")
+        .unwrap();
+    let info = exit_of(&*spawned.sandbox).await;
+    (text, info)
+}
+
+async fn exit_of(sandbox: &dyn kiln_sandbox::Sandbox) -> ExitInfo {
+    let mut rx = sandbox.exit_watch();
+    let got = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(Option::is_some))
+        .await
+        .expect("environment did not end")
+        .unwrap();
+    got.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_runs_with_its_environment_and_exit_code() {
+    if skip_unless_root("bootstrap_runs_with_its_environment_and_exit_code") {
+        return;
+    }
+    let f = Fixture::new(
+        "#!/bin/sh\necho \"marker=$MARKER api=$AWS_LAMBDA_RUNTIME_API pwd=$(pwd) host=$(hostname)\"\nenv | sort | tr '\\n' ' '\nexit 7\n",
+    );
+    let (out, info) = finish(f.spawn("env-basic")).await;
+    assert_eq!(info, ExitInfo::Code(7), "{out}");
+    assert!(out.contains("marker=m-42 api=127.0.0.1:9001 pwd=/var/task host=kiln-env-basic"), "{out}");
+    // Exactly the spec's variables plus the Runtime API (sh adds PWD).
+    let vars: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    let names: Vec<&str> = vars.iter().map(|v| v.split('=').next().unwrap()).collect();
+    assert_eq!(names, ["AWS_LAMBDA_RUNTIME_API", "MARKER", "PATH", "PWD"], "{out}");
+}
+
+/// Reads from the output pipe until `needle` shows up (or panics after `secs`).
+async fn read_until(out: &mut tokio::net::unix::pipe::Receiver, acc: &mut String, needle: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    while !acc.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, out.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} did not appear in {acc:?}"))
+            .unwrap();
+        assert!(n > 0, "output ended before {needle:?}: {acc:?}");
+        acc.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Whatever the pipe holds right now (waits up to `ms` for the first byte).
+async fn read_available(out: &mut tokio::net::unix::pipe::Receiver, ms: u64) -> String {
+    let mut acc = String::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(ms), out.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        acc.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    acc
+}
+
+fn receiver(spawned: &mut Spawned) -> tokio::net::unix::pipe::Receiver {
+    let fd = std::mem::replace(&mut spawned.output, std::fs::File::open("/dev/null").unwrap().into());
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap()
+}
+
+/// Host processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Cgroup directories named `name` anywhere under /sys/fs/cgroup.
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
+        if depth == 0 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                if e.file_name() == name {
+                    out.push(e.path());
+                }
+                walk(&e.path(), name, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), name, 6, &mut out);
+    out
+}
+
+async fn wait_gone(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "processes with {marker} survive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pid_namespace_shows_only_the_environment() {
+    if skip_unless_root("pid_namespace_shows_only_the_environment") {
+        return;
+    }
+    let f = Fixture::new("#!/bin/sh\necho self=$$\nls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '\n");
+    let (out, info) = finish(f.spawn("env-pid")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("self=2\n"), "{out}");
+    let pids: Vec<u32> = out.lines().nth(1).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
+    // init, the shell, ls, grep, tr: nothing of the host.
+    assert!(pids.contains(&1) && pids.contains(&2), "{out}");
+    assert!(pids.len() <= 6 && pids.iter().all(|p| *p < 10), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_is_read_only_and_host_files_are_invisible() {
+    if skip_unless_root("root_is_read_only_and_host_files_are_invisible") {
+        return;
+    }
+    let marker = format!("/tmp/kiln-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+    let f = Fixture::new(&format!(
+        "#!/bin/sh\n\
+         for p in /usr/x /etc/x /var/task/x /x /opt/x /dev/x; do \
+           if touch $p 2>/dev/null; then echo writable:$p; fi; done\n\
+         echo hi > /tmp/y && echo tmp:$(cat /tmp/y)\n\
+         echo tmpowner:$(stat -c %u:%g:%a /tmp)\n\
+         test -e {marker} && echo visible:marker\n\
+         test -e /root && echo visible:root\n\
+         test -e /home && echo visible:home\n\
+         test -e {state} && echo visible:state\n\
+         ls / | tr '\\n' ' '; echo\n\
+         ls /dev | tr '\\n' ' '; echo\n\
+         echo null > /dev/null && head -c 4 /dev/zero | wc -c && echo urandom:$(head -c 8 /dev/urandom | wc -c)\n\
+         grep -c . /proc/mounts\n",
+        state = "/tmp/kiln-state-placeholder",
+    ));
+    let (out, info) = finish(f.spawn("env-fs")).await;
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(!out.contains("writable:"), "{out}");
+    assert!(!out.contains("visible:"), "{out}");
+    assert!(out.contains("tmp:hi"), "{out}");
+    assert!(out.contains("tmpowner:993:993:1777"), "{out}");
+    assert!(out.contains("bin dev etc lib lib64 opt proc sbin tmp usr var"), "{out}");
+    assert!(out.contains("fd full null random stderr stdin stdout tty urandom zero"), "{out}");
+    assert!(out.contains("urandom:8"), "{out}");
+    // The state directory of the host is not visible either.
+    assert!(!out.contains(&f.state.path().display().to_string()), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_runs_as_993_without_capabilities() {
+    if skip_unless_root("bootstrap_runs_as_993_without_capabilities") {
+        return;
+    }
+    let f = Fixture::new(
+        "#!/bin/sh\ngrep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status\nulimit -n; ulimit -Hn\n",
+    );
+    let (out, info) = finish(f.spawn("env-id")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "Uid:\t993\t993\t993\t993",
+        "Gid:\t993\t993\t993\t993",
+        "CapInh:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "1024\n1024",
+    ] {
+        assert!(out.contains(line), "{line:?} missing in {out}");
+    }
+    let groups = out.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert_eq!(groups.trim(), "Groups:", "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_denies_namespaces_mounts_and_ptrace() {
+    if skip_unless_root("seccomp_denies_namespaces_mounts_and_ptrace") {
+        return;
+    }
+    // Creating a user namespace and PTRACE_TRACEME are allowed to unprivileged users, so their
+    // failure shows the filter at work; clone3 must say ENOSYS so libc falls back to clone.
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+import ctypes, errno, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    print(name, r, errno.errorcode.get(ctypes.get_errno(), 0) if r < 0 else 'ok', flush=True)
+call('unshare', 272, 0x10000000)
+call('ptrace', 101, 0, 0, 0, 0)
+call('mount', 165, b'none', b'/tmp', b'tmpfs', 0, 0)
+call('clone3', 435, 0, 0)
+call('bpf', 321, 0, 0, 0)
+call('keyctl', 250, 0, 0, 0)
+r = subprocess.run(['unshare', '-U', 'true'], capture_output=True)
+print('unshare-cmd', r.returncode, flush=True)
+print('fork-works', subprocess.run(['true']).returncode, flush=True)
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-seccomp")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "unshare -1 EPERM",
+        "ptrace -1 EPERM",
+        "mount -1 EPERM",
+        "clone3 -1 ENOSYS",
+        "bpf -1 EPERM",
+        "keyctl -1 EPERM",
+        "unshare-cmd 1",
+        "fork-works 0",
+    ] {
+        assert!(out.contains(line), "{line:?} missing in {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_is_loopback_only() {
+    if skip_unless_root("network_is_loopback_only") {
+        return;
+    }
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let f = Fixture::new(&format!(
+        r#"#!/usr/bin/python3
+import socket
+try:
+    socket.create_connection(('127.0.0.1', {port}), timeout=2)
+    print('host reachable')
+except OSError as e:
+    print('host unreachable', e.errno)
+try:
+    socket.create_connection(('1.1.1.1', 53), timeout=2)
+    print('internet reachable')
+except OSError as e:
+    print('internet unreachable', e.errno)
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+c = socket.create_connection(s.getsockname()); print('loopback works')
+print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))
+"#
+    ));
+    let (out, info) = finish(f.spawn("env-net")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("host unreachable 111"), "{out}");
+    assert!(out.contains("internet unreachable 101"), "{out}");
+    assert!(out.contains("loopback works"), "{out}");
+    assert!(out.contains("['lo']"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_listener_accepts_connections_from_inside() {
+    if skip_unless_root("runtime_listener_accepts_connections_from_inside") {
+        return;
+    }
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+import os, socket
+host, port = os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')
+c = socket.create_connection((host, int(port)))
+c.sendall(b'hello from inside')
+print('reply', c.recv(100).decode(), flush=True)
+"#,
+    );
+    let spawned = f.spawn("env-rapi");
+    let listener = tokio::net::TcpListener::from_std(spawned.runtime_listener.try_clone().unwrap()).unwrap();
+    assert_eq!(listener.local_addr().unwrap().to_string(), "127.0.0.1:9001");
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.unwrap().unwrap();
+    let mut buf = [0u8; 17];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello from inside");
+    tokio::io::AsyncWriteExt::write_all(&mut conn, b"ok").await.unwrap();
+    let (out, info) = finish(spawned).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("reply ok"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exceeding_memory_is_reported_as_oom() {
+    if skip_unless_root("exceeding_memory_is_reported_as_oom") {
+        return;
+    }
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+chunks = []
+for i in range(40):
+    chunks.append(b'x' * (10 << 20))
+    print(i, flush=True)
+print('survived', flush=True)
+"#,
+    );
+    let spawned = f.backend.spawn(&f.spec("env-oom", 128)).unwrap();
+    let (out, info) = finish(spawned).await;
+    assert_eq!(info, ExitInfo::Signal { signal: 9, oom: true }, "{out}");
+    assert!(!out.contains("survived"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_memory_reports_the_peak_of_the_environment() {
+    if skip_unless_root("max_memory_reports_the_peak_of_the_environment") {
+        return;
+    }
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+import time
+b = b'x' * (100 << 20)
+print('allocated', flush=True)
+del b
+time.sleep(60)
+"#,
+    );
+    let mut spawned = f.spawn("env-peak");
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "allocated", 30).await;
+    let peak = spawned.sandbox.max_memory_bytes();
+    assert!((100 << 20..200 << 20).contains(&peak), "peak {peak} for 100 MiB allocated");
+    spawned.sandbox.destroy();
+    // After the end the last peak is still reported.
+    assert_eq!(spawned.sandbox.max_memory_bytes(), peak.max(spawned.sandbox.max_memory_bytes()));
+    assert!(spawned.sandbox.max_memory_bytes() >= 100 << 20);
+    assert_eq!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, oom: false });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pids_limit_bounds_a_fork_bomb() {
+    if skip_unless_root("pids_limit_bounds_a_fork_bomb") {
+        return;
+    }
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+import os, signal
+n = 0
+try:
+    for _ in range(2000):
+        if os.fork() == 0:
+            signal.pause()
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print('fork failed', e.errno, 'after', n, flush=True)
+signal.pause()
+"#,
+    );
+    let mut spawned = f.backend.spawn(&f.spec("env-pids", 1024)).unwrap();
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "fork failed", 60).await;
+    let n: u32 = acc.split("after ").nth(1).unwrap().trim().parse().unwrap();
+    // pids.max 1024 counts init and the bootstrap too.
+    assert!((1000..=1022).contains(&n), "{acc}");
+    assert!(acc.contains("fork failed 11"), "{acc}");
+    let started = Instant::now();
+    spawned.sandbox.destroy();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(cgroup_dirs("env-pids").iter().all(|d| !d.to_string_lossy().contains(&f.instance)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freeze_stops_every_thread_until_thaw() {
+    if skip_unless_root("freeze_stops_every_thread_until_thaw") {
+        return;
+    }
+    let f = Fixture::new(
+        r#"#!/usr/bin/python3
+import threading, time, sys
+def tick():
+    i = 0
+    while True:
+        i += 1
+        print('t', i, flush=True)
+        time.sleep(0.01)
+threading.Thread(target=tick, daemon=True).start()
+time.sleep(600)
+"#,
+    );
+    let mut spawned = f.spawn("env-freeze");
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "t 5\n", 30).await;
+    spawned.sandbox.freeze().unwrap();
+    // Drain what was written before the freeze took hold.
+    read_available(&mut out, 100).await;
+    let during = read_available(&mut out, 400).await;
+    assert_eq!(during, "", "ticked while frozen");
+    spawned.sandbox.thaw().unwrap();
+    let after = read_available(&mut out, 300).await;
+    assert!(after.contains("t "), "no tick after thaw: {after:?}");
+    // Destroy works on a frozen environment too.
+    spawned.sandbox.freeze().unwrap();
+    spawned.sandbox.destroy();
+    assert!(matches!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, .. }));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ending_the_bootstrap_kills_daemonised_orphans() {
+    if skip_unless_root("ending_the_bootstrap_kills_daemonised_orphans") {
+        return;
+    }
+    let marker = format!("98{}1", std::process::id());
+    let f = Fixture::new(&format!(
+        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nsleep 0.2\necho daemonised\nexit 0\n"
+    ));
+    let spawned = f.spawn("env-orphan");
+    let pid = spawned.sandbox.pid();
+    let (out, info) = finish(spawned).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("daemonised"), "{out}");
+    wait_gone(&marker).await;
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(cgroup_dirs("env-orphan").is_empty(), "{:?}", cgroup_dirs("env-orphan"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_kills_everything_and_is_idempotent() {
+    if skip_unless_root("destroy_kills_everything_and_is_idempotent") {
+        return;
+    }
+    let marker = format!("97{}1", std::process::id());
+    let f = Fixture::new(&format!(
+        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\necho up\nexec sleep {marker}\n"
+    ));
+    let mut spawned = f.spawn("env-destroy");
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "up", 10).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(processes_with(&marker).len(), 2);
+    assert!(!cgroup_dirs("env-destroy").is_empty());
+    spawned.sandbox.destroy();
+    spawned.sandbox.destroy();
+    assert!(processes_with(&marker).is_empty());
+    assert!(cgroup_dirs("env-destroy").is_empty());
+    assert_eq!(f.backend.live_environments(), 0);
+    assert_eq!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, oom: false });
+    drop(spawned);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_destroys_every_live_environment() {
+    if skip_unless_root("shutdown_destroys_every_live_environment") {
+        return;
+    }
+    let marker = format!("96{}1", std::process::id());
+    let f = Fixture::new(&format!("#!/bin/sh\nexec sleep {marker}\n"));
+    let a = f.spawn("env-sd-a");
+    let b = f.spawn("env-sd-b");
+    assert_eq!(f.backend.live_environments(), 2);
+    f.backend.shutdown();
+    assert_eq!(f.backend.live_environments(), 0);
+    assert!(processes_with(&marker).is_empty());
+    for s in [&a, &b] {
+        assert!(matches!(exit_of(&*s.sandbox).await, ExitInfo::Signal { signal: 9, .. }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstraps_that_cannot_run_report_exec_failed() {
+    if skip_unless_root("bootstraps_that_cannot_run_report_exec_failed") {
+        return;
+    }
+    let f = Fixture::new("#!/bin/sh\necho hi\n");
+    let p = f.code.path().join("bootstrap");
+    // Not executable.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, info) = finish(f.spawn("env-noexec")).await;
+    assert_eq!(info, ExitInfo::ExecFailed);
+    // Not a known format (ENOEXEC).
+    std::fs::write(&p, b"\x01\x02\x03 garbage").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_, info) = finish(f.spawn("env-enoexec")).await;
+    assert_eq!(info, ExitInfo::ExecFailed);
+    // Missing.
+    std::fs::remove_file(&p).unwrap();
+    let (_, info) = finish(f.spawn("env-missing")).await;
+    assert_eq!(info, ExitInfo::ExecFailed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_backend_removes_leftovers_of_the_same_instance() {
+    if skip_unless_root("new_backend_removes_leftovers_of_the_same_instance") {
+        return;
+    }
+    let marker = format!("95{}1", std::process::id());
+    let f = Fixture::new(&format!(
+        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nexec sleep {marker}\n"
+    ));
+    let spawned = f.spawn("env-leftover");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with(&marker).len() < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // As if kiln died: nobody destroys this environment.
+    std::mem::forget(spawned);
+    assert!(!cgroup_dirs("env-leftover").is_empty());
+
+    // Another instance does not touch it...
+    let other = LinuxBackend::new(&instance_id(), f.state.path()).unwrap();
+    drop(other);
+    assert_eq!(processes_with(&marker).len(), 2);
+    // ...the same instance does.
+    let again = LinuxBackend::new(&f.instance, f.state.path()).unwrap();
+    wait_gone(&marker).await;
+    assert!(cgroup_dirs("env-leftover").is_empty());
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_environments_start_and_end_in_parallel() {
+    if skip_unless_root("many_environments_start_and_end_in_parallel") {
+        return;
+    }
+    let f = std::sync::Arc::new(Fixture::new("#!/bin/sh\necho ok-$1\n"));
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let spec = f.spec(&format!("env-par-{i}"), 128);
+            let spawned = tokio::task::spawn_blocking({
+                let f = f.clone();
+                move || f.backend.spawn(&spec).unwrap()
+            })
+            .await
+            .unwrap();
+            finish(spawned).await
+        }));
+    }
+    for t in tasks {
+        let (out, info) = t.await.unwrap();
+        assert_eq!(info, ExitInfo::Code(0));
+        assert!(out.starts_with("ok-"), "{out}");
+    }
+    assert_eq!(f.backend.live_environments(), 0);
+}
