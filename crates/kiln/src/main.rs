@@ -2,6 +2,7 @@
 //! the REST API (see `cli`).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod serve;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Start the server: the AWS Lambda REST API on --addr.
     Serve(serve::ServeArgs),
+    /// Measure cold and warm starts, throughput, burst and density against baselines.
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -26,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let args = Cli::parse();
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Client(c) => cli::run(c),
     };
     match result {

@@ -141,10 +141,15 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
 }
 
 fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Backend>> {
-    let _ = instance_id(data_dir);
-    // The namespace sandbox lands with the sandbox issue; until then environments are plain
-    // processes.
-    Ok(Arc::new(kiln_sandbox::process::ProcessBackend))
+    let state_dir = data_dir.join("sandbox");
+    match kiln_sandbox::linux::LinuxBackend::new(&instance_id(data_dir), &state_dir) {
+        Ok(b) => Ok(Arc::new(b)),
+        // One clear line at start-up, not a failure inside the first invocation.
+        Err(e @ kiln_sandbox::SandboxError::Privileges(_)) => {
+            anyhow::bail!("{e}. Run kiln as root, or start it with --isolation none to run functions without a sandbox")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot set up sandboxes")),
+    }
 }
 
 async fn shutdown_signal() {
