@@ -57,6 +57,11 @@ impl Fixture {
         }
     }
 
+    /// Replaces the bootstrap (for scripts that need to know the fixture's paths).
+    fn set_bootstrap(&self, text: &str) {
+        std::fs::write(self.code.path().join("bootstrap"), text).unwrap();
+    }
+
     fn spawn(&self, id: &str) -> Spawned {
         self.backend.spawn(&self.spec(id, 512)).unwrap()
     }
@@ -125,17 +130,18 @@ async fn read_until(out: &mut tokio::net::unix::pipe::Receiver, acc: &mut String
     }
 }
 
-/// Whatever the pipe holds right now (waits up to `ms` for the first byte).
+/// Whatever arrives on the pipe within `ms`.
 async fn read_available(out: &mut tokio::net::unix::pipe::Receiver, ms: u64) -> String {
+    let deadline = Instant::now() + Duration::from_millis(ms);
     let mut acc = String::new();
     let mut buf = [0u8; 65536];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(ms), out.read(&mut buf)).await {
-        if n == 0 {
-            break;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, out.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => acc.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => return acc,
         }
-        acc.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    acc
 }
 
 fn receiver(spawned: &mut Spawned) -> tokio::net::unix::pipe::Receiver {
@@ -196,14 +202,17 @@ async fn pid_namespace_shows_only_the_environment() {
     if skip_unless_root("pid_namespace_shows_only_the_environment") {
         return;
     }
-    let f = Fixture::new("#!/bin/sh\necho self=$$\nls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '\n");
+    let f = Fixture::new(
+        "#!/bin/sh\necho self=$$\nls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '\necho\ntest -e /proc/1/cmdline && echo init-visible\nexit 0\n",
+    );
     let (out, info) = finish(f.spawn("env-pid")).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("self=2\n"), "{out}");
     let pids: Vec<u32> = out.lines().nth(1).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
-    // init, the shell, ls, grep, tr: nothing of the host.
-    assert!(pids.contains(&1) && pids.contains(&2), "{out}");
-    assert!(pids.len() <= 6 && pids.iter().all(|p| *p < 10), "{out}");
+    // The shell, ls, grep, tr: nothing of the host; init (root) is hidden (hidepid=2).
+    assert!(pids.contains(&2) && !pids.contains(&1), "{out}");
+    assert!(pids.len() <= 5 && pids.iter().all(|p| *p < 10), "{out}");
+    assert!(!out.contains("init-visible"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,7 +222,8 @@ async fn root_is_read_only_and_host_files_are_invisible() {
     }
     let marker = format!("/tmp/kiln-host-marker-{}", std::process::id());
     std::fs::write(&marker, "host").unwrap();
-    let f = Fixture::new(&format!(
+    let f = Fixture::new("");
+    f.set_bootstrap(&format!(
         "#!/bin/sh\n\
          for p in /usr/x /etc/x /var/task/x /x /opt/x /dev/x; do \
            if touch $p 2>/dev/null; then echo writable:$p; fi; done\n\
@@ -227,7 +237,7 @@ async fn root_is_read_only_and_host_files_are_invisible() {
          ls /dev | tr '\\n' ' '; echo\n\
          echo null > /dev/null && head -c 4 /dev/zero | wc -c && echo urandom:$(head -c 8 /dev/urandom | wc -c)\n\
          grep -c . /proc/mounts\n",
-        state = "/tmp/kiln-state-placeholder",
+        state = f.state.path().display(),
     ));
     let (out, info) = finish(f.spawn("env-fs")).await;
     std::fs::remove_file(&marker).unwrap();
@@ -239,8 +249,6 @@ async fn root_is_read_only_and_host_files_are_invisible() {
     assert!(out.contains("bin dev etc lib lib64 opt proc sbin tmp usr var"), "{out}");
     assert!(out.contains("fd full null random stderr stdin stdout tty urandom zero"), "{out}");
     assert!(out.contains("urandom:8"), "{out}");
-    // The state directory of the host is not visible either.
-    assert!(!out.contains(&f.state.path().display().to_string()), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -485,7 +493,9 @@ time.sleep(600)
     assert!(after.contains("t "), "no tick after thaw: {after:?}");
     // Destroy works on a frozen environment too.
     spawned.sandbox.freeze().unwrap();
+    let started = Instant::now();
     spawned.sandbox.destroy();
+    assert!(started.elapsed() < Duration::from_secs(2), "destroy of a frozen environment took {:?}", started.elapsed());
     assert!(matches!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, .. }));
 }
 
@@ -524,6 +534,9 @@ async fn destroy_kills_everything_and_is_idempotent() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(processes_with(&marker).len(), 2);
     assert!(!cgroup_dirs("env-destroy").is_empty());
+    // The environment's mounts live in its own namespace only.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&format!("sandbox-{}", f.instance)), "{mounts}");
     spawned.sandbox.destroy();
     spawned.sandbox.destroy();
     assert!(processes_with(&marker).is_empty());

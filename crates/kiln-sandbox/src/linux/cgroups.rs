@@ -714,7 +714,7 @@ mod tests {
         assert_eq!(procs, vec![d.join("cgroup.procs")]);
         assert_eq!(text(d.join("memory.max")), (512u64 << 20).to_string());
         assert_eq!(text(d.join("memory.swap.max")), "0");
-        assert_eq!(text(d.join("cpu.max")), "28943 100000");
+        assert_eq!(text(d.join("cpu.max")), "28942 100000");
         assert_eq!(text(d.join("cpu.weight")), "28");
         assert_eq!(text(d.join("pids.max")), "1024");
         assert_eq!(cg.list(), vec!["env-1".to_string()]);

@@ -304,6 +304,9 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     libc::sigemptyset(&mut set);
     check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &set, null_mut()))?;
     libc::umask(0);
+    // Init holds a copy of kiln's memory: make it unreadable through /proc and ptrace even
+    // for processes of the same uid (defence in depth; the function runs as another uid).
+    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     // Copies of kiln's descriptors (client sockets, the database, ...) must not live on here.
     close_all_but(p.keep)?;
@@ -364,14 +367,15 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         libc::MS_NOSUID | libc::MS_NODEV,
         p.tmp_opts.as_ptr(),
     )?;
-    // We are PID 1 of the new pid namespace, so this proc shows only the environment.
+    // We are PID 1 of the new pid namespace, so this proc shows only the environment; with
+    // hidepid=2 the function does not even see init (root), only its own processes.
     mount(
         step::PROC,
         c"proc".as_ptr(),
         c"proc".as_ptr(),
         c"proc".as_ptr(),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        null(),
+        c"hidepid=2".as_ptr(),
     )?;
     mount(
         step::DEV,

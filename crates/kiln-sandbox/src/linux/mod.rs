@@ -19,12 +19,14 @@
 //!    `SOCK_SEQPACKET` pair for the child to say it is ready.
 //!
 //! In the child, which becomes the environment's init ([`child`], raw system calls only):
-//! 4. reset signal handlers, close every inherited descriptor it does not need;
+//! 4. reset signal handlers, make itself non-dumpable (its memory is a copy of kiln's), close
+//!    every inherited descriptor it does not need;
 //! 5. join the cgroups by writing `0` to each `cgroup.procs`, then unshare a cgroup namespace;
 //! 6. set the hostname; make all mounts private; mount a tmpfs on the scratch mountpoint and build
 //!    the new root in it: read-only binds of `/usr`, `/etc` and the code at `/var/task`, the
-//!    merged-/usr symlinks, an empty `/opt`, a private `/tmp`, a fresh `/proc`, a `/dev` with
-//!    six device nodes; `pivot_root`, detach the old root, remount `/` read-only;
+//!    merged-/usr symlinks, an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the
+//!    function does not see init), a `/dev` with six device nodes; `pivot_root`, detach the old
+//!    root, remount `/` read-only;
 //! 7. bring `lo` up and bind the Runtime API listener to 127.0.0.1:9001 in the new network
 //!    namespace;
 //! 8. fork the bootstrap, which: starts a session, points stdout/stderr at the output pipe,
@@ -306,16 +308,21 @@ fn check_capabilities() -> Result<(), SandboxError> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
+    missing_capabilities(eff).map_or(Ok(()), |why| Err(SandboxError::Privileges(why)))
+}
+
+/// What to tell the operator when the effective capability set `eff` lacks something.
+fn missing_capabilities(eff: u64) -> Option<String> {
     let missing: Vec<&str> =
         NEEDED_CAPS.iter().filter(|(n, _)| eff & (1u64 << n) == 0).map(|(_, name)| *name).collect();
     if missing.is_empty() {
-        return Ok(());
+        return None;
     }
-    Err(SandboxError::Privileges(format!(
+    Some(format!(
         "sandboxes need root privileges but kiln lacks {}; run kiln serve as root, or use \
          --isolation none (no isolation)",
         missing.join(", ")
-    )))
+    ))
 }
 
 fn check_seccomp() -> Result<(), SandboxError> {
@@ -791,10 +798,12 @@ impl Backend for LinuxBackend {
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {
         let inner = &self.inner;
         let step = |s, e| SandboxError::step(&spec.id, s, e);
+        let t0 = std::time::Instant::now();
         let prepared = prepare(spec).map_err(|e| step("check spec", e))?;
 
         let limits = Limits::for_memory_mb(spec.memory_mb);
         let procs = inner.cgroups.create(&spec.id, &limits).map_err(|e| step("create cgroups", e.into()))?;
+        let t_cg = t0.elapsed();
         let mut guard = CgroupGuard { cgroups: inner.cgroups.as_ref(), id: &spec.id, armed: true };
         let procs_fds = procs
             .iter()
@@ -873,6 +882,7 @@ impl Backend for LinuxBackend {
         if pid < 0 {
             return Err(step("clone namespaces", last_error()));
         }
+        let t_clone = t0.elapsed();
         // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         drop(procs_fds);
@@ -913,7 +923,15 @@ impl Backend for LinuxBackend {
             env.destroy();
             return Err(step("watch environment", e));
         }
-        tracing::debug!(env = %spec.id, pid, instance = %inner.instance_id, "environment started");
+        tracing::debug!(
+            env = %spec.id,
+            pid,
+            instance = %inner.instance_id,
+            cgroups_us = t_cg.as_micros() as u64,
+            clone_us = t_clone.as_micros() as u64,
+            ready_us = t0.elapsed().as_micros() as u64,
+            "environment started"
+        );
         Ok(Spawned { sandbox: Box::new(LinuxSandbox { env }), runtime_listener: listener, output: out_r })
     }
 
@@ -943,6 +961,16 @@ mod tests {
         assert_eq!(exit_info(rec(child::MSG_EXEC_FAILED, 2), (1, 0), false), ExitInfo::ExecFailed);
         assert_eq!(exit_info(None, killed, false), ExitInfo::Signal { signal: 9, oom: false });
         assert_eq!(exit_info(None, killed, true), ExitInfo::Signal { signal: 9, oom: true });
+    }
+
+    #[test]
+    fn missing_capabilities_are_named_with_a_way_out() {
+        assert_eq!(missing_capabilities(0x1ff_feff_ffff), None);
+        let why = missing_capabilities(0).unwrap();
+        assert!(why.contains("CAP_SYS_ADMIN") && why.contains("CAP_SETUID"), "{why}");
+        assert!(why.contains("run kiln serve as root") && why.contains("--isolation none"));
+        let why = missing_capabilities(0x1ff_feff_ffff & !(1 << 21)).unwrap();
+        assert!(why.contains("lacks CAP_SYS_ADMIN;"), "{why}");
     }
 
     #[test]
