@@ -73,6 +73,8 @@ pub struct RunResult {
     pub function_error: bool,
     /// Whether the environment can serve again.
     pub healthy: bool,
+    /// The environment died before its runtime fetched the event: the event may run elsewhere.
+    pub undelivered: bool,
     pub log_tail: Option<Vec<u8>>,
 }
 
@@ -248,6 +250,7 @@ impl Environment {
             _ = tokio::time::sleep(timeout) => Ended::Timeout,
         };
         let duration_ms = ms(started.elapsed());
+        let undelivered = matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id);
         let (payload, function_error, healthy, status) = match ended {
             Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
             Ended::Answer(Outcome::Error { error_type, body }) => {
@@ -258,6 +261,7 @@ impl Environment {
                 };
                 (payload, true, true, None)
             }
+            // The runtime got a 413 it rarely survives (the Rust client exits): start afresh.
             Ended::Answer(Outcome::ResponseTooLarge) => (
                 error_payload(
                     "Function.ResponseSizeTooLarge",
@@ -267,7 +271,7 @@ impl Environment {
                     ),
                 ),
                 true,
-                true,
+                false,
                 Some(("error", Some("Function.ResponseSizeTooLarge".to_string()))),
             ),
             Ended::Answer(Outcome::InvalidResponseMode) => (
@@ -312,7 +316,7 @@ impl Environment {
             }
         }
         let log_tail = self.capture.finish();
-        RunResult { payload, function_error, healthy, log_tail }
+        RunResult { payload, function_error, healthy, undelivered, log_tail }
     }
 
     /// Resolves when the bootstrap has ended.

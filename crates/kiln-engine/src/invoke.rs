@@ -24,7 +24,14 @@ pub(crate) struct Job {
     tail: bool,
 }
 
-type JobResult = Result<(Bytes, bool, Option<Vec<u8>>), EngineError>;
+type Answer = (Bytes, bool, Option<Vec<u8>>);
+type JobResult = Result<Answer, EngineError>;
+
+enum Attempt {
+    Done(Answer),
+    /// The environment died before the runtime took the event.
+    Undelivered(Answer),
+}
 
 /// Where the environment of a job comes from.
 enum Source {
@@ -183,6 +190,18 @@ impl Job {
     }
 
     async fn attempt(self: Arc<Self>) -> JobResult {
+        // An idle environment can die before its runtime fetches the event (a background
+        // thread crashed it, say); the event then goes to another environment, once.
+        match self.clone().attempt_once().await? {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Undelivered(r) => match self.attempt_once().await? {
+                Attempt::Done(r2) => Ok(r2),
+                Attempt::Undelivered(_) => Ok(r),
+            },
+        }
+    }
+
+    async fn attempt_once(self: Arc<Self>) -> Result<Attempt, EngineError> {
         let (env, init_ms, _permit) = match self.choose()? {
             Source::Warm(env, permit) => (env, None, permit),
             Source::Cold(ready, generation, permit) => {
@@ -205,7 +224,7 @@ impl Job {
                     Ok(InitResult::Failed { error_type, payload }) => {
                         tracing::info!(function = %self.config.name, request_id = %self.request_id, %error_type, "init failed");
                         let tail = self.tail.then(|| init_failure_log(&self.request_id, &self.config, &error_type));
-                        return Ok((payload, true, tail));
+                        return Ok(Attempt::Done((payload, true, tail)));
                     }
                     Err(e) => return Err(e),
                 }
@@ -252,7 +271,8 @@ impl Job {
         if replace_provisioned {
             self.engine.reconcile(&self.function);
         }
-        Ok((result.payload, result.function_error, result.log_tail.map(|t| logs::tail_of(&t).to_vec())))
+        let out = (result.payload, result.function_error, result.log_tail.map(|t| logs::tail_of(&t).to_vec()));
+        Ok(if result.undelivered && init_ms.is_none() { Attempt::Undelivered(out) } else { Attempt::Done(out) })
     }
 
     async fn cold_start(&self, ready: Ready, generation: u64) -> Result<InitResult, EngineError> {

@@ -188,6 +188,11 @@ impl RuntimeApi {
         self.shared.event.notify_waiters();
     }
 
+    /// Whether the runtime never fetched this invocation (it is still queued).
+    pub fn undelivered(&self, request_id: &str) -> bool {
+        lock(&self.shared.state).queue.iter().any(|(inv, _)| &*inv.request_id == request_id)
+    }
+
     /// Whether [`RuntimeApi::close`] was called.
     pub fn is_closed(&self) -> bool {
         lock(&self.shared.state).closed

@@ -7,7 +7,9 @@
 //! trusted.
 
 use kiln_model::limits::UNZIPPED_MAX_BYTES;
+use std::collections::HashSet;
 use std::fs;
+use std::hash::{Hash, Hasher};
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
     if archive.len() > MAX_ENTRIES {
         return Err(UnzipError::TooManyEntries);
     }
+    let links = links_of(&mut archive)?;
     let mut declared: u64 = 0;
     let mut seen = std::collections::HashSet::new();
     for i in 0..archive.len() {
@@ -76,7 +79,7 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
         }
         if entry.is_symlink() {
             let target = read_link_target(&mut entry, &name)?;
-            check_link(&rel, &target, &name)?;
+            check_link(&rel, &target, &name, &links)?;
         }
     }
     Ok(Summary { entries: archive.len(), declared_bytes: declared })
@@ -95,6 +98,7 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
     if archive.len() > MAX_ENTRIES {
         return Err(UnzipError::TooManyEntries);
     }
+    let links = links_of(&mut archive)?;
     fs::create_dir(dest).map_err(io(dest))?;
     let mut written: u64 = 0;
     let mut dirs = vec![dest.to_path_buf()];
@@ -116,7 +120,7 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
         }
         if entry.is_symlink() {
             let target = read_link_target(&mut entry, &name)?;
-            check_link(&rel, &target, &name)?;
+            check_link(&rel, &target, &name, &links)?;
             std::os::unix::fs::symlink(&target, &path).map_err(io(&path))?;
             continue;
         }
@@ -201,23 +205,64 @@ fn read_link_target<R: Read>(entry: &mut R, name: &str) -> Result<String, UnzipE
     String::from_utf8(target).map_err(|_| UnzipError::LinkEscape(name.to_string()))
 }
 
+/// The paths of the package's links, each as [`path_key`] of its components.
+struct Links(HashSet<u64>);
+
+/// Collects where the package has links, before any of them is checked or made: a link may pass
+/// through a link that comes later in the archive.
+fn links_of(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Links, UnzipError> {
+    let mut links = HashSet::new();
+    for i in 0..archive.len() {
+        let entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
+        if entry.is_symlink() {
+            let name = entry.name().map_err(UnzipError::NotZip)?;
+            let rel = relative_path(&name)?;
+            let key = rel
+                .iter()
+                .fold(0, |k, c| path_key(k, c.as_encoded_bytes()));
+            links.insert(key);
+        }
+    }
+    Ok(Links(links))
+}
+
+/// A path inside the package, one component at a time: the key of `parent/part`. Walking a
+/// target this way costs no more than its length; a collision can only refuse a good link.
+fn path_key(parent: u64, part: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    part.hash(&mut h);
+    h.finish()
+}
+
 /// A link at `rel` pointing to `target` must resolve inside the package.
-fn check_link(rel: &Path, target: &str, name: &str) -> Result<(), UnzipError> {
+///
+/// The target is walked from the link's directory. A `..` may not climb above the package, nor
+/// climb back out of a component that is itself a link of the package: the kernel would climb
+/// from where that link points, not from where it sits (`a/b -> ..` with `t -> a/b/..` is
+/// the package's parent).
+fn check_link(rel: &Path, target: &str, name: &str, links: &Links) -> Result<(), UnzipError> {
     if target.is_empty() || target.starts_with('/') || target.contains('\0') {
         return Err(UnzipError::LinkEscape(name.to_string()));
     }
-    // Depth of the directory holding the link, then walk the target from there.
-    let mut depth: i64 = rel.components().count() as i64 - 1;
+    // The directory holding the link, then the target walked from there: (key, is a link).
+    let mut walk: Vec<(u64, bool)> = Vec::new();
+    let mut key = 0;
+    for c in rel.parent().unwrap_or(Path::new("")).iter() {
+        key = path_key(key, c.as_encoded_bytes());
+        walk.push((key, links.0.contains(&key)));
+    }
     for part in target.split('/') {
         match part {
             "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(UnzipError::LinkEscape(name.to_string()));
-                }
+            ".." => match walk.pop() {
+                Some((_, false)) => {}
+                _ => return Err(UnzipError::LinkEscape(name.to_string())),
+            },
+            p => {
+                let key = path_key(walk.last().map_or(0, |w| w.0), p.as_bytes());
+                walk.push((key, links.0.contains(&key)));
             }
-            _ => depth += 1,
         }
     }
     Ok(())
@@ -272,6 +317,36 @@ mod tests {
         }
         let zip = build(&[], &[("d/l", "../x")]);
         assert!(inspect(&zip).is_ok());
+    }
+
+    #[test]
+    fn refuses_links_that_escape_through_other_links() {
+        // `a/b` is the package itself, so `t -> a/b/..` is its parent (found by fuzz/unzip_entries).
+        for (link, target) in [("t", "a/b/.."), ("t", "a/b/c/../.."), ("a/t", "b/../..")] {
+            let zip = build(&[], &[("a/b", ".."), (link, target)]);
+            assert!(
+                matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))),
+                "{link} -> {target}"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("t");
+            assert!(
+                matches!(extract(&zip, &dest), Err(UnzipError::LinkEscape(_))),
+                "{link} -> {target}"
+            );
+        }
+        // The link coming first in the archive changes nothing.
+        let zip = build(&[], &[("t", "a/b/.."), ("a/b", "..")]);
+        assert!(matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))));
+        // Going down through a link, or `..` below it, stays inside.
+        let zip = build(
+            &[("v2/bin/run", b"x")],
+            &[("cur", "v2"), ("run", "cur/bin/../bin/run")],
+        );
+        assert!(inspect(&zip).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        extract(&zip, &dir.path().join("t")).unwrap();
+        assert_eq!(fs::read(dir.path().join("t/run")).unwrap(), b"x");
     }
 
     #[test]
