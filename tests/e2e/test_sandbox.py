@@ -1,0 +1,288 @@
+"""Escape attempts and lifecycle of the sandbox, run by real functions through the real server
+(issue 3). Every attempt must fail for the function, leave kiln healthy and the host clean.
+
+Host cleanliness is checked per server: each `kiln serve` names its cgroups `kiln-<id>` with an
+id derived from its data dir, so the checks see only that server's environments even while other
+tests run in parallel."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import kiln_e2e as k
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root; kiln runs with --isolation sandbox")
+
+PROBE = r'''
+import ctypes, json, os, socket, threading, time
+TICKS = 0
+def _tick():
+    global TICKS
+    while True:
+        TICKS += 1
+        time.sleep(0.01)
+threading.Thread(target=_tick, daemon=True).start()
+HOLD = []
+
+def handle(event, context):
+    a = event["action"]
+    if a == "ps":
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        names = {}
+        for p in pids:
+            try:
+                names[p] = open("/proc/%d/comm" % p).read().strip()
+            except OSError:
+                pass
+        return {"pids": pids, "names": names}
+    if a == "read":
+        try:
+            with open(event["path"], "rb") as f:
+                return {"ok": True, "bytes": len(f.read())}
+        except OSError as e:
+            return {"ok": False, "error": e.__class__.__name__}
+    if a == "write":
+        try:
+            with open(event["path"], "w") as f:
+                f.write("x")
+            return {"ok": True}
+        except OSError as e:
+            return {"ok": False, "error": e.__class__.__name__}
+    if a == "connect":
+        s = socket.socket()
+        s.settimeout(1)
+        try:
+            s.connect(("127.0.0.1", event["port"]))
+            return {"ok": True}
+        except OSError as e:
+            return {"ok": False, "error": e.__class__.__name__}
+    if a == "forkbomb":
+        n = 0
+        for _ in range(event["max"]):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                time.sleep(3)
+                os._exit(0)
+            n += 1
+        return {"forked": n}
+    if a == "alloc":
+        HOLD.append(bytearray(event["mb"] * 1024 * 1024))
+        for i in range(0, len(HOLD[-1]), 4096):
+            HOLD[-1][i] = 1
+        return {"held_mb": sum(len(b) for b in HOLD) // (1024 * 1024)}
+    if a == "free":
+        HOLD.clear()
+        return {}
+    if a == "daemon":
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(600)
+            os._exit(0)
+        os.wait()
+        return {"daemonised": True}
+    if a == "ticks":
+        return {"ticks": TICKS}
+    if a == "identity":
+        status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+        return {"uid": os.getuid(), "gid": os.getgid(), "cap_eff": status["CapEff"].strip(),
+                "no_new_privs": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip(),
+                "hostname": socket.gethostname(), "runtime_api": os.environ["AWS_LAMBDA_RUNTIME_API"]}
+    if a == "unshare":
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.unshare(0x40000000)  # CLONE_NEWNET
+        return {"rc": rc, "errno": ctypes.get_errno()}
+    raise ValueError(a)
+'''
+
+
+def instance_id(server):
+    return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def leftover_processes(server):
+    """Host pids that live in one of this server's environment cgroups."""
+    marker = "/kiln-%s/" % instance_id(server)
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cg = Path("/proc/%s/cgroup" % p).read_text()
+        except OSError:
+            continue
+        if marker in cg:
+            found.append(int(p))
+    return found
+
+
+def leftover_cgroups(server):
+    """Environment cgroup directories of this server still on the host."""
+    name = "kiln-%s" % instance_id(server)
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(root) == name:
+            found.extend(os.path.join(root, d) for d in dirs)
+            dirs[:] = []
+        elif root.count("/") > 9:
+            dirs[:] = []
+    return found
+
+
+def leftover_mounts(server):
+    data = str(Path(server.data_dir).resolve())
+    return [l for l in Path("/proc/self/mountinfo").read_text().splitlines() if data in l]
+
+
+def assert_host_clean(server, timeout=10):
+    k.wait_for(lambda: not leftover_processes(server), timeout=timeout, what="no environment processes left")
+    k.wait_for(lambda: not leftover_cgroups(server), timeout=timeout, what="no environment cgroups left")
+    assert not leftover_mounts(server)
+
+
+@pytest.fixture
+def own(kiln_factory):
+    server = kiln_factory("sandbox")
+    return server, k.lambda_client(server.endpoint)
+
+
+def probe(lam, name, **event):
+    return k.invoke_json(lam, name, event)
+
+
+def test_function_sees_only_its_own_processes(lam, deploy):
+    name = deploy(k.python_zip(PROBE))
+    out = probe(lam, name, action="ps")
+    assert len(out["pids"]) <= 3, out
+    assert not any("kiln" in n or "pytest" in n for n in out["names"].values()), out
+
+
+def test_host_files_outside_the_mounts_are_invisible(lam, deploy, kiln, tmp_path):
+    secret = Path("/tmp") / ("kiln-secret-%s" % uuid.uuid4().hex)
+    secret.write_text("secret")
+    try:
+        name = deploy(k.python_zip(PROBE))
+        for path in [str(secret), "/root/.bashrc", str(Path(kiln.data_dir) / "kiln.db"), "/etc/shadow", "/proc/1/environ"]:
+            out = probe(lam, name, action="read", path=path)
+            assert not out["ok"], (path, out)
+        assert probe(lam, name, action="read", path="/var/task/handler.py")["ok"]
+    finally:
+        secret.unlink()
+
+
+def test_only_tmp_is_writable(lam, deploy):
+    name = deploy(k.python_zip(PROBE))
+    for path in ["/usr/x", "/etc/x", "/var/task/x", "/x", "/opt/x", "/var/x"]:
+        out = probe(lam, name, action="write", path=path)
+        assert not out["ok"], (path, out)
+    assert probe(lam, name, action="write", path="/tmp/x")["ok"]
+
+
+def test_identity_is_unprivileged(lam, deploy):
+    name = deploy(k.python_zip(PROBE))
+    out = probe(lam, name, action="identity")
+    assert out["uid"] == 993 and out["gid"] == 993
+    assert int(out["cap_eff"], 16) == 0
+    assert out["no_new_privs"] == "1" and out["seccomp"] == "2"
+    assert out["runtime_api"] == "127.0.0.1:9001"
+    unshare = probe(lam, name, action="unshare")
+    assert unshare["rc"] == -1 and unshare["errno"] == 1  # EPERM
+
+
+def test_host_loopback_is_unreachable(lam, deploy):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    try:
+        name = deploy(k.python_zip(PROBE))
+        out = probe(lam, name, action="connect", port=listener.getsockname()[1])
+        assert not out["ok"], out
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+
+
+def test_fork_bomb_is_bounded_and_kiln_stays_healthy(lam, deploy):
+    # A full vCPU, so a thousand forks take a second, not the 10 % share of 128 MB.
+    name = deploy(k.python_zip(PROBE), Timeout=60, MemorySize=1769)
+    out = probe(lam, name, action="forkbomb", max=2000)
+    assert out["forked"] < 1024, out
+    assert probe(lam, name, action="ticks")["ticks"] >= 0
+
+
+def test_allocating_past_the_memory_limit_ends_the_call_not_kiln(lam, deploy):
+    name = deploy(k.python_zip(PROBE), MemorySize=128, Timeout=20)
+    resp, error = k.invoke_error(lam, name, {"action": "alloc", "mb": 400})
+    assert error["errorType"] in ("Runtime.OutOfMemory", "Runtime.ExitError"), error
+    assert "signal: killed" in error["errorMessage"], error
+    assert probe(lam, name, action="ticks")["ticks"] >= 0
+
+
+def test_max_memory_used_is_the_real_peak(lam, deploy):
+    name = deploy(k.python_zip(PROBE), MemorySize=256)
+    resp, _ = k.invoke(lam, name, {"action": "alloc", "mb": 100}, LogType="Tail")
+    used = int(re.search(r"Max Memory Used: (\d+) MB", k.log_result(resp)).group(1))
+    assert 100 <= used <= 256, used
+
+
+def test_an_idle_environment_is_frozen(lam, deploy):
+    name = deploy(k.python_zip(PROBE))
+    first = probe(lam, name, action="ticks")["ticks"]
+    time.sleep(1.5)
+    second = probe(lam, name, action="ticks")["ticks"]
+    # A thread ticking every 10 ms would count ~150 while idle if it were not frozen.
+    assert second - first < 40, (first, second)
+
+
+def test_tmp_is_kept_while_warm_and_empty_in_a_new_environment(lam, deploy):
+    name = deploy(k.python_zip())
+    k.invoke_json(lam, name, {"action": "tmp_write", "text": "kept"})
+    assert k.invoke_json(lam, name, {"action": "tmp_read"}) == {"text": "kept"}
+    lam.update_function_configuration(FunctionName=name, Description="new environments please")
+    k.wait_updated(lam, name)
+    assert k.invoke_json(lam, name, {"action": "tmp_read"}) == {"text": None}
+
+
+def test_daemonised_orphan_dies_with_the_function(own):
+    server, lam = own
+    name = k.unique_name("daemon")
+    k.create(lam, name, k.python_zip(PROBE))
+    assert probe(lam, name, action="daemon")["daemonised"]
+    assert leftover_processes(server), "the environment should be alive while warm"
+    lam.delete_function(FunctionName=name)
+    assert_host_clean(server)
+
+
+def test_sigterm_leaves_nothing_behind(own):
+    server, lam = own
+    name = k.unique_name("term")
+    k.create(lam, name, k.python_zip(PROBE))
+    probe(lam, name, action="daemon")
+    assert server.stop(signal.SIGTERM) == 0
+    assert_host_clean(server)
+
+
+def test_kill_9_leftovers_are_removed_at_the_next_start(own):
+    server, lam = own
+    name = k.unique_name("kill9")
+    k.create(lam, name, k.python_zip(PROBE))
+    probe(lam, name, action="daemon")
+    server.stop(signal.SIGKILL)
+    time.sleep(0.5)
+    server.start()
+    assert_host_clean(server)
+    # And the function still works after the restart.
+    assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
