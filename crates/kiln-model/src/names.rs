@@ -202,7 +202,7 @@ mod tests {
     fn qualifier_in_name_and_query_must_agree() {
         assert!(FunctionRef::parse("f:1", Some("2")).is_err());
         assert_eq!(FunctionRef::parse("f:1", Some("1")).unwrap().qualifier, Some(Qualifier::Version(1)));
-        assert_eq!(FunctionRef::parse("f", Some("%24LATEST")).is_err(), true);
+        assert!(FunctionRef::parse("f", Some("%24LATEST")).is_err());
         assert_eq!(FunctionRef::parse("f", Some("$LATEST")).unwrap().qualifier, Some(Qualifier::Latest));
     }
 
