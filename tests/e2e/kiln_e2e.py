@@ -173,7 +173,7 @@ class KilnServer:
 # --------------------------------------------------------------------------------------------
 
 
-def lambda_client(endpoint, validate=True):
+def lambda_client(endpoint, validate=True, read_timeout=120):
     """A boto3 Lambda client pointed at kiln with dummy credentials and no retries.
 
     `validate=False` turns off botocore's client-side checks (e.g. MemorySize >= 128) so a test
@@ -187,7 +187,7 @@ def lambda_client(endpoint, validate=True):
         aws_secret_access_key="test",
         config=Config(
             retries={"max_attempts": 1, "mode": "standard"},
-            read_timeout=120,
+            read_timeout=read_timeout,
             connect_timeout=10,
             parameter_validation=validate,
         ),

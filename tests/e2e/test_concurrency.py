@@ -289,3 +289,20 @@ def test_memory_budget_evicts_idle_and_throttles_when_full(kiln_factory):
         lam.invoke(FunctionName=a, Payload=json.dumps({"ms": 10}))
     assert "memory budget" in str(exc.value)
     holder.join()
+
+
+def test_no_concurrency_slot_leaks_on_any_path(lam, deploy, kiln):
+    """Success, function error, timeout, crash and a caller that hangs up all give their slot
+    back: afterwards both reserved slots can be used at once."""
+    name = deploy(k.python_zip(), Timeout=1)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=2)
+    k.invoke_json(lam, name, {})
+    k.invoke_error(lam, name, {"action": "error"})
+    k.invoke_error(lam, name, {"action": "sleep", "ms": 3000})
+    k.invoke_error(lam, name, {"action": "exit", "code": 4})
+    impatient = k.lambda_client(kiln.endpoint, read_timeout=0.3)
+    with pytest.raises(Exception):
+        impatient.invoke(FunctionName=name, Payload=json.dumps({"action": "sleep", "ms": 800}))
+    time.sleep(1.5)
+    out = parallel(lambda i: k.invoke_json(lam, name, {"action": "sleep", "ms": 300}), 2)
+    assert all(o == {"slept_ms": 300} for o in out), out

@@ -10,7 +10,10 @@ import json
 import os
 import re
 import signal
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -286,3 +289,21 @@ def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     assert_host_clean(server)
     # And the function still works after the restart.
     assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
+
+
+def test_without_privileges_kiln_says_so_in_one_line_at_start():
+    # pytest's own temp dirs are private to root; nobody needs one it can write.
+    data = Path(tempfile.mkdtemp(prefix="kiln-unprivileged-"))
+    os.chmod(data, 0o777)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(k.KILN_BIN), "serve",
+           "--addr", "127.0.0.1:0", "--data-dir", str(data / "d")]
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 10
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "root" in lines[0] and "--isolation none" in lines[0], lines[0]

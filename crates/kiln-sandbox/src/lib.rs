@@ -97,7 +97,7 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
-    #[error("kiln lacks what a sandbox needs: {0}")]
+    #[error("{0}")]
     Privileges(String),
 }
 

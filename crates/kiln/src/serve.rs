@@ -145,9 +145,7 @@ fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Backend
     match kiln_sandbox::linux::LinuxBackend::new(&instance_id(data_dir), &state_dir) {
         Ok(b) => Ok(Arc::new(b)),
         // One clear line at start-up, not a failure inside the first invocation.
-        Err(e @ kiln_sandbox::SandboxError::Privileges(_)) => {
-            anyhow::bail!("{e}. Run kiln as root, or start it with --isolation none to run functions without a sandbox")
-        }
+        Err(e @ kiln_sandbox::SandboxError::Privileges(_)) => anyhow::bail!("{e}"),
         Err(e) => Err(anyhow::Error::new(e).context("cannot set up sandboxes")),
     }
 }
