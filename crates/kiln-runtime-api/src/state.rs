@@ -208,7 +208,7 @@ impl RuntimeApi {
                     Phase::InitError => return Err(Refusal::state(Phase::InitError, "Ready")),
                     Phase::Init => {
                         st.phase = Phase::Ready;
-                        self.shared.init.send_replace(Some(Some(InitOutcome::Ready)));
+                        self.end_init(InitOutcome::Ready);
                     }
                     Phase::Running => {
                         // Asking again without answering: serve the same event again, as RIE does.
@@ -283,8 +283,21 @@ impl RuntimeApi {
             return Err(Refusal::state(st.phase, "InitError"));
         }
         st.phase = Phase::InitError;
-        self.shared.init.send_replace(Some(Some(InitOutcome::Error { error_type, body })));
+        self.end_init(InitOutcome::Error { error_type, body });
         Ok(())
+    }
+
+    /// Records how Init ended, unless [`RuntimeApi::close`] came first: `wait_init` then stays
+    /// `None` even if the runtime still reaches `next` or `init/error`.
+    fn end_init(&self, outcome: InitOutcome) {
+        self.shared.init.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(Some(outcome));
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
@@ -384,6 +397,23 @@ mod tests {
         let _rx = api.dispatch(inv("r0"));
         api.next().await.unwrap();
         (api, c)
+    }
+
+    #[tokio::test]
+    async fn init_ending_after_close_still_reports_closed() {
+        // Found by fuzz/runtime_api_state: `next` after `close` turned `None` into `Ready`.
+        let (a, _) = api();
+        a.close();
+        let a2 = a.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        tokio::task::yield_now().await;
+        assert_eq!(a.wait_init().await, None);
+        next.abort();
+
+        let (b, _) = api();
+        b.close();
+        let _ = b.init_error(None, Bytes::new());
+        assert_eq!(b.wait_init().await, None);
     }
 
     #[tokio::test]

@@ -217,9 +217,7 @@ fn links_of(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Links, Unzip
         if entry.is_symlink() {
             let name = entry.name().map_err(UnzipError::NotZip)?;
             let rel = relative_path(&name)?;
-            let key = rel
-                .iter()
-                .fold(0, |k, c| path_key(k, c.as_encoded_bytes()));
+            let key = rel.iter().fold(0, |k, c| path_key(k, c.as_encoded_bytes()));
             links.insert(key);
         }
     }
@@ -324,25 +322,16 @@ mod tests {
         // `a/b` is the package itself, so `t -> a/b/..` is its parent (found by fuzz/unzip_entries).
         for (link, target) in [("t", "a/b/.."), ("t", "a/b/c/../.."), ("a/t", "b/../..")] {
             let zip = build(&[], &[("a/b", ".."), (link, target)]);
-            assert!(
-                matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))),
-                "{link} -> {target}"
-            );
+            assert!(matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))), "{link} -> {target}");
             let dir = tempfile::tempdir().unwrap();
             let dest = dir.path().join("t");
-            assert!(
-                matches!(extract(&zip, &dest), Err(UnzipError::LinkEscape(_))),
-                "{link} -> {target}"
-            );
+            assert!(matches!(extract(&zip, &dest), Err(UnzipError::LinkEscape(_))), "{link} -> {target}");
         }
         // The link coming first in the archive changes nothing.
         let zip = build(&[], &[("t", "a/b/.."), ("a/b", "..")]);
         assert!(matches!(inspect(&zip), Err(UnzipError::LinkEscape(_))));
         // Going down through a link, or `..` below it, stays inside.
-        let zip = build(
-            &[("v2/bin/run", b"x")],
-            &[("cur", "v2"), ("run", "cur/bin/../bin/run")],
-        );
+        let zip = build(&[("v2/bin/run", b"x")], &[("cur", "v2"), ("run", "cur/bin/../bin/run")]);
         assert!(inspect(&zip).is_ok());
         let dir = tempfile::tempdir().unwrap();
         extract(&zip, &dir.path().join("t")).unwrap();
