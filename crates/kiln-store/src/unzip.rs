@@ -32,6 +32,8 @@ pub enum UnzipError {
     Duplicate(String),
     #[error("Could not unzip uploaded file. Please check your file, then try to upload again. The package has more than {MAX_ENTRIES} entries.")]
     TooManyEntries,
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' cannot be unpacked (it sits under a file, or a part of its name is over 255 bytes).")]
+    Unwritable(String),
     #[error("Unzipped size must be smaller than {UNZIPPED_MAX_BYTES} bytes")]
     TooLarge,
     #[error("could not write {path}")]
@@ -66,13 +68,23 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
     let links = links_of(&mut archive)?;
     let mut declared: u64 = 0;
     let mut seen = std::collections::HashSet::new();
+    // Files and links, which nothing may sit under.
+    let mut leaves = std::collections::HashSet::new();
+    let mut names = Vec::with_capacity(archive.len());
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
         let name = entry.name().map_err(UnzipError::NotZip)?.into_owned();
         let rel = relative_path(&name)?;
+        if rel.iter().any(|c| c.len() > 255) {
+            return Err(UnzipError::Unwritable(name));
+        }
         if !seen.insert(rel.clone()) {
             return Err(UnzipError::Duplicate(name));
         }
+        if !entry.is_dir() {
+            leaves.insert(rel.clone());
+        }
+        names.push((rel.clone(), name.clone()));
         declared = declared.saturating_add(entry.size());
         if declared > UNZIPPED_MAX_BYTES {
             return Err(UnzipError::TooLarge);
@@ -80,6 +92,11 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
         if entry.is_symlink() {
             let target = read_link_target(&mut entry, &name)?;
             check_link(&rel, &target, &name, &links)?;
+        }
+    }
+    for (rel, name) in &names {
+        if rel.ancestors().skip(1).any(|a| leaves.contains(a)) {
+            return Err(UnzipError::Unwritable(name.clone()));
         }
     }
     Ok(Summary { entries: archive.len(), declared_bytes: declared })
@@ -336,6 +353,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         extract(&zip, &dir.path().join("t")).unwrap();
         assert_eq!(fs::read(dir.path().join("t/run")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn refuses_entries_that_cannot_be_written() {
+        let zip = build(&[("a", b"1"), ("a/b", b"2")], &[]);
+        assert!(matches!(inspect(&zip), Err(UnzipError::Unwritable(_))));
+        let long = "x".repeat(256);
+        let zip = build(&[(long.as_str(), b"1")], &[]);
+        assert!(matches!(inspect(&zip), Err(UnzipError::Unwritable(_))));
+        let zip = build(&[("d/", b""), ("d/f", b"1")], &[]);
+        assert!(inspect(&zip).is_ok());
     }
 
     #[test]
