@@ -194,6 +194,15 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
     ok_json(StatusCode::CREATED, function_configuration(&created, engine.partition(), false))
 }
 
+/// `{"<key>": [...], "NextMarker": "..."}`, the shape of every Lambda listing.
+fn page_json(key: &str, items: Vec<serde_json::Value>, next_marker: Option<String>) -> serde_json::Value {
+    let mut out = json!({ key: items });
+    if let Some(m) = next_marker {
+        out["NextMarker"] = json!(m);
+    }
+    out
+}
+
 fn marker(call: &Call) -> Option<&str> {
     call.query("Marker").filter(|m| !m.is_empty())
 }
@@ -216,11 +225,7 @@ fn list_functions(engine: &Engine, call: &Call) -> Result<Response<Body>> {
     let page = engine.list_functions(marker(call), max_items, all);
     let functions: Vec<serde_json::Value> =
         page.items.iter().map(|c| function_configuration(c, engine.partition(), true)).collect();
-    let mut out = json!({ "Functions": functions });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = json!(m);
-    }
-    ok_json(StatusCode::OK, out)
+    ok_json(StatusCode::OK, page_json("Functions", functions, page.next_marker))
 }
 
 fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -525,11 +530,7 @@ fn list_versions(engine: &Engine, call: &Call, name: &str) -> Result<Response<Bo
     let page = engine.list_versions(&n, marker(call), max_items(call)?)?;
     let versions: Vec<serde_json::Value> =
         page.items.iter().map(|c| function_configuration(c, engine.partition(), true)).collect();
-    let mut out = json!({ "Versions": versions });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = json!(m);
-    }
-    ok_json(StatusCode::OK, out)
+    ok_json(StatusCode::OK, page_json("Versions", versions, page.next_marker))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -609,11 +610,7 @@ fn list_aliases(engine: &Engine, call: &Call, name: &str) -> Result<Response<Bod
     let n = plain_name(name)?;
     let page = engine.list_aliases(&n, call.query("FunctionVersion"), marker(call), max_items(call)?)?;
     let aliases: Vec<serde_json::Value> = page.items.iter().map(|a| alias_json(engine, &n, a)).collect();
-    let mut out = json!({ "Aliases": aliases });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = json!(m);
-    }
-    ok_json(StatusCode::OK, out)
+    ok_json(StatusCode::OK, page_json("Aliases", aliases, page.next_marker))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -91,13 +91,7 @@ impl Engine {
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         if req.kind == InvokeKind::DryRun {
-            return Ok(InvokeResponse {
-                request_id,
-                executed_version: version,
-                payload: Bytes::new(),
-                function_error: false,
-                log_tail: None,
-            });
+            return Ok(InvokeResponse::empty(request_id, version));
         }
         let job = Job {
             engine: self.clone(),
@@ -113,13 +107,7 @@ impl Engine {
         if req.kind == InvokeKind::Event {
             // Lambda queues events and retries throttled ones with backoff for up to six hours.
             tokio::spawn(job.run_event());
-            return Ok(InvokeResponse {
-                request_id,
-                executed_version: version,
-                payload: Bytes::new(),
-                function_error: false,
-                log_tail: None,
-            });
+            return Ok(InvokeResponse::empty(request_id, version));
         }
         // The invocation runs in its own task: if the caller goes away, the environment still
         // finishes its work and goes back to the pool.

@@ -151,6 +151,13 @@ pub struct InvokeResponse {
     pub log_tail: Option<Vec<u8>>,
 }
 
+impl InvokeResponse {
+    /// The answer to a call that was only checked (`DryRun`) or queued (`Event`).
+    pub fn empty(request_id: String, executed_version: String) -> Self {
+        Self { request_id, executed_version, payload: Bytes::new(), function_error: false, log_tail: None }
+    }
+}
+
 /// A page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -423,15 +430,7 @@ impl Engine {
         let timeout_secs = cfgv::validate_timeout(req.timeout_secs.unwrap_or(limits::TIMEOUT_DEFAULT_SECS.into()))?;
         let ephemeral =
             cfgv::validate_ephemeral(req.ephemeral_storage_mb.unwrap_or(limits::EPHEMERAL_DEFAULT_MB.into()))?;
-        if let Some(h) = &req.handler {
-            cfgv::validate_handler(h)?;
-        }
-        if let Some(d) = &req.description {
-            cfgv::validate_description(d)?;
-        }
-        if let Some(vars) = &req.environment {
-            cfgv::validate_environment(vars)?;
-        }
+        validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
         let architectures = validate_architectures(req.architectures)?;
         if self.read_functions().contains_key(name.as_str()) {
             return Err(EngineError::Conflict(format!("Function already exist: {name}")));
@@ -595,15 +594,7 @@ impl Engine {
         let memory = req.memory_mb.map(cfgv::validate_memory).transpose()?;
         let timeout = req.timeout_secs.map(cfgv::validate_timeout).transpose()?;
         let ephemeral = req.ephemeral_storage_mb.map(cfgv::validate_ephemeral).transpose()?;
-        if let Some(h) = &req.handler {
-            cfgv::validate_handler(h)?;
-        }
-        if let Some(d) = &req.description {
-            cfgv::validate_description(d)?;
-        }
-        if let Some(v) = &req.environment {
-            cfgv::validate_environment(v)?;
-        }
+        validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
         let (next, retired) = {
             let mut st = f.lock();
             self.check_updatable(&st, req.revision_id.as_deref())?;
@@ -1272,6 +1263,18 @@ fn paginate<T>(all: Vec<T>, marker: Option<&str>, max_items: Option<usize>, key:
     let items: Vec<T> = all.into_iter().skip(start).take(limit).collect();
     let next_marker = if rest > items.len() { items.last().map(&key) } else { None };
     Page { items, next_marker }
+}
+
+/// Checks the optional free-form members that CreateFunction and UpdateFunctionConfiguration share.
+fn validate_texts(
+    handler: Option<&str>,
+    description: Option<&str>,
+    environment: Option<&BTreeMap<String, String>>,
+) -> Result<(), EngineError> {
+    handler.map(cfgv::validate_handler).transpose()?;
+    description.map(cfgv::validate_description).transpose()?;
+    environment.map(cfgv::validate_environment).transpose()?;
+    Ok(())
 }
 
 fn validate_architectures(a: Option<Vec<String>>) -> Result<Vec<String>, EngineError> {
