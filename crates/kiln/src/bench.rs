@@ -1,4 +1,69 @@
 //! `kiln bench`: measures kiln against the baselines of the same machine, in one run.
+//!
+//! # Method
+//!
+//! The bench starts its own `kiln serve` (this executable, on a free loopback port, with a fresh
+//! data dir under the system's temp dir and `--isolation` passed through), waits until
+//! `GET /2015-03-31/functions/` answers, deploys the `lambda_runtime` example (`hello-rust`
+//! next to this binary, zipped as `bootstrap` with mode 0755) through the REST API like any
+//! client would, and drives it with a Rust client: hyper-util's legacy client with keep-alive
+//! and `TCP_NODELAY`, one `Client` (so one connection) per caller. The same client code drives
+//! the baselines, so the ratios compare servers, not clients.
+//!
+//! Scenarios, in this order:
+//!
+//! - **cold**: before each timed call, `PUT …/configuration` with a new `Description`, which
+//!   retires the function's environments; the bench waits for `LastUpdateStatus: Successful`
+//!   and for the retired environment's processes to be gone, so nothing but the cold start is
+//!   timed. The engine's own `Init Duration` and `Duration` (from the REPORT lines in the data
+//!   dir's logs, matched by request id) split each cold start into *init* (sandbox + runtime
+//!   start until its first `GET next`), *invoke* (event out, response in) and the rest (REST
+//!   API, admission, scheduling).
+//! - **warm**: sequential invokes on one warm environment.
+//! - **throughput**: warm invokes per second with 1, 8 and 32 concurrent callers for a fixed
+//!   time each, after a warm-up that gives every caller its environment.
+//! - **burst**: one fresh function, one pre-connected client per caller; all callers are
+//!   released at once and the wall time until the last answer is the result. Each event sleeps
+//!   `--burst-hold-ms` (subtracted from the result) so that no environment frees up and serves
+//!   a second caller of the burst; the bench reads the function's cold-start count back to show
+//!   that every call really got its own environment.
+//! - **density** (on a second, fresh `kiln serve`): the server's idle RSS before anything ran;
+//!   then N environments of the example, made by N callers (started at a fixed rate) whose event
+//!   sleeps long enough that all N overlap. When every call has answered and the environments
+//!   sit idle, kiln's own memory per environment is the server's RSS growth plus the PSS of
+//!   every kiln-owned process in the server's process tree that is not a bootstrap (the sandbox
+//!   init; none with `--isolation none`), divided by the number of environments the server
+//!   reports. The bootstraps' own memory is shown beside it but not charged to kiln.
+//!
+//! Baselines, in the same run:
+//!
+//! - **bare spawn**: the same `bootstrap` started with `std::process::Command` (no sandbox)
+//!   against a minimal Runtime API served by the bench; timed from spawn to the first response
+//!   posted.
+//! - **loopback floor**: the same client against a trivial hyper echo server of the bench: one
+//!   request, and two sequential requests (a warm invoke makes two hops: client → kiln →
+//!   runtime), plus the floor's throughput with the same numbers of callers.
+//!
+//! Targets are reported as met or not met; the bench never fails on them.
+
+use anyhow::{anyhow, bail, Context as _};
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of `kiln bench`.
 #[derive(clap::Args)]
@@ -6,9 +71,1179 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Isolation of the server under test, passed to `kiln serve --isolation`.
+    #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "none"])]
+    isolation: String,
+    /// The function's `bootstrap` [default: `hello-rust` next to this executable].
+    #[arg(long)]
+    function_bin: Option<PathBuf>,
+    /// Number of cold starts.
+    #[arg(long, default_value_t = 200)]
+    cold: usize,
+    /// Number of sequential warm invokes.
+    #[arg(long, default_value_t = 5000)]
+    warm: usize,
+    /// Seconds of each throughput run.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Simultaneous calls of the burst.
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// How long each burst call holds its environment (subtracted from the result), so that no
+    /// environment frees up for another caller of the same burst.
+    #[arg(long, default_value_t = 250)]
+    burst_hold_ms: u64,
+    /// Idle environments of the density run (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    density: usize,
+    /// Callers started per second in the density run.
+    #[arg(long, default_value_t = 200)]
+    density_rate: u32,
+    /// Keep the server's stderr in this file (set RUST_LOG for detail) [default: discarded].
+    #[arg(long)]
+    server_log: Option<PathBuf>,
 }
 
+/// Caller counts of the throughput runs.
+const CALLERS: [usize; 3] = [1, 8, 32];
+/// The event of every invoke, and the echo server's request body.
+const ECHO: &str = r#"{"action":"echo"}"#;
+const MB: f64 = 1024.0 * 1024.0;
+
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    let _ = args.json;
-    anyhow::bail!("the benchmark is not written yet")
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // The baselines' servers get their own runtime, like kiln has its own process.
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .context("cannot start tokio")?;
+    let report = rt.block_on(bench(&args, servers.handle()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json(&args))?);
+    } else {
+        print!("{}", report.render(&args));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Result<Report> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let function_bin = match &args.function_bin {
+        Some(p) => p.clone(),
+        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
+    };
+    if !function_bin.is_file() {
+        bail!(
+            "no function binary at {}; build it with `cargo build --release -p hello-rust` or pass --function-bin",
+            function_bin.display()
+        );
+    }
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
+    let work = TempDir::new()?;
+    let mut report = Report { machine: machine(), isolation: args.isolation.clone(), ..Report::default() };
+
+    // The baselines first, while nothing else runs.
+    let echo = start_echo_server(servers).await?;
+    report.floor1 = Stats::of(&floor_latency(echo, args.warm, 1).await?);
+    report.floor2 = Stats::of(&floor_latency(echo, args.warm, 2).await?);
+    for callers in CALLERS {
+        let rate = throughput(args.seconds, callers, move |c| echo_request(c, echo)).await?;
+        report.floor_throughput.push((callers, rate));
+    }
+    report.bare = Stats::of(&bare_spawn(servers, &function_bin, args.cold).await?);
+    eprintln!("bench: baselines done");
+
+    // Latency scenarios on one server.
+    let envs_needed = args.burst + CALLERS.iter().sum::<usize>() + 8;
+    let server = Server::start(&exe, &work.path.join("a"), args, envs_needed, args.server_log.as_deref()).await?;
+    let result = latency_scenarios(&server, &zip_b64, args, &mut report).await;
+    server.stop();
+    result?;
+
+    // Density on a fresh server, so its idle RSS is really before anything ran.
+    if args.density > 0 {
+        let log = args.server_log.as_ref().map(|p| p.with_extension("density.log"));
+        let server = Server::start(&exe, &work.path.join("b"), args, args.density + 8, log.as_deref()).await?;
+        let result = density(&server, &zip_b64, args).await;
+        server.stop();
+        report.density = Some(result?);
+    }
+    Ok(report)
+}
+
+async fn latency_scenarios(
+    server: &Server,
+    zip_b64: &str,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let api = Api::new(server.addr);
+    for (name, timeout) in [("bench-cold", 10), ("bench-warm", 10), ("bench-tput", 10), ("bench-burst", 60)] {
+        api.create_function(name, zip_b64, timeout).await?;
+    }
+
+    // Cold.
+    let mut cold = Vec::with_capacity(args.cold);
+    let mut request_ids = Vec::with_capacity(args.cold);
+    let client = new_client();
+    for i in 0..args.cold {
+        api.call(
+            Method::PUT,
+            "/2015-03-31/functions/bench-cold/configuration",
+            Some(json!({ "Description": format!("cold {i}") })),
+        )
+        .await?;
+        api.wait_ready("bench-cold").await?;
+        server.wait_no_environments(Duration::from_secs(5));
+        let t = Instant::now();
+        let id = invoke(&client, server.addr, "bench-cold", ECHO).await?;
+        cold.push(t.elapsed());
+        request_ids.push(id);
+    }
+    report.cold = Stats::of(&cold);
+    report.cold_split = cold_split(&server.data_dir, "bench-cold", &cold, &request_ids);
+    eprintln!("bench: cold done");
+
+    // Warm.
+    let client = new_client();
+    invoke(&client, server.addr, "bench-warm", ECHO).await?;
+    let mut warm = Vec::with_capacity(args.warm);
+    for _ in 0..args.warm {
+        let t = Instant::now();
+        invoke(&client, server.addr, "bench-warm", ECHO).await?;
+        warm.push(t.elapsed());
+    }
+    report.warm = Stats::of(&warm);
+    eprintln!("bench: warm done");
+
+    // Throughput.
+    let addr = server.addr;
+    for callers in CALLERS {
+        let rate =
+            throughput(
+                args.seconds,
+                callers,
+                move |c| async move { invoke(&c, addr, "bench-tput", ECHO).await.map(drop) },
+            )
+            .await?;
+        report.throughput.push((callers, rate));
+    }
+    eprintln!("bench: throughput done");
+
+    // Burst.
+    let hold = Duration::from_millis(args.burst_hold_ms);
+    let (total, latencies) = burst(server.addr, args.burst, hold).await?;
+    report.burst_wall = total;
+    report.burst_total = total.saturating_sub(hold);
+    report.burst = Stats::of(&latencies.iter().map(|l| l.saturating_sub(hold)).collect::<Vec<_>>());
+    report.burst_cold_starts = api.cold_starts("bench-burst").await?;
+    eprintln!("bench: burst done");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// Runs `callers` loops of `op` for a warm-up and then `seconds`; answers per second.
+async fn throughput<F, Fut>(seconds: f64, callers: usize, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(HttpClient) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let warmup = Duration::from_millis(500);
+    let measure = Duration::from_secs_f64(seconds);
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = new_client();
+            let mut done = 0u64;
+            loop {
+                op(client.clone()).await?;
+                let now = Instant::now();
+                if now >= end {
+                    return anyhow::Ok(done);
+                }
+                if now >= start {
+                    done += 1;
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.context("a caller panicked")??;
+    }
+    Ok(total as f64 / measure.as_secs_f64())
+}
+
+/// `callers` simultaneous invokes of a function without environments: wall time and latencies.
+async fn burst(addr: SocketAddr, callers: usize, hold: Duration) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let event: Arc<str> = json!({ "action": "sleep", "ms": hold.as_millis() as u64 }).to_string().into();
+    let ready = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let ready = ready.clone();
+        let event = event.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = new_client();
+            // Connect first, so the burst times invokes, not TCP handshakes.
+            let path = "/2015-03-31/functions/bench-burst/configuration";
+            let connected = request(&client, addr, Method::GET, path, Bytes::new()).await;
+            ready.wait().await;
+            connected?;
+            let t = Instant::now();
+            invoke(&client, addr, "bench-burst", &event).await?;
+            anyhow::Ok((t, Instant::now()))
+        }));
+    }
+    ready.wait().await;
+    let mut spans = Vec::new();
+    for t in tasks {
+        spans.push(t.await.context("a caller panicked")??);
+    }
+    let first = spans.iter().map(|s| s.0).min().context("no callers")?;
+    let last = spans.iter().map(|s| s.1).max().context("no callers")?;
+    Ok((last - first, spans.iter().map(|(a, b)| *b - *a).collect()))
+}
+
+async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Result<Density> {
+    let idle = proc_memory(server.pid);
+    let api = Api::new(server.addr);
+    api.create_function("bench-density", zip_b64, 300).await?;
+    let before = proc_memory(server.pid);
+
+    // Callers start at a fixed rate; each event sleeps until well after the last one started,
+    // so every call holds its own environment and they all overlap.
+    let n = args.density;
+    let spread = Duration::from_secs_f64(n as f64 / f64::from(args.density_rate.max(1)));
+    let sleep_ms = (spread.as_millis() as u64) * 2 + 2000;
+    let event = json!({ "action": "sleep", "ms": sleep_ms }).to_string();
+    let addr = server.addr;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let event = event.clone();
+        let at = started + spread.mul_f64(i as f64 / n as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            invoke(&new_client(), addr, "bench-density", &event).await
+        }));
+    }
+    let mut failed = 0;
+    let mut first_error = None;
+    for t in tasks {
+        if let Err(e) = t.await.context("a caller panicked")? {
+            failed += 1;
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    let fill = started.elapsed();
+    // Let the last runtimes reach `GET next` and freeze.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let environments = api.environments("bench-density").await?;
+    let after = proc_memory(server.pid);
+    let tree = process_tree(server.pid);
+    let (mut kiln, mut boot) = (Mem::default(), Mem::default());
+    let (mut kiln_procs, mut boot_procs) = (0, 0);
+    for pid in tree {
+        let m = proc_memory(pid);
+        if proc_comm(pid).as_deref() == Some("bootstrap") {
+            boot.add(m);
+            boot_procs += 1;
+        } else {
+            kiln.add(m);
+            kiln_procs += 1;
+        }
+    }
+    Ok(Density {
+        requested: n,
+        environments,
+        failed,
+        first_error,
+        sleep_ms,
+        fill,
+        idle,
+        before,
+        after,
+        kiln,
+        kiln_procs,
+        boot,
+        boot_procs,
+    })
+}
+
+/// The bootstrap as a plain child process against the bench's own Runtime API: spawn → first
+/// response posted.
+async fn bare_spawn(servers: &tokio::runtime::Handle, bin: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let api = Arc::new(MiniRuntime::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Ok(mut t) = api.posted.lock() {
+        *t = Some(tx);
+    }
+    let addr = serve(servers, {
+        let api = api.clone();
+        move |req| {
+            let api = api.clone();
+            async move { api.handle(req).await }
+        }
+    })
+    .await?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let request_id = format!("bare-{i}");
+        if let Ok(mut id) = api.request_id.lock() {
+            id.clone_from(&request_id);
+        }
+        api.pending.store(true, Ordering::SeqCst);
+        let t = Instant::now();
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bare")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bare")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let posted = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        let elapsed = t.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        match posted {
+            Ok(Some(Ok(id))) if id == request_id => out.push(elapsed),
+            Ok(Some(Ok(id))) => bail!("bare spawn: response for {id}, expected {request_id}"),
+            Ok(Some(Err(what))) => bail!("bare spawn: the runtime posted {what}"),
+            Ok(None) => bail!("bare spawn: the runtime api stopped"),
+            Err(_) => bail!("bare spawn: no response within 10 s"),
+        }
+    }
+    Ok(out)
+}
+
+/// Latency of `hops` sequential echo requests on one connection.
+async fn floor_latency(addr: SocketAddr, n: usize, hops: usize) -> anyhow::Result<Vec<Duration>> {
+    let client = new_client();
+    echo_request(client.clone(), addr).await?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        for _ in 0..hops {
+            echo_request(client.clone(), addr).await?;
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// Splits each cold start with the engine's REPORT line of the same request.
+fn cold_split(data_dir: &Path, function: &str, total: &[Duration], ids: &[String]) -> Option<ColdSplit> {
+    // The log writer is a background thread; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut reports: HashMap<String, (f64, f64)> = HashMap::new();
+    let dir = data_dir.join("logs").join(function);
+    for entry in walk(&dir) {
+        let Ok(text) = std::fs::read_to_string(&entry) else { continue };
+        for line in text.lines() {
+            let Some(rest) = line.split("REPORT RequestId: ").nth(1) else { continue };
+            let id = rest.split('\t').next().unwrap_or("").trim().to_string();
+            let field = |name: &str| {
+                rest.split('\t')
+                    .find_map(|f| f.trim().strip_prefix(name))
+                    .and_then(|v| v.trim_end_matches(" ms").trim().parse::<f64>().ok())
+            };
+            if let (Some(init), Some(duration)) = (field("Init Duration: "), field("Duration: ")) {
+                reports.insert(id, (init, duration));
+            }
+        }
+    }
+    let (mut init, mut invoke, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    for (t, id) in total.iter().zip(ids) {
+        if let Some((i, d)) = reports.get(id) {
+            let i = Duration::from_secs_f64(i / 1000.0);
+            let d = Duration::from_secs_f64(d / 1000.0);
+            init.push(i);
+            invoke.push(d);
+            rest.push(t.saturating_sub(i + d));
+        }
+    }
+    (!init.is_empty()).then(|| ColdSplit { init: Stats::of(&init), invoke: Stats::of(&invoke), rest: Stats::of(&rest) })
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+struct Server {
+    child: Mutex<Child>,
+    pid: u32,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    async fn start(
+        exe: &Path,
+        data_dir: &Path,
+        args: &BenchArgs,
+        environments: usize,
+        log: Option<&Path>,
+    ) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .context("cannot find a free port")?
+            .port();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+            None => Stdio::null(),
+        };
+        // The default memory budget (3/4 of RAM, counted in MemorySize) would hold only ~144
+        // environments of 128 MB on a 24 GiB machine; the bench needs more.
+        let budget_mb = environments as u64 * 128 + 1024;
+        let limit = environments.max(1000) + 100;
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .args(["--addr", &addr.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--isolation", &args.isolation])
+            .args(["--memory-budget", &budget_mb.max(default_budget_mb()).to_string()])
+            .args(["--concurrency-limit", &limit.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("cannot start kiln serve")?;
+        let server = Server { pid: child.id(), child: Mutex::new(child), addr, data_dir: data_dir.to_path_buf() };
+        let client = new_client();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok((StatusCode::OK, _, _)) =
+                request(&client, addr, Method::GET, "/2015-03-31/functions/", Bytes::new()).await
+            {
+                return Ok(server);
+            }
+            let exited = server.child.lock().map_err(|_| anyhow!("lock poisoned"))?.try_wait()?;
+            if let Some(status) = exited {
+                bail!("kiln serve --isolation {} exited at start-up ({status}); see --server-log", args.isolation);
+            }
+            if Instant::now() > deadline {
+                server.stop();
+                bail!("kiln serve did not answer within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the server has no child processes (the retired environment is gone).
+    fn wait_no_environments(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !process_tree(self.pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// SIGTERM (through kill(1): the binary has no unsafe code), then SIGKILL after 10 s.
+    fn stop(&self) {
+        let Ok(mut child) = self.child.lock() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn default_budget_mb() -> u64 {
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")).map(str::to_string))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    total_kb / 1024 * 3 / 4
+}
+
+/// A data dir that goes away with the bench.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> anyhow::Result<TempDir> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("kiln-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// One client per caller: keep-alive, at most one idle connection, no Nagle.
+fn new_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(connector)
+}
+
+async fn request(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<(StatusCode, http::HeaderMap, Bytes)> {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .context("cannot build the request")?;
+    let resp = client.request(req).await.with_context(|| format!("cannot reach {addr}"))?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.context("the answer was cut off")?.to_bytes();
+    Ok((parts.status, parts.headers, bytes))
+}
+
+/// Invokes `function`; the request id of a successful answer.
+async fn invoke(client: &HttpClient, addr: SocketAddr, function: &str, event: &str) -> anyhow::Result<String> {
+    let path = format!("/2015-03-31/functions/{function}/invocations");
+    let (status, headers, body) = request(client, addr, Method::POST, &path, Bytes::from(event.to_owned())).await?;
+    if status != StatusCode::OK || headers.contains_key("x-amz-function-error") {
+        bail!("invoke {function}: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let id = headers.get("x-amzn-requestid").and_then(|v| v.to_str().ok()).unwrap_or("");
+    Ok(id.to_string())
+}
+
+async fn echo_request(client: HttpClient, addr: SocketAddr) -> anyhow::Result<()> {
+    let (status, _, body) = request(&client, addr, Method::POST, "/echo", Bytes::from_static(ECHO.as_bytes())).await?;
+    if status != StatusCode::OK || body.len() != ECHO.len() {
+        bail!("the echo server answered {status}");
+    }
+    Ok(())
+}
+
+/// A JSON client of the REST API for set-up calls (not timed).
+struct Api {
+    addr: SocketAddr,
+    client: HttpClient,
+}
+
+impl Api {
+    fn new(addr: SocketAddr) -> Api {
+        Api { addr, client: new_client() }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let (status, _, bytes) = request(&self.client, self.addr, method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: the answer is not JSON"))
+    }
+
+    async fn create_function(&self, name: &str, zip_b64: &str, timeout_secs: u32) -> anyhow::Result<()> {
+        let body = json!({
+            "FunctionName": name,
+            "Runtime": "provided.al2023",
+            "Role": "arn:aws:iam::123456789012:role/x",
+            "Handler": "bootstrap",
+            "Timeout": timeout_secs,
+            "Code": { "ZipFile": zip_b64 },
+        });
+        self.call(Method::POST, "/2015-03-31/functions", Some(body)).await?;
+        self.wait_ready(name).await
+    }
+
+    /// Polls the configuration until `State` is Active and the last update Successful.
+    async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
+        let path = format!("/2015-03-31/functions/{name}/configuration");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let cfg = self.call(Method::GET, &path, None).await?;
+            let state = cfg["State"].as_str().unwrap_or("");
+            let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
+            if state == "Failed" || update == "Failed" {
+                bail!(
+                    "{name}: {}",
+                    cfg["StateReason"].as_str().or(cfg["LastUpdateStatusReason"].as_str()).unwrap_or("")
+                );
+            }
+            if state == "Active" && update == "Successful" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not become Active within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn status(&self, name: &str) -> anyhow::Result<Value> {
+        let v = self.call(Method::GET, &format!("/kiln/v1/functions/{name}/environments"), None).await?;
+        Ok(v["Functions"][0].clone())
+    }
+
+    async fn cold_starts(&self, name: &str) -> anyhow::Result<u64> {
+        Ok(self.status(name).await?["ColdStarts"].as_u64().unwrap_or(0))
+    }
+
+    async fn environments(&self, name: &str) -> anyhow::Result<usize> {
+        Ok(self.status(name).await?["Environments"].as_array().map_or(0, Vec::len))
+    }
+}
+
+/// Serves `handler` on a free loopback port of the `servers` runtime.
+async fn serve<H, Fut>(servers: &tokio::runtime::Handle, handler: H) -> anyhow::Result<SocketAddr>
+where
+    H: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = servers
+        .spawn(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .context("bind task failed")?
+        .context("cannot listen on loopback")?;
+    let addr = listener.local_addr().context("cannot read the listening address")?;
+    servers.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn start_echo_server(servers: &tokio::runtime::Handle) -> anyhow::Result<SocketAddr> {
+    serve(servers, |req: Request<Incoming>| async move {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Response::new(Full::new(body))
+    })
+    .await
+}
+
+/// The Runtime API of the bare-spawn baseline: one event per spawn, then `next` waits.
+#[derive(Default)]
+struct MiniRuntime {
+    pending: AtomicBool,
+    request_id: Mutex<String>,
+    /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
+    posted: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Result<String, String>>>>,
+}
+
+impl MiniRuntime {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        let _ = req.into_body().collect().await;
+        let reply = |status: StatusCode, body: &'static str| {
+            let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *r.status_mut() = status;
+            r
+        };
+        let send = |v: Result<String, String>| {
+            if let Ok(tx) = self.posted.lock() {
+                if let Some(tx) = tx.as_ref() {
+                    let _ = tx.send(v);
+                }
+            }
+        };
+        let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
+            return reply(StatusCode::NOT_FOUND, "{}");
+        };
+        match (method, rest) {
+            (Method::GET, "invocation/next") => {
+                if !self.pending.swap(false, Ordering::SeqCst) {
+                    // The runtime's second `next`: hold it until the process is killed.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return reply(StatusCode::GONE, "{}");
+                }
+                let id = self.request_id.lock().map(|g| g.clone()).unwrap_or_default();
+                let deadline_ms =
+                    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 3000;
+                Response::builder()
+                    .header("Lambda-Runtime-Aws-Request-Id", id)
+                    .header("Lambda-Runtime-Deadline-Ms", deadline_ms.to_string())
+                    .header(
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:bare",
+                    )
+                    .header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000;Sampled=0")
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(ECHO.as_bytes())))
+                    .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, "{}"))
+            }
+            (Method::POST, r) if r.starts_with("invocation/") && r.ends_with("/response") => {
+                let id = r.trim_start_matches("invocation/").trim_end_matches("/response");
+                send(Ok(id.to_string()));
+                reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+            }
+            (Method::POST, r) if r.ends_with("/error") => {
+                send(Err(r.to_string()));
+                reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
+            }
+            _ => reply(StatusCode::NOT_FOUND, "{}"),
+        }
+    }
+}
+
+fn zip_bootstrap(bin: &Path) -> anyhow::Result<Vec<u8>> {
+    let data = std::fs::read(bin).with_context(|| format!("cannot read {}", bin.display()))?;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(0o755);
+    w.start_file("bootstrap", opts).context("cannot build the zip")?;
+    w.write_all(&data).context("cannot build the zip")?;
+    Ok(w.finish().context("cannot build the zip")?.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Mem {
+    rss: u64,
+    pss: u64,
+}
+
+impl Mem {
+    fn add(&mut self, o: Mem) {
+        self.rss += o.rss;
+        self.pss += o.pss;
+    }
+}
+
+/// RSS and PSS of a process, in bytes (zero if it is gone).
+fn proc_memory(pid: u32) -> Mem {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Mem { rss: field("Rss:"), pss: field("Pss:") }
+}
+
+fn proc_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}
+
+/// Every descendant of `root` (not `root` itself).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // The command name may hold spaces and parentheses; fields resume after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(c);
+            stack.push(c);
+        }
+    }
+    out
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({ "nproc": nproc, "cpu": cpu, "kernel": kernel })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    n: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(samples: &[Duration]) -> Stats {
+        let mut s = samples.to_vec();
+        s.sort_unstable();
+        // Nearest rank.
+        let at = |p: f64| {
+            let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
+            s.get(rank - 1).copied().unwrap_or_default()
+        };
+        Stats { n: s.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s.last().copied().unwrap_or_default() }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "n": self.n, "p50_ms": ms(self.p50), "p90_ms": ms(self.p90), "p99_ms": ms(self.p99), "max_ms": ms(self.max) })
+    }
+}
+
+struct ColdSplit {
+    init: Stats,
+    invoke: Stats,
+    rest: Stats,
+}
+
+struct Density {
+    requested: usize,
+    environments: usize,
+    failed: usize,
+    first_error: Option<String>,
+    sleep_ms: u64,
+    fill: Duration,
+    idle: Mem,
+    before: Mem,
+    after: Mem,
+    kiln: Mem,
+    kiln_procs: usize,
+    boot: Mem,
+    boot_procs: usize,
+}
+
+impl Density {
+    fn growth(&self) -> u64 {
+        self.after.rss.saturating_sub(self.before.rss)
+    }
+
+    /// kiln's own bytes per environment: server RSS growth + PSS of kiln-owned processes.
+    fn per_env(&self) -> f64 {
+        (self.growth() + self.kiln.pss) as f64 / self.environments.max(1) as f64
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    machine: Value,
+    isolation: String,
+    cold: Stats,
+    cold_split: Option<ColdSplit>,
+    bare: Stats,
+    warm: Stats,
+    floor1: Stats,
+    floor2: Stats,
+    throughput: Vec<(usize, f64)>,
+    floor_throughput: Vec<(usize, f64)>,
+    burst: Stats,
+    burst_total: Duration,
+    burst_wall: Duration,
+    burst_cold_starts: u64,
+    density: Option<Density>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Target {
+    what: &'static str,
+    value: String,
+    goal: String,
+    met: bool,
+}
+
+impl Report {
+    fn rate(list: &[(usize, f64)], callers: usize) -> f64 {
+        list.iter().find(|(c, _)| *c == callers).map_or(0.0, |(_, r)| *r)
+    }
+
+    fn targets(&self, args: &BenchArgs) -> Vec<Target> {
+        let cold = ms(self.cold.p50);
+        let bare = ms(self.bare.p50);
+        let warm_ratio = ms(self.warm.p50) / ms(self.floor2.p50).max(1e-9);
+        let tput_ratio = Self::rate(&self.throughput, 8) / Self::rate(&self.floor_throughput, 8).max(1e-9);
+        let mut t = vec![
+            Target { what: "cold p50 ≤ 5 ms", value: format!("{cold:.2} ms"), goal: "5 ms".into(), met: cold <= 5.0 },
+            Target {
+                what: "cold p50 ≤ bare spawn p50 + 2 ms",
+                value: format!("{cold:.2} ms"),
+                goal: format!("{:.2} ms", bare + 2.0),
+                met: cold <= bare + 2.0,
+            },
+            Target {
+                what: "warm p50 ≤ 1.5 × two-request floor",
+                value: format!("{warm_ratio:.2}×"),
+                goal: "1.5×".into(),
+                met: warm_ratio <= 1.5,
+            },
+            Target {
+                what: "throughput (8 callers) ≥ 40% of floor",
+                value: format!("{:.0}%", tput_ratio * 100.0),
+                goal: "40%".into(),
+                met: tput_ratio >= 0.4,
+            },
+            Target {
+                what: "burst of 200 ≤ 1 s",
+                value: format!("{:.0} ms ({} calls)", ms(self.burst_total), args.burst),
+                goal: "1000 ms".into(),
+                met: ms(self.burst_total) <= 1000.0 && args.burst >= 200 && self.burst_cold_starts >= args.burst as u64,
+            },
+        ];
+        if let Some(d) = &self.density {
+            t.push(Target {
+                what: "kiln memory per idle environment ≤ 1 MiB",
+                value: format!("{:.0} KiB", d.per_env() / 1024.0),
+                goal: "1024 KiB".into(),
+                met: d.per_env() <= MB,
+            });
+            t.push(Target {
+                what: "kiln serve idle RSS ≤ 30 MB",
+                value: format!("{:.1} MB", d.idle.rss as f64 / 1e6),
+                goal: "30 MB".into(),
+                met: d.idle.rss as f64 <= 30e6,
+            });
+        }
+        t
+    }
+
+    fn render(&self, args: &BenchArgs) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        s += &format!(
+            "kiln bench: isolation {}, {} cpus ({}), kernel {}\n\n",
+            self.isolation,
+            m["nproc"],
+            m["cpu"].as_str().unwrap_or("?"),
+            m["kernel"].as_str().unwrap_or("?")
+        );
+        s += &format!("{:<36} {:>6} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)", "n", "p50", "p90", "p99", "max");
+        let mut row = |name: &str, st: &Stats| {
+            s += &format!(
+                "{:<36} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3}\n",
+                name,
+                st.n,
+                ms(st.p50),
+                ms(st.p90),
+                ms(st.p99),
+                ms(st.max)
+            );
+        };
+        row("cold invoke", &self.cold);
+        if let Some(c) = &self.cold_split {
+            row("  of which init (spawn → next)", &c.init);
+            row("  of which invoke (REPORT Duration)", &c.invoke);
+            row("  of which the rest (API, engine)", &c.rest);
+        }
+        row("baseline: bare spawn → response", &self.bare);
+        row("warm invoke", &self.warm);
+        row("baseline: loopback, 1 request", &self.floor1);
+        row("baseline: loopback, 2 requests", &self.floor2);
+        row("burst: each call (minus hold)", &self.burst);
+        s += &format!(
+            "\nburst: {} simultaneous calls done in {:.1} ms ({:.1} ms wall, each call held its environment {} ms); {} cold starts\n",
+            args.burst,
+            ms(self.burst_total),
+            ms(self.burst_wall),
+            args.burst_hold_ms,
+            self.burst_cold_starts
+        );
+        s += &format!("\n{:<36} {:>12} {:>12} {:>8}\n", "throughput (invokes/s)", "kiln", "floor", "ratio");
+        for (c, r) in &self.throughput {
+            let f = Self::rate(&self.floor_throughput, *c);
+            s += &format!("{:<36} {:>12.0} {:>12.0} {:>7.0}%\n", format!("{c} callers"), r, f, r / f.max(1e-9) * 100.0);
+        }
+        if let Some(d) = &self.density {
+            s += &format!(
+                "\ndensity: {} environments idle ({} requested, {} calls failed; events slept {} ms; filled in {:.1} s)\n",
+                d.environments,
+                d.requested,
+                d.failed,
+                d.sleep_ms,
+                d.fill.as_secs_f64()
+            );
+            if let Some(e) = &d.first_error {
+                s += &format!("  first failure: {e}\n");
+            }
+            let mib = |b: u64| b as f64 / MB;
+            s += &format!("  kiln serve idle RSS                {:>9.1} MiB\n", mib(d.idle.rss));
+            s += &format!(
+                "  kiln serve RSS growth              {:>9.1} MiB ({:.1} → {:.1}; PSS {:.1} → {:.1})\n",
+                mib(d.growth()),
+                mib(d.before.rss),
+                mib(d.after.rss),
+                mib(d.before.pss),
+                mib(d.after.pss)
+            );
+            s += &format!(
+                "  kiln-owned env processes           {:>9.1} MiB PSS ({} processes, RSS {:.1} MiB)\n",
+                mib(d.kiln.pss),
+                d.kiln_procs,
+                mib(d.kiln.rss)
+            );
+            s += &format!("  kiln's own memory per environment  {:>9.0} KiB\n", d.per_env() / 1024.0);
+            s += &format!(
+                "  (not kiln's) bootstraps            {:>9.1} MiB PSS ({} processes, {:.0} KiB PSS each)\n",
+                mib(d.boot.pss),
+                d.boot_procs,
+                d.boot.pss as f64 / 1024.0 / d.boot_procs.max(1) as f64
+            );
+        }
+        s += &format!(
+            "\nratios: cold/bare spawn {:.2}×, warm/two-request floor {:.2}×, throughput-8/floor-8 {:.0}%\n",
+            ms(self.cold.p50) / ms(self.bare.p50).max(1e-9),
+            ms(self.warm.p50) / ms(self.floor2.p50).max(1e-9),
+            Self::rate(&self.throughput, 8) / Self::rate(&self.floor_throughput, 8).max(1e-9) * 100.0
+        );
+        s += "\ntargets\n";
+        for t in self.targets(args) {
+            s += &format!(
+                "  {:<44} {:>20}  (goal {:>9})  {}\n",
+                t.what,
+                t.value,
+                t.goal,
+                if t.met { "met" } else { "NOT MET" }
+            );
+        }
+        s
+    }
+
+    fn to_json(&self, args: &BenchArgs) -> Value {
+        let tput =
+            |l: &[(usize, f64)]| -> Value { l.iter().map(|(c, r)| json!({ "callers": c, "per_second": r })).collect() };
+        let density = self.density.as_ref().map(|d| {
+            json!({
+                "requested": d.requested,
+                "environments": d.environments,
+                "failed": d.failed,
+                "sleep_ms": d.sleep_ms,
+                "fill_s": d.fill.as_secs_f64(),
+                "server_idle_rss_bytes": d.idle.rss,
+                "server_rss_before_bytes": d.before.rss,
+                "server_rss_after_bytes": d.after.rss,
+                "server_pss_before_bytes": d.before.pss,
+                "server_pss_after_bytes": d.after.pss,
+                "kiln_env_processes": d.kiln_procs,
+                "kiln_env_processes_pss_bytes": d.kiln.pss,
+                "kiln_env_processes_rss_bytes": d.kiln.rss,
+                "kiln_bytes_per_environment": d.per_env(),
+                "bootstrap_processes": d.boot_procs,
+                "bootstrap_pss_bytes": d.boot.pss,
+            })
+        });
+        json!({
+            "machine": self.machine,
+            "isolation": self.isolation,
+            "cold": self.cold.json(),
+            "cold_split": self.cold_split.as_ref().map(|c| json!({
+                "init": c.init.json(), "invoke": c.invoke.json(), "rest": c.rest.json(),
+            })),
+            "bare_spawn": self.bare.json(),
+            "warm": self.warm.json(),
+            "loopback_1": self.floor1.json(),
+            "loopback_2": self.floor2.json(),
+            "throughput": tput(&self.throughput),
+            "loopback_throughput": tput(&self.floor_throughput),
+            "burst": { "calls": args.burst, "total_ms": ms(self.burst_total), "wall_ms": ms(self.burst_wall), "hold_ms": args.burst_hold_ms, "cold_starts": self.burst_cold_starts, "each": self.burst.json() },
+            "density": density,
+            "targets": self.targets(args).iter().map(|t| json!({
+                "target": t.what, "value": t.value, "goal": t.goal, "met": t.met,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = Stats::of(&samples);
+        assert_eq!((s.n, s.p50, s.p90, s.p99, s.max), (100, ms_(50), ms_(90), ms_(99), ms_(100)));
+        let one = Stats::of(&[ms_(7)]);
+        assert_eq!((one.p50, one.p99, one.max), (ms_(7), ms_(7), ms_(7)));
+        assert_eq!(Stats::of(&[]).n, 0);
+    }
+
+    fn ms_(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn process_tree_finds_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let tree = process_tree(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(tree.contains(&child.id()));
+    }
 }
