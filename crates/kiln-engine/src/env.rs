@@ -143,7 +143,7 @@ impl ColdStart<'_> {
             .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("cannot create execution environment: {e}")))?;
         let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
-        let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone())));
+        let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone())), self.init_type == InitType::Provisioned);
         let exit = sandbox.exit_watch();
         let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
             .map_err(|e| EngineError::Internal(format!("cannot capture function output: {e}")))?;

@@ -80,6 +80,7 @@ pub(crate) struct Shared {
     /// Wakes a runtime waiting in `next`.
     event: Notify,
     freezer: Box<dyn Freezer>,
+    freeze_after_init: bool,
     /// Becomes `Some` when Init ends: `Some(None)` if the API was closed first.
     init: watch::Sender<Option<Option<InitOutcome>>>,
     /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it.
@@ -118,7 +119,11 @@ pub struct RuntimeApi {
 
 impl RuntimeApi {
     /// A Runtime API in its Init phase, serving nothing yet.
-    pub fn new(freezer: Box<dyn Freezer>) -> Self {
+    ///
+    /// `freeze_after_init`: whether the environment is frozen when Init ends and nothing is
+    /// queued. A cold start for a waiting caller says no, since its event follows at once and a
+    /// freeze and thaw in between would only cost time; a provisioned environment says yes.
+    pub fn new(freezer: Box<dyn Freezer>, freeze_after_init: bool) -> Self {
         let (init, _) = watch::channel(None);
         Self {
             shared: Arc::new(Shared {
@@ -131,6 +136,7 @@ impl RuntimeApi {
                 }),
                 event: Notify::new(),
                 freezer,
+                freeze_after_init,
                 init,
                 accept: Mutex::new(None),
             }),
@@ -200,6 +206,7 @@ impl RuntimeApi {
 
     /// `GET next`: the next event, once there is one.
     pub async fn next(&self) -> Result<Invocation, Refusal> {
+        let mut skip_freeze = false;
         loop {
             let notified = self.shared.event.notified();
             let closed = {
@@ -208,6 +215,7 @@ impl RuntimeApi {
                     Phase::InitError => return Err(Refusal::state(Phase::InitError, "Ready")),
                     Phase::Init => {
                         st.phase = Phase::Ready;
+                        skip_freeze = !self.shared.freeze_after_init;
                         self.end_init(InitOutcome::Ready);
                     }
                     Phase::Running => {
@@ -229,7 +237,7 @@ impl RuntimeApi {
                     st.current = Some(Current { invocation: invocation.clone(), reply: Some(reply) });
                     return Ok(invocation);
                 } else {
-                    if !st.frozen {
+                    if !st.frozen && !skip_freeze {
                         st.frozen = true;
                         self.shared.freezer.freeze();
                     }
@@ -329,7 +337,7 @@ mod tests {
 
     fn api() -> (RuntimeApi, Arc<Counter>) {
         let c = Arc::new(Counter::default());
-        (RuntimeApi::new(Box::new(SharedCounter(c.clone()))), c)
+        (RuntimeApi::new(Box::new(SharedCounter(c.clone())), true), c)
     }
 
     fn inv(id: &str) -> Invocation {
@@ -358,6 +366,26 @@ mod tests {
         assert_eq!(c.thaws.load(Ordering::SeqCst), 1);
         api.answer("r1", Outcome::Response(Bytes::from_static(b"ok"))).unwrap();
         assert_eq!(rx.await.unwrap(), Outcome::Response(Bytes::from_static(b"ok")));
+    }
+
+    #[tokio::test]
+    async fn a_cold_start_for_a_waiting_caller_is_not_frozen_after_init() {
+        let c = Arc::new(Counter::default());
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false);
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
+        tokio::task::yield_now().await;
+        let _rx = api.dispatch(inv("r1"));
+        next.await.unwrap().unwrap();
+        assert_eq!((c.freezes.load(Ordering::SeqCst), c.thaws.load(Ordering::SeqCst)), (0, 0));
+        // After the first answer the runtime waits again, and is frozen.
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        let a3 = api.clone();
+        tokio::spawn(async move { a3.next().await });
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
