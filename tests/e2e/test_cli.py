@@ -1,6 +1,7 @@
 """The `kiln` CLI verbs against a real server: deploy, invoke, ls, logs, rm."""
 
 import json
+import time
 
 import pytest
 
@@ -108,3 +109,30 @@ def test_errors_exit_nonzero_with_one_sentence(kiln):
     assert len(message.splitlines()) == 1, "expected one line, got:\n%s" % message
     assert "Error {" not in message and "Caused by" not in message, message
     assert name in message or "not found" in message.lower(), message
+
+
+def test_logs_follow_streams_new_invocations(kiln, lam, cli_fn):
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(
+        [str(k.KILN_BIN), "logs", cli_fn, "--follow", "--endpoint", kiln.endpoint],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.5)
+        marker = "follow-%s" % k.unique_name("m")
+        resp, _ = k.invoke(lam, cli_fn, {"action": "print", "text": marker})
+        request_id = resp["ResponseMetadata"]["RequestId"]
+        k.wait_for(lambda: any(("REPORT RequestId: %s" % request_id) in l for l in lines), what="the REPORT line streamed")
+        text = "".join(lines)
+        assert marker in text and ("START RequestId: %s" % request_id) in text
+        assert proc.poll() is None, "--follow must keep running"
+    finally:
+        proc.kill()
+        proc.wait()
