@@ -306,3 +306,22 @@ def test_no_concurrency_slot_leaks_on_any_path(lam, deploy, kiln):
     time.sleep(1.5)
     out = parallel(lambda i: k.invoke_json(lam, name, {"action": "sleep", "ms": 300}), 2)
     assert all(o == {"slept_ms": 300} for o in out), out
+
+
+def test_versions_aliases_and_concurrency_survive_a_restart(kiln_factory):
+    server = kiln_factory("restart")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("persist")
+    k.create(lam, name, k.python_zip(ENV_PROBE))
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="prod", FunctionVersion="1")
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="prod", ProvisionedConcurrentExecutions=1)
+    wait_ready(lam, name, "prod", allocated=1)
+    server.restart()
+    lam = k.lambda_client(server.endpoint)
+    assert lam.get_alias(FunctionName=name, Name="prod")["FunctionVersion"] == "1"
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 5
+    wait_ready(lam, name, "prod", allocated=1)
+    assert k.invoke_json(lam, name, {}, Qualifier="prod")["init_type"] == "provisioned-concurrency"
+    assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST", "1"]
