@@ -114,8 +114,8 @@ def instance_id(server):
     return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
 
 
-def leftover_processes(server):
-    """Host pids that live in one of this server's environment cgroups."""
+def _env_pids(server):
+    """(pid, uid) of every host process in one of this server's cgroups."""
     marker = "/kiln-%s/" % instance_id(server)
     found = []
     for p in os.listdir("/proc"):
@@ -123,20 +123,31 @@ def leftover_processes(server):
             continue
         try:
             cg = Path("/proc/%s/cgroup" % p).read_text()
-        except OSError:
+            uid = int(Path("/proc/%s/status" % p).read_text().split("Uid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
             continue
         if marker in cg:
-            found.append(int(p))
+            found.append((int(p), uid))
     return found
 
 
-def leftover_cgroups(server):
-    """Environment cgroup directories of this server still on the host."""
+def leftover_processes(server):
+    """Function processes (uid 993) of this server still alive. A running server also keeps a few
+    blank sandboxes ready, whose only process is their root-owned init: those do not count."""
+    return [pid for pid, uid in _env_pids(server) if uid != 0]
+
+
+def leftover_cgroups(server, blanks_allowed=True):
+    """Environment cgroup directories of this server still on the host. Idle blanks (`blank.<n>`
+    holding no function process) are allowed while the server runs."""
     name = "kiln-%s" % instance_id(server)
+    busy = bool(leftover_processes(server))
     found = []
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):
         if os.path.basename(root) == name:
-            found.extend(os.path.join(root, d) for d in dirs)
+            found.extend(
+                os.path.join(root, d) for d in dirs if not (blanks_allowed and d.startswith("blank.") and not busy)
+            )
             dirs[:] = []
         elif root.count("/") > 9:
             dirs[:] = []
@@ -148,9 +159,11 @@ def leftover_mounts(server):
     return [l for l in Path("/proc/self/mountinfo").read_text().splitlines() if data in l]
 
 
-def assert_host_clean(server, timeout=10):
+def assert_host_clean(server, timeout=10, running=True):
     k.wait_for(lambda: not leftover_processes(server), timeout=timeout, what="no environment processes left")
-    k.wait_for(lambda: not leftover_cgroups(server), timeout=timeout, what="no environment cgroups left")
+    k.wait_for(lambda: not leftover_cgroups(server, blanks_allowed=running), timeout=timeout, what="no environment cgroups left")
+    if not running:
+        assert not _env_pids(server), "a stopped server leaves no process at all"
     assert not leftover_mounts(server)
 
 
@@ -275,7 +288,7 @@ def test_sigterm_leaves_nothing_behind(own):
     k.create(lam, name, k.python_zip(PROBE))
     probe(lam, name, action="daemon")
     assert server.stop(signal.SIGTERM) == 0
-    assert_host_clean(server)
+    assert_host_clean(server, running=False)
 
 
 def test_kill_9_leftovers_are_removed_at_the_next_start(own):
@@ -283,10 +296,14 @@ def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     name = k.unique_name("kill9")
     k.create(lam, name, k.python_zip(PROBE))
     probe(lam, name, action="daemon")
+    before = {pid for pid, _ in _env_pids(server)}
+    assert before
     server.stop(signal.SIGKILL)
     time.sleep(0.5)
     server.start()
     assert_host_clean(server)
+    # Every process of the killed server (environments and blanks alike) is gone.
+    k.wait_for(lambda: not before & {pid for pid, _ in _env_pids(server)}, what="the dead server's processes removed")
     # And the function still works after the restart.
     assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
 

@@ -1,8 +1,13 @@
 //! End-to-end tests of the Linux backend: real namespaces, cgroups and seccomp.
 //!
 //! They need root; without it each test prints why it skips and returns.
+//!
+//! Every test of the sandbox's behaviour runs twice (see `in_both_modes!` at the end): once with
+//! environments built on the spot (`fresh::`, pool disabled) and once with environments taken
+//! from the pool of blanks (`pooled::`, each spawn waits for a ready blank and checks it got
+//! one). Tests of the pool itself follow the shared ones.
 
-use kiln_sandbox::linux::LinuxBackend;
+use kiln_sandbox::linux::{LinuxBackend, LinuxOptions};
 use kiln_sandbox::{Backend, ExitInfo, SandboxSpec, Spawned};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,20 +35,56 @@ fn instance_id() -> String {
     format!("t{:05x}{:02x}", std::process::id() & 0xfffff, n & 0xff)
 }
 
+/// How the environments of a test are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Pool disabled: every spawn builds its environment on the spot.
+    Fresh,
+    /// Pool of two: every spawn (except in the parallel test) takes a ready blank.
+    Pooled,
+}
+
+fn backend(instance: &str, state: &Path, pool_size: usize) -> LinuxBackend {
+    LinuxBackend::with_options(instance, state, LinuxOptions { pool_size }).unwrap()
+}
+
 struct Fixture {
     backend: LinuxBackend,
+    mode: Mode,
     instance: String,
     state: tempfile::TempDir,
     code: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new(bootstrap: &str) -> Fixture {
+    fn new(mode: Mode, bootstrap: &str) -> Fixture {
         let state = tempfile::tempdir().unwrap();
         let instance = instance_id();
-        let backend = LinuxBackend::new(&instance, state.path()).unwrap();
+        let backend = backend(&instance, state.path(), if mode == Mode::Pooled { 2 } else { 0 });
         let code = code_dir(bootstrap);
-        Fixture { backend, instance, state, code }
+        Fixture { backend, mode, instance, state, code }
+    }
+
+    /// Spawns `spec`; in pooled mode from a ready blank (checked).
+    fn spawn_spec(&self, spec: &SandboxSpec) -> Spawned {
+        if self.mode == Mode::Fresh {
+            let spawned = self.backend.spawn(spec).unwrap();
+            assert_eq!(self.backend.pool_stats().pooled_spawns, 0);
+            return spawned;
+        }
+        assert!(self.backend.wait_pool_full(Duration::from_secs(10)), "pool did not fill");
+        let before = self.backend.pool_stats();
+        let spawned = self.backend.spawn(spec).unwrap();
+        let after = self.backend.pool_stats();
+        assert_eq!(after.pooled_spawns, before.pooled_spawns + 1, "{after:?}");
+        assert_eq!(after.fresh_spawns, before.fresh_spawns, "{after:?}");
+        spawned
+    }
+
+    /// This instance's cgroup directories named `name`.
+    fn cgroup_dirs(&self, name: &str) -> Vec<PathBuf> {
+        let mark = format!("/kiln-{}/", self.instance);
+        cgroup_dirs(name).into_iter().filter(|d| d.to_string_lossy().contains(&mark)).collect()
     }
 
     fn spec(&self, id: &str, memory_mb: u32) -> SandboxSpec {
@@ -63,7 +104,7 @@ impl Fixture {
     }
 
     fn spawn(&self, id: &str) -> Spawned {
-        self.backend.spawn(&self.spec(id, 512)).unwrap()
+        self.spawn_spec(&self.spec(id, 512))
     }
 }
 
@@ -98,12 +139,12 @@ async fn exit_of(sandbox: &dyn kiln_sandbox::Sandbox) -> ExitInfo {
     got.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bootstrap_runs_with_its_environment_and_exit_code() {
+async fn bootstrap_runs_with_its_environment_and_exit_code(mode: Mode) {
     if skip_unless_root("bootstrap_runs_with_its_environment_and_exit_code") {
         return;
     }
     let f = Fixture::new(
+        mode,
         "#!/bin/sh\necho \"marker=$MARKER api=$AWS_LAMBDA_RUNTIME_API pwd=$(pwd) host=$(hostname)\"\nenv | sort | tr '\\n' ' '\nexit 7\n",
     );
     let (out, info) = finish(f.spawn("env-basic")).await;
@@ -197,12 +238,12 @@ async fn wait_gone(marker: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pid_namespace_shows_only_the_environment() {
+async fn pid_namespace_shows_only_the_environment(mode: Mode) {
     if skip_unless_root("pid_namespace_shows_only_the_environment") {
         return;
     }
     let f = Fixture::new(
+        mode,
         "#!/bin/sh\necho self=$$\nls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '\necho\ntest -e /proc/1/cmdline && echo init-visible\nexit 0\n",
     );
     let (out, info) = finish(f.spawn("env-pid")).await;
@@ -215,14 +256,13 @@ async fn pid_namespace_shows_only_the_environment() {
     assert!(!out.contains("init-visible"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn root_is_read_only_and_host_files_are_invisible() {
+async fn root_is_read_only_and_host_files_are_invisible(mode: Mode) {
     if skip_unless_root("root_is_read_only_and_host_files_are_invisible") {
         return;
     }
     let marker = format!("/tmp/kiln-host-marker-{}", std::process::id());
     std::fs::write(&marker, "host").unwrap();
-    let f = Fixture::new("");
+    let f = Fixture::new(mode, "");
     f.set_bootstrap(&format!(
         "#!/bin/sh\n\
          for p in /usr/x /etc/x /var/task/x /x /opt/x /dev/x; do \
@@ -251,12 +291,12 @@ async fn root_is_read_only_and_host_files_are_invisible() {
     assert!(out.contains("urandom:8"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bootstrap_runs_as_993_without_capabilities() {
+async fn bootstrap_runs_as_993_without_capabilities(mode: Mode) {
     if skip_unless_root("bootstrap_runs_as_993_without_capabilities") {
         return;
     }
     let f = Fixture::new(
+        mode,
         "#!/bin/sh\ngrep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status\nulimit -n; ulimit -Hn\n",
     );
     let (out, info) = finish(f.spawn("env-id")).await;
@@ -279,14 +319,14 @@ async fn bootstrap_runs_as_993_without_capabilities() {
     assert_eq!(groups.trim(), "Groups:", "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn seccomp_denies_namespaces_mounts_and_ptrace() {
+async fn seccomp_denies_namespaces_mounts_and_ptrace(mode: Mode) {
     if skip_unless_root("seccomp_denies_namespaces_mounts_and_ptrace") {
         return;
     }
     // Creating a user namespace and PTRACE_TRACEME are allowed to unprivileged users, so their
     // failure shows the filter at work; clone3 must say ENOSYS so libc falls back to clone.
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 import ctypes, errno, os, subprocess
 libc = ctypes.CDLL(None, use_errno=True)
@@ -320,15 +360,16 @@ print('fork-works', subprocess.run(['true']).returncode, flush=True)
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn network_is_loopback_only() {
+async fn network_is_loopback_only(mode: Mode) {
     if skip_unless_root("network_is_loopback_only") {
         return;
     }
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
-    let f = Fixture::new(&format!(
-        r#"#!/usr/bin/python3
+    let f = Fixture::new(
+        mode,
+        &format!(
+            r#"#!/usr/bin/python3
 import socket
 try:
     socket.create_connection(('127.0.0.1', {port}), timeout=2)
@@ -344,7 +385,8 @@ s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
 c = socket.create_connection(s.getsockname()); print('loopback works')
 print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))
 "#
-    ));
+        ),
+    );
     let (out, info) = finish(f.spawn("env-net")).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("host unreachable 111"), "{out}");
@@ -353,12 +395,12 @@ print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[
     assert!(out.contains("['lo']"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn runtime_listener_accepts_connections_from_inside() {
+async fn runtime_listener_accepts_connections_from_inside(mode: Mode) {
     if skip_unless_root("runtime_listener_accepts_connections_from_inside") {
         return;
     }
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 import os, socket
 host, port = os.environ['AWS_LAMBDA_RUNTIME_API'].split(':')
@@ -380,12 +422,12 @@ print('reply', c.recv(100).decode(), flush=True)
     assert!(out.contains("reply ok"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exceeding_memory_is_reported_as_oom() {
+async fn exceeding_memory_is_reported_as_oom(mode: Mode) {
     if skip_unless_root("exceeding_memory_is_reported_as_oom") {
         return;
     }
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 chunks = []
 for i in range(40):
@@ -394,18 +436,18 @@ for i in range(40):
 print('survived', flush=True)
 "#,
     );
-    let spawned = f.backend.spawn(&f.spec("env-oom", 128)).unwrap();
+    let spawned = f.spawn_spec(&f.spec("env-oom", 128));
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Signal { signal: 9, oom: true }, "{out}");
     assert!(!out.contains("survived"), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn max_memory_reports_the_peak_of_the_environment() {
+async fn max_memory_reports_the_peak_of_the_environment(mode: Mode) {
     if skip_unless_root("max_memory_reports_the_peak_of_the_environment") {
         return;
     }
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 import time
 b = b'x' * (100 << 20)
@@ -427,12 +469,12 @@ time.sleep(60)
     assert_eq!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, oom: false });
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pids_limit_bounds_a_fork_bomb() {
+async fn pids_limit_bounds_a_fork_bomb(mode: Mode) {
     if skip_unless_root("pids_limit_bounds_a_fork_bomb") {
         return;
     }
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 import os, signal
 n = 0
@@ -447,7 +489,8 @@ except OSError as e:
 signal.pause()
 "#,
     );
-    let mut spawned = f.backend.spawn(&f.spec("env-pids", 1024)).unwrap();
+    let mut spawned = f.spawn_spec(&f.spec("env-pids", 1024));
+    let cg = f.backend.cgroup_of("env-pids").unwrap();
     let mut out = receiver(&mut spawned);
     let mut acc = String::new();
     read_until(&mut out, &mut acc, "fork failed", 60).await;
@@ -458,15 +501,15 @@ signal.pause()
     let started = Instant::now();
     spawned.sandbox.destroy();
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(cgroup_dirs("env-pids").iter().all(|d| !d.to_string_lossy().contains(&f.instance)));
+    assert!(f.cgroup_dirs(&cg).is_empty(), "{:?}", f.cgroup_dirs(&cg));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn freeze_stops_every_thread_until_thaw() {
+async fn freeze_stops_every_thread_until_thaw(mode: Mode) {
     if skip_unless_root("freeze_stops_every_thread_until_thaw") {
         return;
     }
     let f = Fixture::new(
+        mode,
         r#"#!/usr/bin/python3
 import threading, time, sys
 def tick():
@@ -499,60 +542,64 @@ time.sleep(600)
     assert!(matches!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, .. }));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ending_the_bootstrap_kills_daemonised_orphans() {
+async fn ending_the_bootstrap_kills_daemonised_orphans(mode: Mode) {
     if skip_unless_root("ending_the_bootstrap_kills_daemonised_orphans") {
         return;
     }
     let marker = format!("98{}1", std::process::id());
-    let f = Fixture::new(&format!(
-        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nsleep 0.2\necho daemonised\nexit 0\n"
-    ));
+    let f = Fixture::new(
+        mode,
+        &format!(
+            "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nsleep 0.2\necho daemonised\nexit 0\n"
+        ),
+    );
     let spawned = f.spawn("env-orphan");
+    let cg = f.backend.cgroup_of("env-orphan").unwrap();
     let pid = spawned.sandbox.pid();
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("daemonised"), "{out}");
     wait_gone(&marker).await;
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
-    assert!(cgroup_dirs("env-orphan").is_empty(), "{:?}", cgroup_dirs("env-orphan"));
+    assert!(f.cgroup_dirs(&cg).is_empty(), "{:?}", f.cgroup_dirs(&cg));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn destroy_kills_everything_and_is_idempotent() {
+async fn destroy_kills_everything_and_is_idempotent(mode: Mode) {
     if skip_unless_root("destroy_kills_everything_and_is_idempotent") {
         return;
     }
     let marker = format!("97{}1", std::process::id());
-    let f = Fixture::new(&format!(
-        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\necho up\nexec sleep {marker}\n"
-    ));
+    let f = Fixture::new(
+        mode,
+        &format!("#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\necho up\nexec sleep {marker}\n"),
+    );
     let mut spawned = f.spawn("env-destroy");
+    let cg = f.backend.cgroup_of("env-destroy").unwrap();
+    assert_eq!(cg.starts_with("blank."), mode == Mode::Pooled, "{cg}");
     let mut out = receiver(&mut spawned);
     let mut acc = String::new();
     read_until(&mut out, &mut acc, "up", 10).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(processes_with(&marker).len(), 2);
-    assert!(!cgroup_dirs("env-destroy").is_empty());
+    assert!(!f.cgroup_dirs(&cg).is_empty());
     // The environment's mounts live in its own namespace only.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!("sandbox-{}", f.instance)), "{mounts}");
     spawned.sandbox.destroy();
     spawned.sandbox.destroy();
     assert!(processes_with(&marker).is_empty());
-    assert!(cgroup_dirs("env-destroy").is_empty());
+    assert!(f.cgroup_dirs(&cg).is_empty());
     assert_eq!(f.backend.live_environments(), 0);
     assert_eq!(exit_of(&*spawned.sandbox).await, ExitInfo::Signal { signal: 9, oom: false });
     drop(spawned);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn shutdown_destroys_every_live_environment() {
+async fn shutdown_destroys_every_live_environment(mode: Mode) {
     if skip_unless_root("shutdown_destroys_every_live_environment") {
         return;
     }
     let marker = format!("96{}1", std::process::id());
-    let f = Fixture::new(&format!("#!/bin/sh\nexec sleep {marker}\n"));
+    let f = Fixture::new(mode, &format!("#!/bin/sh\nexec sleep {marker}\n"));
     let a = f.spawn("env-sd-a");
     let b = f.spawn("env-sd-b");
     assert_eq!(f.backend.live_environments(), 2);
@@ -564,12 +611,11 @@ async fn shutdown_destroys_every_live_environment() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bootstraps_that_cannot_run_report_exec_failed() {
+async fn bootstraps_that_cannot_run_report_exec_failed(mode: Mode) {
     if skip_unless_root("bootstraps_that_cannot_run_report_exec_failed") {
         return;
     }
-    let f = Fixture::new("#!/bin/sh\necho hi\n");
+    let f = Fixture::new(mode, "#!/bin/sh\necho hi\n");
     let p = f.code.path().join("bootstrap");
     // Not executable.
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -586,16 +632,17 @@ async fn bootstraps_that_cannot_run_report_exec_failed() {
     assert_eq!(info, ExitInfo::ExecFailed);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn new_backend_removes_leftovers_of_the_same_instance() {
+async fn new_backend_removes_leftovers_of_the_same_instance(mode: Mode) {
     if skip_unless_root("new_backend_removes_leftovers_of_the_same_instance") {
         return;
     }
     let marker = format!("95{}1", std::process::id());
-    let f = Fixture::new(&format!(
-        "#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nexec sleep {marker}\n"
-    ));
+    let f = Fixture::new(
+        mode,
+        &format!("#!/bin/sh\n(setsid sleep {marker} </dev/null >/dev/null 2>&1 &)\nexec sleep {marker}\n"),
+    );
     let spawned = f.spawn("env-leftover");
+    let cg = f.backend.cgroup_of("env-leftover").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while processes_with(&marker).len() < 2 {
         assert!(Instant::now() < deadline);
@@ -603,25 +650,24 @@ async fn new_backend_removes_leftovers_of_the_same_instance() {
     }
     // As if kiln died: nobody destroys this environment.
     std::mem::forget(spawned);
-    assert!(!cgroup_dirs("env-leftover").is_empty());
+    assert!(!f.cgroup_dirs(&cg).is_empty());
 
     // Another instance does not touch it...
-    let other = LinuxBackend::new(&instance_id(), f.state.path()).unwrap();
+    let other = backend(&instance_id(), f.state.path(), 0);
     drop(other);
     assert_eq!(processes_with(&marker).len(), 2);
     // ...the same instance does.
-    let again = LinuxBackend::new(&f.instance, f.state.path()).unwrap();
+    let again = backend(&f.instance, f.state.path(), 0);
     wait_gone(&marker).await;
-    assert!(cgroup_dirs("env-leftover").is_empty());
+    assert!(f.cgroup_dirs(&cg).is_empty());
     drop(again);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn many_environments_start_and_end_in_parallel() {
+async fn many_environments_start_and_end_in_parallel(mode: Mode) {
     if skip_unless_root("many_environments_start_and_end_in_parallel") {
         return;
     }
-    let f = std::sync::Arc::new(Fixture::new("#!/bin/sh\necho ok-$1\n"));
+    let f = std::sync::Arc::new(Fixture::new(mode, "#!/bin/sh\necho ok-$1\n"));
     let mut tasks = Vec::new();
     for i in 0..16 {
         let f = f.clone();
@@ -642,4 +688,249 @@ async fn many_environments_start_and_end_in_parallel() {
         assert!(out.starts_with("ok-"), "{out}");
     }
     assert_eq!(f.backend.live_environments(), 0);
+}
+
+/// Runs each shared test once per [`Mode`], as `fresh::<name>` and `pooled::<name>`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod fresh {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Mode::Fresh).await
+                }
+            )*
+        }
+        mod pooled {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Mode::Pooled).await
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    bootstrap_runs_with_its_environment_and_exit_code,
+    pid_namespace_shows_only_the_environment,
+    root_is_read_only_and_host_files_are_invisible,
+    bootstrap_runs_as_993_without_capabilities,
+    seccomp_denies_namespaces_mounts_and_ptrace,
+    network_is_loopback_only,
+    runtime_listener_accepts_connections_from_inside,
+    exceeding_memory_is_reported_as_oom,
+    max_memory_reports_the_peak_of_the_environment,
+    pids_limit_bounds_a_fork_bomb,
+    freeze_stops_every_thread_until_thaw,
+    ending_the_bootstrap_kills_daemonised_orphans,
+    destroy_kills_everything_and_is_idempotent,
+    shutdown_destroys_every_live_environment,
+    bootstraps_that_cannot_run_report_exec_failed,
+    new_backend_removes_leftovers_of_the_same_instance,
+    many_environments_start_and_end_in_parallel,
+);
+
+// ---- The pool itself ----
+
+/// The blanks (cgroup directories `blank.<n>`) of `instance` in the memory hierarchy (v1) or
+/// the cgroup2 tree (v2), with the pids in each.
+fn blanks_of(instance: &str) -> Vec<(PathBuf, Vec<u32>)> {
+    let mut out = Vec::new();
+    for base in cgroup_dirs(&format!("kiln-{instance}")) {
+        // One hierarchy is enough: v1's memory one, or v2's single tree.
+        let v1 = Path::new("/sys/fs/cgroup/memory").is_dir();
+        if v1 && !base.starts_with("/sys/fs/cgroup/memory") {
+            continue;
+        }
+        for e in std::fs::read_dir(&base).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("blank.") && e.path().is_dir() {
+                let pids = std::fs::read_to_string(e.path().join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                out.push((e.path(), pids));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet, when its parent was forgotten).
+fn dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A value of a host cgroup file of this instance's environment cgroup `cg` (first match).
+fn cgroup_value(f: &Fixture, cg: &str, files: &[&str]) -> Option<String> {
+    f.cgroup_dirs(cg)
+        .iter()
+        .flat_map(|d| files.iter().map(move |n| d.join(n)))
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_spawns_get_their_own_code_tmp_size_and_memory_limit() {
+    if skip_unless_root("pooled_spawns_get_their_own_code_tmp_size_and_memory_limit") {
+        return;
+    }
+    let bootstrap = "#!/usr/bin/python3
+import os
+print('code', open('/var/task/which').read().strip(), flush=True)
+try:
+    open('/var/task/new', 'w')
+    print('task-writable')
+except OSError as e:
+    print('task-readonly', e.errno)
+st = os.statvfs('/tmp')
+print('tmp-mb', st.f_blocks * st.f_frsize // (1 << 20))
+for line in open('/proc/self/mountinfo'):
+    f = line.split()
+    if f[4] == '/var/task':
+        print('task-opts', f[5])
+print('host', os.uname().nodename)
+";
+    let f = Fixture::new(Mode::Pooled, bootstrap);
+    std::fs::write(f.code.path().join("which"), "first").unwrap();
+    let second = code_dir(bootstrap);
+    std::fs::write(second.path().join("which"), "second").unwrap();
+
+    let mut a = f.spec("env-pool-a", 256);
+    a.tmp_mb = 40;
+    let spawned = f.spawn_spec(&a);
+    let cg = f.backend.cgroup_of("env-pool-a").unwrap();
+    assert!(cg.starts_with("blank."), "{cg}");
+    let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
+    assert_eq!(limit, (256u64 << 20).to_string());
+    let (out, info) = finish(spawned).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("code first\n"), "{out}");
+    assert!(out.contains("task-readonly 30"), "{out}");
+    assert!(out.contains("tmp-mb 40\n"), "{out}");
+    let opts = out.lines().find_map(|l| l.strip_prefix("task-opts ")).unwrap();
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(opts.split(',').any(|x| x == o), "{o} missing in {opts}");
+    }
+    assert!(out.contains("host kiln-env-pool-a\n"), "{out}");
+
+    // The next blank was built with the latest claim's limits; this claim changes them again.
+    let mut b = f.spec("env-pool-b", 1024);
+    b.code_dir = second.path().into();
+    b.tmp_mb = 100;
+    let spawned = f.spawn_spec(&b);
+    let cg = f.backend.cgroup_of("env-pool-b").unwrap();
+    let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
+    assert_eq!(limit, (1024u64 << 20).to_string());
+    let (out, info) = finish(spawned).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.contains("code second\n"), "{out}");
+    assert!(out.contains("tmp-mb 100\n"), "{out}");
+    assert!(out.contains("host kiln-env-pool-b\n"), "{out}");
+    assert_eq!(f.backend.pool_stats().pooled_spawns, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_pool_falls_back_to_building_on_the_spot() {
+    if skip_unless_root("an_empty_pool_falls_back_to_building_on_the_spot") {
+        return;
+    }
+    let f = Fixture::new(Mode::Pooled, "#!/bin/sh\necho ran\n");
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+    f.backend.set_pool_size(0);
+    assert_eq!(f.backend.pool_stats().ready, 0);
+    let spawned = f.backend.spawn(&f.spec("env-spot", 128)).unwrap();
+    assert_eq!(f.backend.cgroup_of("env-spot").as_deref(), Some("env-spot"));
+    let (out, info) = finish(spawned).await;
+    assert_eq!((out.as_str(), info), ("ran\n", ExitInfo::Code(0)));
+    let stats = f.backend.pool_stats();
+    assert_eq!((stats.pooled_spawns, stats.fresh_spawns), (0, 1), "{stats:?}");
+    assert!(blanks_of(&f.instance).is_empty(), "{:?}", blanks_of(&f.instance));
+    // And it refills when enabled again.
+    f.backend.set_pool_size(3);
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+    assert_eq!(blanks_of(&f.instance).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_destroys_the_blanks() {
+    if skip_unless_root("shutdown_destroys_the_blanks") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let b = backend(&instance, state.path(), 3);
+    assert!(b.wait_pool_full(Duration::from_secs(10)));
+    let blanks = blanks_of(&instance);
+    assert_eq!(blanks.len(), 3, "{blanks:?}");
+    let pids: Vec<u32> = blanks.iter().flat_map(|(_, p)| p.clone()).collect();
+    // One init per blank, nothing else.
+    assert_eq!(pids.len(), 3, "{blanks:?}");
+    b.shutdown();
+    assert!(blanks_of(&instance).is_empty(), "{:?}", blanks_of(&instance));
+    assert!(pids.iter().all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()), "{pids:?}");
+    assert_eq!(b.pool_stats().ready, 0);
+    drop(b);
+    assert!(cgroup_dirs(&format!("kiln-{instance}")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leftover_blanks_are_removed_by_the_next_backend() {
+    if skip_unless_root("leftover_blanks_are_removed_by_the_next_backend") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let b = backend(&instance, state.path(), 2);
+    assert!(b.wait_pool_full(Duration::from_secs(10)));
+    let blanks = blanks_of(&instance);
+    let pids: Vec<u32> = blanks.iter().flat_map(|(_, p)| p.clone()).collect();
+    assert_eq!(pids.len(), 2, "{blanks:?}");
+    // As if kiln died.
+    std::mem::forget(b);
+    let again = backend(&instance, state.path(), 0);
+    assert!(blanks_of(&instance).is_empty(), "{:?}", blanks_of(&instance));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(|&p| dead(p)) {
+        assert!(Instant::now() < deadline, "blank inits {pids:?} survive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(again);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blank_costs_little_memory() {
+    if skip_unless_root("a_blank_costs_little_memory") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let b = backend(&instance, state.path(), 1);
+    assert!(b.wait_pool_full(Duration::from_secs(10)));
+    let blanks = blanks_of(&instance);
+    let (dir, pids) = &blanks[0];
+    let charged: u64 = ["memory.usage_in_bytes", "memory.current"]
+        .iter()
+        .find_map(|n| std::fs::read_to_string(dir.join(n)).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap();
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", pids[0])).unwrap();
+    let kb = |key: &str| -> u64 {
+        rollup.lines().find_map(|l| l.strip_prefix(key)).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (rss, pss, private) = (kb("Rss:"), kb("Pss:"), kb("Private_Dirty:"));
+    eprintln!(
+        "blank: cgroup charge {} KiB, init Rss {rss} KiB, Pss {pss} KiB, Private_Dirty {private} KiB",
+        charged >> 10
+    );
+    // Init shares kiln's pages copy-on-write; what it owns itself must stay small.
+    assert!(charged < 4 << 20, "blank charges {charged} bytes");
+    assert!(private < 2048, "blank init has {private} KiB private");
 }

@@ -118,6 +118,9 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// Creates the cgroups of environment `env` with `limits`; returns the `cgroup.procs` files
     /// a process must be written to to join all of them.
     fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// Changes the memory and CPU limits of `env` from `old` (what it has) to `new`, writing
+    /// only the files whose value changes (`pids.max` and the CFS period never do).
+    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError>;
     /// Stops every process of `env` and returns once they are stopped.
     fn freeze(&self, env: &str) -> Result<(), CgroupError>;
     fn thaw(&self, env: &str) -> Result<(), CgroupError>;
@@ -376,6 +379,33 @@ impl Cgroups for CgroupV1 {
         Ok(procs)
     }
 
+    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
+        if old.memory_bytes != new.memory_bytes {
+            let mem = self.paths.memory.join(env);
+            let bytes = new.memory_bytes.to_string();
+            let (limit, memsw) = (mem.join("memory.limit_in_bytes"), mem.join("memory.memsw.limit_in_bytes"));
+            // memory+swap may never be below memory: raise it first, lower it last.
+            if new.memory_bytes > old.memory_bytes {
+                write_optional(&memsw, &bytes)?;
+                write(&limit, &bytes)?;
+            } else {
+                write(&limit, &bytes)?;
+                write_optional(&memsw, &bytes)?;
+            }
+        }
+        let cpu = self.paths.cpu.join(env);
+        if old.cpu_quota_us != new.cpu_quota_us {
+            write(&cpu.join("cpu.cfs_quota_us"), &new.cpu_quota_us.to_string())?;
+        }
+        if old.cpu_shares != new.cpu_shares {
+            write(&cpu.join("cpu.shares"), &new.cpu_shares.to_string())?;
+        }
+        if old.pids_max != new.pids_max {
+            write(&self.paths.pids.join(env).join("pids.max"), &new.pids_max.to_string())?;
+        }
+        Ok(())
+    }
+
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {
         if let Some(u) = &self.paths.unified {
             return v2_freeze(&u.join(env));
@@ -505,6 +535,23 @@ impl Cgroups for CgroupV2 {
         write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
         write(&d.join("pids.max"), &limits.pids_max.to_string())?;
         Ok(vec![d.join("cgroup.procs")])
+    }
+
+    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
+        let d = self.base.join(env);
+        if old.memory_bytes != new.memory_bytes {
+            write(&d.join("memory.max"), &new.memory_bytes.to_string())?;
+        }
+        if old.cpu_quota_us != new.cpu_quota_us {
+            write(&d.join("cpu.max"), &format!("{} {}", new.cpu_quota_us, CPU_PERIOD_US))?;
+        }
+        if old.cpu_weight != new.cpu_weight {
+            write(&d.join("cpu.weight"), &new.cpu_weight.to_string())?;
+        }
+        if old.pids_max != new.pids_max {
+            write(&d.join("pids.max"), &new.pids_max.to_string())?;
+        }
+        Ok(())
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {
@@ -721,6 +768,25 @@ mod tests {
     }
 
     #[test]
+    fn set_limits_writes_only_what_changes() {
+        let (root, cg) = fake_v2();
+        cg.init().unwrap();
+        let small = Limits::for_memory_mb(128);
+        cg.create("e", &small).unwrap();
+        let d = root.path().join("kiln-abcd1234/e");
+        fs::write(d.join("pids.max"), "untouched").unwrap();
+        let big = Limits::for_memory_mb(3538);
+        cg.set_limits("e", &small, &big).unwrap();
+        assert_eq!(text(d.join("memory.max")), (3538u64 << 20).to_string());
+        assert_eq!(text(d.join("cpu.max")), "200000 100000");
+        assert_eq!(text(d.join("cpu.weight")), "200");
+        assert_eq!(text(d.join("pids.max")), "untouched");
+        fs::write(d.join("memory.max"), "untouched").unwrap();
+        cg.set_limits("e", &big, &big).unwrap();
+        assert_eq!(text(d.join("memory.max")), "untouched");
+    }
+
+    #[test]
     fn v2_freeze_thaw_kill_and_accounting_use_core_files() {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
@@ -796,6 +862,11 @@ mod tests {
         fs::write(p("memory").join("e/memory.max_usage_in_bytes"), "4096\n").unwrap();
         assert_eq!(cg.peak_memory_bytes("e"), Some(4096));
         assert_eq!(cg.list(), vec!["e".to_string()]);
+
+        cg.set_limits("e", &Limits::for_memory_mb(1769), &Limits::for_memory_mb(128)).unwrap();
+        assert_eq!(text(p("memory").join("e/memory.limit_in_bytes")), (128u64 << 20).to_string());
+        assert_eq!(text(p("cpu").join("e/cpu.cfs_quota_us")), "10000");
+        assert_eq!(text(p("cpu").join("e/cpu.shares")), "74");
     }
 
     const MOUNTINFO_HYBRID: &str = "\

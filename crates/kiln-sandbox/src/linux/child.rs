@@ -1,6 +1,14 @@
 //! The code that runs in the cloned child: the environment's init and, below it, the bootstrap
 //! until `execve`.
 //!
+//! Init lives in two phases. First it builds a *blank* environment (namespaces joined, root
+//! pivoted with an empty `/var/task`, loopback up, Runtime API listener bound and handed to
+//! kiln) and blocks on its socket. Then kiln *claims* it with one message ([`ClaimHeader`] and
+//! its strings) carrying the code directory as a detached, read-only mount (`SCM_RIGHTS`): init
+//! attaches it at `/var/task`, resizes `/tmp`, sets the hostname, and starts the bootstrap.
+//! Everything the claim needs to land in (receive buffer, `envp` array) is allocated by the
+//! parent before the clone.
+//!
 //! kiln is a multi-threaded process. The child of a `clone` gets a copy of its memory in
 //! whatever state the other threads left it: a malloc arena may be locked, a `Mutex` held, a
 //! glibc thread list full of threads that do not exist here. So everything below runs on data
@@ -12,7 +20,7 @@
 //!
 //! Failures are reported to the parent as a [`Msg`] carrying the failed step and `errno`.
 
-use libc::{c_char, c_int, c_long, c_void};
+use libc::{c_char, c_int, c_long, c_uint, c_void};
 use std::ffi::CStr;
 use std::mem::{size_of, zeroed};
 use std::ptr::{null, null_mut};
@@ -24,7 +32,6 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "open /dev/null",
     "join cgroups",
     "unshare cgroup namespace",
-    "set hostname",
     "make mounts private",
     "mount root tmpfs",
     "enter new root",
@@ -40,8 +47,14 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "bring loopback up",
     "bind runtime api listener",
     "send runtime api listener",
+    "receive claim",
+    "check claim",
+    "attach code at /var/task",
+    "resize /tmp",
+    "set hostname",
     "create exec report pipe",
     "fork bootstrap",
+    "report bootstrap started",
     "new session",
     "redirect output",
     "enter /var/task",
@@ -63,36 +76,41 @@ pub(crate) mod step {
     pub const DEV_NULL: u32 = 2;
     pub const CGROUPS: u32 = 3;
     pub const CGROUP_NS: u32 = 4;
-    pub const HOSTNAME: u32 = 5;
-    pub const PRIVATE: u32 = 6;
-    pub const ROOT_TMPFS: u32 = 7;
-    pub const ENTER_ROOT: u32 = 8;
-    pub const ROOT_DIRS: u32 = 9;
-    pub const BIND: u32 = 10;
-    pub const TMP: u32 = 11;
-    pub const PROC: u32 = 12;
-    pub const DEV: u32 = 13;
-    pub const DEV_NODES: u32 = 14;
-    pub const PIVOT: u32 = 15;
-    pub const DETACH: u32 = 16;
-    pub const REMOUNT_RO: u32 = 17;
-    pub const LOOPBACK: u32 = 18;
-    pub const LISTENER: u32 = 19;
-    pub const SEND_LISTENER: u32 = 20;
-    pub const REPORT_PIPE: u32 = 21;
-    pub const FORK: u32 = 22;
-    pub const SETSID: u32 = 23;
-    pub const OUTPUT: u32 = 24;
-    pub const CHDIR: u32 = 25;
-    pub const RLIMIT: u32 = 26;
-    pub const CAPBSET: u32 = 27;
-    pub const SETGROUPS: u32 = 28;
-    pub const SETGID: u32 = 29;
-    pub const SETUID: u32 = 30;
-    pub const CAPSET: u32 = 31;
-    pub const NO_NEW_PRIVS: u32 = 32;
-    pub const SECCOMP: u32 = 33;
-    pub const EXEC: u32 = 34;
+    pub const PRIVATE: u32 = 5;
+    pub const ROOT_TMPFS: u32 = 6;
+    pub const ENTER_ROOT: u32 = 7;
+    pub const ROOT_DIRS: u32 = 8;
+    pub const BIND: u32 = 9;
+    pub const TMP: u32 = 10;
+    pub const PROC: u32 = 11;
+    pub const DEV: u32 = 12;
+    pub const DEV_NODES: u32 = 13;
+    pub const PIVOT: u32 = 14;
+    pub const DETACH: u32 = 15;
+    pub const REMOUNT_RO: u32 = 16;
+    pub const LOOPBACK: u32 = 17;
+    pub const LISTENER: u32 = 18;
+    pub const SEND_LISTENER: u32 = 19;
+    pub const RECV_CLAIM: u32 = 20;
+    pub const CHECK_CLAIM: u32 = 21;
+    pub const ATTACH_CODE: u32 = 22;
+    pub const RESIZE_TMP: u32 = 23;
+    pub const HOSTNAME: u32 = 24;
+    pub const REPORT_PIPE: u32 = 25;
+    pub const FORK: u32 = 26;
+    pub const SEND_STARTED: u32 = 27;
+    pub const SETSID: u32 = 28;
+    pub const OUTPUT: u32 = 29;
+    pub const CHDIR: u32 = 30;
+    pub const RLIMIT: u32 = 31;
+    pub const CAPBSET: u32 = 32;
+    pub const SETGROUPS: u32 = 33;
+    pub const SETGID: u32 = 34;
+    pub const SETUID: u32 = 35;
+    pub const CAPSET: u32 = 36;
+    pub const NO_NEW_PRIVS: u32 = 37;
+    pub const SECCOMP: u32 = 38;
+    pub const EXEC: u32 = 39;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -104,7 +122,8 @@ pub(crate) struct Msg {
     pub value: i32,
 }
 
-/// The environment is ready; the runtime API listener travels with this message.
+/// The blank environment is ready to be claimed; the runtime API listener travels with this
+/// message.
 pub(crate) const MSG_READY: u32 = 1;
 /// Setting up failed at `step` with errno `value`.
 pub(crate) const MSG_SETUP_FAILED: u32 = 2;
@@ -114,6 +133,89 @@ pub(crate) const MSG_EXITED: u32 = 3;
 pub(crate) const MSG_SIGNALED: u32 = 4;
 /// The bootstrap could not be executed (errno `value`).
 pub(crate) const MSG_EXEC_FAILED: u32 = 5;
+/// After a claim: the bootstrap has been forked (and has exec'd, or failed to; that failure
+/// comes later as [`MSG_EXEC_FAILED`]).
+pub(crate) const MSG_STARTED: u32 = 6;
+
+/// The one message kiln sends init: which code to attach and what to run. The strings follow
+/// the header in this order: hostname (`hostname_len` bytes, no NUL), the bootstrap's absolute
+/// path inside the environment (`exe_len` bytes including its NUL), then `env_count`
+/// `NAME=value` strings, each NUL-terminated (`env_len` bytes in all). The code directory
+/// travels as a detached mount (`SCM_RIGHTS`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ClaimHeader {
+    /// [`CLAIM_KIND`].
+    pub kind: u32,
+    /// New size of `/tmp` in MiB; 0 keeps the blank's.
+    pub tmp_mb: u32,
+    pub hostname_len: u32,
+    pub exe_len: u32,
+    pub env_count: u32,
+    pub env_len: u32,
+}
+
+pub(crate) const CLAIM_KIND: u32 = 0x6b69_6c6e;
+/// Largest claim message (header included): Lambda allows 4 KB of variables plus kiln's own,
+/// so this is generous; a bigger environment is refused before any blank is touched.
+pub(crate) const CLAIM_MAX: usize = 64 * 1024;
+/// Most variables a claim may carry (the `envp` array init fills has one more slot, for NULL).
+pub(crate) const MAX_ENV_VARS: usize = 4096;
+/// Longest hostname (`HOST_NAME_MAX`).
+pub(crate) const HOSTNAME_MAX: usize = 64;
+
+/// A claim decoded in place: slices of the receive buffer plus the filled `envp` array.
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    pub tmp_mb: u32,
+    pub hostname: &'a [u8],
+    /// NUL-terminated.
+    pub exe: &'a [u8],
+}
+
+/// Checks a claim message and points `envp` at its variables (NULL-terminated). No allocation,
+/// no panics: it runs in init. Returns `EINVAL` for a malformed message, `E2BIG` for too many
+/// variables.
+pub(crate) fn decode_claim<'a>(msg: &'a [u8], envp: &mut [*const c_char]) -> Result<Claim<'a>, i32> {
+    let h = size_of::<ClaimHeader>();
+    let Some(head) = msg.get(..h) else { return Err(libc::EINVAL) };
+    // SAFETY: `head` is exactly size_of::<ClaimHeader>() readable bytes; the header is plain
+    // integers, valid for any bit pattern; read_unaligned tolerates any alignment.
+    let hdr: ClaimHeader = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
+    if hdr.kind != CLAIM_KIND || hdr.hostname_len as usize > HOSTNAME_MAX {
+        return Err(libc::EINVAL);
+    }
+    let (hl, el, vl) = (hdr.hostname_len as usize, hdr.exe_len as usize, hdr.env_len as usize);
+    if h.checked_add(hl).and_then(|x| x.checked_add(el)).and_then(|x| x.checked_add(vl)) != Some(msg.len()) {
+        return Err(libc::EINVAL);
+    }
+    let rest = msg.get(h..).unwrap_or_default();
+    let (hostname, rest) = rest.split_at_checked(hl).ok_or(libc::EINVAL)?;
+    let (exe, vars) = rest.split_at_checked(el).ok_or(libc::EINVAL)?;
+    // An absolute path with exactly one NUL, at its end.
+    if exe.first() != Some(&b'/') || exe.iter().position(|&b| b == 0) != Some(el.wrapping_sub(1)) {
+        return Err(libc::EINVAL);
+    }
+    if vars.last().is_some_and(|&b| b != 0) {
+        return Err(libc::EINVAL);
+    }
+    let mut count = 0usize;
+    let mut start = 0usize;
+    for (i, &b) in vars.iter().enumerate() {
+        if b != 0 {
+            continue;
+        }
+        let slot = envp.get_mut(count).ok_or(libc::E2BIG)?;
+        *slot = vars.get(start..).map_or(null(), |v| v.as_ptr().cast());
+        count += 1;
+        start = i + 1;
+    }
+    *envp.get_mut(count).ok_or(libc::E2BIG)? = null();
+    if count != hdr.env_count as usize || count > MAX_ENV_VARS {
+        return Err(libc::EINVAL);
+    }
+    Ok(Claim { tmp_mb: hdr.tmp_mb, hostname, exe })
+}
 
 /// The port of the Runtime API inside every environment.
 pub(crate) const RUNTIME_API_PORT: u16 = 9001;
@@ -145,25 +247,34 @@ pub(crate) struct Plan<'a> {
     pub sock: c_int,
     /// Write end of the output pipe: the bootstrap's stdout and stderr.
     pub out_w: c_int,
-    pub hostname: &'a [u8],
     /// Empty directory the new root is mounted on.
     pub root: &'a CStr,
     pub root_entries: &'a [RootEntry],
-    pub code_dir: &'a CStr,
-    /// tmpfs options of `/tmp` (size, owner).
+    /// tmpfs options of the blank's `/tmp` (size, owner); a claim may resize it.
     pub tmp_opts: &'a CStr,
-    /// `/var/task/<bootstrap>`.
-    pub exe: &'a CStr,
-    /// Null-terminated.
-    pub argv: &'a [*const c_char],
-    /// Null-terminated.
-    pub envp: &'a [*const c_char],
+    /// Where the claim message lands: `claim_cap` writable bytes, allocated before the clone.
+    pub claim_buf: *mut u8,
+    pub claim_cap: usize,
+    /// The `envp` array init fills from the claim: `envp_cap` pointer slots.
+    pub envp_buf: *mut *const c_char,
+    pub envp_cap: usize,
+    /// Top of the stack the bootstrap's process runs on until `execve` (16-byte aligned).
+    pub bootstrap_stack: *mut c_void,
     pub filters: &'a [libc::sock_fprog],
     pub uid: u32,
     pub gid: u32,
     pub nofile: u64,
     /// Highest capability number of this kernel.
     pub cap_last: u32,
+}
+
+/// What the bootstrap's process needs from the claim to exec.
+struct Exec<'a> {
+    exe: &'a CStr,
+    /// Null-terminated.
+    argv: &'a [*const c_char],
+    /// Null-terminated.
+    envp: *const *const c_char,
 }
 
 type Fail = (u32, i32);
@@ -194,7 +305,17 @@ fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
 /// # Safety
 /// `sock` must be a connected socket; `fd`, when given, an open descriptor.
 pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
-    let mut iov = libc::iovec { iov_base: msg as *const Msg as *mut c_void, iov_len: size_of::<Msg>() };
+    // SAFETY: a Msg is plain integers, so its bytes are initialised; the slice lives as long as `msg`.
+    let bytes = std::slice::from_raw_parts((msg as *const Msg).cast::<u8>(), size_of::<Msg>());
+    send_bytes(sock, bytes, fd)
+}
+
+/// Sends `bytes` as one datagram, optionally with a descriptor (SCM_RIGHTS). Allocates nothing.
+///
+/// # Safety
+/// `sock` must be a connected socket; `fd`, when given, an open descriptor.
+pub(crate) unsafe fn send_bytes(sock: c_int, bytes: &[u8], fd: Option<c_int>) -> isize {
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
     // Room for one cmsghdr plus one int, 8-byte aligned.
     let mut cbuf = [0u64; 4];
     let mut hdr: libc::msghdr = zeroed();
@@ -220,7 +341,7 @@ pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isiz
 /// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
 /// `plan` whose descriptors and pointers were valid in the parent at the time of the clone.
 pub(crate) unsafe fn run(plan: &Plan) -> ! {
-    match setup(plan) {
+    match init(plan) {
         Ok(()) => {}
         Err((step, err)) => {
             let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
@@ -289,8 +410,206 @@ unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Init, part one: namespaces, root, network, listener; then the bootstrap; then the wait loop.
-unsafe fn setup(p: &Plan) -> Result<(), Fail> {
+/// Init: build the blank, hand the listener to kiln, wait for the claim, start the bootstrap,
+/// then reap until it ends.
+unsafe fn init(p: &Plan) -> Result<(), Fail> {
+    blank(p)?;
+    loopback_up()?;
+    let listener = listen_runtime_api()?;
+    let ready = Msg { kind: MSG_READY, step: 0, value: 0 };
+    if send_msg(p.sock, &ready, Some(listener)) < 0 {
+        return Err((step::SEND_LISTENER, errno()));
+    }
+    libc::close(listener);
+
+    // Idle until claimed. An end of file means kiln dropped this blank (shutdown, or kiln
+    // died): exit, and the kernel ends the namespaces.
+    let Some(n) = recv_claim(p)? else { return Ok(()) };
+    // SAFETY: the parent allocated claim_cap bytes and envp_cap slots for us
+    // before the clone; recv_claim wrote n ≤ claim_cap bytes.
+    let msg = std::slice::from_raw_parts(p.claim_buf.cast_const(), n.0);
+    let envp = std::slice::from_raw_parts_mut(p.envp_buf, p.envp_cap);
+    let claim = decode_claim(msg, envp).map_err(|e| (step::CHECK_CLAIM, e))?;
+    let code = n.1;
+    check_long(
+        step::ATTACH_CODE,
+        libc::syscall(
+            libc::SYS_move_mount,
+            code,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c"/var/task".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+    )?;
+    libc::close(code);
+    if claim.tmp_mb != 0 {
+        let mut opts = [0u8; 24];
+        tmp_size_opts(&mut opts, claim.tmp_mb);
+        mount(
+            step::RESIZE_TMP,
+            null(),
+            c"/tmp".as_ptr(),
+            null(),
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
+            opts.as_ptr().cast(),
+        )?;
+    }
+    check(step::HOSTNAME, libc::sethostname(claim.hostname.as_ptr().cast(), claim.hostname.len()))?;
+    let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (step::CHECK_CLAIM, libc::EINVAL))?;
+    let argv = [exe.as_ptr(), null()];
+    let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
+
+    // The bootstrap.
+    let mut report = [0 as c_int; 2];
+    check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
+    let [report_r, report_w] = report;
+    // Like posix_spawn: the bootstrap's process shares init's memory (CLONE_VM) on a stack of
+    // its own, and init sleeps until it has exec'd or exited (CLONE_VFORK). A plain fork would
+    // copy init's address space (a copy of kiln's) only for execve to tear it down again, which
+    // costs about a millisecond on a large kiln. Credentials, rlimits, seccomp, the session, the
+    // descriptor table and the cwd are per process (no CLONE_THREAD, CLONE_FILES or CLONE_FS),
+    // so what the bootstrap changes before exec stays its own.
+    let mut args = BootstrapArgs { plan: p, exec: &exec, report_r, report_w };
+    let pid = libc::clone(
+        bootstrap_entry,
+        p.bootstrap_stack,
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        (&mut args as *mut BootstrapArgs).cast(),
+    );
+    let pid = check(step::FORK, pid)? as libc::pid_t;
+    libc::close(report_w);
+    libc::close(p.out_w);
+
+    // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
+    let mut report_msg = Msg::default();
+    let n = loop {
+        let n = libc::read(report_r, (&mut report_msg as *mut Msg).cast(), size_of::<Msg>());
+        if n >= 0 || errno() != libc::EINTR {
+            break n;
+        }
+    };
+    libc::close(report_r);
+    let exec_errno = if n == size_of::<Msg>() as isize {
+        if report_msg.step != step::EXEC {
+            return Err((report_msg.step, report_msg.value));
+        }
+        Some(report_msg.value)
+    } else {
+        None
+    };
+
+    let started = Msg { kind: MSG_STARTED, step: 0, value: 0 };
+    if send_msg(p.sock, &started, None) < 0 {
+        return Err((step::SEND_STARTED, errno()));
+    }
+
+    // Reap everything until the bootstrap ends; orphans of the namespace land here too.
+    let mut status: c_int = 0;
+    loop {
+        let r = libc::waitpid(-1, &mut status, 0);
+        if r == pid {
+            break;
+        }
+        if r < 0 && errno() == libc::ECHILD {
+            status = 0;
+            break;
+        }
+    }
+    let end = match exec_errno {
+        Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
+        None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
+        None => Msg { kind: MSG_EXITED, step: 0, value: libc::WEXITSTATUS(status) },
+    };
+    send_msg(p.sock, &end, None);
+    // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
+    Ok(())
+}
+
+/// `MOVE_MOUNT_F_EMPTY_PATH` from `<linux/mount.h>`.
+const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x0000_0004;
+
+/// Writes `size=<mb>m` and a NUL into `out` (24 bytes hold any u32).
+fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
+    let mut digits = [0u8; 10];
+    let mut n = mb;
+    let mut len = 0;
+    loop {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    let mut i = 0;
+    for &b in b"size=" {
+        if let Some(o) = out.get_mut(i) {
+            *o = b;
+        }
+        i += 1;
+    }
+    for &d in digits.iter().take(len).rev() {
+        if let Some(o) = out.get_mut(i) {
+            *o = d;
+        }
+        i += 1;
+    }
+    for b in [b'm', 0] {
+        if let Some(o) = out.get_mut(i) {
+            *o = b;
+        }
+        i += 1;
+    }
+}
+
+/// Waits for kiln's claim: `Some((length, code mount descriptor))`, or `None` when kiln closed
+/// its end.
+unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int)>, Fail> {
+    let mut iov = libc::iovec { iov_base: p.claim_buf.cast(), iov_len: p.claim_cap };
+    let mut cbuf = [0u64; 4];
+    loop {
+        let mut hdr: libc::msghdr = zeroed();
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = size_of::<[u64; 4]>() as _;
+        let n = libc::recvmsg(p.sock, &mut hdr, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err((step::RECV_CLAIM, errno()));
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut fd = -1;
+        let mut c = libc::CMSG_FIRSTHDR(&hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let got = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>());
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd = got;
+            }
+            c = libc::CMSG_NXTHDR(&hdr, c);
+        }
+        if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            return Err((step::RECV_CLAIM, libc::E2BIG));
+        }
+        if fd < 0 {
+            return Err((step::RECV_CLAIM, libc::EBADF));
+        }
+        return Ok(Some((n as usize, fd)));
+    }
+}
+
+/// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
+unsafe fn blank(p: &Plan) -> Result<(), Fail> {
     // kiln's signal handlers are copied into the child: reset them, and the mask.
     let mut sa: libc::sigaction = zeroed();
     sa.sa_sigaction = libc::SIG_DFL;
@@ -328,7 +647,6 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     }
     // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy.
     check(step::CGROUP_NS, libc::unshare(libc::CLONE_NEWCGROUP))?;
-    check(step::HOSTNAME, libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()))?;
 
     // Mounts: nothing we do may propagate back to the host.
     mount(step::PRIVATE, null(), c"/".as_ptr(), null(), libc::MS_REC | libc::MS_PRIVATE, null())?;
@@ -358,7 +676,7 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
     }
     bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;
     bind_ro(c"/etc".as_ptr(), c"etc".as_ptr())?;
-    bind_ro(p.code_dir.as_ptr(), c"var/task".as_ptr())?;
+    // `var/task` stays an empty directory until a claim attaches the code there.
     mount(
         step::TMP,
         c"tmpfs".as_ptr(),
@@ -427,67 +745,6 @@ unsafe fn setup(p: &Plan) -> Result<(), Fail> {
         null(),
     )?;
 
-    loopback_up()?;
-    let listener = listen_runtime_api()?;
-
-    // The bootstrap.
-    let mut report = [0 as c_int; 2];
-    check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
-    let [report_r, report_w] = report;
-    let pid = check_long(step::FORK, libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0))?;
-    if pid == 0 {
-        libc::close(report_r);
-        libc::close(listener);
-        libc::close(p.sock);
-        bootstrap(p, report_w);
-    }
-    let pid = pid as libc::pid_t;
-    libc::close(report_w);
-    libc::close(p.out_w);
-
-    // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
-    let mut report_msg = Msg::default();
-    let n = loop {
-        let n = libc::read(report_r, (&mut report_msg as *mut Msg).cast(), size_of::<Msg>());
-        if n >= 0 || errno() != libc::EINTR {
-            break n;
-        }
-    };
-    libc::close(report_r);
-    let exec_errno = if n == size_of::<Msg>() as isize {
-        if report_msg.step != step::EXEC {
-            return Err((report_msg.step, report_msg.value));
-        }
-        Some(report_msg.value)
-    } else {
-        None
-    };
-
-    let ready = Msg { kind: MSG_READY, step: 0, value: 0 };
-    if send_msg(p.sock, &ready, Some(listener)) < 0 {
-        return Err((step::SEND_LISTENER, errno()));
-    }
-    libc::close(listener);
-
-    // Reap everything until the bootstrap ends; orphans of the namespace land here too.
-    let mut status: c_int = 0;
-    loop {
-        let r = libc::waitpid(-1, &mut status, 0);
-        if r == pid {
-            break;
-        }
-        if r < 0 && errno() == libc::ECHILD {
-            status = 0;
-            break;
-        }
-    }
-    let end = match exec_errno {
-        Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
-        None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
-        None => Msg { kind: MSG_EXITED, step: 0, value: libc::WEXITSTATUS(status) },
-    };
-    send_msg(p.sock, &end, None);
-    // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
     Ok(())
 }
 
@@ -530,15 +787,36 @@ unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
     Ok(s)
 }
 
-/// The bootstrap's process from fork to exec. Never returns.
-unsafe fn bootstrap(p: &Plan, report: c_int) -> ! {
-    let Err((step, err)) = bootstrap_steps(p) else { libc::_exit(127) };
+/// What init hands the bootstrap's process (through `clone`'s argument).
+struct BootstrapArgs<'a, 'p> {
+    plan: &'a Plan<'p>,
+    exec: &'a Exec<'a>,
+    report_r: c_int,
+    report_w: c_int,
+}
+
+/// Entry point of the bootstrap's process (`clone` with `CLONE_VM | CLONE_VFORK`).
+extern "C" fn bootstrap_entry(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` points at init's BootstrapArgs, alive because init sleeps until we exec or
+    // exit (CLONE_VFORK); we only read it and make raw system calls.
+    unsafe {
+        let a = &*arg.cast::<BootstrapArgs>();
+        // Closing descriptors here affects only our copy of the table (no CLONE_FILES).
+        libc::close(a.report_r);
+        libc::close(a.plan.sock);
+        bootstrap(a.plan, a.exec, a.report_w)
+    }
+}
+
+/// The bootstrap's process from clone to exec. Never returns.
+unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
+    let Err((step, err)) = bootstrap_steps(p, e) else { libc::_exit(127) };
     let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
     libc::write(report, (&msg as *const Msg).cast(), size_of::<Msg>());
     libc::_exit(127)
 }
 
-unsafe fn bootstrap_steps(p: &Plan) -> Result<(), Fail> {
+unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     check(step::SETSID, libc::setsid())?;
     check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
     check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
@@ -577,7 +855,7 @@ unsafe fn bootstrap_steps(p: &Plan) -> Result<(), Fail> {
             ),
         )?;
     }
-    libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    libc::execve(e.exe.as_ptr(), e.argv.as_ptr(), e.envp);
     Err((step::EXEC, errno()))
 }
 
@@ -607,5 +885,17 @@ mod tests {
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
+        assert_eq!(STEP_NAMES[step::ATTACH_CODE as usize], "attach code at /var/task");
+        assert_eq!(STEP_NAMES[step::HOSTNAME as usize], "set hostname");
+    }
+
+    #[test]
+    fn tmp_size_opts_are_nul_terminated_text() {
+        for (mb, text) in [(0, "size=0m"), (7, "size=7m"), (512, "size=512m"), (u32::MAX, "size=4294967295m")] {
+            let mut out = [0xffu8; 24];
+            tmp_size_opts(&mut out, mb);
+            let s = CStr::from_bytes_until_nul(&out).unwrap();
+            assert_eq!(s.to_str().unwrap(), text);
+        }
     }
 }

@@ -5,16 +5,32 @@
 //!
 //! ```text
 //! kiln serve ── clone(NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS) ──▶ init (PID 1 of the environment)
-//!                                                            └── raw clone ──▶ bootstrap
+//!                                     └── clone(CLONE_VM|CLONE_VFORK) ──▶ bootstrap
 //! ```
 //!
-//! # Order of steps in [`Backend::spawn`]
+//! # Blanks and claims
 //!
-//! In the parent (a blocking thread of kiln):
-//! 1. create the environment's cgroups and write its limits ([`cgroups::Cgroups::create`]),
-//!    open their `cgroup.procs` files;
-//! 2. prepare every C string, the `argv`/`envp` arrays and the seccomp programs (built once in
-//!    [`LinuxBackend::new`]): the child may not allocate;
+//! Everything that does not depend on the spec is built ahead of time: a *blank* environment
+//! has its cgroups, namespaces, root (with an empty `/var/task`), loopback and Runtime API
+//! listener, and its init waits on its socket. [`Backend::spawn`] *claims* one: it sets the
+//! spec's limits on the blank's cgroups (only the values that differ), sends init the code
+//! directory as a detached read-only mount plus hostname, bootstrap path and environment, and
+//! waits until the bootstrap has exec'd. A pool of blanks (`pool.rs`; size
+//! [`LinuxOptions::pool_size`], default [`DEFAULT_POOL_SIZE`]) is refilled by a background thread after each take; when it
+//! is empty (or disabled) `spawn` builds a blank on the spot, named after the environment, and
+//! claims it at once. A blank serves one environment and is never reused. Blanks of the pool
+//! have cgroups named `blank.<n>` (a name no environment id can have), kept after the claim;
+//! [`LinuxBackend::cgroup_of`] maps an environment to them, and the debug log line of its start
+//! names both.
+//!
+//! # Building a blank (`build_blank`, in the pool thread or in `spawn`)
+//!
+//! In the parent:
+//! 1. create the blank's cgroups and write its limits ([`cgroups::Cgroups::create`]), open
+//!    their `cgroup.procs` files;
+//! 2. prepare every C string, the seccomp programs (built once in [`LinuxBackend::new`]), and the
+//!    buffers the claim will land in (64 KiB message buffer, `envp` array, the bootstrap's
+//!    pre-exec stack): the child may not allocate;
 //! 3. `clone` with the new namespaces and `CLONE_PIDFD`, like `fork` (no new stack), and wait on a
 //!    `SOCK_SEQPACKET` pair for the child to say it is ready.
 //!
@@ -22,20 +38,33 @@
 //! 4. reset signal handlers, make itself non-dumpable (its memory is a copy of kiln's), close
 //!    every inherited descriptor it does not need;
 //! 5. join the cgroups by writing `0` to each `cgroup.procs`, then unshare a cgroup namespace;
-//! 6. set the hostname; make all mounts private; mount a tmpfs on the scratch mountpoint and build
-//!    the new root in it: read-only binds of `/usr`, `/etc` and the code at `/var/task`, the
-//!    merged-/usr symlinks, an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the
-//!    function does not see init), a `/dev` with six device nodes; `pivot_root`, detach the old
-//!    root, remount `/` read-only;
-//! 7. bring `lo` up and bind the Runtime API listener to 127.0.0.1:9001 in the new network
-//!    namespace;
-//! 8. fork the bootstrap, which: starts a session, points stdout/stderr at the output pipe,
-//!    enters `/var/task`, lowers rlimits, drops the capability bounding set, takes uid/gid 993
-//!    with no groups, clears all capabilities, sets `no_new_privs`, installs the seccomp filter
-//!    and execs `/var/task/<bootstrap>` with exactly the spec's environment plus
-//!    `AWS_LAMBDA_RUNTIME_API`. A `CLOEXEC` pipe tells init whether the exec worked;
-//! 9. send the listener to kiln over the socket pair (`SCM_RIGHTS`): that is the "ready";
-//! 10. reap every process until the bootstrap ends, send its status, exit. When PID 1 exits the
+//! 6. make all mounts private; mount a tmpfs on the scratch mountpoint and build the new root in
+//!    it: read-only binds of `/usr` and `/etc`, an empty `/var/task`, the merged-/usr symlinks,
+//!    an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the function does not see
+//!    init), a `/dev` with six device nodes; `pivot_root`, detach the old root, remount `/`
+//!    read-only;
+//! 7. bring `lo` up, bind the Runtime API listener to 127.0.0.1:9001 in the new network
+//!    namespace and send it to kiln over the socket pair (`SCM_RIGHTS`): that is the "ready";
+//!    then block on the socket. End of file there (kiln dropped the blank, or died) makes init
+//!    exit, which ends the namespaces.
+//!
+//! # Claiming it ([`Backend::spawn`])
+//!
+//! In the parent: 8. write the limits that differ; `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`
+//! the code directory and `mount_setattr` the detached tree read-only, nosuid, nodev, private;
+//! send it with the claim message ([`child::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
+//! environment).
+//!
+//! In init: 9. `move_mount` the tree onto `/var/task`; remount `/tmp` with the new size if it
+//! differs; set the hostname `kiln-<env id>`;
+//! 10. start the bootstrap with `clone(CLONE_VM | CLONE_VFORK)` on its own stack (no copy of
+//!     init's address space), which: starts a session, points stdout/stderr at the output pipe,
+//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes uid/gid 993
+//!     with no groups, clears all capabilities, sets `no_new_privs`, installs the seccomp filter
+//!     and execs `/var/task/<bootstrap>` with exactly the spec's environment plus
+//!     `AWS_LAMBDA_RUNTIME_API`. A `CLOEXEC` pipe tells init whether the exec worked; init
+//!     tells kiln "started";
+//! 11. reap every process until the bootstrap ends, send its status, exit. When PID 1 exits the
 //!     kernel kills every process left in the pid namespace, daemonised orphans included.
 //!
 //! Back in the parent, the environment's pidfd joins the backend's reaper thread (one `epoll`
@@ -46,21 +75,26 @@
 //! # Ending
 //!
 //! [`Sandbox::destroy`] kills the cgroup (`cgroup.kill`, or freeze + SIGKILL each on v1) and
-//! init, waits until the reaper has reaped init, and removes the cgroups. Nothing else needs
+//! init, waits until the reaper has reaped init, and removes the cgroups. [`Backend::shutdown`]
+//! (and dropping the backend) also destroys the pool's blanks. Nothing else needs
 //! cleaning: the mounts live only in the environment's mount namespace and die with it; the one
 //! scratch directory (the mountpoint of the new roots) is shared and empty on the host.
 //!
-//! Cgroups carry the instance id (`kiln-<instance id>/<environment id>`), so a kiln that starts
-//! after its predecessor was killed with SIGKILL finds and kills what it left behind, and two kiln
-//! instances with different data directories never touch each other's environments.
+//! Cgroups carry the instance id (`kiln-<instance id>/<environment id>` or
+//! `kiln-<instance id>/blank.<n>`), so a kiln that starts after its predecessor was killed with
+//! SIGKILL finds and kills what it left behind, blanks included, and two kiln instances with
+//! different data directories never touch each other's environments.
 
 mod cgroups;
 mod child;
+mod pool;
 mod seccomp;
+
+pub use pool::PoolStats;
 
 use crate::{Backend, ExitInfo, Sandbox, SandboxError, SandboxSpec, Spawned};
 use cgroups::{Cgroups, Limits};
-use child::{Msg, Plan, RootEntry};
+use child::{ClaimHeader, Msg, Plan, RootEntry};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
@@ -73,7 +107,7 @@ use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The uid and gid functions run as (Lambda's `sbx_user1051` is 993).
@@ -81,12 +115,35 @@ pub const FUNCTION_UID: u32 = 993;
 pub const FUNCTION_GID: u32 = 993;
 /// Soft and hard `RLIMIT_NOFILE` of the bootstrap.
 pub const NOFILE_LIMIT: u64 = 1024;
+/// Stack of the bootstrap's process between clone and exec (it makes only system calls).
+const BOOTSTRAP_STACK: usize = 64 * 1024;
 /// How long init may take to report ready.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `destroy` waits for the reaper before reaping itself.
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The epoll key of the reaper's stop event; environments count from 0.
 const STOP_KEY: u64 = u64::MAX;
+
+/// Blanks [`LinuxBackend::new`] keeps ready.
+pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Memory and `/tmp` size of the first blanks, before any claim says what functions use
+/// (Lambda's smallest memory size and its default ephemeral storage).
+const FIRST_BLANK_MEMORY_MB: u32 = 128;
+const FIRST_BLANK_TMP_MB: u32 = 512;
+
+/// Settings of a [`LinuxBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinuxOptions {
+    /// Blank environments kept ready for [`Backend::spawn`]; 0 disables the pool (every spawn
+    /// builds its environment on the spot).
+    pub pool_size: usize,
+}
+
+impl Default for LinuxOptions {
+    fn default() -> Self {
+        LinuxOptions { pool_size: DEFAULT_POOL_SIZE }
+    }
+}
 
 /// Capabilities kiln needs to build environments: (number, name).
 const NEEDED_CAPS: &[(u32, &str)] = &[
@@ -104,6 +161,7 @@ const NEEDED_CAPS: &[(u32, &str)] = &[
 pub struct LinuxBackend {
     inner: Arc<Inner>,
     reaper: Option<JoinHandle<()>>,
+    filler: Option<JoinHandle<()>>,
 }
 
 /// State shared by the backend, its environments and the reaper thread.
@@ -122,11 +180,16 @@ struct Inner {
     next_key: AtomicU64,
     epoll: OwnedFd,
     stop: OwnedFd,
+    pool: pool::Pool,
+    /// Numbers the blanks' cgroups (`blank.<n>`).
+    blank_seq: AtomicU64,
 }
 
 /// One environment as the host sees it.
 struct Env {
     id: String,
+    /// Name of its cgroups: its id when built on the spot, `blank.<n>` when it came from the pool.
+    cgroup: String,
     key: u64,
     pid: i32,
     pidfd: OwnedFd,
@@ -171,12 +234,19 @@ fn last_error() -> io::Error {
 }
 
 impl LinuxBackend {
+    /// [`LinuxBackend::with_options`] with the default options (a pool of
+    /// [`DEFAULT_POOL_SIZE`] blanks).
+    pub fn new(instance_id: &str, state_dir: &Path) -> Result<LinuxBackend, SandboxError> {
+        Self::with_options(instance_id, state_dir, LinuxOptions::default())
+    }
+
     /// Checks privileges, detects the cgroup layout, removes what a previous kiln with the same
-    /// `instance_id` left behind, and starts the reaper thread.
+    /// `instance_id` left behind (environments and blanks alike), and starts the reaper thread
+    /// and the thread that fills the pool of blanks.
     ///
     /// `instance_id` (`[0-9a-z-]`, at most 32 bytes) names this kiln's cgroups; `state_dir` is a
     /// directory kiln owns where the backend keeps its scratch directory.
-    pub fn new(instance_id: &str, state_dir: &Path) -> Result<LinuxBackend, SandboxError> {
+    pub fn with_options(instance_id: &str, state_dir: &Path, opts: LinuxOptions) -> Result<LinuxBackend, SandboxError> {
         let setup = |step, e| SandboxError::step(instance_id, step, e);
         if instance_id.is_empty()
             || instance_id.len() > 32
@@ -258,6 +328,8 @@ impl LinuxBackend {
             next_key: AtomicU64::new(0),
             epoll,
             stop,
+            pool: pool::Pool::new(opts.pool_size, Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB), FIRST_BLANK_TMP_MB),
+            blank_seq: AtomicU64::new(0),
         });
         let reaper_inner = inner.clone();
         let reaper = std::thread::Builder::new()
@@ -265,8 +337,45 @@ impl LinuxBackend {
             .stack_size(256 * 1024)
             .spawn(move || reaper_loop(&reaper_inner))
             .map_err(|e| setup("start reaper thread", e))?;
-        tracing::info!(instance = instance_id, cgroups = inner.cgroups.layout(), "linux sandbox backend ready");
-        Ok(LinuxBackend { inner, reaper: Some(reaper) })
+        let mut backend = LinuxBackend { inner, reaper: Some(reaper), filler: None };
+        let filler_inner = backend.inner.clone();
+        // Blanks are clones of this thread: its stack is what their init runs on.
+        let filler = std::thread::Builder::new()
+            .name(format!("kiln-pool-{instance_id}"))
+            .stack_size(512 * 1024)
+            .spawn(move || pool::filler_loop(&filler_inner))
+            .map_err(|e| setup("start pool thread", e))?;
+        backend.filler = Some(filler);
+        tracing::info!(
+            instance = instance_id,
+            cgroups = backend.inner.cgroups.layout(),
+            pool = opts.pool_size,
+            "linux sandbox backend ready"
+        );
+        Ok(backend)
+    }
+
+    /// Changes how many blanks the pool keeps ready (0 disables it); extra blanks are destroyed
+    /// at once. No effect after [`Backend::shutdown`].
+    pub fn set_pool_size(&self, n: usize) {
+        discard_all(self.inner.pool.set_target(n), self.inner.cgroups.as_ref());
+    }
+
+    /// The pool's target, how many blanks are ready, and how spawns were served.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Waits until the pool holds its target number of blanks; false if `timeout` passed first.
+    pub fn wait_pool_full(&self, timeout: Duration) -> bool {
+        self.inner.pool.wait_full(timeout)
+    }
+
+    /// The name of the cgroup directories (below `kiln-<instance id>` in each hierarchy) of the
+    /// live environment `id`: `id` itself when it was built on the spot, `blank.<n>` when it was
+    /// a blank of the pool.
+    pub fn cgroup_of(&self, id: &str) -> Option<String> {
+        lock(&self.inner.envs).values().find(|e| e.id == id).map(|e| e.cgroup.clone())
     }
 
     /// The cgroup layout in use (`v1+unified`, `v1`, `v2`).
@@ -283,6 +392,9 @@ impl LinuxBackend {
 impl Drop for LinuxBackend {
     fn drop(&mut self) {
         self.shutdown();
+        if let Some(f) = self.filler.take() {
+            let _ = f.join();
+        }
         if let Err(e) = self.inner.cgroups.remove_instance() {
             tracing::warn!(instance = %self.inner.instance_id, error = %e, "cannot remove instance cgroups");
         }
@@ -482,14 +594,8 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// What init sent during set-up.
-enum Setup {
-    Ready(OwnedFd),
-    Failed { step: u32, errno: i32 },
-}
-
-/// Waits for init's first message: ready (with the listener) or the step that failed.
-fn recv_setup(sock: &OwnedFd, timeout: Duration) -> io::Result<Setup> {
+/// Waits for one message from init, with the descriptor it carried if any.
+fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Msg, Option<OwnedFd>)> {
     let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     loop {
@@ -499,7 +605,7 @@ fn recv_setup(sock: &OwnedFd, timeout: Duration) -> io::Result<Setup> {
             break;
         }
         if r == 0 {
-            return Err(io::Error::new(ErrorKind::TimedOut, "init did not report ready"));
+            return Err(io::Error::new(ErrorKind::TimedOut, "init did not answer"));
         }
         if io::Error::last_os_error().kind() != ErrorKind::Interrupted {
             return Err(last_error());
@@ -519,9 +625,6 @@ fn recv_setup(sock: &OwnedFd, timeout: Duration) -> io::Result<Setup> {
     if n < 0 {
         return Err(last_error());
     }
-    if n as usize != size_of::<Msg>() {
-        return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited during set-up"));
-    }
     let mut passed: Option<OwnedFd> = None;
     // SAFETY: walking the control messages the kernel filled in, within msg_controllen.
     unsafe {
@@ -534,11 +637,10 @@ fn recv_setup(sock: &OwnedFd, timeout: Duration) -> io::Result<Setup> {
             c = libc::CMSG_NXTHDR(&hdr, c);
         }
     }
-    match (msg.kind, passed) {
-        (child::MSG_READY, Some(fd)) => Ok(Setup::Ready(fd)),
-        (child::MSG_SETUP_FAILED, _) => Ok(Setup::Failed { step: msg.step, errno: msg.value }),
-        _ => Err(io::Error::new(ErrorKind::InvalidData, "unexpected message from init")),
+    if n as usize != size_of::<Msg>() {
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited"));
     }
+    Ok((msg, passed))
 }
 
 fn pidfd_kill(pidfd: &OwnedFd) {
@@ -626,8 +728,8 @@ impl Env {
         epoll_del(&self.inner.epoll, &self.pidfd);
         let record = read_exit_record(&self.sock);
         let cg = self.inner.cgroups.as_ref();
-        let oom = cg.oom_killed(&self.id);
-        let peak = cg.peak_memory_bytes(&self.id).unwrap_or(0);
+        let oom = cg.oom_killed(&self.cgroup);
+        let peak = cg.peak_memory_bytes(&self.cgroup).unwrap_or(0);
         let info = exit_info(record, init, oom);
         {
             let mut st = lock(&self.state);
@@ -639,7 +741,7 @@ impl Env {
         self.exit_tx.send_replace(Some(info));
         // The pid namespace is gone with its init; release the cgroups now rather than when
         // the engine gets round to destroying the environment.
-        if let Err(e) = cgroups::kill_and_remove(cg, &self.id) {
+        if let Err(e) = cgroups::kill_and_remove(cg, &self.cgroup) {
             tracing::warn!(env = %self.id, error = %e, "cannot remove cgroups");
         }
         lock(&self.inner.envs).remove(&self.key);
@@ -653,7 +755,7 @@ impl Env {
         }
         st.killed = true;
         drop(st);
-        if let Err(e) = self.inner.cgroups.kill_all(&self.id) {
+        if let Err(e) = self.inner.cgroups.kill_all(&self.cgroup) {
             tracing::warn!(env = %self.id, error = %e, "cgroup kill failed");
         }
         pidfd_kill(&self.pidfd);
@@ -677,7 +779,7 @@ impl Env {
             // The reaper is gone or stuck: init was SIGKILLed, so this returns soon.
             self.reap(true);
         }
-        if let Err(e) = cgroups::kill_and_remove(self.inner.cgroups.as_ref(), &self.id) {
+        if let Err(e) = cgroups::kill_and_remove(self.inner.cgroups.as_ref(), &self.cgroup) {
             tracing::warn!(env = %self.id, error = %e, "cannot remove cgroups");
         }
         lock(&self.inner.envs).remove(&self.key);
@@ -693,14 +795,18 @@ impl Sandbox for LinuxSandbox {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env.inner.cgroups.freeze(&self.env.id).map_err(|e| SandboxError::step(&self.env.id, "freeze", e.into()))
+        self.env
+            .inner
+            .cgroups
+            .freeze(&self.env.cgroup)
+            .map_err(|e| SandboxError::step(&self.env.id, "freeze", e.into()))
     }
 
     fn thaw(&self) -> Result<(), SandboxError> {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env.inner.cgroups.thaw(&self.env.id).map_err(|e| SandboxError::step(&self.env.id, "thaw", e.into()))
+        self.env.inner.cgroups.thaw(&self.env.cgroup).map_err(|e| SandboxError::step(&self.env.id, "thaw", e.into()))
     }
 
     fn max_memory_bytes(&self) -> u64 {
@@ -709,7 +815,7 @@ impl Sandbox for LinuxSandbox {
             return st.peak_bytes;
         }
         drop(st);
-        self.env.inner.cgroups.peak_memory_bytes(&self.env.id).unwrap_or(0)
+        self.env.inner.cgroups.peak_memory_bytes(&self.env.cgroup).unwrap_or(0)
     }
 
     fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
@@ -727,15 +833,18 @@ impl Drop for LinuxSandbox {
     }
 }
 
-/// Everything `spawn` prepares before cloning, owned so the child's [`Plan`] can borrow it.
+/// What `spawn` derives from the spec before touching any environment.
 struct Prepared {
-    hostname: Vec<u8>,
+    /// The code directory as given (`open_tree` resolves it; no canonicalisation needed).
     code_dir: CString,
-    tmp_opts: CString,
-    exe: CString,
-    env: Vec<CString>,
+    /// The claim message; its `tmp_mb` field is filled per blank.
+    msg: Vec<u8>,
 }
 
+/// Offset of [`ClaimHeader::tmp_mb`] in the claim message.
+const CLAIM_TMP_OFFSET: usize = 4;
+
+/// Checks the spec and encodes the claim init will receive (see [`ClaimHeader`]).
 fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     if spec.id.is_empty()
         || spec.id.len() > 64
@@ -747,30 +856,65 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     {
         return Err(invalid("bootstrap must be a relative path inside the code directory"));
     }
-    let code_dir = fs::canonicalize(&spec.code_dir)?;
+    let code_dir = cstring(spec.code_dir.as_os_str().as_bytes())?;
     let mut hostname = format!("kiln-{}", spec.id).into_bytes();
-    hostname.truncate(64);
+    hostname.truncate(child::HOSTNAME_MAX);
     let exe = Path::new("/var/task").join(&spec.bootstrap);
-    let mut env = Vec::with_capacity(spec.env.len() + 1);
-    for (k, v) in &spec.env {
-        if k == kiln_model::env::RUNTIME_API {
-            continue;
-        }
+    let exe = exe.as_os_str().as_bytes();
+    if exe.contains(&0) {
+        return Err(invalid("bootstrap contains a NUL byte"));
+    }
+
+    let runtime_api = format!("127.0.0.1:{}", child::RUNTIME_API_PORT);
+    let vars = spec
+        .env
+        .iter()
+        .filter(|(k, _)| k != kiln_model::env::RUNTIME_API)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([(kiln_model::env::RUNTIME_API, runtime_api.as_str())]);
+    let mut env = Vec::with_capacity(spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 48);
+    let mut count = 0u32;
+    for (k, v) in vars {
         if k.is_empty() || k.contains('=') {
             return Err(invalid("environment variable names may not be empty or contain '='"));
         }
-        env.push(cstring(format!("{k}={v}").as_bytes())?);
+        if k.contains('\0') || v.contains('\0') {
+            return Err(invalid("environment variables may not contain NUL bytes"));
+        }
+        env.extend_from_slice(k.as_bytes());
+        env.push(b'=');
+        env.extend_from_slice(v.as_bytes());
+        env.push(0);
+        count += 1;
     }
-    env.push(cstring(format!("{}=127.0.0.1:{}", kiln_model::env::RUNTIME_API, child::RUNTIME_API_PORT).as_bytes())?);
-    Ok(Prepared {
-        hostname,
-        code_dir: cstring(code_dir.as_os_str().as_bytes())?,
-        tmp_opts: cstring(
-            format!("size={}m,mode=1777,uid={FUNCTION_UID},gid={FUNCTION_GID}", spec.tmp_mb.max(1)).as_bytes(),
-        )?,
-        exe: cstring(exe.as_os_str().as_bytes())?,
-        env,
-    })
+    let header = ClaimHeader {
+        kind: child::CLAIM_KIND,
+        tmp_mb: 0,
+        hostname_len: hostname.len() as u32,
+        exe_len: exe.len() as u32 + 1,
+        env_count: count,
+        env_len: env.len() as u32,
+    };
+    let total = size_of::<ClaimHeader>() + hostname.len() + exe.len() + 1 + env.len();
+    if total > child::CLAIM_MAX || count as usize > child::MAX_ENV_VARS {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "environment too large: {total} bytes in {count} variables (at most {} bytes, {} variables)",
+                child::CLAIM_MAX,
+                child::MAX_ENV_VARS
+            ),
+        ));
+    }
+    let mut msg = Vec::with_capacity(total);
+    for field in [header.kind, header.tmp_mb, header.hostname_len, header.exe_len, header.env_count, header.env_len] {
+        msg.extend_from_slice(&field.to_ne_bytes());
+    }
+    msg.extend_from_slice(&hostname);
+    msg.extend_from_slice(exe);
+    msg.push(0);
+    msg.extend_from_slice(&env);
+    Ok(Prepared { code_dir, msg })
 }
 
 /// Removes a half-built environment's cgroups unless disarmed.
@@ -790,6 +934,297 @@ impl Drop for CgroupGuard<'_> {
     }
 }
 
+/// An environment without a function yet: namespaces, cgroups, root (with an empty
+/// `/var/task`), loopback and Runtime API listener are made, and its init waits for a claim.
+struct Blank {
+    /// Name of its cgroups: `blank.<n>` for the pool's, the environment id for one built on
+    /// the spot.
+    cgroup: String,
+    pid: i32,
+    pidfd: OwnedFd,
+    /// kiln's end of the socket pair to init.
+    sock: OwnedFd,
+    listener: TcpListener,
+    /// Read end of the output pipe (non-blocking).
+    output: OwnedFd,
+    /// What its cgroups are set to now.
+    limits: Limits,
+    /// Size of its `/tmp` now.
+    tmp_mb: u32,
+}
+
+impl Blank {
+    /// Kills the blank, reaps its init and removes its cgroups.
+    fn discard(self, cg: &dyn Cgroups) {
+        pidfd_kill(&self.pidfd);
+        waitid_pidfd(&self.pidfd, true);
+        if let Err(e) = cgroups::kill_and_remove(cg, &self.cgroup) {
+            tracing::warn!(blank = %self.cgroup, error = %e, "cannot remove cgroups");
+        }
+    }
+}
+
+/// Discards many blanks, killing them all before waiting for any.
+fn discard_all(blanks: Vec<Blank>, cg: &dyn Cgroups) {
+    for b in &blanks {
+        pidfd_kill(&b.pidfd);
+    }
+    for b in blanks {
+        b.discard(cg);
+    }
+}
+
+/// Builds a blank environment whose cgroups are named `cgroup`, with `limits` and a `/tmp` of
+/// `tmp_mb`. Blocking: ~2 ms.
+fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Result<Blank, SandboxError> {
+    let step = |s, e| SandboxError::step(cgroup, s, e);
+    let procs = inner.cgroups.create(cgroup, &limits).map_err(|e| step("create cgroups", e.into()))?;
+    let mut guard = CgroupGuard { cgroups: inner.cgroups.as_ref(), id: cgroup, armed: true };
+    let procs_fds = procs
+        .iter()
+        .map(|p| fs::OpenOptions::new().write(true).open(p).map(OwnedFd::from).and_then(above_stdio))
+        .collect::<io::Result<Vec<OwnedFd>>>()
+        .map_err(|e| step("open cgroup.procs", e))?;
+    let (host_sock, child_sock) = seqpacket_pair().map_err(|e| step("create socket pair", e))?;
+    let child_sock = above_stdio(child_sock).map_err(|e| step("create socket pair", e))?;
+    let (out_r, out_w) = std::io::pipe().map_err(|e| step("create output pipe", e))?;
+    let out_r = OwnedFd::from(out_r);
+    let out_w = above_stdio(OwnedFd::from(out_w)).map_err(|e| step("create output pipe", e))?;
+    crate::process::set_nonblocking(&out_r).map_err(|e| step("create output pipe", e))?;
+    let tmp_opts = cstring(format!("size={tmp_mb}m,mode=1777,uid={FUNCTION_UID},gid={FUNCTION_GID}").as_bytes())
+        .map_err(|e| step("prepare /tmp", e))?;
+    // Where the claim lands in init: allocated here, because init may not allocate. Zeroed so
+    // that init's view of them is initialised memory.
+    let mut claim_buf = vec![0u8; child::CLAIM_MAX];
+    let mut envp_buf: Vec<*const libc::c_char> = vec![std::ptr::null(); child::MAX_ENV_VARS + 1];
+    // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
+    let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
+
+    let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut keep: Vec<RawFd> = procs_raw.clone();
+    keep.push(child_sock.as_raw_fd());
+    keep.push(out_w.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
+    let fprogs: Vec<libc::sock_fprog> = inner
+        .filters
+        .iter()
+        .map(|p| libc::sock_fprog {
+            len: p.len() as u16,
+            // seccompiler's sock_filter has the kernel's layout (repr(C), same fields).
+            filter: p.as_ptr() as *mut libc::sock_filter,
+        })
+        .collect();
+    let plan = Plan {
+        keep: &keep,
+        cgroup_procs: &procs_raw,
+        sock: child_sock.as_raw_fd(),
+        out_w: out_w.as_raw_fd(),
+        root: &inner.root_mountpoint,
+        root_entries: &inner.root_entries,
+        tmp_opts: &tmp_opts,
+        claim_buf: claim_buf.as_mut_ptr(),
+        claim_cap: claim_buf.len(),
+        envp_buf: envp_buf.as_mut_ptr(),
+        envp_cap: envp_buf.len(),
+        // SAFETY: one past the end of the allocation, which is where a downward stack starts.
+        bootstrap_stack: unsafe { bootstrap_stack.as_mut_ptr().add(bootstrap_stack.len()) }.cast(),
+        filters: &fprogs,
+        uid: FUNCTION_UID,
+        gid: FUNCTION_GID,
+        nofile: NOFILE_LIMIT,
+        cap_last: inner.cap_last,
+    };
+
+    let flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_PIDFD;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of our
+    // memory and runs child::run, which only makes async-signal-safe system calls on data
+    // prepared above. CLONE_PIDFD stores the pidfd in `pidfd` (the parent_tid argument).
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_long, 0, &mut pidfd as *mut libc::c_int, 0, 0)
+    };
+    if pid == 0 {
+        // SAFETY: we are the child of the clone above, with new pid and mount namespaces.
+        unsafe { child::run(&plan) }
+    }
+    if pid < 0 {
+        return Err(step("clone namespaces", last_error()));
+    }
+    // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // The child has its own copies; ours can go.
+    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack));
+
+    let fail = |e: SandboxError| {
+        pidfd_kill(&pidfd);
+        waitid_pidfd(&pidfd, true);
+        e
+    };
+    let listener = match recv_msg(&host_sock, SETUP_TIMEOUT) {
+        Ok((m, Some(fd))) if m.kind == child::MSG_READY => TcpListener::from(fd),
+        Ok((m, _)) if m.kind == child::MSG_SETUP_FAILED => return Err(fail(failed_step(cgroup, m))),
+        Ok(_) => return Err(fail(step("wait for environment", invalid_data("unexpected message from init")))),
+        Err(e) => return Err(fail(step("wait for environment", e))),
+    };
+    guard.armed = false;
+    Ok(Blank {
+        cgroup: cgroup.to_owned(),
+        pid: pid as i32,
+        pidfd,
+        sock: host_sock,
+        listener,
+        output: out_r,
+        limits,
+        tmp_mb,
+    })
+}
+
+fn invalid_data(msg: &str) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, msg.to_owned())
+}
+
+/// The error init reported in a `MSG_SETUP_FAILED`.
+fn failed_step(id: &str, m: Msg) -> SandboxError {
+    let name = child::STEP_NAMES.get(m.step as usize).copied().unwrap_or("set up environment");
+    SandboxError::step(id, name, io::Error::from_raw_os_error(m.value))
+}
+
+/// `code_dir` as a detached mount tree, read-only, nosuid, nodev and private throughout.
+fn detached_code_mount(code_dir: &CString) -> io::Result<OwnedFd> {
+    // SAFETY: open_tree with a valid C path; the result is checked and owned.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            code_dir.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(last_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr on the descriptor above with an empty path and a live mount_attr
+    // of the size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(last_error());
+    }
+    Ok(fd)
+}
+
+// From <linux/mount.h>; defined here because the libc crate exports them only for some targets.
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Why claiming a blank failed; `retry` when the blank was dead before we asked (another blank
+/// may do).
+struct ClaimError {
+    err: SandboxError,
+    retry: bool,
+}
+
+/// Gives `blank` the spec's limits, code, `/tmp` size, hostname and environment, and starts the
+/// bootstrap in it.
+fn claim(
+    inner: &Arc<Inner>,
+    blank: Blank,
+    spec: &SandboxSpec,
+    msg: &mut [u8],
+    code: OwnedFd,
+    limits: &Limits,
+    tmp_mb: u32,
+) -> Result<Spawned, ClaimError> {
+    let cg = inner.cgroups.as_ref();
+    let step = |s, e| SandboxError::step(&spec.id, s, e);
+    let fail = |blank: Blank, err: SandboxError, retry: bool| {
+        blank.discard(cg);
+        ClaimError { err, retry }
+    };
+    if blank.limits != *limits {
+        if let Err(e) = cg.set_limits(&blank.cgroup, &blank.limits, limits) {
+            return Err(fail(blank, step("set cgroup limits", e.into()), false));
+        }
+    }
+    let resize = if blank.tmp_mb == tmp_mb { 0 } else { tmp_mb };
+    if let Some(field) = msg.get_mut(CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4) {
+        field.copy_from_slice(&resize.to_ne_bytes());
+    }
+    // SAFETY: both descriptors are open; `msg` is a live buffer.
+    let sent = unsafe { child::send_bytes(blank.sock.as_raw_fd(), msg, Some(code.as_raw_fd())) };
+    if sent < 0 {
+        // EPIPE / ECONNRESET: the blank's init is gone.
+        return Err(fail(blank, step("send claim", last_error()), true));
+    }
+    drop(code);
+    match recv_msg(&blank.sock, SETUP_TIMEOUT) {
+        Ok((m, _)) if m.kind == child::MSG_STARTED => {}
+        Ok((m, _)) if m.kind == child::MSG_SETUP_FAILED => return Err(fail(blank, failed_step(&spec.id, m), false)),
+        Ok(_) => return Err(fail(blank, step("start bootstrap", invalid_data("unexpected message from init")), false)),
+        Err(e) => {
+            let retry = e.kind() == ErrorKind::UnexpectedEof;
+            return Err(fail(blank, step("start bootstrap", e), retry));
+        }
+    }
+
+    let Blank { cgroup, pid, pidfd, sock, listener, output, .. } = blank;
+    let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
+    let (exit_tx, _) = watch::channel(None);
+    let env = Arc::new(Env {
+        id: spec.id.clone(),
+        cgroup,
+        key,
+        pid,
+        pidfd,
+        sock,
+        inner: inner.clone(),
+        exit_tx,
+        state: Mutex::new(EnvState::default()),
+        reaped_cv: Condvar::new(),
+        reap_lock: Mutex::new(()),
+    });
+    lock(&inner.envs).insert(key, env.clone());
+    if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
+        env.destroy();
+        return Err(ClaimError { err: step("watch environment", e), retry: false });
+    }
+    Ok(Spawned { sandbox: Box::new(LinuxSandbox { env }), runtime_listener: listener, output })
+}
+
 impl Backend for LinuxBackend {
     fn name(&self) -> &'static str {
         "linux"
@@ -798,144 +1233,70 @@ impl Backend for LinuxBackend {
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {
         let inner = &self.inner;
         let step = |s, e| SandboxError::step(&spec.id, s, e);
-        let t0 = std::time::Instant::now();
-        let prepared = prepare(spec).map_err(|e| step("check spec", e))?;
-
+        let t0 = Instant::now();
+        let mut prepared = prepare(spec).map_err(|e| step("check spec", e))?;
         let limits = Limits::for_memory_mb(spec.memory_mb);
-        let procs = inner.cgroups.create(&spec.id, &limits).map_err(|e| step("create cgroups", e.into()))?;
-        let t_cg = t0.elapsed();
-        let mut guard = CgroupGuard { cgroups: inner.cgroups.as_ref(), id: &spec.id, armed: true };
-        let procs_fds = procs
-            .iter()
-            .map(|p| fs::OpenOptions::new().write(true).open(p).map(OwnedFd::from).and_then(above_stdio))
-            .collect::<io::Result<Vec<OwnedFd>>>()
-            .map_err(|e| step("open cgroup.procs", e))?;
-        let (host_sock, child_sock) = seqpacket_pair().map_err(|e| step("create socket pair", e))?;
-        let child_sock = above_stdio(child_sock).map_err(|e| step("create socket pair", e))?;
-        let (out_r, out_w) = std::io::pipe().map_err(|e| step("create output pipe", e))?;
-        let out_r = OwnedFd::from(out_r);
-        let out_w = above_stdio(OwnedFd::from(out_w)).map_err(|e| step("create output pipe", e))?;
-        crate::process::set_nonblocking(&out_r).map_err(|e| step("create output pipe", e))?;
+        let tmp_mb = spec.tmp_mb.max(1);
+        let open_code = || detached_code_mount(&prepared.code_dir).map_err(|e| step("open code directory", e));
+        // Opened before taking a blank, so a bad code directory costs no blank.
+        let mut code = Some(open_code()?);
 
-        let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let mut keep: Vec<RawFd> = procs_raw.clone();
-        keep.push(child_sock.as_raw_fd());
-        keep.push(out_w.as_raw_fd());
-        keep.sort_unstable();
-        keep.dedup();
-        let argv = [prepared.exe.as_ptr(), std::ptr::null()];
-        let mut envp: Vec<*const libc::c_char> = prepared.env.iter().map(|c| c.as_ptr()).collect();
-        envp.push(std::ptr::null());
-        let fprogs: Vec<libc::sock_fprog> = inner
-            .filters
-            .iter()
-            .map(|p| libc::sock_fprog {
-                len: p.len() as u16,
-                // seccompiler's sock_filter has the kernel's layout (repr(C), same fields).
-                filter: p.as_ptr() as *mut libc::sock_filter,
-            })
-            .collect();
-        let plan = Plan {
-            keep: &keep,
-            cgroup_procs: &procs_raw,
-            sock: child_sock.as_raw_fd(),
-            out_w: out_w.as_raw_fd(),
-            hostname: &prepared.hostname,
-            root: &inner.root_mountpoint,
-            root_entries: &inner.root_entries,
-            code_dir: &prepared.code_dir,
-            tmp_opts: &prepared.tmp_opts,
-            exe: &prepared.exe,
-            argv: &argv,
-            envp: &envp,
-            filters: &fprogs,
-            uid: FUNCTION_UID,
-            gid: FUNCTION_GID,
-            nofile: NOFILE_LIMIT,
-            cap_last: inner.cap_last,
-        };
-
-        let flags = libc::CLONE_NEWPID
-            | libc::CLONE_NEWNS
-            | libc::CLONE_NEWNET
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_PIDFD;
-        let mut pidfd: libc::c_int = -1;
-        // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of our
-        // memory and runs child::run, which only makes async-signal-safe system calls on data
-        // prepared above. CLONE_PIDFD stores the pidfd in `pidfd` (the parent_tid argument).
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_long,
-                0,
-                &mut pidfd as *mut libc::c_int,
-                0,
-                0,
-            )
-        };
-        if pid == 0 {
-            // SAFETY: we are the child of the clone above, with new pid and mount namespaces.
-            unsafe { child::run(&plan) }
-        }
-        if pid < 0 {
-            return Err(step("clone namespaces", last_error()));
-        }
-        let t_clone = t0.elapsed();
-        // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        drop(procs_fds);
-        drop(child_sock);
-        drop(out_w);
-
-        let fail = |e: SandboxError| {
-            pidfd_kill(&pidfd);
-            waitid_pidfd(&pidfd, true);
-            e
-        };
-        let listener = match recv_setup(&host_sock, SETUP_TIMEOUT) {
-            Ok(Setup::Ready(fd)) => TcpListener::from(fd),
-            Ok(Setup::Failed { step: s, errno }) => {
-                let name = child::STEP_NAMES.get(s as usize).copied().unwrap_or("set up environment");
-                return Err(fail(step(name, io::Error::from_raw_os_error(errno))));
+        while let Some(blank) = inner.pool.take(limits, tmp_mb) {
+            let fd = match code.take() {
+                Some(fd) => fd,
+                None => match open_code() {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        blank.discard(inner.cgroups.as_ref());
+                        return Err(e);
+                    }
+                },
+            };
+            let blank_name = blank.cgroup.clone();
+            match claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb) {
+                Ok(spawned) => {
+                    inner.pool.count_spawn(true);
+                    tracing::debug!(
+                        env = %spec.id,
+                        blank = %blank_name,
+                        pid = spawned.sandbox.pid(),
+                        instance = %inner.instance_id,
+                        ready_us = t0.elapsed().as_micros() as u64,
+                        "environment started from the pool"
+                    );
+                    return Ok(spawned);
+                }
+                Err(ClaimError { err, retry: true }) => {
+                    tracing::warn!(env = %spec.id, blank = %blank_name, error = %err, "blank was dead; trying another");
+                }
+                Err(ClaimError { err, .. }) => return Err(err),
             }
-            Err(e) => return Err(fail(step("wait for environment", e))),
-        };
-
-        let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
-        let (exit_tx, _) = watch::channel(None);
-        let env = Arc::new(Env {
-            id: spec.id.clone(),
-            key,
-            pid: pid as i32,
-            pidfd,
-            sock: host_sock,
-            inner: inner.clone(),
-            exit_tx,
-            state: Mutex::new(EnvState::default()),
-            reaped_cv: Condvar::new(),
-            reap_lock: Mutex::new(()),
-        });
-        guard.armed = false;
-        lock(&inner.envs).insert(key, env.clone());
-        if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
-            env.destroy();
-            return Err(step("watch environment", e));
         }
+
+        // Pool empty or disabled: build this environment's blank now, named after it.
+        let fd = match code.take() {
+            Some(fd) => fd,
+            None => open_code()?,
+        };
+        let blank = build_blank(inner, &spec.id, limits, tmp_mb)?;
+        let t_blank = t0.elapsed();
+        let spawned = claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb).map_err(|e| e.err)?;
+        inner.pool.count_spawn(false);
         tracing::debug!(
             env = %spec.id,
-            pid,
+            pid = spawned.sandbox.pid(),
             instance = %inner.instance_id,
-            cgroups_us = t_cg.as_micros() as u64,
-            clone_us = t_clone.as_micros() as u64,
+            blank_us = t_blank.as_micros() as u64,
             ready_us = t0.elapsed().as_micros() as u64,
-            "environment started"
+            "environment started on the spot"
         );
-        Ok(Spawned { sandbox: Box::new(LinuxSandbox { env }), runtime_listener: listener, output: out_r })
+        Ok(spawned)
     }
 
+    /// Destroys the pool's blanks (the pool stays empty from then on) and every environment
+    /// still alive.
     fn shutdown(&self) {
+        discard_all(self.inner.pool.stop(SETUP_TIMEOUT), self.inner.cgroups.as_ref());
         let envs: Vec<Arc<Env>> = lock(&self.inner.envs).values().cloned().collect();
         // Kill all first so they die in parallel, then wait for each.
         for env in &envs {
@@ -984,12 +1345,35 @@ mod tests {
             memory_mb: 128,
             tmp_mb: 512,
         };
+        let mut p = prepare(&spec).unwrap();
+        p.msg[CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4].copy_from_slice(&512u32.to_ne_bytes());
+        let mut envp = vec![std::ptr::null(); child::MAX_ENV_VARS + 1];
+        let claim = child::decode_claim(&p.msg, &mut envp).unwrap();
+        assert_eq!(claim.exe, b"/var/task/bootstrap\0");
+        assert_eq!(claim.hostname, b"kiln-env-1");
+        assert_eq!(claim.tmp_mb, 512);
+        let vars: Vec<&str> = envp
+            .iter()
+            .take_while(|p| !p.is_null())
+            // SAFETY: decode_claim points every slot at a NUL-terminated string in p.msg.
+            .map(|&p| unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap())
+            .collect();
+        assert_eq!(vars, ["A=b", "AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001"]);
+        assert_eq!(p.code_dir.as_bytes(), dir.path().as_os_str().as_bytes());
+        // A spec's own AWS_LAMBDA_RUNTIME_API is replaced, not doubled.
+        spec.env.push(("AWS_LAMBDA_RUNTIME_API".into(), "evil:1".into()));
         let p = prepare(&spec).unwrap();
-        assert_eq!(p.exe.to_str().unwrap(), "/var/task/bootstrap");
-        assert_eq!(p.hostname, b"kiln-env-1");
-        assert_eq!(p.env.len(), 2);
-        assert_eq!(p.env[1].to_str().unwrap(), "AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001");
-        assert!(p.tmp_opts.to_str().unwrap().starts_with("size=512m,"));
+        let claim = child::decode_claim(&p.msg, &mut envp).unwrap();
+        assert_eq!(claim.tmp_mb, 0);
+        assert!(envp[2].is_null());
+        // Too large an environment is refused with a clear message.
+        spec.env.push(("BIG".into(), "x".repeat(child::CLAIM_MAX)));
+        let e = prepare(&spec).err().unwrap();
+        assert!(e.to_string().contains("environment too large"), "{e}");
+        spec.env.pop();
+        spec.env.push(("A=B".into(), "x".into()));
+        assert!(prepare(&spec).is_err());
+        spec.env.pop();
         spec.bootstrap = "../x".into();
         assert!(prepare(&spec).is_err());
         spec.bootstrap = "/bin/sh".into();
@@ -997,5 +1381,44 @@ mod tests {
         spec.bootstrap = "bootstrap".into();
         spec.id = "../etc".into();
         assert!(prepare(&spec).is_err());
+    }
+
+    #[test]
+    fn decode_claim_refuses_malformed_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SandboxSpec {
+            id: "e".into(),
+            code_dir: dir.path().into(),
+            bootstrap: "bootstrap".into(),
+            env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+            memory_mb: 128,
+            tmp_mb: 512,
+        };
+        let good = prepare(&spec).unwrap().msg;
+        let mut envp = vec![std::ptr::null(); 8];
+        assert!(child::decode_claim(&good, &mut envp).is_ok());
+        // Truncated anywhere, or one byte too many.
+        for n in 0..good.len() {
+            assert_eq!(child::decode_claim(&good[..n], &mut envp).err(), Some(libc::EINVAL), "length {n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(child::decode_claim(&long, &mut envp).is_err());
+        // Wrong kind; a variable without its NUL; a relative exe.
+        let mut bad = good.clone();
+        bad[0] ^= 1;
+        assert!(child::decode_claim(&bad, &mut envp).is_err());
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() = b'x';
+        assert!(child::decode_claim(&bad, &mut envp).is_err());
+        let h = size_of::<ClaimHeader>() + "kiln-e".len();
+        let mut bad = good.clone();
+        bad[h] = b'v';
+        assert!(child::decode_claim(&bad, &mut envp).is_err());
+        // More variables than envp slots (3 plus NULL need 4).
+        let mut small = vec![std::ptr::null(); 3];
+        assert_eq!(child::decode_claim(&good, &mut small).err(), Some(libc::E2BIG));
+        let mut exact = vec![std::ptr::null(); 4];
+        assert!(child::decode_claim(&good, &mut exact).is_ok());
     }
 }
