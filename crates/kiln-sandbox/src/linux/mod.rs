@@ -201,6 +201,8 @@ struct Env {
     reaped_cv: Condvar,
     /// Serialises reaping between the reaper thread and a `destroy` that gave up waiting.
     reap_lock: Mutex<()>,
+    /// Freeze control and peak-memory counter, opened at first use and kept open.
+    hot: std::sync::OnceLock<cgroups::HotFiles>,
 }
 
 #[derive(Debug, Default)]
@@ -215,6 +217,12 @@ struct EnvState {
 
 struct LinuxSandbox {
     env: Arc<Env>,
+}
+
+impl Env {
+    fn hot(&self) -> &cgroups::HotFiles {
+        self.hot.get_or_init(|| self.inner.cgroups.hot_files(&self.cgroup))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -795,18 +803,14 @@ impl Sandbox for LinuxSandbox {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env
-            .inner
-            .cgroups
-            .freeze(&self.env.cgroup)
-            .map_err(|e| SandboxError::step(&self.env.id, "freeze", e.into()))
+        self.env.hot().set_frozen(true).map_err(|e| SandboxError::step(&self.env.id, "freeze", e))
     }
 
     fn thaw(&self) -> Result<(), SandboxError> {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env.inner.cgroups.thaw(&self.env.cgroup).map_err(|e| SandboxError::step(&self.env.id, "thaw", e.into()))
+        self.env.hot().set_frozen(false).map_err(|e| SandboxError::step(&self.env.id, "thaw", e))
     }
 
     fn max_memory_bytes(&self) -> u64 {
@@ -815,7 +819,7 @@ impl Sandbox for LinuxSandbox {
             return st.peak_bytes;
         }
         drop(st);
-        self.env.inner.cgroups.peak_memory_bytes(&self.env.cgroup).unwrap_or(0)
+        self.env.hot().peak_bytes().or_else(|| self.env.inner.cgroups.peak_memory_bytes(&self.env.cgroup)).unwrap_or(0)
     }
 
     fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
@@ -1216,6 +1220,7 @@ fn claim(
         state: Mutex::new(EnvState::default()),
         reaped_cv: Condvar::new(),
         reap_lock: Mutex::new(()),
+        hot: std::sync::OnceLock::new(),
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
