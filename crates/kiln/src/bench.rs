@@ -561,10 +561,12 @@ impl Server {
         }
     }
 
-    /// Waits until the server has no child processes (the retired environment is gone).
+    /// Waits until no bootstrap runs under the server (the retired environment is gone). The
+    /// blank sandboxes the server keeps ready stay: they are not environments.
     fn wait_no_environments(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while !process_tree(self.pid).is_empty() && Instant::now() < deadline {
+        let running = |pid: u32| process_tree(pid).into_iter().any(|p| proc_comm(p).as_deref() == Some("bootstrap"));
+        while running(self.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
