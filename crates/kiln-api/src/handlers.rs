@@ -8,7 +8,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use kiln_engine::{
-    AliasInput, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode, UpdateConfig,
+    AliasInput, ConfigChange, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode,
+    UpdateConfig,
 };
 use kiln_model::config::AliasConfig;
 use kiln_model::FunctionName;
@@ -149,6 +150,25 @@ fn decode_zip(code: &wire::CodeIn) -> Result<Vec<u8>> {
     })
 }
 
+/// The configuration members of a CreateFunction or UpdateFunctionConfiguration body.
+fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
+    let passthrough = cfg.passthrough();
+    ConfigChange {
+        runtime: cfg.runtime,
+        role: cfg.role,
+        handler: cfg.handler,
+        description: cfg.description,
+        timeout_secs: cfg.timeout,
+        memory_mb: cfg.memory_size,
+        environment: cfg.environment.map(|e| e.variables.unwrap_or_default()),
+        ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
+        tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
+        log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
+        log_group: cfg.logging_config.and_then(|l| l.log_group),
+        passthrough,
+    }
+}
+
 fn create_too_large() -> String {
     format!("Request must be smaller than {} bytes for the CreateFunction operation", limits::CREATE_BODY_MAX_BYTES)
 }
@@ -169,26 +189,13 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
         )
     })?;
     let zip = decode_zip(&code)?;
-    let mut cfg = input.config;
-    let passthrough = cfg.passthrough();
     let created = engine
         .create_function(CreateFunction {
             name,
-            runtime: cfg.runtime,
-            role: cfg.role.unwrap_or_default(),
-            handler: cfg.handler,
-            description: cfg.description,
-            timeout_secs: cfg.timeout,
-            memory_mb: cfg.memory_size,
-            environment: cfg.environment.map(|e| e.variables.unwrap_or_default()),
-            ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
             architectures: input.architectures,
-            tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
-            log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
-            log_group: cfg.logging_config.and_then(|l| l.log_group),
             zip,
             publish: input.publish.unwrap_or(false),
-            passthrough,
+            config: config_change(input.config),
         })
         .await?;
     ok_json(StatusCode::CREATED, function_configuration(&created, engine.partition(), false))
@@ -261,27 +268,8 @@ async fn update_configuration(
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let mut cfg: wire::ConfigIn = parse_json(&body)?;
-    let passthrough = cfg.passthrough();
-    let updated = engine
-        .update_config(
-            &r,
-            UpdateConfig {
-                runtime: cfg.runtime,
-                role: cfg.role,
-                handler: cfg.handler,
-                description: cfg.description,
-                timeout_secs: cfg.timeout,
-                memory_mb: cfg.memory_size,
-                environment: cfg.environment.map(|e| e.variables.unwrap_or_default()),
-                ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
-                tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
-                log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
-                log_group: cfg.logging_config.and_then(|l| l.log_group),
-                revision_id: cfg.revision_id,
-                passthrough,
-            },
-        )
-        .await?;
+    let revision_id = cfg.revision_id.take();
+    let updated = engine.update_config(&r, UpdateConfig { config: config_change(cfg), revision_id }).await?;
     ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 

@@ -65,26 +65,17 @@ pub struct EngineOptions {
 #[derive(Debug, Clone, Default)]
 pub struct CreateFunction {
     pub name: String,
-    pub runtime: Option<String>,
-    pub role: String,
-    pub handler: Option<String>,
-    pub description: Option<String>,
-    pub timeout_secs: Option<i64>,
-    pub memory_mb: Option<i64>,
-    pub environment: Option<BTreeMap<String, String>>,
-    pub ephemeral_storage_mb: Option<i64>,
     pub architectures: Option<Vec<String>>,
-    pub tracing_mode: Option<String>,
-    pub log_format: Option<String>,
-    pub log_group: Option<String>,
     pub zip: Vec<u8>,
     pub publish: bool,
-    pub passthrough: BTreeMap<String, serde_json::Value>,
+    /// The configuration; what is not given takes Lambda's default.
+    pub config: ConfigChange,
 }
 
-/// UpdateFunctionConfiguration: only the given fields change.
+/// The configuration members CreateFunction and UpdateFunctionConfiguration share; `None` means
+/// "not given".
 #[derive(Debug, Clone, Default)]
-pub struct UpdateConfig {
+pub struct ConfigChange {
     pub runtime: Option<String>,
     pub role: Option<String>,
     pub handler: Option<String>,
@@ -96,8 +87,14 @@ pub struct UpdateConfig {
     pub tracing_mode: Option<String>,
     pub log_format: Option<String>,
     pub log_group: Option<String>,
-    pub revision_id: Option<String>,
     pub passthrough: BTreeMap<String, serde_json::Value>,
+}
+
+/// UpdateFunctionConfiguration: only the given members change.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateConfig {
+    pub config: ConfigChange,
+    pub revision_id: Option<String>,
 }
 
 /// UpdateFunctionCode.
@@ -229,6 +226,9 @@ pub struct Engine {
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// What AWS says when a `RevisionId` precondition fails.
+const REVISION_MISMATCH: &str = "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id";
 
 fn revision() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -415,8 +415,10 @@ impl Engine {
 
     // ---- functions -----------------------------------------------------------------------
 
-    pub async fn create_function(&self, req: CreateFunction) -> Result<Arc<FunctionConfig>, EngineError> {
-        let name = FunctionName::parse(&req.name)?;
+    pub async fn create_function(&self, create: CreateFunction) -> Result<Arc<FunctionConfig>, EngineError> {
+        let name = FunctionName::parse(&create.name)?;
+        let req = create.config;
+        let role = req.role.unwrap_or_default();
         let runtime = match req.runtime.as_deref() {
             Some(r) => Runtime::parse(r)?,
             None => {
@@ -425,24 +427,24 @@ impl Engine {
                 ))
             }
         };
-        cfgv::validate_role(&req.role)?;
+        cfgv::validate_role(&role)?;
         let memory_mb = cfgv::validate_memory(req.memory_mb.unwrap_or(limits::MEMORY_DEFAULT_MB.into()))?;
         let timeout_secs = cfgv::validate_timeout(req.timeout_secs.unwrap_or(limits::TIMEOUT_DEFAULT_SECS.into()))?;
         let ephemeral =
             cfgv::validate_ephemeral(req.ephemeral_storage_mb.unwrap_or(limits::EPHEMERAL_DEFAULT_MB.into()))?;
         validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
-        let architectures = validate_architectures(req.architectures)?;
+        let architectures = validate_architectures(create.architectures)?;
         if self.read_functions().contains_key(name.as_str()) {
             return Err(EngineError::Conflict(format!("Function already exist: {name}")));
         }
-        let code_size = req.zip.len() as u64;
-        let hash = self.store_zip(req.zip).await?;
+        let code_size = create.zip.len() as u64;
+        let hash = self.store_zip(create.zip).await?;
         let cfg = Arc::new(FunctionConfig {
             log_group: req.log_group.unwrap_or_else(|| format!("/aws/lambda/{name}")),
             name: name.clone(),
             version: Qualifier::LATEST.into(),
             runtime,
-            role: req.role,
+            role,
             handler: req.handler,
             description: req.description.unwrap_or_default(),
             timeout_secs,
@@ -464,7 +466,7 @@ impl Engine {
             last_published: 0,
         });
         let mut st = FnState::new(cfg.clone());
-        st.publish_when_ready = req.publish;
+        st.publish_when_ready = create.publish;
         let f = Arc::new(Function::new(st));
         {
             let mut fns = self.write_functions();
@@ -584,8 +586,13 @@ impl Engine {
     }
 
     /// Applies a configuration change to `$LATEST`.
-    pub async fn update_config(&self, r: &FunctionRef, req: UpdateConfig) -> Result<Arc<FunctionConfig>, EngineError> {
+    pub async fn update_config(
+        &self,
+        r: &FunctionRef,
+        update: UpdateConfig,
+    ) -> Result<Arc<FunctionConfig>, EngineError> {
         self.only_latest(r)?;
+        let req = update.config;
         let f = self.function(&r.name)?;
         let runtime = req.runtime.as_deref().map(Runtime::parse).transpose()?;
         if let Some(role) = &req.role {
@@ -597,7 +604,7 @@ impl Engine {
         validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
         let (next, retired) = {
             let mut st = f.lock();
-            self.check_updatable(&st, req.revision_id.as_deref())?;
+            self.check_updatable(&st, update.revision_id.as_deref())?;
             let mut c = (*st.visible).clone();
             if let Some(v) = runtime {
                 c.runtime = v;
@@ -661,9 +668,7 @@ impl Engine {
             )));
         }
         if revision_id.is_some_and(|rev| rev != v.revision_id) {
-            return Err(EngineError::PreconditionFailed(
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-            ));
+            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
         }
         Ok(())
     }
@@ -1001,9 +1006,7 @@ impl Engine {
             let mut alias =
                 st.aliases.get(&input.name).cloned().ok_or_else(|| self.alias_not_found(name.as_str(), &input.name))?;
             if input.revision_id.as_deref().is_some_and(|r| r != alias.revision_id) {
-                return Err(EngineError::PreconditionFailed(
-                    "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-                ));
+                return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
             }
             if let Some(v) = input.function_version {
                 alias.function_version = v;
