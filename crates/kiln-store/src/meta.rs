@@ -93,14 +93,24 @@ impl MetaStore {
 
     /// Every stored version of every function, ordered by name then version.
     pub fn all(&self) -> Result<Vec<FunctionConfig>, MetaError> {
+        Ok(self
+            .rows("SELECT name, version, config FROM versions ORDER BY name, version")?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// Runs `sql`, which selects (name, key, JSON), and parses each JSON; returns (name, value).
+    fn rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<(String, T)>, MetaError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, version, config FROM versions ORDER BY name, version")?;
+        let mut stmt = conn.prepare(sql)?;
         let rows =
             stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, version, json) = row?;
-            out.push(parse(&name, &version, &json)?);
+            let (name, key, json) = row?;
+            let value = parse(&name, &key, &json)?;
+            out.push((name, value));
         }
         Ok(out)
     }
@@ -138,21 +148,7 @@ impl MetaStore {
 
     /// Every alias, as (function, alias).
     pub fn all_aliases(&self) -> Result<Vec<(String, AliasConfig)>, MetaError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, alias, config FROM aliases ORDER BY name, alias")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, alias, json) = row?;
-            let cfg = serde_json::from_str(&json).map_err(|source| MetaError::Corrupt {
-                name: name.clone(),
-                version: alias,
-                source,
-            })?;
-            out.push((name, cfg));
-        }
-        Ok(out)
+        self.rows("SELECT name, alias, config FROM aliases ORDER BY name, alias")
     }
 
     pub fn put_settings(&self, function: &str, settings: &ConcurrencySettings) -> Result<(), MetaError> {
@@ -164,36 +160,17 @@ impl MetaStore {
 
     /// Every function's concurrency settings.
     pub fn all_settings(&self) -> Result<Vec<(String, ConcurrencySettings)>, MetaError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, config FROM settings ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, json) = row?;
-            let cfg = serde_json::from_str(&json).map_err(|source| MetaError::Corrupt {
-                name: name.clone(),
-                version: "settings".into(),
-                source,
-            })?;
-            out.push((name, cfg));
-        }
-        Ok(out)
+        self.rows("SELECT name, 'settings', config FROM settings ORDER BY name")
     }
 
     /// Whether any stored version still uses this code.
     pub fn code_in_use(&self, code_sha256: &str) -> Result<bool, MetaError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT config FROM versions")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        for row in rows {
-            let json = row?;
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
-                if v.get("code_sha256").and_then(|s| s.as_str()) == Some(code_sha256) {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        let used: bool = self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM versions WHERE json_extract(config, '$.code_sha256') = ?1)",
+            params![code_sha256],
+            |r| r.get(0),
+        )?;
+        Ok(used)
     }
 }
 
@@ -201,10 +178,32 @@ fn to_json<T: serde::Serialize>(name: &str, what: &str, v: &T) -> Result<String,
     serde_json::to_string(v).map_err(|source| MetaError::Corrupt { name: name.into(), version: what.into(), source })
 }
 
-fn parse(name: &str, version: &str, json: &str) -> Result<FunctionConfig, MetaError> {
+fn parse<T: serde::de::DeserializeOwned>(name: &str, version: &str, json: &str) -> Result<T, MetaError> {
     serde_json::from_str(json).map_err(|source| MetaError::Corrupt {
         name: name.to_string(),
         version: version.to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_in_use_looks_at_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(&dir.path().join("kiln.db")).unwrap();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO versions (name, version, config) VALUES ('f', '1', ?1)",
+                params![r#"{"code_sha256":"abc="}"#],
+            )
+            .unwrap();
+        assert!(store.code_in_use("abc=").unwrap());
+        assert!(!store.code_in_use("xyz=").unwrap());
+        store.delete_version("f", "1").unwrap();
+        assert!(!store.code_in_use("abc=").unwrap());
+    }
 }
