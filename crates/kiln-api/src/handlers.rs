@@ -84,7 +84,7 @@ pub(crate) async fn dispatch(
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
-        (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name),
+        (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),
         _ => Err(ApiError::unknown_operation()),
     }
@@ -402,9 +402,11 @@ async fn code_zip(engine: &Engine, call: &Call, name: &str) -> Result<Response<B
 
 /// The function's log: every stored stream, oldest first; with `follow=true`, then the live
 /// lines as they come, until the client hangs up.
-fn logs(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
+async fn logs(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let follow = matches!(call.query("follow"), Some("true" | "1"));
+    // Lines still on their way to the files are written first.
+    engine.logs().flush().await;
     if !follow {
         // A deleted function's logs stay readable, as in CloudWatch; only a name never seen is 404.
         let files = engine.logs().files(r.name.as_str());

@@ -31,61 +31,46 @@ pub struct LogLine {
 /// Where log lines go: the file writer and the live followers.
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::UnboundedSender<LogLine>,
+    tx: mpsc::UnboundedSender<ToWriter>,
     live: broadcast::Sender<LogLine>,
     root: PathBuf,
 }
 
+enum ToWriter {
+    Line(LogLine),
+    /// Answered once every line sent before it is in its file.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// How long the writer lets lines gather after writing a batch. Senders never wake it while it
+/// sleeps, so a busy server pays one wake-up and one `write` per file per interval, not per line.
+const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl LogSink {
-    /// Starts the writer task. Must be called inside a tokio runtime.
+    /// Starts the writer thread.
     pub fn start(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        let (tx, rx) = mpsc::unbounded_channel::<ToWriter>();
         let (live, _) = broadcast::channel(1024);
         let dir = root.to_path_buf();
-        std::thread::Builder::new().name("kiln-logs".into()).spawn(move || {
-            let mut files: HashMap<Arc<str>, std::io::BufWriter<File>> = HashMap::new();
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                for line in batch {
-                    let key: Arc<str> = format!("{}/{}", line.function, line.stream).into();
-                    if !files.contains_key(&key) {
-                        if files.len() > 256 {
-                            files.clear();
-                        }
-                        let path = stream_path(&dir, &line.function, &line.stream);
-                        if let Some(p) = path.parent() {
-                            let _ = std::fs::create_dir_all(p);
-                        }
-                        match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-                            Ok(f) => {
-                                files.insert(key.clone(), std::io::BufWriter::new(f));
-                            }
-                            Err(e) => {
-                                tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
-                                continue;
-                            }
-                        }
-                    }
-                    if let Some(f) = files.get_mut(&key) {
-                        let _ = f.write_all(&line.text);
-                    }
-                }
-                for f in files.values_mut() {
-                    let _ = f.flush();
-                }
-            }
-        })?;
+        std::thread::Builder::new().name("kiln-logs".into()).spawn(move || write_files(&dir, rx))?;
         Ok(Self { tx, live, root: root.to_path_buf() })
+    }
+
+    /// Resolves once every line written before the call is in its file.
+    pub async fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(ToWriter::Flush(done)).is_ok() {
+            let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+        }
     }
 
     pub fn write(&self, function: &Arc<str>, stream: &Arc<str>, text: Bytes) {
         let line = LogLine { function: function.clone(), stream: stream.clone(), text };
-        let _ = self.live.send(line.clone());
-        let _ = self.tx.send(line);
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(line.clone());
+        }
+        let _ = self.tx.send(ToWriter::Line(line));
     }
 
     /// Live lines of every function, from now on.
@@ -112,6 +97,56 @@ impl LogSink {
     /// Removes every log of `function`.
     pub fn remove(&self, function: &str) {
         let _ = std::fs::remove_dir_all(self.root.join(function));
+    }
+}
+
+/// The writer thread: appends each line to its stream's file, a batch at a time.
+fn write_files(dir: &Path, mut rx: mpsc::UnboundedReceiver<ToWriter>) {
+    let mut files: HashMap<(Arc<str>, Arc<str>), std::io::BufWriter<File>> = HashMap::new();
+    let mut flushed = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
+            let line = match msg {
+                ToWriter::Line(line) => line,
+                ToWriter::Flush(done) => {
+                    flushed.push(done);
+                    continue;
+                }
+            };
+            let key = (line.function.clone(), line.stream.clone());
+            if !files.contains_key(&key) {
+                if files.len() > 256 {
+                    files.clear();
+                }
+                let path = stream_path(dir, &line.function, &line.stream);
+                if let Some(p) = path.parent() {
+                    let _ = std::fs::create_dir_all(p);
+                }
+                match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(f) => {
+                        files.insert(key.clone(), std::io::BufWriter::new(f));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot open log file");
+                        continue;
+                    }
+                }
+            }
+            if let Some(f) = files.get_mut(&key) {
+                let _ = f.write_all(&line.text);
+            }
+        }
+        for f in files.values_mut() {
+            let _ = f.flush();
+        }
+        let waited = !flushed.is_empty();
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+        if !waited {
+            std::thread::sleep(WRITE_INTERVAL);
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ProcessBackend;
 
 struct ProcessSandbox {
     pid: u32,
+    /// `/proc/<pid>/status`, opened once: REPORT reads its VmHWM after every invocation.
+    status: Option<std::fs::File>,
     exit: watch::Receiver<Option<ExitInfo>>,
     kill: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -55,7 +57,7 @@ impl Backend for ProcessBackend {
             {
                 let _ = tx.send(Some(ExitInfo::ExecFailed));
                 return Ok(Spawned {
-                    sandbox: Box::new(ProcessSandbox { pid: 0, exit: rx, kill: Mutex::new(None) }),
+                    sandbox: Box::new(ProcessSandbox { pid: 0, status: None, exit: rx, kill: Mutex::new(None) }),
                     runtime_listener: listener,
                     output: reader,
                 });
@@ -84,7 +86,12 @@ impl Backend for ProcessBackend {
             let _ = tx.send(Some(info));
         });
         Ok(Spawned {
-            sandbox: Box::new(ProcessSandbox { pid, exit: rx, kill: Mutex::new(Some(kill_tx)) }),
+            sandbox: Box::new(ProcessSandbox {
+                pid,
+                status: std::fs::File::open(format!("/proc/{pid}/status")).ok(),
+                exit: rx,
+                kill: Mutex::new(Some(kill_tx)),
+            }),
             runtime_listener: listener,
             output: reader,
         })
@@ -105,14 +112,16 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn max_memory_bytes(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
         // VmHWM of the bootstrap: the best a plain process offers.
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
+        let mut buf = [0u8; 4096];
+        let Some(n) = self.status.as_ref().and_then(|f| f.read_at(&mut buf, 0).ok()) else {
+            return 0;
+        };
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
 

@@ -61,7 +61,6 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -153,6 +152,9 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
         report.floor_throughput.push((callers, rate));
     }
     report.bare = Stats::of(&bare_spawn(servers, &function_bin, args.cold).await?);
+    let (bare_warm, bare_warm_cpu) = bare_warm(servers, &function_bin, args.warm).await?;
+    report.bare_warm = Stats::of(&bare_warm);
+    report.bare_warm_cpu = bare_warm_cpu;
     eprintln!("bench: baselines done");
 
     // Latency scenarios on one server.
@@ -210,11 +212,16 @@ async fn latency_scenarios(
     let client = new_client();
     invoke(&client, server.addr, "bench-warm", ECHO).await?;
     let mut warm = Vec::with_capacity(args.warm);
+    let cpu_before = tree_cpu(server.pid);
     for _ in 0..args.warm {
         let t = Instant::now();
         invoke(&client, server.addr, "bench-warm", ECHO).await?;
         warm.push(t.elapsed());
     }
+    let cpu_after = tree_cpu(server.pid);
+    let n = u32::try_from(args.warm.max(1)).unwrap_or(u32::MAX);
+    report.warm_cpu_kiln = cpu_after.0.saturating_sub(cpu_before.0) / n;
+    report.warm_cpu_function = cpu_after.1.saturating_sub(cpu_before.1) / n;
     report.warm = Stats::of(&warm);
     eprintln!("bench: warm done");
 
@@ -380,53 +387,50 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
 /// The bootstrap as a plain child process against the bench's own Runtime API: spawn → first
 /// response posted.
 async fn bare_spawn(servers: &tokio::runtime::Handle, bin: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let api = Arc::new(MiniRuntime::default());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    if let Ok(mut t) = api.posted.lock() {
-        *t = Some(tx);
-    }
-    let addr = serve(servers, {
-        let api = api.clone();
-        move |req| {
-            let api = api.clone();
-            async move { api.handle(req).await }
-        }
-    })
-    .await?;
+    let mut api = MiniRuntime::start(servers).await?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let request_id = format!("bare-{i}");
-        if let Ok(mut id) = api.request_id.lock() {
-            id.clone_from(&request_id);
-        }
-        api.pending.store(true, Ordering::SeqCst);
         let t = Instant::now();
-        let mut child = std::process::Command::new(bin)
-            .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bare")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bare")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let posted = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        let mut child = api.spawn(bin)?;
+        let posted = api.call(&request_id).await;
         let elapsed = t.elapsed();
         let _ = child.kill();
         let _ = child.wait();
-        match posted {
-            Ok(Some(Ok(id))) if id == request_id => out.push(elapsed),
-            Ok(Some(Ok(id))) => bail!("bare spawn: response for {id}, expected {request_id}"),
-            Ok(Some(Err(what))) => bail!("bare spawn: the runtime posted {what}"),
-            Ok(None) => bail!("bare spawn: the runtime api stopped"),
-            Err(_) => bail!("bare spawn: no response within 10 s"),
-        }
+        posted?;
+        out.push(elapsed);
     }
     Ok(out)
+}
+
+/// The same bootstrap, started once as a plain child process, answering `n` events in sequence
+/// from the bench's own Runtime API: event handed to the waiting `next` → response posted. This
+/// is what the function itself costs per warm call, with nothing of kiln in the way. Also answers
+/// the function's CPU time per call.
+async fn bare_warm(
+    servers: &tokio::runtime::Handle,
+    bin: &Path,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let mut api = MiniRuntime::start(servers).await?;
+    let mut child = api.spawn(bin)?;
+    let result = async {
+        api.call("bare-warmup").await?;
+        let cpu_before = process_cpu(child.id());
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let request_id = format!("bare-{i}");
+            let t = Instant::now();
+            api.call(&request_id).await?;
+            out.push(t.elapsed());
+        }
+        let cpu = process_cpu(child.id()).saturating_sub(cpu_before);
+        Ok((out, cpu / u32::try_from(n.max(1)).unwrap_or(u32::MAX)))
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
 /// Latency of `hops` sequential echo requests on one connection.
@@ -783,16 +787,65 @@ async fn start_echo_server(servers: &tokio::runtime::Handle) -> anyhow::Result<S
     .await
 }
 
-/// The Runtime API of the bare-spawn baseline: one event per spawn, then `next` waits.
-#[derive(Default)]
+/// The Runtime API of the bare baselines: `next` waits for the bench to hand out an event;
+/// posted responses go back to the bench.
 struct MiniRuntime {
-    pending: AtomicBool,
-    request_id: Mutex<String>,
+    addr: SocketAddr,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+    posted: tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>,
+}
+
+struct MiniRuntimeHandler {
+    /// Request ids of the events still to hand out.
+    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
-    posted: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Result<String, String>>>>,
+    posted: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
 }
 
 impl MiniRuntime {
+    async fn start(servers: &tokio::runtime::Handle) -> anyhow::Result<MiniRuntime> {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (posted_tx, posted_rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler =
+            Arc::new(MiniRuntimeHandler { events: tokio::sync::Mutex::new(events_rx), posted: posted_tx });
+        let addr = serve(servers, move |req| {
+            let handler = handler.clone();
+            async move { handler.handle(req).await }
+        })
+        .await?;
+        Ok(MiniRuntime { addr, events: events_tx, posted: posted_rx })
+    }
+
+    fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
+        std::process::Command::new(bin)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bare")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bare")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))
+    }
+
+    /// Hands out one event and waits for the runtime to post its response.
+    async fn call(&mut self, request_id: &str) -> anyhow::Result<()> {
+        self.events.send(request_id.to_string()).map_err(|_| anyhow!("bare runtime api stopped"))?;
+        match tokio::time::timeout(Duration::from_secs(10), self.posted.recv()).await {
+            Ok(Some(Ok(id))) if id == request_id => Ok(()),
+            Ok(Some(Ok(id))) => bail!("bare runtime: response for {id}, expected {request_id}"),
+            Ok(Some(Err(what))) => bail!("bare runtime: the runtime posted {what}"),
+            Ok(None) => bail!("bare runtime: the runtime api stopped"),
+            Err(_) => bail!("bare runtime: no response within 10 s"),
+        }
+    }
+}
+
+impl MiniRuntimeHandler {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
@@ -802,24 +855,18 @@ impl MiniRuntime {
             *r.status_mut() = status;
             r
         };
-        let send = |v: Result<String, String>| {
-            if let Ok(tx) = self.posted.lock() {
-                if let Some(tx) = tx.as_ref() {
-                    let _ = tx.send(v);
-                }
-            }
-        };
         let Some(rest) = path.strip_prefix("/2018-06-01/runtime/") else {
             return reply(StatusCode::NOT_FOUND, "{}");
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                if !self.pending.swap(false, Ordering::SeqCst) {
-                    // The runtime's second `next`: hold it until the process is killed.
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+                let next = tokio::time::timeout(Duration::from_secs(60), async {
+                    self.events.lock().await.recv().await
+                })
+                .await;
+                let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
-                }
-                let id = self.request_id.lock().map(|g| g.clone()).unwrap_or_default();
+                };
                 let deadline_ms =
                     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 3000;
                 Response::builder()
@@ -836,11 +883,11 @@ impl MiniRuntime {
             }
             (Method::POST, r) if r.starts_with("invocation/") && r.ends_with("/response") => {
                 let id = r.trim_start_matches("invocation/").trim_end_matches("/response");
-                send(Ok(id.to_string()));
+                let _ = self.posted.send(Ok(id.to_string()));
                 reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
             }
             (Method::POST, r) if r.ends_with("/error") => {
-                send(Err(r.to_string()));
+                let _ = self.posted.send(Err(r.to_string()));
                 reply(StatusCode::ACCEPTED, r#"{"status":"OK"}"#)
             }
             _ => reply(StatusCode::NOT_FOUND, "{}"),
@@ -887,11 +934,37 @@ fn proc_memory(pid: u32) -> Mem {
     Mem { rss: field("Rss:"), pss: field("Pss:") }
 }
 
+/// CPU time of every thread of a process so far (`/proc/PID/task/*/schedstat`, in ns).
+fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 fn proc_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
 /// Every descendant of `root` (not `root` itself).
+/// CPU time so far of a server and its process tree: (kiln's own, the bootstraps').
+fn tree_cpu(server: u32) -> (Duration, Duration) {
+    let (mut kiln, mut function) = (process_cpu(server), Duration::ZERO);
+    for pid in process_tree(server) {
+        if proc_comm(pid).as_deref() == Some("bootstrap") {
+            function += process_cpu(pid);
+        } else {
+            kiln += process_cpu(pid);
+        }
+    }
+    (kiln, function)
+}
+
 fn process_tree(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -999,7 +1072,13 @@ struct Report {
     cold: Stats,
     cold_split: Option<ColdSplit>,
     bare: Stats,
+    bare_warm: Stats,
+    /// CPU time of the function per bare warm call.
+    bare_warm_cpu: Duration,
     warm: Stats,
+    /// CPU time per sequential warm invoke: kiln's processes, and the function's.
+    warm_cpu_kiln: Duration,
+    warm_cpu_function: Duration,
     floor1: Stats,
     floor2: Stats,
     throughput: Vec<(usize, f64)>,
@@ -1106,9 +1185,16 @@ impl Report {
         }
         row("baseline: bare spawn → response", &self.bare);
         row("warm invoke", &self.warm);
+        row("baseline: bare warm (function alone)", &self.bare_warm);
         row("baseline: loopback, 1 request", &self.floor1);
         row("baseline: loopback, 2 requests", &self.floor2);
         row("burst: each call (minus hold)", &self.burst);
+        s += &format!(
+            "\nCPU per warm call: kiln {:.0} µs, the function {:.0} µs (the function alone, bare warm: {:.0} µs)\n",
+            self.warm_cpu_kiln.as_secs_f64() * 1e6,
+            self.warm_cpu_function.as_secs_f64() * 1e6,
+            self.bare_warm_cpu.as_secs_f64() * 1e6
+        );
         s += &format!(
             "\nburst: {} simultaneous calls done in {:.1} ms ({:.1} ms wall, each call held its environment {} ms); {} cold starts\n",
             args.burst,
@@ -1159,9 +1245,10 @@ impl Report {
             );
         }
         s += &format!(
-            "\nratios: cold/bare spawn {:.2}×, warm/two-request floor {:.2}×, throughput-8/floor-8 {:.0}%\n",
+            "\nratios: cold/bare spawn {:.2}×, warm/two-request floor {:.2}×, warm/bare warm {:.2}×, throughput-8/floor-8 {:.0}%\n",
             ms(self.cold.p50) / ms(self.bare.p50).max(1e-9),
             ms(self.warm.p50) / ms(self.floor2.p50).max(1e-9),
+            ms(self.warm.p50) / ms(self.bare_warm.p50).max(1e-9),
             Self::rate(&self.throughput, 8) / Self::rate(&self.floor_throughput, 8).max(1e-9) * 100.0
         );
         s += "\ntargets\n";
@@ -1208,6 +1295,12 @@ impl Report {
                 "init": c.init.json(), "invoke": c.invoke.json(), "rest": c.rest.json(),
             })),
             "bare_spawn": self.bare.json(),
+            "bare_warm": self.bare_warm.json(),
+            "bare_warm_cpu_us_per_call": self.bare_warm_cpu.as_secs_f64() * 1e6,
+            "warm_cpu_us_per_call": {
+                "kiln": self.warm_cpu_kiln.as_secs_f64() * 1e6,
+                "function": self.warm_cpu_function.as_secs_f64() * 1e6,
+            },
             "warm": self.warm.json(),
             "loopback_1": self.floor1.json(),
             "loopback_2": self.floor2.json(),
