@@ -366,7 +366,7 @@ fuzz_target!(|data: &[u8]| {
     rt.block_on(async {
         let counts = Arc::new(Counts::default());
         let mut h = Harness {
-            api: RuntimeApi::new(Box::new(CountingFreezer(counts.clone())), true),
+            api: RuntimeApi::new(Box::new(CountingFreezer(counts.clone())), true, std::time::Duration::ZERO),
             counts,
             model: Model {
                 phase: Phase::Init,

@@ -107,6 +107,11 @@ pub struct ColdStart<'a> {
     pub lease: Option<crate::memory::MemoryLease>,
 }
 
+/// How long an environment whose runtime is waiting for its next event stays thawed. Calls that
+/// come back to back (a busy function) skip the freeze and the thaw; an idle environment is
+/// frozen after this, so background work of the function stops as on Lambda.
+pub const FREEZE_GRACE: Duration = Duration::from_millis(10);
+
 pub const BOOTSTRAP_PATHS: &str = "[/var/task/bootstrap /opt/bootstrap]";
 
 impl ColdStart<'_> {
@@ -143,7 +148,11 @@ impl ColdStart<'_> {
             .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("cannot create execution environment: {e}")))?;
         let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
-        let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone())), self.init_type == InitType::Provisioned);
+        let api = RuntimeApi::new(
+            Box::new(SandboxFreezer(sandbox.clone())),
+            self.init_type == InitType::Provisioned,
+            FREEZE_GRACE,
+        );
         let exit = sandbox.exit_watch();
         let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
             .map_err(|e| EngineError::Internal(format!("cannot capture function output: {e}")))?;

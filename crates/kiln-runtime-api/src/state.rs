@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
 /// One event for the runtime.
@@ -81,6 +82,8 @@ pub(crate) struct Shared {
     event: Notify,
     freezer: Box<dyn Freezer>,
     freeze_after_init: bool,
+    /// How long a runtime waiting in `next` stays thawed before it is frozen.
+    freeze_grace: Duration,
     /// Becomes `Some` when Init ends: `Some(None)` if the API was closed first.
     init: watch::Sender<Option<Option<InitOutcome>>>,
     /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it.
@@ -123,7 +126,11 @@ impl RuntimeApi {
     /// `freeze_after_init`: whether the environment is frozen when Init ends and nothing is
     /// queued. A cold start for a waiting caller says no, since its event follows at once and a
     /// freeze and thaw in between would only cost time; a provisioned environment says yes.
-    pub fn new(freezer: Box<dyn Freezer>, freeze_after_init: bool) -> Self {
+    ///
+    /// `freeze_grace`: how long a runtime that called `next` stays thawed before it is frozen.
+    /// An event within the grace skips a freeze and a thaw, which is most of what a warm call
+    /// costs beyond its HTTP hops when calls come back to back; zero freezes at once.
+    pub fn new(freezer: Box<dyn Freezer>, freeze_after_init: bool, freeze_grace: Duration) -> Self {
         let (init, _) = watch::channel(None);
         Self {
             shared: Arc::new(Shared {
@@ -137,6 +144,7 @@ impl RuntimeApi {
                 event: Notify::new(),
                 freezer,
                 freeze_after_init,
+                freeze_grace,
                 init,
                 accept: Mutex::new(None),
             }),
@@ -209,6 +217,8 @@ impl RuntimeApi {
         let mut skip_freeze = false;
         loop {
             let notified = self.shared.event.notified();
+            tokio::pin!(notified);
+            let mut freeze_later = false;
             let closed = {
                 let mut st = lock(&self.shared.state);
                 match st.phase {
@@ -238,8 +248,12 @@ impl RuntimeApi {
                     return Ok(invocation);
                 } else {
                     if !st.frozen && !skip_freeze {
-                        st.frozen = true;
-                        self.shared.freezer.freeze();
+                        if self.shared.freeze_grace.is_zero() {
+                            st.frozen = true;
+                            self.shared.freezer.freeze();
+                        } else {
+                            freeze_later = true;
+                        }
                     }
                     false
                 }
@@ -247,6 +261,18 @@ impl RuntimeApi {
             if closed {
                 // A closed environment never gets another event; its runtime waits until killed.
                 return std::future::pending().await;
+            }
+            if freeze_later {
+                tokio::select! {
+                    biased;
+                    () = &mut notified => continue,
+                    () = tokio::time::sleep(self.shared.freeze_grace) => {}
+                }
+                let mut st = lock(&self.shared.state);
+                if st.phase == Phase::Ready && st.queue.is_empty() && !st.frozen && !st.closed {
+                    st.frozen = true;
+                    self.shared.freezer.freeze();
+                }
             }
             notified.await;
         }
@@ -337,7 +363,7 @@ mod tests {
 
     fn api() -> (RuntimeApi, Arc<Counter>) {
         let c = Arc::new(Counter::default());
-        (RuntimeApi::new(Box::new(SharedCounter(c.clone())), true), c)
+        (RuntimeApi::new(Box::new(SharedCounter(c.clone())), true, Duration::ZERO), c)
     }
 
     fn inv(id: &str) -> Invocation {
@@ -371,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn a_cold_start_for_a_waiting_caller_is_not_frozen_after_init() {
         let c = Arc::new(Counter::default());
-        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false);
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false, Duration::ZERO);
         let a2 = api.clone();
         let next = tokio::spawn(async move { a2.next().await });
         assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
@@ -386,6 +412,38 @@ mod tests {
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
         assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_grace_an_event_in_time_skips_the_freeze_and_a_late_one_thaws() {
+        let c = Arc::new(Counter::default());
+        let grace = Duration::from_millis(50);
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), true, grace);
+        let counts = || (c.freezes.load(Ordering::SeqCst), c.thaws.load(Ordering::SeqCst));
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
+        tokio::time::sleep(grace / 2).await;
+        let _rx = api.dispatch(inv("r1"));
+        next.await.unwrap().unwrap();
+        assert_eq!(counts(), (0, 0), "an event within the grace neither freezes nor thaws");
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        let a3 = api.clone();
+        let next = tokio::spawn(async move { a3.next().await });
+        tokio::time::sleep(grace * 2).await;
+        assert_eq!(counts(), (1, 0), "frozen once the grace is over");
+        let _rx = api.dispatch(inv("r2"));
+        assert_eq!(&*next.await.unwrap().unwrap().request_id, "r2");
+        assert_eq!(counts(), (1, 1));
+        // The same `next` call, once thawed by an event, freezes again only after another grace.
+        api.answer("r2", Outcome::Response(Bytes::new())).unwrap();
+        let a4 = api.clone();
+        tokio::spawn(async move { a4.next().await });
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(counts(), (1, 1));
+        api.close();
+        tokio::time::sleep(grace * 2).await;
+        assert_eq!(counts(), (1, 1), "a closed environment is not frozen");
     }
 
     #[tokio::test]

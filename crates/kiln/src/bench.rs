@@ -6,8 +6,8 @@
 //! data dir under the system's temp dir and `--isolation` passed through), waits until
 //! `GET /2015-03-31/functions/` answers, deploys the `lambda_runtime` example (`hello-rust`
 //! next to this binary, zipped as `bootstrap` with mode 0755) through the REST API like any
-//! client would, and drives it with a Rust client: hyper-util's legacy client with keep-alive
-//! and `TCP_NODELAY`, one `Client` (so one connection) per caller. The same client code drives
+//! client would, and drives it with a Rust client: hyper's HTTP/1.1 client connection with
+//! keep-alive and `TCP_NODELAY`, one connection per caller. The same client code drives
 //! the baselines, so the ratios compare servers, not clients.
 //!
 //! Scenarios, in this order:
@@ -52,9 +52,8 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -76,6 +75,11 @@ pub struct BenchArgs {
     /// The function's `bootstrap` [default: `hello-rust` next to this executable].
     #[arg(long)]
     function_bin: Option<PathBuf>,
+    /// MemorySize of the benchmarked functions, in MB. Lambda gives a function CPU in proportion
+    /// (1,769 MB = one vCPU), and so does kiln's sandbox: at the default 128 MB a function may use
+    /// 7 % of a CPU, which bounds its throughput and the tail of back-to-back calls.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(128..=10240))]
+    memory: u32,
     /// Number of cold starts.
     #[arg(long, default_value_t = 200)]
     cold: usize,
@@ -183,7 +187,7 @@ async fn latency_scenarios(
 ) -> anyhow::Result<()> {
     let api = Api::new(server.addr);
     for (name, timeout) in [("bench-cold", 10), ("bench-warm", 10), ("bench-tput", 10), ("bench-burst", 60)] {
-        api.create_function(name, zip_b64, timeout).await?;
+        api.create_function(name, zip_b64, timeout, args.memory).await?;
     }
 
     // Cold.
@@ -321,7 +325,7 @@ async fn burst(addr: SocketAddr, callers: usize, hold: Duration) -> anyhow::Resu
 async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Result<Density> {
     let idle = proc_memory(server.pid);
     let api = Api::new(server.addr);
-    api.create_function("bench-density", zip_b64, 300).await?;
+    api.create_function("bench-density", zip_b64, 300, args.memory).await?;
     let before = proc_memory(server.pid);
 
     // Callers start at a fixed rate; each event sleeps until well after the last one started,
@@ -529,7 +533,7 @@ impl Server {
         };
         // The default memory budget (3/4 of RAM, counted in MemorySize) would hold only ~144
         // environments of 128 MB on a 24 GiB machine; the bench needs more.
-        let budget_mb = environments as u64 * 128 + 1024;
+        let budget_mb = environments as u64 * u64::from(args.memory) + 1024;
         let limit = environments.max(1000) + 100;
         let child = std::process::Command::new(exe)
             .arg("serve")
@@ -627,13 +631,23 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// One client per caller: one kept-alive connection (hyper's `client::conn`, no pool, so no
+/// request ever opens a second connection while the first is being handed back), no Nagle.
+/// Clones share the connection; a caller's requests are sequential.
+#[derive(Clone, Default)]
+struct HttpClient(Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>);
 
-/// One client per caller: keep-alive, at most one idle connection, no Nagle.
 fn new_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build(connector)
+    HttpClient::default()
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot reach {addr}"))?;
+    stream.set_nodelay(true).context("cannot set TCP_NODELAY")?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake failed")?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 async fn request(
@@ -643,15 +657,27 @@ async fn request(
     path: &str,
     body: Bytes,
 ) -> anyhow::Result<(StatusCode, http::HeaderMap, Bytes)> {
+    let kept = client.0.lock().ok().and_then(|mut c| c.take()).filter(|s| !s.is_closed());
+    let mut sender = match kept {
+        Some(s) => s,
+        None => connect(addr).await?,
+    };
+    if sender.ready().await.is_err() {
+        sender = connect(addr).await?;
+    }
     let req = Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .context("cannot build the request")?;
-    let resp = client.request(req).await.with_context(|| format!("cannot reach {addr}"))?;
+    let resp = sender.send_request(req).await.with_context(|| format!("cannot reach {addr}"))?;
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.context("the answer was cut off")?.to_bytes();
+    if let Ok(mut c) = client.0.lock() {
+        *c = Some(sender);
+    }
     Ok((parts.status, parts.headers, bytes))
 }
 
@@ -697,8 +723,15 @@ impl Api {
         serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: the answer is not JSON"))
     }
 
-    async fn create_function(&self, name: &str, zip_b64: &str, timeout_secs: u32) -> anyhow::Result<()> {
+    async fn create_function(
+        &self,
+        name: &str,
+        zip_b64: &str,
+        timeout_secs: u32,
+        memory_mb: u32,
+    ) -> anyhow::Result<()> {
         let body = json!({
+            "MemorySize": memory_mb,
             "FunctionName": name,
             "Runtime": "provided.al2023",
             "Role": "arn:aws:iam::123456789012:role/x",
@@ -806,8 +839,7 @@ impl MiniRuntime {
     async fn start(servers: &tokio::runtime::Handle) -> anyhow::Result<MiniRuntime> {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (posted_tx, posted_rx) = tokio::sync::mpsc::unbounded_channel();
-        let handler =
-            Arc::new(MiniRuntimeHandler { events: tokio::sync::Mutex::new(events_rx), posted: posted_tx });
+        let handler = Arc::new(MiniRuntimeHandler { events: tokio::sync::Mutex::new(events_rx), posted: posted_tx });
         let addr = serve(servers, move |req| {
             let handler = handler.clone();
             async move { handler.handle(req).await }
@@ -860,10 +892,9 @@ impl MiniRuntimeHandler {
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                let next = tokio::time::timeout(Duration::from_secs(60), async {
-                    self.events.lock().await.recv().await
-                })
-                .await;
+                let next =
+                    tokio::time::timeout(Duration::from_secs(60), async { self.events.lock().await.recv().await })
+                        .await;
                 let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
                 };
@@ -1159,8 +1190,9 @@ impl Report {
         let mut s = String::new();
         let m = &self.machine;
         s += &format!(
-            "kiln bench: isolation {}, {} cpus ({}), kernel {}\n\n",
+            "kiln bench: isolation {}, functions of {} MB, {} cpus ({}), kernel {}\n\n",
             self.isolation,
+            args.memory,
             m["nproc"],
             m["cpu"].as_str().unwrap_or("?"),
             m["kernel"].as_str().unwrap_or("?")
@@ -1290,6 +1322,7 @@ impl Report {
         json!({
             "machine": self.machine,
             "isolation": self.isolation,
+            "memory_mb": args.memory,
             "cold": self.cold.json(),
             "cold_split": self.cold_split.as_ref().map(|c| json!({
                 "init": c.init.json(), "invoke": c.invoke.json(), "rest": c.rest.json(),
