@@ -80,6 +80,11 @@ pub struct BenchArgs {
     /// 7 % of a CPU, which bounds its throughput and the tail of back-to-back calls.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(128..=10240))]
     memory: u32,
+    /// A second, minimal runtime measured beside the example (warm calls and throughput), to
+    /// tell kiln's cost from the official client's [default: `minimal-runtime` next to this
+    /// executable, skipped if absent].
+    #[arg(long)]
+    lean_bin: Option<PathBuf>,
     /// Number of cold starts.
     #[arg(long, default_value_t = 200)]
     cold: usize,
@@ -94,7 +99,7 @@ pub struct BenchArgs {
     burst: usize,
     /// How long each burst call holds its environment (subtracted from the result), so that no
     /// environment frees up for another caller of the same burst.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 2000)]
     burst_hold_ms: u64,
     /// Idle environments of the density run (0 skips it).
     #[arg(long, default_value_t = 1000)]
@@ -156,15 +161,27 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
         report.floor_throughput.push((callers, rate));
     }
     report.bare = Stats::of(&bare_spawn(servers, &function_bin, args.cold).await?);
-    let (bare_warm, bare_warm_cpu) = bare_warm(servers, &function_bin, args.warm).await?;
-    report.bare_warm = Stats::of(&bare_warm);
-    report.bare_warm_cpu = bare_warm_cpu;
+    let (warm, cpu) = bare_warm(servers, &function_bin, args.warm).await?;
+    report.bare_warm = Stats::of(&warm);
+    report.bare_warm_cpu = cpu;
+    let lean_bin = args.lean_bin.clone().or_else(|| exe.parent().map(|d| d.join("minimal-runtime")));
+    let lean_zip = match lean_bin.filter(|p| p.is_file()) {
+        Some(bin) => {
+            let (bare, _) = bare_warm(servers, &bin, args.warm).await?;
+            report.lean = Some(Lean { bare_warm: Stats::of(&bare), ..Lean::default() });
+            Some(base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&bin)?))
+        }
+        None => {
+            eprintln!("bench: no minimal-runtime next to kiln (cargo build --release -p minimal-runtime); skipping it");
+            None
+        }
+    };
     eprintln!("bench: baselines done");
 
     // Latency scenarios on one server.
     let envs_needed = args.burst + CALLERS.iter().sum::<usize>() + 8;
     let server = Server::start(&exe, &work.path.join("a"), args, envs_needed, args.server_log.as_deref()).await?;
-    let result = latency_scenarios(&server, &zip_b64, args, &mut report).await;
+    let result = latency_scenarios(&server, &zip_b64, lean_zip.as_deref(), args, &mut report).await;
     server.stop();
     result?;
 
@@ -182,6 +199,7 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
 async fn latency_scenarios(
     server: &Server,
     zip_b64: &str,
+    lean_zip_b64: Option<&str>,
     args: &BenchArgs,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -213,20 +231,21 @@ async fn latency_scenarios(
     eprintln!("bench: cold done");
 
     // Warm.
-    let client = new_client();
-    invoke(&client, server.addr, "bench-warm", ECHO).await?;
-    let mut warm = Vec::with_capacity(args.warm);
-    let cpu_before = tree_cpu(server.pid);
-    for _ in 0..args.warm {
-        let t = Instant::now();
-        invoke(&client, server.addr, "bench-warm", ECHO).await?;
-        warm.push(t.elapsed());
-    }
-    let cpu_after = tree_cpu(server.pid);
-    let n = u32::try_from(args.warm.max(1)).unwrap_or(u32::MAX);
-    report.warm_cpu_kiln = cpu_after.0.saturating_sub(cpu_before.0) / n;
-    report.warm_cpu_function = cpu_after.1.saturating_sub(cpu_before.1) / n;
+    let (warm, cpu_kiln, cpu_function) = warm_calls(server, "bench-warm", args.warm).await?;
     report.warm = Stats::of(&warm);
+    report.warm_cpu_kiln = cpu_kiln;
+    report.warm_cpu_function = cpu_function;
+    if let (Some(zip), Some(lean)) = (lean_zip_b64, report.lean.as_mut()) {
+        api.create_function("bench-lean", zip, 10, args.memory).await?;
+        let (warm, cpu_kiln, cpu_function) = warm_calls(server, "bench-lean", args.warm).await?;
+        lean.warm = Stats::of(&warm);
+        lean.cpu_kiln = cpu_kiln;
+        lean.cpu_function = cpu_function;
+        let addr = server.addr;
+        lean.throughput8 =
+            throughput(args.seconds, 8, move |c| async move { invoke(&c, addr, "bench-lean", ECHO).await.map(drop) })
+                .await?;
+    }
     eprintln!("bench: warm done");
 
     // Throughput.
@@ -256,6 +275,23 @@ async fn latency_scenarios(
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
+
+/// `n` sequential calls on one warm environment: their latencies, and the CPU time per call of
+/// kiln's processes and of the function.
+async fn warm_calls(server: &Server, function: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Duration, Duration)> {
+    let client = new_client();
+    invoke(&client, server.addr, function, ECHO).await?;
+    let mut out = Vec::with_capacity(n);
+    let before = tree_cpu(server.pid);
+    for _ in 0..n {
+        let t = Instant::now();
+        invoke(&client, server.addr, function, ECHO).await?;
+        out.push(t.elapsed());
+    }
+    let after = tree_cpu(server.pid);
+    let calls = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    Ok((out, after.0.saturating_sub(before.0) / calls, after.1.saturating_sub(before.1) / calls))
+}
 
 /// Runs `callers` loops of `op` for a warm-up and then `seconds`; answers per second.
 async fn throughput<F, Fut>(seconds: f64, callers: usize, op: F) -> anyhow::Result<f64>
@@ -1096,8 +1132,19 @@ impl Density {
     }
 }
 
+/// The minimal runtime's figures, beside the example's.
+#[derive(Default)]
+struct Lean {
+    warm: Stats,
+    bare_warm: Stats,
+    cpu_kiln: Duration,
+    cpu_function: Duration,
+    throughput8: f64,
+}
+
 #[derive(Default)]
 struct Report {
+    lean: Option<Lean>,
     machine: Value,
     isolation: String,
     cold: Stats,
@@ -1218,6 +1265,10 @@ impl Report {
         row("baseline: bare spawn → response", &self.bare);
         row("warm invoke", &self.warm);
         row("baseline: bare warm (function alone)", &self.bare_warm);
+        if let Some(l) = &self.lean {
+            row("warm invoke, minimal runtime", &l.warm);
+            row("baseline: bare warm, minimal runtime", &l.bare_warm);
+        }
         row("baseline: loopback, 1 request", &self.floor1);
         row("baseline: loopback, 2 requests", &self.floor2);
         row("burst: each call (minus hold)", &self.burst);
@@ -1226,6 +1277,24 @@ impl Report {
             self.warm_cpu_kiln.as_secs_f64() * 1e6,
             self.warm_cpu_function.as_secs_f64() * 1e6,
             self.bare_warm_cpu.as_secs_f64() * 1e6
+        );
+        let floor8 = Self::rate(&self.floor_throughput, 8);
+        if let Some(l) = &self.lean {
+            s += &format!(
+                "minimal runtime: CPU per warm call kiln {:.0} µs, function {:.0} µs; 8 callers {:.0}/s ({:.0}% of floor)\n",
+                l.cpu_kiln.as_secs_f64() * 1e6,
+                l.cpu_function.as_secs_f64() * 1e6,
+                l.throughput8,
+                l.throughput8 / floor8.max(1e-9) * 100.0
+            );
+        }
+        let cpus = self.machine["nproc"].as_u64().unwrap_or(1) as f64;
+        s += &format!(
+            "bounds set by the function: warm ≥ loopback 1 request + bare warm = {:.3} ms; \
+             throughput ≤ cpus / its CPU per call = {:.0}/s ({:.0}% of floor-8)\n",
+            ms(self.floor1.p50) + ms(self.bare_warm.p50),
+            cpus / self.bare_warm_cpu.as_secs_f64().max(1e-9),
+            cpus / self.bare_warm_cpu.as_secs_f64().max(1e-9) / floor8.max(1e-9) * 100.0
         );
         s += &format!(
             "\nburst: {} simultaneous calls done in {:.1} ms ({:.1} ms wall, each call held its environment {} ms); {} cold starts\n",
@@ -1283,6 +1352,14 @@ impl Report {
             ms(self.warm.p50) / ms(self.bare_warm.p50).max(1e-9),
             Self::rate(&self.throughput, 8) / Self::rate(&self.floor_throughput, 8).max(1e-9) * 100.0
         );
+        if let Some(l) = &self.lean {
+            s += &format!(
+                "minimal runtime: warm/two-request floor {:.2}×, warm/bare warm {:.2}×, throughput-8/floor-8 {:.0}%\n",
+                ms(l.warm.p50) / ms(self.floor2.p50).max(1e-9),
+                ms(l.warm.p50) / ms(l.bare_warm.p50).max(1e-9),
+                l.throughput8 / Self::rate(&self.floor_throughput, 8).max(1e-9) * 100.0
+            );
+        }
         s += "\ntargets\n";
         for t in self.targets(args) {
             s += &format!(
@@ -1330,6 +1407,12 @@ impl Report {
             "bare_spawn": self.bare.json(),
             "bare_warm": self.bare_warm.json(),
             "bare_warm_cpu_us_per_call": self.bare_warm_cpu.as_secs_f64() * 1e6,
+            "minimal_runtime": self.lean.as_ref().map(|l| json!({
+                "warm": l.warm.json(),
+                "bare_warm": l.bare_warm.json(),
+                "warm_cpu_us_per_call": { "kiln": l.cpu_kiln.as_secs_f64() * 1e6, "function": l.cpu_function.as_secs_f64() * 1e6 },
+                "throughput_8_callers_per_second": l.throughput8,
+            })),
             "warm_cpu_us_per_call": {
                 "kiln": self.warm_cpu_kiln.as_secs_f64() * 1e6,
                 "function": self.warm_cpu_function.as_secs_f64() * 1e6,

@@ -25,7 +25,8 @@ use std::ffi::CStr;
 use std::mem::{size_of, zeroed};
 use std::ptr::{null, null_mut};
 
-/// Every step the child takes, in order; the index is what travels in a [`Msg`].
+/// Every step the child takes (in order, but for the last, added later); the index is what
+/// travels in a [`Msg`].
 pub(crate) const STEP_NAMES: &[&str] = &[
     "reset signals",
     "close inherited descriptors",
@@ -67,6 +68,7 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "set no_new_privs",
     "install seccomp filter",
     "exec bootstrap",
+    "reset scheduling priority",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -111,6 +113,7 @@ pub(crate) mod step {
     pub const NO_NEW_PRIVS: u32 = 37;
     pub const SECCOMP: u32 = 38;
     pub const EXEC: u32 = 39;
+    pub const PRIORITY: u32 = 40;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -421,6 +424,9 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         return Err((step::SEND_LISTENER, errno()));
     }
     libc::close(listener);
+    // The pool builds blanks at a low priority so they do not slow down the cold starts they
+    // are for; what runs from the claim on (attaching the code, the bootstrap) is a cold start.
+    check(step::PRIORITY, libc::setpriority(libc::PRIO_PROCESS, 0, 0))?;
 
     // Idle until claimed. An end of file means kiln dropped this blank (shutdown, or kiln
     // died): exit, and the kernel ends the namespaces.
@@ -881,7 +887,8 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::EXEC + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::PRIORITY + 1);
+        assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");

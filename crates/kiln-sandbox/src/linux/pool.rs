@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// How long the filler waits after a failed build.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// The filler's nice value. A blank is built right after a cold start took one, while that cold
+/// start still runs; at nice 10 the build gets about a tenth of a CPU the cold start wants.
+/// Blanks inherit it and go back to 0 once built (see `child::init`).
+const FILLER_NICE: i32 = 10;
+
 /// Counters of a backend's pool, for tests, benchmarks and status pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -129,6 +134,15 @@ impl Pool {
 
 /// The filler thread: keeps the pool at its target until the pool stops.
 pub(crate) fn filler_loop(inner: &Arc<Inner>) {
+    // SAFETY: plain syscalls without pointers; on Linux PRIO_PROCESS with a thread id sets the
+    // nice value of that thread only.
+    let niced = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, FILLER_NICE)
+    };
+    if niced != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the pool's priority");
+    }
     let pool = &inner.pool;
     let mut pause_until: Option<Instant> = None;
     loop {
