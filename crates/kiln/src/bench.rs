@@ -179,7 +179,8 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     eprintln!("bench: baselines done");
 
     // Latency scenarios on one server.
-    let envs_needed = args.burst + CALLERS.iter().sum::<usize>() + 8;
+    // burst, throughput callers, the minimal runtime's 8 callers, and some slack.
+    let envs_needed = args.burst + CALLERS.iter().sum::<usize>() + 8 + 16;
     let server = Server::start(&exe, &work.path.join("a"), args, envs_needed, args.server_log.as_deref()).await?;
     let result = latency_scenarios(&server, &zip_b64, lean_zip.as_deref(), args, &mut report).await;
     server.stop();

@@ -417,6 +417,7 @@ unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
 /// then reap until it ends.
 unsafe fn init(p: &Plan) -> Result<(), Fail> {
     blank(p)?;
+    inheritable_limits(p)?;
     loopback_up()?;
     let listener = listen_runtime_api()?;
     let ready = Msg { kind: MSG_READY, step: 0, value: 0 };
@@ -815,6 +816,26 @@ extern "C" fn bootstrap_entry(arg: *mut c_void) -> c_int {
 }
 
 /// The bootstrap's process from clone to exec. Never returns.
+/// What the bootstrap inherits from init, set once while the blank is built rather than on every
+/// cold start: rlimits, an empty capability bounding set and ambient set, no supplementary
+/// groups, and no_new_privs. None of it limits init, which keeps its effective capabilities for
+/// the claim (mounts, hostname) and never execs.
+unsafe fn inheritable_limits(p: &Plan) -> Result<(), Fail> {
+    let nofile = libc::rlimit { rlim_cur: p.nofile, rlim_max: p.nofile };
+    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_NOFILE, &nofile))?;
+    // A core dump would be written by the host's core_pattern handler: none.
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_CORE, &zero))?;
+    // Dropping from the bounding set needs CAP_SETPCAP, which init has.
+    check(step::CAPBSET, libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+    for cap in 0..=p.cap_last {
+        check(step::CAPBSET, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+    }
+    check_long(step::SETGROUPS, libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()))?;
+    check(step::NO_NEW_PRIVS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    Ok(())
+}
+
 unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
     let Err((step, err)) = bootstrap_steps(p, e) else { libc::_exit(127) };
     let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
@@ -827,28 +848,16 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
     check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
     check(step::CHDIR, libc::chdir(c"/var/task".as_ptr()))?;
-    let nofile = libc::rlimit { rlim_cur: p.nofile, rlim_max: p.nofile };
-    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_NOFILE, &nofile))?;
-    // A core dump would be written by the host's core_pattern handler: none.
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_CORE, &zero))?;
-
-    // Capabilities: the bounding set needs CAP_SETPCAP, so it goes before the uid change,
-    // which then clears the permitted and effective sets.
-    check(step::CAPBSET, libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
-    for cap in 0..=p.cap_last {
-        check(step::CAPBSET, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
-    }
+    // The rlimits, the empty bounding set and groups, and no_new_privs come from init
+    // (`inheritable_limits`). The uid change clears the permitted and effective sets.
     // Raw syscalls: glibc's wrappers would try to apply these to threads that only exist in
     // the parent.
-    check_long(step::SETGROUPS, libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()))?;
     check_long(step::SETGID, libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid))?;
     check_long(step::SETUID, libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid))?;
     // The inheritable set survives a uid change; clear everything.
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
     check_long(step::CAPSET, libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()))?;
-    check(step::NO_NEW_PRIVS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
     for f in p.filters {
         check(
             step::SECCOMP,
