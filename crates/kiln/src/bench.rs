@@ -19,7 +19,10 @@
 //!   dir's logs, matched by request id) split each cold start into *init* (sandbox + runtime
 //!   start until its first `GET next`), *invoke* (event out, response in) and the rest (REST
 //!   API, admission, scheduling).
-//! - **warm**: sequential invokes on one warm environment.
+//! - **warm**: sequential invokes on one warm environment, with the CPU time per call of kiln's
+//!   processes and of the function (`/proc/PID/task/*/schedstat` of the server's process tree,
+//!   bootstraps apart). The same for the minimal runtime (`minimal-runtime`, a std-only loop)
+//!   when it is built, plus its throughput with 8 callers: what is left there is kiln.
 //! - **throughput**: warm invokes per second with 1, 8 and 32 concurrent callers for a fixed
 //!   time each, after a warm-up that gives every caller its environment.
 //! - **burst**: one fresh function, one pre-connected client per caller; all callers are
@@ -40,6 +43,10 @@
 //! - **bare spawn**: the same `bootstrap` started with `std::process::Command` (no sandbox)
 //!   against a minimal Runtime API served by the bench; timed from spawn to the first response
 //!   posted.
+//! - **bare warm**: the same `bootstrap`, started once that way, answering events in sequence:
+//!   event handed to its waiting `next` → response posted, and its CPU time per event. This is
+//!   the function's own cost; a warm invoke through kiln cannot beat one loopback request plus
+//!   this, and no server can serve more than `cpus / its CPU per call` invokes per second.
 //! - **loopback floor**: the same client against a trivial hyper echo server of the bench: one
 //!   request, and two sequential requests (a warm invoke makes two hops: client → kiln →
 //!   runtime), plus the floor's throughput with the same numbers of callers.
@@ -819,6 +826,10 @@ impl Api {
 }
 
 /// Serves `handler` on a free loopback port of the `servers` runtime.
+/// Which connection of a bench server a request came on (a request extension).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ConnId(u64);
+
 async fn serve<H, Fut>(servers: &tokio::runtime::Handle, handler: H) -> anyhow::Result<SocketAddr>
 where
     H: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
@@ -831,11 +842,15 @@ where
         .context("cannot listen on loopback")?;
     let addr = listener.local_addr().context("cannot read the listening address")?;
     servers.spawn(async move {
+        let mut conn = 0;
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
+            conn += 1;
+            let id = ConnId(conn);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(id);
                     let handler = handler.clone();
                     async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
                 });
@@ -868,6 +883,9 @@ struct MiniRuntime {
 struct MiniRuntimeHandler {
     /// Request ids of the events still to hand out.
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// The connection of the latest `next`. A `next` still waiting on an older connection (its
+    /// runtime was killed, hyper keeps the call running) gives up instead of taking the event.
+    latest: tokio::sync::watch::Sender<u64>,
     /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
     posted: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
 }
@@ -876,7 +894,11 @@ impl MiniRuntime {
     async fn start(servers: &tokio::runtime::Handle) -> anyhow::Result<MiniRuntime> {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (posted_tx, posted_rx) = tokio::sync::mpsc::unbounded_channel();
-        let handler = Arc::new(MiniRuntimeHandler { events: tokio::sync::Mutex::new(events_rx), posted: posted_tx });
+        let handler = Arc::new(MiniRuntimeHandler {
+            events: tokio::sync::Mutex::new(events_rx),
+            latest: tokio::sync::watch::Sender::new(0),
+            posted: posted_tx,
+        });
         let addr = serve(servers, move |req| {
             let handler = handler.clone();
             async move { handler.handle(req).await }
@@ -916,6 +938,7 @@ impl MiniRuntime {
 
 impl MiniRuntimeHandler {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let conn = req.extensions().get::<ConnId>().map_or(0, |c| c.0);
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let _ = req.into_body().collect().await;
@@ -929,9 +952,15 @@ impl MiniRuntimeHandler {
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                let next =
-                    tokio::time::timeout(Duration::from_secs(60), async { self.events.lock().await.recv().await })
-                        .await;
+                self.latest.send_replace(conn);
+                let mut latest = self.latest.subscribe();
+                let next = tokio::time::timeout(Duration::from_secs(60), async {
+                    tokio::select! {
+                        event = async { self.events.lock().await.recv().await } => event,
+                        _ = latest.wait_for(|l| *l != conn) => None,
+                    }
+                })
+                .await;
                 let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
                 };
