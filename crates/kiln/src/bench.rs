@@ -117,6 +117,9 @@ pub struct BenchArgs {
     /// Keep the server's stderr in this file (set RUST_LOG for detail) [default: discarded].
     #[arg(long)]
     server_log: Option<PathBuf>,
+    /// Also write the cold and warm latency distributions (CDFs, with their baselines) as an SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 /// Caller counts of the throughput runs.
@@ -135,6 +138,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .build()
         .context("cannot start tokio")?;
     let report = rt.block_on(bench(&args, servers.handle()))?;
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report.svg()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json(&args))?);
     } else {
@@ -1103,13 +1109,15 @@ fn machine() -> Value {
 // ---------------------------------------------------------------------------------------------
 // Results
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Stats {
     n: usize,
     p50: Duration,
     p90: Duration,
     p99: Duration,
     max: Duration,
+    /// The samples, sorted (for the SVG plot).
+    sorted: Vec<Duration>,
 }
 
 impl Stats {
@@ -1121,7 +1129,14 @@ impl Stats {
             let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
             s.get(rank - 1).copied().unwrap_or_default()
         };
-        Stats { n: s.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s.last().copied().unwrap_or_default() }
+        Stats {
+            n: s.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: s.last().copied().unwrap_or_default(),
+            sorted: s,
+        }
     }
 
     fn json(&self) -> Value {
@@ -1401,6 +1416,76 @@ impl Report {
             );
         }
         s
+    }
+
+    /// Two panels of cumulative distributions: cold starts beside the bare spawn, warm calls
+    /// beside the function alone and the loopback floor. The x axis ends at twice the largest
+    /// p90, so a tail of rare stalls (the CPU quota's) does not squash the rest.
+    fn svg(&self) -> String {
+        const W: f64 = 520.0;
+        const H: f64 = 320.0;
+        const PAD: f64 = 50.0;
+        const COLORS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"];
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+            2.0 * W,
+            H
+        );
+        let mut warm: Vec<(&str, &Stats)> =
+            vec![("kiln warm", &self.warm), ("bare warm (function alone)", &self.bare_warm)];
+        if let Some(l) = &self.lean {
+            warm.push(("kiln warm, minimal runtime", &l.warm));
+        }
+        warm.push(("loopback, 2 requests", &self.floor2));
+        let panels: [(&str, Vec<(&str, &Stats)>); 2] =
+            [("cold invoke", vec![("kiln cold", &self.cold), ("bare spawn", &self.bare)]), ("warm invoke", warm)];
+        for (i, (title, series)) in panels.iter().enumerate() {
+            let x0 = i as f64 * W + PAD;
+            let (pw, ph) = (W - 1.5 * PAD, H - 2.0 * PAD);
+            let xmax = series.iter().map(|(_, s)| ms(s.p90)).fold(0.0_f64, f64::max).max(1e-3) * 2.0;
+            out += &format!(
+                "<text x=\"{}\" y=\"20\" font-weight=\"bold\">{title} (cumulative share of calls)</text>\n",
+                x0
+            );
+            out += &format!(
+                "<rect x=\"{x0}\" y=\"{PAD}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n"
+            );
+            for t in 0..=4 {
+                let v = xmax * f64::from(t) / 4.0;
+                let x = x0 + pw * f64::from(t) / 4.0;
+                out += &format!("<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{v:.2}</text>\n", PAD + ph + 15.0);
+            }
+            out += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">ms</text>\n", x0 + pw / 2.0, H - 8.0);
+            for (frac, label) in [(0.0, "0"), (0.5, "0.5"), (1.0, "1")] {
+                let y = PAD + ph * (1.0 - frac);
+                out += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n", x0 - 5.0, y + 4.0);
+            }
+            for (j, (name, st)) in series.iter().enumerate() {
+                let color = COLORS[j % COLORS.len()];
+                let n = st.sorted.len();
+                let step = (n / 400).max(1);
+                let points: Vec<String> = (0..n)
+                    .step_by(step)
+                    .chain(n.checked_sub(1))
+                    .map(|k| {
+                        let x = x0 + pw * (ms(st.sorted[k]) / xmax).min(1.0);
+                        let y = PAD + ph * (1.0 - (k + 1) as f64 / n as f64);
+                        format!("{x:.1},{y:.1}")
+                    })
+                    .collect();
+                out += &format!(
+                    "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+                    points.join(" ")
+                );
+                out += &format!(
+                    "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}: p50 {:.3} ms</text>\n",
+                    x0 + pw * 0.36,
+                    PAD + ph * 0.62 + 15.0 * j as f64,
+                    ms(st.p50)
+                );
+            }
+        }
+        out + "</svg>\n"
     }
 
     fn to_json(&self, args: &BenchArgs) -> Value {
