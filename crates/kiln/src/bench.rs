@@ -1565,6 +1565,32 @@ mod tests {
     }
 
     #[test]
+    fn svg_has_one_curve_per_series_inside_its_panel() {
+        let samples: Vec<Duration> = (1..=1000).map(Duration::from_micros).collect();
+        let report = Report {
+            cold: Stats::of(&samples),
+            bare: Stats::of(&samples[..10]),
+            warm: Stats::of(&samples),
+            bare_warm: Stats::of(&samples),
+            floor2: Stats::of(&[]),
+            ..Report::default()
+        };
+        let svg = report.svg();
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        // cold: kiln + bare spawn; warm: kiln, bare warm, floor (no minimal runtime).
+        assert_eq!(svg.matches("<polyline").count(), 5);
+        assert!(svg.contains("kiln cold: p50 0.500 ms"), "{svg}");
+        for pair in svg.split("points=\"").skip(1).filter_map(|p| p.split('"').next()).flat_map(|p| p.split(' ')) {
+            if pair.is_empty() {
+                continue;
+            }
+            let (x, y) = pair.split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((0.0..=1040.0).contains(&x) && (0.0..=320.0).contains(&y), "{pair}");
+        }
+    }
+
+    #[test]
     fn process_tree_finds_children() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let tree = process_tree(std::process::id());
