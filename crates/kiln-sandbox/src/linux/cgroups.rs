@@ -315,15 +315,23 @@ fn v2_freeze(dir: &Path) -> Result<(), CgroupError> {
 /// Kills every process of a cgroup2 directory: `cgroup.kill` when the kernel has it, else
 /// freeze, SIGKILL each, thaw.
 fn v2_kill(dir: &Path, has_kill: bool) -> Result<(), CgroupError> {
-    if !dir.exists() {
-        return Ok(());
-    }
+    // The cgroup may go at any moment (the reaper and `destroy` both end an environment): a file
+    // that is not there (ENOENT) or belongs to a cgroup being removed (ENODEV) means there is
+    // nothing left to kill.
+    let write_unless_gone = |file: &str, value: &str| match write(&dir.join(file), value) {
+        Err(CgroupError::Write { source, .. })
+            if source.kind() == ErrorKind::NotFound || source.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            Ok(())
+        }
+        r => r,
+    };
     if has_kill {
-        return write(&dir.join("cgroup.kill"), "1");
+        return write_unless_gone("cgroup.kill", "1");
     }
     let _ = v2_freeze(dir);
     sigkill_each(&dir.join("cgroup.procs"));
-    write(&dir.join("cgroup.freeze"), "0")
+    write_unless_gone("cgroup.freeze", "0")
 }
 
 /// Where kiln's cgroups go on a host with v1 controllers.
@@ -899,6 +907,18 @@ mod tests {
         cg.remove("e").unwrap();
         assert!(!d.exists());
         cg.remove("e").unwrap();
+    }
+
+    #[test]
+    fn killing_a_cgroup_that_is_gone_is_not_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let gone = root.path().join("removed-meanwhile");
+        v2_kill(&gone, true).unwrap();
+        v2_kill(&gone, false).unwrap();
+        // Any other failure still counts.
+        let file = root.path().join("a-file");
+        fs::write(&file, "").unwrap();
+        assert!(v2_kill(&file, true).is_err());
     }
 
     #[test]

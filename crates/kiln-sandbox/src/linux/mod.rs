@@ -750,7 +750,7 @@ impl Env {
         // The pid namespace is gone with its init; release the cgroups now rather than when
         // the engine gets round to destroying the environment.
         if let Err(e) = cgroups::kill_and_remove(cg, &self.cgroup) {
-            tracing::warn!(env = %self.id, error = %e, "cannot remove cgroups");
+            tracing::warn!(env = %self.id, error = %e, cause = ?std::error::Error::source(&e), "cannot remove cgroups");
         }
         lock(&self.inner.envs).remove(&self.key);
         true
@@ -788,7 +788,7 @@ impl Env {
             self.reap(true);
         }
         if let Err(e) = cgroups::kill_and_remove(self.inner.cgroups.as_ref(), &self.cgroup) {
-            tracing::warn!(env = %self.id, error = %e, "cannot remove cgroups");
+            tracing::warn!(env = %self.id, error = %e, cause = ?std::error::Error::source(&e), "cannot remove cgroups");
         }
         lock(&self.inner.envs).remove(&self.key);
     }
@@ -932,7 +932,7 @@ impl Drop for CgroupGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             if let Err(e) = cgroups::kill_and_remove(self.cgroups, self.id) {
-                tracing::warn!(env = self.id, error = %e, "cannot remove cgroups");
+                tracing::warn!(env = self.id, error = %e, cause = ?std::error::Error::source(&e), "cannot remove cgroups");
             }
         }
     }
@@ -963,7 +963,7 @@ impl Blank {
         pidfd_kill(&self.pidfd);
         waitid_pidfd(&self.pidfd, true);
         if let Err(e) = cgroups::kill_and_remove(cg, &self.cgroup) {
-            tracing::warn!(blank = %self.cgroup, error = %e, "cannot remove cgroups");
+            tracing::warn!(blank = %self.cgroup, error = %e, cause = ?std::error::Error::source(&e), "cannot remove cgroups");
         }
     }
 }
