@@ -57,3 +57,19 @@ def test_deleted_function_stays_deleted_after_restart(kiln_factory):
     lam = k.lambda_client(server.endpoint)
     names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
     assert name not in names
+
+
+def test_log_lines_of_the_last_calls_survive_a_prompt_shutdown(kiln_factory):
+    # The log writer batches lines; SIGTERM right after a call must not lose its lines.
+    server = kiln_factory("logs-stop")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("logstop")
+    k.create(lam, name, k.python_zip())
+    resp = lam.invoke(FunctionName=name, Payload=b'{"action": "print", "text": "last-words"}')
+    request_id = resp["ResponseMetadata"]["RequestId"]
+    assert resp["StatusCode"] == 200
+    server.restart()
+    out = k.run_cli("logs", name, endpoint=server.endpoint)
+    assert out.returncode == 0, out.stderr
+    assert "last-words" in out.stdout, out.stdout
+    assert "REPORT RequestId: %s" % request_id in out.stdout, out.stdout

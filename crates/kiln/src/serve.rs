@@ -137,6 +137,8 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
     let _ = stop_tx.send(true);
     engine.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // The log writer batches lines; what the last calls logged goes to disk before kiln exits.
+    let _ = tokio::time::timeout(Duration::from_secs(5), engine.logs().flush()).await;
     Ok(())
 }
 
