@@ -136,3 +136,19 @@ def test_logs_follow_streams_new_invocations(kiln, lam, cli_fn):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_shows_starts_environments_and_the_sandbox_pool(kiln, lam):
+    name = k.unique_name("status")
+    k.create(lam, name, k.python_zip())
+    k.invoke_json(lam, name, {})
+    k.invoke_json(lam, name, {})
+    out = k.run_cli("status", endpoint=kiln.endpoint)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith(name + ":"))
+    assert "1 cold starts" in line and "1 warm" in line, out.stdout
+    pool = next(l for l in out.stdout.splitlines() if l.startswith("sandbox pool:"))
+    assert "spawns from the pool" in pool, out.stdout
+    one = k.run_cli("status", name, endpoint=kiln.endpoint)
+    assert one.returncode == 0, one.stderr
+    assert "idle" in one.stdout and "sandbox pool" not in one.stdout, one.stdout

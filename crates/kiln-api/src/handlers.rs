@@ -486,7 +486,17 @@ fn status(engine: &Engine, name: Option<&str>) -> Result<Response<Body>> {
             })
         })
         .collect();
-    ok_json(StatusCode::OK, json!({ "Functions": functions }))
+    let mut body = json!({ "Functions": functions });
+    if let Some(p) = engine.sandbox_pool() {
+        body["SandboxPool"] = json!({
+            "Target": p.target,
+            "Ready": p.ready,
+            "PooledSpawns": p.pooled_spawns,
+            "FreshSpawns": p.fresh_spawns,
+            "FailedBuilds": p.failed_builds,
+        });
+    }
+    ok_json(StatusCode::OK, body)
 }
 
 /// A function name without qualifier (aliases and concurrency paths take only that).

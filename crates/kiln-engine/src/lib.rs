@@ -1189,6 +1189,11 @@ impl Engine {
     // ---- status and shutdown ---------------------------------------------------------------
 
     /// Live environments and start statistics of one function, or of all.
+    /// The sandbox backend's pool of ready-made sandboxes, if it keeps one.
+    pub fn sandbox_pool(&self) -> Option<kiln_sandbox::PoolStats> {
+        self.inner.backend.pool_stats()
+    }
+
     pub fn status(&self, name: Option<&FunctionName>) -> Result<Vec<FunctionStatus>, EngineError> {
         let fns: Vec<(String, Arc<Function>)> = match name {
             Some(n) => vec![(n.to_string(), self.function(n)?)],

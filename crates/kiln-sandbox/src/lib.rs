@@ -85,6 +85,25 @@ pub trait Backend: Send + Sync + 'static {
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError>;
     /// Destroys every environment still alive. Called at shutdown.
     fn shutdown(&self) {}
+    /// The pool of ready-made sandboxes, for backends that keep one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+}
+
+/// Counters of a backend's pool of blank sandboxes, for status pages, benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Blanks the pool tries to keep ready.
+    pub target: usize,
+    /// Blanks ready now.
+    pub ready: usize,
+    /// Spawns served by a blank from the pool.
+    pub pooled_spawns: u64,
+    /// Spawns that built their environment on the spot (pool empty or disabled).
+    pub fresh_spawns: u64,
+    /// Blank builds by the filler that failed.
+    pub failed_builds: u64,
 }
 
 /// Why an environment could not be built or controlled.

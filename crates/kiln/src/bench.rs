@@ -223,6 +223,7 @@ async fn latency_scenarios(
     }
 
     // Cold.
+    let pool_before = api.sandbox_pool().await?;
     let mut cold = Vec::with_capacity(args.cold);
     let mut request_ids = Vec::with_capacity(args.cold);
     let client = new_client();
@@ -242,6 +243,9 @@ async fn latency_scenarios(
     }
     report.cold = Stats::of(&cold);
     report.cold_split = cold_split(&server.data_dir, "bench-cold", &cold, &request_ids);
+    if let (Some(before), Some(after)) = (pool_before, api.sandbox_pool().await?) {
+        report.cold_pooled = Some((after.0.saturating_sub(before.0), after.1.saturating_sub(before.1)));
+    }
     eprintln!("bench: cold done");
 
     // Warm.
@@ -817,6 +821,13 @@ impl Api {
         }
     }
 
+    /// The server's sandbox pool counters (spawns from the pool, built on the spot), if it has one.
+    async fn sandbox_pool(&self) -> anyhow::Result<Option<(u64, u64)>> {
+        let v = self.call(Method::GET, "/kiln/v1/status", None).await?;
+        let p = &v["SandboxPool"];
+        Ok(p["PooledSpawns"].as_u64().zip(p["FreshSpawns"].as_u64()))
+    }
+
     async fn status(&self, name: &str) -> anyhow::Result<Value> {
         let v = self.call(Method::GET, &format!("/kiln/v1/functions/{name}/environments"), None).await?;
         Ok(v["Functions"][0].clone())
@@ -1194,6 +1205,8 @@ struct Report {
     isolation: String,
     cold: Stats,
     cold_split: Option<ColdSplit>,
+    /// Sandboxes of the cold phase: (from the pool, built on the spot).
+    cold_pooled: Option<(u64, u64)>,
     bare: Stats,
     bare_warm: Stats,
     /// CPU time of the function per bare warm call.
@@ -1323,6 +1336,11 @@ impl Report {
             self.warm_cpu_function.as_secs_f64() * 1e6,
             self.bare_warm_cpu.as_secs_f64() * 1e6
         );
+        if let Some((pooled, fresh)) = self.cold_pooled {
+            s += &format!(
+                "cold starts: {pooled} sandboxes from the pool, {fresh} built on the spot (the pool was empty)\n"
+            );
+        }
         let floor8 = Self::rate(&self.floor_throughput, 8);
         if let Some(l) = &self.lean {
             s += &format!(
@@ -1519,6 +1537,7 @@ impl Report {
             "cold_split": self.cold_split.as_ref().map(|c| json!({
                 "init": c.init.json(), "invoke": c.invoke.json(), "rest": c.rest.json(),
             })),
+            "cold_sandboxes": self.cold_pooled.map(|(pooled, fresh)| json!({ "from_pool": pooled, "built_on_the_spot": fresh })),
             "bare_spawn": self.bare.json(),
             "bare_warm": self.bare_warm.json(),
             "bare_warm_cpu_us_per_call": self.bare_warm_cpu.as_secs_f64() * 1e6,

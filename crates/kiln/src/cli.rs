@@ -233,6 +233,12 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 None => "/kiln/v1/status".to_string(),
             };
             let v = api.call(Method::GET, &path, None).await?;
+            if let Some(p) = v.get("SandboxPool").filter(|_| name.is_none()) {
+                println!(
+                    "sandbox pool: {}/{} ready; {} spawns from the pool, {} built on the spot, {} failed builds",
+                    p["Ready"], p["Target"], p["PooledSpawns"], p["FreshSpawns"], p["FailedBuilds"]
+                );
+            }
             for f in v["Functions"].as_array().into_iter().flatten() {
                 println!(
                     "{}: {} cold starts (init avg {:.1} ms, max {:.1} ms), {} warm, {} provisioned",

@@ -90,7 +90,7 @@ mod child;
 mod pool;
 mod seccomp;
 
-pub use pool::PoolStats;
+pub use crate::PoolStats;
 
 use crate::{Backend, ExitInfo, Sandbox, SandboxError, SandboxSpec, Spawned};
 use cgroups::{Cgroups, Limits};
@@ -1233,6 +1233,10 @@ fn claim(
 impl Backend for LinuxBackend {
     fn name(&self) -> &'static str {
         "linux"
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(self.inner.pool.stats())
     }
 
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {

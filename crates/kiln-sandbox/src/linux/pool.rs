@@ -10,6 +10,7 @@
 
 use super::{build_blank, lock, Blank, Inner};
 use crate::linux::cgroups::Limits;
+use crate::PoolStats;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,21 +22,6 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// start still runs; at nice 10 the build gets about a tenth of a CPU the cold start wants.
 /// Blanks inherit it and go back to 0 once built (see `child::init`).
 const FILLER_NICE: i32 = 10;
-
-/// Counters of a backend's pool, for tests, benchmarks and status pages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Blanks the pool tries to keep ready.
-    pub target: usize,
-    /// Blanks ready now.
-    pub ready: usize,
-    /// Spawns served by a blank from the pool.
-    pub pooled_spawns: u64,
-    /// Spawns that built their environment on the spot (pool empty or disabled).
-    pub fresh_spawns: u64,
-    /// Blank builds by the filler that failed.
-    pub failed_builds: u64,
-}
 
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
