@@ -84,7 +84,8 @@ pub struct BenchArgs {
     function_bin: Option<PathBuf>,
     /// MemorySize of the benchmarked functions, in MB. Lambda gives a function CPU in proportion
     /// (1,769 MB = one vCPU), and so does kiln's sandbox: at the default 128 MB a function may use
-    /// 7 % of a CPU, which bounds its throughput and the tail of back-to-back calls.
+    /// 10 % of a CPU (kiln's floor; 7 % by the ratio), which bounds its throughput and the tail of
+    /// back-to-back calls.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(128..=10240))]
     memory: u32,
     /// A second, minimal runtime measured beside the example (warm calls and throughput), to
