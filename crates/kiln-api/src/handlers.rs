@@ -109,12 +109,8 @@ fn empty(status: StatusCode) -> Result<Response<Body>> {
 
 /// Reads a body of at most `limit` bytes; `too_large` is the message when it is bigger.
 async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce() -> String) -> Result<Bytes> {
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    // A declared Content-Length over the limit is refused before reading anything.
+    if hyper::body::Body::size_hint(req.body()).lower() > limit as u64 {
         return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));
     }
     match Limited::new(req.into_body(), limit).collect().await {
@@ -338,14 +334,16 @@ async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>
         format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")
     })
     .await?;
-    if !payload.iter().all(u8::is_ascii_whitespace) {
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-            return Err(ApiError::invalid_content(format!(
-                "Could not parse request body into json: Could not parse payload into json: {e}"
-            )));
-        }
-    }
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) { Bytes::new() } else { payload };
+    // A blank body is an empty event (the engine delivers `{}`); anything else must be JSON.
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        Bytes::new()
+    } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return Err(ApiError::invalid_content(format!(
+            "Could not parse request body into json: Could not parse payload into json: {e}"
+        )));
+    } else {
+        payload
+    };
     let out = engine.invoke(InvokeRequest { function: r, kind, payload, tail_logs, client_context }).await?;
     let (status, body) = match kind {
         InvokeKind::RequestResponse => (StatusCode::OK, out.payload),

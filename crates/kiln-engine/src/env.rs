@@ -314,10 +314,10 @@ impl Environment {
             self.destroy();
         }
         self.capture.drain();
-        self.capture.platform(format!("END RequestId: {request_id}"));
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
         let status_ref = status.as_ref().map(|(s, t)| (*s, t.as_deref()));
-        self.capture.platform(report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status_ref));
+        let report = report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status_ref);
+        self.capture.platform(format!("END RequestId: {request_id}\n{report}"));
         if let (false, Some((_, Some(t)))) = (healthy, &status) {
             if t != "Function.ResponseSizeTooLarge" {
                 self.capture.platform(format!("RequestId: {request_id} Error: {}", exit_text(&payload)));

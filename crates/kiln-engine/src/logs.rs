@@ -18,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::unix::pipe;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// One line (or several) for a function's log, already terminated by `\n`.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct LogSink {
 enum ToWriter {
     Line(LogLine),
     /// Answered once every line sent before it is in its file.
-    Flush(std::sync::mpsc::SyncSender<()>),
+    Flush(oneshot::Sender<()>),
 }
 
 /// How long the writer lets lines gather after writing a batch. Senders never wake it while it
@@ -59,9 +59,9 @@ impl LogSink {
 
     /// Resolves once every line written before the call is in its file.
     pub async fn flush(&self) {
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let (done, wait) = oneshot::channel();
         if self.tx.send(ToWriter::Flush(done)).is_ok() {
-            let _ = tokio::task::spawn_blocking(move || wait.recv()).await;
+            let _ = wait.await;
         }
     }
 
@@ -225,13 +225,13 @@ impl Capture {
         if let Some(pos) = st.partial.iter().rposition(|&b| b == b'\n') {
             let rest = st.partial.split_off(pos + 1);
             let lines = std::mem::replace(&mut st.partial, rest);
-            self.emit(st, &lines);
+            self.emit(st, lines);
         }
         // A runaway line without newline is cut rather than buffered without end.
         if st.partial.len() > 256 * 1024 {
             let mut line = std::mem::take(&mut st.partial);
             line.push(b'\n');
-            self.emit(st, &line);
+            self.emit(st, line);
         }
     }
 
@@ -239,15 +239,15 @@ impl Capture {
         if !st.partial.is_empty() {
             let mut line = std::mem::take(&mut st.partial);
             line.push(b'\n');
-            self.emit(st, &line);
+            self.emit(st, line);
         }
     }
 
-    fn emit(&self, st: &mut CaptureState, text: &[u8]) {
+    fn emit(&self, st: &mut CaptureState, text: Vec<u8>) {
         if let Some(tail) = &mut st.tail {
-            push_tail(tail, text);
+            push_tail(tail, &text);
         }
-        self.sink.write(&self.function, &self.stream, Bytes::copy_from_slice(text));
+        self.sink.write(&self.function, &self.stream, Bytes::from(text));
     }
 
     /// Writes a platform line (START, END, REPORT, …).
@@ -255,7 +255,7 @@ impl Capture {
         let mut st = self.lock();
         let mut text = line.into_bytes();
         text.push(b'\n');
-        self.emit(&mut st, &text);
+        self.emit(&mut st, text);
     }
 
     /// Starts collecting the tail of one invocation.

@@ -110,12 +110,8 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
             return json(StatusCode::BAD_REQUEST, wire::INVALID_RESPONSE_MODE, "Invalid function response mode");
         }
     };
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > RESPONSE_MAX_BYTES as u64) {
+    // A declared Content-Length over the limit is refused before reading anything.
+    if hyper::body::Body::size_hint(req.body()).lower() > RESPONSE_MAX_BYTES as u64 {
         return too_large(api, id);
     }
     let collected = match Limited::new(req.into_body(), RESPONSE_MAX_BYTES).collect().await {

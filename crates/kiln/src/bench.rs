@@ -413,19 +413,14 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     tokio::time::sleep(Duration::from_millis(500)).await;
     let environments = api.environments("bench-density").await?;
     let after = proc_memory(server.pid);
-    let tree = process_tree(server.pid);
-    let (mut kiln, mut boot) = (Mem::default(), Mem::default());
-    let (mut kiln_procs, mut boot_procs) = (0, 0);
-    for pid in tree {
-        let m = proc_memory(pid);
-        if proc_comm(pid).as_deref() == Some("bootstrap") {
-            boot.add(m);
-            boot_procs += 1;
-        } else {
-            kiln.add(m);
-            kiln_procs += 1;
-        }
-    }
+    let (kiln_pids, boot_pids) = server_descendants(server.pid);
+    let total = |pids: &[u32]| {
+        let mut m = Mem::default();
+        pids.iter().for_each(|&p| m.add(proc_memory(p)));
+        m
+    };
+    let (kiln, boot) = (total(&kiln_pids), total(&boot_pids));
+    let (kiln_procs, boot_procs) = (kiln_pids.len(), boot_pids.len());
     Ok(Density {
         requested: n,
         environments,
@@ -628,8 +623,7 @@ impl Server {
     /// blank sandboxes the server keeps ready stay: they are not environments.
     fn wait_no_environments(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let running = |pid: u32| process_tree(pid).into_iter().any(|p| proc_comm(p).as_deref() == Some("bootstrap"));
-        while running(self.pid) && Instant::now() < deadline {
+        while !server_descendants(self.pid).1.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -1069,15 +1063,14 @@ fn proc_comm(pid: u32) -> Option<String> {
 /// Every descendant of `root` (not `root` itself).
 /// CPU time so far of a server and its process tree: (kiln's own, the bootstraps').
 fn tree_cpu(server: u32) -> (Duration, Duration) {
-    let (mut kiln, mut function) = (process_cpu(server), Duration::ZERO);
-    for pid in process_tree(server) {
-        if proc_comm(pid).as_deref() == Some("bootstrap") {
-            function += process_cpu(pid);
-        } else {
-            kiln += process_cpu(pid);
-        }
-    }
-    (kiln, function)
+    let (kiln, bootstraps) = server_descendants(server);
+    let sum = |pids: &[u32]| pids.iter().map(|&p| process_cpu(p)).sum::<Duration>();
+    (process_cpu(server) + sum(&kiln), sum(&bootstraps))
+}
+
+/// A server's descendant processes: (kiln's own, such as sandbox inits; the bootstraps).
+fn server_descendants(server: u32) -> (Vec<u32>, Vec<u32>) {
+    process_tree(server).into_iter().partition(|&pid| proc_comm(pid).as_deref() != Some("bootstrap"))
 }
 
 fn process_tree(root: u32) -> Vec<u32> {
