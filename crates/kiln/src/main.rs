@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli;
+mod datalock;
 mod serve;
 
 use clap::{Parser, Subcommand};

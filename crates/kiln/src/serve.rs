@@ -1,6 +1,7 @@
 //! `kiln serve`: opens the data dir, builds the sandbox backend and the engine, and serves the
 //! REST API until SIGTERM or SIGINT.
 
+use crate::datalock::DataDirLock;
 use anyhow::Context as _;
 use kiln_engine::{Engine, EngineOptions};
 use kiln_model::Partition;
@@ -96,13 +97,18 @@ fn instance_id(data_dir: &std::path::Path) -> String {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+    // First, before anything in the data dir or the system is touched: another live server on
+    // this data dir would otherwise lose its environments to our clean-up of leftovers.
+    let mut lock = DataDirLock::acquire(&data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
     let opts = EngineOptions {
@@ -113,23 +119,49 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         keep_alive: args.keep_alive,
         memory_budget_mb,
     };
-    runtime.block_on(serve(args.addr, opts, args.isolation))?;
-    Ok(std::process::ExitCode::SUCCESS)
+    let served = runtime.block_on(serve(args.addr, opts, args.isolation, &mut lock));
+    // The lock goes last: until the runtime's tasks have dropped the backend, its environments
+    // are still this server's.
+    drop(runtime);
+    drop(lock);
+    served.map(|()| std::process::ExitCode::SUCCESS)
 }
 
-async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyhow::Result<()> {
+/// How long start-up waits for the pool of blank sandboxes to fill before it accepts calls.
+const POOL_FILL_WAIT: Duration = Duration::from_secs(10);
+
+async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, lock: &mut DataDirLock) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
+    // The port before any clean-up: a server that cannot listen must leave everything as it is.
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
+    if let Err(e) = lock.record(Some(&local.to_string())) {
+        tracing::warn!(error = %e, "cannot write the address into the data dir's lock file");
+    }
+    let mut linux = None;
     let backend: Arc<dyn Backend> = match isolation.as_str() {
         "none" => {
             tracing::warn!("isolation is off: functions run as plain processes with kiln's privileges");
             Arc::new(kiln_sandbox::process::ProcessBackend)
         }
-        _ => sandbox_backend(&data_dir)?,
+        _ => {
+            // Holding the data dir's lock, every leftover of this instance is a dead server's.
+            let b = sandbox_backend(&data_dir)?;
+            linux = Some(b.clone());
+            b
+        }
     };
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
-    tracing::info!("kiln listening on http://{local} (data dir {}, isolation {})", data_dir.display(), backend.name());
+    if let Some(b) = linux {
+        // The first calls after a start should find blanks ready, not build sandboxes on the
+        // spot; connections made meanwhile wait in the listen queue.
+        let full = tokio::task::spawn_blocking(move || b.wait_pool_full(POOL_FILL_WAIT)).await.unwrap_or(false);
+        if !full {
+            tracing::warn!("the sandbox pool is still filling; `kiln status` shows its progress");
+        }
+    }
+    let detail = if isolation == "none" { "none (plain processes)" } else { "sandbox (namespaces, cgroups, seccomp)" };
+    tracing::info!("kiln listening on http://{local} (data dir {}, isolation {detail})", data_dir.display());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(kiln_api::serve(engine.clone(), listener, stop_rx));
     shutdown_signal().await;
@@ -142,7 +174,7 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
     Ok(())
 }
 
-fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Backend>> {
+fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<kiln_sandbox::linux::LinuxBackend>> {
     let state_dir = data_dir.join("sandbox");
     match kiln_sandbox::linux::LinuxBackend::new(&instance_id(data_dir), &state_dir) {
         Ok(b) => Ok(Arc::new(b)),
