@@ -295,6 +295,7 @@ def test_missing_bootstrap_is_invalid_entrypoint(lam, deploy):
     name = deploy(k.python_zip(bootstrap=False), prefix="noboot")
     resp, error = k.invoke_error(lam, name, {})
     assert error["errorType"] == "Runtime.InvalidEntrypoint", error
+    assert "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]" in error["errorMessage"], error
 
 
 def test_non_executable_bootstrap_is_invalid_entrypoint(lam, deploy):
@@ -302,6 +303,7 @@ def test_non_executable_bootstrap_is_invalid_entrypoint(lam, deploy):
     name = deploy(code, prefix="noexec")
     resp, error = k.invoke_error(lam, name, {})
     assert error["errorType"] == "Runtime.InvalidEntrypoint", error
+    assert "fork/exec /var/task/bootstrap: permission denied" in error["errorMessage"], error
 
 
 def test_response_over_6mb_is_function_response_size_too_large(lam, deploy):

@@ -120,12 +120,15 @@ impl ColdStart<'_> {
         let cfg = self.config.clone();
         let bootstrap = self.code_dir.join("bootstrap");
         if !is_executable_file(&bootstrap) {
+            // Lambda's two wordings: no bootstrap at all, or one it may not execute.
+            let message = if std::fs::metadata(&bootstrap).is_ok_and(|m| m.is_file()) {
+                format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: permission denied")
+            } else {
+                format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}")
+            };
             return Ok(InitResult::Failed {
                 error_type: "Runtime.InvalidEntrypoint".into(),
-                payload: error_payload(
-                    "Runtime.InvalidEntrypoint",
-                    &format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}"),
-                ),
+                payload: error_payload("Runtime.InvalidEntrypoint", &message),
             });
         }
         let id = uuid::Uuid::new_v4().simple().to_string();

@@ -17,7 +17,9 @@ use std::time::Duration;
 pub enum ClientCommand {
     /// Create or update a function from a .zip or a folder (zipped on the fly).
     Deploy {
+        /// The function's name: 1 to 64 letters, digits, hyphens or underscores.
         name: String,
+        /// A .zip, or a folder to zip; for `provided*` runtimes it holds an executable `bootstrap`.
         path: PathBuf,
         /// Memory in MB (128–10240).
         #[arg(long)]
@@ -31,6 +33,7 @@ pub enum ClientCommand {
         /// Passed to the runtime as _HANDLER.
         #[arg(long, default_value = "bootstrap")]
         handler: String,
+        /// The Lambda runtime identifier (`provided.al2023`, `provided.al2` or `provided`).
         #[arg(long, default_value = "provided.al2023")]
         runtime: String,
         #[command(flatten)]
@@ -38,28 +41,43 @@ pub enum ClientCommand {
     },
     /// Invoke a function and print its answer.
     Invoke {
+        /// The function: NAME, or NAME:QUALIFIER for a version or an alias (e.g. `hello:2`,
+        /// `hello:live`).
         name: String,
         /// The event: JSON text, or @FILE to read it from a file.
         payload: Option<String>,
         /// Also print the invocation's log (to stderr).
         #[arg(long)]
         logs: bool,
+        /// A version or alias to invoke (the same as NAME:QUALIFIER).
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// `RequestResponse` waits for the answer; `Event` queues the call and returns at once;
+        /// `DryRun` only checks that the call would be allowed.
+        #[arg(long = "type", value_name = "TYPE", default_value = "RequestResponse",
+              value_parser = ["RequestResponse", "Event", "DryRun"])]
+        invocation_type: String,
         #[command(flatten)]
         endpoint: Endpoint,
     },
     /// List functions.
     Ls {
+        /// Print the ListFunctions answers' `Functions` as one JSON array.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
     /// Delete a function.
     Rm {
+        /// The function's name.
         name: String,
         #[command(flatten)]
         endpoint: Endpoint,
     },
     /// Print a function's log.
     Logs {
+        /// The function's name.
         name: String,
         /// Keep printing new lines as they come.
         #[arg(long, short)]
@@ -69,7 +87,11 @@ pub enum ClientCommand {
     },
     /// Show live execution environments and start counts, of one function or of all.
     Status {
+        /// Only this function (default: all, with the sandbox pool).
         name: Option<String>,
+        /// Print the server's answer as JSON (what `GET /kiln/v1/status` gives).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -92,7 +114,11 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
     match cmd {
         ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
             let api = Api::new(&endpoint)?;
+            let name = plain_name(&name)?;
             let zip = package(&path)?;
+            if runtime.starts_with("provided") {
+                check_bootstrap(&path, &zip)?;
+            }
             let mut vars = serde_json::Map::new();
             for kv in &env {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv} is not KEY=VALUE"))?;
@@ -137,8 +163,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             );
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Invoke { name, payload, logs, endpoint } => {
+        ClientCommand::Invoke { name, payload, logs, qualifier, invocation_type, endpoint } => {
             let api = Api::new(&endpoint)?;
+            let target = function_target(&name, qualifier.as_deref())?;
             let body = match payload.as_deref() {
                 None => Bytes::new(),
                 Some(p) if p.starts_with('@') => {
@@ -148,7 +175,8 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             };
             let mut req = Request::builder()
                 .method(Method::POST)
-                .uri(format!("{}/2015-03-31/functions/{name}/invocations", api.base));
+                .uri(format!("{}/2015-03-31/functions/{target}/invocations", api.base))
+                .header("X-Amz-Invocation-Type", &invocation_type);
             if logs {
                 req = req.header("X-Amz-Log-Type", "Tail");
             }
@@ -167,46 +195,59 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             if let Some(log) = log {
                 std::io::stderr().write_all(&log).ok();
             }
+            if invocation_type != "RequestResponse" {
+                let what = if invocation_type == "Event" { "queued; it runs in the background" } else { "allowed" };
+                eprintln!("{} {name}: {what} ({status})", invocation_type);
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut out = std::io::stdout();
             out.write_all(&body).ok();
             out.write_all(b"\n").ok();
             Ok(if function_error { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        ClientCommand::Ls { endpoint } => {
+        ClientCommand::Ls { json, endpoint } => {
             let api = Api::new(&endpoint)?;
             let mut marker: Option<String> = None;
-            println!("{:<40} {:<16} {:>7} {:>8}  LAST MODIFIED", "NAME", "RUNTIME", "MEMORY", "TIMEOUT");
+            let mut functions = Vec::new();
             loop {
                 let path = match &marker {
                     Some(m) => format!("/2015-03-31/functions/?Marker={m}"),
                     None => "/2015-03-31/functions/".to_string(),
                 };
                 let page = api.call(Method::GET, &path, None).await?;
-                for f in page["Functions"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<40} {:<16} {:>4} MB {:>6} s  {}",
-                        f["FunctionName"].as_str().unwrap_or(""),
-                        f["Runtime"].as_str().unwrap_or(""),
-                        f["MemorySize"],
-                        f["Timeout"],
-                        f["LastModified"].as_str().unwrap_or("")
-                    );
-                }
+                functions.extend(page["Functions"].as_array().into_iter().flatten().cloned());
                 match page["NextMarker"].as_str() {
                     Some(m) => marker = Some(m.to_string()),
                     None => break,
                 }
             }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&functions).context("cannot print JSON")?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::new(&["NAME", "RUNTIME", ">MEMORY", ">TIMEOUT", "LAST MODIFIED"]);
+            for f in &functions {
+                table.row(vec![
+                    text(&f["FunctionName"]),
+                    text(&f["Runtime"]),
+                    format!("{} MB", text(&f["MemorySize"])),
+                    format!("{} s", text(&f["Timeout"])),
+                    text(&f["LastModified"]),
+                ]);
+            }
+            table.print(&mut std::io::stdout().lock());
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Rm { name, endpoint } => {
             let api = Api::new(&endpoint)?;
+            let name = plain_name(&name)?;
             api.call(Method::DELETE, &format!("/2015-03-31/functions/{name}"), None).await?;
             println!("deleted {name}");
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Logs { name, follow, endpoint } => {
             let api = Api::new(&endpoint)?;
+            let name = plain_name(&name)?;
             let uri = format!("{}/kiln/v1/functions/{name}/logs{}", api.base, if follow { "?follow=true" } else { "" });
             let req = Request::builder().uri(uri).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
@@ -226,53 +267,182 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Status { name, endpoint } => {
+        ClientCommand::Status { name, json, endpoint } => {
             let api = Api::new(&endpoint)?;
             let path = match &name {
-                Some(n) => format!("/kiln/v1/functions/{n}/environments"),
+                Some(n) => format!("/kiln/v1/functions/{}/environments", plain_name(n)?),
                 None => "/kiln/v1/status".to_string(),
             };
             let v = api.call(Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).context("cannot print JSON")?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if let Some(p) = v.get("SandboxPool").filter(|_| name.is_none()) {
-                println!(
-                    "sandbox pool: {}/{} ready; {} spawns from the pool, {} built on the spot, {} failed builds",
-                    p["Ready"], p["Target"], p["PooledSpawns"], p["FreshSpawns"], p["FailedBuilds"]
-                );
+                println!("{}", pool_line(p));
             }
             for f in v["Functions"].as_array().into_iter().flatten() {
                 println!(
                     "{}: {} cold starts (init avg {:.1} ms, max {:.1} ms), {} warm, {} provisioned",
-                    f["FunctionName"].as_str().unwrap_or(""),
-                    f["ColdStarts"],
+                    text(&f["FunctionName"]),
+                    text(&f["ColdStarts"]),
                     f["InitDurationMsAvg"].as_f64().unwrap_or(0.0),
                     f["InitDurationMsMax"].as_f64().unwrap_or(0.0),
-                    f["WarmStarts"],
-                    f["ProvisionedStarts"]
+                    text(&f["WarmStarts"]),
+                    text(&f["ProvisionedStarts"])
                 );
                 let envs = f["Environments"].as_array().cloned().unwrap_or_default();
                 if envs.is_empty() {
                     println!("  no environments");
                     continue;
                 }
-                println!(
-                    "  {:<34} {:<9} {:<13} {:>8} {:>11} {:>14}",
-                    "ENVIRONMENT", "VERSION", "STATE", "AGE", "INVOCATIONS", "MEMORY"
-                );
+                let mut table =
+                    Table::new(&["ENVIRONMENT", "VERSION", "STATE", ">AGE", ">INVOCATIONS", ">MEMORY USED"]);
                 for e in envs {
-                    println!(
-                        "  {:<34} {:<9} {:<13} {:>7.0}s {:>11} {:>6}/{:<4} MB",
-                        e["Id"].as_str().filter(|s| !s.is_empty()).unwrap_or("-"),
-                        e["Version"].as_str().unwrap_or(""),
-                        e["State"].as_str().unwrap_or(""),
-                        e["AgeSeconds"].as_f64().unwrap_or(0.0),
-                        e["Invocations"],
-                        e["MaxMemoryUsedBytes"].as_u64().unwrap_or(0).div_ceil(1 << 20),
-                        e["MemorySize"]
-                    );
+                    table.row(vec![
+                        e["Id"].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string(),
+                        text(&e["Version"]),
+                        text(&e["State"]),
+                        format!("{:.0} s", e["AgeSeconds"].as_f64().unwrap_or(0.0)),
+                        text(&e["Invocations"]),
+                        format!(
+                            "{}/{} MB",
+                            e["MaxMemoryUsedBytes"].as_u64().unwrap_or(0).div_ceil(1 << 20),
+                            text(&e["MemorySize"])
+                        ),
+                    ]);
                 }
+                table.indent = 2;
+                table.print(&mut std::io::stdout().lock());
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The pool's line of `kiln status`.
+fn pool_line(p: &Value) -> String {
+    let (ready, target) = (p["Ready"].as_u64().unwrap_or(0), p["Target"].as_u64().unwrap_or(0));
+    let filling = if ready < target { " (filling)" } else { "" };
+    format!(
+        "sandbox pool: {ready}/{target} ready{filling}; {} spawns took a blank from the pool, {} built one on \
+         the spot, {} failed builds",
+        text(&p["PooledSpawns"]),
+        text(&p["FreshSpawns"]),
+        text(&p["FailedBuilds"])
+    )
+}
+
+/// A JSON value as table text: strings without quotes, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Columns sized to their widest cell; a header starting with `>` is right-aligned.
+struct Table {
+    headers: Vec<(String, bool)>,
+    rows: Vec<Vec<String>>,
+    indent: usize,
+}
+
+impl Table {
+    fn new(headers: &[&str]) -> Table {
+        let headers = headers
+            .iter()
+            .map(|h| match h.strip_prefix('>') {
+                Some(h) => (h.to_string(), true),
+                None => (h.to_string(), false),
+            })
+            .collect();
+        Table { headers, rows: Vec::new(), indent: 0 }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn print(&self, out: &mut impl Write) {
+        let mut widths: Vec<usize> = self.headers.iter().map(|(h, _)| h.chars().count()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let headers: Vec<String> = self.headers.iter().map(|(h, _)| h.clone()).collect();
+        for cells in std::iter::once(&headers).chain(&self.rows) {
+            let mut line = " ".repeat(self.indent);
+            for (i, ((c, (_, right)), w)) in cells.iter().zip(&self.headers).zip(&widths).enumerate() {
+                let last = i + 1 == self.headers.len();
+                let cell = match (right, last) {
+                    (true, _) => format!("{c:>w$}"),
+                    (false, true) => c.clone(),
+                    (false, false) => format!("{c:<w$}"),
+                };
+                line.push_str(&cell);
+                if !last {
+                    line.push_str("  ");
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+}
+
+/// Checks a function name (1 to 64 of `[a-zA-Z0-9-_]`) before it goes into a URL.
+fn plain_name(name: &str) -> anyhow::Result<String> {
+    match kiln_model::FunctionName::parse(name) {
+        Ok(n) => Ok(n.as_str().to_string()),
+        Err(_) => bail!("'{name}' is not a valid function name: {NAME_RULE}"),
+    }
+}
+
+const NAME_RULE: &str = "a function name is 1 to 64 letters, digits, hyphens (-) or underscores (_)";
+
+/// The path label of `invoke`: a name, `name:qualifier`, an ARN, or a name with `--qualifier`.
+fn function_target(name: &str, qualifier: Option<&str>) -> anyhow::Result<String> {
+    match kiln_model::FunctionRef::parse(name, qualifier) {
+        Ok(r) => Ok(match r.qualifier {
+            Some(q) => format!("{}:{q}", r.name),
+            None => r.name.to_string(),
+        }),
+        Err(e) => {
+            let why = match e {
+                kiln_model::ModelError::InvalidParameterValue(m) => m,
+                _ => format!(
+                    "{NAME_RULE}, optionally followed by :VERSION or :ALIAS (the same letters, or a version \
+                     number)"
+                ),
+            };
+            bail!("'{name}' is not a valid function to invoke: {why}")
+        }
+    }
+}
+
+/// Refuses a package whose `bootstrap` is missing or not executable: a `provided*` function
+/// without one deploys but fails every invoke with `Runtime.InvalidEntrypoint`.
+fn check_bootstrap(path: &Path, zip: &[u8]) -> anyhow::Result<()> {
+    let mode = match zip::ZipArchive::new(std::io::Cursor::new(zip)) {
+        Ok(mut a) => match a.by_name("bootstrap") {
+            Ok(f) => Some(f.unix_mode().unwrap_or(0o755)),
+            Err(_) => None,
+        },
+        // Not a zip: the server answers with its own error.
+        Err(_) => return Ok(()),
+    };
+    match mode {
+        None => bail!(
+            "{} has no file named `bootstrap` at its top: a provided.* runtime starts              /var/task/bootstrap (e.g. your compiled binary, renamed bootstrap)",
+            path.display()
+        ),
+        Some(m) if m & 0o111 == 0 => bail!(
+            "`bootstrap` in {} is not executable: run `chmod +x` on it (and zip it again if it is in a .zip)",
+            path.display()
+        ),
+        Some(_) => Ok(()),
     }
 }
 

@@ -51,6 +51,8 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
             let name = payload.get("name").and_then(Value::as_str).unwrap_or("world");
             Ok(json!({
                 "hello": name,
+                // The README's `--env GREETING=hi` shows up here.
+                "greeting": std::env::var("GREETING").ok(),
                 "request_id": ctx.request_id,
                 "function_arn": ctx.invoked_function_arn,
                 "deadline_ms": ctx.deadline,

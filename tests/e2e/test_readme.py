@@ -1,0 +1,155 @@
+"""The README's walk-through, run as written: its own commands, taken from README.md's code blocks.
+
+The commands are read from README.md at test time (not copied here), so the README cannot drift
+from what works. What the test changes, and only that: the server is the one the test starts
+(the README's `kiln serve` line, on a free port and a temporary data dir), `target/release/...`
+are the binaries under test, `http://127.0.0.1:9000` is that server's address, and `/tmp/` is a
+temporary directory. The AWS CLI is the suite's own (v1, from `pip install awscli`), run with no
+AWS variables but those the README exports and no config file, as on a fresh machine.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kiln_e2e as k
+
+README = k.ROOT / "README.md"
+DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
+BLOCK_RE = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
+
+
+def readme_blocks():
+    """[(section heading, language, text)] of README.md's fenced code blocks."""
+    text = README.read_text()
+    blocks = []
+    for m in BLOCK_RE.finditer(text):
+        headings = re.findall(r"^## (.+)$", text[: m.start()], re.M)
+        blocks.append((headings[-1] if headings else "", m.group(1), m.group(2)))
+    return blocks
+
+
+def section_blocks(section, lang):
+    found = [body for (head, lng, body) in readme_blocks() if head == section and lng == lang]
+    assert found, "README.md has no %s block under '## %s'" % (lang, section)
+    return found
+
+
+def commands(block):
+    """The block's commands: continuation lines joined, comments and blank lines dropped."""
+    joined = block.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        cmd = line.split("  #", 1)[0].strip() if "  #" in line else line.strip()
+        if cmd and not cmd.startswith("#"):
+            out.append(cmd)
+    return out
+
+
+def find_aws():
+    beside_python = Path(sys.executable).parent / "aws"
+    return str(beside_python) if beside_python.exists() else None
+
+
+def test_readme_builds_once_and_names_every_binary_it_uses():
+    setup = commands(section_blocks("Set up", "sh")[0])
+    builds = [c for c in setup if c.startswith("cargo ")]
+    assert len(builds) == 1, "the set-up should compile once: %r" % builds
+    build = shlex.split(builds[0])
+    built = {build[i + 1] for i, a in enumerate(build) if a == "-p"}
+    # Every target/release binary a later step runs comes out of that one build.
+    used = set(re.findall(r"target/release/([a-z-]+)", README.read_text()))
+    assert used <= built, "README uses %s but builds only %s" % (sorted(used - built), sorted(built))
+    assert "--release" in build
+    assert not any(c.startswith("cargo ") for c in commands("\n".join(section_blocks("Use it", "sh"))))
+
+
+@pytest.fixture
+def walkthrough(kiln_factory, tmp_path):
+    setup = commands(section_blocks("Set up", "sh")[0])
+    serve = [c for c in setup if "kiln serve" in c]
+    assert len(serve) == 1, setup
+    extra = shlex.split(serve[0].split("kiln serve", 1)[1])
+    server = kiln_factory("readme", extra_args=extra)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AWS_") and key != "KILN_ENDPOINT"
+    }
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
+    aws = find_aws()
+    if aws is None:
+        pytest.fail("the suite's AWS CLI is missing from %s (scripts/test installs it)" % Path(sys.executable).parent)
+    env["PATH"] = "%s:%s" % (Path(aws).parent, env.get("PATH", ""))
+
+    def localise(text):
+        text = text.replace("target/release/kiln", str(k.KILN_BIN))
+        text = text.replace("target/release/hello-rust", str(k.HELLO_RUST_BIN))
+        assert "target/release/" not in text, "a README step uses a binary the suite does not build:\n" + text
+        text = text.replace(DEFAULT_ENDPOINT, server.endpoint)
+        return text.replace("/tmp/", str(scratch) + "/")
+
+    def run_sh(block, extra_env=None):
+        script = "set -euo pipefail\n" + localise(block)
+        full_env = dict(env, **(extra_env or {}))
+        out = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, env=full_env, cwd=str(k.ROOT), timeout=300
+        )
+        assert out.returncode == 0, "README block failed (exit %d):\n%s\n--- stdout ---\n%s\n--- stderr ---\n%s" % (
+            out.returncode,
+            block,
+            out.stdout,
+            out.stderr,
+        )
+        return out
+
+    return server, localise, run_sh, env
+
+
+def test_readme_walkthrough_runs_as_written(walkthrough):
+    server, localise, run_sh, env = walkthrough
+    use = section_blocks("Use it", "sh")
+    assert len(use) == 2, "expected the kiln CLI block and the AWS CLI block under '## Use it'"
+    kiln_block, aws_block = use
+
+    # kiln's own CLI; it finds the server through KILN_ENDPOINT, as the README says.
+    out = run_sh(kiln_block, {"KILN_ENDPOINT": server.endpoint})
+    assert '"hello":"kiln"' in out.stdout.replace(" ", ""), out.stdout
+    assert '"greeting":"hi"' in out.stdout.replace(" ", ""), "the --env step shows no effect:\n" + out.stdout
+    assert "REPORT RequestId:" in out.stderr, out.stderr
+    assert re.search(r"^hello\s+provided\.al2023\s+256 MB", out.stdout, re.M), out.stdout
+    assert "sandbox pool:" in out.stdout or "--isolation" in " ".join(server.extra_args), out.stdout
+    assert "deleted hello" in out.stdout, out.stdout
+
+    # The AWS CLI (the suite's v1) with only the README's exports.
+    assert "AWS_DEFAULT_REGION=" in aws_block, "CLI v1 and boto3 need AWS_DEFAULT_REGION"
+    out = run_sh(aws_block)
+    assert '"hello": "kiln"' in out.stdout, out.stdout
+
+    # boto3 in "the same shell": the README's exports, then its Python block.
+    exports = {}
+    for cmd in commands(aws_block):
+        if cmd.startswith("export "):
+            for assignment in shlex.split(cmd)[1:]:
+                key, _, value = assignment.partition("=")
+                exports[key] = value
+    py_blocks = section_blocks("Use it", "python")
+    assert len(py_blocks) == 1
+    py = subprocess.run(
+        [sys.executable, "-c", localise(py_blocks[0])],
+        capture_output=True,
+        text=True,
+        env=dict(env, **exports),
+        cwd=str(k.ROOT),
+        timeout=120,
+    )
+    assert py.returncode == 0, py.stderr
+    assert "'hello': 'boto3'" in py.stdout, py.stdout
