@@ -325,8 +325,8 @@ fn pool_line(p: &Value) -> String {
     let (ready, target) = (p["Ready"].as_u64().unwrap_or(0), p["Target"].as_u64().unwrap_or(0));
     let filling = if ready < target { " (filling)" } else { "" };
     format!(
-        "sandbox pool: {ready}/{target} ready{filling}; {} spawns took a blank from the pool, {} built one on \
-         the spot, {} failed builds",
+        "sandbox pool: {ready}/{target} ready{filling}; {} spawns from the pool, {} built on the spot, {} \
+         failed builds",
         text(&p["PooledSpawns"]),
         text(&p["FreshSpawns"]),
         text(&p["FailedBuilds"])
