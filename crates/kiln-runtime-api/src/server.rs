@@ -522,3 +522,108 @@ fn json(status: StatusCode, error_type: &str, message: &str) -> Reply {
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Freezer, Invocation};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct NoFreeze;
+    impl Freezer for NoFreeze {
+        fn freeze(&self) {}
+        fn thaw(&self) {}
+    }
+
+    /// The tests share the process-wide connection count.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    async fn eof_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_capped_and_all_end_when_the_api_closes() {
+        let _serial = SERIAL.lock().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = RuntimeApi::new(Box::new(NoFreeze), false, Duration::ZERO);
+        api.serve(listener).unwrap();
+        // Each connection parks in `next` and pipelines one more byte, which kept hyper from
+        // noticing a hang-up before.
+        let mut conns = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 8 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\nX").await.unwrap();
+            conns.push(s);
+        }
+        api.wait_init().await;
+        // The connections over the cap were closed at once; the others are held in `next`.
+        let mut refused = 0;
+        for s in conns.iter_mut() {
+            if eof_within(s, Duration::from_millis(300)).await {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 8, "connections over the per-environment cap are closed");
+        assert!(live_connections() <= MAX_CONNECTIONS, "{} live", live_connections());
+        api.close();
+        for (i, s) in conns.iter_mut().enumerate() {
+            assert!(eof_within(s, Duration::from_secs(10)).await, "connection {i} still open after close");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(live_connections(), 0, "every connection task ended");
+        // The listener went with the accept loop.
+        let gone = tokio::net::TcpStream::connect(addr).await;
+        if let Ok(mut s) = gone {
+            assert!(eof_within(&mut s, Duration::from_secs(10)).await);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_for_a_wrong_id_is_refused_before_it_is_read() {
+        let _serial = SERIAL.lock().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = RuntimeApi::new(Box::new(NoFreeze), false, Duration::ZERO);
+        api.serve(listener).unwrap();
+        let _rx = api.dispatch(Invocation {
+            request_id: "r1".into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: u64::MAX,
+            invoked_function_arn: "arn".into(),
+            trace_id: String::new(),
+            client_context: None,
+            cognito_identity: None,
+        });
+        api.next().await.unwrap();
+        // Each declares 6 MB and sends none of it: the answer comes at once, without the body.
+        for (path, status, error_type) in [
+            ("init/error", "403", "InvalidStateTransition"),
+            ("invocation/nope/response", "400", "InvalidRequestID"),
+            ("invocation/nope/error", "400", "InvalidRequestID"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("POST /2018-06-01/runtime/{path} HTTP/1.1\r\nhost: x\r\ncontent-length: 6000000\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {head}");
+            assert!(head.contains(error_type), "{path}: {head}");
+        }
+        assert_eq!(api.shared.buffered.load(Ordering::SeqCst), 0);
+        api.close();
+    }
+}

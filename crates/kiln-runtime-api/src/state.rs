@@ -650,6 +650,74 @@ mod tests {
         assert_eq!(b.wait_init().await, None);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_without_next_within_the_grace_freezes() {
+        let c = Arc::new(Counter::default());
+        let grace = Duration::from_millis(50);
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false, grace);
+        let _rx = api.dispatch(inv("r1"));
+        api.next().await.unwrap();
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        assert!(api.awaiting_next());
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 0, "not within the grace");
+        tokio::time::sleep(grace).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1, "frozen: the runtime never came back to next");
+        assert!(api.is_frozen());
+        // The next event thaws it, once.
+        let _rx = api.dispatch(inv("r2"));
+        assert_eq!(c.thaws.load(Ordering::SeqCst), 1);
+        assert_eq!(&*api.next().await.unwrap().request_id, "r2");
+        assert!(!api.awaiting_next());
+        // An answer followed by `next` in time is not frozen by the answer.
+        api.answer("r2", Outcome::Response(Bytes::new())).unwrap();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+        let _rx = api.dispatch(inv("r3"));
+        assert_eq!(&*next.await.unwrap().unwrap().request_id, "r3");
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_admitted_before_reading_and_one_at_a_time() {
+        let (api, _) = api();
+        // No event in flight: refused before any body is read.
+        assert_eq!(api.claim_answer_body("r1").err().map(|r| r.status), Some(400));
+        let _rx = api.dispatch(inv("r1"));
+        api.next().await.unwrap();
+        assert_eq!(api.claim_answer_body("other").err().map(|r| r.status), Some(400));
+        let slot = api.claim_answer_body("r1").unwrap();
+        let second = api.claim_answer_body("r1").err().unwrap();
+        assert_eq!((second.status, second.error_type), (403, "InvalidStateTransition"));
+        // A read that ended without an answer (a truncated body) frees the slot.
+        drop(slot);
+        let slot = api.claim_answer_body("r1").unwrap();
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        drop(slot);
+        assert_eq!(api.claim_answer_body("r1").err().map(|r| r.status), Some(403));
+        // init/error only during Init.
+        assert_eq!(api.claim_init_error_body().err().map(|r| r.status), Some(403));
+        let (fresh, _) = super::tests::api();
+        let slot = fresh.claim_init_error_body().unwrap();
+        assert_eq!(fresh.claim_init_error_body().err().map(|r| r.status), Some(403));
+        drop(slot);
+        assert!(fresh.claim_init_error_body().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pending_next_ends_when_the_api_closes() {
+        let (api, _) = api();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
+        api.close();
+        let r = next.await.unwrap().unwrap_err();
+        assert_eq!(r.status, 410);
+        assert_eq!(api.next().await.unwrap_err().status, 410);
+    }
+
     #[tokio::test]
     async fn events_queued_before_next_are_served_in_order() {
         let (api, _) = api();
