@@ -121,9 +121,7 @@ async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce(
         Err(crate::timeouts::BodyError::TimedOut) => {
             Err(ApiError::invalid_content("The request body was not received in time"))
         }
-        Err(crate::timeouts::BodyError::Broken) => {
-            Err(ApiError::invalid_content("The request body could not be read"))
-        }
+        Err(crate::timeouts::BodyError::Broken) => Err(ApiError::invalid_content("The request body could not be read")),
     }
 }
 

@@ -280,8 +280,8 @@ impl Environment {
             () = no_pickup => Ended::NoPickup,
         };
         let duration_ms = ms(started.elapsed());
-        let undelivered = matches!(ended, Ended::NoPickup)
-            || (matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id));
+        let undelivered =
+            matches!(ended, Ended::NoPickup) || (matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id));
         let (payload, function_error, healthy, status) = match ended {
             Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
             Ended::Answer(Outcome::Error { error_type, body }) => {
