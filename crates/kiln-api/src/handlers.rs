@@ -5,7 +5,7 @@ use crate::wire::{self, function_configuration};
 use crate::{full, Body, Call, ChannelBody};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use kiln_engine::{
     AliasInput, ConfigChange, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode,
@@ -113,12 +113,15 @@ async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce(
     if hyper::body::Body::size_hint(req.body()).lower() > limit as u64 {
         return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    match crate::timeouts::read_limited(req.into_body(), limit).await {
+        Ok(b) => Ok(b),
+        Err(crate::timeouts::BodyError::TooLarge) => {
             Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()))
         }
-        Err(_) => Err(ApiError::invalid_content("The request body could not be read")),
+        Err(crate::timeouts::BodyError::TimedOut) => {
+            Err(ApiError::invalid_content("The request body was not received in time"))
+        }
+        Err(crate::timeouts::BodyError::Broken) => Err(ApiError::invalid_content("The request body could not be read")),
     }
 }
 

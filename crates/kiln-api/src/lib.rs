@@ -14,6 +14,7 @@
 
 pub mod error;
 mod handlers;
+mod timeouts;
 pub mod wire;
 
 use bytes::Bytes;
@@ -61,6 +62,8 @@ pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, mut shutdo
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeouts::HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let stop = async move {

@@ -112,6 +112,12 @@ pub struct ColdStart<'a> {
 /// frozen after this, so background work of the function stops as on Lambda.
 pub const FREEZE_GRACE: Duration = Duration::from_millis(10);
 
+/// How long a runtime that answered its last event but never came back to `next` (it was frozen
+/// after [`FREEZE_GRACE`]) gets, once thawed by a new event, to fetch it. Past this the
+/// environment is destroyed and the event goes to another environment: a runtime that does not
+/// ask for work again is broken or hostile, and must not hold an event until its timeout.
+pub const NEXT_PICKUP_BOUND: Duration = Duration::from_secs(3);
+
 pub const BOOTSTRAP_PATHS: &str = "[/var/task/bootstrap /opt/bootstrap]";
 
 impl ColdStart<'_> {
@@ -131,6 +137,7 @@ impl ColdStart<'_> {
                 payload: error_payload("Runtime.InvalidEntrypoint", &message),
             });
         }
+        crate::fds::check_cold_start()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let today = time::OffsetDateTime::now_utc().date();
         let stream: Arc<str> =
@@ -246,12 +253,25 @@ impl Environment {
         self.capture.platform(format!("START RequestId: {request_id} Version: {}", cfg.version));
         let timeout = Duration::from_secs(cfg.timeout_secs.into());
         let started = Instant::now();
+        // A runtime that answered before but never asked for `next` again has a short bound to
+        // fetch this event once thawed.
+        let watch_pickup = self.api.awaiting_next();
         let rx = self.api.dispatch(invocation);
         enum Ended {
             Answer(Outcome),
             Exit(ExitInfo),
             Timeout,
+            NoPickup,
         }
+        let no_pickup = async {
+            if !watch_pickup {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(NEXT_PICKUP_BOUND).await;
+            if !self.api.undelivered(&request_id) {
+                return std::future::pending().await;
+            }
+        };
         let ended = tokio::select! {
             biased;
             r = rx => match r {
@@ -260,9 +280,11 @@ impl Environment {
             },
             info = self.exited() => Ended::Exit(info),
             _ = tokio::time::sleep(timeout) => Ended::Timeout,
+            () = no_pickup => Ended::NoPickup,
         };
         let duration_ms = ms(started.elapsed());
-        let undelivered = matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id);
+        let undelivered =
+            matches!(ended, Ended::NoPickup) || (matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id));
         let (payload, function_error, healthy, status) = match ended {
             Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
             Ended::Answer(Outcome::Error { error_type, body }) => {
@@ -298,6 +320,19 @@ impl Environment {
             Ended::Exit(info) => {
                 let (error_type, message) = exit_error(&request_id, info);
                 (error_payload(error_type, &message), true, false, Some(("error", Some(error_type.to_string()))))
+            }
+            Ended::NoPickup => {
+                tracing::info!(env = %self.id, "runtime never came back for its next event; environment destroyed");
+                let message = format!(
+                    "the runtime did not ask for its next event within {} seconds",
+                    NEXT_PICKUP_BOUND.as_secs()
+                );
+                (
+                    error_payload("Sandbox.Timedout", &format!("RequestId: {request_id} Error: {message}")),
+                    true,
+                    false,
+                    Some(("timeout", None)),
+                )
             }
             Ended::Timeout => {
                 let message = format!("Task timed out after {:.2} seconds", cfg.timeout_secs as f64);

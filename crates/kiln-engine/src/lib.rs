@@ -21,6 +21,7 @@
 mod admission;
 mod env;
 mod error;
+pub mod fds;
 mod function;
 mod invoke;
 pub mod logs;

@@ -16,4 +16,8 @@ mod server;
 pub mod state;
 pub mod wire;
 
+pub use server::{
+    live_connections, set_connection_limit, ENV_BODY_BUDGET, HEADER_READ_TIMEOUT, INIT_ERROR_BODY_TIMEOUT,
+    MAX_CONNECTIONS, READ_BUF_BYTES,
+};
 pub use state::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};

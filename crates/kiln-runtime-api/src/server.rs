@@ -1,15 +1,83 @@
 //! The HTTP side: routes runtime calls to the state machine and answers in the wire format.
+//!
+//! A runtime is untrusted, so everything it can make kiln hold is bounded here:
+//!
+//! - connections: at most [`MAX_CONNECTIONS`] per environment and a process-wide budget
+//!   ([`set_connection_limit`]) so the Runtime API can never take the descriptors that clean-up
+//!   and the REST API need; connections over either are closed at once;
+//! - every connection task lives in a `JoinSet` owned by the accept loop, which
+//!   [`RuntimeApi::close`] aborts: nothing a runtime opened outlives its environment, whatever it
+//!   sent (a `GET next` followed by a pipelined byte included);
+//! - request heads: at most [`READ_BUF_BYTES`] buffered per connection, and
+//!   [`HEADER_READ_TIMEOUT`] from a head's first byte to its end (time frozen does not count;
+//!   an idle keep-alive connection is not timed, since a runtime may keep one for its next call);
+//! - bodies: admitted by the state machine before a byte is read (state, request id, one body
+//!   at a time per event), at most 6 MB each, at most [`ENV_BODY_BUDGET`] buffered per
+//!   environment, and read within a time limit (the event's deadline for answers,
+//!   [`INIT_ERROR_BODY_TIMEOUT`] for `init/error`).
 
-use crate::state::{Outcome, Refusal, RuntimeApi};
+use crate::state::{BodySlot, Outcome, Refusal, RuntimeApi};
 use crate::wire;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kiln_model::limits::RESPONSE_MAX_BYTES;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 type Reply = Response<Full<Bytes>>;
+
+/// Connections one environment may hold at once. Runtime clients use one or two.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Bytes hyper may buffer per connection while reading a request head (its minimum is 8 KB).
+pub const READ_BUF_BYTES: usize = 64 * 1024;
+/// From the first byte of a request head to its end.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an `init/error` body may take to arrive.
+pub const INIT_ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Body bytes one environment may have kiln buffer at once: one answer at the limit, and room
+/// for its framing.
+pub const ENV_BODY_BUDGET: usize = RESPONSE_MAX_BYTES + 64 * 1024;
+
+/// Runtime API connections of all environments of this process.
+static LIVE_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+static CONNECTION_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Caps the Runtime API connections of all environments together; kiln sets it from its
+/// descriptor limit so that the Runtime API alone can never exhaust it.
+pub fn set_connection_limit(limit: usize) {
+    CONNECTION_LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// Runtime API connections open now, over all environments.
+pub fn live_connections() -> usize {
+    LIVE_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// One connection counted against the process-wide limit; released when dropped.
+struct ConnectionSlot;
+
+impl ConnectionSlot {
+    fn take() -> Option<Self> {
+        let limit = CONNECTION_LIMIT.load(Ordering::Relaxed);
+        LIVE_CONNECTIONS.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(Self)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        LIVE_CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -17,33 +85,41 @@ pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io
     let accept_api = api.clone();
     let task = tokio::spawn(async move {
         let api = accept_api;
+        // Dropped with this task when the API closes, which aborts every connection task.
+        let mut conns = tokio::task::JoinSet::new();
         loop {
-            let stream = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::debug!(error = %e, "runtime api accept failed");
                     if api.is_closed() {
                         return;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             };
             if api.is_closed() {
                 return;
             }
+            while conns.try_join_next().is_some() {}
+            if conns.len() >= MAX_CONNECTIONS {
+                tracing::debug!(limit = MAX_CONNECTIONS, "runtime api connection refused: per-environment cap");
+                continue;
+            }
+            let Some(slot) = ConnectionSlot::take() else {
+                tracing::warn!(
+                    live = live_connections(),
+                    "runtime api connection refused: kiln keeps its remaining descriptors for clean-up and the REST API"
+                );
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let api = api.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&api, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            conns.spawn(connection(api.clone(), stream, slot));
         }
     });
     *crate::state::lock(&api.shared.accept) = Some(task.abort_handle());
@@ -51,6 +127,141 @@ pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io
         task.abort();
     }
     Ok(())
+}
+
+async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: ConnectionSlot) {
+    let clock = Arc::new(HeadClock::default());
+    let io = TokioIo::new(Clocked { inner: stream, clock: clock.clone() });
+    let service_api = api.clone();
+    let service_clock = clock.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let api = service_api.clone();
+        let clock = service_clock.clone();
+        clock.enter();
+        async move {
+            let reply = route(&api, req).await;
+            clock.leave();
+            Ok::<_, std::convert::Infallible>(reply)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(READ_BUF_BYTES)
+        .serve_connection(io, service);
+    tokio::select! {
+        _ = conn => {}
+        () = head_watchdog(&api, &clock) => {
+            tracing::debug!("runtime api connection closed: request head not complete in time");
+        }
+    }
+}
+
+/// When the head now being read started: set by the first byte that arrives while no request is
+/// being served, cleared when hyper hands a complete head to the service.
+#[derive(Default)]
+struct HeadClock {
+    in_service: AtomicBool,
+    since: Mutex<Option<Instant>>,
+    started: Notify,
+}
+
+impl HeadClock {
+    fn since(&self) -> Option<Instant> {
+        *crate::state::lock(&self.since)
+    }
+
+    fn bytes_arrived(&self) {
+        if self.in_service.load(Ordering::Acquire) {
+            return;
+        }
+        let mut since = crate::state::lock(&self.since);
+        if since.is_none() {
+            *since = Some(Instant::now());
+            drop(since);
+            self.started.notify_one();
+        }
+    }
+
+    fn restart(&self) {
+        let mut since = crate::state::lock(&self.since);
+        if since.is_some() {
+            *since = Some(Instant::now());
+        }
+    }
+
+    fn enter(&self) {
+        self.in_service.store(true, Ordering::Release);
+        *crate::state::lock(&self.since) = None;
+    }
+
+    fn leave(&self) {
+        self.in_service.store(false, Ordering::Release);
+    }
+}
+
+/// Resolves when a request head took longer than [`HEADER_READ_TIMEOUT`] of thawed time.
+async fn head_watchdog(api: &RuntimeApi, clock: &HeadClock) {
+    loop {
+        let notified = clock.started.notified();
+        let Some(since) = clock.since() else {
+            notified.await;
+            continue;
+        };
+        tokio::time::sleep_until(since + HEADER_READ_TIMEOUT).await;
+        if clock.since() != Some(since) {
+            continue;
+        }
+        if api.is_frozen() {
+            // A frozen runtime cannot send; its time frozen does not count.
+            clock.restart();
+            continue;
+        }
+        return;
+    }
+}
+
+/// The connection's stream, telling the [`HeadClock`] when bytes arrive.
+struct Clocked {
+    inner: tokio::net::TcpStream,
+    clock: Arc<HeadClock>,
+}
+
+impl AsyncRead for Clocked {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.clock.bytes_arrived();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Clocked {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 async fn route(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
@@ -63,13 +274,7 @@ async fn route(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
         (&Method::GET, ["runtime", "invocation", "next"]) => next(api).await,
         (&Method::POST, ["runtime", "invocation", id, "response"]) => response(api, id, req).await,
         (&Method::POST, ["runtime", "invocation", id, "error"]) => error(api, id, req).await,
-        (&Method::POST, ["runtime", "init", "error"]) => {
-            let error_type = header(&req, wire::FUNCTION_ERROR_TYPE);
-            match read_body(req.into_body(), RESPONSE_MAX_BYTES).await {
-                Ok(body) => accepted(api.init_error(error_type, body)),
-                Err(r) => refusal(&r),
-            }
-        }
+        (&Method::POST, ["runtime", "init", "error"]) => init_error(api, req).await,
         _ => not_found(),
     }
 }
@@ -97,11 +302,29 @@ async fn next(api: &RuntimeApi) -> Reply {
     resp
 }
 
-async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
-    // The id is checked before anything else changes, as RIE does.
-    if let Err(r) = api.check_request(id) {
-        return refusal(&r);
+async fn init_error(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
+    // The state is checked before a byte of the body is read.
+    let _slot = match api.claim_init_error_body() {
+        Ok(s) => s,
+        Err(r) => return refusal(&r),
+    };
+    let error_type = header(&req, wire::FUNCTION_ERROR_TYPE);
+    if declared_too_large(&req) {
+        return refusal(&too_large_refusal());
     }
+    match read_body(api, req.into_body(), INIT_ERROR_BODY_TIMEOUT).await {
+        Ok((body, _)) => accepted(api.init_error(error_type, body)),
+        Err(r) => refusal(&r),
+    }
+}
+
+async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
+    // The id and the state are checked before anything else changes, as RIE does, and before a
+    // byte of the body is read.
+    let slot = match api.claim_answer_body(id) {
+        Ok(s) => s,
+        Err(r) => return refusal(&r),
+    };
     let streaming = match req.headers().get(wire::RESPONSE_MODE) {
         None => false,
         Some(v) if v.as_bytes().eq_ignore_ascii_case(b"streaming") => true,
@@ -111,17 +334,17 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
         }
     };
     // A declared Content-Length over the limit is refused before reading anything.
-    if hyper::body::Body::size_hint(req.body()).lower() > RESPONSE_MAX_BYTES as u64 {
+    if declared_too_large(&req) {
         return too_large(api, id);
     }
-    let collected = match Limited::new(req.into_body(), RESPONSE_MAX_BYTES).collect().await {
-        Ok(c) => c,
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(api, id),
-        Err(_) => return truncated(),
+    let (body, trailers) = match read_body(api, req.into_body(), answer_timeout(&slot)).await {
+        Ok(b) => b,
+        Err(r) if r.error_type == wire::REQUEST_TOO_LARGE => return too_large(api, id),
+        Err(r) => return refusal(&r),
     };
     // A streamed response reports a failure after the fact, in trailers.
     let stream_error = if streaming {
-        collected.trailers().and_then(|t| {
+        trailers.as_ref().and_then(|t| {
             t.get(wire::FUNCTION_ERROR_TYPE).and_then(|v| v.to_str().ok()).map(|ty| {
                 let body = t
                     .get(wire::FUNCTION_ERROR_BODY)
@@ -134,23 +357,123 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
     } else {
         None
     };
-    let body = collected.to_bytes();
     let outcome = match stream_error {
         Some((error_type, body)) => Outcome::Error { error_type: Some(error_type), body },
         None => Outcome::Response(body),
     };
+    drop(slot);
     accepted(api.answer(id, outcome))
 }
 
 async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
-    if let Err(r) = api.check_request(id) {
-        return refusal(&r);
-    }
+    let slot = match api.claim_answer_body(id) {
+        Ok(s) => s,
+        Err(r) => return refusal(&r),
+    };
     let error_type = header(&req, wire::FUNCTION_ERROR_TYPE);
-    match read_body(req.into_body(), RESPONSE_MAX_BYTES).await {
-        Ok(body) => accepted(api.answer(id, Outcome::Error { error_type, body })),
+    if declared_too_large(&req) {
+        return refusal(&too_large_refusal());
+    }
+    match read_body(api, req.into_body(), answer_timeout(&slot)).await {
+        Ok((body, _)) => {
+            drop(slot);
+            accepted(api.answer(id, Outcome::Error { error_type, body }))
+        }
         Err(r) => refusal(&r),
     }
+}
+
+/// An answer's body may arrive until the event's deadline (after which the environment is
+/// destroyed anyway), and a second more.
+fn answer_timeout(slot: &BodySlot) -> Duration {
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let left = slot.deadline_ms.map_or(0, |d| d.saturating_sub(now_ms));
+    Duration::from_millis(left.saturating_add(1000))
+}
+
+fn declared_too_large(req: &Request<Incoming>) -> bool {
+    hyper::body::Body::size_hint(req.body()).lower() > RESPONSE_MAX_BYTES as u64
+}
+
+/// Bytes of one body counted against the environment's budget; returned when dropped.
+struct Reserved<'a> {
+    api: &'a RuntimeApi,
+    bytes: usize,
+}
+
+impl Reserved<'_> {
+    fn add(&mut self, n: usize) -> bool {
+        let total = self.api.shared.buffered.fetch_add(n, Ordering::AcqRel) + n;
+        self.bytes += n;
+        total <= ENV_BODY_BUDGET
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.api.shared.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Reads a body of at most 6 MB within `limit`, counting it against the environment's budget.
+async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<(Bytes, Option<HeaderMap>), Refusal> {
+    let mut reserved = Reserved { api, bytes: 0 };
+    let read = async {
+        let mut body = body;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut trailers = None;
+        let mut len = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| truncated_refusal())?;
+            match frame.into_data() {
+                Ok(data) => {
+                    len += data.len();
+                    if len > RESPONSE_MAX_BYTES || !reserved.add(data.len()) {
+                        return Err(too_large_refusal());
+                    }
+                    chunks.push(data);
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            }
+        }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(len);
+                for c in chunks {
+                    all.extend_from_slice(&c);
+                }
+                all.freeze()
+            }
+        };
+        Ok((body, trailers))
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Refusal {
+            status: 408,
+            error_type: wire::REQUEST_TIMEOUT,
+            message: "Timed out reading the request body".into(),
+        }),
+    }
+}
+
+fn too_large_refusal() -> Refusal {
+    Refusal {
+        status: 413,
+        error_type: wire::REQUEST_TOO_LARGE,
+        message: format!("Exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."),
+    }
+}
+
+fn truncated_refusal() -> Refusal {
+    Refusal { status: 400, error_type: wire::TRUNCATED_REQUEST, message: "Received a truncated HTTP request".into() }
 }
 
 fn too_large(api: &RuntimeApi, id: &str) -> Reply {
@@ -160,26 +483,6 @@ fn too_large(api: &RuntimeApi, id: &str) -> Reply {
         wire::REQUEST_TOO_LARGE,
         &format!("Exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."),
     )
-}
-
-fn truncated() -> Reply {
-    json(StatusCode::BAD_REQUEST, wire::TRUNCATED_REQUEST, "Received a truncated HTTP request")
-}
-
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal {
-            status: 413,
-            error_type: wire::REQUEST_TOO_LARGE,
-            message: format!("Exceeded maximum allowed payload size ({limit} bytes)."),
-        }),
-        Err(_) => Err(Refusal {
-            status: 400,
-            error_type: wire::TRUNCATED_REQUEST,
-            message: "Received a truncated HTTP request".into(),
-        }),
-    }
 }
 
 fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
@@ -218,4 +521,109 @@ fn json(status: StatusCode, error_type: &str, message: &str) -> Reply {
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Freezer, Invocation};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct NoFreeze;
+    impl Freezer for NoFreeze {
+        fn freeze(&self) {}
+        fn thaw(&self) {}
+    }
+
+    /// The tests share the process-wide connection count.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    async fn eof_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_capped_and_all_end_when_the_api_closes() {
+        let _serial = SERIAL.lock().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = RuntimeApi::new(Box::new(NoFreeze), false, Duration::ZERO);
+        api.serve(listener).unwrap();
+        // Each connection parks in `next` and pipelines one more byte, which kept hyper from
+        // noticing a hang-up before.
+        let mut conns = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 8 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nhost: x\r\n\r\nX").await.unwrap();
+            conns.push(s);
+        }
+        api.wait_init().await;
+        // The connections over the cap were closed at once; the others are held in `next`.
+        let mut refused = 0;
+        for s in conns.iter_mut() {
+            if eof_within(s, Duration::from_millis(300)).await {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 8, "connections over the per-environment cap are closed");
+        assert!(live_connections() <= MAX_CONNECTIONS, "{} live", live_connections());
+        api.close();
+        for (i, s) in conns.iter_mut().enumerate() {
+            assert!(eof_within(s, Duration::from_secs(10)).await, "connection {i} still open after close");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(live_connections(), 0, "every connection task ended");
+        // The listener went with the accept loop.
+        let gone = tokio::net::TcpStream::connect(addr).await;
+        if let Ok(mut s) = gone {
+            assert!(eof_within(&mut s, Duration::from_secs(10)).await);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_for_a_wrong_id_is_refused_before_it_is_read() {
+        let _serial = SERIAL.lock().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = RuntimeApi::new(Box::new(NoFreeze), false, Duration::ZERO);
+        api.serve(listener).unwrap();
+        let _rx = api.dispatch(Invocation {
+            request_id: "r1".into(),
+            payload: Bytes::from_static(b"{}"),
+            deadline_ms: u64::MAX,
+            invoked_function_arn: "arn".into(),
+            trace_id: String::new(),
+            client_context: None,
+            cognito_identity: None,
+        });
+        api.next().await.unwrap();
+        // Each declares 6 MB and sends none of it: the answer comes at once, without the body.
+        for (path, status, error_type) in [
+            ("init/error", "403", "InvalidStateTransition"),
+            ("invocation/nope/response", "400", "InvalidRequestID"),
+            ("invocation/nope/error", "400", "InvalidRequestID"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("POST /2018-06-01/runtime/{path} HTTP/1.1\r\nhost: x\r\ncontent-length: 6000000\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            let head = String::from_utf8_lossy(&buf[..n]);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {head}");
+            assert!(head.contains(error_type), "{path}: {head}");
+        }
+        assert_eq!(api.shared.buffered.load(Ordering::SeqCst), 0);
+        api.close();
+    }
 }

@@ -6,6 +6,15 @@
 //! | Ready     | waits for an event (frozen)         | 400                      | 403          |
 //! | Running   | re-serves the current event (RIE)   | answers it → Ready       | 403          |
 //! | InitError | 403                                 | 403                      | 403          |
+//!
+//! Bodies are admitted before they are read: [`RuntimeApi::claim_answer_body`] and
+//! [`RuntimeApi::claim_init_error_body`] check the phase and the request id first, and let one
+//! body at a time be read for the event in flight (or for `init/error`), so a runtime cannot make
+//! kiln buffer the same 6 MB answer on many connections at once.
+//!
+//! Freezing: the environment is frozen when the runtime waits in `next` with nothing to do, and
+//! also when it answered and does not come back to `next` within the grace, so a runtime that
+//! keeps working after its answer does not run while the environment is idle.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -66,6 +75,8 @@ enum Phase {
 struct Current {
     invocation: Invocation,
     reply: Option<oneshot::Sender<Outcome>>,
+    /// A `response`/`error` body for this event is being read.
+    body_in_flight: bool,
 }
 
 struct State {
@@ -74,6 +85,8 @@ struct State {
     closed: bool,
     current: Option<Current>,
     queue: VecDeque<(Invocation, oneshot::Sender<Outcome>)>,
+    /// An `init/error` body is being read.
+    init_body_in_flight: bool,
 }
 
 pub(crate) struct Shared {
@@ -86,8 +99,11 @@ pub(crate) struct Shared {
     freeze_grace: Duration,
     /// Becomes `Some` when Init ends: `Some(None)` if the API was closed first.
     init: watch::Sender<Option<Option<InitOutcome>>>,
-    /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it.
+    /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it. It owns
+    /// the connection tasks, so stopping it aborts them all.
     pub(crate) accept: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Body bytes being read for this environment right now (see `server::ENV_BODY_BUDGET`).
+    pub(crate) buffered: std::sync::atomic::AtomicUsize,
 }
 
 /// A runtime-call refusal: HTTP status, `errorType`, `errorMessage`.
@@ -111,6 +127,54 @@ impl Refusal {
 
     fn request_id() -> Self {
         Self { status: 400, error_type: crate::wire::INVALID_REQUEST_ID, message: "Invalid request ID".into() }
+    }
+
+    /// Another body for the same request id (or `init/error`) is being read right now.
+    fn body_in_flight(from: Phase, to: &str) -> Self {
+        Self {
+            status: 403,
+            error_type: crate::wire::INVALID_STATE_TRANSITION,
+            message: format!(
+                "State transition from {from:?} to {to} failed for runtime. Error: another request for it is in progress"
+            ),
+        }
+    }
+
+    /// The environment is being destroyed; its runtime gets no more events.
+    fn closed() -> Self {
+        Self {
+            status: 410,
+            error_type: crate::wire::ENVIRONMENT_CLOSED,
+            message: "The execution environment is shutting down".into(),
+        }
+    }
+}
+
+/// Which body a [`BodySlot`] admits.
+enum SlotFor {
+    Answer(Arc<str>),
+    InitError,
+}
+
+/// Permission to read one body; released when dropped, whether the read finished or not.
+pub struct BodySlot {
+    api: RuntimeApi,
+    what: SlotFor,
+    /// The absolute deadline of the event being answered (Unix ms), for `response`/`error`.
+    pub deadline_ms: Option<u64>,
+}
+
+impl Drop for BodySlot {
+    fn drop(&mut self) {
+        let mut st = lock(&self.api.shared.state);
+        match &self.what {
+            SlotFor::InitError => st.init_body_in_flight = false,
+            SlotFor::Answer(id) => {
+                if let Some(cur) = st.current.as_mut().filter(|c| c.invocation.request_id == *id) {
+                    cur.body_in_flight = false;
+                }
+            }
+        }
     }
 }
 
@@ -140,6 +204,7 @@ impl RuntimeApi {
                     closed: false,
                     current: None,
                     queue: VecDeque::new(),
+                    init_body_in_flight: false,
                 }),
                 event: Notify::new(),
                 freezer,
@@ -147,6 +212,7 @@ impl RuntimeApi {
                 freeze_grace,
                 init,
                 accept: Mutex::new(None),
+                buffered: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -181,7 +247,8 @@ impl RuntimeApi {
         rx
     }
 
-    /// Ends this API: pending `next` calls stay unanswered, answers are dropped.
+    /// Ends this API: pending `next` calls end with a refusal, answers are dropped, and the
+    /// accept loop stops, which aborts every connection task with it.
     pub fn close(&self) {
         let mut st = lock(&self.shared.state);
         st.closed = true;
@@ -210,6 +277,18 @@ impl RuntimeApi {
     /// Whether [`RuntimeApi::close`] was called.
     pub fn is_closed(&self) -> bool {
         lock(&self.shared.state).closed
+    }
+
+    /// Whether the environment is frozen now.
+    pub fn is_frozen(&self) -> bool {
+        lock(&self.shared.state).frozen
+    }
+
+    /// Whether the runtime answered its last event and has not come back to `next` since: such a
+    /// runtime is still working (or will never ask again).
+    pub fn awaiting_next(&self) -> bool {
+        let st = lock(&self.shared.state);
+        st.phase == Phase::Running && st.current.as_ref().is_some_and(|c| c.reply.is_none())
     }
 
     /// `GET next`: the next event, once there is one.
@@ -244,7 +323,8 @@ impl RuntimeApi {
                     true
                 } else if let Some((invocation, reply)) = st.queue.pop_front() {
                     st.phase = Phase::Running;
-                    st.current = Some(Current { invocation: invocation.clone(), reply: Some(reply) });
+                    st.current =
+                        Some(Current { invocation: invocation.clone(), reply: Some(reply), body_in_flight: false });
                     return Ok(invocation);
                 } else {
                     if !st.frozen && !skip_freeze {
@@ -259,14 +339,15 @@ impl RuntimeApi {
                 }
             };
             if closed {
-                // A closed environment never gets another event; its runtime waits until killed.
-                return std::future::pending().await;
+                // A closed environment never gets another event; the call ends so its
+                // connection is not held.
+                return Err(Refusal::closed());
             }
             if freeze_later {
                 tokio::select! {
                     biased;
                     () = &mut notified => continue,
-                    () = tokio::time::sleep(self.shared.freeze_grace) => {}
+                        () = tokio::time::sleep(self.shared.freeze_grace) => {}
                 }
                 let mut st = lock(&self.shared.state);
                 if st.phase == Phase::Ready && st.queue.is_empty() && !st.frozen && !st.closed {
@@ -294,19 +375,86 @@ impl RuntimeApi {
         }
     }
 
+    /// Admits one `response`/`error` body for `request_id`, checked before a byte of it is
+    /// read: the id must be the event in flight, not yet answered, and no other body for it may
+    /// be on its way.
+    pub fn claim_answer_body(&self, request_id: &str) -> Result<BodySlot, Refusal> {
+        let mut st = lock(&self.shared.state);
+        let phase = st.phase;
+        match st.current.as_mut() {
+            Some(cur) if &*cur.invocation.request_id == request_id => {
+                if cur.reply.is_none() {
+                    return Err(Refusal::state(phase, "ResponseSent"));
+                }
+                if cur.body_in_flight {
+                    return Err(Refusal::body_in_flight(phase, "ResponseSent"));
+                }
+                cur.body_in_flight = true;
+                let id = cur.invocation.request_id.clone();
+                let deadline_ms = Some(cur.invocation.deadline_ms);
+                drop(st);
+                Ok(BodySlot { api: self.clone(), what: SlotFor::Answer(id), deadline_ms })
+            }
+            _ if phase == Phase::InitError => Err(Refusal::state(Phase::InitError, "ResponseSent")),
+            _ => Err(Refusal::request_id()),
+        }
+    }
+
+    /// Admits one `init/error` body, checked before a byte of it is read: only during Init, one
+    /// at a time.
+    pub fn claim_init_error_body(&self) -> Result<BodySlot, Refusal> {
+        let mut st = lock(&self.shared.state);
+        if st.phase != Phase::Init {
+            return Err(Refusal::state(st.phase, "InitError"));
+        }
+        if st.init_body_in_flight {
+            return Err(Refusal::body_in_flight(st.phase, "InitError"));
+        }
+        st.init_body_in_flight = true;
+        drop(st);
+        Ok(BodySlot { api: self.clone(), what: SlotFor::InitError, deadline_ms: None })
+    }
+
     /// `POST response` or `POST error`: delivers `outcome` for `request_id`.
+    ///
+    /// Unless the runtime is back in `next` within the grace, the environment is frozen: a
+    /// runtime that keeps running after its answer must not use the CPU while it is idle.
     pub fn answer(&self, request_id: &str, outcome: Outcome) -> Result<(), Refusal> {
         let mut st = lock(&self.shared.state);
         let phase = st.phase;
-        match &mut st.current {
+        let answered: Arc<str> = match &mut st.current {
             Some(cur) if &*cur.invocation.request_id == request_id => match cur.reply.take() {
                 Some(tx) => {
                     let _ = tx.send(outcome);
-                    Ok(())
+                    cur.invocation.request_id.clone()
                 }
-                None => Err(Refusal::state(phase, "ResponseSent")),
+                None => return Err(Refusal::state(phase, "ResponseSent")),
             },
-            _ => Err(Refusal::request_id()),
+            _ => return Err(Refusal::request_id()),
+        };
+        if self.shared.freeze_grace.is_zero() {
+            self.freeze_if_still_answered(&mut st, &answered);
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            drop(st);
+            let api = self.clone();
+            let grace = self.shared.freeze_grace;
+            rt.spawn(async move {
+                tokio::time::sleep(grace).await;
+                let mut st = lock(&api.shared.state);
+                api.freeze_if_still_answered(&mut st, &answered);
+            });
+        }
+        Ok(())
+    }
+
+    /// Freezes the environment if the runtime has answered `request_id` and has not asked for
+    /// anything since (no `next`, nothing queued).
+    fn freeze_if_still_answered(&self, st: &mut State, request_id: &Arc<str>) {
+        let still = st.phase == Phase::Running
+            && st.current.as_ref().is_some_and(|c| c.reply.is_none() && c.invocation.request_id == *request_id);
+        if still && st.queue.is_empty() && !st.frozen && !st.closed {
+            st.frozen = true;
+            self.shared.freezer.freeze();
         }
     }
 
@@ -500,6 +648,74 @@ mod tests {
         b.close();
         let _ = b.init_error(None, Bytes::new());
         assert_eq!(b.wait_init().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_without_next_within_the_grace_freezes() {
+        let c = Arc::new(Counter::default());
+        let grace = Duration::from_millis(50);
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false, grace);
+        let _rx = api.dispatch(inv("r1"));
+        api.next().await.unwrap();
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        assert!(api.awaiting_next());
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 0, "not within the grace");
+        tokio::time::sleep(grace).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1, "frozen: the runtime never came back to next");
+        assert!(api.is_frozen());
+        // The next event thaws it, once.
+        let _rx = api.dispatch(inv("r2"));
+        assert_eq!(c.thaws.load(Ordering::SeqCst), 1);
+        assert_eq!(&*api.next().await.unwrap().request_id, "r2");
+        assert!(!api.awaiting_next());
+        // An answer followed by `next` in time is not frozen by the answer.
+        api.answer("r2", Outcome::Response(Bytes::new())).unwrap();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+        let _rx = api.dispatch(inv("r3"));
+        assert_eq!(&*next.await.unwrap().unwrap().request_id, "r3");
+        assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_admitted_before_reading_and_one_at_a_time() {
+        let (api, _) = api();
+        // No event in flight: refused before any body is read.
+        assert_eq!(api.claim_answer_body("r1").err().map(|r| r.status), Some(400));
+        let _rx = api.dispatch(inv("r1"));
+        api.next().await.unwrap();
+        assert_eq!(api.claim_answer_body("other").err().map(|r| r.status), Some(400));
+        let slot = api.claim_answer_body("r1").unwrap();
+        let second = api.claim_answer_body("r1").err().unwrap();
+        assert_eq!((second.status, second.error_type), (403, "InvalidStateTransition"));
+        // A read that ended without an answer (a truncated body) frees the slot.
+        drop(slot);
+        let slot = api.claim_answer_body("r1").unwrap();
+        api.answer("r1", Outcome::Response(Bytes::new())).unwrap();
+        drop(slot);
+        assert_eq!(api.claim_answer_body("r1").err().map(|r| r.status), Some(403));
+        // init/error only during Init.
+        assert_eq!(api.claim_init_error_body().err().map(|r| r.status), Some(403));
+        let (fresh, _) = super::tests::api();
+        let slot = fresh.claim_init_error_body().unwrap();
+        assert_eq!(fresh.claim_init_error_body().err().map(|r| r.status), Some(403));
+        drop(slot);
+        assert!(fresh.claim_init_error_body().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pending_next_ends_when_the_api_closes() {
+        let (api, _) = api();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        assert_eq!(api.wait_init().await, Some(InitOutcome::Ready));
+        api.close();
+        let r = next.await.unwrap().unwrap_err();
+        assert_eq!(r.status, 410);
+        assert_eq!(api.next().await.unwrap_err().status, 410);
     }
 
     #[tokio::test]

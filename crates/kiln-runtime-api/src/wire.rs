@@ -16,3 +16,5 @@ pub const INVALID_STATE_TRANSITION: &str = "InvalidStateTransition";
 pub const INVALID_RESPONSE_MODE: &str = "InvalidFunctionResponseMode";
 pub const REQUEST_TOO_LARGE: &str = "RequestEntityTooLarge";
 pub const TRUNCATED_REQUEST: &str = "TruncatedHTTPRequest";
+pub const ENVIRONMENT_CLOSED: &str = "EnvironmentClosed";
+pub const REQUEST_TIMEOUT: &str = "RequestTimeout";

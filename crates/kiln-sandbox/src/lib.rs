@@ -15,6 +15,7 @@
 //! does not decide when an environment lives or dies.
 #![allow(unsafe_code)]
 
+pub mod fdlimit;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod process;

@@ -82,18 +82,28 @@ impl CodeStore {
     }
 
     /// Stores a zip (once per hash) and returns its hash.
+    ///
+    /// Every writer writes its own temporary file (a name no other writer uses, opened with
+    /// `create_new`) and renames it into place: identical uploads at the same moment each
+    /// rename a complete copy over the other, so the stored zip is always whole.
     pub fn put_zip(&self, zip: &[u8]) -> Result<CodeHash, CodeError> {
         let hash = CodeHash::of(zip);
         let path = self.zip_path(&hash);
         if path.exists() {
             return Ok(hash);
         }
-        let tmp = self.root.join("tmp").join(format!("{}.{}.zip", hash.hex, std::process::id()));
+        let tmp = self.root.join("tmp").join(format!("{}.{}.zip", hash.hex, uuid_like()));
         let io = |source| CodeError::Io { path: path.clone(), source };
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(zip).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
+        let written = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(zip)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         Ok(hash)
     }
 
@@ -153,10 +163,13 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
     fs::remove_dir_all(path)
 }
 
+/// A name no other writer of this process (or of another kiln on the same store) uses.
 fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{nanos}", std::process::id())
+    format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -168,6 +181,26 @@ mod tests {
         let h = CodeHash::of(b"abc");
         assert_eq!(h.base64, "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
         assert_eq!(CodeHash::from_base64(&h.base64), Some(h));
+    }
+
+    #[test]
+    fn identical_zips_stored_at_once_all_succeed_and_stay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CodeStore::open(dir.path()).unwrap();
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        w.start_file("bootstrap", zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(&vec![7u8; 4 << 20]).unwrap();
+        let zip = w.finish().unwrap().into_inner();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| store.put_zip(&zip))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let h = results[0].as_ref().unwrap();
+        assert_eq!(store.read_zip(h).unwrap(), zip);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "no temporary file left");
     }
 
     #[test]

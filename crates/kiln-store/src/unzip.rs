@@ -14,8 +14,14 @@ use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// At most this many entries; a zip of millions of empty files would exhaust inodes.
+/// At most this many entries, counting the directories that names imply; a zip of millions of
+/// empty files (or of deep names that each imply new directories) would exhaust inodes.
 pub const MAX_ENTRIES: usize = 100_000;
+/// At most this many directories deep, and this many bytes long, is an entry's path: what a
+/// package needs, well within `PATH_MAX` once under the code store, and a bound on the work per
+/// entry (every check here is linear in the length of a name).
+pub const MAX_DEPTH: usize = 256;
+pub const MAX_PATH_BYTES: usize = 3072;
 
 /// Why a zip was refused.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,8 @@ pub enum UnzipError {
     TooManyEntries,
     #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' cannot be unpacked (it sits under a file, or a part of its name is over 255 bytes).")]
     Unwritable(String),
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. Entry '{0}' is nested deeper than {MAX_DEPTH} directories or its path is longer than {MAX_PATH_BYTES} bytes.")]
+    TooDeep(String),
     #[error("Unzipped size must be smaller than {UNZIPPED_MAX_BYTES} bytes")]
     TooLarge,
     #[error("could not write {path}")]
@@ -67,24 +75,33 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
     }
     let links = links_of(&mut archive)?;
     let mut declared: u64 = 0;
-    let mut seen = std::collections::HashSet::new();
-    // Files and links, which nothing may sit under.
-    let mut leaves = std::collections::HashSet::new();
-    let mut names = Vec::with_capacity(archive.len());
-    for i in 0..archive.len() {
+    let mut seen = HashSet::new();
+    // Files and links, which nothing may sit under, by the key of their path.
+    let mut leaves: std::collections::HashMap<u64, PathBuf> = std::collections::HashMap::new();
+    // Directories the names imply, which count as entries.
+    let mut dirs: HashSet<u64> = HashSet::new();
+    let count = archive.len();
+    let mut names = Vec::with_capacity(count);
+    for i in 0..count {
         let mut entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
         let name = entry.name().map_err(UnzipError::NotZip)?.into_owned();
         let rel = relative_path(&name)?;
-        if rel.iter().any(|c| c.len() > 255) {
-            return Err(UnzipError::Unwritable(name));
-        }
+        check_shape(&rel, &name)?;
         if !seen.insert(rel.clone()) {
             return Err(UnzipError::Duplicate(name));
         }
-        if !entry.is_dir() {
-            leaves.insert(rel.clone());
+        let keys = prefix_keys(&rel);
+        if let Some((own, parents)) = keys.split_last() {
+            dirs.extend(parents.iter().copied());
+            if entry.is_dir() {
+                dirs.insert(*own);
+            } else {
+                leaves.insert(*own, rel.clone());
+            }
         }
-        names.push((rel.clone(), name.clone()));
+        if count + dirs.len() > MAX_ENTRIES {
+            return Err(UnzipError::TooManyEntries);
+        }
         declared = declared.saturating_add(entry.size());
         if declared > UNZIPPED_MAX_BYTES {
             return Err(UnzipError::TooLarge);
@@ -93,10 +110,16 @@ pub fn inspect(zip: &[u8]) -> Result<Summary, UnzipError> {
             let target = read_link_target(&mut entry, &name)?;
             check_link(&rel, &target, &name, &links)?;
         }
+        names.push((rel, name, keys));
     }
-    for (rel, name) in &names {
-        if rel.ancestors().skip(1).any(|a| leaves.contains(a)) {
-            return Err(UnzipError::Unwritable(name.clone()));
+    // Nothing may sit under a file or a link: one look-up per ancestor, by key; a key that
+    // matches is confirmed on the paths themselves.
+    for (rel, name, keys) in &names {
+        let parents = keys.split_last().map_or(&[][..], |(_, p)| p);
+        for k in parents {
+            if leaves.get(k).is_some_and(|leaf| rel.starts_with(leaf) && rel != leaf) {
+                return Err(UnzipError::Unwritable(name.clone()));
+            }
         }
     }
     Ok(Summary { entries: archive.len(), declared_bytes: declared })
@@ -119,6 +142,8 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
     fs::create_dir(dest).map_err(io(dest))?;
     let mut written: u64 = 0;
     let mut dirs = vec![dest.to_path_buf()];
+    // Keys of the directories made so far (see `prefix_keys`).
+    let mut made: HashSet<u64> = HashSet::new();
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(UnzipError::NotZip)?;
@@ -127,12 +152,11 @@ pub fn extract(zip: &[u8], dest: &Path) -> Result<u64, UnzipError> {
         if rel.as_os_str().is_empty() {
             continue;
         }
+        check_shape(&rel, &name)?;
         let path = dest.join(&rel);
-        if let Some(parent) = path.parent() {
-            create_dirs(dest, parent, &mut dirs).map_err(io(parent))?;
-        }
+        let depth = if entry.is_dir() { usize::MAX } else { rel.components().count() - 1 };
+        create_dirs(dest, &rel, depth, &mut made, &mut dirs).map_err(io(&path))?;
         if entry.is_dir() {
-            create_dirs(dest, &path, &mut dirs).map_err(io(&path))?;
             continue;
         }
         if entry.is_symlink() {
@@ -182,21 +206,65 @@ fn libc_o_nofollow() -> i32 {
     0o400000
 }
 
-fn create_dirs(root: &Path, dir: &Path, made: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Makes the first `depth` directories of `rel` under `root` (all of them for `usize::MAX`),
+/// skipping those already made: the work is linear in the length of `rel`, not in its square.
+fn create_dirs(
+    root: &Path,
+    rel: &Path,
+    depth: usize,
+    made: &mut HashSet<u64>,
+    dirs: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let parts: Vec<_> = rel.iter().take(depth).collect();
+    let keys = prefix_keys(&parts.iter().collect::<PathBuf>());
+    // The deepest directory already made; everything above it exists.
+    let start = keys.iter().rposition(|k| made.contains(k)).map_or(0, |i| i + 1);
     let mut cur = root.to_path_buf();
-    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    for c in rel.components() {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "not a directory")),
-            Err(_) => {
-                fs::create_dir(&cur)?;
-                made.push(cur.clone());
+    cur.extend(&parts[..start]);
+    for (part, key) in parts[start..].iter().zip(&keys[start..]) {
+        cur.push(part);
+        match fs::create_dir(&cur) {
+            Ok(()) => dirs.push(cur.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !fs::symlink_metadata(&cur)?.is_dir() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "not a directory"));
+                }
             }
+            Err(e) => return Err(e),
         }
+        made.insert(*key);
     }
     Ok(())
+}
+
+/// The key of every prefix of `rel`, from its first component to itself ([`path_key`]).
+fn prefix_keys(rel: &Path) -> Vec<u64> {
+    let mut key = 0;
+    rel.iter()
+        .map(|c| {
+            key = path_key(key, c.as_encoded_bytes());
+            key
+        })
+        .collect()
+}
+
+/// Bounds on one entry's path: component length, depth, total length.
+fn check_shape(rel: &Path, name: &str) -> Result<(), UnzipError> {
+    if rel.iter().any(|c| c.len() > 255) {
+        return Err(UnzipError::Unwritable(short(name)));
+    }
+    if rel.as_os_str().len() > MAX_PATH_BYTES || rel.iter().count() > MAX_DEPTH {
+        return Err(UnzipError::TooDeep(short(name)));
+    }
+    Ok(())
+}
+
+/// A name short enough for an error message.
+fn short(name: &str) -> String {
+    match name.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
 }
 
 /// The entry name as a path that stays inside the package: no root, no `..`, no NUL, no
@@ -364,6 +432,36 @@ mod tests {
         assert!(matches!(inspect(&zip), Err(UnzipError::Unwritable(_))));
         let zip = build(&[("d/", b""), ("d/f", b"1")], &[]);
         assert!(inspect(&zip).is_ok());
+    }
+
+    #[test]
+    fn deep_names_are_bounded_and_implied_directories_count_as_entries() {
+        // A name 20,000 directories deep (the quadratic check spent seconds per entry on these).
+        let deep = "a/".repeat(20_000) + "f";
+        let zip = build(&[(deep.as_str(), b"x")], &[]);
+        match inspect(&zip) {
+            Err(UnzipError::TooDeep(n)) => assert!(n.len() < 300, "the message carries a short name"),
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(extract(&zip, &dir.path().join("t")), Err(UnzipError::TooDeep(_))));
+        let long = format!("{}/f", "b".repeat(200)).repeat(20);
+        assert!(matches!(inspect(&build(&[(long.as_str(), b"x")], &[])), Err(UnzipError::TooDeep(_))));
+        // Within the bounds, each entry may imply new directories, and they count.
+        let names: Vec<String> = (0..500).map(|i| format!("d{i}/{}f", "a/".repeat(250))).collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        assert!(matches!(inspect(&build(&entries, &[])), Err(UnzipError::TooManyEntries)));
+        // A deep package that fits is unpacked whole.
+        let names: Vec<String> = (0..20).map(|i| format!("{}f{i}", "a/".repeat(200))).collect();
+        let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        let zip = build(&entries, &[]);
+        assert_eq!(inspect(&zip).unwrap().entries, 20);
+        let dest = dir.path().join("ok");
+        assert_eq!(extract(&zip, &dest).unwrap(), 20);
+        assert_eq!(fs::read(dest.join(&names[19])).unwrap(), b"x");
+        // A file under a file is still refused with the keyed check.
+        let zip = build(&[("p/q", b"1"), ("p/q/r/s", b"2")], &[]);
+        assert!(matches!(inspect(&zip), Err(UnzipError::Unwritable(_))));
     }
 
     #[test]

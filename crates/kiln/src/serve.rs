@@ -103,6 +103,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Before anything is opened: the soft descriptor limit goes up to the hard one, and a reserve
+    // is kept so that clean-up and the REST API never starve (kiln-engine's `fds`).
+    match kiln_engine::fds::raise_limit() {
+        Ok(b) => tracing::info!(
+            limit = b.soft,
+            reserve = b.reserve,
+            runtime_api_connections = b.runtime_api_connections,
+            "descriptor limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the descriptor limit"),
+    }
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
