@@ -936,3 +936,164 @@ async fn a_blank_costs_little_memory() {
     assert!(charged < 4 << 20, "blank charges {charged} bytes");
     assert!(private < 2048, "blank init has {private} KiB private");
 }
+
+// ---- Hostile functions: what the allow list, the mounts and the limits stop ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_allow_list_refuses_foreign_families_and_unknown_calls() {
+    if skip_unless_root("seccomp_allow_list_refuses_foreign_families_and_unknown_calls") {
+        return;
+    }
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(name, nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    print(name, 'ok' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?'), flush=True)
+call('vsock', 41, 40, 1, 0)
+call('uevent', 41, 16, 3, 15)
+call('packet', 41, 17, 3, 0)
+call('rtnetlink', 41, 16, 3, 0)
+call('unix', 41, 1, 1, 0)
+call('inet6', 41, 10, 2, 0)
+call('socketpair-inet', 53, 2, 1, 0, 0)
+call('open_tree_attr', 467, -100, 0, 0, 0, 0)
+call('listmount', 458, 0, 0, 0, 0)
+call('statmount', 457, 0, 0, 0, 0)
+call('memfd_secret', 447, 0)
+call('fanotify_init', 300, 0, 0)
+call('kcmp', 312, 1, 1, 0, 0, 0)
+call('process_madvise', 440, 0, 0, 0, 0, 0)
+call('set_mempolicy', 238, 0, 0, 0)
+call('mbind', 237, 0, 0, 0, 0, 0, 0)
+call('move_pages', 279, 0, 0, 0, 0, 0, 0)
+call('io_uring_setup', 425, 1, 0)
+call('nr-999', 999)
+call('x32-getpid', 0x40000000 | 39)
+call('personality-query', 135, 0xffffffff)
+call('personality-exec', 135, 0x0400000)
+call('sethostname', 170, 0, 0)
+call('mount', 165, 0, 0, 0, 0, 0)
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-allow")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "vsock EPERM",
+        "uevent EPERM",
+        "packet EPERM",
+        "rtnetlink ok",
+        "unix ok",
+        "inet6 ok",
+        "socketpair-inet EPERM",
+        "open_tree_attr ENOSYS",
+        "listmount ENOSYS",
+        "statmount ENOSYS",
+        "memfd_secret ENOSYS",
+        "fanotify_init ENOSYS",
+        "kcmp ENOSYS",
+        "process_madvise ENOSYS",
+        "set_mempolicy ENOSYS",
+        "mbind ENOSYS",
+        "move_pages ENOSYS",
+        "io_uring_setup ENOSYS",
+        "nr-999 ENOSYS",
+        "x32-getpid EPERM",
+        "personality-query ok",
+        "personality-exec EPERM",
+        "sethostname EPERM",
+        "mount EPERM",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
+
+/// Python with ssl, json, asyncio (loopback server), multiprocessing and subprocess doing real
+/// work under the allow list.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_does_real_work_under_the_allow_list() {
+    if skip_unless_root("python_does_real_work_under_the_allow_list") {
+        return;
+    }
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ssl, json, asyncio, multiprocessing, subprocess, hashlib, threading, os
+ctx = ssl.create_default_context()
+print('ssl', ctx.verify_mode == ssl.CERT_REQUIRED, len(ctx.get_ca_certs()) >= 0, flush=True)
+print('json', json.loads(json.dumps({'a': [1, 2, 3]}))['a'][2], flush=True)
+async def main():
+    async def echo(r, w):
+        w.write((await r.readline()).upper()); await w.drain(); w.close()
+    srv = await asyncio.start_server(echo, '127.0.0.1', 0)
+    port = srv.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection('127.0.0.1', port)
+    w.write(b'hello\n'); await w.drain()
+    got = await r.readline()
+    srv.close()
+    return got.decode().strip()
+print('asyncio', asyncio.run(main()), flush=True)
+def child(conn):
+    conn.send(sum(range(1000))); conn.close()
+a, b = multiprocessing.Pipe()
+p = multiprocessing.Process(target=child, args=(b,)); p.start()
+print('multiprocessing', a.recv(), flush=True); p.join()
+print('subprocess', subprocess.run(['/bin/echo', 'hi'], capture_output=True, text=True).stdout.strip(), flush=True)
+t = threading.Thread(target=lambda: print('thread', hashlib.sha256(b'x').hexdigest()[:8], flush=True)); t.start(); t.join()
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-python")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in
+        ["ssl True True", "json 3", "asyncio HELLO", "multiprocessing 499500", "subprocess hi", "thread 2d711642"]
+    {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
+
+/// Node.js: libuv tries io_uring (ENOSYS) and falls back; files, timers, child_process,
+/// worker_threads and fetch on loopback all work.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_does_real_work_under_the_allow_list() {
+    if skip_unless_root("node_does_real_work_under_the_allow_list") {
+        return;
+    }
+    let Some(node) = ["/usr/bin/node", "/usr/local/bin/node"].into_iter().find(|p| Path::new(p).exists()) else {
+        panic!("node_does_real_work_under_the_allow_list needs Node.js at /usr/bin/node or /usr/local/bin/node");
+    };
+    let f = Fixture::new(Mode::Fresh, "");
+    std::fs::write(
+        f.code.path().join("main.js"),
+        r#"
+const fs = require('fs'), cp = require('child_process'), http = require('http');
+const { Worker } = require('worker_threads');
+(async () => {
+  fs.writeFileSync('/tmp/n.txt', 'node-data');
+  console.log('fs', await fs.promises.readFile('/tmp/n.txt', 'utf8'));
+  console.log('script', fs.readFileSync('/var/task/main.js', 'utf8').length > 100);
+  await new Promise(r => setTimeout(r, 20));
+  console.log('timer ok');
+  console.log('child', cp.execFileSync('/bin/echo', ['hi']).toString().trim());
+  const w = new Worker('const {parentPort}=require("worker_threads"); parentPort.postMessage(6*7)', { eval: true });
+  console.log('worker', await new Promise(r => w.on('message', r)));
+  await w.terminate();
+  const srv = http.createServer((q, s) => s.end('fetched')).listen(0, '127.0.0.1');
+  await new Promise(r => srv.on('listening', r));
+  const res = await fetch(`http://127.0.0.1:${srv.address().port}/`);
+  console.log('fetch', await res.text());
+  srv.close();
+})().catch(e => { console.log('error', e); process.exit(1); });
+"#,
+    )
+    .unwrap();
+    f.set_bootstrap(&format!("#!/bin/sh\nexec {node} /var/task/main.js\n"));
+    let (out, info) = finish(f.spawn("env-node")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in ["fs node-data", "script true", "timer ok", "child hi", "worker 42", "fetch fetched"] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
