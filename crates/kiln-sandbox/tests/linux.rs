@@ -1097,3 +1097,77 @@ const { Worker } = require('worker_threads');
         assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
     }
 }
+
+/// A tmpfs the test mounts on the host under `/usr/local/share`; unmounted when dropped.
+struct HostSubmount(PathBuf);
+
+impl HostSubmount {
+    fn new(name: &str) -> HostSubmount {
+        let dir = PathBuf::from(format!("/usr/local/share/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs at {}", dir.display());
+        std::fs::write(dir.join("host-file"), "from-host").unwrap();
+        HostSubmount(dir)
+    }
+}
+
+impl Drop for HostSubmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_submounts_are_read_only_and_etc_hosts_is_private() {
+    if skip_unless_root("host_submounts_are_read_only_and_etc_hosts_is_private") {
+        return;
+    }
+    let name = format!("kiln-test-{}", instance_id());
+    let sub = HostSubmount::new(&name);
+    let f = Fixture::new(Mode::Fresh, "");
+    f.set_bootstrap(&format!(
+        r#"#!/usr/bin/python3
+import os, socket
+d = '/usr/local/share/{name}'
+print('read', open(d + '/host-file').read(), flush=True)
+try:
+    open(d + '/evil', 'w').write('x'); print('write ok', flush=True)
+except OSError as e:
+    print('write', e.errno, flush=True)
+for line in open('/proc/self/mountinfo'):
+    parts = line.split()
+    if parts[4] == d:
+        print('opts', ','.join(sorted(o for o in parts[5].split(',') if o in ('ro', 'nosuid', 'nodev'))), flush=True)
+print('hostname', open('/etc/hostname').read().strip(), socket.gethostname(), flush=True)
+hosts = open('/etc/hosts').read()
+print('hosts-has-name', socket.gethostname() in hosts, flush=True)
+print('resolve', socket.gethostbyname(socket.gethostname()), flush=True)
+"#
+    ));
+    let (out, info) = finish(f.spawn("env-mounts")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "read from-host".to_owned(),
+        format!("write {EROFS}"),
+        "opts nodev,nosuid,ro".to_owned(),
+        "hostname kiln-env-mounts kiln-env-mounts".to_owned(),
+        "hosts-has-name True".to_owned(),
+        "resolve 127.0.0.1".to_owned(),
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+    assert!(!sub.0.join("evil").exists());
+    // The host's own files are untouched.
+    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert!(!host_name.contains("kiln-env-mounts"), "{host_name}");
+    assert!(!std::fs::read_to_string("/etc/hosts").unwrap().contains("kiln-env-mounts"));
+}
+
+/// `EROFS`: what a write to a read-only mount fails with.
+const EROFS: i32 = 30;

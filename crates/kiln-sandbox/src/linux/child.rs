@@ -69,6 +69,7 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "install seccomp filter",
     "exec bootstrap",
     "reset scheduling priority",
+    "private /etc/hosts and /etc/hostname",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -114,6 +115,7 @@ pub(crate) mod step {
     pub const SECCOMP: u32 = 38;
     pub const EXEC: u32 = 39;
     pub const PRIORITY: u32 = 40;
+    pub const ETC_FILES: u32 = 41;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -367,17 +369,121 @@ unsafe fn mount(
     Ok(())
 }
 
-/// Binds `src` at `dst` and makes the bind read-only, nosuid, nodev.
-unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
+/// Binds the host directory `src` at `dst`, with every mount below it, and makes the whole
+/// tree read-only, nosuid and nodev: `mount_setattr` with `AT_RECURSIVE` reaches the host's
+/// submounts (a tmpfs under `/usr/local`, Docker's binds of `/etc/hosts`, ...), which a
+/// `MS_REMOUNT` of the top mount leaves writable. Raw system calls only: usable in init
+/// (blank building) for anything that should appear read-only in every environment.
+///
+/// # Safety
+/// Both paths must be NUL-terminated; `dst` an existing directory (or file, for a file
+/// `src`), relative to the cwd or absolute, in the environment's mount namespace.
+pub(crate) unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
     mount(step::BIND, src, dst, null(), libc::MS_BIND | libc::MS_REC, null())?;
-    mount(
+    let attr = super::MountAttr {
+        attr_set: super::MOUNT_ATTR_RDONLY | super::MOUNT_ATTR_NOSUID | super::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    check_long(
         step::BIND,
-        null(),
-        dst,
-        null(),
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        null(),
-    )
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            dst,
+            libc::AT_RECURSIVE as c_uint,
+            &attr as *const super::MountAttr,
+            size_of::<super::MountAttr>(),
+        ),
+    )?;
+    Ok(())
+}
+
+/// The environment's own `/etc/hosts` and `/etc/hostname`: descriptors of two files on a
+/// small tmpfs that only init can reach, bound read-only over the host's. Init writes the
+/// hostname into them at the claim. -1 where the host has no such file (nothing to cover).
+struct EtcFiles {
+    hosts: c_int,
+    hostname: c_int,
+}
+
+/// What `/etc/hosts` says before the claim adds the environment's hostname.
+const HOSTS_HEAD: &[u8] = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// Builds [`EtcFiles`]; runs in the new root (cwd) while it is still writable, after `etc` is
+/// bound.
+unsafe fn private_etc_files() -> Result<EtcFiles, Fail> {
+    let dir = c".kiln-etc";
+    check(step::ETC_FILES, libc::mkdir(dir.as_ptr(), 0o700))?;
+    mount(
+        step::ETC_FILES,
+        c"tmpfs".as_ptr(),
+        dir.as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        c"size=16k,nr_inodes=8,mode=700".as_ptr(),
+    )?;
+    let mut out = EtcFiles { hosts: -1, hostname: -1 };
+    for (file, target, slot) in [
+        (c".kiln-etc/hosts", c"etc/hosts", &mut out.hosts),
+        (c".kiln-etc/hostname", c"etc/hostname", &mut out.hostname),
+    ] {
+        if libc::access(target.as_ptr(), libc::F_OK) != 0 {
+            continue;
+        }
+        let fd = check(
+            step::ETC_FILES,
+            libc::open(file.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644 as c_uint),
+        )?;
+        *slot = fd;
+        mount(step::ETC_FILES, file.as_ptr(), target.as_ptr(), null(), libc::MS_BIND, null())?;
+        mount(
+            step::ETC_FILES,
+            null(),
+            target.as_ptr(),
+            null(),
+            libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            null(),
+        )?;
+    }
+    if out.hosts >= 0 && libc::write(out.hosts, HOSTS_HEAD.as_ptr().cast(), HOSTS_HEAD.len()) < 0 {
+        return Err((step::ETC_FILES, errno()));
+    }
+    // The binds keep the tmpfs alive; its own mount goes, so only init's descriptors reach it.
+    check(step::ETC_FILES, libc::umount2(dir.as_ptr(), libc::MNT_DETACH))?;
+    check(step::ETC_FILES, libc::rmdir(dir.as_ptr()))?;
+    Ok(out)
+}
+
+/// Writes the claimed hostname into the environment's `/etc/hostname` and `/etc/hosts`, and
+/// closes init's descriptors of them.
+unsafe fn write_etc_files(files: &EtcFiles, hostname: &[u8]) -> Result<(), Fail> {
+    let write_all = |fd: c_int, off: usize, parts: &[&[u8]]| -> Result<(), Fail> {
+        let mut off = off as libc::off_t;
+        for part in parts {
+            let n = libc::pwrite(fd, part.as_ptr().cast(), part.len(), off);
+            if n != part.len() as isize {
+                return Err((step::ETC_FILES, if n < 0 { errno() } else { libc::EIO }));
+            }
+            off += n as libc::off_t;
+        }
+        Ok(())
+    };
+    if files.hostname >= 0 {
+        write_all(files.hostname, 0, &[hostname, b"\n"])?;
+        libc::close(files.hostname);
+    }
+    if files.hosts >= 0 {
+        write_all(files.hosts, HOSTS_HEAD.len(), &[b"127.0.0.1\t", hostname, b"\n"])?;
+        libc::close(files.hosts);
+    }
+    Ok(())
 }
 
 unsafe fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Fail> {
@@ -416,7 +522,7 @@ unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
 /// Init: build the blank, hand the listener to kiln, wait for the claim, start the bootstrap,
 /// then reap until it ends.
 unsafe fn init(p: &Plan) -> Result<(), Fail> {
-    blank(p)?;
+    let etc_files = blank(p)?;
     inheritable_limits(p)?;
     loopback_up()?;
     let listener = listen_runtime_api()?;
@@ -463,6 +569,7 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         )?;
     }
     check(step::HOSTNAME, libc::sethostname(claim.hostname.as_ptr().cast(), claim.hostname.len()))?;
+    write_etc_files(&etc_files, claim.hostname)?;
     let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (step::CHECK_CLAIM, libc::EINVAL))?;
     let argv = [exe.as_ptr(), null()];
     let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
@@ -616,7 +723,7 @@ unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int)>, Fail> {
 }
 
 /// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
-unsafe fn blank(p: &Plan) -> Result<(), Fail> {
+unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
     // kiln's signal handlers are copied into the child: reset them, and the mask.
     let mut sa: libc::sigaction = zeroed();
     sa.sa_sigaction = libc::SIG_DFL;
@@ -683,6 +790,7 @@ unsafe fn blank(p: &Plan) -> Result<(), Fail> {
     }
     bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;
     bind_ro(c"/etc".as_ptr(), c"etc".as_ptr())?;
+    let etc_files = private_etc_files()?;
     // `var/task` stays an empty directory until a claim attaches the code there.
     mount(
         step::TMP,
@@ -752,7 +860,7 @@ unsafe fn blank(p: &Plan) -> Result<(), Fail> {
         null(),
     )?;
 
-    Ok(())
+    Ok(etc_files)
 }
 
 unsafe fn loopback_up() -> Result<(), Fail> {
@@ -896,7 +1004,7 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::PRIORITY + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::ETC_FILES + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");

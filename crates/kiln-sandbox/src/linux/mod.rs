@@ -1099,14 +1099,16 @@ fn failed_step(id: &str, m: Msg) -> SandboxError {
     SandboxError::step(id, name, io::Error::from_raw_os_error(m.value))
 }
 
-/// `code_dir` as a detached mount tree, read-only, nosuid, nodev and private throughout.
-fn detached_code_mount(code_dir: &CString) -> io::Result<OwnedFd> {
+/// A host directory as a detached mount tree (every mount below it included), read-only,
+/// nosuid, nodev and private throughout: what a claim hands init to attach with `move_mount`
+/// (the code at `/var/task`; the same fits any per-function directory, e.g. `/opt`).
+pub(crate) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
     // SAFETY: open_tree with a valid C path; the result is checked and owned.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
-            code_dir.as_ptr(),
+            dir.as_ptr(),
             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
         )
     };
@@ -1142,17 +1144,17 @@ fn detached_code_mount(code_dir: &CString) -> io::Result<OwnedFd> {
 // From <linux/mount.h>; defined here because the libc crate exports them only for some targets.
 const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
 }
 
 /// Why claiming a blank failed; `retry` when the blank was dead before we asked (another blank
@@ -1246,7 +1248,7 @@ impl Backend for LinuxBackend {
         let mut prepared = prepare(spec).map_err(|e| step("check spec", e))?;
         let limits = Limits::for_memory_mb(spec.memory_mb);
         let tmp_mb = spec.tmp_mb.max(1);
-        let open_code = || detached_code_mount(&prepared.code_dir).map_err(|e| step("open code directory", e));
+        let open_code = || detached_read_only_tree(&prepared.code_dir).map_err(|e| step("open code directory", e));
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
