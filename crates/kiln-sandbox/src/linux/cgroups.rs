@@ -42,6 +42,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a freeze to take hold.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// TCP socket buffers an environment may hold on cgroup v1, where they are not part of
+/// `memory.limit_in_bytes` (v1 charges them to a counter of their own, and only once a limit is
+/// set): half its memory, so buffers and memory together stay within 1.5 times the memory
+/// size. On v2 socket memory is part of `memory.max` already.
+pub(crate) fn v1_tcp_limit_bytes(memory_bytes: u64) -> u64 {
+    memory_bytes / 2
+}
+
 /// What one environment may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -408,6 +416,8 @@ impl Cgroups for CgroupV1 {
         // No swap: memory+swap may not exceed memory (absent without swap accounting).
         write_optional(&mem.join("memory.memsw.limit_in_bytes"), &bytes)?;
         write_optional(&mem.join("memory.swappiness"), "0")?;
+        // Absent only on kernels without kmem accounting, which cannot charge sockets at all.
+        write_optional(&mem.join("memory.kmem.tcp.limit_in_bytes"), &v1_tcp_limit_bytes(limits.memory_bytes).to_string())?;
 
         let cpu = self.paths.cpu.join(env);
         mkdir(&cpu)?;
@@ -447,6 +457,10 @@ impl Cgroups for CgroupV1 {
                 write(&limit, &bytes)?;
                 write_optional(&memsw, &bytes)?;
             }
+            // Lowering below the buffers in use is allowed: new allocations then fail until
+            // the use drops.
+            let tcp = v1_tcp_limit_bytes(new.memory_bytes).to_string();
+            write_optional(&mem.join("memory.kmem.tcp.limit_in_bytes"), &tcp)?;
         }
         let cpu = self.paths.cpu.join(env);
         if old.cpu_quota_us != new.cpu_quota_us {
@@ -820,6 +834,38 @@ mod tests {
         assert_eq!(small.memory_bytes, 128 * 1024 * 1024);
         assert_eq!(small.pids_max, 1024);
         assert_eq!(Limits::for_memory_mb(10240).cpu_quota_us, CPU_PERIOD_US * 10240 / MB_PER_CPU);
+    }
+
+    #[test]
+    fn v1_charges_tcp_buffers_to_half_the_memory_and_v2_needs_no_extra_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");
+        let cg = CgroupV1::new(V1Paths {
+            memory: dir("memory"),
+            cpu: dir("cpu"),
+            pids: dir("pids"),
+            freezer: Some(dir("freezer")),
+            unified: None,
+        })
+        .unwrap();
+        for d in ["memory", "cpu", "pids", "freezer"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        cg.init().unwrap();
+        let small = Limits::for_memory_mb(128);
+        cg.create("e", &small).unwrap();
+        let tcp = dir("memory").join("e/memory.kmem.tcp.limit_in_bytes");
+        assert_eq!(text(tcp.clone()), (64u64 << 20).to_string());
+        cg.set_limits("e", &small, &Limits::for_memory_mb(1024)).unwrap();
+        assert_eq!(text(tcp.clone()), (512u64 << 20).to_string());
+        // v2: socket buffers count in memory.max; nothing else is written.
+        let (root2, cg2) = fake_v2();
+        cg2.init().unwrap();
+        cg2.create("e", &small).unwrap();
+        let d = root2.path().join("kiln-abcd1234/e");
+        assert_eq!(text(d.join("memory.max")), (128u64 << 20).to_string());
+        let names: Vec<String> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(!names.iter().any(|n| n.contains("tcp") || n.contains("kmem")), "{names:?}");
     }
 
     #[test]
