@@ -37,6 +37,9 @@ pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 pub(crate) const CPU_FLOOR_PERCENT: u64 = 10;
 /// Processes and threads one environment may have.
 pub(crate) const PIDS_MAX: u32 = 1024;
+/// On cgroup v2, the child cgroup of an environment's that holds its bootstrap and freezes.
+pub(crate) const FUNCTION_CGROUP: &str = "function";
+
 /// How long to wait for the processes of a killed cgroup to disappear.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a freeze to take hold.
@@ -126,8 +129,13 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// Creates the instance's parent directories (idempotent).
     fn init(&self) -> Result<(), CgroupError>;
     /// Creates the cgroups of environment `env` with `limits`; returns the `cgroup.procs` files
-    /// a process must be written to to join all of them.
+    /// a process must be written to to join all of them. The last one is the freezer's, which
+    /// only the bootstrap joins: init stays outside what [`Cgroups::freeze`] stops, so it can
+    /// still thaw and end its environment when kiln dies while the function is frozen.
     fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// The file that freezes `env` and the value that thaws it (what init writes before it
+    /// ends a frozen environment).
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])>;
     /// Changes the memory and CPU limits of `env` from `old` (what it has) to `new`, writing
     /// only the files whose value changes (`pids.max` and the CFS period never do).
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError>;
@@ -339,6 +347,7 @@ fn v2_kill(dir: &Path, has_kill: bool) -> Result<(), CgroupError> {
     }
     let _ = v2_freeze(dir);
     sigkill_each(&dir.join("cgroup.procs"));
+    sigkill_each(&dir.join(FUNCTION_CGROUP).join("cgroup.procs"));
     write_unless_gone("cgroup.freeze", "0")
 }
 
@@ -509,10 +518,21 @@ impl Cgroups for CgroupV1 {
         }
     }
 
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
+        match (&self.paths.unified, self.v1_freezer(env)) {
+            (Some(u), _) => Some((u.join(env).join("cgroup.freeze"), &b"0"[..])),
+            (None, Some(f)) => Some((f.join("freezer.state"), &b"THAWED"[..])),
+            (None, None) => None,
+        }
+    }
+
     fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
         if let Some(u) = &self.paths.unified {
             let has_kill = self.unified_kill || u.join(env).join("cgroup.kill").exists();
-            return v2_kill(&u.join(env), has_kill);
+            let r = v2_kill(&u.join(env), has_kill);
+            // Init is not in the unified cgroup (the freezer): kill it through the memory one.
+            sigkill_each(&self.paths.memory.join(env).join("cgroup.procs"));
+            return r;
         }
         // v1: freeze so nothing forks while we kill, kill each, thaw so the signals land.
         let frozen = self.freeze(env).is_ok();
@@ -616,7 +636,11 @@ impl Cgroups for CgroupV2 {
         write_optional(&d.join("cpu.max.burst"), &limits.cpu_quota_us.to_string())?;
         write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
         write(&d.join("pids.max"), &limits.pids_max.to_string())?;
-        Ok(vec![d.join("cgroup.procs")])
+        // The bootstrap's own cgroup, without controllers (its use is charged to `d`): the one
+        // that freezes, so that init in `d` never is.
+        let f = d.join(FUNCTION_CGROUP);
+        mkdir(&f)?;
+        Ok(vec![d.join("cgroup.procs"), f.join("cgroup.procs")])
     }
 
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
@@ -639,11 +663,15 @@ impl Cgroups for CgroupV2 {
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {
-        v2_freeze(&self.base.join(env))
+        v2_freeze(&self.base.join(env).join(FUNCTION_CGROUP))
     }
 
     fn thaw(&self, env: &str) -> Result<(), CgroupError> {
-        write(&self.base.join(env).join("cgroup.freeze"), "0")
+        write(&self.base.join(env).join(FUNCTION_CGROUP).join("cgroup.freeze"), "0")
+    }
+
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
+        Some((self.base.join(env).join(FUNCTION_CGROUP).join("cgroup.freeze"), &b"0"[..]))
     }
 
     fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
@@ -661,7 +689,7 @@ impl Cgroups for CgroupV2 {
     fn hot_files(&self, env: &str) -> HotFiles {
         let d = self.base.join(env);
         HotFiles::open(
-            Some((d.join("cgroup.freeze"), &b"1"[..], &b"0"[..])),
+            Some((d.join(FUNCTION_CGROUP).join("cgroup.freeze"), &b"1"[..], &b"0"[..])),
             &[d.join("memory.peak"), d.join("memory.current")],
         )
     }
@@ -671,6 +699,7 @@ impl Cgroups for CgroupV2 {
     }
 
     fn remove(&self, env: &str) -> Result<(), CgroupError> {
+        rmdir(&self.base.join(env).join(FUNCTION_CGROUP))?;
         rmdir(&self.base.join(env))
     }
 
@@ -882,7 +911,9 @@ mod tests {
         cg.init().unwrap();
         let procs = cg.create("env-1", &Limits::for_memory_mb(512)).unwrap();
         let d = root.path().join("kiln-abcd1234/env-1");
-        assert_eq!(procs, vec![d.join("cgroup.procs")]);
+        // Init joins the environment's cgroup, the bootstrap the child that freezes.
+        assert_eq!(procs, vec![d.join("cgroup.procs"), d.join("function/cgroup.procs")]);
+        assert_eq!(cg.thaw_control("env-1"), Some((d.join("function/cgroup.freeze"), &b"0"[..])));
         assert_eq!(text(d.join("memory.max")), (512u64 << 20).to_string());
         assert_eq!(text(d.join("memory.swap.max")), "0");
         assert_eq!(text(d.join("cpu.max")), format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US * 512 / MB_PER_CPU));
@@ -916,11 +947,13 @@ mod tests {
         cg.init().unwrap();
         cg.create("e", &Limits::for_memory_mb(128)).unwrap();
         let d = root.path().join("kiln-abcd1234/e");
-        fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        let f = d.join("function");
+        fs::write(f.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         cg.freeze("e").unwrap();
-        assert_eq!(text(d.join("cgroup.freeze")), "1");
+        assert_eq!(text(f.join("cgroup.freeze")), "1");
+        assert!(!d.join("cgroup.freeze").exists(), "init's cgroup never freezes");
         cg.thaw("e").unwrap();
-        assert_eq!(text(d.join("cgroup.freeze")), "0");
+        assert_eq!(text(f.join("cgroup.freeze")), "0");
 
         fs::write(d.join("cgroup.kill"), "").unwrap();
         cg.kill_all("e").unwrap();
@@ -939,7 +972,7 @@ mod tests {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
         cg.create("e", &Limits::for_memory_mb(128)).unwrap();
-        let d = root.path().join("kiln-abcd1234/e");
+        let d = root.path().join("kiln-abcd1234/e/function");
         fs::write(d.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
         assert!(matches!(cg.freeze("e"), Err(CgroupError::FreezeTimeout { .. })));
     }
@@ -949,7 +982,7 @@ mod tests {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
         let d = root.path().join("kiln-abcd1234/e");
-        fs::create_dir(&d).unwrap();
+        fs::create_dir_all(d.join("function")).unwrap();
         cg.remove("e").unwrap();
         assert!(!d.exists());
         cg.remove("e").unwrap();

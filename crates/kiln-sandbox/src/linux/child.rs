@@ -70,6 +70,8 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "exec bootstrap",
     "reset scheduling priority",
     "private /etc/hosts and /etc/hostname",
+    "join the freezer cgroup",
+    "watch kiln and the bootstrap",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -116,6 +118,8 @@ pub(crate) mod step {
     pub const EXEC: u32 = 39;
     pub const PRIORITY: u32 = 40;
     pub const ETC_FILES: u32 = 41;
+    pub const FREEZER: u32 = 42;
+    pub const WATCH: u32 = 43;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -246,8 +250,14 @@ pub(crate) enum RootEntry {
 pub(crate) struct Plan<'a> {
     /// Descriptors the init keeps; sorted, all ≥ 3. Everything else is closed.
     pub keep: &'a [c_int],
-    /// `cgroup.procs` files to write "0" to, opened by the parent.
+    /// `cgroup.procs` files init writes "0" to, opened by the parent.
     pub cgroup_procs: &'a [c_int],
+    /// The freezer's `cgroup.procs`, which only the bootstrap joins (-1: none).
+    pub bootstrap_cgroup: c_int,
+    /// The freezer's control file (-1: none) and the value that thaws: init writes it before
+    /// ending its environment when kiln has died.
+    pub thaw_fd: c_int,
+    pub thaw_value: &'a [u8],
     /// The init's end of the socket pair to the parent.
     pub sock: c_int,
     /// Write end of the output pipe: the bootstrap's stdout and stderr.
@@ -574,7 +584,12 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
     let argv = [exe.as_ptr(), null()];
     let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
 
-    // The bootstrap.
+    // The bootstrap. SIGCHLD stays blocked in init from here on, to be read from a signalfd
+    // beside kiln's socket; the bootstrap unblocks it before exec.
+    let mut chld: libc::sigset_t = zeroed();
+    libc::sigemptyset(&mut chld);
+    libc::sigaddset(&mut chld, libc::SIGCHLD);
+    check(step::WATCH, libc::sigprocmask(libc::SIG_BLOCK, &chld, null_mut()))?;
     let mut report = [0 as c_int; 2];
     check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
     let [report_r, report_w] = report;
@@ -618,18 +633,16 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         return Err((step::SEND_STARTED, errno()));
     }
 
-    // Reap everything until the bootstrap ends; orphans of the namespace land here too.
-    let mut status: c_int = 0;
-    loop {
-        let r = libc::waitpid(-1, &mut status, 0);
-        if r == pid {
-            break;
-        }
-        if r < 0 && errno() == libc::ECHILD {
-            status = 0;
-            break;
-        }
+    if p.bootstrap_cgroup >= 0 {
+        libc::close(p.bootstrap_cgroup);
     }
+    let Some(status) = watch(p, pid, &chld)? else {
+        // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
+        if p.thaw_fd >= 0 {
+            libc::write(p.thaw_fd, p.thaw_value.as_ptr().cast(), p.thaw_value.len());
+        }
+        return Ok(());
+    };
     let end = match exec_errno {
         Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
         None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
@@ -638,6 +651,57 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
     send_msg(p.sock, &end, None);
     // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
     Ok(())
+}
+
+/// Reaps every process until the bootstrap ends (orphans of the namespace land here too) and
+/// returns its wait status; `None` as soon as kiln's end of the socket closes (kiln exited or
+/// was killed: nothing will ever destroy this environment otherwise). Init itself is never
+/// frozen (it is not in the freezer cgroup), so this holds while the function is frozen.
+unsafe fn watch(p: &Plan, pid: libc::pid_t, chld: &libc::sigset_t) -> Result<Option<c_int>, Fail> {
+    let sfd = check(step::WATCH, libc::signalfd(-1, chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
+    let mut status: c_int = 0;
+    loop {
+        loop {
+            let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if r == pid {
+                libc::close(sfd);
+                return Ok(Some(status));
+            }
+            if r < 0 && errno() == libc::ECHILD {
+                libc::close(sfd);
+                return Ok(Some(0));
+            }
+            if r <= 0 {
+                break;
+            }
+        }
+        let mut fds = [
+            libc::pollfd { fd: p.sock, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
+        ];
+        if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err((step::WATCH, errno()));
+        }
+        let [sock, sig] = fds;
+        if sig.revents != 0 {
+            let mut info = [0u8; 128];
+            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
+        }
+        if sock.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Ok(None);
+        }
+        if sock.revents & libc::POLLIN != 0 {
+            // kiln sends nothing after the claim: only its end of file is expected here.
+            let mut buf = [0u8; 64];
+            let n = libc::recv(p.sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
+            if n == 0 || (n < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR)) {
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// `MOVE_MOUNT_F_EMPTY_PATH` from `<linux/mount.h>`.
@@ -952,6 +1016,17 @@ unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
 }
 
 unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
+    // Into the freezer cgroup (init stays out), in a cgroup namespace rooted there; then the
+    // signal mask init blocked SIGCHLD in.
+    if p.bootstrap_cgroup >= 0 {
+        if libc::write(p.bootstrap_cgroup, b"0".as_ptr().cast(), 1) != 1 {
+            return Err((step::FREEZER, errno()));
+        }
+        check(step::FREEZER, libc::unshare(libc::CLONE_NEWCGROUP))?;
+    }
+    let mut none: libc::sigset_t = zeroed();
+    libc::sigemptyset(&mut none);
+    check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &none, null_mut()))?;
     check(step::SETSID, libc::setsid())?;
     check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
     check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
@@ -1004,7 +1079,7 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::ETC_FILES + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::WATCH + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");

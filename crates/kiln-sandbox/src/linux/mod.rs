@@ -1004,8 +1004,24 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
     let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
 
-    let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    // Init joins every cgroup but the freezer's (the last), which only the bootstrap joins.
+    let mut procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let bootstrap_cgroup = if procs_raw.len() > 1 { procs_raw.pop().unwrap_or(-1) } else { -1 };
+    let thaw = inner.cgroups.thaw_control(cgroup);
+    let thaw_file = match &thaw {
+        Some((path, _)) => Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(OwnedFd::from)
+                .and_then(above_stdio)
+                .map_err(|e| step("open freezer", e))?,
+        ),
+        None => None,
+    };
+    let thaw_fd = thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut keep: Vec<RawFd> = procs_raw.clone();
+    keep.extend([bootstrap_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
     keep.push(child_sock.as_raw_fd());
     keep.push(out_w.as_raw_fd());
     keep.sort_unstable();
@@ -1022,6 +1038,9 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     let plan = Plan {
         keep: &keep,
         cgroup_procs: &procs_raw,
+        bootstrap_cgroup,
+        thaw_fd,
+        thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
         sock: child_sock.as_raw_fd(),
         out_w: out_w.as_raw_fd(),
         root: &inner.root_mountpoint,
@@ -1063,7 +1082,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // The child has its own copies; ours can go.
-    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack));
+    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file));
 
     let fail = |e: SandboxError| {
         pidfd_kill(&pidfd);
