@@ -1225,3 +1225,89 @@ sys.stdin.read()
     assert!(sent <= 2 * limit, "sent {sent} with a TCP limit of {limit}: {acc}");
     assert!(peak >= limit / 2, "the function did not come near the limit (peak {peak}): {acc}");
 }
+
+/// Set in the child process of `environments_die_with_kiln`, which plays kiln.
+const KILN_ROLE: &str = "KILN_SANDBOX_TEST_PLAY_KILN";
+
+/// kiln (here: a child process running a backend) is killed with SIGKILL while one
+/// environment runs and one is frozen, and its state directory is removed: nothing is left to
+/// clean up after it, so the environments must end by themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_die_with_kiln() {
+    if let Ok(marker) = std::env::var(KILN_ROLE) {
+        // The child: build two environments, freeze one, report, and wait to be killed.
+        let state = PathBuf::from(std::env::var("KILN_SANDBOX_TEST_STATE").unwrap());
+        let instance = std::env::var("KILN_SANDBOX_TEST_INSTANCE").unwrap();
+        let b = backend(&instance, &state, 1);
+        let code = code_dir(&format!(
+            "#!/bin/sh\nexec /usr/bin/python3 -c 'import time\nwhile True: time.sleep(0.01)' {marker}\n"
+        ));
+        let spec = |id: &str| SandboxSpec {
+            id: id.into(),
+            code_dir: code.path().into(),
+            bootstrap: "bootstrap".into(),
+            env: vec![],
+            memory_mb: 128,
+            tmp_mb: 16,
+        };
+        let running = b.spawn(&spec("env-running")).unwrap();
+        let frozen = b.spawn(&spec("env-frozen")).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        frozen.sandbox.freeze().unwrap();
+        println!("ready {} {}", running.sandbox.pid(), frozen.sandbox.pid());
+        std::mem::forget((running, frozen, b, code));
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if skip_unless_root("environments_die_with_kiln") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let marker = format!("kiln-death-{instance}");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "environments_die_with_kiln", "--nocapture", "--test-threads=1"])
+        .env(KILN_ROLE, &marker)
+        .env("KILN_SANDBOX_TEST_STATE", state.path())
+        .env("KILN_SANDBOX_TEST_INSTANCE", &instance)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        // libtest writes "test <name> ... " before the test's own output, on the same line.
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find_map(|l| {
+            l.find("ready ").map(|i| l[i..].to_owned())
+        })
+    });
+    // Kills the child on every way out, so the reader above always ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = KillOnDrop(child);
+    let line = tokio::time::timeout(Duration::from_secs(60), line).await.expect("child did not get ready").unwrap();
+    let line = line.expect("child ended before it was ready");
+    let inits: Vec<u32> = line.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
+    assert_eq!(inits.len(), 2);
+    let before = processes_with(&marker);
+    assert!(before.len() >= 2, "the functions are not running: {before:?}");
+    drop(child);
+    drop(state);
+    // Generous bound: the inits notice their socket's end at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (!processes_with(&marker).is_empty() || !inits.iter().all(|p| dead(*p))) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "function processes outlived kiln: {left:?}");
+    assert!(inits.iter().all(|p| dead(*p)), "inits outlived kiln: {inits:?}");
+    // Remove the empty cgroups the dead instance left, as its successor would.
+    let state = tempfile::tempdir().unwrap();
+    drop(backend(&instance, state.path(), 0));
+}
