@@ -72,6 +72,7 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "private /etc/hosts and /etc/hostname",
     "join the freezer cgroup",
     "watch kiln and the bootstrap",
+    "enter user namespace",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -120,6 +121,7 @@ pub(crate) mod step {
     pub const ETC_FILES: u32 = 41;
     pub const FREEZER: u32 = 42;
     pub const WATCH: u32 = 43;
+    pub const USERNS: u32 = 44;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -276,8 +278,12 @@ pub(crate) struct Plan<'a> {
     /// Top of the stack the bootstrap's process runs on until `execve` (16-byte aligned).
     pub bootstrap_stack: *mut c_void,
     pub filters: &'a [libc::sock_fprog],
+    /// The environment's own host uid and gid.
     pub uid: u32,
     pub gid: u32,
+    /// What the function sees them as, through its user namespace.
+    pub ns_uid: u32,
+    pub ns_gid: u32,
     pub nofile: u64,
     /// Highest capability number of this kernel.
     pub cap_last: u32,
@@ -1037,6 +1043,7 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     // the parent.
     check_long(step::SETGID, libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid))?;
     check_long(step::SETUID, libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid))?;
+    enter_user_namespace(p)?;
     // The inheritable set survives a uid change; clear everything.
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
@@ -1055,6 +1062,72 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     }
     libc::execve(e.exe.as_ptr(), e.argv.as_ptr(), e.envp);
     Err((step::EXEC, errno()))
+}
+
+/// Makes the bootstrap's host uid and gid appear as `ns_uid`/`ns_gid`: a user namespace of its
+/// own (an unprivileged process may map its own ids, and only them), entered after the uid
+/// change. The capabilities it gets in that namespace are cleared right after (`capset`) and
+/// could act on nothing anyway: every other namespace of the environment belongs to the host's
+/// user namespace. Setting groups stays denied in it.
+unsafe fn enter_user_namespace(p: &Plan) -> Result<(), Fail> {
+    // The uid change made the process non-dumpable, which makes /proc/self root's.
+    check(step::USERNS, libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+    check(step::USERNS, libc::unshare(libc::CLONE_NEWUSER))?;
+    let write_file = |path: &CStr, text: &[u8]| -> Result<(), Fail> {
+        let fd = check(step::USERNS, libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
+        let n = libc::write(fd, text.as_ptr().cast(), text.len());
+        let e = errno();
+        libc::close(fd);
+        if n != text.len() as isize {
+            return Err((step::USERNS, if n < 0 { e } else { libc::EIO }));
+        }
+        Ok(())
+    };
+    let mut line = [0u8; 40];
+    write_file(c"/proc/self/setgroups", b"deny")?;
+    let n = id_map_line(&mut line, p.ns_uid, p.uid);
+    write_file(c"/proc/self/uid_map", line.get(..n).unwrap_or_default())?;
+    let n = id_map_line(&mut line, p.ns_gid, p.gid);
+    write_file(c"/proc/self/gid_map", line.get(..n).unwrap_or_default())?;
+    // A new user namespace starts with a full bounding set: empty it again (the capabilities
+    // it gave us include CAP_SETPCAP there).
+    for cap in 0..=p.cap_last {
+        check(step::USERNS, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+    }
+    Ok(())
+}
+
+/// Writes `"<inside> <outside> 1\n"` into `out`; returns its length.
+fn id_map_line(out: &mut [u8; 40], inside: u32, outside: u32) -> usize {
+    let mut len = 0;
+    let mut push = |b: u8| {
+        if let Some(o) = out.get_mut(len) {
+            *o = b;
+            len += 1;
+        }
+    };
+    for n in [inside, outside] {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            if let Some(d) = digits.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || i == 0 {
+                break;
+            }
+        }
+        for &d in digits.get(i..).unwrap_or_default() {
+            push(d);
+        }
+        push(b' ');
+    }
+    push(b'1');
+    push(b'\n');
+    len
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -1079,13 +1152,22 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::WATCH + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::USERNS + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
         assert_eq!(STEP_NAMES[step::ATTACH_CODE as usize], "attach code at /var/task");
         assert_eq!(STEP_NAMES[step::HOSTNAME as usize], "set hostname");
+    }
+
+    #[test]
+    fn id_map_lines_are_single_ranges() {
+        let mut out = [0u8; 40];
+        let n = id_map_line(&mut out, 993, 1_073_807_360);
+        assert_eq!(&out[..n], b"993 1073807360 1\n");
+        let n = id_map_line(&mut out, 0, u32::MAX);
+        assert_eq!(&out[..n], b"0 4294967295 1\n");
     }
 
     #[test]
