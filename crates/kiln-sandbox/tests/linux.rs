@@ -1199,7 +1199,7 @@ for i in range(200):
         except (BlockingIOError, OSError):
             break
 print('sent', sent, 'conns', len(conns), 'refused', refused, flush=True)
-sys.stdin.read()
+import time; time.sleep(600)
 "#,
     );
     let mut spawned = f.spawn_spec(&f.spec("env-tcp", 128));
@@ -1278,9 +1278,10 @@ async fn environments_die_with_kiln() {
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         // libtest writes "test <name> ... " before the test's own output, on the same line.
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find_map(|l| {
-            l.find("ready ").map(|i| l[i..].to_owned())
-        })
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.find("ready ").map(|i| l[i..].to_owned()))
     });
     // Kills the child on every way out, so the reader above always ends.
     struct KillOnDrop(std::process::Child);
@@ -1310,4 +1311,73 @@ async fn environments_die_with_kiln() {
     // Remove the empty cgroups the dead instance left, as its successor would.
     let state = tempfile::tempdir().unwrap();
     drop(backend(&instance, state.path(), 0));
+}
+
+/// Host uid of a process, as the host sees it.
+fn host_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// Two environments run as two host uids (both 993 inside), so one that takes every inotify
+/// instance a user may have leaves the other its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_have_host_uids_of_their_own() {
+    if skip_unless_root("environments_have_host_uids_of_their_own") {
+        return;
+    }
+    let max: usize =
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap().trim().parse().unwrap();
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while True:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+print('uid', os.getuid(), os.getgid(), 'inotify', len(fds), 'errno', ctypes.get_errno(), flush=True)
+import time; time.sleep(600)
+"#,
+    );
+    let mut a = f.spawn_spec(&f.spec("env-uid-a", 128));
+    let mut out_a = receiver(&mut a);
+    let mut acc_a = String::new();
+    read_until(&mut out_a, &mut acc_a, "errno", 30).await;
+    // A holds all it could get; B starts now and gets as many.
+    let mut b = f.spawn_spec(&f.spec("env-uid-b", 128));
+    let mut out_b = receiver(&mut b);
+    let mut acc_b = String::new();
+    read_until(&mut out_b, &mut acc_b, "errno", 30).await;
+    // Every process of an environment but its init (root), from the host's side.
+    let procs = |name: &str, init: u32| -> Vec<u32> {
+        let mut pids: Vec<u32> = f
+            .cgroup_dirs(name)
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| *p != init)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
+    let uids_a: Vec<u32> = procs("env-uid-a", a.sandbox.pid()).into_iter().filter_map(host_uid).collect();
+    let uids_b: Vec<u32> = procs("env-uid-b", b.sandbox.pid()).into_iter().filter_map(host_uid).collect();
+    a.sandbox.destroy();
+    b.sandbox.destroy();
+    let expected = format!("uid 993 993 inotify {max} errno 24");
+    assert!(acc_a.contains(&expected), "{acc_a}");
+    assert!(acc_b.contains(&expected), "B was starved by A: {acc_b}");
+    assert!(!uids_a.is_empty() && !uids_b.is_empty(), "{uids_a:?} {uids_b:?}");
+    assert!(uids_a.iter().all(|u| *u != 993 && *u != 0 && !uids_b.contains(u)), "{uids_a:?} vs {uids_b:?}");
 }

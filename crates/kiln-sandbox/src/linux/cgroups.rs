@@ -426,7 +426,10 @@ impl Cgroups for CgroupV1 {
         write_optional(&mem.join("memory.memsw.limit_in_bytes"), &bytes)?;
         write_optional(&mem.join("memory.swappiness"), "0")?;
         // Absent only on kernels without kmem accounting, which cannot charge sockets at all.
-        write_optional(&mem.join("memory.kmem.tcp.limit_in_bytes"), &v1_tcp_limit_bytes(limits.memory_bytes).to_string())?;
+        write_optional(
+            &mem.join("memory.kmem.tcp.limit_in_bytes"),
+            &v1_tcp_limit_bytes(limits.memory_bytes).to_string(),
+        )?;
 
         let cpu = self.paths.cpu.join(env);
         mkdir(&cpu)?;
@@ -893,7 +896,8 @@ mod tests {
         cg2.create("e", &small).unwrap();
         let d = root2.path().join("kiln-abcd1234/e");
         assert_eq!(text(d.join("memory.max")), (128u64 << 20).to_string());
-        let names: Vec<String> = fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert!(!names.iter().any(|n| n.contains("tcp") || n.contains("kmem")), "{names:?}");
     }
 

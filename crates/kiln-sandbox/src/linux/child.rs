@@ -459,12 +459,7 @@ unsafe fn private_etc_files() -> Result<EtcFiles, Fail> {
             null(),
             target.as_ptr(),
             null(),
-            libc::MS_BIND
-                | libc::MS_REMOUNT
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
             null(),
         )?;
     }

@@ -555,8 +555,8 @@ pub(crate) fn build() -> Result<Vec<BpfProgram>, SeccompError> {
         .iter()
         .map(|flag| {
             let flag = *flag as u64;
-            let c = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag)
-                .map_err(build)?;
+            let c =
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag), flag).map_err(build)?;
             rule(vec![c])
         })
         .collect::<Result<Vec<_>, _>>()?;
