@@ -936,3 +936,448 @@ async fn a_blank_costs_little_memory() {
     assert!(charged < 4 << 20, "blank charges {charged} bytes");
     assert!(private < 2048, "blank init has {private} KiB private");
 }
+
+// ---- Hostile functions: what the allow list, the mounts and the limits stop ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_allow_list_refuses_foreign_families_and_unknown_calls() {
+    if skip_unless_root("seccomp_allow_list_refuses_foreign_families_and_unknown_calls") {
+        return;
+    }
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(name, nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    print(name, 'ok' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?'), flush=True)
+call('vsock', 41, 40, 1, 0)
+call('uevent', 41, 16, 3, 15)
+call('packet', 41, 17, 3, 0)
+call('rtnetlink', 41, 16, 3, 0)
+call('unix', 41, 1, 1, 0)
+call('inet6', 41, 10, 2, 0)
+call('socketpair-inet', 53, 2, 1, 0, 0)
+call('open_tree_attr', 467, -100, 0, 0, 0, 0)
+call('listmount', 458, 0, 0, 0, 0)
+call('statmount', 457, 0, 0, 0, 0)
+call('memfd_secret', 447, 0)
+call('fanotify_init', 300, 0, 0)
+call('kcmp', 312, 1, 1, 0, 0, 0)
+call('process_madvise', 440, 0, 0, 0, 0, 0)
+call('set_mempolicy', 238, 0, 0, 0)
+call('mbind', 237, 0, 0, 0, 0, 0, 0)
+call('move_pages', 279, 0, 0, 0, 0, 0, 0)
+call('io_uring_setup', 425, 1, 0)
+call('nr-999', 999)
+call('x32-getpid', 0x40000000 | 39)
+call('personality-query', 135, 0xffffffff)
+call('personality-exec', 135, 0x0400000)
+call('sethostname', 170, 0, 0)
+call('mount', 165, 0, 0, 0, 0, 0)
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-allow")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "vsock EPERM",
+        "uevent EPERM",
+        "packet EPERM",
+        "rtnetlink ok",
+        "unix ok",
+        "inet6 ok",
+        "socketpair-inet EPERM",
+        "open_tree_attr ENOSYS",
+        "listmount ENOSYS",
+        "statmount ENOSYS",
+        "memfd_secret ENOSYS",
+        "fanotify_init ENOSYS",
+        "kcmp ENOSYS",
+        "process_madvise ENOSYS",
+        "set_mempolicy ENOSYS",
+        "mbind ENOSYS",
+        "move_pages ENOSYS",
+        "io_uring_setup ENOSYS",
+        "nr-999 ENOSYS",
+        "x32-getpid EPERM",
+        "personality-query ok",
+        "personality-exec EPERM",
+        "sethostname EPERM",
+        "mount EPERM",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
+
+/// Python with ssl, json, asyncio (loopback server), multiprocessing and subprocess doing real
+/// work under the allow list.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_does_real_work_under_the_allow_list() {
+    if skip_unless_root("python_does_real_work_under_the_allow_list") {
+        return;
+    }
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ssl, json, asyncio, multiprocessing, subprocess, hashlib, threading, os
+ctx = ssl.create_default_context()
+print('ssl', ctx.verify_mode == ssl.CERT_REQUIRED, len(ctx.get_ca_certs()) >= 0, flush=True)
+print('json', json.loads(json.dumps({'a': [1, 2, 3]}))['a'][2], flush=True)
+async def main():
+    async def echo(r, w):
+        w.write((await r.readline()).upper()); await w.drain(); w.close()
+    srv = await asyncio.start_server(echo, '127.0.0.1', 0)
+    port = srv.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection('127.0.0.1', port)
+    w.write(b'hello\n'); await w.drain()
+    got = await r.readline()
+    srv.close()
+    return got.decode().strip()
+print('asyncio', asyncio.run(main()), flush=True)
+def child(conn):
+    conn.send(sum(range(1000))); conn.close()
+a, b = multiprocessing.Pipe()
+p = multiprocessing.Process(target=child, args=(b,)); p.start()
+print('multiprocessing', a.recv(), flush=True); p.join()
+print('subprocess', subprocess.run(['/bin/echo', 'hi'], capture_output=True, text=True).stdout.strip(), flush=True)
+t = threading.Thread(target=lambda: print('thread', hashlib.sha256(b'x').hexdigest()[:8], flush=True)); t.start(); t.join()
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-python")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in
+        ["ssl True True", "json 3", "asyncio HELLO", "multiprocessing 499500", "subprocess hi", "thread 2d711642"]
+    {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
+
+/// Node.js: libuv tries io_uring (ENOSYS) and falls back; files, timers, child_process,
+/// worker_threads and fetch on loopback all work.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_does_real_work_under_the_allow_list() {
+    if skip_unless_root("node_does_real_work_under_the_allow_list") {
+        return;
+    }
+    let Some(node) = ["/usr/bin/node", "/usr/local/bin/node"].into_iter().find(|p| Path::new(p).exists()) else {
+        panic!("node_does_real_work_under_the_allow_list needs Node.js at /usr/bin/node or /usr/local/bin/node");
+    };
+    let f = Fixture::new(Mode::Fresh, "");
+    std::fs::write(
+        f.code.path().join("main.js"),
+        r#"
+const fs = require('fs'), cp = require('child_process'), http = require('http');
+const { Worker } = require('worker_threads');
+(async () => {
+  fs.writeFileSync('/tmp/n.txt', 'node-data');
+  console.log('fs', await fs.promises.readFile('/tmp/n.txt', 'utf8'));
+  console.log('script', fs.readFileSync('/var/task/main.js', 'utf8').length > 100);
+  await new Promise(r => setTimeout(r, 20));
+  console.log('timer ok');
+  console.log('child', cp.execFileSync('/bin/echo', ['hi']).toString().trim());
+  const w = new Worker('const {parentPort}=require("worker_threads"); parentPort.postMessage(6*7)', { eval: true });
+  console.log('worker', await new Promise(r => w.on('message', r)));
+  await w.terminate();
+  const srv = http.createServer((q, s) => s.end('fetched')).listen(0, '127.0.0.1');
+  await new Promise(r => srv.on('listening', r));
+  const res = await fetch(`http://127.0.0.1:${srv.address().port}/`);
+  console.log('fetch', await res.text());
+  srv.close();
+})().catch(e => { console.log('error', e); process.exit(1); });
+"#,
+    )
+    .unwrap();
+    f.set_bootstrap(&format!("#!/bin/sh\nexec {node} /var/task/main.js\n"));
+    let (out, info) = finish(f.spawn("env-node")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in ["fs node-data", "script true", "timer ok", "child hi", "worker 42", "fetch fetched"] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+}
+
+/// A tmpfs the test mounts on the host under `/usr/local/share`; unmounted when dropped.
+struct HostSubmount(PathBuf);
+
+impl HostSubmount {
+    fn new(name: &str) -> HostSubmount {
+        let dir = PathBuf::from(format!("/usr/local/share/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs at {}", dir.display());
+        std::fs::write(dir.join("host-file"), "from-host").unwrap();
+        HostSubmount(dir)
+    }
+}
+
+impl Drop for HostSubmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_submounts_are_read_only_and_etc_hosts_is_private() {
+    if skip_unless_root("host_submounts_are_read_only_and_etc_hosts_is_private") {
+        return;
+    }
+    let name = format!("kiln-test-{}", instance_id());
+    let sub = HostSubmount::new(&name);
+    let f = Fixture::new(Mode::Fresh, "");
+    f.set_bootstrap(&format!(
+        r#"#!/usr/bin/python3
+import os, socket
+d = '/usr/local/share/{name}'
+print('read', open(d + '/host-file').read(), flush=True)
+try:
+    open(d + '/evil', 'w').write('x'); print('write ok', flush=True)
+except OSError as e:
+    print('write', e.errno, flush=True)
+for line in open('/proc/self/mountinfo'):
+    parts = line.split()
+    if parts[4] == d:
+        print('opts', ','.join(sorted(o for o in parts[5].split(',') if o in ('ro', 'nosuid', 'nodev'))), flush=True)
+print('hostname', open('/etc/hostname').read().strip(), socket.gethostname(), flush=True)
+hosts = open('/etc/hosts').read()
+print('hosts-has-name', socket.gethostname() in hosts, flush=True)
+print('resolve', socket.gethostbyname(socket.gethostname()), flush=True)
+"#
+    ));
+    let (out, info) = finish(f.spawn("env-mounts")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    for line in [
+        "read from-host".to_owned(),
+        format!("write {EROFS}"),
+        "opts nodev,nosuid,ro".to_owned(),
+        "hostname kiln-env-mounts kiln-env-mounts".to_owned(),
+        "hosts-has-name True".to_owned(),
+        "resolve 127.0.0.1".to_owned(),
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+    assert!(!sub.0.join("evil").exists());
+    // The host's own files are untouched.
+    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert!(!host_name.contains("kiln-env-mounts"), "{host_name}");
+    assert!(!std::fs::read_to_string("/etc/hosts").unwrap().contains("kiln-env-mounts"));
+}
+
+/// `EROFS`: what a write to a read-only mount fails with.
+const EROFS: i32 = 30;
+
+/// A function that fills the buffers of many unread loopback connections: on cgroup v1 the
+/// buffers are charged to `memory.kmem.tcp` with a limit of half the memory size, so what it
+/// manages to queue stays near that limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_buffers_are_charged_to_the_environment() {
+    if skip_unless_root("tcp_buffers_are_charged_to_the_environment") {
+        return;
+    }
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import socket, sys
+srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(512)
+conns, sent, refused = [], 0, 0
+chunk = b'x' * 65536
+for i in range(200):
+    try:
+        c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
+    except OSError:
+        refused += 1; continue
+    c.setblocking(False); conns.append((c, s))
+    while True:
+        try:
+            sent += c.send(chunk)
+        except (BlockingIOError, OSError):
+            break
+print('sent', sent, 'conns', len(conns), 'refused', refused, flush=True)
+import time; time.sleep(600)
+"#,
+    );
+    let mut spawned = f.spawn_spec(&f.spec("env-tcp", 128));
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "refused", 120).await;
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        // v2: socket memory is part of memory.current, bounded by memory.max.
+        spawned.sandbox.destroy();
+        return;
+    }
+    let limit: u64 = cgroup_value(&f, "env-tcp", &["memory.kmem.tcp.limit_in_bytes"]).unwrap().parse().unwrap();
+    let peak: u64 = cgroup_value(&f, "env-tcp", &["memory.kmem.tcp.max_usage_in_bytes"]).unwrap().parse().unwrap();
+    let sent: u64 = acc.split_whitespace().nth(1).unwrap().parse().unwrap();
+    spawned.sandbox.destroy();
+    assert_eq!(limit, 64 << 20, "{acc}");
+    eprintln!("tcp: limit {limit} peak {peak} sent {sent}: {acc}");
+    // The kernel still charges what it may not refuse (received segments already in memory)
+    // past the limit, so the peak may pass it a little; measured: 80 MB of 64 MB.
+    assert!(peak <= limit + limit / 2, "peak {peak} with a limit of {limit}");
+    // Queued data is at most what the buffers hold (plus what sits in flight in the
+    // loopback device); without the limit the same function queued 790 MB.
+    assert!(sent <= 2 * limit, "sent {sent} with a TCP limit of {limit}: {acc}");
+    assert!(peak >= limit / 2, "the function did not come near the limit (peak {peak}): {acc}");
+}
+
+/// Set in the child process of `environments_die_with_kiln`, which plays kiln.
+const KILN_ROLE: &str = "KILN_SANDBOX_TEST_PLAY_KILN";
+
+/// kiln (here: a child process running a backend) is killed with SIGKILL while one
+/// environment runs and one is frozen, and its state directory is removed: nothing is left to
+/// clean up after it, so the environments must end by themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_die_with_kiln() {
+    if let Ok(marker) = std::env::var(KILN_ROLE) {
+        // The child: build two environments, freeze one, report, and wait to be killed.
+        let state = PathBuf::from(std::env::var("KILN_SANDBOX_TEST_STATE").unwrap());
+        let instance = std::env::var("KILN_SANDBOX_TEST_INSTANCE").unwrap();
+        let b = backend(&instance, &state, 1);
+        let code = code_dir(&format!(
+            "#!/bin/sh\nexec /usr/bin/python3 -c 'import time\nwhile True: time.sleep(0.01)' {marker}\n"
+        ));
+        let spec = |id: &str| SandboxSpec {
+            id: id.into(),
+            code_dir: code.path().into(),
+            bootstrap: "bootstrap".into(),
+            env: vec![],
+            memory_mb: 128,
+            tmp_mb: 16,
+        };
+        let running = b.spawn(&spec("env-running")).unwrap();
+        let frozen = b.spawn(&spec("env-frozen")).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        frozen.sandbox.freeze().unwrap();
+        println!("ready {} {}", running.sandbox.pid(), frozen.sandbox.pid());
+        std::mem::forget((running, frozen, b, code));
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    if skip_unless_root("environments_die_with_kiln") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let marker = format!("kiln-death-{instance}");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "environments_die_with_kiln", "--nocapture", "--test-threads=1"])
+        .env(KILN_ROLE, &marker)
+        .env("KILN_SANDBOX_TEST_STATE", state.path())
+        .env("KILN_SANDBOX_TEST_INSTANCE", &instance)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        // libtest writes "test <name> ... " before the test's own output, on the same line.
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.find("ready ").map(|i| l[i..].to_owned()))
+    });
+    // Kills the child on every way out, so the reader above always ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = KillOnDrop(child);
+    let line = tokio::time::timeout(Duration::from_secs(60), line).await.expect("child did not get ready").unwrap();
+    let line = line.expect("child ended before it was ready");
+    let inits: Vec<u32> = line.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
+    assert_eq!(inits.len(), 2);
+    let before = processes_with(&marker);
+    assert!(before.len() >= 2, "the functions are not running: {before:?}");
+    drop(child);
+    drop(state);
+    // Generous bound: the inits notice their socket's end at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (!processes_with(&marker).is_empty() || !inits.iter().all(|p| dead(*p))) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "function processes outlived kiln: {left:?}");
+    assert!(inits.iter().all(|p| dead(*p)), "inits outlived kiln: {inits:?}");
+    // Remove the empty cgroups the dead instance left, as its successor would.
+    let state = tempfile::tempdir().unwrap();
+    drop(backend(&instance, state.path(), 0));
+}
+
+/// Host uid of a process, as the host sees it.
+fn host_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// Two environments run as two host uids (both 993 inside), so one that takes every inotify
+/// instance a user may have leaves the other its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_have_host_uids_of_their_own() {
+    if skip_unless_root("environments_have_host_uids_of_their_own") {
+        return;
+    }
+    let max: usize =
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap().trim().parse().unwrap();
+    let f = Fixture::new(
+        Mode::Fresh,
+        r#"#!/usr/bin/python3
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while True:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+print('uid', os.getuid(), os.getgid(), 'inotify', len(fds), 'errno', ctypes.get_errno(), flush=True)
+import time; time.sleep(600)
+"#,
+    );
+    let mut a = f.spawn_spec(&f.spec("env-uid-a", 128));
+    let mut out_a = receiver(&mut a);
+    let mut acc_a = String::new();
+    read_until(&mut out_a, &mut acc_a, "errno", 30).await;
+    // A holds all it could get; B starts now and gets as many.
+    let mut b = f.spawn_spec(&f.spec("env-uid-b", 128));
+    let mut out_b = receiver(&mut b);
+    let mut acc_b = String::new();
+    read_until(&mut out_b, &mut acc_b, "errno", 30).await;
+    // Every process of an environment but its init (root), from the host's side.
+    let procs = |name: &str, init: u32| -> Vec<u32> {
+        let mut pids: Vec<u32> = f
+            .cgroup_dirs(name)
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|p| *p != init)
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
+    let uids_a: Vec<u32> = procs("env-uid-a", a.sandbox.pid()).into_iter().filter_map(host_uid).collect();
+    let uids_b: Vec<u32> = procs("env-uid-b", b.sandbox.pid()).into_iter().filter_map(host_uid).collect();
+    a.sandbox.destroy();
+    b.sandbox.destroy();
+    let expected = format!("uid 993 993 inotify {max} errno 24");
+    assert!(acc_a.contains(&expected), "{acc_a}");
+    assert!(acc_b.contains(&expected), "B was starved by A: {acc_b}");
+    assert!(!uids_a.is_empty() && !uids_b.is_empty(), "{uids_a:?} {uids_b:?}");
+    assert!(uids_a.iter().all(|u| *u != 993 && *u != 0 && !uids_b.contains(u)), "{uids_a:?} vs {uids_b:?}");
+}

@@ -37,10 +37,21 @@ pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 pub(crate) const CPU_FLOOR_PERCENT: u64 = 10;
 /// Processes and threads one environment may have.
 pub(crate) const PIDS_MAX: u32 = 1024;
+/// On cgroup v2, the child cgroup of an environment's that holds its bootstrap and freezes.
+pub(crate) const FUNCTION_CGROUP: &str = "function";
+
 /// How long to wait for the processes of a killed cgroup to disappear.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a freeze to take hold.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// TCP socket buffers an environment may hold on cgroup v1, where they are not part of
+/// `memory.limit_in_bytes` (v1 charges them to a counter of their own, and only once a limit is
+/// set): half its memory, so buffers and memory together stay within 1.5 times the memory
+/// size. On v2 socket memory is part of `memory.max` already.
+pub(crate) fn v1_tcp_limit_bytes(memory_bytes: u64) -> u64 {
+    memory_bytes / 2
+}
 
 /// What one environment may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,8 +129,13 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// Creates the instance's parent directories (idempotent).
     fn init(&self) -> Result<(), CgroupError>;
     /// Creates the cgroups of environment `env` with `limits`; returns the `cgroup.procs` files
-    /// a process must be written to to join all of them.
+    /// a process must be written to to join all of them. The last one is the freezer's, which
+    /// only the bootstrap joins: init stays outside what [`Cgroups::freeze`] stops, so it can
+    /// still thaw and end its environment when kiln dies while the function is frozen.
     fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// The file that freezes `env` and the value that thaws it (what init writes before it
+    /// ends a frozen environment).
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])>;
     /// Changes the memory and CPU limits of `env` from `old` (what it has) to `new`, writing
     /// only the files whose value changes (`pids.max` and the CFS period never do).
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError>;
@@ -331,6 +347,7 @@ fn v2_kill(dir: &Path, has_kill: bool) -> Result<(), CgroupError> {
     }
     let _ = v2_freeze(dir);
     sigkill_each(&dir.join("cgroup.procs"));
+    sigkill_each(&dir.join(FUNCTION_CGROUP).join("cgroup.procs"));
     write_unless_gone("cgroup.freeze", "0")
 }
 
@@ -408,6 +425,11 @@ impl Cgroups for CgroupV1 {
         // No swap: memory+swap may not exceed memory (absent without swap accounting).
         write_optional(&mem.join("memory.memsw.limit_in_bytes"), &bytes)?;
         write_optional(&mem.join("memory.swappiness"), "0")?;
+        // Absent only on kernels without kmem accounting, which cannot charge sockets at all.
+        write_optional(
+            &mem.join("memory.kmem.tcp.limit_in_bytes"),
+            &v1_tcp_limit_bytes(limits.memory_bytes).to_string(),
+        )?;
 
         let cpu = self.paths.cpu.join(env);
         mkdir(&cpu)?;
@@ -447,6 +469,10 @@ impl Cgroups for CgroupV1 {
                 write(&limit, &bytes)?;
                 write_optional(&memsw, &bytes)?;
             }
+            // Lowering below the buffers in use is allowed: new allocations then fail until
+            // the use drops.
+            let tcp = v1_tcp_limit_bytes(new.memory_bytes).to_string();
+            write_optional(&mem.join("memory.kmem.tcp.limit_in_bytes"), &tcp)?;
         }
         let cpu = self.paths.cpu.join(env);
         if old.cpu_quota_us != new.cpu_quota_us {
@@ -495,10 +521,21 @@ impl Cgroups for CgroupV1 {
         }
     }
 
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
+        match (&self.paths.unified, self.v1_freezer(env)) {
+            (Some(u), _) => Some((u.join(env).join("cgroup.freeze"), &b"0"[..])),
+            (None, Some(f)) => Some((f.join("freezer.state"), &b"THAWED"[..])),
+            (None, None) => None,
+        }
+    }
+
     fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
         if let Some(u) = &self.paths.unified {
             let has_kill = self.unified_kill || u.join(env).join("cgroup.kill").exists();
-            return v2_kill(&u.join(env), has_kill);
+            let r = v2_kill(&u.join(env), has_kill);
+            // Init is not in the unified cgroup (the freezer): kill it through the memory one.
+            sigkill_each(&self.paths.memory.join(env).join("cgroup.procs"));
+            return r;
         }
         // v1: freeze so nothing forks while we kill, kill each, thaw so the signals land.
         let frozen = self.freeze(env).is_ok();
@@ -602,7 +639,11 @@ impl Cgroups for CgroupV2 {
         write_optional(&d.join("cpu.max.burst"), &limits.cpu_quota_us.to_string())?;
         write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
         write(&d.join("pids.max"), &limits.pids_max.to_string())?;
-        Ok(vec![d.join("cgroup.procs")])
+        // The bootstrap's own cgroup, without controllers (its use is charged to `d`): the one
+        // that freezes, so that init in `d` never is.
+        let f = d.join(FUNCTION_CGROUP);
+        mkdir(&f)?;
+        Ok(vec![d.join("cgroup.procs"), f.join("cgroup.procs")])
     }
 
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
@@ -625,11 +666,15 @@ impl Cgroups for CgroupV2 {
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {
-        v2_freeze(&self.base.join(env))
+        v2_freeze(&self.base.join(env).join(FUNCTION_CGROUP))
     }
 
     fn thaw(&self, env: &str) -> Result<(), CgroupError> {
-        write(&self.base.join(env).join("cgroup.freeze"), "0")
+        write(&self.base.join(env).join(FUNCTION_CGROUP).join("cgroup.freeze"), "0")
+    }
+
+    fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
+        Some((self.base.join(env).join(FUNCTION_CGROUP).join("cgroup.freeze"), &b"0"[..]))
     }
 
     fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
@@ -647,7 +692,7 @@ impl Cgroups for CgroupV2 {
     fn hot_files(&self, env: &str) -> HotFiles {
         let d = self.base.join(env);
         HotFiles::open(
-            Some((d.join("cgroup.freeze"), &b"1"[..], &b"0"[..])),
+            Some((d.join(FUNCTION_CGROUP).join("cgroup.freeze"), &b"1"[..], &b"0"[..])),
             &[d.join("memory.peak"), d.join("memory.current")],
         )
     }
@@ -657,6 +702,7 @@ impl Cgroups for CgroupV2 {
     }
 
     fn remove(&self, env: &str) -> Result<(), CgroupError> {
+        rmdir(&self.base.join(env).join(FUNCTION_CGROUP))?;
         rmdir(&self.base.join(env))
     }
 
@@ -823,6 +869,39 @@ mod tests {
     }
 
     #[test]
+    fn v1_charges_tcp_buffers_to_half_the_memory_and_v2_needs_no_extra_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");
+        let cg = CgroupV1::new(V1Paths {
+            memory: dir("memory"),
+            cpu: dir("cpu"),
+            pids: dir("pids"),
+            freezer: Some(dir("freezer")),
+            unified: None,
+        })
+        .unwrap();
+        for d in ["memory", "cpu", "pids", "freezer"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        cg.init().unwrap();
+        let small = Limits::for_memory_mb(128);
+        cg.create("e", &small).unwrap();
+        let tcp = dir("memory").join("e/memory.kmem.tcp.limit_in_bytes");
+        assert_eq!(text(tcp.clone()), (64u64 << 20).to_string());
+        cg.set_limits("e", &small, &Limits::for_memory_mb(1024)).unwrap();
+        assert_eq!(text(tcp.clone()), (512u64 << 20).to_string());
+        // v2: socket buffers count in memory.max; nothing else is written.
+        let (root2, cg2) = fake_v2();
+        cg2.init().unwrap();
+        cg2.create("e", &small).unwrap();
+        let d = root2.path().join("kiln-abcd1234/e");
+        assert_eq!(text(d.join("memory.max")), (128u64 << 20).to_string());
+        let names: Vec<String> =
+            fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(!names.iter().any(|n| n.contains("tcp") || n.contains("kmem")), "{names:?}");
+    }
+
+    #[test]
     fn v2_init_delegates_controllers_to_the_instance_dir() {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
@@ -836,7 +915,9 @@ mod tests {
         cg.init().unwrap();
         let procs = cg.create("env-1", &Limits::for_memory_mb(512)).unwrap();
         let d = root.path().join("kiln-abcd1234/env-1");
-        assert_eq!(procs, vec![d.join("cgroup.procs")]);
+        // Init joins the environment's cgroup, the bootstrap the child that freezes.
+        assert_eq!(procs, vec![d.join("cgroup.procs"), d.join("function/cgroup.procs")]);
+        assert_eq!(cg.thaw_control("env-1"), Some((d.join("function/cgroup.freeze"), &b"0"[..])));
         assert_eq!(text(d.join("memory.max")), (512u64 << 20).to_string());
         assert_eq!(text(d.join("memory.swap.max")), "0");
         assert_eq!(text(d.join("cpu.max")), format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US * 512 / MB_PER_CPU));
@@ -870,11 +951,13 @@ mod tests {
         cg.init().unwrap();
         cg.create("e", &Limits::for_memory_mb(128)).unwrap();
         let d = root.path().join("kiln-abcd1234/e");
-        fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        let f = d.join("function");
+        fs::write(f.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
         cg.freeze("e").unwrap();
-        assert_eq!(text(d.join("cgroup.freeze")), "1");
+        assert_eq!(text(f.join("cgroup.freeze")), "1");
+        assert!(!d.join("cgroup.freeze").exists(), "init's cgroup never freezes");
         cg.thaw("e").unwrap();
-        assert_eq!(text(d.join("cgroup.freeze")), "0");
+        assert_eq!(text(f.join("cgroup.freeze")), "0");
 
         fs::write(d.join("cgroup.kill"), "").unwrap();
         cg.kill_all("e").unwrap();
@@ -893,7 +976,7 @@ mod tests {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
         cg.create("e", &Limits::for_memory_mb(128)).unwrap();
-        let d = root.path().join("kiln-abcd1234/e");
+        let d = root.path().join("kiln-abcd1234/e/function");
         fs::write(d.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
         assert!(matches!(cg.freeze("e"), Err(CgroupError::FreezeTimeout { .. })));
     }
@@ -903,7 +986,7 @@ mod tests {
         let (root, cg) = fake_v2();
         cg.init().unwrap();
         let d = root.path().join("kiln-abcd1234/e");
-        fs::create_dir(&d).unwrap();
+        fs::create_dir_all(d.join("function")).unwrap();
         cg.remove("e").unwrap();
         assert!(!d.exists());
         cg.remove("e").unwrap();

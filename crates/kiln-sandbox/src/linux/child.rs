@@ -69,6 +69,10 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "install seccomp filter",
     "exec bootstrap",
     "reset scheduling priority",
+    "private /etc/hosts and /etc/hostname",
+    "join the freezer cgroup",
+    "watch kiln and the bootstrap",
+    "enter user namespace",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -114,6 +118,10 @@ pub(crate) mod step {
     pub const SECCOMP: u32 = 38;
     pub const EXEC: u32 = 39;
     pub const PRIORITY: u32 = 40;
+    pub const ETC_FILES: u32 = 41;
+    pub const FREEZER: u32 = 42;
+    pub const WATCH: u32 = 43;
+    pub const USERNS: u32 = 44;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -244,8 +252,14 @@ pub(crate) enum RootEntry {
 pub(crate) struct Plan<'a> {
     /// Descriptors the init keeps; sorted, all ≥ 3. Everything else is closed.
     pub keep: &'a [c_int],
-    /// `cgroup.procs` files to write "0" to, opened by the parent.
+    /// `cgroup.procs` files init writes "0" to, opened by the parent.
     pub cgroup_procs: &'a [c_int],
+    /// The freezer's `cgroup.procs`, which only the bootstrap joins (-1: none).
+    pub bootstrap_cgroup: c_int,
+    /// The freezer's control file (-1: none) and the value that thaws: init writes it before
+    /// ending its environment when kiln has died.
+    pub thaw_fd: c_int,
+    pub thaw_value: &'a [u8],
     /// The init's end of the socket pair to the parent.
     pub sock: c_int,
     /// Write end of the output pipe: the bootstrap's stdout and stderr.
@@ -264,8 +278,12 @@ pub(crate) struct Plan<'a> {
     /// Top of the stack the bootstrap's process runs on until `execve` (16-byte aligned).
     pub bootstrap_stack: *mut c_void,
     pub filters: &'a [libc::sock_fprog],
+    /// The environment's own host uid and gid.
     pub uid: u32,
     pub gid: u32,
+    /// What the function sees them as, through its user namespace.
+    pub ns_uid: u32,
+    pub ns_gid: u32,
     pub nofile: u64,
     /// Highest capability number of this kernel.
     pub cap_last: u32,
@@ -367,17 +385,116 @@ unsafe fn mount(
     Ok(())
 }
 
-/// Binds `src` at `dst` and makes the bind read-only, nosuid, nodev.
-unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
+/// Binds the host directory `src` at `dst`, with every mount below it, and makes the whole
+/// tree read-only, nosuid and nodev: `mount_setattr` with `AT_RECURSIVE` reaches the host's
+/// submounts (a tmpfs under `/usr/local`, Docker's binds of `/etc/hosts`, ...), which a
+/// `MS_REMOUNT` of the top mount leaves writable. Raw system calls only: usable in init
+/// (blank building) for anything that should appear read-only in every environment.
+///
+/// # Safety
+/// Both paths must be NUL-terminated; `dst` an existing directory (or file, for a file
+/// `src`), relative to the cwd or absolute, in the environment's mount namespace.
+pub(crate) unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
     mount(step::BIND, src, dst, null(), libc::MS_BIND | libc::MS_REC, null())?;
-    mount(
+    let attr = super::MountAttr {
+        attr_set: super::MOUNT_ATTR_RDONLY | super::MOUNT_ATTR_NOSUID | super::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    check_long(
         step::BIND,
-        null(),
-        dst,
-        null(),
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        null(),
-    )
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            dst,
+            libc::AT_RECURSIVE as c_uint,
+            &attr as *const super::MountAttr,
+            size_of::<super::MountAttr>(),
+        ),
+    )?;
+    Ok(())
+}
+
+/// The environment's own `/etc/hosts` and `/etc/hostname`: descriptors of two files on a
+/// small tmpfs that only init can reach, bound read-only over the host's. Init writes the
+/// hostname into them at the claim. -1 where the host has no such file (nothing to cover).
+struct EtcFiles {
+    hosts: c_int,
+    hostname: c_int,
+}
+
+/// What `/etc/hosts` says before the claim adds the environment's hostname.
+const HOSTS_HEAD: &[u8] = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// Builds [`EtcFiles`]; runs in the new root (cwd) while it is still writable, after `etc` is
+/// bound.
+unsafe fn private_etc_files() -> Result<EtcFiles, Fail> {
+    let dir = c".kiln-etc";
+    check(step::ETC_FILES, libc::mkdir(dir.as_ptr(), 0o700))?;
+    mount(
+        step::ETC_FILES,
+        c"tmpfs".as_ptr(),
+        dir.as_ptr(),
+        c"tmpfs".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        c"size=16k,nr_inodes=8,mode=700".as_ptr(),
+    )?;
+    let mut out = EtcFiles { hosts: -1, hostname: -1 };
+    for (file, target, slot) in [
+        (c".kiln-etc/hosts", c"etc/hosts", &mut out.hosts),
+        (c".kiln-etc/hostname", c"etc/hostname", &mut out.hostname),
+    ] {
+        if libc::access(target.as_ptr(), libc::F_OK) != 0 {
+            continue;
+        }
+        let fd = check(
+            step::ETC_FILES,
+            libc::open(file.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644 as c_uint),
+        )?;
+        *slot = fd;
+        mount(step::ETC_FILES, file.as_ptr(), target.as_ptr(), null(), libc::MS_BIND, null())?;
+        mount(
+            step::ETC_FILES,
+            null(),
+            target.as_ptr(),
+            null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            null(),
+        )?;
+    }
+    if out.hosts >= 0 && libc::write(out.hosts, HOSTS_HEAD.as_ptr().cast(), HOSTS_HEAD.len()) < 0 {
+        return Err((step::ETC_FILES, errno()));
+    }
+    // The binds keep the tmpfs alive; its own mount goes, so only init's descriptors reach it.
+    check(step::ETC_FILES, libc::umount2(dir.as_ptr(), libc::MNT_DETACH))?;
+    check(step::ETC_FILES, libc::rmdir(dir.as_ptr()))?;
+    Ok(out)
+}
+
+/// Writes the claimed hostname into the environment's `/etc/hostname` and `/etc/hosts`, and
+/// closes init's descriptors of them.
+unsafe fn write_etc_files(files: &EtcFiles, hostname: &[u8]) -> Result<(), Fail> {
+    let write_all = |fd: c_int, off: usize, parts: &[&[u8]]| -> Result<(), Fail> {
+        let mut off = off as libc::off_t;
+        for part in parts {
+            let n = libc::pwrite(fd, part.as_ptr().cast(), part.len(), off);
+            if n != part.len() as isize {
+                return Err((step::ETC_FILES, if n < 0 { errno() } else { libc::EIO }));
+            }
+            off += n as libc::off_t;
+        }
+        Ok(())
+    };
+    if files.hostname >= 0 {
+        write_all(files.hostname, 0, &[hostname, b"\n"])?;
+        libc::close(files.hostname);
+    }
+    if files.hosts >= 0 {
+        write_all(files.hosts, HOSTS_HEAD.len(), &[b"127.0.0.1\t", hostname, b"\n"])?;
+        libc::close(files.hosts);
+    }
+    Ok(())
 }
 
 unsafe fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Fail> {
@@ -416,7 +533,7 @@ unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
 /// Init: build the blank, hand the listener to kiln, wait for the claim, start the bootstrap,
 /// then reap until it ends.
 unsafe fn init(p: &Plan) -> Result<(), Fail> {
-    blank(p)?;
+    let etc_files = blank(p)?;
     inheritable_limits(p)?;
     loopback_up()?;
     let listener = listen_runtime_api()?;
@@ -463,11 +580,17 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         )?;
     }
     check(step::HOSTNAME, libc::sethostname(claim.hostname.as_ptr().cast(), claim.hostname.len()))?;
+    write_etc_files(&etc_files, claim.hostname)?;
     let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (step::CHECK_CLAIM, libc::EINVAL))?;
     let argv = [exe.as_ptr(), null()];
     let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
 
-    // The bootstrap.
+    // The bootstrap. SIGCHLD stays blocked in init from here on, to be read from a signalfd
+    // beside kiln's socket; the bootstrap unblocks it before exec.
+    let mut chld: libc::sigset_t = zeroed();
+    libc::sigemptyset(&mut chld);
+    libc::sigaddset(&mut chld, libc::SIGCHLD);
+    check(step::WATCH, libc::sigprocmask(libc::SIG_BLOCK, &chld, null_mut()))?;
     let mut report = [0 as c_int; 2];
     check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
     let [report_r, report_w] = report;
@@ -511,18 +634,16 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         return Err((step::SEND_STARTED, errno()));
     }
 
-    // Reap everything until the bootstrap ends; orphans of the namespace land here too.
-    let mut status: c_int = 0;
-    loop {
-        let r = libc::waitpid(-1, &mut status, 0);
-        if r == pid {
-            break;
-        }
-        if r < 0 && errno() == libc::ECHILD {
-            status = 0;
-            break;
-        }
+    if p.bootstrap_cgroup >= 0 {
+        libc::close(p.bootstrap_cgroup);
     }
+    let Some(status) = watch(p, pid, &chld)? else {
+        // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
+        if p.thaw_fd >= 0 {
+            libc::write(p.thaw_fd, p.thaw_value.as_ptr().cast(), p.thaw_value.len());
+        }
+        return Ok(());
+    };
     let end = match exec_errno {
         Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
         None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
@@ -531,6 +652,57 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
     send_msg(p.sock, &end, None);
     // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
     Ok(())
+}
+
+/// Reaps every process until the bootstrap ends (orphans of the namespace land here too) and
+/// returns its wait status; `None` as soon as kiln's end of the socket closes (kiln exited or
+/// was killed: nothing will ever destroy this environment otherwise). Init itself is never
+/// frozen (it is not in the freezer cgroup), so this holds while the function is frozen.
+unsafe fn watch(p: &Plan, pid: libc::pid_t, chld: &libc::sigset_t) -> Result<Option<c_int>, Fail> {
+    let sfd = check(step::WATCH, libc::signalfd(-1, chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
+    let mut status: c_int = 0;
+    loop {
+        loop {
+            let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if r == pid {
+                libc::close(sfd);
+                return Ok(Some(status));
+            }
+            if r < 0 && errno() == libc::ECHILD {
+                libc::close(sfd);
+                return Ok(Some(0));
+            }
+            if r <= 0 {
+                break;
+            }
+        }
+        let mut fds = [
+            libc::pollfd { fd: p.sock, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
+        ];
+        if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err((step::WATCH, errno()));
+        }
+        let [sock, sig] = fds;
+        if sig.revents != 0 {
+            let mut info = [0u8; 128];
+            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
+        }
+        if sock.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Ok(None);
+        }
+        if sock.revents & libc::POLLIN != 0 {
+            // kiln sends nothing after the claim: only its end of file is expected here.
+            let mut buf = [0u8; 64];
+            let n = libc::recv(p.sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
+            if n == 0 || (n < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR)) {
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// `MOVE_MOUNT_F_EMPTY_PATH` from `<linux/mount.h>`.
@@ -616,7 +788,7 @@ unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int)>, Fail> {
 }
 
 /// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
-unsafe fn blank(p: &Plan) -> Result<(), Fail> {
+unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
     // kiln's signal handlers are copied into the child: reset them, and the mask.
     let mut sa: libc::sigaction = zeroed();
     sa.sa_sigaction = libc::SIG_DFL;
@@ -683,6 +855,7 @@ unsafe fn blank(p: &Plan) -> Result<(), Fail> {
     }
     bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;
     bind_ro(c"/etc".as_ptr(), c"etc".as_ptr())?;
+    let etc_files = private_etc_files()?;
     // `var/task` stays an empty directory until a claim attaches the code there.
     mount(
         step::TMP,
@@ -752,7 +925,7 @@ unsafe fn blank(p: &Plan) -> Result<(), Fail> {
         null(),
     )?;
 
-    Ok(())
+    Ok(etc_files)
 }
 
 unsafe fn loopback_up() -> Result<(), Fail> {
@@ -844,6 +1017,17 @@ unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
 }
 
 unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
+    // Into the freezer cgroup (init stays out), in a cgroup namespace rooted there; then the
+    // signal mask init blocked SIGCHLD in.
+    if p.bootstrap_cgroup >= 0 {
+        if libc::write(p.bootstrap_cgroup, b"0".as_ptr().cast(), 1) != 1 {
+            return Err((step::FREEZER, errno()));
+        }
+        check(step::FREEZER, libc::unshare(libc::CLONE_NEWCGROUP))?;
+    }
+    let mut none: libc::sigset_t = zeroed();
+    libc::sigemptyset(&mut none);
+    check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &none, null_mut()))?;
     check(step::SETSID, libc::setsid())?;
     check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
     check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
@@ -854,6 +1038,7 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     // the parent.
     check_long(step::SETGID, libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid))?;
     check_long(step::SETUID, libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid))?;
+    enter_user_namespace(p)?;
     // The inheritable set survives a uid change; clear everything.
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
@@ -872,6 +1057,72 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
     }
     libc::execve(e.exe.as_ptr(), e.argv.as_ptr(), e.envp);
     Err((step::EXEC, errno()))
+}
+
+/// Makes the bootstrap's host uid and gid appear as `ns_uid`/`ns_gid`: a user namespace of its
+/// own (an unprivileged process may map its own ids, and only them), entered after the uid
+/// change. The capabilities it gets in that namespace are cleared right after (`capset`) and
+/// could act on nothing anyway: every other namespace of the environment belongs to the host's
+/// user namespace. Setting groups stays denied in it.
+unsafe fn enter_user_namespace(p: &Plan) -> Result<(), Fail> {
+    // The uid change made the process non-dumpable, which makes /proc/self root's.
+    check(step::USERNS, libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
+    check(step::USERNS, libc::unshare(libc::CLONE_NEWUSER))?;
+    let write_file = |path: &CStr, text: &[u8]| -> Result<(), Fail> {
+        let fd = check(step::USERNS, libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
+        let n = libc::write(fd, text.as_ptr().cast(), text.len());
+        let e = errno();
+        libc::close(fd);
+        if n != text.len() as isize {
+            return Err((step::USERNS, if n < 0 { e } else { libc::EIO }));
+        }
+        Ok(())
+    };
+    let mut line = [0u8; 40];
+    write_file(c"/proc/self/setgroups", b"deny")?;
+    let n = id_map_line(&mut line, p.ns_uid, p.uid);
+    write_file(c"/proc/self/uid_map", line.get(..n).unwrap_or_default())?;
+    let n = id_map_line(&mut line, p.ns_gid, p.gid);
+    write_file(c"/proc/self/gid_map", line.get(..n).unwrap_or_default())?;
+    // A new user namespace starts with a full bounding set: empty it again (the capabilities
+    // it gave us include CAP_SETPCAP there).
+    for cap in 0..=p.cap_last {
+        check(step::USERNS, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+    }
+    Ok(())
+}
+
+/// Writes `"<inside> <outside> 1\n"` into `out`; returns its length.
+fn id_map_line(out: &mut [u8; 40], inside: u32, outside: u32) -> usize {
+    let mut len = 0;
+    let mut push = |b: u8| {
+        if let Some(o) = out.get_mut(len) {
+            *o = b;
+            len += 1;
+        }
+    };
+    for n in [inside, outside] {
+        let mut digits = [0u8; 10];
+        let mut i = digits.len();
+        let mut v = n;
+        loop {
+            i -= 1;
+            if let Some(d) = digits.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || i == 0 {
+                break;
+            }
+        }
+        for &d in digits.get(i..).unwrap_or_default() {
+            push(d);
+        }
+        push(b' ');
+    }
+    push(b'1');
+    push(b'\n');
+    len
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -896,13 +1147,22 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::PRIORITY + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::USERNS + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
         assert_eq!(STEP_NAMES[step::ATTACH_CODE as usize], "attach code at /var/task");
         assert_eq!(STEP_NAMES[step::HOSTNAME as usize], "set hostname");
+    }
+
+    #[test]
+    fn id_map_lines_are_single_ranges() {
+        let mut out = [0u8; 40];
+        let n = id_map_line(&mut out, 993, 1_073_807_360);
+        assert_eq!(&out[..n], b"993 1073807360 1\n");
+        let n = id_map_line(&mut out, 0, u32::MAX);
+        assert_eq!(&out[..n], b"0 4294967295 1\n");
     }
 
     #[test]

@@ -110,9 +110,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The uid and gid functions run as (Lambda's `sbx_user1051` is 993).
+/// The uid and gid functions see themselves run as (Lambda's `sbx_user1051` is 993). On the
+/// host each environment has a uid and gid of its own ([`HostIds`]), mapped to 993 by a user
+/// namespace of the bootstrap's, so that per-user kernel limits (inotify instances and
+/// watches, pipe buffer quotas, RLIMIT_NPROC, ...) are not shared between environments.
 pub const FUNCTION_UID: u32 = 993;
 pub const FUNCTION_GID: u32 = 993;
+/// First host uid (and gid) of environments; each kiln instance takes a block of
+/// [`HOST_IDS_PER_INSTANCE`] from here on, chosen by a hash of its instance id.
+const HOST_ID_BASE: u32 = 0x4000_0000;
+const HOST_IDS_PER_INSTANCE: u32 = 65_536;
+const HOST_ID_BLOCKS: u32 = 8_192;
 /// Soft and hard `RLIMIT_NOFILE` of the bootstrap.
 pub const NOFILE_LIMIT: u64 = 1024;
 /// Stack of the bootstrap's process between clone and exec (it makes only system calls).
@@ -183,6 +191,49 @@ struct Inner {
     pool: pool::Pool,
     /// Numbers the blanks' cgroups (`blank.<n>`).
     blank_seq: AtomicU64,
+    /// The host uids of this instance's environments.
+    host_ids: Arc<HostIds>,
+}
+
+/// Allocates host uids (equal gids) to environments from this instance's block: one per live
+/// environment or blank, reused once it is gone.
+pub(crate) struct HostIds {
+    first: u32,
+    state: Mutex<(u32, std::collections::BTreeSet<u32>)>,
+}
+
+impl HostIds {
+    fn for_instance(instance_id: &str) -> HostIds {
+        // FNV-1a: stable across runs, so a restarted instance takes the same block.
+        let hash = instance_id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        HostIds { first: HOST_ID_BASE + (hash % HOST_ID_BLOCKS) * HOST_IDS_PER_INSTANCE, state: Mutex::default() }
+    }
+
+    /// A free id of the block, or `None` when all of them are live.
+    fn lease(self: &Arc<Self>) -> Option<IdLease> {
+        let mut st = lock(&self.state);
+        let (cursor, used) = &mut *st;
+        for _ in 0..HOST_IDS_PER_INSTANCE {
+            let id = self.first + *cursor;
+            *cursor = (*cursor + 1) % HOST_IDS_PER_INSTANCE;
+            if used.insert(id) {
+                return Some(IdLease { id, ids: self.clone() });
+            }
+        }
+        None
+    }
+}
+
+/// A host uid held by one blank, then by the environment it becomes; released when dropped.
+pub(crate) struct IdLease {
+    pub id: u32,
+    ids: Arc<HostIds>,
+}
+
+impl Drop for IdLease {
+    fn drop(&mut self) {
+        lock(&self.ids.state).1.remove(&self.id);
+    }
 }
 
 /// One environment as the host sees it.
@@ -203,6 +254,8 @@ struct Env {
     reap_lock: Mutex<()>,
     /// Freeze control and peak-memory counter, opened at first use and kept open.
     hot: std::sync::OnceLock<cgroups::HotFiles>,
+    /// Its host uid, free again once the environment is gone.
+    _host_id: IdLease,
 }
 
 #[derive(Debug, Default)]
@@ -338,6 +391,7 @@ impl LinuxBackend {
             stop,
             pool: pool::Pool::new(opts.pool_size, Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB), FIRST_BLANK_TMP_MB),
             blank_seq: AtomicU64::new(0),
+            host_ids: Arc::new(HostIds::for_instance(instance_id)),
         });
         let reaper_inner = inner.clone();
         let reaper = std::thread::Builder::new()
@@ -955,6 +1009,7 @@ struct Blank {
     limits: Limits,
     /// Size of its `/tmp` now.
     tmp_mb: u32,
+    host_id: IdLease,
 }
 
 impl Blank {
@@ -995,7 +1050,11 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     let out_r = OwnedFd::from(out_r);
     let out_w = above_stdio(OwnedFd::from(out_w)).map_err(|e| step("create output pipe", e))?;
     crate::process::set_nonblocking(&out_r).map_err(|e| step("create output pipe", e))?;
-    let tmp_opts = cstring(format!("size={tmp_mb}m,mode=1777,uid={FUNCTION_UID},gid={FUNCTION_GID}").as_bytes())
+    let host_id = inner
+        .host_ids
+        .lease()
+        .ok_or_else(|| step("allocate host uid", io::Error::other("every host uid of this instance is in use")))?;
+    let tmp_opts = cstring(format!("size={tmp_mb}m,mode=1777,uid={0},gid={0}", host_id.id).as_bytes())
         .map_err(|e| step("prepare /tmp", e))?;
     // Where the claim lands in init: allocated here, because init may not allocate. Zeroed so
     // that init's view of them is initialised memory.
@@ -1004,8 +1063,24 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
     let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
 
-    let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    // Init joins every cgroup but the freezer's (the last), which only the bootstrap joins.
+    let mut procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let bootstrap_cgroup = if procs_raw.len() > 1 { procs_raw.pop().unwrap_or(-1) } else { -1 };
+    let thaw = inner.cgroups.thaw_control(cgroup);
+    let thaw_file = match &thaw {
+        Some((path, _)) => Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(OwnedFd::from)
+                .and_then(above_stdio)
+                .map_err(|e| step("open freezer", e))?,
+        ),
+        None => None,
+    };
+    let thaw_fd = thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut keep: Vec<RawFd> = procs_raw.clone();
+    keep.extend([bootstrap_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
     keep.push(child_sock.as_raw_fd());
     keep.push(out_w.as_raw_fd());
     keep.sort_unstable();
@@ -1022,6 +1097,9 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     let plan = Plan {
         keep: &keep,
         cgroup_procs: &procs_raw,
+        bootstrap_cgroup,
+        thaw_fd,
+        thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
         sock: child_sock.as_raw_fd(),
         out_w: out_w.as_raw_fd(),
         root: &inner.root_mountpoint,
@@ -1034,8 +1112,10 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
         // SAFETY: one past the end of the allocation, which is where a downward stack starts.
         bootstrap_stack: unsafe { bootstrap_stack.as_mut_ptr().add(bootstrap_stack.len()) }.cast(),
         filters: &fprogs,
-        uid: FUNCTION_UID,
-        gid: FUNCTION_GID,
+        uid: host_id.id,
+        gid: host_id.id,
+        ns_uid: FUNCTION_UID,
+        ns_gid: FUNCTION_GID,
         nofile: NOFILE_LIMIT,
         cap_last: inner.cap_last,
     };
@@ -1063,7 +1143,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // The child has its own copies; ours can go.
-    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack));
+    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file));
 
     let fail = |e: SandboxError| {
         pidfd_kill(&pidfd);
@@ -1086,6 +1166,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
         output: out_r,
         limits,
         tmp_mb,
+        host_id,
     })
 }
 
@@ -1099,14 +1180,16 @@ fn failed_step(id: &str, m: Msg) -> SandboxError {
     SandboxError::step(id, name, io::Error::from_raw_os_error(m.value))
 }
 
-/// `code_dir` as a detached mount tree, read-only, nosuid, nodev and private throughout.
-fn detached_code_mount(code_dir: &CString) -> io::Result<OwnedFd> {
+/// A host directory as a detached mount tree (every mount below it included), read-only,
+/// nosuid, nodev and private throughout: what a claim hands init to attach with `move_mount`
+/// (the code at `/var/task`; the same fits any per-function directory, e.g. `/opt`).
+pub(crate) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
     // SAFETY: open_tree with a valid C path; the result is checked and owned.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
-            code_dir.as_ptr(),
+            dir.as_ptr(),
             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
         )
     };
@@ -1142,17 +1225,17 @@ fn detached_code_mount(code_dir: &CString) -> io::Result<OwnedFd> {
 // From <linux/mount.h>; defined here because the libc crate exports them only for some targets.
 const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 /// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
 }
 
 /// Why claiming a blank failed; `retry` when the blank was dead before we asked (another blank
@@ -1205,7 +1288,7 @@ fn claim(
         }
     }
 
-    let Blank { cgroup, pid, pidfd, sock, listener, output, .. } = blank;
+    let Blank { cgroup, pid, pidfd, sock, listener, output, host_id, .. } = blank;
     let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
     let (exit_tx, _) = watch::channel(None);
     let env = Arc::new(Env {
@@ -1221,6 +1304,7 @@ fn claim(
         reaped_cv: Condvar::new(),
         reap_lock: Mutex::new(()),
         hot: std::sync::OnceLock::new(),
+        _host_id: host_id,
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
@@ -1246,7 +1330,7 @@ impl Backend for LinuxBackend {
         let mut prepared = prepare(spec).map_err(|e| step("check spec", e))?;
         let limits = Limits::for_memory_mb(spec.memory_mb);
         let tmp_mb = spec.tmp_mb.max(1);
-        let open_code = || detached_code_mount(&prepared.code_dir).map_err(|e| step("open code directory", e));
+        let open_code = || detached_read_only_tree(&prepared.code_dir).map_err(|e| step("open code directory", e));
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
