@@ -32,6 +32,7 @@ use kiln_store::events::{Claimed, EventCounts, EventQueue, EventSummary, NewEven
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// Events in flight at once, over all functions. Bounds the memory payloads take.
 pub const IN_FLIGHT_MAX: usize = 64;
@@ -266,18 +267,29 @@ impl Engine {
     /// Claims and starts what may run now; returns how long to sleep if nothing wakes it.
     async fn dispatch_once(&self) -> Duration {
         let events = &self.inner.events;
-        let (capacity, skip) = {
+        let (capacity, allow) = {
+            // Per function: its reserved concurrency (if set and not 0; events of a function
+            // with reserved 0 are claimed to be failed at once), less what is in flight.
+            let mut allow: HashMap<String, usize> = HashMap::new();
+            for (name, f) in self.read_functions().iter() {
+                if let Some(r) = f.lock().settings.reserved.filter(|r| *r > 0) {
+                    allow.insert(name.clone(), (r as usize).min(IN_FLIGHT_MAX));
+                }
+            }
             let fl = events.in_flight();
+            for (f, n) in fl.iter() {
+                let a = allow.entry(f.clone()).or_insert(IN_FLIGHT_MAX);
+                *a = a.saturating_sub(*n);
+            }
             let total: usize = fl.values().sum();
-            let skip: Vec<String> =
-                fl.iter().filter(|(f, n)| **n >= self.event_cap(f)).map(|(f, _)| f.clone()).collect();
-            (IN_FLIGHT_MAX.saturating_sub(total), skip)
+            (IN_FLIGHT_MAX.saturating_sub(total), allow)
         };
         if capacity == 0 {
             return Duration::from_secs(1);
         }
+        let skip: Vec<String> = allow.iter().filter(|(_, n)| **n == 0).map(|(f, _)| f.clone()).collect();
         let now = now_ms();
-        let (claimed, corrupt) = match events.queue.claim(now, capacity, skip).await {
+        let (claimed, corrupt) = match events.queue.claim(now, capacity, allow, IN_FLIGHT_MAX).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the event queue");
@@ -291,38 +303,33 @@ impl Engine {
         for c in claimed {
             *events.in_flight().entry(c.function.clone()).or_default() += 1;
             let engine = self.clone();
-            tokio::spawn(async move {
-                let function = c.function.clone();
-                engine.deliver(c).await;
-                let events = &engine.inner.events;
-                {
-                    let mut fl = events.in_flight();
-                    if let Some(n) = fl.get_mut(&function) {
-                        *n -= 1;
-                        if *n == 0 {
-                            fl.remove(&function);
+            let span = tracing::info_span!("event", request_id = %c.request_id, function = %c.function, id = c.id);
+            tokio::spawn(
+                async move {
+                    let function = c.function.clone();
+                    engine.deliver(c).await;
+                    let events = &engine.inner.events;
+                    {
+                        let mut fl = events.in_flight();
+                        if let Some(n) = fl.get_mut(&function) {
+                            *n -= 1;
+                            if *n == 0 {
+                                fl.remove(&function);
+                            }
                         }
                     }
+                    events.wake.notify_one();
                 }
-                events.wake.notify_one();
-            });
+                .instrument(span),
+            );
         }
         if full {
             return Duration::ZERO;
         }
-        match events.queue.next_due().await {
+        // Functions at their limit wake the dispatcher when an event of theirs ends.
+        match events.queue.next_due(skip).await {
             Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 1000) as u64),
             _ => Duration::from_secs(1),
-        }
-    }
-
-    /// How many events of a function may be in flight: its reserved concurrency, if set and
-    /// not 0 (reserved 0 events are claimed to be failed at once).
-    fn event_cap(&self, function: &str) -> usize {
-        let reserved = self.read_functions().get(function).and_then(|f| f.lock().settings.reserved);
-        match reserved {
-            Some(r) if r > 0 => (r as usize).min(IN_FLIGHT_MAX),
-            _ => IN_FLIGHT_MAX,
         }
     }
 
@@ -336,8 +343,6 @@ impl Engine {
         let cfg = self.event_config(&c.function, c.qualifier.as_deref());
         let function_arn = self.arn(&c.function, Some(c.qualifier.as_deref().unwrap_or(Qualifier::LATEST)));
         let now = now_ms();
-        let span = tracing::info_span!("event", request_id = %c.request_id, function = %c.function, id = c.id);
-        let _g = span.enter();
         // Too old already (it waited out a restart, say): no attempt.
         if now - c.enqueued_ms > i64::from(cfg.max_age_secs()) * 1000 {
             let rec = record(&c.request_id, &function_arn, Condition::EventAgeExceeded, c.attempts, &c.payload, 200, None, false, None);

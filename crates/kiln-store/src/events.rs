@@ -17,6 +17,7 @@
 //! [`EventQueue::recover`] puts in-flight rows back in the queue: delivery is at least once.
 
 use rusqlite::{params, Connection, Transaction};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -195,15 +196,17 @@ impl EventQueue {
         self.run(|t| t.execute("UPDATE events SET state = ?1 WHERE state = ?2", params![QUEUED, IN_FLIGHT])).await
     }
 
-    /// Claims up to `limit` due events (oldest due first), skipping the functions in `skip`.
-    /// Rows that cannot be read are moved to the failed store and reported in the second list.
+    /// Claims up to `limit` due events (oldest due first), at most `allow[f]` of function `f`
+    /// (`default_allow` of a function not named there). Rows that cannot be read are moved to
+    /// the failed store and reported in the second list.
     pub async fn claim(
         &self,
         now_ms: i64,
         limit: usize,
-        skip: Vec<String>,
+        allow: HashMap<String, usize>,
+        default_allow: usize,
     ) -> Result<(Vec<Claimed>, Vec<(i64, String)>), EventError> {
-        self.run(move |t| claim(t, now_ms, limit, &skip)).await
+        self.run(move |t| claim(t, now_ms, limit, &allow, default_allow)).await
     }
 
     /// Settles an in-flight event.
@@ -211,10 +214,17 @@ impl EventQueue {
         self.run(move |t| settle(t, id, &s)).await
     }
 
-    /// When the next queued event is due, if any is.
-    pub async fn next_due(&self) -> Result<Option<i64>, EventError> {
-        self.run(|t| t.query_row("SELECT MIN(due_ms) FROM events WHERE state = ?1", params![QUEUED], |r| r.get(0)))
-            .await
+    /// When the next queued event of a function not in `skip` is due, if any is.
+    pub async fn next_due(&self, skip: Vec<String>) -> Result<Option<i64>, EventError> {
+        self.run(move |t| {
+            let skip = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
+            t.query_row(
+                "SELECT MIN(due_ms) FROM events WHERE state = ?1 AND function NOT IN (SELECT value FROM json_each(?2))",
+                params![QUEUED, skip],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     /// Events of one function (or of all), queued and in flight first, at most `limit`.
@@ -288,39 +298,67 @@ fn claim(
     t: &Connection,
     now_ms: i64,
     limit: usize,
-    skip: &[String],
+    allow: &HashMap<String, usize>,
+    default_allow: usize,
 ) -> Result<(Vec<Claimed>, Vec<(i64, String)>), rusqlite::Error> {
     let mut out = Vec::new();
     let mut corrupt = Vec::new();
     if limit == 0 {
         return Ok((out, corrupt));
     }
-    let skip_json = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+    // Choose by id and function first, so payloads are read only for what is claimed.
+    let skip: Vec<&String> = allow.iter().filter(|(_, n)| **n == 0).map(|(f, _)| f).collect();
+    let skip_json = serde_json::to_string(&skip).unwrap_or_else(|_| "[]".into());
+    let mut chosen = Vec::new();
     {
         let mut stmt = t.prepare_cached(
-            "SELECT id, request_id, function, qualifier, payload, enqueued_ms, attempts, errors, throttles, depth
-             FROM events WHERE state = ?1 AND due_ms <= ?2
+            "SELECT id, function FROM events WHERE state = ?1 AND due_ms <= ?2
                AND function NOT IN (SELECT value FROM json_each(?3))
              ORDER BY due_ms, id LIMIT ?4",
         )?;
-        let mut rows = stmt.query(params![QUEUED, now_ms, skip_json, limit as i64])?;
+        let mut rows = stmt.query(params![QUEUED, now_ms, skip_json, (limit * 4) as i64])?;
+        let mut taken: HashMap<String, usize> = HashMap::new();
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
-            let read = || -> Result<Claimed, rusqlite::Error> {
+            let function: String = match r.get(1) {
+                Ok(f) => f,
+                Err(e) => {
+                    corrupt.push((id, e.to_string()));
+                    continue;
+                }
+            };
+            let n = taken.entry(function.clone()).or_default();
+            if *n >= allow.get(&function).copied().unwrap_or(default_allow) {
+                continue;
+            }
+            *n += 1;
+            chosen.push(id);
+            if chosen.len() == limit {
+                break;
+            }
+        }
+    }
+    {
+        let mut stmt = t.prepare_cached(
+            "SELECT request_id, function, qualifier, payload, enqueued_ms, attempts, errors, throttles, depth
+             FROM events WHERE id = ?1",
+        )?;
+        for id in chosen {
+            let read = stmt.query_row(params![id], |r| {
                 Ok(Claimed {
                     id,
-                    request_id: r.get(1)?,
-                    function: r.get(2)?,
-                    qualifier: r.get(3)?,
-                    payload: r.get(4)?,
-                    enqueued_ms: r.get(5)?,
-                    attempts: r.get(6)?,
-                    errors: r.get(7)?,
-                    throttles: r.get(8)?,
-                    depth: r.get(9)?,
+                    request_id: r.get(0)?,
+                    function: r.get(1)?,
+                    qualifier: r.get(2)?,
+                    payload: r.get(3)?,
+                    enqueued_ms: r.get(4)?,
+                    attempts: r.get(5)?,
+                    errors: r.get(6)?,
+                    throttles: r.get(7)?,
+                    depth: r.get(8)?,
                 })
-            };
-            match read() {
+            });
+            match read {
                 Ok(c) => out.push(c),
                 Err(e) => corrupt.push((id, e.to_string())),
             }
@@ -456,16 +494,19 @@ mod tests {
                 q.enqueue(event("a", i)).await.unwrap();
                 q.enqueue(event("b", i)).await.unwrap();
             }
-            let (got, bad) = q.claim(100, 4, vec!["b".into()]).await.unwrap();
+            let allow = HashMap::from([("b".to_string(), 0), ("a".to_string(), 3)]);
+            let (got, bad) = q.claim(100, 10, allow, 10).await.unwrap();
             assert!(bad.is_empty());
-            assert_eq!(got.len(), 4);
+            assert_eq!(got.len(), 3);
             assert!(got.iter().all(|c| c.function == "a"));
             // Not yet due.
-            let (none, _) = q.claim(-1, 10, vec![]).await.unwrap();
+            let (none, _) = q.claim(-1, 10, HashMap::new(), 10).await.unwrap();
             assert!(none.is_empty());
-            assert_eq!(q.recover().await.unwrap(), 4);
-            let (all, _) = q.claim(100, 100, vec![]).await.unwrap();
+            assert_eq!(q.next_due(vec!["a".into()]).await.unwrap(), Some(0));
+            assert_eq!(q.recover().await.unwrap(), 3);
+            let (all, _) = q.claim(100, 100, HashMap::new(), 100).await.unwrap();
             assert_eq!(all.len(), 20);
+            assert_eq!(q.next_due(vec![]).await.unwrap(), None);
         });
     }
 
@@ -480,7 +521,7 @@ mod tests {
             q.run(move |t| t.execute("UPDATE events SET request_id = x'00ff' , attempts = 'many' WHERE id = ?1", [bad]))
                 .await
                 .unwrap();
-            let (got, corrupt) = q.claim(100, 10, vec![]).await.unwrap();
+            let (got, corrupt) = q.claim(100, 10, HashMap::new(), 10).await.unwrap();
             assert_eq!(got.len(), 1);
             assert_eq!(corrupt.len(), 1);
             assert_eq!(corrupt[0].0, bad);
@@ -495,14 +536,14 @@ mod tests {
         let q = EventQueue::open(&dir.path().join("events.db")).unwrap();
         rt().block_on(async {
             let id = q.enqueue(event("a", 1)).await.unwrap();
-            let (got, _) = q.claim(10, 10, vec![]).await.unwrap();
+            let (got, _) = q.claim(10, 10, HashMap::new(), 10).await.unwrap();
             assert_eq!(got[0].id, id);
             q.settle(id, Settle::Fail { attempts: 3, last_error: "boom".into(), record: "{}".into() }).await.unwrap();
             let l = q.list(Some("a".into()), 10).await.unwrap();
             assert_eq!((l[0].state, l[0].attempts, l[0].last_error.as_deref()), (FAILED, 3, Some("boom")));
             assert_eq!(q.redrive("a".into(), Some(id + 1), 20).await.unwrap(), 0);
             assert_eq!(q.redrive("a".into(), None, 20).await.unwrap(), 1);
-            let (got, _) = q.claim(20, 10, vec![]).await.unwrap();
+            let (got, _) = q.claim(20, 10, HashMap::new(), 10).await.unwrap();
             assert_eq!((got[0].attempts, got[0].enqueued_ms), (0, 20));
             q.settle(id, Settle::Delete).await.unwrap();
             assert!(q.counts().await.unwrap().is_empty());
@@ -523,7 +564,7 @@ mod tests {
             })
             .await
             .unwrap();
-            let (got, _) = q.claim(i64::MAX, 64, vec![]).await.unwrap();
+            let (got, _) = q.claim(i64::MAX, 64, HashMap::new(), 64).await.unwrap();
             assert_eq!(got.len(), 64);
             assert_eq!(got[0].enqueued_ms, 0);
             let c = q.counts().await.unwrap();
