@@ -345,16 +345,36 @@ impl Engine {
         let now = now_ms();
         // Too old already (it waited out a restart, say): no attempt.
         if now - c.enqueued_ms > i64::from(cfg.max_age_secs()) * 1000 {
-            let rec = record(&c.request_id, &function_arn, Condition::EventAgeExceeded, c.attempts, &c.payload, 200, None, false, None);
-            return self.finish(&c, &cfg, Condition::EventAgeExceeded, rec, "event older than MaximumEventAgeInSeconds".into()).await;
+            let rec = record(
+                &c.request_id,
+                &function_arn,
+                Condition::EventAgeExceeded,
+                c.attempts,
+                &c.payload,
+                200,
+                None,
+                false,
+                None,
+            );
+            return self
+                .finish(&c, &cfg, Condition::EventAgeExceeded, rec, "event older than MaximumEventAgeInSeconds".into())
+                .await;
         }
-        let reserved_zero = self
-            .read_functions()
-            .get(&c.function)
-            .is_some_and(|f| f.lock().settings.reserved == Some(0));
+        let reserved_zero =
+            self.read_functions().get(&c.function).is_some_and(|f| f.lock().settings.reserved == Some(0));
         if reserved_zero {
             let msg = br#"{"errorMessage":"Rate Exceeded.","errorType":"TooManyRequestsException"}"#;
-            let rec = record(&c.request_id, &function_arn, Condition::RetriesExhausted, c.attempts, &c.payload, 429, None, false, Some(msg));
+            let rec = record(
+                &c.request_id,
+                &function_arn,
+                Condition::RetriesExhausted,
+                c.attempts,
+                &c.payload,
+                429,
+                None,
+                false,
+                Some(msg),
+            );
             return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, "reserved concurrency is 0".into()).await;
         }
         let target = FunctionName::parse(&c.function).and_then(|name| {
@@ -364,7 +384,17 @@ impl Engine {
         let target = match target {
             Ok(t) => t,
             Err(e) => {
-                let rec = record(&c.request_id, &function_arn, Condition::RetriesExhausted, c.attempts, &c.payload, 400, None, false, None);
+                let rec = record(
+                    &c.request_id,
+                    &function_arn,
+                    Condition::RetriesExhausted,
+                    c.attempts,
+                    &c.payload,
+                    400,
+                    None,
+                    false,
+                    None,
+                );
                 return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, format!("bad target: {e}")).await;
             }
         };
@@ -381,7 +411,17 @@ impl Engine {
             }
             Err(e) => {
                 // The function or qualifier is gone: nothing to retry.
-                let rec = record(&c.request_id, &function_arn, Condition::RetriesExhausted, attempts, &c.payload, 404, None, false, None);
+                let rec = record(
+                    &c.request_id,
+                    &function_arn,
+                    Condition::RetriesExhausted,
+                    attempts,
+                    &c.payload,
+                    404,
+                    None,
+                    false,
+                    None,
+                );
                 return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, e.to_string()).await;
             }
         };
@@ -421,13 +461,24 @@ impl Engine {
 
     /// Ends an event: its record goes to the destination for `condition`, else (or when that
     /// cannot be reached) into the failed store. A success without destination just ends.
-    async fn finish(&self, c: &Claimed, cfg: &EventInvokeConfig, condition: Condition, rec: serde_json::Value, why: String) {
+    async fn finish(
+        &self,
+        c: &Claimed,
+        cfg: &EventInvokeConfig,
+        condition: Condition,
+        rec: serde_json::Value,
+        why: String,
+    ) {
         let dest = if condition == Condition::Success { &cfg.on_success } else { &cfg.on_failure };
         let settle = match dest {
             None if condition == Condition::Success => Settle::Delete,
             None => {
                 tracing::warn!(condition = condition.as_str(), error = %why, "event failed; kept in the failed store");
-                Settle::Fail { attempts: c.attempts, last_error: format!("{}: {why}", condition.as_str()), record: rec.to_string() }
+                Settle::Fail {
+                    attempts: c.attempts,
+                    last_error: format!("{}: {why}", condition.as_str()),
+                    record: rec.to_string(),
+                }
             }
             Some(arn) => match self.send_record(arn, c.depth, &rec).await {
                 Ok(()) => Settle::Delete,
@@ -567,7 +618,9 @@ impl Engine {
             && input.maximum_event_age_secs.is_none()
             && input.destinations.is_none()
         {
-            return Err(EngineError::invalid("You must specify at least one of error handling or destination setting."));
+            return Err(EngineError::invalid(
+                "You must specify at least one of error handling or destination setting.",
+            ));
         }
         let key = self.config_key(r)?;
         let retries = input.maximum_retry_attempts.map(ev::validate_retries).transpose()?;
@@ -674,7 +727,10 @@ mod tests {
         let c = cfg(Some(2), Some(90));
         // Retry due at 60 s of age: fine. The next (120 s later) would be past 90 s.
         assert_eq!(next_step(Outcome::FunctionError, &c, BASE, 0, 1, 0, 0), Next::RetryAt(60_000));
-        assert_eq!(next_step(Outcome::FunctionError, &c, BASE, 0, 2, 0, 60_000), Next::Done(Condition::EventAgeExceeded));
+        assert_eq!(
+            next_step(Outcome::FunctionError, &c, BASE, 0, 2, 0, 60_000),
+            Next::Done(Condition::EventAgeExceeded)
+        );
     }
 
     #[test]
@@ -707,7 +763,17 @@ mod tests {
 
     #[test]
     fn record_has_lambdas_shape() {
-        let r = record("rid", "arn:x:$LATEST", Condition::RetriesExhausted, 3, b"{\"a\":1}", 200, Some("$LATEST"), true, Some(b"{\"errorMessage\":\"x\"}"));
+        let r = record(
+            "rid",
+            "arn:x:$LATEST",
+            Condition::RetriesExhausted,
+            3,
+            b"{\"a\":1}",
+            200,
+            Some("$LATEST"),
+            true,
+            Some(b"{\"errorMessage\":\"x\"}"),
+        );
         assert_eq!(r["version"], "1.0");
         assert_eq!(r["requestContext"]["condition"], "RetriesExhausted");
         assert_eq!(r["requestContext"]["approximateInvokeCount"], 3);

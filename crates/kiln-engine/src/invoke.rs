@@ -97,7 +97,12 @@ impl Engine {
             version: version.clone(),
             config,
             request_id,
-            invoked_arn: self.inner.opts.partition.function_arn(r.name.as_str(), r.qualifier.as_ref().map(|q| q.to_string()).as_deref()).into(),
+            invoked_arn: self
+                .inner
+                .opts
+                .partition
+                .function_arn(r.name.as_str(), r.qualifier.as_ref().map(|q| q.to_string()).as_deref())
+                .into(),
             payload: if payload.is_empty() { Bytes::from_static(b"{}") } else { payload },
             client_context: None,
             tail: false,

@@ -30,9 +30,9 @@ mod provisioned;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
 pub use env::InitType;
-pub use kiln_store::events::{EventCounts, EventSummary};
 pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;
+pub use kiln_store::events::{EventCounts, EventSummary};
 
 use admission::Admission;
 use bytes::Bytes;

@@ -76,7 +76,10 @@ pub fn parse_destination(arn: &str) -> Option<Destination> {
     match parts[2] {
         "lambda" => match parts.as_slice() {
             [_, _, _, _, _, "function", name, rest @ ..] if rest.len() <= 1 && !name.is_empty() => {
-                Some(Destination::Function { name: (*name).to_string(), qualifier: rest.first().map(|q| q.to_string()) })
+                Some(Destination::Function {
+                    name: (*name).to_string(),
+                    qualifier: rest.first().map(|q| q.to_string()),
+                })
             }
             _ => None,
         },
@@ -99,10 +102,7 @@ mod tests {
             parse_destination("arn:aws:lambda:us-east-1:000000000000:function:rec:live"),
             Some(Destination::Function { name: "rec".into(), qualifier: Some("live".into()) })
         );
-        assert!(matches!(
-            parse_destination("arn:aws:sqs:us-east-1:000000000000:q"),
-            Some(Destination::Foreign(_))
-        ));
+        assert!(matches!(parse_destination("arn:aws:sqs:us-east-1:000000000000:q"), Some(Destination::Foreign(_))));
         assert_eq!(parse_destination("arn:aws:dynamodb:us-east-1:000000000000:table/t"), None);
         assert_eq!(parse_destination("not-an-arn"), None);
     }

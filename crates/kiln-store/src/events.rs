@@ -68,6 +68,9 @@ pub struct Claimed {
     pub depth: u32,
 }
 
+/// What a claim returns: the claimed events, and the (id, why) of rows that could not be read.
+pub type ClaimBatch = (Vec<Claimed>, Vec<(i64, String)>);
+
 /// One row as `kiln events` shows it (no payload).
 #[derive(Debug, Clone)]
 pub struct EventSummary {
@@ -205,7 +208,7 @@ impl EventQueue {
         limit: usize,
         allow: HashMap<String, usize>,
         default_allow: usize,
-    ) -> Result<(Vec<Claimed>, Vec<(i64, String)>), EventError> {
+    ) -> Result<ClaimBatch, EventError> {
         self.run(move |t| claim(t, now_ms, limit, &allow, default_allow)).await
     }
 
@@ -250,8 +253,10 @@ impl EventQueue {
 
     /// Removes every queued or in-flight event of a deleted function; returns how many.
     pub async fn drop_function(&self, function: String) -> Result<usize, EventError> {
-        self.run(move |t| t.execute("DELETE FROM events WHERE function = ?1 AND state != ?2", params![function, FAILED]))
-            .await
+        self.run(move |t| {
+            t.execute("DELETE FROM events WHERE function = ?1 AND state != ?2", params![function, FAILED])
+        })
+        .await
     }
 }
 
@@ -300,7 +305,7 @@ fn claim(
     limit: usize,
     allow: &HashMap<String, usize>,
     default_allow: usize,
-) -> Result<(Vec<Claimed>, Vec<(i64, String)>), rusqlite::Error> {
+) -> Result<ClaimBatch, rusqlite::Error> {
     let mut out = Vec::new();
     let mut corrupt = Vec::new();
     if limit == 0 {
@@ -518,9 +523,11 @@ mod tests {
         rt().block_on(async {
             q.enqueue(event("a", 1)).await.unwrap();
             let bad = q.enqueue(event("a", 2)).await.unwrap();
-            q.run(move |t| t.execute("UPDATE events SET request_id = x'00ff' , attempts = 'many' WHERE id = ?1", [bad]))
-                .await
-                .unwrap();
+            q.run(move |t| {
+                t.execute("UPDATE events SET request_id = x'00ff' , attempts = 'many' WHERE id = ?1", [bad])
+            })
+            .await
+            .unwrap();
             let (got, corrupt) = q.claim(100, 10, HashMap::new(), 10).await.unwrap();
             assert_eq!(got.len(), 1);
             assert_eq!(corrupt.len(), 1);

@@ -51,6 +51,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// Rows kept per function and qualifier, as (function, (qualifier, value)).
+pub type QualifiedRows<T> = Vec<(String, (String, T))>;
+
 /// The metadata database.
 pub struct MetaStore {
     conn: Mutex<Connection>,
@@ -172,7 +175,12 @@ impl MetaStore {
     }
 
     /// Stores the event invoke config of one qualifier (`$LATEST` for the unqualified function).
-    pub fn put_event_config<T: serde::Serialize>(&self, function: &str, qualifier: &str, c: &T) -> Result<(), MetaError> {
+    pub fn put_event_config<T: serde::Serialize>(
+        &self,
+        function: &str,
+        qualifier: &str,
+        c: &T,
+    ) -> Result<(), MetaError> {
         let json = to_json(function, qualifier, c)?;
         self.conn().execute(
             "INSERT OR REPLACE INTO event_configs (name, qualifier, config) VALUES (?1, ?2, ?3)",
@@ -188,7 +196,7 @@ impl MetaStore {
     }
 
     /// Every event invoke config, as (function, (qualifier, config)).
-    pub fn all_event_configs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, (String, T))>, MetaError> {
+    pub fn all_event_configs<T: serde::de::DeserializeOwned>(&self) -> Result<QualifiedRows<T>, MetaError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, qualifier, config FROM event_configs ORDER BY name, qualifier")?;
         let rows =

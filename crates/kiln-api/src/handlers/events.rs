@@ -51,7 +51,9 @@ pub(crate) async fn dispatch(
             let items = page.items.iter().map(|(q, c)| config_json(engine, n.as_str(), q, c)).collect();
             ok_json(StatusCode::OK, page_json("FunctionEventInvokeConfigs", items, page.next_marker))
         }
-        (&Method::POST, ["2014-11-13", "functions", name, "invoke-async"]) => invoke_async(engine, call, name, req).await,
+        (&Method::POST, ["2014-11-13", "functions", name, "invoke-async"]) => {
+            invoke_async(engine, call, name, req).await
+        }
         (&Method::GET, ["kiln", "v1", "events"]) => {
             let counts = engine.event_counts().await?;
             let fns: Vec<serde_json::Value> = counts
@@ -71,7 +73,9 @@ pub(crate) async fn dispatch(
             let n: FunctionName = plain_name(name)?;
             let id = match call.query("Id") {
                 None => None,
-                Some(v) => Some(v.parse::<i64>().map_err(|_| ApiError::invalid_parameter(format!("'{v}' is not an event id")))?),
+                Some(v) => Some(
+                    v.parse::<i64>().map_err(|_| ApiError::invalid_parameter(format!("'{v}' is not an event id")))?,
+                ),
             };
             let count = engine.redrive_events(&n, id).await?;
             ok_json(StatusCode::OK, json!({ "Redriven": count }))
@@ -101,7 +105,13 @@ struct ConfigIn {
     destination_config: Option<DestinationConfigIn>,
 }
 
-async fn put_config(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>, merge: bool) -> Result<Response<Body>> {
+async fn put_config(
+    engine: &Engine,
+    call: &Call,
+    name: &str,
+    req: Request<Incoming>,
+    merge: bool,
+) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: ConfigIn = parse_json(&body)?;
@@ -136,7 +146,8 @@ fn config_json(engine: &Engine, name: &str, qualifier: &str, c: &EventInvokeConf
 }
 
 fn summary_json(e: &EventSummary) -> serde_json::Value {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let state = e.state_name();
     let mut v = json!({
         "Id": e.id,
@@ -159,7 +170,9 @@ fn summary_json(e: &EventSummary) -> serde_json::Value {
 async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let payload = read_body(req, limit, || format!("Request must be smaller than {limit} bytes for the InvokeAsync operation")).await?;
+    let payload =
+        read_body(req, limit, || format!("Request must be smaller than {limit} bytes for the InvokeAsync operation"))
+            .await?;
     let payload = if payload.iter().all(u8::is_ascii_whitespace) {
         Bytes::new()
     } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {

@@ -39,7 +39,8 @@ impl EventsResult {
 
 /// Runs the scenario on its own server.
 pub async fn run(exe: &Path, work: &TempDir, zip_b64: &str, args: &BenchArgs) -> anyhow::Result<EventsResult> {
-    let server = Server::start(exe, &work.path.join("events"), args, EVENT_CALLERS + 8, args.server_log.as_deref()).await?;
+    let server =
+        Server::start(exe, &work.path.join("events"), args, EVENT_CALLERS + 8, args.server_log.as_deref()).await?;
     let result = measure(&server, zip_b64, args).await;
     server.stop();
     result
