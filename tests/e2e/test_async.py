@@ -409,3 +409,42 @@ def test_many_large_waiting_events_keep_kiln_memory_flat(kiln_factory):
     # 300 MB of events accepted; kiln keeps them on disk, not in memory.
     assert growth_mb < 48, "kiln grew by %.1f MB while %d MB of events waited" % (growth_mb, waiting)
     lam.delete_function(FunctionName=name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs as the data dir needs root")
+def test_full_disk_refuses_events_it_cannot_keep_and_keeps_serving(kiln_factory, tmp_path):
+    import subprocess
+
+    base = tmp_path / "full"
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(base)], check=True)
+    try:
+        server = kiln_factory("full", extra_args=("--isolation", "none"))
+        lam = k.lambda_client(server.endpoint)
+        name = k.unique_name("full")
+        k.create(lam, name, recorder_zip())
+        # One slow environment: accepted events stay on disk.
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+        big = json.dumps({"sleep_ms": 20000, "pad": "x" * (1024 * 1024 - 64)}).encode()
+        accepted, refusal = 0, None
+        for _ in range(60):
+            try:
+                lam.invoke(FunctionName=name, InvocationType="Event", Payload=big)
+                accepted += 1
+            except botocore.exceptions.ClientError as exc:
+                refusal = exc
+                break
+        assert refusal is not None, "a 24 MB disk took %d events of 1 MB" % accepted
+        assert k.error_code(refusal) == "ServiceException", refusal
+        assert k.http_status(refusal) == 500
+        print("accepted %d events of 1 MB on a 24 MB disk, then %s" % (accepted, k.error_code(refusal)))
+        assert accepted >= 5, accepted
+        # Still serving, and every event that got its 202 is kept.
+        assert name in {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+        status, body = http(server.endpoint, "GET", "/kiln/v1/events")
+        assert status == 200, body
+        counts = {f["FunctionName"]: f for f in json.loads(body)["Functions"]}[name]
+        assert counts["Queued"] + counts["InFlight"] + counts["Failed"] >= accepted, (counts, accepted)
+        server.kill()
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)

@@ -30,6 +30,7 @@ use kiln_model::events::{self as ev, Destination, EventInvokeConfig};
 use kiln_model::{FunctionName, FunctionRef, Qualifier};
 use kiln_store::events::{Claimed, EventCounts, EventQueue, EventSummary, NewEvent, Settle};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tracing::Instrument as _;
@@ -48,6 +49,9 @@ pub(crate) struct Events {
     wake: tokio::sync::Notify,
     in_flight: Mutex<HashMap<String, usize>>,
     retry_base: Duration,
+    /// Set at shutdown: nothing more is claimed, and attempts cut short by the shutdown are
+    /// not settled, so their rows stay in flight and run again after the restart.
+    stopping: AtomicBool,
 }
 
 impl Events {
@@ -58,7 +62,17 @@ impl Events {
             wake: tokio::sync::Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
             retry_base,
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Called at shutdown, before the environments are destroyed.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn configs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, String), EventInvokeConfig>> {
@@ -267,6 +281,9 @@ impl Engine {
     /// Claims and starts what may run now; returns how long to sleep if nothing wakes it.
     async fn dispatch_once(&self) -> Duration {
         let events = &self.inner.events;
+        if events.stopping() {
+            return Duration::from_secs(3600);
+        }
         let (capacity, allow) = {
             // Per function: its reserved concurrency (if set and not 0; events of a function
             // with reserved 0 are claimed to be failed at once), less what is in flight.
@@ -399,6 +416,10 @@ impl Engine {
             }
         };
         let result = self.run_queued(&target, c.request_id.clone(), Bytes::from(c.payload.clone())).await;
+        if self.inner.events.stopping() {
+            // The shutdown may have destroyed its environment: the event runs again at start-up.
+            return;
+        }
         let attempts = c.attempts + 1;
         let (outcome, version, status, response, error_text) = match result {
             Ok((v, p, false)) => (Outcome::Success, Some(v), 200, Some(p), String::new()),

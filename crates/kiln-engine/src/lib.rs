@@ -1256,6 +1256,7 @@ impl Engine {
 
     /// Destroys every environment. Called at shutdown.
     pub fn shutdown(&self) {
+        self.inner.events.stop();
         let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
         for f in fns {
             let envs: Vec<Arc<Environment>> = {
