@@ -1,5 +1,7 @@
 //! One handler per operation.
 
+mod events;
+
 use crate::error::ApiError;
 use crate::wire::{self, function_configuration};
 use crate::{full, Body, Call, ChannelBody};
@@ -86,7 +88,7 @@ pub(crate) async fn dispatch(
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),
-        _ => Err(ApiError::unknown_operation()),
+        _ => events::dispatch(engine, method, call, &seg, req).await,
     }
 }
 

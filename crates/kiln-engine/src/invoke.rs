@@ -40,14 +40,17 @@ enum Source {
 }
 
 impl Engine {
-    /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.
-    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
-        let f = self.function(&req.function.name)?;
-        let name = req.function.name.as_str();
-        let qualifier = req.function.qualifier.as_ref().map(|q| q.to_string());
+    /// Finds the function and the version a call runs (an alias picks one by its weights).
+    pub(crate) fn resolve(
+        &self,
+        r: &kiln_model::FunctionRef,
+    ) -> Result<(Arc<Function>, String, Arc<FunctionConfig>), EngineError> {
+        let f = self.function(&r.name)?;
+        let name = r.name.as_str();
+        let qualifier = r.qualifier.as_ref().map(|q| q.to_string());
         let (version, config) = {
             let st = f.lock();
-            let version = match &req.function.qualifier {
+            let version = match &r.qualifier {
                 None | Some(Qualifier::Latest) => Qualifier::LATEST.to_string(),
                 Some(Qualifier::Version(n)) => {
                     if !st.versions.contains_key(n) {
@@ -76,6 +79,43 @@ impl Engine {
                 }
             }
         };
+        Ok((f, version, config))
+    }
+
+    /// One attempt of a queued event: runs it like a synchronous call, with the event's own
+    /// request id. Returns the version that ran and the answer.
+    pub(crate) async fn run_queued(
+        &self,
+        r: &kiln_model::FunctionRef,
+        request_id: String,
+        payload: Bytes,
+    ) -> Result<(String, Bytes, bool), EngineError> {
+        let (f, version, config) = self.resolve(r)?;
+        let job = Job {
+            engine: self.clone(),
+            function: f,
+            version: version.clone(),
+            config,
+            request_id,
+            invoked_arn: self
+                .inner
+                .opts
+                .partition
+                .function_arn(r.name.as_str(), r.qualifier.as_ref().map(|q| q.to_string()).as_deref())
+                .into(),
+            payload: if payload.is_empty() { Bytes::from_static(b"{}") } else { payload },
+            client_context: None,
+            tail: false,
+        };
+        let (payload, function_error, _) = job.run().await?;
+        Ok((version, payload, function_error))
+    }
+
+    /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
+        let name = req.function.name.as_str();
+        let qualifier = req.function.qualifier.as_ref().map(|q| q.to_string());
+        let (f, version, config) = self.resolve(&req.function)?;
         let limit = match req.kind {
             InvokeKind::Event => kiln_model::limits::ASYNC_PAYLOAD_MAX_BYTES,
             _ => kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES,
@@ -93,6 +133,14 @@ impl Engine {
         if req.kind == InvokeKind::DryRun {
             return Ok(InvokeResponse::empty(request_id, version));
         }
+        if req.kind == InvokeKind::Event {
+            // The 202 goes out only once the event is committed and synced in the queue; the
+            // dispatcher (`asyncq`) runs it from there, resolving an alias again at delivery.
+            drop((f, config));
+            let payload = if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload };
+            self.enqueue_event(name, qualifier, request_id.clone(), payload, 0).await?;
+            return Ok(InvokeResponse::empty(request_id, version));
+        }
         let job = Job {
             engine: self.clone(),
             function: f,
@@ -104,11 +152,6 @@ impl Engine {
             client_context: req.client_context,
             tail: req.tail_logs && req.kind == InvokeKind::RequestResponse,
         };
-        if req.kind == InvokeKind::Event {
-            // Lambda queues events and retries throttled ones with backoff for up to six hours.
-            tokio::spawn(job.run_event());
-            return Ok(InvokeResponse::empty(request_id, version));
-        }
         // The invocation runs in its own task: if the caller goes away, the environment still
         // finishes its work and goes back to the pool.
         let (payload, function_error, log_tail) = tokio::spawn(job.run())
@@ -127,25 +170,6 @@ fn throttled(reason: ThrottleReason) -> EngineError {
 }
 
 impl Job {
-    async fn run_event(self) {
-        let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_secs(1);
-        let job = Arc::new(self);
-        loop {
-            match job.clone().attempt().await {
-                Err(EngineError::Throttled { .. }) if started.elapsed() < Duration::from_secs(6 * 3600) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(300));
-                }
-                Err(e) => {
-                    tracing::warn!(request_id = %job.request_id, error = %e, "event invocation dropped");
-                    return;
-                }
-                Ok(_) => return,
-            }
-        }
-    }
-
     async fn run(self) -> JobResult {
         Arc::new(self).attempt().await
     }

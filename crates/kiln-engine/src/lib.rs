@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod asyncq;
 mod env;
 mod error;
 pub mod fds;
@@ -28,9 +29,11 @@ pub mod logs;
 mod memory;
 mod provisioned;
 
+pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
 pub use env::InitType;
 pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;
+pub use kiln_store::events::{EventCounts, EventSummary};
 
 use admission::Admission;
 use bytes::Bytes;
@@ -60,6 +63,8 @@ pub struct EngineOptions {
     pub keep_alive: Duration,
     /// Sum of `MemorySize` of live environments, in MB.
     pub memory_budget_mb: u64,
+    /// Wait before the first retry of an event whose function failed; the second waits twice it.
+    pub async_retry_base: Duration,
 }
 
 /// CreateFunction, validated by the engine.
@@ -216,6 +221,7 @@ pub(crate) struct Inner {
     pub admission: Admission,
     pub memory: MemoryBudget,
     pub functions: RwLock<BTreeMap<String, Arc<Function>>>,
+    pub events: asyncq::Events,
 }
 
 /// The engine. Cheap to clone.
@@ -247,6 +253,9 @@ impl Engine {
         let meta = MetaStore::open(&opts.data_dir.join("kiln.db")).map_err(|e| internal("cannot open database", e))?;
         let code = CodeStore::open(&opts.data_dir.join("code")).map_err(|e| internal("cannot open code store", e))?;
         let logs = LogSink::start(&opts.data_dir.join("logs")).map_err(|e| internal("cannot start log writer", e))?;
+        let queue = kiln_store::events::EventQueue::open(&opts.data_dir.join("events.db"))
+            .map_err(|e| internal("cannot open the event queue", e))?;
+        let events = asyncq::Events::new(queue, opts.async_retry_base);
         let engine = Self {
             inner: Arc::new(Inner {
                 admission: Admission::new(opts.concurrency_limit),
@@ -257,10 +266,13 @@ impl Engine {
                 backend,
                 logs,
                 functions: RwLock::new(BTreeMap::new()),
+                events,
             }),
         };
         engine.load()?;
+        engine.load_event_configs()?;
         engine.spawn_reaper();
+        engine.spawn_dispatcher();
         Ok(engine)
     }
 
@@ -789,6 +801,7 @@ impl Engine {
         drop(envs);
         self.inner.admission.remove(r.name.as_str());
         self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
+        self.forget_events(r.name.as_str()).await;
         self.collect_code(hashes).await;
         Ok(())
     }
@@ -1244,6 +1257,7 @@ impl Engine {
 
     /// Destroys every environment. Called at shutdown.
     pub fn shutdown(&self) {
+        self.inner.events.stop();
         let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
         for f in fns {
             let envs: Vec<Arc<Environment>> = {

@@ -42,7 +42,17 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         config TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // Event invoke configs (asynchronous invocation: retries, age, destinations), per qualifier.
+    "CREATE TABLE event_configs (
+        name TEXT NOT NULL,
+        qualifier TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, qualifier)
+    ) WITHOUT ROWID;",
 ];
+
+/// Rows kept per function and qualifier, as (function, (qualifier, value)).
+pub type QualifiedRows<T> = Vec<(String, (String, T))>;
 
 /// The metadata database.
 pub struct MetaStore {
@@ -122,6 +132,7 @@ impl MetaStore {
         tx.execute("DELETE FROM versions WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM aliases WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM settings WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM event_configs WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(())
     }
@@ -161,6 +172,42 @@ impl MetaStore {
     /// Every function's concurrency settings.
     pub fn all_settings(&self) -> Result<Vec<(String, ConcurrencySettings)>, MetaError> {
         self.rows("SELECT name, 'settings', config FROM settings ORDER BY name")
+    }
+
+    /// Stores the event invoke config of one qualifier (`$LATEST` for the unqualified function).
+    pub fn put_event_config<T: serde::Serialize>(
+        &self,
+        function: &str,
+        qualifier: &str,
+        c: &T,
+    ) -> Result<(), MetaError> {
+        let json = to_json(function, qualifier, c)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO event_configs (name, qualifier, config) VALUES (?1, ?2, ?3)",
+            params![function, qualifier, json],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_event_config(&self, function: &str, qualifier: &str) -> Result<(), MetaError> {
+        self.conn()
+            .execute("DELETE FROM event_configs WHERE name = ?1 AND qualifier = ?2", params![function, qualifier])?;
+        Ok(())
+    }
+
+    /// Every event invoke config, as (function, (qualifier, config)).
+    pub fn all_event_configs<T: serde::de::DeserializeOwned>(&self) -> Result<QualifiedRows<T>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, qualifier, config FROM event_configs ORDER BY name, qualifier")?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, q, json) = row?;
+            let c = parse(&name, &q, &json)?;
+            out.push((name, (q, c)));
+        }
+        Ok(out)
     }
 
     /// Whether any stored version still uses this code.

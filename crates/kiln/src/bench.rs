@@ -53,6 +53,8 @@
 //!
 //! Targets are reported as met or not met; the bench never fails on them.
 
+mod events;
+
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -122,6 +124,9 @@ pub struct BenchArgs {
     /// Also write the cold and warm latency distributions (CDFs, with their baselines) as an SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Run only this scenario: `events` (durable Event invokes with 32 callers).
+    #[arg(long, value_parser = ["events"])]
+    only: Option<String>,
 }
 
 /// Caller counts of the throughput runs.
@@ -139,14 +144,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start tokio")?;
+    if args.only.as_deref() == Some("events") {
+        let result = rt.block_on(events_only(&args))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "events": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let report = rt.block_on(bench(&args, servers.handle()))?;
     if let Some(path) = &args.svg {
         std::fs::write(path, report.svg()).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json(&args))?);
+        let mut v = report.to_json(&args);
+        if let Some(e) = &report.events {
+            v["events"] = e.json();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.render(&args));
+        if let Some(e) = &report.events {
+            print!("{}", e.render());
+        }
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -201,6 +222,10 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     server.stop();
     result?;
 
+    // Event invokes on a fresh server, beside the synchronous figures.
+    report.events = Some(events::run(&exe, &work, &zip_b64, args).await?);
+    eprintln!("bench: events done");
+
     // Density on a fresh server, so its idle RSS is really before anything ran.
     if args.density > 0 {
         let log = args.server_log.as_ref().map(|p| p.with_extension("density.log"));
@@ -210,6 +235,18 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
         report.density = Some(result?);
     }
     Ok(report)
+}
+
+/// `--only events`: the function and a server, nothing else.
+async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let function_bin = match &args.function_bin {
+        Some(p) => p.clone(),
+        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
+    };
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
+    let work = TempDir::new()?;
+    events::run(&exe, &work, &zip_b64, args).await
 }
 
 async fn latency_scenarios(
@@ -1219,6 +1256,7 @@ struct Report {
     burst_wall: Duration,
     burst_cold_starts: u64,
     density: Option<Density>,
+    events: Option<events::EventsResult>,
 }
 
 fn ms(d: Duration) -> f64 {

@@ -95,6 +95,15 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Asynchronous events of a function: `kiln events NAME` lists queued, in-flight and failed
+    /// ones; `kiln events redrive NAME [ID]` puts failed ones back in the queue.
+    Events {
+        /// NAME, or `redrive NAME [ID]`.
+        #[arg(required = true, num_args = 1..=3)]
+        args: Vec<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
 }
 
 #[derive(clap::Args)]
@@ -267,8 +276,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
+        ClientCommand::Events { args, endpoint } => events_command(&Api::new(&endpoint)?, &args).await,
         ClientCommand::Status { name, json, endpoint } => {
             let api = Api::new(&endpoint)?;
+            print_event_counts(&api, name.as_deref()).await;
             let path = match &name {
                 Some(n) => format!("/kiln/v1/functions/{}/environments", plain_name(n)?),
                 None => "/kiln/v1/status".to_string(),
@@ -443,6 +454,49 @@ fn check_bootstrap(path: &Path, zip: &[u8]) -> anyhow::Result<()> {
             path.display()
         ),
         Some(_) => Ok(()),
+    }
+}
+
+/// `kiln events NAME` and `kiln events redrive NAME [ID]`.
+async fn events_command(api: &Api, args: &[String]) -> anyhow::Result<std::process::ExitCode> {
+    if args.first().map(String::as_str) == Some("redrive") {
+        let Some(name) = args.get(1) else { bail!("usage: kiln events redrive NAME [ID]") };
+        let query = args.get(2).map(|id| format!("?Id={id}")).unwrap_or_default();
+        let v = api.call(Method::POST, &format!("/kiln/v1/functions/{name}/events/redrive{query}"), None).await?;
+        println!("{} failed events of {name} queued again", v["Redriven"]);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let [name] = args else { bail!("usage: kiln events NAME | kiln events redrive NAME [ID]") };
+    let v = api.call(Method::GET, &format!("/kiln/v1/functions/{name}/events"), None).await?;
+    let events = v["Events"].as_array().cloned().unwrap_or_default();
+    if events.is_empty() {
+        println!("no queued, in-flight or failed events");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    println!("{:>8} {:<36} {:<9} {:>9} {:>8}  LAST ERROR", "ID", "REQUEST ID", "STATE", "AGE", "ATTEMPTS");
+    for e in events {
+        println!(
+            "{:>8} {:<36} {:<9} {:>8.0}s {:>8}  {}",
+            e["Id"],
+            e["RequestId"].as_str().unwrap_or(""),
+            e["State"].as_str().unwrap_or(""),
+            e["AgeSeconds"].as_f64().unwrap_or(0.0),
+            e["Attempts"],
+            e["LastError"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The event queue's counts, for `kiln status`; prints nothing when the queue is empty.
+async fn print_event_counts(api: &Api, name: Option<&str>) {
+    let Ok(v) = api.call(Method::GET, "/kiln/v1/events", None).await else { return };
+    for f in v["Functions"].as_array().into_iter().flatten() {
+        let fname = f["FunctionName"].as_str().unwrap_or("");
+        if name.is_some_and(|n| n != fname) {
+            continue;
+        }
+        println!("{fname}: events {} queued, {} in flight, {} failed", f["Queued"], f["InFlight"], f["Failed"]);
     }
 }
 

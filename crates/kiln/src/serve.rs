@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// [default: three quarters of the machine's memory].
     #[arg(long, value_parser = parse_megabytes)]
     memory_budget: Option<u64>,
+    /// Wait before the first retry of an asynchronous event whose function failed (the second
+    /// retry waits twice as long), e.g. `1m` (Lambda's) or `1s` for tests.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    async_retry_base: Duration,
 }
 
 /// `500ms`, `2s`, `10m`, `1h`.
@@ -129,6 +133,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         concurrency_limit: args.concurrency_limit,
         keep_alive: args.keep_alive,
         memory_budget_mb,
+        async_retry_base: args.async_retry_base,
     };
     let served = runtime.block_on(serve(args.addr, opts, args.isolation, &mut lock));
     // The lock goes last: until the runtime's tasks have dropped the backend, its environments
