@@ -160,6 +160,8 @@ fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
         ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
         tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
         log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
+        application_log_level: cfg.logging_config.as_ref().and_then(|l| l.application_log_level.clone()),
+        system_log_level: cfg.logging_config.as_ref().and_then(|l| l.system_log_level.clone()),
         log_group: cfg.logging_config.and_then(|l| l.log_group),
         passthrough,
     }

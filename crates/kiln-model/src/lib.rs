@@ -11,7 +11,7 @@ pub mod error;
 pub mod limits;
 pub mod names;
 
-pub use config::{FunctionConfig, FunctionState, Runtime};
+pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
 pub use names::{FunctionName, FunctionRef, Qualifier};
 

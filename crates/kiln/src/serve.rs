@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// [default: three quarters of the machine's memory].
     #[arg(long, value_parser = parse_megabytes)]
     memory_budget: Option<u64>,
+    /// The interpreter of a managed runtime, as NAME=PATH (e.g. python3.12=/usr/bin/python3.12);
+    /// repeatable. Without it kiln finds interpreters on PATH, in /usr/bin, /usr/local/bin and
+    /// pyenv's versions.
+    #[arg(long = "runtime", value_name = "NAME=PATH")]
+    runtimes: Vec<String>,
 }
 
 /// `500ms`, `2s`, `10m`, `1h`.
@@ -105,6 +110,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let data_dir = data_dir.canonicalize().with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
+    let mut runtimes = kiln_engine::runtimes::Runtimes::discover(&args.runtimes)?;
+    runtimes.install(&data_dir)?;
+    for i in runtimes.interpreters() {
+        tracing::info!(
+            "runtime: {} at {}{}",
+            i.describe(),
+            i.path.display(),
+            i.pinned_for.as_deref().map(|r| format!(" (for {r})")).unwrap_or_default()
+        );
+    }
     let opts = EngineOptions {
         data_dir,
         partition: Partition { region: args.region, ..Partition::default() },
@@ -112,6 +127,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         concurrency_limit: args.concurrency_limit,
         keep_alive: args.keep_alive,
         memory_budget_mb,
+        runtimes: Arc::new(runtimes),
     };
     runtime.block_on(serve(args.addr, opts, args.isolation))?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -124,7 +140,7 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
             tracing::warn!("isolation is off: functions run as plain processes with kiln's privileges");
             Arc::new(kiln_sandbox::process::ProcessBackend)
         }
-        _ => sandbox_backend(&data_dir)?,
+        _ => sandbox_backend(&data_dir, opts.runtimes.read_only_binds())?,
     };
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -142,9 +158,10 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
     Ok(())
 }
 
-fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Backend>> {
+fn sandbox_backend(data_dir: &std::path::Path, read_only_binds: Vec<(PathBuf, PathBuf)>) -> anyhow::Result<Arc<dyn Backend>> {
     let state_dir = data_dir.join("sandbox");
-    match kiln_sandbox::linux::LinuxBackend::new(&instance_id(data_dir), &state_dir) {
+    let opts = kiln_sandbox::linux::LinuxOptions { read_only_binds, ..Default::default() };
+    match kiln_sandbox::linux::LinuxBackend::with_options(&instance_id(data_dir), &state_dir, opts) {
         Ok(b) => Ok(Arc::new(b)),
         // One clear line at start-up, not a failure inside the first invocation.
         Err(e @ kiln_sandbox::SandboxError::Privileges(_)) => anyhow::bail!("{e}"),
