@@ -83,6 +83,7 @@ pub(crate) async fn dispatch(
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
+        (&Method::GET, ["kiln", "v1", "runtimes"]) => ok_json(StatusCode::OK, crate::runtimes::listing(engine)),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),

@@ -14,6 +14,7 @@
 
 pub mod error;
 mod handlers;
+mod runtimes;
 pub mod wire;
 
 use bytes::Bytes;

@@ -200,7 +200,7 @@ impl ColdStart<'_> {
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
-            cfg.runtime.as_str().replace('.', ":"),
+            crate::runtimes::version_label(cfg.runtime),
             self.partition.region
         ));
         if let Some(notice) = notice {

@@ -387,6 +387,11 @@ impl Engine {
         &self.inner.logs
     }
 
+    /// The managed runtimes this server found.
+    pub fn runtimes(&self) -> &runtimes::Runtimes {
+        &self.inner.opts.runtimes
+    }
+
     pub(crate) fn read_functions(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Function>>> {
         self.inner.functions.read().unwrap_or_else(|e| e.into_inner())
     }

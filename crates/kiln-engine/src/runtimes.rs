@@ -214,7 +214,13 @@ impl Runtimes {
             let b = i64::from(want.0) * 1000 + i64::from(want.1);
             (a.abs_diff(b), -a)
         };
-        self.interpreters.iter().filter(|i| i.kind == kind && i.pinned_for.is_none()).min_by_key(|i| distance(i))
+        // Another major version is another language (Python 2 code does not run on Python 3).
+        let same_major = |i: &&Interpreter| kind == Kind::Node || i.version.0 == want.0;
+        self.interpreters
+            .iter()
+            .filter(|i| i.kind == kind && i.pinned_for.is_none())
+            .filter(same_major)
+            .min_by_key(|i| distance(i))
     }
 
     /// How a function of runtime `rt` starts on this host.
@@ -260,6 +266,46 @@ impl Runtimes {
     }
 }
 
+/// One line of [`Runtimes::table`]: what a Lambda runtime value runs on here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRow {
+    pub runtime: &'static str,
+    /// `custom` (the function's bootstrap), `exact`, `nearest`, `override` or `unavailable`.
+    pub status: &'static str,
+    /// The interpreter, when one runs it.
+    pub interpreter: Option<Interpreter>,
+}
+
+impl Runtimes {
+    /// Every Lambda runtime value and how this host runs it.
+    pub fn table(&self) -> Vec<RuntimeRow> {
+        kiln_model::config::RUNTIMES
+            .iter()
+            .filter_map(|r| Runtime::parse(r).ok())
+            .map(|rt| {
+                let interpreter = self.interpreter_for(rt).cloned();
+                let status = match (self.launch(rt), &interpreter) {
+                    (Launch::Custom, _) => "custom",
+                    (Launch::Unavailable { .. }, _) => "unavailable",
+                    (Launch::Client { .. }, Some(i)) if i.pinned_for.is_some() => "override",
+                    (Launch::Client { notice: None, .. }, _) => "exact",
+                    (Launch::Client { .. }, _) => "nearest",
+                };
+                RuntimeRow { runtime: rt.as_str(), status, interpreter }
+            })
+            .collect()
+    }
+}
+
+/// The runtime's name as INIT_START shows it (`python:3.12`, `nodejs:20`, `provided:al2023`).
+pub fn version_label(rt: Runtime) -> String {
+    match rt.language() {
+        Language::Python { major, minor } => format!("python:{major}.{minor}"),
+        Language::Node { major } => format!("nodejs:{major}"),
+        _ => rt.as_str().replacen('.', ":", 1),
+    }
+}
+
 /// Directories searched for interpreters, in order, without repeats.
 fn search_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -297,8 +343,9 @@ fn consider(found: &mut Vec<Interpreter>, kind: Kind, candidate: &Path) {
         return;
     }
     if let Some(i) = probe(kind, &real) {
-        // The first of each version wins (PATH order, then the fixed places).
-        if !found.iter().any(|f| f.kind == kind && f.pinned_for.is_none() && f.version == i.version) {
+        // One interpreter per runtime version (Python 3.X, Node N): the first found wins (PATH
+        // order, then the fixed places); its launcher is named after that version.
+        if !found.iter().any(|f| f.kind == kind && f.pinned_for.is_none() && f.launcher == i.launcher) {
             found.push(i);
         }
     }
@@ -397,6 +444,15 @@ mod tests {
         assert!(matches!(r.launch(rt("nodejs22.x")), Launch::Client { notice: Some(n), .. } if n.contains("Node.js 20.1.0")));
         assert_eq!(r.launch(rt("provided.al2023")), Launch::Custom);
         assert!(matches!(r.launch(rt("java21")), Launch::Unavailable { message } if message.contains("Java")));
+        assert!(matches!(r.launch(rt("python2.7")), Launch::Unavailable { .. }));
+    }
+
+    #[test]
+    fn init_start_labels_are_lambdas() {
+        assert_eq!(version_label(rt("python3.12")), "python:3.12");
+        assert_eq!(version_label(rt("nodejs20.x")), "nodejs:20");
+        assert_eq!(version_label(rt("provided.al2023")), "provided:al2023");
+        assert_eq!(version_label(rt("java8.al2")), "java8:al2");
     }
 
     #[test]
@@ -425,6 +481,8 @@ mod tests {
         let mut r = Runtimes::discover(&[]).unwrap();
         let dir = std::env::temp_dir().join(format!("kiln-rt-test-{}", std::process::id()));
         r.install(&dir).unwrap();
+        let names: std::collections::HashSet<_> = r.interpreters().iter().map(|i| &i.launcher).collect();
+        assert_eq!(names.len(), r.interpreters().len(), "one launcher per interpreter");
         for i in r.interpreters() {
             let p = r.dir.as_ref().unwrap().join(&i.launcher);
             let text = std::fs::read_to_string(&p).unwrap();

@@ -28,9 +28,12 @@ pub enum ClientCommand {
         /// An environment variable, KEY=VALUE; repeat for more.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
-        /// Passed to the runtime as _HANDLER.
-        #[arg(long, default_value = "bootstrap")]
-        handler: String,
+        /// The handler, passed to the runtime as _HANDLER: `module.function` for Python
+        /// (`app.handler`), `file.function` for Node.js (`index.handler`) [default for
+        /// provided* runtimes: bootstrap].
+        #[arg(long)]
+        handler: Option<String>,
+        /// Any Lambda runtime: provided.al2023 (your own `bootstrap`), python3.X, nodejsN.x, …
         #[arg(long, default_value = "provided.al2023")]
         runtime: String,
         #[command(flatten)]
@@ -67,6 +70,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// List the interpreters the server found and what each Lambda runtime runs on.
+    Runtimes {
+        /// Also list the runtimes this host cannot run.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Show live execution environments and start counts, of one function or of all.
     Status {
         name: Option<String>,
@@ -91,6 +102,11 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
     use std::process::ExitCode;
     match cmd {
         ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
+            let handler = match handler {
+                Some(h) => h,
+                None if runtime.starts_with("provided") => "bootstrap".to_string(),
+                None => bail!("--handler is required with --runtime {runtime} (e.g. --handler app.handler)"),
+            };
             let api = Api::new(&endpoint)?;
             let zip = package(&path)?;
             let mut vars = serde_json::Map::new();
@@ -223,6 +239,29 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                     out.write_all(data).ok();
                     out.flush().ok();
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Runtimes { all, endpoint } => {
+            let api = Api::new(&endpoint)?;
+            let v = api.call(Method::GET, "/kiln/v1/runtimes", None).await?;
+            println!("{:<16} {:<12} RUNS ON", "RUNTIME", "STATUS");
+            for r in v["Runtimes"].as_array().into_iter().flatten() {
+                let status = r["Status"].as_str().unwrap_or("");
+                if status == "unavailable" && !all {
+                    continue;
+                }
+                let runs_on = match &r["Interpreter"] {
+                    Value::Null if status == "custom" => "the function's own bootstrap".to_string(),
+                    Value::Null => "-".to_string(),
+                    i => format!(
+                        "{} {} ({})",
+                        i["Language"].as_str().unwrap_or(""),
+                        i["Version"].as_str().unwrap_or(""),
+                        i["Path"].as_str().unwrap_or("")
+                    ),
+                };
+                println!("{:<16} {:<12} {}", r["Runtime"].as_str().unwrap_or(""), status, runs_on);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -532,6 +532,9 @@ fn host_root_entries() -> io::Result<Vec<RootEntry>> {
     Ok(out)
 }
 
+/// Where managed runtimes' launchers show (a read-only bind of [`LinuxOptions::read_only_binds`]).
+const RUNTIME_DIR: &str = "/var/runtime";
+
 /// Directories the new root always has (made by init before the root entries).
 const FIXED_ROOT_DIRS: &[&str] = &["usr", "etc", "var", "var/task", "opt", "tmp", "proc", "dev"];
 
@@ -906,10 +909,10 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     {
         return Err(invalid("environment id must be 1 to 64 characters of [A-Za-z0-9_-]"));
     }
-    // A relative bootstrap is the function's own, under `/var/task`; an absolute one is a
-    // managed runtime's launcher, already a path inside the environment (see `sandbox_path`).
-    let (root, rel) = match spec.bootstrap.strip_prefix("/") {
-        Ok(rel) => (Path::new("/"), rel),
+    // A relative bootstrap is the function's own, under `/var/task`; an absolute one can only
+    // be a managed runtime's launcher under `/var/runtime` (see `Backend::sandbox_path`).
+    let (root, rel) = match spec.bootstrap.strip_prefix(RUNTIME_DIR) {
+        Ok(rel) => (Path::new(RUNTIME_DIR), rel),
         Err(_) => (Path::new("/var/task"), spec.bootstrap.as_path()),
     };
     if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -1409,6 +1412,41 @@ mod tests {
     }
 
     #[test]
+    fn read_only_binds_get_their_parents_and_may_not_cover_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().to_path_buf();
+        let binds = vec![
+            (src.clone(), "/var/runtime".into()),
+            (src.clone(), "/root/.pyenv/versions/3.12.1".into()),
+            (src.clone(), "/root/.pyenv/versions/3.13.0".into()),
+        ];
+        let names: Vec<String> = extra_root_entries(&binds)
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                RootEntry::Dir { name } => format!("dir {}", name.to_str().unwrap()),
+                RootEntry::BindReadOnly { name, .. } => format!("bind {}", name.to_str().unwrap()),
+                RootEntry::Symlink { name, .. } => format!("link {}", name.to_str().unwrap()),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bind var/runtime",
+                "dir root",
+                "dir root/.pyenv",
+                "dir root/.pyenv/versions",
+                "bind root/.pyenv/versions/3.12.1",
+                "bind root/.pyenv/versions/3.13.0",
+            ]
+        );
+        for bad in ["/usr/lib", "/var/task", "/var/task/x", "/tmp", "/opt", "relative", "/var/../etc", "/"] {
+            assert!(extra_root_entries(&[(src.clone(), bad.into())]).is_err(), "{bad}");
+        }
+        assert!(extra_root_entries(&[(src.join("missing"), "/var/runtime".into())]).is_err());
+    }
+
+    #[test]
     fn prepare_rejects_escaping_bootstraps_and_bad_ids() {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = SandboxSpec {
@@ -1452,6 +1490,11 @@ mod tests {
         assert!(prepare(&spec).is_err());
         spec.bootstrap = "/bin/sh".into();
         assert!(prepare(&spec).is_err());
+        spec.bootstrap = "/var/runtime/../../bin/sh".into();
+        assert!(prepare(&spec).is_err());
+        spec.bootstrap = "/var/runtime/python3.12".into();
+        let p = prepare(&spec).unwrap();
+        assert_eq!(child::decode_claim(&p.msg, &mut envp).unwrap().exe, b"/var/runtime/python3.12\0");
         spec.bootstrap = "bootstrap".into();
         spec.id = "../etc".into();
         assert!(prepare(&spec).is_err());
