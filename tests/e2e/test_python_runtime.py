@@ -304,3 +304,75 @@ def test_nearest_version_runs_and_the_log_says_so_once(kiln, lam, deploy):
 
     text = k.wait_for(logged, timeout=20, what="two invocations in `kiln logs %s`" % name)
     assert text.count(expected) == 1, text
+
+
+# --------------------------------------------------------------------------------------------
+# Against AWS's own client: the same handler once on kiln's python3.11 runtime, once as a
+# provided.al2023 function whose bootstrap runs awslambdaric (PyPI) from the zip.
+# --------------------------------------------------------------------------------------------
+
+RIC_DISTRIBUTIONS = ["awslambdaric", "simplejson", "snapshot-restore-py"]
+
+
+def awslambdaric_files():
+    import importlib.metadata as md
+
+    files = {}
+    for dist in RIC_DISTRIBUTIONS:
+        try:
+            d = md.distribution(dist)
+        except md.PackageNotFoundError:
+            pytest.fail("awslambdaric is not installed in the suite's venv (tests/e2e/requirements.txt)")
+        for f in d.files:
+            name = str(f)
+            if name.startswith(("..", "bin/")) or ".dist-info" in name or "__pycache__" in name:
+                continue
+            files[name] = (Path(f.locate()).read_bytes(), 0o755 if name.endswith(".so") else 0o644)
+    return files
+
+
+# awslambdaric's wheel here is built for the suite's Python (3.11): run it on the same one.
+RIC_BOOTSTRAP = "#!/bin/sh\nexec /usr/bin/python3.%d -m awslambdaric \"$_HANDLER\"\n" % sys.version_info[1]
+
+COMPARE_CASES = {
+    "raises": ({"app.py": "class Boom(Exception):\n    pass\ndef f():\n    raise Boom('bad \u00e9')\ndef handler(e, c):\n    f()\n"}, "app.handler"),
+    "returns": ({"app.py": "import decimal\ndef handler(e, c):\n    return {'s': 'x\u00e9', 'd': decimal.Decimal('1.50'), 'n': None, 'l': [1.5, True]}\n"}, "app.handler"),
+    "string": ({"app.py": "def handler(e, c):\n    return 'plain'\n"}, "app.handler"),
+    "unserialisable": ({"app.py": "def handler(e, c):\n    return object()\n"}, "app.handler"),
+    "missing_handler": ({"app.py": "x = 1\n"}, "app.handler"),
+    "missing_module": ({"other.py": ""}, "nothere.handler"),
+    "import_error": ({"app.py": "import not_installed_anywhere\n"}, "app.handler"),
+    "syntax_error": ({"app.py": "def handler(e, c)\n  return 1\n"}, "app.handler"),
+    "init_raises": ({"app.py": "raise KeyError('k')\n"}, "app.handler"),
+    "bad_handler_name": ({"app.py": ""}, "nodot"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COMPARE_CASES))
+def test_payloads_match_awslambdaric(lam, deploy, case):
+    if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
+        pytest.fail("the comparison runs awslambdaric's cp311 wheel on /usr/bin/python3.11")
+    files, handler = COMPARE_CASES[case]
+    ours = deploy_py(deploy, files, handler=handler)
+    ric_files = dict(files)
+    ric_files.update(awslambdaric_files())
+    ric_files["bootstrap"] = (RIC_BOOTSTRAP, 0o755)
+    theirs = deploy(k.make_zip(ric_files), prefix="ric", Runtime="provided.al2023", Handler=handler)
+
+    results = {}
+    for label, name in (("kiln", ours), ("awslambdaric", theirs)):
+        resp, body = k.invoke(lam, name, {"k": 1})
+        results[label] = (resp.get("FunctionError"), body, resp["ResponseMetadata"]["RequestId"])
+    (our_err, our_body, our_id), (their_err, their_body, their_id) = results["kiln"], results["awslambdaric"]
+    assert our_err == their_err
+    if our_err is None:
+        assert our_body == their_body
+        return
+    a, b = json.loads(our_body), json.loads(their_body)
+    assert list(a) == list(b)
+    for field in a:
+        if field == "requestId":
+            # Each names its own invocation (or "" for an Init failure).
+            assert (a[field], b[field]) in ((our_id, their_id), ("", "")), (a, b)
+        else:
+            assert a[field] == b[field], "%s differs:\n kiln:         %r\n awslambdaric: %r" % (field, a[field], b[field])
