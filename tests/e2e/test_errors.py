@@ -115,10 +115,11 @@ def test_zip_entries_escaping_the_task_root_are_rejected(lam_raw, entry):
     assert_error(exc, "InvalidParameterValueException", 400)
 
 
-def test_unsupported_runtime_is_rejected(lam_raw):
+def test_unknown_runtime_is_rejected(lam_raw):
     with pytest.raises(ClientError) as exc:
-        k.create(lam_raw, k.unique_name("rt"), k.python_zip(), wait=False, Runtime="python3.12")
+        k.create(lam_raw, k.unique_name("rt"), k.python_zip(), wait=False, Runtime="cobol1.0")
     assert_error(exc, "InvalidParameterValueException", 400)
+    assert "Value cobol1.0 at 'runtime' failed to satisfy constraint" in exc.value.response["Error"]["Message"]
 
 
 # ---- invoke validation ----------------------------------------------------------------------

@@ -85,6 +85,7 @@ pub(crate) async fn dispatch(
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
+        (&Method::GET, ["kiln", "v1", "runtimes"]) => ok_json(StatusCode::OK, crate::runtimes::listing(engine)),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),
@@ -165,6 +166,8 @@ fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
         ephemeral_storage_mb: cfg.ephemeral_storage.and_then(|s| s.size),
         tracing_mode: cfg.tracing_config.and_then(|t| t.mode),
         log_format: cfg.logging_config.as_ref().and_then(|l| l.log_format.clone()),
+        application_log_level: cfg.logging_config.as_ref().and_then(|l| l.application_log_level.clone()),
+        system_log_level: cfg.logging_config.as_ref().and_then(|l| l.system_log_level.clone()),
         log_group: cfg.logging_config.and_then(|l| l.log_group),
         passthrough,
     }

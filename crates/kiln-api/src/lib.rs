@@ -15,6 +15,7 @@
 pub mod error;
 mod handlers;
 mod timeouts;
+mod runtimes;
 pub mod wire;
 
 use bytes::Bytes;

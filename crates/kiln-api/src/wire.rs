@@ -48,6 +48,8 @@ pub struct ModeIn {
 #[serde(rename_all = "PascalCase")]
 pub struct LoggingIn {
     pub log_format: Option<String>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
     pub log_group: Option<String>,
 }
 
@@ -166,7 +168,19 @@ pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) 
     put("Architectures", json!(c.architectures));
     put("EphemeralStorage", json!({ "Size": c.ephemeral_storage_mb }));
     put("SnapStart", json!({ "ApplyOn": "None", "OptimizationStatus": "Off" }));
-    put("LoggingConfig", json!({ "LogFormat": c.log_format, "LogGroup": c.log_group }));
+    if c.log_format == "JSON" {
+        put(
+            "LoggingConfig",
+            json!({
+                "LogFormat": c.log_format,
+                "ApplicationLogLevel": c.application_log_level.as_deref().unwrap_or("INFO"),
+                "SystemLogLevel": c.system_log_level.as_deref().unwrap_or("INFO"),
+                "LogGroup": c.log_group,
+            }),
+        );
+    } else {
+        put("LoggingConfig", json!({ "LogFormat": c.log_format, "LogGroup": c.log_group }));
+    }
     if !listing {
         let (state, code) = match c.state {
             FunctionState::Pending => ("Pending", Some("Creating")),

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use kiln_model::{env as vars, FunctionConfig, Partition};
 use kiln_runtime_api::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
 use kiln_sandbox::{Backend, ExitInfo, Sandbox, SandboxSpec};
+use crate::runtimes::{Launch, Runtimes, UNAVAILABLE_ERROR};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,6 +98,8 @@ impl Freezer for SandboxFreezer {
 pub struct ColdStart<'a> {
     pub backend: &'a Arc<dyn Backend>,
     pub partition: &'a Partition,
+    /// Managed runtimes: what starts a `python3.X` or `nodejsN.x` function.
+    pub runtimes: &'a Runtimes,
     pub logs: &'a LogSink,
     pub config: Arc<FunctionConfig>,
     pub code_dir: PathBuf,
@@ -124,19 +127,41 @@ impl ColdStart<'_> {
     /// Builds an environment and runs its Init.
     pub async fn run(self, request_id: &str) -> Result<InitResult, EngineError> {
         let cfg = self.config.clone();
-        let bootstrap = self.code_dir.join("bootstrap");
-        if !is_executable_file(&bootstrap) {
-            // Lambda's two wordings: no bootstrap at all, or one it may not execute.
-            let message = if std::fs::metadata(&bootstrap).is_ok_and(|m| m.is_file()) {
-                format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: permission denied")
-            } else {
-                format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}")
-            };
-            return Ok(InitResult::Failed {
-                error_type: "Runtime.InvalidEntrypoint".into(),
-                payload: error_payload("Runtime.InvalidEntrypoint", &message),
-            });
-        }
+        let unavailable = |message: &str| {
+            Ok(InitResult::Failed {
+                error_type: UNAVAILABLE_ERROR.into(),
+                payload: error_payload(UNAVAILABLE_ERROR, message),
+            })
+        };
+        let (bootstrap, notice) = match self.runtimes.launch(cfg.runtime) {
+            Launch::Custom => {
+                let bootstrap = self.code_dir.join("bootstrap");
+                if !is_executable_file(&bootstrap) {
+                    // Lambda's two wordings: no bootstrap at all, or one it may not execute.
+                    let message = if std::fs::metadata(&bootstrap).is_ok_and(|m| m.is_file()) {
+                        format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: permission denied")
+                    } else {
+                        format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}")
+                    };
+                    return Ok(InitResult::Failed {
+                        error_type: "Runtime.InvalidEntrypoint".into(),
+                        payload: error_payload("Runtime.InvalidEntrypoint", &message),
+                    });
+                }
+                (PathBuf::from("bootstrap"), None)
+            }
+            Launch::Unavailable { message } => return unavailable(&message),
+            Launch::Client { launcher, notice } => match self.backend.sandbox_path(&launcher) {
+                Some(p) => (p, notice),
+                None => {
+                    return unavailable(&format!(
+                        "kiln cannot run the {} runtime: its runtime client is not visible inside the {} sandbox",
+                        cfg.runtime.as_str(),
+                        self.backend.name()
+                    ))
+                }
+            },
+        };
         crate::fds::check_cold_start()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let today = time::OffsetDateTime::now_utc().date();
@@ -146,7 +171,7 @@ impl ColdStart<'_> {
         let spec = SandboxSpec {
             id: id.clone(),
             code_dir: self.code_dir.clone(),
-            bootstrap: PathBuf::from("bootstrap"),
+            bootstrap,
             env: environment(&cfg, self.partition, &stream, self.init_type),
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_storage_mb,
@@ -184,9 +209,12 @@ impl ColdStart<'_> {
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
-            cfg.runtime.as_str().replace('.', ":"),
+            crate::runtimes::version_label(cfg.runtime),
             self.partition.region
         ));
+        if let Some(notice) = notice {
+            env.capture.platform(notice);
+        }
         tracing::debug!(env = %env.id, function = %cfg.name, "environment created");
 
         let outcome = match env.wait_init(self.init_timeout).await {
@@ -505,6 +533,13 @@ fn environment(
         }
     }
     set(vars::HANDLER, cfg.handler.clone().unwrap_or_default());
+    if !cfg.runtime.is_custom() {
+        set(vars::EXECUTION_ENV, format!("AWS_Lambda_{}", cfg.runtime.as_str()));
+    }
+    if cfg.log_format == "JSON" {
+        set(vars::LOG_FORMAT, "JSON".into());
+        set(vars::LOG_LEVEL, cfg.application_log_level.clone().unwrap_or_else(|| "INFO".into()));
+    }
     set(vars::TASK_ROOT, vars::TASK_ROOT_PATH.into());
     set(vars::RUNTIME_DIR, vars::RUNTIME_DIR_PATH.into());
     set(vars::REGION, partition.region.clone());

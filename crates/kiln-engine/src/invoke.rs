@@ -292,6 +292,7 @@ impl Job {
         ColdStart {
             backend: &self.engine.inner.backend,
             partition: &self.engine.inner.opts.partition,
+            runtimes: &self.engine.inner.opts.runtimes,
             logs: &self.engine.inner.logs,
             config: ready.config,
             code_dir: ready.code_dir,

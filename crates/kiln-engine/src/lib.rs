@@ -28,6 +28,7 @@ mod invoke;
 pub mod logs;
 mod memory;
 mod provisioned;
+pub mod runtimes;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
 pub use env::InitType;
@@ -65,6 +66,8 @@ pub struct EngineOptions {
     pub memory_budget_mb: u64,
     /// Wait before the first retry of an event whose function failed; the second waits twice it.
     pub async_retry_base: Duration,
+    /// Managed runtimes (interpreters found at start-up, runtime clients on disk).
+    pub runtimes: Arc<runtimes::Runtimes>,
 }
 
 /// CreateFunction, validated by the engine.
@@ -92,6 +95,8 @@ pub struct ConfigChange {
     pub ephemeral_storage_mb: Option<i64>,
     pub tracing_mode: Option<String>,
     pub log_format: Option<String>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
     pub log_group: Option<String>,
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
@@ -395,6 +400,11 @@ impl Engine {
         &self.inner.logs
     }
 
+    /// The managed runtimes this server found.
+    pub fn runtimes(&self) -> &runtimes::Runtimes {
+        &self.inner.opts.runtimes
+    }
+
     pub(crate) fn read_functions(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Function>>> {
         self.inner.functions.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -446,6 +456,16 @@ impl Engine {
         let ephemeral =
             cfgv::validate_ephemeral(req.ephemeral_storage_mb.unwrap_or(limits::EPHEMERAL_DEFAULT_MB.into()))?;
         validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
+        cfgv::validate_logging(
+            req.log_format.as_deref(),
+            req.application_log_level.as_deref(),
+            req.system_log_level.as_deref(),
+        )?;
+        if !runtime.is_custom() && req.handler.is_none() {
+            return Err(EngineError::invalid(
+                "Runtime and Handler are mandatory parameters for functions created with deployment packages.",
+            ));
+        }
         let architectures = validate_architectures(create.architectures)?;
         if self.read_functions().contains_key(name.as_str()) {
             return Err(EngineError::Conflict(format!("Function already exist: {name}")));
@@ -471,6 +491,8 @@ impl Engine {
             revision_id: revision(),
             tracing_mode: req.tracing_mode.unwrap_or_else(|| "PassThrough".into()),
             log_format: req.log_format.unwrap_or_else(|| "Text".into()),
+            application_log_level: req.application_log_level,
+            system_log_level: req.system_log_level,
             state: FunctionState::Pending,
             state_reason: Some("The function is being created.".into()),
             last_update_status: None,
@@ -615,6 +637,11 @@ impl Engine {
         let timeout = req.timeout_secs.map(cfgv::validate_timeout).transpose()?;
         let ephemeral = req.ephemeral_storage_mb.map(cfgv::validate_ephemeral).transpose()?;
         validate_texts(req.handler.as_deref(), req.description.as_deref(), req.environment.as_ref())?;
+        cfgv::validate_logging(
+            req.log_format.as_deref(),
+            req.application_log_level.as_deref(),
+            req.system_log_level.as_deref(),
+        )?;
         let (next, retired) = {
             let mut st = f.lock();
             self.check_updatable(&st, update.revision_id.as_deref())?;
@@ -648,6 +675,12 @@ impl Engine {
             }
             if let Some(v) = req.log_format {
                 c.log_format = v;
+            }
+            if let Some(v) = req.application_log_level {
+                c.application_log_level = Some(v);
+            }
+            if let Some(v) = req.system_log_level {
+                c.system_log_level = Some(v);
             }
             if let Some(v) = req.log_group {
                 c.log_group = v;

@@ -60,6 +60,7 @@ impl Engine {
                     Ok(lease) => ColdStart {
                         backend: &engine.inner.backend,
                         partition: &engine.inner.opts.partition,
+                        runtimes: &engine.inner.opts.runtimes,
                         logs: &engine.inner.logs,
                         init_timeout: provisioned_init_timeout(ready.config.timeout_secs),
                         config: ready.config.clone(),

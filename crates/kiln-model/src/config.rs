@@ -5,35 +5,92 @@ use crate::limits::*;
 use crate::names::FunctionName;
 use std::collections::BTreeMap;
 
-/// Runtimes kiln can run: the OS-only custom runtimes, whose `bootstrap` is the function's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Runtime {
-    #[serde(rename = "provided.al2023")]
-    ProvidedAl2023,
-    #[serde(rename = "provided.al2")]
-    ProvidedAl2,
-    #[serde(rename = "provided")]
+/// Every `Runtime` value Lambda's API accepts (botocore's `lambda` service model), in its order.
+pub const RUNTIMES: &[&str] = &[
+    "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x",
+    "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "java8", "java8.al2", "java11", "java17", "java21",
+    "java25", "python2.7", "python3.6", "python3.7", "python3.8", "python3.9", "python3.10", "python3.11",
+    "python3.12", "python3.13", "python3.14", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1",
+    "dotnet6", "dotnet8", "dotnet10", "nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3",
+    "ruby3.4", "ruby4.0", "provided", "provided.al2", "provided.al2023", "nodejs26.x", "python3.15",
+    "java8.al2023", "java11.al2023", "java17.al2023", "custom",
+];
+
+/// A function's `Runtime`: one of [`RUNTIMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Runtime(&'static str);
+
+/// What a runtime needs from the host to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// `provided*`: the function brings its own `bootstrap`.
     Provided,
+    /// `python3.X` (and `python2.7`): kiln's Python runtime client on a host interpreter.
+    Python { major: u32, minor: u32 },
+    /// `nodejsN.x` (and the old `nodejs`, `nodejs4.3`, …): kiln's Node.js runtime client.
+    Node { major: u32 },
+    /// A language kiln has no runtime client for (Java, .NET, Ruby, Go, `custom`): its name.
+    Other(&'static str),
 }
 
 impl Runtime {
+    pub const PROVIDED_AL2023: Runtime = Runtime("provided.al2023");
+
     pub fn parse(s: &str) -> Result<Self, ModelError> {
-        match s {
-            "provided.al2023" => Ok(Self::ProvidedAl2023),
-            "provided.al2" => Ok(Self::ProvidedAl2),
-            "provided" => Ok(Self::Provided),
-            other => Err(ModelError::InvalidParameterValue(format!(
-                "The runtime parameter of {other} is not supported by kiln. Supported runtimes: provided.al2023, provided.al2, provided"
+        match RUNTIMES.iter().find(|r| **r == s) {
+            Some(r) => Ok(Runtime(r)),
+            None => Err(ModelError::InvalidParameterValue(format!(
+                "Value {s} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: [{}] or be a valid ARN",
+                RUNTIMES.join(", ")
             ))),
         }
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ProvidedAl2023 => "provided.al2023",
-            Self::ProvidedAl2 => "provided.al2",
-            Self::Provided => "provided",
+        self.0
+    }
+
+    /// The language family and version this runtime asks for.
+    pub fn language(self) -> Language {
+        let s = self.0;
+        if s.starts_with("provided") {
+            Language::Provided
+        } else if let Some(v) = s.strip_prefix("python") {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            Language::Python { major: parts.next().unwrap_or(3), minor: parts.next().unwrap_or(0) }
+        } else if let Some(v) = s.strip_prefix("nodejs") {
+            // `nodejs` alone was Node 0.10; `nodejs4.3-edge` is Node 4.
+            let major = v.split(['.', '-']).next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            Language::Node { major }
+        } else if s.starts_with("java") {
+            Language::Other("Java")
+        } else if s.starts_with("dotnet") {
+            Language::Other(".NET")
+        } else if s.starts_with("ruby") {
+            Language::Other("Ruby")
+        } else if s.starts_with("go") {
+            Language::Other("Go")
+        } else {
+            Language::Other("custom")
         }
+    }
+
+    /// Whether the function's own `bootstrap` (not a kiln runtime client) starts it.
+    pub fn is_custom(self) -> bool {
+        self.language() == Language::Provided
+    }
+}
+
+impl serde::Serialize for Runtime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Runtime::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -76,6 +133,12 @@ pub struct FunctionConfig {
     pub revision_id: String,
     pub tracing_mode: String,
     pub log_format: String,
+    /// `LoggingConfig.ApplicationLogLevel` / `SystemLogLevel` as given; they act (and show)
+    /// only with `LogFormat` `JSON`, where an unset level means `INFO`.
+    #[serde(default)]
+    pub application_log_level: Option<String>,
+    #[serde(default)]
+    pub system_log_level: Option<String>,
     pub log_group: String,
     pub state: FunctionState,
     pub state_reason: Option<String>,
@@ -103,6 +166,9 @@ impl FunctionConfig {
             && self.environment == other.environment
             && self.role == other.role
             && self.architectures == other.architectures
+            && self.log_format == other.log_format
+            && self.application_log_level == other.application_log_level
+            && self.system_log_level == other.system_log_level
     }
 }
 
@@ -146,6 +212,20 @@ pub fn validate_alias_name(name: &str) -> Result<(), ModelError> {
         ));
     }
     Ok(())
+}
+
+/// Checks `LoggingConfig`'s `LogFormat`, `ApplicationLogLevel` and `SystemLogLevel` values.
+pub fn validate_logging(format: Option<&str>, app: Option<&str>, system: Option<&str>) -> Result<(), ModelError> {
+    let check = |field: &str, v: Option<&str>, allowed: &[&str]| match v {
+        Some(v) if !allowed.contains(&v) => Err(ModelError::Validation(format!(
+            "1 validation error detected: Value '{v}' at 'loggingConfig.{field}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        ))),
+        _ => Ok(()),
+    };
+    check("logFormat", format, &["JSON", "Text"])?;
+    check("applicationLogLevel", app, &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])?;
+    check("systemLogLevel", system, &["DEBUG", "INFO", "WARN"])
 }
 
 /// Checks `MemorySize` against Lambda's range.
@@ -269,6 +349,22 @@ mod tests {
         let mut vars = BTreeMap::new();
         vars.insert("BIG".to_string(), "x".repeat(5000));
         assert!(validate_environment(&vars).is_err());
+    }
+
+    #[test]
+    fn every_botocore_runtime_parses_and_knows_its_language() {
+        for r in RUNTIMES {
+            let rt = Runtime::parse(r).unwrap();
+            assert_eq!(rt.as_str(), *r);
+            let back: Runtime = serde_json::from_str(&serde_json::to_string(&rt).unwrap()).unwrap();
+            assert_eq!(back, rt);
+        }
+        assert_eq!(Runtime::parse("python3.12").unwrap().language(), Language::Python { major: 3, minor: 12 });
+        assert_eq!(Runtime::parse("nodejs20.x").unwrap().language(), Language::Node { major: 20 });
+        assert_eq!(Runtime::parse("nodejs4.3-edge").unwrap().language(), Language::Node { major: 4 });
+        assert_eq!(Runtime::parse("java21").unwrap().language(), Language::Other("Java"));
+        assert!(Runtime::parse("provided.al2").unwrap().is_custom());
+        assert!(Runtime::parse("cobol").is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub const TZ: &str = "TZ";
 pub const LANG: &str = "LANG";
 pub const PATH: &str = "PATH";
 pub const LD_LIBRARY_PATH: &str = "LD_LIBRARY_PATH";
+pub const LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
+pub const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 pub const XRAY_CONTEXT_MISSING: &str = "AWS_XRAY_CONTEXT_MISSING";
 
 /// Keys a user may not set through `Environment.Variables`.

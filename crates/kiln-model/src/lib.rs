@@ -12,7 +12,7 @@ pub mod events;
 pub mod limits;
 pub mod names;
 
-pub use config::{FunctionConfig, FunctionState, Runtime};
+pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
 pub use names::{FunctionName, FunctionRef, Qualifier};
 

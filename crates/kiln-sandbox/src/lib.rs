@@ -32,7 +32,8 @@ pub struct SandboxSpec {
     pub id: String,
     /// Host directory holding the unpacked code: shown read-only at `/var/task`.
     pub code_dir: PathBuf,
-    /// The bootstrap's path relative to the code directory (`bootstrap`).
+    /// The bootstrap's path relative to the code directory (`bootstrap`), or an absolute path
+    /// as the environment sees it ([`Backend::sandbox_path`]) for a managed runtime's launcher.
     pub bootstrap: PathBuf,
     /// Environment variables of the bootstrap, except `AWS_LAMBDA_RUNTIME_API`, which the
     /// backend sets because only it knows where the Runtime API listens.
@@ -89,6 +90,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The pool of ready-made sandboxes, for backends that keep one.
     fn pool_stats(&self) -> Option<PoolStats> {
         None
+    }
+    /// Where a host file shows inside this backend's environments, if it does at all. The
+    /// process backend runs on the host itself, so a path stays what it is.
+    fn sandbox_path(&self, host: &std::path::Path) -> Option<PathBuf> {
+        Some(host.to_path_buf())
     }
 }
 

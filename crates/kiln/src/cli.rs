@@ -30,10 +30,12 @@ pub enum ClientCommand {
         /// An environment variable, KEY=VALUE; repeat for more.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
-        /// Passed to the runtime as _HANDLER.
-        #[arg(long, default_value = "bootstrap")]
-        handler: String,
-        /// The Lambda runtime identifier (`provided.al2023`, `provided.al2` or `provided`).
+        /// The handler, passed to the runtime as _HANDLER: `module.function` for Python
+        /// (`app.handler`), `file.function` for Node.js (`index.handler`) [default for
+        /// provided* runtimes: bootstrap].
+        #[arg(long)]
+        handler: Option<String>,
+        /// Any Lambda runtime: provided.al2023 (your own `bootstrap`), python3.X, nodejsN.x, …
         #[arg(long, default_value = "provided.al2023")]
         runtime: String,
         #[command(flatten)]
@@ -85,6 +87,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// List the interpreters the server found and what each Lambda runtime runs on.
+    Runtimes {
+        /// Also list the runtimes this host cannot run.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Show live execution environments and start counts, of one function or of all.
     Status {
         /// Only this function (default: all, with the sandbox pool).
@@ -122,6 +132,11 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
     use std::process::ExitCode;
     match cmd {
         ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
+            let handler = match handler {
+                Some(h) => h,
+                None if runtime.starts_with("provided") => "bootstrap".to_string(),
+                None => bail!("--handler is required with --runtime {runtime} (e.g. --handler app.handler)"),
+            };
             let api = Api::new(&endpoint)?;
             let name = plain_name(&name)?;
             let zip = package(&path)?;
@@ -276,8 +291,30 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Events { args, endpoint } => events_command(&Api::new(&endpoint)?, &args).await,
-        ClientCommand::Status { name, json, endpoint } => {
+        ClientCommand::Runtimes { all, endpoint } => {
+            let api = Api::new(&endpoint)?;
+            let v = api.call(Method::GET, "/kiln/v1/runtimes", None).await?;
+            println!("{:<16} {:<12} RUNS ON", "RUNTIME", "STATUS");
+            for r in v["Runtimes"].as_array().into_iter().flatten() {
+                let status = r["Status"].as_str().unwrap_or("");
+                if status == "unavailable" && !all {
+                    continue;
+                }
+                let runs_on = match &r["Interpreter"] {
+                    Value::Null if status == "custom" => "the function's own bootstrap".to_string(),
+                    Value::Null => "-".to_string(),
+                    i => format!(
+                        "{} {} ({})",
+                        i["Language"].as_str().unwrap_or(""),
+                        i["Version"].as_str().unwrap_or(""),
+                        i["Path"].as_str().unwrap_or("")
+                    ),
+                };
+                println!("{:<16} {:<12} {}", r["Runtime"].as_str().unwrap_or(""), status, runs_on);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Status { name, endpoint } => {
             let api = Api::new(&endpoint)?;
             print_event_counts(&api, name.as_deref()).await;
             let path = match &name {

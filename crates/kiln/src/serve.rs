@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// retry waits twice as long), e.g. `1m` (Lambda's) or `1s` for tests.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     async_retry_base: Duration,
+    /// The interpreter of a managed runtime, as NAME=PATH (e.g. python3.12=/usr/bin/python3.12);
+    /// repeatable. Without it kiln finds interpreters on PATH, in /usr/bin, /usr/local/bin and
+    /// pyenv's versions.
+    #[arg(long = "runtime", value_name = "NAME=PATH")]
+    runtimes: Vec<String>,
 }
 
 /// `500ms`, `2s`, `10m`, `1h`.
@@ -126,6 +131,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut lock = DataDirLock::acquire(&data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
+    let mut runtimes = kiln_engine::runtimes::Runtimes::discover(&args.runtimes)?;
+    runtimes.install(&data_dir)?;
+    for i in runtimes.interpreters() {
+        tracing::info!(
+            "runtime: {} at {}{}",
+            i.describe(),
+            i.path.display(),
+            i.pinned_for.as_deref().map(|r| format!(" (for {r})")).unwrap_or_default()
+        );
+    }
     let opts = EngineOptions {
         data_dir,
         partition: Partition { region: args.region, ..Partition::default() },
@@ -134,6 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         keep_alive: args.keep_alive,
         memory_budget_mb,
         async_retry_base: args.async_retry_base,
+        runtimes: Arc::new(runtimes),
     };
     let served = runtime.block_on(serve(args.addr, opts, args.isolation, &mut lock));
     // The lock goes last: until the runtime's tasks have dropped the backend, its environments
@@ -162,7 +178,7 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, lock: &
         }
         _ => {
             // Holding the data dir's lock, every leftover of this instance is a dead server's.
-            let b = sandbox_backend(&data_dir)?;
+            let b = sandbox_backend(&data_dir, opts.runtimes.read_only_binds())?;
             linux = Some(b.clone());
             b
         }
@@ -190,9 +206,13 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, lock: &
     Ok(())
 }
 
-fn sandbox_backend(data_dir: &std::path::Path) -> anyhow::Result<Arc<kiln_sandbox::linux::LinuxBackend>> {
+fn sandbox_backend(
+    data_dir: &std::path::Path,
+    read_only_binds: Vec<(PathBuf, PathBuf)>,
+) -> anyhow::Result<Arc<kiln_sandbox::linux::LinuxBackend>> {
     let state_dir = data_dir.join("sandbox");
-    match kiln_sandbox::linux::LinuxBackend::new(&instance_id(data_dir), &state_dir) {
+    let opts = kiln_sandbox::linux::LinuxOptions { read_only_binds, ..Default::default() };
+    match kiln_sandbox::linux::LinuxBackend::with_options(&instance_id(data_dir), &state_dir, opts) {
         Ok(b) => Ok(Arc::new(b)),
         // One clear line at start-up, not a failure inside the first invocation.
         Err(e @ kiln_sandbox::SandboxError::Privileges(_)) => anyhow::bail!("{e}"),

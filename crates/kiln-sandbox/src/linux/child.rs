@@ -246,6 +246,8 @@ pub(crate) enum RootEntry {
         /// Relative to the new root.
         name: std::ffi::CString,
     },
+    /// An empty directory (0755), the parent of a later bind; relative to the new root.
+    Dir { name: std::ffi::CString },
 }
 
 /// Everything the child needs, prepared by the parent before `clone`.
@@ -851,6 +853,7 @@ unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
                 mkdir(name, 0o755)?;
                 bind_ro(source.as_ptr(), name.as_ptr())?;
             }
+            RootEntry::Dir { name } => mkdir(name, 0o755)?,
         }
     }
     bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;

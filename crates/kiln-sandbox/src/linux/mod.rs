@@ -145,11 +145,15 @@ pub struct LinuxOptions {
     /// Blank environments kept ready for [`Backend::spawn`]; 0 disables the pool (every spawn
     /// builds its environment on the spot).
     pub pool_size: usize,
+    /// Server-wide read-only binds into every environment's root, as (host path, absolute path
+    /// in the environment): the managed runtimes' interpreters and kiln's runtime clients at
+    /// `/var/runtime`. Built into every blank, so a claim does not pay for them.
+    pub read_only_binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for LinuxOptions {
     fn default() -> Self {
-        LinuxOptions { pool_size: DEFAULT_POOL_SIZE }
+        LinuxOptions { pool_size: DEFAULT_POOL_SIZE, read_only_binds: Vec::new() }
     }
 }
 
@@ -182,6 +186,8 @@ struct Inner {
     /// namespace, so one directory serves all).
     root_mountpoint: CString,
     root_entries: Vec<RootEntry>,
+    /// [`LinuxOptions::read_only_binds`], for [`Backend::sandbox_path`].
+    read_only_binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     filters: Vec<seccompiler::BpfProgram>,
     cap_last: u32,
     envs: Mutex<HashMap<u64, Arc<Env>>>,
@@ -358,7 +364,8 @@ impl LinuxBackend {
             cstring(root_dir.as_os_str().as_bytes()).map_err(|e| setup("prepare scratch directory", e))?;
 
         let filters = seccomp::build().map_err(|e| setup("build seccomp filter", io::Error::other(e)))?;
-        let root_entries = host_root_entries().map_err(|e| setup("inspect host root", e))?;
+        let mut root_entries = host_root_entries().map_err(|e| setup("inspect host root", e))?;
+        root_entries.extend(extra_root_entries(&opts.read_only_binds).map_err(|e| setup("check read-only binds", e))?);
         let cap_last =
             fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
 
@@ -383,6 +390,7 @@ impl LinuxBackend {
             cgroups,
             root_mountpoint,
             root_entries,
+            read_only_binds: opts.read_only_binds.clone(),
             filters,
             cap_last,
             envs: Mutex::new(HashMap::new()),
@@ -574,6 +582,51 @@ fn host_root_entries() -> io::Result<Vec<RootEntry>> {
         } else if meta.is_dir() {
             out.push(RootEntry::BindReadOnly { source: cstring(host.as_os_str().as_bytes())?, name: cname });
         }
+    }
+    Ok(out)
+}
+
+/// Where managed runtimes' launchers show (a read-only bind of [`LinuxOptions::read_only_binds`]).
+const RUNTIME_DIR: &str = "/var/runtime";
+
+/// Directories the new root always has (made by init before the root entries).
+const FIXED_ROOT_DIRS: &[&str] = &["usr", "etc", "var", "var/task", "opt", "tmp", "proc", "dev"];
+
+/// The root entries of [`LinuxOptions::read_only_binds`]: the missing parent directories of
+/// each target, then the bind. A target may not hide what the root itself provides.
+fn extra_root_entries(binds: &[(std::path::PathBuf, std::path::PathBuf)]) -> io::Result<Vec<RootEntry>> {
+    let mut out = Vec::new();
+    let mut made: Vec<std::path::PathBuf> = Vec::new();
+    for (source, target) in binds {
+        let rel = target.strip_prefix("/").map_err(|_| invalid("a bind target must be an absolute path"))?;
+        if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(invalid("a bind target must be a plain absolute path"));
+        }
+        let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()).unwrap_or_default();
+        if ["usr", "etc", "tmp", "proc", "dev", "bin", "sbin", "lib", "lib64"].contains(&first.as_str())
+            || rel.starts_with("var/task")
+            || FIXED_ROOT_DIRS.iter().any(|d| rel == Path::new(d))
+        {
+            return Err(invalid("a bind target may not cover a directory the root provides"));
+        }
+        if !fs::metadata(source)?.is_dir() {
+            return Err(invalid("a bind source must be a directory"));
+        }
+        let mut parent = std::path::PathBuf::new();
+        let parts: Vec<_> = rel.components().collect();
+        for c in &parts[..parts.len() - 1] {
+            parent.push(c);
+            if FIXED_ROOT_DIRS.iter().any(|d| parent == Path::new(d)) || made.contains(&parent) {
+                continue;
+            }
+            made.push(parent.clone());
+            out.push(RootEntry::Dir { name: cstring(parent.as_os_str().as_bytes())? });
+        }
+        made.push(rel.to_path_buf());
+        out.push(RootEntry::BindReadOnly {
+            source: cstring(source.as_os_str().as_bytes())?,
+            name: cstring(rel.as_os_str().as_bytes())?,
+        });
     }
     Ok(out)
 }
@@ -910,14 +963,19 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     {
         return Err(invalid("environment id must be 1 to 64 characters of [A-Za-z0-9_-]"));
     }
-    if spec.bootstrap.as_os_str().is_empty() || !spec.bootstrap.components().all(|c| matches!(c, Component::Normal(_)))
-    {
+    // A relative bootstrap is the function's own, under `/var/task`; an absolute one can only
+    // be a managed runtime's launcher under `/var/runtime` (see `Backend::sandbox_path`).
+    let (root, rel) = match spec.bootstrap.strip_prefix(RUNTIME_DIR) {
+        Ok(rel) => (Path::new(RUNTIME_DIR), rel),
+        Err(_) => (Path::new("/var/task"), spec.bootstrap.as_path()),
+    };
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(invalid("bootstrap must be a relative path inside the code directory"));
     }
     let code_dir = cstring(spec.code_dir.as_os_str().as_bytes())?;
     let mut hostname = format!("kiln-{}", spec.id).into_bytes();
     hostname.truncate(child::HOSTNAME_MAX);
-    let exe = Path::new("/var/task").join(&spec.bootstrap);
+    let exe = root.join(rel);
     let exe = exe.as_os_str().as_bytes();
     if exe.contains(&0) {
         return Err(invalid("bootstrap contains a NUL byte"));
@@ -1323,6 +1381,16 @@ impl Backend for LinuxBackend {
         Some(self.inner.pool.stats())
     }
 
+    fn sandbox_path(&self, host: &Path) -> Option<std::path::PathBuf> {
+        if host.starts_with("/usr") {
+            return Some(host.to_path_buf());
+        }
+        self.inner
+            .read_only_binds
+            .iter()
+            .find_map(|(source, target)| host.strip_prefix(source).ok().map(|rest| target.join(rest)))
+    }
+
     fn spawn(&self, spec: &SandboxSpec) -> Result<Spawned, SandboxError> {
         let inner = &self.inner;
         let step = |s, e| SandboxError::step(&spec.id, s, e);
@@ -1428,6 +1496,41 @@ mod tests {
     }
 
     #[test]
+    fn read_only_binds_get_their_parents_and_may_not_cover_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().to_path_buf();
+        let binds = vec![
+            (src.clone(), "/var/runtime".into()),
+            (src.clone(), "/root/.pyenv/versions/3.12.1".into()),
+            (src.clone(), "/root/.pyenv/versions/3.13.0".into()),
+        ];
+        let names: Vec<String> = extra_root_entries(&binds)
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                RootEntry::Dir { name } => format!("dir {}", name.to_str().unwrap()),
+                RootEntry::BindReadOnly { name, .. } => format!("bind {}", name.to_str().unwrap()),
+                RootEntry::Symlink { name, .. } => format!("link {}", name.to_str().unwrap()),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "bind var/runtime",
+                "dir root",
+                "dir root/.pyenv",
+                "dir root/.pyenv/versions",
+                "bind root/.pyenv/versions/3.12.1",
+                "bind root/.pyenv/versions/3.13.0",
+            ]
+        );
+        for bad in ["/usr/lib", "/var/task", "/var/task/x", "/tmp", "/opt", "relative", "/var/../etc", "/"] {
+            assert!(extra_root_entries(&[(src.clone(), bad.into())]).is_err(), "{bad}");
+        }
+        assert!(extra_root_entries(&[(src.join("missing"), "/var/runtime".into())]).is_err());
+    }
+
+    #[test]
     fn prepare_rejects_escaping_bootstraps_and_bad_ids() {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = SandboxSpec {
@@ -1471,6 +1574,11 @@ mod tests {
         assert!(prepare(&spec).is_err());
         spec.bootstrap = "/bin/sh".into();
         assert!(prepare(&spec).is_err());
+        spec.bootstrap = "/var/runtime/../../bin/sh".into();
+        assert!(prepare(&spec).is_err());
+        spec.bootstrap = "/var/runtime/python3.12".into();
+        let p = prepare(&spec).unwrap();
+        assert_eq!(child::decode_claim(&p.msg, &mut envp).unwrap().exe, b"/var/runtime/python3.12\0");
         spec.bootstrap = "bootstrap".into();
         spec.id = "../etc".into();
         assert!(prepare(&spec).is_err());
