@@ -314,7 +314,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Status { name, endpoint } => {
+        ClientCommand::Status { name, json, endpoint } => {
             let api = Api::new(&endpoint)?;
             print_event_counts(&api, name.as_deref()).await;
             let path = match &name {
