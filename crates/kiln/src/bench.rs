@@ -1663,6 +1663,41 @@ mod tests {
         }
     }
 
+    fn args(extra: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let argv = std::iter::once("bench").chain(extra.iter().copied());
+        <Cli as clap::Parser>::parse_from(argv).bench
+    }
+
+    #[test]
+    fn a_burst_under_the_goals_size_is_not_comparable_however_fast() {
+        let report = Report { burst_total: ms_(10), burst_cold_starts: 50, ..Report::default() };
+        let small = args(&["--burst", "50"]);
+        let burst = report.targets(&small).into_iter().find(|t| t.what.starts_with("burst")).unwrap();
+        assert_eq!(burst.met, None);
+        assert!(report.render(&small).contains("not comparable"));
+        let full = Report { burst_cold_starts: 200, ..report };
+        let burst = full.targets(&args(&["--burst", "200"])).into_iter().find(|t| t.what.starts_with("burst")).unwrap();
+        assert_eq!(burst.met, Some(true));
+    }
+
+    #[test]
+    fn render_defines_its_terms_and_never_says_the_pool_was_empty_when_it_was_not() {
+        let report = Report { cold_pooled: Some((20, 0)), ..Report::default() };
+        let text = report.render(&args(&[]));
+        for term in ["floor = ", "two-request floor = ", "floor-8 = ", "PSS = "] {
+            assert!(text.contains(term), "{term} is not defined in:\n{text}");
+        }
+        assert!(text.contains("20 took a ready sandbox from the pool, 0 built one on the spot\n"), "{text}");
+        assert!(!text.contains("pool had none ready"), "{text}");
+        let some_fresh = Report { cold_pooled: Some((18, 2)), ..Report::default() };
+        assert!(some_fresh.render(&args(&[])).contains("2 built one on the spot (the pool had none ready"));
+    }
+
     #[test]
     fn process_tree_finds_children() {
         let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();

@@ -312,7 +312,9 @@ impl LinuxBackend {
     /// and the thread that fills the pool of blanks.
     ///
     /// `instance_id` (`[0-9a-z-]`, at most 32 bytes) names this kiln's cgroups; `state_dir` is a
-    /// directory kiln owns where the backend keeps its scratch directory.
+    /// directory kiln owns where the backend keeps its scratch directory. The caller guarantees
+    /// that no live process uses the same `instance_id` (`kiln serve` holds the lock of the data
+    /// dir the id is derived from): everything found under it is taken for a dead one's leftovers.
     pub fn with_options(instance_id: &str, state_dir: &Path, opts: LinuxOptions) -> Result<LinuxBackend, SandboxError> {
         let setup = |step, e| SandboxError::step(instance_id, step, e);
         if instance_id.is_empty()
@@ -349,7 +351,8 @@ impl LinuxBackend {
         probe_namespaces()?;
 
         // Leftovers of a predecessor killed with SIGKILL: its environments' processes, then
-        // their cgroups.
+        // their cgroups. They are a dead instance's only because the caller made sure that no
+        // live one shares the id (see above).
         for env in cgroups.list() {
             tracing::warn!(instance = instance_id, env, "removing leftover environment");
             if let Err(e) = cgroups::kill_and_remove(cgroups.as_ref(), &env) {
