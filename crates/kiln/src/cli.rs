@@ -314,6 +314,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
+        ClientCommand::Events { args, endpoint } => events_command(&Api::new(&endpoint)?, &args).await,
         ClientCommand::Status { name, json, endpoint } => {
             let api = Api::new(&endpoint)?;
             print_event_counts(&api, name.as_deref()).await;
