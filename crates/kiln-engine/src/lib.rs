@@ -23,6 +23,8 @@ mod env;
 mod error;
 mod function;
 mod invoke;
+pub mod log_filter;
+pub mod log_store;
 pub mod logs;
 mod memory;
 mod provisioned;
@@ -59,6 +61,8 @@ pub struct EngineOptions {
     pub keep_alive: Duration,
     /// Sum of `MemorySize` of live environments, in MB.
     pub memory_budget_mb: u64,
+    /// Bounds and retention of function logs.
+    pub logs: logs::LogOptions,
 }
 
 /// CreateFunction, validated by the engine.
@@ -245,7 +249,7 @@ impl Engine {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| internal("cannot create data dir", e))?;
         let meta = MetaStore::open(&opts.data_dir.join("kiln.db")).map_err(|e| internal("cannot open database", e))?;
         let code = CodeStore::open(&opts.data_dir.join("code")).map_err(|e| internal("cannot open code store", e))?;
-        let logs = LogSink::start(&opts.data_dir.join("logs")).map_err(|e| internal("cannot start log writer", e))?;
+        let logs = LogSink::start(&opts.data_dir.join("logs"), opts.logs.clone()).map_err(|e| internal("cannot start log writer", e))?;
         let engine = Self {
             inner: Arc::new(Inner {
                 admission: Admission::new(opts.concurrency_limit),
@@ -788,6 +792,8 @@ impl Engine {
         drop(envs);
         self.inner.admission.remove(r.name.as_str());
         self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
+        // Its logs go with it, so a deleted function leaves nothing on disk.
+        self.inner.logs.remove(r.name.as_str()).await;
         self.collect_code(hashes).await;
         Ok(())
     }
