@@ -239,6 +239,47 @@ impl LogSink {
         log_store::scan_forward(stream, from, each)
     }
 
+    /// The streams of `function` ordered by their first event (oldest first).
+    pub fn streams_by_age(&self, function: &str) -> Vec<StreamInfo> {
+        let mut streams: Vec<(i64, StreamInfo)> = self
+            .streams(function)
+            .into_iter()
+            .map(|s| {
+                let mut first = s.modified_ms;
+                let _ = log_store::scan_forward(&s, 0, |e| {
+                    first = e.timestamp_ms;
+                    false
+                });
+                (first, s)
+            })
+            .collect();
+        streams.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+        streams.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Writes the stored text of `function`'s log (one line per event, oldest stream first) to
+    /// `out` in chunks of about 64 KB, blocking; stops when `out` returns `false`. Returns whether
+    /// everything was written.
+    pub fn copy_text(&self, function: &str, mut out: impl FnMut(Bytes) -> bool) -> bool {
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = Vec::with_capacity(CHUNK + 1024);
+        let mut open = true;
+        for s in self.streams_by_age(function) {
+            let _ = log_store::scan_forward(&s, 0, |e| {
+                buf.extend_from_slice(e.message.as_bytes());
+                buf.push(b'\n');
+                if buf.len() >= CHUNK {
+                    open = out(Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024))));
+                }
+                open
+            });
+            if !open {
+                return false;
+            }
+        }
+        buf.is_empty() || out(Bytes::from(buf))
+    }
+
     /// Deletes every stream of `function` (DeleteFunction, DeleteLogGroup); resolves once done.
     pub async fn remove(&self, function: &str) {
         let (done, wait) = oneshot::channel();
@@ -858,5 +899,18 @@ mod tests {
         assert!(t.len() <= 4096);
         assert!(std::str::from_utf8(t).is_ok());
         assert!(t.ends_with(b"end"));
+    }
+}
+
+impl crate::Engine {
+    /// Every function's log group (`LoggingConfig.LogGroup`, by default `/aws/lambda/<name>`) with
+    /// the functions that write to it, by group name.
+    pub fn log_groups(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (name, f) in self.read_functions().iter() {
+            let group = f.lock().visible.log_group.clone();
+            groups.entry(group).or_default().push(name.clone());
+        }
+        groups
     }
 }
