@@ -627,7 +627,7 @@ async fn delete_retention(engine: &Engine, input: &Input) -> Result<Value> {
 async fn delete_log_group(engine: &Engine, input: &Input) -> Result<Value> {
     let group = input.group()?;
     for f in group_functions(engine, &group)? {
-        engine.logs().remove(&f).await;
+        engine.logs().delete_group(&f).await;
     }
     Ok(json!({}))
 }

@@ -119,8 +119,10 @@ enum ToWriter {
     Flush(oneshot::Sender<()>),
     /// The environment of this stream ended: its file is closed.
     Close(Arc<str>, Arc<str>),
-    /// Deletes every stream of a function (its log group).
-    Remove(Arc<str>, oneshot::Sender<()>),
+    /// Deletes every stream of a function (its log group). `true`: the function is gone, so
+    /// lines of its ending environments are dropped too; `false`: live environments go on
+    /// logging into new files (DeleteLogGroup).
+    Remove(Arc<str>, bool, oneshot::Sender<()>),
     /// Applies retention now.
     Sweep(Option<oneshot::Sender<()>>),
 }
@@ -280,10 +282,21 @@ impl LogSink {
         buf.is_empty() || out(Bytes::from(buf))
     }
 
-    /// Deletes every stream of `function` (DeleteFunction, DeleteLogGroup); resolves once done.
+    /// Deletes every stream of a deleted `function`, and drops what its ending environments
+    /// still write; resolves once done.
     pub async fn remove(&self, function: &str) {
+        self.remove_group(function, true).await
+    }
+
+    /// Deletes every stream of `function` (DeleteLogGroup); its live environments go on logging
+    /// into new files, as Lambda recreates a deleted log group.
+    pub async fn delete_group(&self, function: &str) {
+        self.remove_group(function, false).await
+    }
+
+    async fn remove_group(&self, function: &str, function_gone: bool) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(ToWriter::Remove(function.into(), done)).is_ok() {
+        if self.tx.send(ToWriter::Remove(function.into(), function_gone, done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -371,8 +384,8 @@ impl Writer {
                         }
                         self.dead.remove(&key);
                     }
-                    ToWriter::Remove(function, done) => {
-                        self.remove(&function);
+                    ToWriter::Remove(function, function_gone, done) => {
+                        self.remove(&function, function_gone);
                         let _ = done.send(());
                     }
                     ToWriter::Sweep(done) => {
@@ -542,11 +555,13 @@ impl Writer {
         total + need <= opts.function_max_bytes
     }
 
-    fn remove(&mut self, function: &Arc<str>) {
+    fn remove(&mut self, function: &Arc<str>, function_gone: bool) {
         let keys: Vec<_> = self.open.keys().filter(|k| k.0 == *function).cloned().collect();
         for k in keys {
             self.open.remove(&k);
-            self.dead.insert(k);
+            if function_gone {
+                self.dead.insert(k);
+            }
         }
         self.function_bytes.remove(function);
         if log_store::valid_dir_name(function) {
