@@ -416,16 +416,30 @@ def test_polling_like_logs_tail_follow_sees_new_events_once(cw, lam, fn):
     assert values.count("tail-one\n") == 1 and values.count("tail-two\n") == 1
 
 
-def test_the_last_10000_events_of_a_stream_come_back_fast(cw, lam, fn):
+def test_the_last_10000_events_of_a_stream_come_back_fast(cw, kiln, lam, fn):
     k.invoke_json(lam, fn, {"action": "lines", "n": 12_000, "tag": "bulk"})
     stream = cw.describe_log_streams(logGroupName=group(fn))["logStreams"][0]["logStreamName"]
-    cw.get_log_events(logGroupName=group(fn), logStreamName=stream, limit=10_000)
-    t = time.monotonic()
     page = cw.get_log_events(logGroupName=group(fn), logStreamName=stream, limit=10_000)
-    elapsed_ms = (time.monotonic() - t) * 1000
-    print("last 10,000 events through boto3 in %.1f ms" % elapsed_ms)
     assert len(page["events"]) == 10_000
-    assert page["events"][-10]["message"].startswith("bulk 11999") or page["events"][-1]["message"].startswith("REPORT")
+    assert page["events"][-1]["message"].startswith("REPORT")
+    assert any(e["message"] == "bulk 11999\n" for e in page["events"][-10:])
+    # The server's part, without boto3's parsing: one raw JSON 1.1 request.
+    body = json.dumps({"logGroupName": group(fn), "logStreamName": stream, "limit": 10_000}).encode()
+    req = urllib.request.Request(
+        kiln.endpoint + "/",
+        data=body,
+        method="POST",
+        headers={"X-Amz-Target": "Logs_20140328.GetLogEvents", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    best = None
+    for _ in range(5):
+        t = time.monotonic()
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+        ms = (time.monotonic() - t) * 1000
+        best = ms if best is None else min(best, ms)
+    assert len(json.loads(raw)["events"]) == 10_000
+    print("last 10,000 events (%d bytes of JSON): best of 5 raw requests %.1f ms" % (len(raw), best))
 
 
 def test_bad_input_gets_aws_errors(cw, cw_raw, kiln, lam, fn):

@@ -162,6 +162,9 @@ impl LogSink {
 
     /// Resolves once every line written before the call is in its file.
     pub async fn flush(&self) {
+        if self.backlog() == 0 {
+            return;
+        }
         let (done, wait) = oneshot::channel();
         if self.tx.send(ToWriter::Flush(done)).is_ok() {
             let _ = wait.await;
@@ -367,11 +370,11 @@ impl Writer {
             while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
                 match msg {
                     ToWriter::Line(line) => {
-                        let len = line.text.len();
                         self.append(&line);
-                        self.shared.backlog.fetch_sub(len, Ordering::Relaxed);
-                        batch += len;
+                        batch += line.text.len();
                         if batch > 4 * 1024 * 1024 {
+                            self.flush_all();
+                            self.shared.backlog.fetch_sub(batch, Ordering::Relaxed);
                             self.shared.drained.notify_waiters();
                             batch = 0;
                         }
@@ -398,6 +401,8 @@ impl Writer {
                 }
             }
             self.flush_all();
+            // Only now are the lines in their files: a backlog of zero means nothing to flush.
+            self.shared.backlog.fetch_sub(batch, Ordering::Relaxed);
             self.shared.drained.notify_waiters();
             let waited = !flushed.is_empty();
             for done in flushed.drain(..) {
