@@ -115,7 +115,9 @@ async fn answer(engine: &Engine, req: Request<Incoming>) -> Result<Answer> {
     } else {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(LogsError { code: SERIALIZATION, message: "The request body is not a JSON object.".into() }),
+            _ => {
+                return Err(LogsError { code: SERIALIZATION, message: "The request body is not a JSON object.".into() })
+            }
         }
     };
     let input = Input(input);
@@ -164,9 +166,10 @@ impl Input {
     fn int(&self, key: &str) -> Result<Option<i64>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => {
-                n.as_i64().map(Some).ok_or_else(|| LogsError { code: SERIALIZATION, message: format!("{key} must be an integer") })
-            }
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| LogsError { code: SERIALIZATION, message: format!("{key} must be an integer") }),
             Some(_) => Err(LogsError { code: SERIALIZATION, message: format!("{key} must be a number") }),
         }
     }
@@ -182,12 +185,11 @@ impl Input {
     fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .map(Some)
-                .ok_or_else(|| LogsError { code: SERIALIZATION, message: format!("{key} must be a list of strings") }),
+            Some(Value::Array(a)) => {
+                a.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().map(Some).ok_or_else(|| {
+                    LogsError { code: SERIALIZATION, message: format!("{key} must be a list of strings") }
+                })
+            }
             Some(_) => Err(LogsError { code: SERIALIZATION, message: format!("{key} must be a list") }),
         }
     }
@@ -552,8 +554,9 @@ fn filter_log_events(engine: &Engine, input: &Input) -> Result<Value> {
     }
     let limit = input.limit(MAX_EVENTS, MAX_EVENTS)?;
     let (start_time, end_time) = time_range(input)?;
-    let pattern = FilterPattern::parse(input.string("filterPattern")?.unwrap_or(""))
-        .map_err(|e| invalid(format!("Invalid filter pattern: {}", e.to_string().trim_start_matches("invalid filter pattern: "))))?;
+    let pattern = FilterPattern::parse(input.string("filterPattern")?.unwrap_or("")).map_err(|e| {
+        invalid(format!("Invalid filter pattern: {}", e.to_string().trim_start_matches("invalid filter pattern: ")))
+    })?;
     let after = input.string("nextToken")?.map(filter_token).transpose()?;
     let streams: Vec<StreamInfo> = group_streams(engine, &group)?
         .into_iter()

@@ -249,7 +249,8 @@ impl Engine {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| internal("cannot create data dir", e))?;
         let meta = MetaStore::open(&opts.data_dir.join("kiln.db")).map_err(|e| internal("cannot open database", e))?;
         let code = CodeStore::open(&opts.data_dir.join("code")).map_err(|e| internal("cannot open code store", e))?;
-        let logs = LogSink::start(&opts.data_dir.join("logs"), opts.logs.clone()).map_err(|e| internal("cannot start log writer", e))?;
+        let logs = LogSink::start(&opts.data_dir.join("logs"), opts.logs.clone())
+            .map_err(|e| internal("cannot start log writer", e))?;
         let engine = Self {
             inner: Arc::new(Inner {
                 admission: Admission::new(opts.concurrency_limit),

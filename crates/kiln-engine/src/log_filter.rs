@@ -292,7 +292,8 @@ impl Parser<'_> {
                     self.i += 1;
                     let start = self.i;
                     while self.i < self.s.len()
-                        && (self.s[self.i].is_ascii_alphanumeric() || matches!(self.s[self.i], b'_' | b'-' | b'@' | b':'))
+                        && (self.s[self.i].is_ascii_alphanumeric()
+                            || matches!(self.s[self.i], b'_' | b'-' | b'@' | b':'))
                     {
                         self.i += 1;
                     }
@@ -353,7 +354,8 @@ impl Parser<'_> {
             Some(_) => {
                 let start = self.i;
                 while self.i < self.s.len()
-                    && (self.s[self.i].is_ascii_alphanumeric() || matches!(self.s[self.i], b'_' | b'-' | b'.' | b'*' | b'+' | b':'))
+                    && (self.s[self.i].is_ascii_alphanumeric()
+                        || matches!(self.s[self.i], b'_' | b'-' | b'.' | b'*' | b'+' | b':'))
                 {
                     self.i += 1;
                 }

@@ -141,7 +141,12 @@ pub fn stream_info(root: &Path, function: &str, stream: &str) -> Option<StreamIn
         return None;
     }
     let meta = std::fs::metadata(&path).ok()?;
-    meta.is_file().then(|| StreamInfo { name: stream.to_string(), bytes: meta.len(), modified_ms: modified_ms(&meta), path })
+    meta.is_file().then(|| StreamInfo {
+        name: stream.to_string(),
+        bytes: meta.len(),
+        modified_ms: modified_ms(&meta),
+        path,
+    })
 }
 
 fn modified_ms(meta: &std::fs::Metadata) -> i64 {

@@ -896,6 +896,19 @@ pub fn report_line(
     line
 }
 
+impl crate::Engine {
+    /// Every function's log group (`LoggingConfig.LogGroup`, by default `/aws/lambda/<name>`) with
+    /// the functions that write to it, by group name.
+    pub fn log_groups(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (name, f) in self.read_functions().iter() {
+            let group = f.lock().visible.log_group.clone();
+            groups.entry(group).or_default().push(name.clone());
+        }
+        groups
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,17 +933,108 @@ mod tests {
         assert!(std::str::from_utf8(t).is_ok());
         assert!(t.ends_with(b"end"));
     }
-}
 
-impl crate::Engine {
-    /// Every function's log group (`LoggingConfig.LogGroup`, by default `/aws/lambda/<name>`) with
-    /// the functions that write to it, by group name.
-    pub fn log_groups(&self) -> std::collections::BTreeMap<String, Vec<String>> {
-        let mut groups: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
-        for (name, f) in self.read_functions().iter() {
-            let group = f.lock().visible.log_group.clone();
-            groups.entry(group).or_default().push(name.clone());
+    fn sink(dir: &Path, stream_max: u64, function_max: u64) -> LogSink {
+        let opts = LogOptions { stream_max_bytes: stream_max, function_max_bytes: function_max, retention: None };
+        LogSink::start(dir, opts).unwrap()
+    }
+
+    fn line(sink: &LogSink, f: &str, s: &str, text: String) {
+        sink.send(LogLine {
+            function: f.into(),
+            stream: s.into(),
+            timestamp_ms: 1,
+            text: Bytes::from(text),
+            platform: false,
+        });
+    }
+
+    #[tokio::test]
+    async fn a_stream_keeps_at_most_its_cap_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 10_000, 1 << 30);
+        for i in 0..100 {
+            line(&sink, "f", "2026/11/30/[$LATEST]a", format!("{i:04} {}\n", "x".repeat(1000)));
         }
-        groups
+        sink.flush().await;
+        let s = sink.stream("f", "2026/11/30/[$LATEST]a").unwrap();
+        assert!(s.bytes <= 10_000 + 200, "{}", s.bytes);
+        let mut msgs = Vec::new();
+        sink.scan(&s, 0, |e| {
+            msgs.push(e.message);
+            true
+        })
+        .unwrap();
+        assert!(msgs.last().unwrap().contains("reached its limit of 10000 bytes"));
+        assert_eq!(msgs.iter().filter(|m| m.contains("reached its limit")).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_function_over_its_cap_loses_its_oldest_closed_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1 << 30, 50_000);
+        let (f, a, b): (Arc<str>, Arc<str>, Arc<str>) =
+            ("f".into(), "2026/11/30/[$LATEST]a".into(), "2026/11/30/[$LATEST]b".into());
+        for _ in 0..30 {
+            line(&sink, "f", &a, format!("{}\n", "a".repeat(1000)));
+        }
+        sink.flush().await;
+        sink.close(&f, &a);
+        for _ in 0..30 {
+            line(&sink, "f", &b, format!("{}\n", "b".repeat(1000)));
+        }
+        sink.flush().await;
+        assert!(sink.stream("f", &a).is_none(), "the oldest stream was kept");
+        let total: u64 = sink.streams("f").iter().map(|s| s.bytes).sum();
+        assert!(total <= 50_000, "{total}");
+    }
+
+    #[tokio::test]
+    async fn closed_streams_release_their_files_and_remove_deletes_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1 << 30, 1 << 30);
+        let f: Arc<str> = "f".into();
+        for i in 0..50 {
+            let s: Arc<str> = format!("2026/11/30/[$LATEST]{i}").into();
+            line(&sink, "f", &s, "hello\n".into());
+            sink.close(&f, &s);
+        }
+        // A sweep goes through the writer's queue after the closes.
+        sink.sweep().await;
+        assert_eq!(sink.streams("f").len(), 50);
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|p| p.starts_with(dir.path())));
+        assert_eq!(open.count(), 0);
+        let live: Arc<str> = "2026/11/30/[$LATEST]live".into();
+        line(&sink, "f", &live, "before\n".into());
+        sink.flush().await;
+        sink.remove("f").await;
+        assert!(!dir.path().join("f").exists());
+        // A line of an environment of the deleted function that was still ending is dropped.
+        line(&sink, "f", &live, "after\n".into());
+        sink.flush().await;
+        assert!(!dir.path().join("f").exists());
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_closed_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1 << 30, 1 << 30);
+        let f: Arc<str> = "f".into();
+        let (old, new): (Arc<str>, Arc<str>) = ("2026/11/30/[$LATEST]old".into(), "2026/11/30/[$LATEST]new".into());
+        line(&sink, "f", &old, "old\n".into());
+        line(&sink, "f", &new, "new\n".into());
+        sink.flush().await;
+        sink.close(&f, &old);
+        sink.close(&f, &new);
+        let path = sink.stream("f", &old).unwrap().path;
+        let ten_days_ago = std::time::SystemTime::now() - Duration::from_secs(10 * 86_400);
+        File::options().write(true).open(&path).unwrap().set_modified(ten_days_ago).unwrap();
+        sink.set_retention_days("f", Some(7)).await.unwrap();
+        assert!(sink.stream("f", &old).is_none());
+        assert!(sink.stream("f", &new).is_some());
+        assert_eq!(sink.retention_days("f"), Some(7));
     }
 }
