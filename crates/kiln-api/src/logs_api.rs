@@ -17,6 +17,7 @@ use kiln_engine::log_filter::FilterPattern;
 use kiln_engine::log_store::{self, Event, EventQuery, Start, StreamInfo};
 use kiln_engine::Engine;
 use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
 
 /// The header that names the operation.
 pub const TARGET: &str = "x-amz-target";
@@ -470,9 +471,9 @@ fn get_log_events(engine: &Engine, input: &Input) -> Result<Answer> {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{{\"timestamp\":{},\"message\":", e.timestamp_ms));
+        let _ = write!(out, "{{\"timestamp\":{},\"message\":", e.timestamp_ms);
         push_json_string(&mut out, &e.message, true);
-        out.push_str(&format!(",\"ingestionTime\":{}}}", e.ingestion_ms));
+        let _ = write!(out, ",\"ingestionTime\":{}}}", e.ingestion_ms);
     }
     out.push_str(&format!(
         "],\"nextForwardToken\":\"f/{:056}/s\",\"nextBackwardToken\":\"b/{:056}/s\"}}",

@@ -187,7 +187,10 @@ fn decode(line: &[u8], fallback_ms: i64) -> (i64, i64, String) {
 
 fn unescape(msg: &[u8]) -> String {
     if !msg.contains(&b'\\') {
-        return String::from_utf8_lossy(msg).into_owned();
+        return match std::str::from_utf8(msg) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(msg).into_owned(),
+        };
     }
     let mut out = Vec::with_capacity(msg.len());
     let mut i = 0;
