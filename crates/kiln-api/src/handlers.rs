@@ -407,33 +407,26 @@ async fn code_zip(engine: &Engine, call: &Call, name: &str) -> Result<Response<B
 }
 
 /// The function's log: every stored stream, oldest first; with `follow=true`, then the live
-/// lines as they come, until the client hangs up.
+/// lines as they come, until the client hangs up. Files are read a chunk at a time.
 async fn logs(engine: &Engine, call: &Call, name: &str) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let follow = matches!(call.query("follow"), Some("true" | "1"));
+    engine.get_function(&r)?;
     // Lines still on their way to the files are written first.
     engine.logs().flush().await;
-    if !follow {
-        // A deleted function's logs stay readable, as in CloudWatch; only a name never seen is 404.
-        let files = engine.logs().files(r.name.as_str());
-        if files.is_empty() {
-            engine.get_function(&r)?;
-        }
-    } else {
-        engine.get_function(&r)?;
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     // Subscribe before reading the files, so no line falls between the two.
     let mut live = follow.then(|| engine.logs().subscribe());
-    let files = engine.logs().files(r.name.as_str());
+    let sink = engine.logs().clone();
     let function = r.name.to_string();
     tokio::spawn(async move {
-        for f in files {
-            if let Ok(data) = tokio::fs::read(&f).await {
-                if tx.send(Bytes::from(data)).await.is_err() {
-                    return;
-                }
-            }
+        let stored = {
+            let tx = tx.clone();
+            let function = function.clone();
+            tokio::task::spawn_blocking(move || sink.copy_text(&function, |chunk| tx.blocking_send(chunk).is_ok()))
+        };
+        if !matches!(stored.await, Ok(true)) {
+            return;
         }
         if let Some(live) = &mut live {
             loop {

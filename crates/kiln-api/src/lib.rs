@@ -16,6 +16,7 @@ pub mod error;
 mod handlers;
 mod timeouts;
 mod runtimes;
+pub mod logs_api;
 pub mod wire;
 
 use bytes::Bytes;
@@ -110,6 +111,9 @@ pub async fn route(engine: &Engine, req: Request<Incoming>) -> Response<Body> {
             .collect(),
         request_id: uuid::Uuid::new_v4().to_string(),
     };
+    if logs_api::is_logs_call(&req) {
+        return logs_api::handle(engine, req, &call.request_id).await;
+    }
     let method = req.method().clone();
     let result = handlers::dispatch(engine, &method, &call, req).await;
     let mut resp = match result {

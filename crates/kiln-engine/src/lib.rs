@@ -25,6 +25,8 @@ mod error;
 pub mod fds;
 mod function;
 mod invoke;
+pub mod log_filter;
+pub mod log_store;
 pub mod logs;
 mod memory;
 mod provisioned;
@@ -68,6 +70,8 @@ pub struct EngineOptions {
     pub async_retry_base: Duration,
     /// Managed runtimes (interpreters found at start-up, runtime clients on disk).
     pub runtimes: Arc<runtimes::Runtimes>,
+    /// Bounds and retention of function logs.
+    pub logs: logs::LogOptions,
 }
 
 /// CreateFunction, validated by the engine.
@@ -257,10 +261,11 @@ impl Engine {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| internal("cannot create data dir", e))?;
         let meta = MetaStore::open(&opts.data_dir.join("kiln.db")).map_err(|e| internal("cannot open database", e))?;
         let code = CodeStore::open(&opts.data_dir.join("code")).map_err(|e| internal("cannot open code store", e))?;
-        let logs = LogSink::start(&opts.data_dir.join("logs")).map_err(|e| internal("cannot start log writer", e))?;
         let queue = kiln_store::events::EventQueue::open(&opts.data_dir.join("events.db"))
             .map_err(|e| internal("cannot open the event queue", e))?;
         let events = asyncq::Events::new(queue, opts.async_retry_base);
+        let logs = LogSink::start(&opts.data_dir.join("logs"), opts.logs.clone())
+            .map_err(|e| internal("cannot start log writer", e))?;
         let engine = Self {
             inner: Arc::new(Inner {
                 admission: Admission::new(opts.concurrency_limit),
@@ -835,6 +840,8 @@ impl Engine {
         self.inner.admission.remove(r.name.as_str());
         self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
         self.forget_events(r.name.as_str()).await;
+        // Its logs go with it, so a deleted function leaves nothing on disk.
+        self.inner.logs.remove(r.name.as_str()).await;
         self.collect_code(hashes).await;
         Ok(())
     }

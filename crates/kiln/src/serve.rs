@@ -45,6 +45,34 @@ pub struct ServeArgs {
     /// pyenv's versions.
     #[arg(long = "runtime", value_name = "NAME=PATH")]
     runtimes: Vec<String>,
+    /// Delete function log streams whose last event is older than this (e.g. `7d`, `12h`)
+    /// [default: keep everything]; a log group's PutRetentionPolicy wins.
+    #[arg(long, value_parser = parse_retention)]
+    log_retention: Option<Duration>,
+    /// Bytes of log one environment (one log stream) keeps at most (e.g. `64M`); then a marker
+    /// line and the rest is dropped.
+    #[arg(long, default_value = "64M", value_parser = parse_megabytes)]
+    log_stream_max: u64,
+    /// Bytes of log one function keeps at most (e.g. `512M`, `2G`); its oldest streams go first.
+    #[arg(long, default_value = "512M", value_parser = parse_megabytes)]
+    log_function_max: u64,
+}
+
+/// `7d`, or a duration as `parse_duration` reads it; never zero.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().strip_suffix('d') {
+        Some(days) => days
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite() && *d >= 0.0)
+            .map(|d| Duration::from_secs_f64(d * 86_400.0))
+            .ok_or_else(|| format!("'{s}' is not a retention like 7d, 12h or 30m"))?,
+        None => parse_duration(s)?,
+    };
+    if d.is_zero() {
+        return Err("the log retention must be longer than zero".into());
+    }
+    Ok(d)
 }
 
 /// `500ms`, `2s`, `10m`, `1h`.
@@ -150,6 +178,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         memory_budget_mb,
         async_retry_base: args.async_retry_base,
         runtimes: Arc::new(runtimes),
+        logs: kiln_engine::logs::LogOptions {
+            stream_max_bytes: args.log_stream_max * 1024 * 1024,
+            function_max_bytes: args.log_function_max * 1024 * 1024,
+            retention: args.log_retention,
+        },
     };
     let served = runtime.block_on(serve(args.addr, opts, args.isolation, &mut lock));
     // The lock goes last: until the runtime's tasks have dropped the backend, its environments
