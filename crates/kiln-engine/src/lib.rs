@@ -25,6 +25,7 @@ mod function;
 mod invoke;
 pub mod logs;
 mod memory;
+pub mod metrics;
 mod provisioned;
 
 pub use env::InitType;
@@ -215,6 +216,7 @@ pub(crate) struct Inner {
     pub admission: Admission,
     pub memory: MemoryBudget,
     pub functions: RwLock<BTreeMap<String, Arc<Function>>>,
+    pub metrics: metrics::ServerMetrics,
 }
 
 /// The engine. Cheap to clone.
@@ -256,6 +258,7 @@ impl Engine {
                 backend,
                 logs,
                 functions: RwLock::new(BTreeMap::new()),
+                metrics: metrics::ServerMetrics::default(),
             }),
         };
         engine.load()?;
