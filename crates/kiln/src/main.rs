@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli;
+mod logging;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// [default: three quarters of the machine's memory].
     #[arg(long, value_parser = parse_megabytes)]
     memory_budget: Option<u64>,
+    /// The web console at `/`: `on`, `read-only` (no invoking from the page) or `off`
+    /// [default: on when listening on a loopback address, read-only otherwise].
+    #[arg(long, value_parser = ["on", "read-only", "off"])]
+    console: Option<String>,
+    /// Format of kiln's own log on stderr: `text` or `json` (one object per line, for log shippers).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// `500ms`, `2s`, `10m`, `1h`.
@@ -96,10 +103,7 @@ fn instance_id(data_dir: &std::path::Path) -> String {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(&args.log_format);
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
@@ -113,11 +117,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         keep_alive: args.keep_alive,
         memory_budget_mb,
     };
-    runtime.block_on(serve(args.addr, opts, args.isolation))?;
+    let console = match args.console.as_deref().and_then(kiln_api::console::ConsoleMode::parse) {
+        Some(mode) => mode,
+        None if args.addr.ip().is_loopback() => kiln_api::console::ConsoleMode::On,
+        None => kiln_api::console::ConsoleMode::ReadOnly,
+    };
+    let api = kiln_api::ApiOptions { console };
+    runtime.block_on(serve(args.addr, opts, args.isolation, api))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyhow::Result<()> {
+async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, api: kiln_api::ApiOptions) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
     let backend: Arc<dyn Backend> = match isolation.as_str() {
         "none" => {
@@ -130,8 +140,9 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!("kiln listening on http://{local} (data dir {}, isolation {})", data_dir.display(), backend.name());
+    tracing::info!("console ({}) at http://{local}/, metrics at http://{local}/metrics", api.console.as_str());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(kiln_api::serve(engine.clone(), listener, stop_rx));
+    let server = tokio::spawn(kiln_api::serve_with(engine.clone(), listener, stop_rx, api));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
