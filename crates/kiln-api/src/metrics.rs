@@ -25,8 +25,9 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of what prometheus-client writes: the OpenMetrics text format, which
+/// Prometheus asks for and parses (counter families named without `_total`, `# EOF` last).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The REST operations kiln counts, as the `operation` label says. A request that matches none
 /// is `Unknown`, so a client cannot grow the label set.

@@ -202,7 +202,7 @@ impl Job {
             Ok(Attempt::Undelivered(r)) => match self.clone().attempt_once().await {
                 Ok(Attempt::Done(r2)) => Ok(r2),
                 Ok(Attempt::Undelivered(_)) => {
-                    self.record(InvocationResult::FunctionError, None, 0.0);
+                    self.record(InvocationResult::FunctionError, None, 0.0, 0.0);
                     Ok(r)
                 }
                 Err(e) => Err(e),
@@ -214,19 +214,20 @@ impl Job {
                 EngineError::Throttled { .. } => InvocationResult::Throttle,
                 _ => InvocationResult::Internal,
             };
-            self.record(r, None, 0.0);
+            self.record(r, None, 0.0, 0.0);
         }
         result
     }
 
-    /// Counts one finished invocation in the version's metrics and the function's ring.
-    fn record(&self, result: InvocationResult, start: Option<StartKind>, duration_ms: f64) {
+    /// Counts one finished invocation in the version's metrics and the function's ring; the
+    /// ring's latency of a cold call includes its Init, which is what its caller waited for.
+    fn record(&self, result: InvocationResult, start: Option<StartKind>, duration_ms: f64, init_ms: f64) {
         self.metrics.result(result);
         if start.is_some() {
             self.metrics.duration.observe_ms(duration_ms);
         }
         let sec = (now_ms() / 1000).max(0) as u64;
-        self.ring.record(sec, start, duration_ms, result != InvocationResult::Success);
+        self.ring.record(sec, start, duration_ms + init_ms, result != InvocationResult::Success);
     }
 
     async fn attempt_once(self: Arc<Self>) -> Result<Attempt, EngineError> {
@@ -259,6 +260,7 @@ impl Job {
                             if timed_out { InvocationResult::Timeout } else { InvocationResult::FunctionError },
                             None,
                             0.0,
+                            0.0,
                         );
                         return Ok(Attempt::Done((payload, true, tail)));
                     }
@@ -290,7 +292,7 @@ impl Job {
                 (false, true) => InvocationResult::FunctionError,
                 (false, false) => InvocationResult::Success,
             };
-            self.record(outcome, Some(start), result.duration_ms);
+            self.record(outcome, Some(start), result.duration_ms, init_ms.unwrap_or(0.0));
         }
         let replace_provisioned = {
             let mut st = self.function.lock();
