@@ -45,6 +45,7 @@ function fmtAge(s) {
 }
 function fmtMs(ms) {
   if (ms === null || ms === undefined) return "–";
+  if (ms === 0) return "0";
   if (ms < 1) return ms.toFixed(2) + " ms";
   if (ms < 1000) return ms.toFixed(ms < 10 ? 1 : 0) + " ms";
   return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
@@ -268,7 +269,7 @@ function versionsCard(c, extras) {
   const pcs = (extras.provisionedList || []).map((p) => h("li", {},
     h("b", { text: (p.FunctionArn || "").split(":").pop() }), " " + (p.AllocatedProvisionedConcurrentExecutions || 0) + " / " + p.RequestedProvisionedConcurrentExecutions + " ", stateBadge(p.Status)));
   return h("div", {},
-    h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Version" }), h("th", { text: "Modified" }), h("th", { text: "" }))), h("tbody", {}, rows)),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Version" }), h("th", { text: "Modified" }), h("th", { text: "Code / description" }))), h("tbody", {}, rows)),
     h("div", { class: "row" }, h("span", { class: "muted", text: "Aliases:" }), aliases.length ? h("ul", {}, aliases) : h("span", { text: "none" })),
     h("div", { class: "row" }, h("span", { class: "muted", text: "Provisioned:" }), pcs.length ? h("ul", {}, pcs) : h("span", { text: "none" })));
 }
@@ -325,19 +326,32 @@ function barChart(samples) {
 }
 
 function latencyChart(samples) {
+  // Log scale: cold starts (hundreds of ms) and warm calls (a few ms) on one chart.
   const svg = h("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none" });
   const n = Math.max(samples.length, 1);
   const keys = ["ColdP50Ms", "ColdP99Ms", "WarmP50Ms", "WarmP99Ms"];
-  const maxY = niceMax(Math.max(1, ...samples.flatMap((s) => keys.map((k) => s[k] || 0))));
-  axes(svg, maxY, (v) => fmtMs(v).replace(" ", ""), n);
+  const values = samples.flatMap((s) => keys.map((k) => s[k])).filter((v) => v > 0);
+  const lo = Math.floor(Math.log10(values.length ? Math.min(...values) : 1));
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(values.length ? Math.max(...values) : 10)));
   const plotW = W - PAD_L - PAD_R, plotH = H - PAD_T - PAD_B, bw = plotW / n;
+  const yOf = (v) => PAD_T + plotH - (plotH * (Math.log10(v) - lo)) / (hi - lo);
+  for (let e = lo; e <= hi; e++) {
+    const y = yOf(Math.pow(10, e));
+    svg.append(h("line", { class: "grid-line", x1: PAD_L, x2: W - PAD_R, y1: y, y2: y }));
+    svg.append(h("text", { x: PAD_L - 6, y: y + 3.5, "text-anchor": "end", text: fmtMs(Math.pow(10, e)).replace(" ", "") }));
+  }
+  for (const ago of [120, 90, 60, 30, 0]) {
+    if (ago > n) continue;
+    const x = PAD_L + plotW * (1 - ago / n);
+    svg.append(h("text", { x, y: H - 5, "text-anchor": ago === 0 ? "end" : "middle", text: ago === 0 ? "now" : "-" + ago + "s" }));
+  }
   for (const [key, cls] of [["WarmP50Ms", "warm"], ["WarmP99Ms", "warm p99"], ["ColdP50Ms", "cold"], ["ColdP99Ms", "cold p99"]]) {
     let d = "";
     let pen = false;
     samples.forEach((s, i) => {
       const v = s[key];
-      if (v === null || v === undefined) { pen = false; return; }
-      const x = PAD_L + (i + 0.5) * bw, y = PAD_T + plotH - (plotH * Math.min(v, maxY)) / maxY;
+      if (!(v > 0)) { pen = false; return; }
+      const x = PAD_L + (i + 0.5) * bw, y = yOf(v);
       d += (pen ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
       pen = true;
       svg.append(h("circle", { class: cls.split(" ")[0], cx: x, cy: y, r: cls.includes("p99") ? 1.5 : 2.5 }));
