@@ -85,16 +85,14 @@ pub(crate) fn samples(engine: &Engine, call: &Call, name: &str) -> Result<Respon
     let r = FunctionRef::parse(name, None)?;
     let seconds = match call.query("seconds") {
         None => 120,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=kiln_engine::metrics::RING_SECS).contains(n))
-            .ok_or_else(|| {
+        Some(s) => {
+            s.parse::<usize>().ok().filter(|n| (1..=kiln_engine::metrics::RING_SECS).contains(n)).ok_or_else(|| {
                 ApiError::invalid_parameter(format!(
                     "seconds must be a whole number from 1 to {}",
                     kiln_engine::metrics::RING_SECS
                 ))
-            })?,
+            })?
+        }
     };
     let samples = engine.samples(&r.name, seconds)?;
     let pct = |p: Option<(f64, f64)>, i: usize| p.map(|(a, b)| if i == 0 { a } else { b });

@@ -12,10 +12,10 @@
 //! for: function logs (optionally followed live), live environments, and code downloads.
 #![forbid(unsafe_code)]
 
-pub mod error;
-pub mod metrics;
 pub mod console;
+pub mod error;
 mod handlers;
+pub mod metrics;
 pub mod wire;
 
 use bytes::Bytes;

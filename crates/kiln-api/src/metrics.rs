@@ -12,9 +12,7 @@
 //! a scraper that opens thousands of connections costs at most one core's worth of rendering
 //! and each function lock is held only while its pools are counted.
 
-use kiln_engine::metrics::{
-    HistogramSnapshot, InvocationResult, MetricsSnapshot, StartKind, VersionSnapshot,
-};
+use kiln_engine::metrics::{HistogramSnapshot, InvocationResult, MetricsSnapshot, StartKind, VersionSnapshot};
 use kiln_engine::Engine;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -92,9 +90,7 @@ pub fn operation(method: &http::Method, seg: &[&str]) -> &'static str {
         (&M::DELETE, ["2017-10-31", "functions", _, "concurrency"]) => "DeleteFunctionConcurrency",
         (&M::PUT, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => "PutProvisionedConcurrencyConfig",
         (&M::GET, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => "GetProvisionedConcurrencyConfig",
-        (&M::DELETE, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => {
-            "DeleteProvisionedConcurrencyConfig"
-        }
+        (&M::DELETE, ["2019-09-30", "functions", _, "provisioned-concurrency"]) => "DeleteProvisionedConcurrencyConfig",
         (&M::GET, ["2016-08-19", "account-settings"]) => "GetAccountSettings",
         (&M::POST, []) => "CloudWatchLogs",
         (&M::GET, ["kiln", "v1", "status"]) => "KilnStatus",
@@ -244,7 +240,10 @@ impl Collector for Snapshot {
             MetricType::Counter,
             invoked.iter().flat_map(|(f, v, m)| {
                 InvocationResult::ALL.iter().map(move |r| {
-                    (vec![("function", *f), ("version", v.version.as_str()), ("result", r.as_str())], counter(m.results(*r)))
+                    (
+                        vec![("function", *f), ("version", v.version.as_str()), ("result", r.as_str())],
+                        counter(m.results(*r)),
+                    )
                 })
             }),
         )?;
@@ -264,9 +263,9 @@ impl Collector for Snapshot {
             "kiln_provisioned_spillover_invocations",
             "Invocations that ran on-demand while the version had provisioned concurrency configured.",
             MetricType::Counter,
-            invoked.iter().map(|(f, v, m)| {
-                (vec![("function", *f), ("version", v.version.as_str())], counter(m.spillovers()))
-            }),
+            invoked
+                .iter()
+                .map(|(f, v, m)| (vec![("function", *f), ("version", v.version.as_str())], counter(m.spillovers()))),
         )?;
         let durations: Vec<(&str, &VersionSnapshot, HistogramSnapshot, HistogramSnapshot)> =
             invoked.iter().map(|(f, v, m)| (*f, *v, m.duration.snapshot(), m.init.snapshot())).collect();
@@ -363,7 +362,10 @@ impl Collector for Snapshot {
                 "kiln_sandbox_spawns",
                 "Sandboxes given to cold starts, by where they came from: pool (a blank) or built (made on the spot).",
                 MetricType::Counter,
-                [(vec![("source", "pool")], counter(p.pooled_spawns)), (vec![("source", "built")], counter(p.fresh_spawns))],
+                [
+                    (vec![("source", "pool")], counter(p.pooled_spawns)),
+                    (vec![("source", "built")], counter(p.fresh_spawns)),
+                ],
             )?;
             family(
                 &mut enc,

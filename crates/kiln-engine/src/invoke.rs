@@ -388,7 +388,7 @@ impl Engine {
                             "Rate Exceeded. kiln's memory budget ({} MB) is taken by busy environments; no room for {mb} MB more.",
                             self.inner.memory.budget_mb()
                         ),
-                    })
+                    });
                 }
             }
         }

@@ -219,7 +219,10 @@ impl Default for Slot {
 
 impl Slot {
     fn reset(&self) {
-        for a in [&self.invocations, &self.errors, &self.cold, &self.warm].into_iter().chain(&self.cold_ms).chain(&self.warm_ms)
+        for a in [&self.invocations, &self.errors, &self.cold, &self.warm]
+            .into_iter()
+            .chain(&self.cold_ms)
+            .chain(&self.warm_ms)
         {
             a.store(0, Ordering::Relaxed);
         }

@@ -127,7 +127,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, api: kiln_api::ApiOptions) -> anyhow::Result<()> {
+async fn serve(
+    addr: SocketAddr,
+    opts: EngineOptions,
+    isolation: String,
+    api: kiln_api::ApiOptions,
+) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
     let backend: Arc<dyn Backend> = match isolation.as_str() {
         "none" => {

@@ -28,7 +28,11 @@ pub(super) struct Scrape {
 }
 
 /// A scraper on its own connection until `stop`: each scrape's duration and the last size.
-async fn scraper(addr: std::net::SocketAddr, interval: Duration, stop: Arc<AtomicBool>) -> anyhow::Result<(Vec<Duration>, usize)> {
+async fn scraper(
+    addr: std::net::SocketAddr,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
     let client = new_client();
     let mut tick = tokio::time::interval(interval);
     let mut out = Vec::new();
@@ -77,10 +81,13 @@ pub(super) async fn run(server: &Server, zip_b64: &str, args: &BenchArgs) -> any
             let stop = Arc::new(AtomicBool::new(false));
             let task = on.then(|| tokio::spawn(scraper(addr, interval, stop.clone())));
             let w = warm(addr, n).await?;
-            let rate = throughput(args.seconds, 8, move |c| async move {
-                invoke(&c, addr, "bench-tput", ECHO).await.map(drop)
-            })
-            .await?;
+            let rate =
+                throughput(
+                    args.seconds,
+                    8,
+                    move |c| async move { invoke(&c, addr, "bench-tput", ECHO).await.map(drop) },
+                )
+                .await?;
             stop.store(true, Ordering::Relaxed);
             if let Some(task) = task {
                 let (s, size) = task.await??;
