@@ -433,6 +433,62 @@ mod tests {
     }
 
     #[test]
+    fn exposition_has_cumulative_buckets_totals_and_bounded_labels() {
+        use kiln_engine::metrics::{EnvironmentCounts, FunctionSnapshot, Rejection, VersionMetrics};
+        let m = Arc::new(VersionMetrics::default());
+        m.result(InvocationResult::Success);
+        m.result(InvocationResult::Success);
+        m.result(InvocationResult::Timeout);
+        m.start(StartKind::Cold);
+        m.duration.observe_ms(0.3);
+        m.duration.observe_ms(3.0);
+        m.duration.observe_ms(2_000_000.0);
+        let snapshot = Snapshot {
+            metrics: MetricsSnapshot {
+                functions: vec![FunctionSnapshot {
+                    name: "f".into(),
+                    versions: vec![VersionSnapshot {
+                        version: "$LATEST".into(),
+                        metrics: Some(m),
+                        environments: EnvironmentCounts { busy: 1, frozen: 2, ..EnvironmentCounts::default() },
+                        provisioned_allocated: 0,
+                        provisioned_busy: 0,
+                    }],
+                }],
+                sandbox_pool: None,
+                memory_used_mb: 256,
+                memory_budget_mb: 1024,
+                rejections: vec![(Rejection::Concurrency, 4), (Rejection::MemoryBudget, 0)],
+            },
+            requests: vec![("Invoke", 200, 3)],
+        };
+        let text = encode(snapshot);
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(has(r#"kiln_invocations_total{function="f",version="$LATEST",result="success"} 2"#), "{text}");
+        assert!(has(r#"kiln_invocations_total{function="f",version="$LATEST",result="timeout"} 1"#));
+        assert!(has(r#"kiln_starts_total{function="f",version="$LATEST",start="cold"} 1"#));
+        let bucket = |le: &str, n: u64| {
+            format!(r#"kiln_invocation_duration_seconds_bucket{{le="{le}",function="f",version="$LATEST"}} {n}"#)
+        };
+        assert!(has(&bucket("0.0005", 1)), "{text}");
+        assert!(has(&bucket("0.005", 2)));
+        assert!(has(&bucket("900.0", 2)));
+        assert!(has(&bucket("+Inf", 3)));
+        assert!(has(r#"kiln_invocation_duration_seconds_count{function="f",version="$LATEST"} 3"#));
+        assert!(has(r#"kiln_environments{function="f",version="$LATEST",state="frozen"} 2"#));
+        assert!(has(r#"kiln_concurrent_executions{function="f",version="$LATEST"} 1"#));
+        assert!(
+            has(r#"kiln_memory_budget_used_bytes 268435456"#) || has(r#"kiln_memory_budget_used_bytes{} 268435456"#)
+        );
+        assert!(has(r#"kiln_admission_rejections_total{reason="concurrency"} 4"#));
+        assert!(has(r#"kiln_api_requests_total{operation="Invoke",status="200"} 3"#));
+        // A version never invoked has no counters, and provisioned gauges appear only with
+        // provisioned environments.
+        assert!(!text.contains("kiln_provisioned_concurrency_utilization{"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
     fn requests_are_counted_by_operation_and_status() {
         let r = ApiRequests::default();
         r.count("Invoke", 200);
