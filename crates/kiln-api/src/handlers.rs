@@ -89,6 +89,7 @@ pub(crate) async fn dispatch(
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "logs"]) => logs(engine, call, name).await,
         (&Method::GET, ["kiln", "v1", "functions", name, "environments"]) => status(engine, Some(name)),
+        (&Method::GET, ["kiln", "v1", "functions", name, "samples"]) => crate::console::samples(engine, call, name),
         _ => events::dispatch(engine, method, call, &seg, req).await,
     }
 }

@@ -12,11 +12,13 @@
 //! for: function logs (optionally followed live), live environments, and code downloads.
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod error;
 mod handlers;
 mod timeouts;
 mod runtimes;
 pub mod logs_api;
+pub mod metrics;
 pub mod wire;
 
 use bytes::Bytes;
@@ -34,8 +36,49 @@ use tokio::sync::{mpsc, watch};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// What the listener serves besides the Lambda API.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiOptions {
+    pub console: console::ConsoleMode,
+}
+
 /// Serves the REST API on `listener` until `shutdown` turns true.
-pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, shutdown: watch::Receiver<bool>) {
+    serve_with(engine, listener, shutdown, ApiOptions::default()).await
+}
+
+/// Everything a connection needs to answer requests.
+struct Server {
+    engine: Engine,
+    metrics: metrics::Metrics,
+    options: ApiOptions,
+}
+
+/// How many connections may be open at once: half of what the process may open (the rest is
+/// for environments, logs and the database), so that a client opening thousands of
+/// connections runs kiln out of nothing but its own connection slots.
+fn connection_limit() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse::<usize>().ok()))
+        })
+        .unwrap_or(1024);
+    (soft.saturating_sub(256) / 2).clamp(64, 16_384)
+}
+
+/// Serves the REST API, `/metrics` and the console on `listener` until `shutdown` turns true.
+pub async fn serve_with(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    options: ApiOptions,
+) {
+    let server = std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connection_limit()));
+    let mut refused: u64 = 0;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -54,13 +97,23 @@ pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, mut shutdo
                 continue;
             }
         };
+        // Over the limit, a new connection is closed at once; established ones keep their speed.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(refused, "connection limit reached: closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let engine = engine.clone();
+        let server = server.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
-                let engine = engine.clone();
-                async move { Ok::<_, Infallible>(route(&engine, req).await) }
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(handle(&server, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -79,6 +132,26 @@ pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, mut shutdo
             let _ = conn.await;
         });
     }
+}
+
+/// Answers one request: `/metrics` and the console here, the rest through [`route`]; counts it.
+async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+    let seg: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+    let op = metrics::operation(req.method(), &seg);
+    let get = req.method() == http::Method::GET;
+    let console = if get { console::asset(server.options.console, &seg) } else { None };
+    drop(seg);
+    let resp = match (op, console) {
+        (_, Some(r)) => r,
+        ("Metrics", _) => {
+            let mut r = Response::new(full(server.metrics.render().await));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            r
+        }
+        _ => route(&server.engine, req).await,
+    };
+    server.metrics.requests.count(op, resp.status().as_u16());
+    resp
 }
 
 /// A parsed request: method, decoded path segments, decoded query pairs.

@@ -9,7 +9,7 @@ use kiln_runtime_api::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
 use kiln_sandbox::{Backend, ExitInfo, Sandbox, SandboxSpec};
 use crate::runtimes::{Launch, Runtimes, UNAVAILABLE_ERROR};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -47,6 +47,8 @@ pub struct Environment {
     api: RuntimeApi,
     exit: watch::Receiver<Option<ExitInfo>>,
     capture: Arc<Capture>,
+    /// Set while the sandbox is frozen, for the metrics' `frozen` state.
+    frozen: Arc<AtomicBool>,
 }
 
 /// What Init produced.
@@ -77,17 +79,21 @@ pub struct RunResult {
     /// The environment died before its runtime fetched the event: the event may run elsewhere.
     pub undelivered: bool,
     pub log_tail: Option<Vec<u8>>,
+    pub timed_out: bool,
+    pub duration_ms: f64,
 }
 
-struct SandboxFreezer(Arc<dyn Sandbox>);
+struct SandboxFreezer(Arc<dyn Sandbox>, Arc<AtomicBool>);
 
 impl Freezer for SandboxFreezer {
     fn freeze(&self) {
-        if let Err(e) = self.0.freeze() {
-            tracing::warn!(error = %e, "freeze failed");
+        match self.0.freeze() {
+            Ok(()) => self.1.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "freeze failed"),
         }
     }
     fn thaw(&self) {
+        self.1.store(false, Ordering::Relaxed);
         if let Err(e) = self.0.thaw() {
             tracing::warn!(error = %e, "thaw failed");
         }
@@ -183,8 +189,9 @@ impl ColdStart<'_> {
             .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("cannot create execution environment: {e}")))?;
         let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
+        let frozen = Arc::new(AtomicBool::new(false));
         let api = RuntimeApi::new(
-            Box::new(SandboxFreezer(sandbox.clone())),
+            Box::new(SandboxFreezer(sandbox.clone(), frozen.clone())),
             self.init_type == InitType::Provisioned,
             FREEZE_GRACE,
         );
@@ -206,6 +213,7 @@ impl ColdStart<'_> {
             api,
             exit,
             capture,
+            frozen,
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
@@ -313,6 +321,7 @@ impl Environment {
         let duration_ms = ms(started.elapsed());
         let undelivered =
             matches!(ended, Ended::NoPickup) || (matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id));
+        let timed_out = matches!(ended, Ended::Timeout);
         let (payload, function_error, healthy, status) = match ended {
             Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
             Ended::Answer(Outcome::Error { error_type, body }) => {
@@ -391,7 +400,7 @@ impl Environment {
             }
         }
         let log_tail = self.capture.finish();
-        RunResult { payload, function_error, healthy, undelivered, log_tail }
+        RunResult { payload, function_error, healthy, undelivered, log_tail, timed_out, duration_ms }
     }
 
     /// Resolves when the bootstrap has ended.
@@ -422,6 +431,11 @@ impl Environment {
 
     pub fn idle_for(&self) -> Duration {
         self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    /// Whether the sandbox is frozen (an idle environment past the freeze grace).
+    pub fn frozen(&self) -> bool {
+        self.frozen.load(Ordering::Relaxed)
     }
 
     /// Whether the bootstrap is still running.

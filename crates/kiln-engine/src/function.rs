@@ -88,6 +88,7 @@ pub(crate) struct FnState {
     /// Why provisioning failed, by qualifier.
     pub pc_failures: HashMap<String, String>,
     pub stats: StartStats,
+    pub metrics: crate::metrics::FnMetrics,
     pub deleted: bool,
     /// `Publish: true` asked for a version once the pending code is ready.
     pub publish_when_ready: bool,
@@ -117,6 +118,7 @@ impl FnState {
             settings: ConcurrencySettings::default(),
             pc_failures: HashMap::new(),
             stats: StartStats::default(),
+            metrics: crate::metrics::FnMetrics::default(),
             deleted: false,
             publish_when_ready: false,
         }

@@ -3,6 +3,7 @@
 use crate::admission::Permit;
 use crate::env::{ColdStart, Environment, InitResult, InitType};
 use crate::function::{Function, Ready};
+use crate::metrics::{InvocationResult, Rejection, Ring, StartKind, VersionMetrics};
 use crate::{logs, now_ms, Engine, EngineError, InvokeKind, InvokeRequest, InvokeResponse, ThrottleReason};
 use bytes::Bytes;
 use kiln_model::{FunctionConfig, Qualifier};
@@ -22,6 +23,8 @@ pub(crate) struct Job {
     payload: Bytes,
     client_context: Option<String>,
     tail: bool,
+    metrics: Arc<VersionMetrics>,
+    ring: Arc<Ring>,
 }
 
 type Answer = (Bytes, bool, Option<Vec<u8>>);
@@ -39,17 +42,21 @@ enum Source {
     Cold(Ready, u64, Permit),
 }
 
+/// What `resolve` finds: the function, the version a call runs, its configuration, its metrics
+/// handle and the function's per-second ring.
+pub(crate) type Resolved = (Arc<Function>, String, Arc<FunctionConfig>, Arc<VersionMetrics>, Arc<Ring>);
+
 impl Engine {
     /// Finds the function and the version a call runs (an alias picks one by its weights).
     pub(crate) fn resolve(
         &self,
         r: &kiln_model::FunctionRef,
-    ) -> Result<(Arc<Function>, String, Arc<FunctionConfig>), EngineError> {
+    ) -> Result<Resolved, EngineError> {
         let f = self.function(&r.name)?;
         let name = r.name.as_str();
         let qualifier = r.qualifier.as_ref().map(|q| q.to_string());
-        let (version, config) = {
-            let st = f.lock();
+        let (version, config, metrics, ring) = {
+            let mut st = f.lock();
             let version = match &r.qualifier {
                 None | Some(Qualifier::Latest) => Qualifier::LATEST.to_string(),
                 Some(Qualifier::Version(n)) => {
@@ -66,8 +73,12 @@ impl Engine {
                     }
                 }
             };
-            match st.pools.get(&version) {
-                Some(pool) => (version, pool.ready.config.clone()),
+            let config = st.pools.get(&version).map(|pool| pool.ready.config.clone());
+            match config {
+                Some(config) => {
+                    let metrics = st.metrics.version(&version);
+                    (version, config, metrics, st.metrics.ring.clone())
+                }
                 None => {
                     let state = match st.visible.state {
                         kiln_model::FunctionState::Failed => "Failed",
@@ -79,7 +90,7 @@ impl Engine {
                 }
             }
         };
-        Ok((f, version, config))
+        Ok((f, version, config, metrics, ring))
     }
 
     /// One attempt of a queued event: runs it like a synchronous call, with the event's own
@@ -90,7 +101,7 @@ impl Engine {
         request_id: String,
         payload: Bytes,
     ) -> Result<(String, Bytes, bool), EngineError> {
-        let (f, version, config) = self.resolve(r)?;
+        let (f, version, config, metrics, ring) = self.resolve(r)?;
         let job = Job {
             engine: self.clone(),
             function: f,
@@ -106,6 +117,8 @@ impl Engine {
             payload: if payload.is_empty() { Bytes::from_static(b"{}") } else { payload },
             client_context: None,
             tail: false,
+            metrics,
+            ring,
         };
         let (payload, function_error, _) = job.run().await?;
         Ok((version, payload, function_error))
@@ -115,7 +128,7 @@ impl Engine {
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, EngineError> {
         let name = req.function.name.as_str();
         let qualifier = req.function.qualifier.as_ref().map(|q| q.to_string());
-        let (f, version, config) = self.resolve(&req.function)?;
+        let (f, version, config, metrics, ring) = self.resolve(&req.function)?;
         let limit = match req.kind {
             InvokeKind::Event => kiln_model::limits::ASYNC_PAYLOAD_MAX_BYTES,
             _ => kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES,
@@ -151,6 +164,8 @@ impl Engine {
             payload: if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload },
             client_context: req.client_context,
             tail: req.tail_logs && req.kind == InvokeKind::RequestResponse,
+            metrics,
+            ring,
         };
         // The invocation runs in its own task: if the caller goes away, the environment still
         // finishes its work and goes back to the pool.
@@ -186,14 +201,22 @@ impl Job {
             if e.alive() && e.generation == generation {
                 pool.busy.insert(e.id.clone(), e.clone());
                 st.stats.provisioned_starts += 1;
+                self.metrics.start(StartKind::Provisioned);
                 return Ok(Source::Warm(e, None));
             }
         }
-        let permit = self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(throttled)?;
+        let permit = self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(|r| {
+            self.engine.inner.metrics.reject(Rejection::Concurrency);
+            throttled(r)
+        })?;
+        if pool.pc_target > 0 {
+            self.metrics.spillover();
+        }
         while let Some(e) = pool.idle.pop() {
             if e.alive() && e.generation == generation {
                 pool.busy.insert(e.id.clone(), e.clone());
                 st.stats.warm_starts += 1;
+                self.metrics.start(StartKind::Warm);
                 return Ok(Source::Warm(e, Some(permit)));
             }
         }
@@ -204,13 +227,37 @@ impl Job {
     async fn attempt(self: Arc<Self>) -> JobResult {
         // An idle environment can die before its runtime fetches the event (a background
         // thread crashed it, say); the event then goes to another environment, once.
-        match self.clone().attempt_once().await? {
-            Attempt::Done(r) => Ok(r),
-            Attempt::Undelivered(r) => match self.attempt_once().await? {
-                Attempt::Done(r2) => Ok(r2),
-                Attempt::Undelivered(_) => Ok(r),
+        let result = match self.clone().attempt_once().await {
+            Ok(Attempt::Done(r)) => Ok(r),
+            Ok(Attempt::Undelivered(r)) => match self.clone().attempt_once().await {
+                Ok(Attempt::Done(r2)) => Ok(r2),
+                Ok(Attempt::Undelivered(_)) => {
+                    self.record(InvocationResult::FunctionError, None, 0.0, 0.0);
+                    Ok(r)
+                }
+                Err(e) => Err(e),
             },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            let r = match e {
+                EngineError::Throttled { .. } => InvocationResult::Throttle,
+                _ => InvocationResult::Internal,
+            };
+            self.record(r, None, 0.0, 0.0);
         }
+        result
+    }
+
+    /// Counts one finished invocation in the version's metrics and the function's ring; the
+    /// ring's latency of a cold call includes its Init, which is what its caller waited for.
+    fn record(&self, result: InvocationResult, start: Option<StartKind>, duration_ms: f64, init_ms: f64) {
+        self.metrics.result(result);
+        if start.is_some() {
+            self.metrics.duration.observe_ms(duration_ms);
+        }
+        let sec = (now_ms() / 1000).max(0) as u64;
+        self.ring.record(sec, start, duration_ms + init_ms, result != InvocationResult::Success);
     }
 
     async fn attempt_once(self: Arc<Self>) -> Result<Attempt, EngineError> {
@@ -228,6 +275,8 @@ impl Job {
                         st.stats.init_ms_total += init_ms;
                         st.stats.init_ms_last = init_ms;
                         st.stats.init_ms_max = st.stats.init_ms_max.max(init_ms);
+                        self.metrics.start(StartKind::Cold);
+                        self.metrics.init.observe_ms(init_ms);
                         if let Some(pool) = st.pools.get_mut(&self.version) {
                             pool.busy.insert(env.id.clone(), env.clone());
                         }
@@ -236,6 +285,13 @@ impl Job {
                     Ok(InitResult::Failed { error_type, payload }) => {
                         tracing::info!(function = %self.config.name, request_id = %self.request_id, %error_type, "init failed");
                         let tail = self.tail.then(|| init_failure_log(&self.request_id, &self.config, &error_type));
+                        let timed_out = error_type == "Sandbox.Timedout";
+                        self.record(
+                            if timed_out { InvocationResult::Timeout } else { InvocationResult::FunctionError },
+                            None,
+                            0.0,
+                            0.0,
+                        );
                         return Ok(Attempt::Done((payload, true, tail)));
                     }
                     Err(e) => return Err(e),
@@ -254,6 +310,20 @@ impl Job {
         };
         let result = env.invoke(invocation, init_ms, self.tail).await;
         env.touch();
+        let undelivered = result.undelivered && init_ms.is_none();
+        if !undelivered {
+            let start = match (init_ms, env.init_type) {
+                (Some(_), _) => StartKind::Cold,
+                (None, InitType::Provisioned) => StartKind::Provisioned,
+                (None, InitType::OnDemand) => StartKind::Warm,
+            };
+            let outcome = match (result.timed_out, result.function_error) {
+                (true, _) => InvocationResult::Timeout,
+                (false, true) => InvocationResult::FunctionError,
+                (false, false) => InvocationResult::Success,
+            };
+            self.record(outcome, Some(start), result.duration_ms, init_ms.unwrap_or(0.0));
+        }
         let replace_provisioned = {
             let mut st = self.function.lock();
             let deleted = st.deleted;
@@ -284,7 +354,7 @@ impl Job {
             self.engine.reconcile(&self.function);
         }
         let out = (result.payload, result.function_error, result.log_tail.map(|t| logs::tail_of(&t).to_vec()));
-        Ok(if result.undelivered && init_ms.is_none() { Attempt::Undelivered(out) } else { Attempt::Done(out) })
+        Ok(if undelivered { Attempt::Undelivered(out) } else { Attempt::Done(out) })
     }
 
     async fn cold_start(&self, ready: Ready, generation: u64) -> Result<InitResult, EngineError> {
@@ -342,13 +412,14 @@ impl Engine {
                     drop(e);
                 }
                 None => {
+                    self.inner.metrics.reject(Rejection::MemoryBudget);
                     return Err(EngineError::Throttled {
                         reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
                         message: format!(
                             "Rate Exceeded. kiln's memory budget ({} MB) is taken by busy environments; no room for {mb} MB more.",
                             self.inner.memory.budget_mb()
                         ),
-                    })
+                    });
                 }
             }
         }

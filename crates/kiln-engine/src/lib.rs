@@ -29,6 +29,7 @@ pub mod log_filter;
 pub mod log_store;
 pub mod logs;
 mod memory;
+pub mod metrics;
 mod provisioned;
 pub mod runtimes;
 
@@ -231,6 +232,7 @@ pub(crate) struct Inner {
     pub memory: MemoryBudget,
     pub functions: RwLock<BTreeMap<String, Arc<Function>>>,
     pub events: asyncq::Events,
+    pub metrics: metrics::ServerMetrics,
 }
 
 /// The engine. Cheap to clone.
@@ -277,6 +279,7 @@ impl Engine {
                 logs,
                 functions: RwLock::new(BTreeMap::new()),
                 events,
+                metrics: metrics::ServerMetrics::default(),
             }),
         };
         engine.load()?;

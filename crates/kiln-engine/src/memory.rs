@@ -32,7 +32,6 @@ impl MemoryBudget {
         self.budget_mb
     }
 
-    #[cfg(test)]
     pub fn used_mb(&self) -> u64 {
         *self.used_mb.lock().unwrap_or_else(|e| e.into_inner())
     }

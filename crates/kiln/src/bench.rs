@@ -51,6 +51,10 @@
 //!   request, and two sequential requests (a warm invoke makes two hops: client → kiln →
 //!   runtime), plus the floor's throughput with the same numbers of callers.
 //!
+//! - **scrape** (`bench/scrape.rs`): warm latency and 8-caller throughput with and without a
+//!   Prometheus scraper on `/metrics`, alternated on the same server; `--scrape-only` runs only
+//!   this scenario.
+//!
 //! Targets are reported as met or not met; the bench never fails on them.
 
 mod events;
@@ -71,6 +75,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod scrape;
 
 /// Options of `kiln bench`.
 #[derive(clap::Args)]
@@ -127,6 +133,13 @@ pub struct BenchArgs {
     /// Run only this scenario: `events` (durable Event invokes with 32 callers).
     #[arg(long, value_parser = ["events"])]
     only: Option<String>,
+    /// Run only the scrape scenario: warm latency and 8-caller throughput with and without a
+    /// scraper on /metrics (--warm calls and --seconds of throughput per mode).
+    #[arg(long)]
+    scrape_only: bool,
+    /// How often the scrape scenario's scraper fetches /metrics, in ms.
+    #[arg(long, default_value_t = 1000)]
+    scrape_interval_ms: u64,
 }
 
 /// Caller counts of the throughput runs.
@@ -187,6 +200,13 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
     let work = TempDir::new()?;
     let mut report = Report { machine: machine(), isolation: args.isolation.clone(), ..Report::default() };
+    if args.scrape_only {
+        let server = Server::start(&exe, &work.path.join("a"), args, 16, args.server_log.as_deref()).await?;
+        let result = scrape::run(&server, &zip_b64, args).await;
+        server.stop();
+        report.scrape = Some(result?);
+        return Ok(report);
+    }
 
     // The baselines first, while nothing else runs.
     let echo = start_echo_server(servers).await?;
@@ -318,6 +338,8 @@ async fn latency_scenarios(
         report.throughput.push((callers, rate));
     }
     eprintln!("bench: throughput done");
+    report.scrape = Some(scrape::run(server, zip_b64, args).await?);
+    eprintln!("bench: scrape done");
 
     // Burst.
     let hold = Duration::from_millis(args.burst_hold_ms);
@@ -1257,6 +1279,7 @@ struct Report {
     burst_cold_starts: u64,
     density: Option<Density>,
     events: Option<events::EventsResult>,
+    scrape: Option<scrape::Scrape>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -1333,6 +1356,9 @@ impl Report {
     }
 
     fn render(&self, args: &BenchArgs) -> String {
+        if args.scrape_only {
+            return self.scrape.as_ref().map(scrape::Scrape::render).unwrap_or_default();
+        }
         let mut s = String::new();
         let m = &self.machine;
         s += &format!(
@@ -1487,6 +1513,9 @@ impl Report {
                 }
             );
         }
+        if let Some(scrape) = &self.scrape {
+            s += &scrape.render();
+        }
         s
     }
 
@@ -1612,6 +1641,7 @@ impl Report {
             "loopback_throughput": tput(&self.floor_throughput),
             "burst": { "calls": args.burst, "total_ms": ms(self.burst_total), "wall_ms": ms(self.burst_wall), "hold_ms": args.burst_hold_ms, "cold_starts": self.burst_cold_starts, "each": self.burst.json() },
             "density": density,
+            "metrics_scrape": self.scrape.as_ref().map(scrape::Scrape::json),
             "targets": self.targets(args).iter().map(|t| json!({
                 "target": t.what, "value": t.value, "goal": t.goal, "met": t.met,
             })).collect::<Vec<_>>(),

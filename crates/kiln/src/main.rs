@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod datalock;
+mod logging;
 mod serve;
 
 use clap::{Parser, Subcommand};

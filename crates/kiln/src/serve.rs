@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// Bytes of log one function keeps at most (e.g. `512M`, `2G`); its oldest streams go first.
     #[arg(long, default_value = "512M", value_parser = parse_megabytes)]
     log_function_max: u64,
+    /// The web console at `/`: `on`, `read-only` (no invoking from the page) or `off`
+    /// [default: on when listening on a loopback address, read-only otherwise].
+    #[arg(long, value_parser = ["on", "read-only", "off"])]
+    console: Option<String>,
+    /// Format of kiln's own log on stderr: `text` or `json` (one object per line, for log shippers).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 /// `7d`, or a duration as `parse_duration` reads it; never zero.
@@ -134,12 +141,7 @@ fn instance_id(data_dir: &std::path::Path) -> String {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    crate::logging::init(&args.log_format);
     // Before anything is opened: the soft descriptor limit goes up to the hard one, and a reserve
     // is kept so that clean-up and the REST API never starve (kiln-engine's `fds`).
     match kiln_engine::fds::raise_limit() {
@@ -184,7 +186,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             retention: args.log_retention,
         },
     };
-    let served = runtime.block_on(serve(args.addr, opts, args.isolation, &mut lock));
+    let console = match args.console.as_deref().and_then(kiln_api::console::ConsoleMode::parse) {
+        Some(mode) => mode,
+        None if args.addr.ip().is_loopback() => kiln_api::console::ConsoleMode::On,
+        None => kiln_api::console::ConsoleMode::ReadOnly,
+    };
+    let api = kiln_api::ApiOptions { console };
+    let served = runtime.block_on(serve(args.addr, opts, args.isolation, api, &mut lock));
     // The lock goes last: until the runtime's tasks have dropped the backend, its environments
     // are still this server's.
     drop(runtime);
@@ -195,7 +203,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 /// How long start-up waits for the pool of blank sandboxes to fill before it accepts calls.
 const POOL_FILL_WAIT: Duration = Duration::from_secs(10);
 
-async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, lock: &mut DataDirLock) -> anyhow::Result<()> {
+async fn serve(
+    addr: SocketAddr,
+    opts: EngineOptions,
+    isolation: String,
+    api: kiln_api::ApiOptions,
+    lock: &mut DataDirLock,
+) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
     // The port before any clean-up: a server that cannot listen must leave everything as it is.
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -227,8 +241,9 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String, lock: &
     }
     let detail = if isolation == "none" { "none (plain processes)" } else { "sandbox (namespaces, cgroups, seccomp)" };
     tracing::info!("kiln listening on http://{local} (data dir {}, isolation {detail})", data_dir.display());
+    tracing::info!("console ({}) at http://{local}/, metrics at http://{local}/metrics", api.console.as_str());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(kiln_api::serve(engine.clone(), listener, stop_rx));
+    let server = tokio::spawn(kiln_api::serve_with(engine.clone(), listener, stop_rx, api));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
