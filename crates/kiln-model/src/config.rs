@@ -81,13 +81,19 @@ pub struct FunctionConfig {
     pub state_reason: Option<String>,
     pub last_update_status: Option<UpdateStatus>,
     pub last_update_reason: Option<String>,
-    /// Accepted fields kiln stores and echoes but does not act on (VpcConfig, Layers, …),
+    /// Accepted fields kiln stores and echoes but does not act on (VpcConfig, …),
     /// keyed by their wire name.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
     /// On `$LATEST`: the highest version number ever published (numbers are never reused).
     #[serde(default)]
     pub last_published: u64,
+    /// The function's layers, in order: what `Layers` shows and what `/opt` is built from.
+    #[serde(default)]
+    pub layers: Vec<crate::layers::FunctionLayer>,
+    /// Sum of the sizes of the unpacked code, for the 250 MB rule of code plus layers.
+    #[serde(default)]
+    pub unzipped_size: u64,
 }
 
 impl FunctionConfig {
@@ -103,6 +109,7 @@ impl FunctionConfig {
             && self.environment == other.environment
             && self.role == other.role
             && self.architectures == other.architectures
+            && self.layers == other.layers
     }
 }
 

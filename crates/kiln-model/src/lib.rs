@@ -8,6 +8,7 @@
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod layers;
 pub mod limits;
 pub mod names;
 

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod code;
+mod layers;
+mod opt;
 pub mod meta;
 pub mod unzip;
 
