@@ -92,6 +92,8 @@ impl Fixture {
             id: id.into(),
             code_dir: self.code.path().into(),
             bootstrap: "bootstrap".into(),
+            opt_dir: None,
+            bootstrap_in_opt: false,
             env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("MARKER".into(), "m-42".into())],
             memory_mb,
             tmp_mb: 64,
