@@ -14,6 +14,7 @@
 
 pub mod error;
 mod handlers;
+mod layers;
 pub mod wire;
 
 use bytes::Bytes;

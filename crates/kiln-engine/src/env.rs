@@ -100,6 +100,8 @@ pub struct ColdStart<'a> {
     pub logs: &'a LogSink,
     pub config: Arc<FunctionConfig>,
     pub code_dir: PathBuf,
+    /// The merged layers (`/opt`), if the function has any.
+    pub opt_dir: Option<PathBuf>,
     pub generation: u64,
     pub init_type: InitType,
     /// How long Init may take before it is reported as timed out.
@@ -118,8 +120,10 @@ impl ColdStart<'_> {
     /// Builds an environment and runs its Init.
     pub async fn run(self, request_id: &str) -> Result<InitResult, EngineError> {
         let cfg = self.config.clone();
-        let bootstrap = self.code_dir.join("bootstrap");
-        if !is_executable_file(&bootstrap) {
+        // As on Lambda: the function's own bootstrap, else one from its layers.
+        let in_task = is_executable_file(&self.code_dir.join("bootstrap"));
+        let in_opt = !in_task && self.opt_dir.as_ref().is_some_and(|d| is_executable_file(&d.join("bootstrap")));
+        if !in_task && !in_opt {
             return Ok(InitResult::Failed {
                 error_type: "Runtime.InvalidEntrypoint".into(),
                 payload: error_payload(
@@ -137,6 +141,8 @@ impl ColdStart<'_> {
             id: id.clone(),
             code_dir: self.code_dir.clone(),
             bootstrap: PathBuf::from("bootstrap"),
+            opt_dir: self.opt_dir.clone(),
+            bootstrap_in_opt: in_opt,
             env: environment(&cfg, self.partition, &stream, self.init_type),
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_storage_mb,
