@@ -13,6 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod layers;
+
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
     /// Create or update a function from a .zip or a folder (zipped on the fly).
@@ -33,6 +35,9 @@ pub enum ClientCommand {
         handler: String,
         #[arg(long, default_value = "provided.al2023")]
         runtime: String,
+        /// A layer version ARN; repeat for more (in order, later ones win at /opt).
+        #[arg(long = "layer", value_name = "ARN")]
+        layers: Vec<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -67,6 +72,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Publish and list layers.
+    #[command(subcommand)]
+    Layer(layers::LayerCommand),
     /// Show live execution environments and start counts, of one function or of all.
     Status {
         name: Option<String>,
@@ -90,7 +98,8 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
 async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
-        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
+        ClientCommand::Layer(cmd) => layers::run(cmd).await,
+        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, endpoint } => {
             let api = Api::new(&endpoint)?;
             let zip = package(&path)?;
             let mut vars = serde_json::Map::new();
@@ -107,6 +116,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             if !env.is_empty() {
                 config["Environment"] = json!({ "Variables": vars });
+            }
+            if !layers.is_empty() {
+                config["Layers"] = json!(layers);
             }
             let zip_b64 = base64::engine::general_purpose::STANDARD.encode(&zip);
             let path_fn = format!("/2015-03-31/functions/{name}");
