@@ -449,3 +449,18 @@ def test_cli_publishes_lists_and_deploys_with_layers(kiln, lam, tmp_path):
         assert out["same"] == "cli" and out["tool"] == "tool-cli"
     finally:
         lam.delete_function(FunctionName=fn)
+
+
+def test_layers_survive_a_restart(kiln_factory):
+    server = kiln_factory()
+    lam = k.lambda_client(server.endpoint)
+    name = layer_name()
+    arn = publish(lam, name, LAYER_A)["LayerVersionArn"]
+    fn = k.unique_name("restart")
+    k.create(lam, fn, k.python_zip(OPT_HANDLER), Layers=[arn])
+    lam.publish_version(FunctionName=fn)
+    server.restart()
+    assert k.invoke_json(lam, fn)["same"] == "a"
+    assert k.invoke_json(lam, fn, Qualifier="1")["same"] == "a"
+    assert lam.get_layer_version(LayerName=name, VersionNumber=1)["LayerVersionArn"] == arn
+    assert publish(lam, name, LAYER_B)["Version"] == 2

@@ -111,7 +111,11 @@ pub(crate) fn empty(status: StatusCode) -> Result<Response<Body>> {
 }
 
 /// Reads a body of at most `limit` bytes; `too_large` is the message when it is bigger.
-pub(crate) async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce() -> String) -> Result<Bytes> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    too_large: impl FnOnce() -> String,
+) -> Result<Bytes> {
     // A declared Content-Length over the limit is refused before reading anything.
     if hyper::body::Body::size_hint(req.body()).lower() > limit as u64 {
         return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));

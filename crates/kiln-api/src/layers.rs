@@ -215,8 +215,7 @@ async fn add_permission(
         principal: required(input.principal, "principal")?,
         organization_id: input.organization_id,
     };
-    let (rendered, rev) =
-        engine.add_layer_version_permission(name, version, statement, call.query("RevisionId"))?;
+    let (rendered, rev) = engine.add_layer_version_permission(name, version, statement, call.query("RevisionId"))?;
     ok_json(StatusCode::CREATED, json!({ "Statement": rendered.to_string(), "RevisionId": rev }))
 }
 

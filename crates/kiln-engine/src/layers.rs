@@ -170,7 +170,8 @@ impl Engine {
     /// The zip of a layer version (`Content.Location` points here).
     pub async fn layer_zip(&self, name_or_arn: &str, version: i64) -> Result<Vec<u8>, EngineError> {
         let layer = self.get_layer_version(name_or_arn, version)?;
-        let hash = CodeHash::from_base64(&layer.code_sha256).ok_or_else(|| internal("stored layer hash", "malformed"))?;
+        let hash =
+            CodeHash::from_base64(&layer.code_sha256).ok_or_else(|| internal("stored layer hash", "malformed"))?;
         let code = self.inner.code.clone();
         tokio::task::spawn_blocking(move || code.read_zip(&hash))
             .await

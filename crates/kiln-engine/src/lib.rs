@@ -578,10 +578,8 @@ impl Engine {
                 }
                 st.visible = next.clone();
                 let retired = match &unpacked {
-                    Ok((dir, opt)) => engine.replace_latest(
-                        &mut st,
-                        Ready { config: next, code_dir: dir.clone(), opt_dir: opt.clone() },
-                    ),
+                    Ok((dir, opt)) => engine
+                        .replace_latest(&mut st, Ready { config: next, code_dir: dir.clone(), opt_dir: opt.clone() }),
                     Err(_) => Vec::new(),
                 };
                 (retired, unpacked.is_ok() && std::mem::take(&mut st.publish_when_ready))

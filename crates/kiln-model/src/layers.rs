@@ -18,13 +18,58 @@ const LAYER_VERSION_ARN_PATTERN: &str = "(arn:[a-zA-Z0-9-]+:lambda:[a-z]{2}((-go
 
 /// Runtimes `CompatibleRuntimes` and the `CompatibleRuntime` filter accept (the API model's enum).
 pub const RUNTIME_VALUES: &[&str] = &[
-    "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x",
-    "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "java8", "java8.al2", "java11", "java17", "java21",
-    "java25", "python2.7", "python3.6", "python3.7", "python3.8", "python3.9", "python3.10", "python3.11",
-    "python3.12", "python3.13", "python3.14", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1",
-    "dotnet6", "dotnet8", "dotnet10", "nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3",
-    "ruby3.4", "ruby4.0", "provided", "provided.al2", "provided.al2023", "nodejs26.x", "python3.15",
-    "java8.al2023", "java11.al2023", "java17.al2023", "custom",
+    "nodejs",
+    "nodejs4.3",
+    "nodejs6.10",
+    "nodejs8.10",
+    "nodejs10.x",
+    "nodejs12.x",
+    "nodejs14.x",
+    "nodejs16.x",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java8",
+    "java8.al2",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "python2.7",
+    "python3.6",
+    "python3.7",
+    "python3.8",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "dotnetcore1.0",
+    "dotnetcore2.0",
+    "dotnetcore2.1",
+    "dotnetcore3.1",
+    "dotnet6",
+    "dotnet8",
+    "dotnet10",
+    "nodejs4.3-edge",
+    "go1.x",
+    "ruby2.5",
+    "ruby2.7",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "ruby4.0",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+    "nodejs26.x",
+    "python3.15",
+    "java8.al2023",
+    "java11.al2023",
+    "java17.al2023",
+    "custom",
 ];
 
 /// Architectures a layer may declare.
@@ -139,7 +184,13 @@ impl Partition {
     /// The layer name in a `LayerName` path member, which may be a name or a layer ARN of this
     /// region and account.
     pub fn layer_name<'a>(&self, name_or_arn: &'a str) -> Result<&'a str, ModelError> {
-        let bad = || ModelError::constraint(name_or_arn, "layerName", &format!("Member must satisfy regular expression pattern: {LAYER_NAME_PATTERN}"));
+        let bad = || {
+            ModelError::constraint(
+                name_or_arn,
+                "layerName",
+                &format!("Member must satisfy regular expression pattern: {LAYER_NAME_PATTERN}"),
+            )
+        };
         if let Some(rest) = name_or_arn.strip_prefix("arn:") {
             let parts: Vec<&str> = rest.split(':').collect();
             return match parts.as_slice() {
@@ -248,7 +299,11 @@ pub fn validate_filters(runtime: Option<&str>, architecture: Option<&str>) -> Re
         ));
     }
     if let Some(a) = architecture.filter(|a| !ARCHITECTURE_VALUES.contains(a)) {
-        return Err(ModelError::constraint(a, "compatibleArchitecture", "Member must satisfy enum value set: [x86_64, arm64]"));
+        return Err(ModelError::constraint(
+            a,
+            "compatibleArchitecture",
+            "Member must satisfy enum value set: [x86_64, arm64]",
+        ));
     }
     Ok(())
 }
@@ -259,10 +314,18 @@ pub fn validate_statement(s: &LayerStatement) -> Result<(), ModelError> {
         && s.sid.len() <= 100
         && s.sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !sid_ok {
-        return Err(ModelError::constraint(&s.sid, "statementId", "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)"));
+        return Err(ModelError::constraint(
+            &s.sid,
+            "statementId",
+            "Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)",
+        ));
     }
     if s.action != "lambda:GetLayerVersion" {
-        return Err(ModelError::constraint(&s.action, "action", "Member must satisfy regular expression pattern: lambda:GetLayerVersion"));
+        return Err(ModelError::constraint(
+            &s.action,
+            "action",
+            "Member must satisfy regular expression pattern: lambda:GetLayerVersion",
+        ));
     }
     let digits12 = |x: &str| x.len() == 12 && x.bytes().all(|b| b.is_ascii_digit());
     let principal_ok = s.principal == "*"
@@ -283,7 +346,11 @@ pub fn validate_statement(s: &LayerStatement) -> Result<(), ModelError> {
             (10..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
         if !ok {
-            return Err(ModelError::constraint(org, "organizationId", "Member must satisfy regular expression pattern: o-[a-z0-9]{10,32}"));
+            return Err(ModelError::constraint(
+                org,
+                "organizationId",
+                "Member must satisfy regular expression pattern: o-[a-z0-9]{10,32}",
+            ));
         }
     }
     Ok(())
@@ -336,10 +403,14 @@ mod tests {
     fn layer_lists_follow_lambdas_rules() {
         let arn = |n: &str, v: u64| format!("arn:aws:lambda:us-east-1:000000000000:layer:{n}:{v}");
         let six: Vec<String> = (0..6).map(|i| arn(&format!("l{i}"), 1)).collect();
-        assert!(matches!(validate_layer_list(&six), Err(ModelError::InvalidParameterValue(m)) if m == "Cannot reference more than 5 layers."));
+        assert!(
+            matches!(validate_layer_list(&six), Err(ModelError::InvalidParameterValue(m)) if m == "Cannot reference more than 5 layers.")
+        );
         let dup = vec![arn("a", 1), arn("b", 1), arn("a", 2)];
         let err = validate_layer_list(&dup).unwrap_err();
-        assert!(matches!(err, ModelError::InvalidParameterValue(m) if m.contains(&arn("a", 1)) && m.contains(&arn("a", 2))));
+        assert!(
+            matches!(err, ModelError::InvalidParameterValue(m) if m.contains(&arn("a", 1)) && m.contains(&arn("a", 2)))
+        );
         assert!(matches!(validate_layer_list(&["nope".into()]), Err(ModelError::Validation(_))));
         assert_eq!(validate_layer_list(&[arn("a", 1), arn("b", 2)]).unwrap().len(), 2);
     }

@@ -114,9 +114,7 @@ fn host_paths(key: &str, value: &str, opt_dir: Option<&std::path::Path>) -> Stri
     value
         .split(':')
         .filter_map(|entry| match entry.strip_prefix("/opt") {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                opt_dir.map(|d| format!("{}{rest}", d.display()))
-            }
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => opt_dir.map(|d| format!("{}{rest}", d.display())),
             _ => Some(entry.to_string()),
         })
         .collect::<Vec<_>>()
@@ -190,4 +188,18 @@ pub(crate) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_paths;
+    use std::path::Path;
+
+    #[test]
+    fn opt_search_paths_point_at_the_host_layers() {
+        let opt = Some(Path::new("/data/code/opt/abc"));
+        assert_eq!(host_paths("PATH", "/usr/bin:/opt/bin:/optional", opt), "/usr/bin:/data/code/opt/abc/bin:/optional");
+        assert_eq!(host_paths("LD_LIBRARY_PATH", "/opt/lib:/lib64", None), "/lib64");
+        assert_eq!(host_paths("HOME", "/opt/bin", opt), "/opt/bin");
+    }
 }

@@ -9,8 +9,8 @@
 
 pub mod code;
 mod layers;
-mod opt;
 pub mod meta;
+mod opt;
 pub mod unzip;
 
 pub use code::{CodeHash, CodeStore};

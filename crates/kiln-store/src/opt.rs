@@ -179,11 +179,20 @@ mod tests {
         assert_eq!(fs::read_to_string(t2.join("d/x")).unwrap(), "a");
         // Built once: asking again returns the same tree without rebuilding.
         let before = fs::metadata(&t).unwrap().modified().unwrap();
-        assert_eq!(store.opt_tree(&[a.clone(), store.put_zip(&zip_of(&[("same", "b"), ("d", "b-file"), ("f/y", "b"), ("l", "b")], &[])).unwrap()]).unwrap().unwrap(), t);
+        assert_eq!(
+            store
+                .opt_tree(&[
+                    a.clone(),
+                    store.put_zip(&zip_of(&[("same", "b"), ("d", "b-file"), ("f/y", "b"), ("l", "b")], &[])).unwrap()
+                ])
+                .unwrap()
+                .unwrap(),
+            t
+        );
         assert_eq!(fs::metadata(&t).unwrap().modified().unwrap(), before);
         assert_eq!(store.opt_tree(&[]).unwrap(), None);
         // Garbage collection keeps what is asked for.
-        let keep = [CodeStore::opt_key(&[a.clone()])].into_iter().collect();
+        let keep = [CodeStore::opt_key(std::slice::from_ref(&a))].into_iter().collect();
         store.remove_opt_trees_except(&keep);
         assert!(!t.exists() && !t2.exists());
     }

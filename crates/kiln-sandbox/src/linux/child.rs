@@ -315,7 +315,7 @@ fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
 pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
     // SAFETY: a Msg is plain integers, so its bytes are initialised; the slice lives as long as `msg`.
     let bytes = std::slice::from_raw_parts((msg as *const Msg).cast::<u8>(), size_of::<Msg>());
-    send_bytes(sock, bytes, fd.as_ref().map_or(&[], std::slice::from_ref))
+    send_bytes(sock, bytes, fd.as_slice())
 }
 
 /// Sends `bytes` as one datagram, with at most [`MAX_FDS`] descriptors (SCM_RIGHTS).
@@ -334,7 +334,7 @@ pub(crate) unsafe fn send_bytes(sock: c_int, bytes: &[u8], fds: &[c_int]) -> isi
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
     if !fds.is_empty() {
-        let len = (fds.len() * size_of::<c_int>()) as u32;
+        let len = std::mem::size_of_val(fds) as u32;
         hdr.msg_control = cbuf.as_mut_ptr().cast();
         hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
         let c = libc::CMSG_FIRSTHDR(&hdr);

@@ -1194,9 +1194,11 @@ fn claim(
     if let Some(field) = msg.get_mut(CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4) {
         field.copy_from_slice(&resize.to_ne_bytes());
     }
-    // SAFETY: both descriptors are open; `msg` is a live buffer.
+    // The code tree, then the layers tree when there is one.
     let fds = [code.0.as_raw_fd(), code.1.as_ref().map_or(-1, |fd| fd.as_raw_fd())];
     let fds = if code.1.is_some() { &fds[..] } else { &fds[..1] };
+    // SAFETY: the socket and every descriptor in `fds` are open (owned by `blank` and `code`);
+    // `msg` is a live buffer.
     let sent = unsafe { child::send_bytes(blank.sock.as_raw_fd(), msg, fds) };
     if sent < 0 {
         // EPIPE / ECONNRESET: the blank's init is gone.
