@@ -933,8 +933,9 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::PRIORITY + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::ATTACH_OPT + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
+        assert_eq!(STEP_NAMES[step::ATTACH_OPT as usize], "attach layers at /opt");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
