@@ -24,6 +24,9 @@ pub struct PublishLayer {
     pub compatible_architectures: Vec<String>,
 }
 
+/// A merged `/opt` tree younger than this is never collected.
+const OPT_GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 const NOT_FOUND: &str = "The resource you requested does not exist.";
 
 fn layer_not_found() -> EngineError {
@@ -303,7 +306,8 @@ impl Engine {
         dir.is_dir().then_some(Some(dir))
     }
 
-    /// Removes merged `/opt` trees no stored function version uses any more.
+    /// Removes merged `/opt` trees no stored function version uses any more (and that were not
+    /// built in the last minutes, for a change still on its way to the database).
     pub(crate) fn collect_opt_trees(&self) {
         let Ok(all) = self.inner.meta.all() else { return };
         let keep = all
@@ -312,7 +316,7 @@ impl Engine {
             .filter_map(|c| layer_hashes(&c.layers).ok())
             .map(|h| kiln_store::CodeStore::opt_key(&h))
             .collect();
-        self.inner.code.remove_opt_trees_except(&keep);
+        self.inner.code.remove_opt_trees_except(&keep, OPT_GC_MIN_AGE);
     }
 }
 

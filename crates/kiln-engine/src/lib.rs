@@ -266,6 +266,7 @@ impl Engine {
             }),
         };
         engine.load()?;
+        engine.collect_opt_trees();
         engine.spawn_reaper();
         Ok(engine)
     }

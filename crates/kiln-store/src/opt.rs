@@ -73,12 +73,19 @@ impl CodeStore {
         Ok(Some(dest))
     }
 
-    /// Removes merged trees whose key is not in `keep`.
-    pub fn remove_opt_trees_except(&self, keep: &std::collections::HashSet<String>) {
+    /// Removes merged trees whose key is not in `keep` and that are older than `min_age`: a
+    /// younger tree may belong to a configuration change that is still being applied.
+    pub fn remove_opt_trees_except(&self, keep: &std::collections::HashSet<String>, min_age: std::time::Duration) {
         let Ok(entries) = fs::read_dir(self.root.join("opt")) else { return };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
+            let young = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < min_age);
+            if !keep.contains(&name) && !young {
                 let _ = remove_tree(&e.path());
             }
         }
@@ -193,7 +200,9 @@ mod tests {
         assert_eq!(store.opt_tree(&[]).unwrap(), None);
         // Garbage collection keeps what is asked for.
         let keep = [CodeStore::opt_key(std::slice::from_ref(&a))].into_iter().collect();
-        store.remove_opt_trees_except(&keep);
+        store.remove_opt_trees_except(&keep, std::time::Duration::from_secs(3600));
+        assert!(t.exists() && t2.exists(), "young trees are kept");
+        store.remove_opt_trees_except(&keep, std::time::Duration::ZERO);
         assert!(!t.exists() && !t2.exists());
     }
 
