@@ -84,6 +84,9 @@ pub(crate) async fn dispatch(
             empty(StatusCode::NO_CONTENT)
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
+        (_, ["2018-10-31", "layers", ..] | ["kiln", "v1", "layers", ..]) => {
+            crate::layers::dispatch(engine, method, call, &seg, req).await
+        }
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
         (&Method::GET, ["kiln", "v1", "runtimes"]) => ok_json(StatusCode::OK, crate::runtimes::listing(engine)),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
@@ -98,21 +101,25 @@ fn function_ref(name: &str, call: &Call) -> Result<FunctionRef> {
     Ok(FunctionRef::parse(name, call.query("Qualifier"))?)
 }
 
-fn ok_json(status: StatusCode, v: serde_json::Value) -> Result<Response<Body>> {
+pub(crate) fn ok_json(status: StatusCode, v: serde_json::Value) -> Result<Response<Body>> {
     let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(r)
 }
 
-fn empty(status: StatusCode) -> Result<Response<Body>> {
+pub(crate) fn empty(status: StatusCode) -> Result<Response<Body>> {
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = status;
     Ok(r)
 }
 
 /// Reads a body of at most `limit` bytes; `too_large` is the message when it is bigger.
-async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce() -> String) -> Result<Bytes> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    too_large: impl FnOnce() -> String,
+) -> Result<Bytes> {
     // A declared Content-Length over the limit is refused before reading anything.
     if hyper::body::Body::size_hint(req.body()).lower() > limit as u64 {
         return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));
@@ -129,7 +136,7 @@ async fn read_body(req: Request<Incoming>, limit: usize, too_large: impl FnOnce(
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -156,6 +163,7 @@ fn decode_zip(code: &wire::CodeIn) -> Result<Vec<u8>> {
 /// The configuration members of a CreateFunction or UpdateFunctionConfiguration body.
 fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
     let passthrough = cfg.passthrough();
+    // `Layers` is acted on, not passed through.
     ConfigChange {
         runtime: cfg.runtime,
         role: cfg.role,
@@ -170,6 +178,7 @@ fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
         application_log_level: cfg.logging_config.as_ref().and_then(|l| l.application_log_level.clone()),
         system_log_level: cfg.logging_config.as_ref().and_then(|l| l.system_log_level.clone()),
         log_group: cfg.logging_config.and_then(|l| l.log_group),
+        layers: cfg.layers,
         passthrough,
     }
 }
@@ -215,7 +224,7 @@ fn page_json(key: &str, items: Vec<serde_json::Value>, next_marker: Option<Strin
     out
 }
 
-fn marker(call: &Call) -> Option<&str> {
+pub(crate) fn marker(call: &Call) -> Option<&str> {
     call.query("Marker").filter(|m| !m.is_empty())
 }
 

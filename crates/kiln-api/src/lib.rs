@@ -19,6 +19,7 @@ mod timeouts;
 mod runtimes;
 pub mod logs_api;
 pub mod metrics;
+mod layers;
 pub mod wire;
 
 use bytes::Bytes;

@@ -69,7 +69,7 @@ pub struct ConfigIn {
     pub logging_config: Option<LoggingIn>,
     pub revision_id: Option<String>,
     pub package_type: Option<String>,
-    /// Accepted and echoed, not acted on.
+    /// Accepted and echoed, not acted on (except `layers`).
     pub vpc_config: Option<Value>,
     pub dead_letter_config: Option<Value>,
     #[serde(rename = "KMSKeyArn")]
@@ -91,10 +91,6 @@ impl ConfigIn {
         }
         if let Some(v) = self.kms_key_arn.take() {
             out.insert("KMSKeyArn".into(), Value::String(v));
-        }
-        if let Some(v) = self.layers.take() {
-            let layers: Vec<Value> = v.into_iter().map(|arn| json!({"Arn": arn, "CodeSize": 0})).collect();
-            out.insert("Layers".into(), Value::Array(layers));
         }
         if let Some(v) = self.file_system_configs.take() {
             out.insert("FileSystemConfigs".into(), v);
@@ -211,6 +207,10 @@ pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) 
     }
     for (k, v) in &c.passthrough {
         m.insert(k.clone(), v.clone());
+    }
+    if !c.layers.is_empty() {
+        let layers: Vec<Value> = c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size })).collect();
+        m.insert("Layers".into(), Value::Array(layers));
     }
     Value::Object(m)
 }

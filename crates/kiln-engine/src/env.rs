@@ -109,6 +109,8 @@ pub struct ColdStart<'a> {
     pub logs: &'a LogSink,
     pub config: Arc<FunctionConfig>,
     pub code_dir: PathBuf,
+    /// The merged layers (`/opt`), if the function has any.
+    pub opt_dir: Option<PathBuf>,
     pub generation: u64,
     pub init_type: InitType,
     /// How long Init may take before it is reported as timed out.
@@ -139,10 +141,14 @@ impl ColdStart<'_> {
                 payload: error_payload(UNAVAILABLE_ERROR, message),
             })
         };
-        let (bootstrap, notice) = match self.runtimes.launch(cfg.runtime) {
+        let (bootstrap, notice, in_opt) = match self.runtimes.launch(cfg.runtime) {
             Launch::Custom => {
+                // As on Lambda: the function's own bootstrap, else one from its layers.
                 let bootstrap = self.code_dir.join("bootstrap");
-                if !is_executable_file(&bootstrap) {
+                let in_task = is_executable_file(&bootstrap);
+                let in_opt =
+                    !in_task && self.opt_dir.as_ref().is_some_and(|d| is_executable_file(&d.join("bootstrap")));
+                if !in_task && !in_opt {
                     // Lambda's two wordings: no bootstrap at all, or one it may not execute.
                     let message = if std::fs::metadata(&bootstrap).is_ok_and(|m| m.is_file()) {
                         format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: permission denied")
@@ -154,11 +160,11 @@ impl ColdStart<'_> {
                         payload: error_payload("Runtime.InvalidEntrypoint", &message),
                     });
                 }
-                (PathBuf::from("bootstrap"), None)
+                (PathBuf::from("bootstrap"), None, in_opt)
             }
             Launch::Unavailable { message } => return unavailable(&message),
             Launch::Client { launcher, notice } => match self.backend.sandbox_path(&launcher) {
-                Some(p) => (p, notice),
+                Some(p) => (p, notice, false),
                 None => {
                     return unavailable(&format!(
                         "kiln cannot run the {} runtime: its runtime client is not visible inside the {} sandbox",
@@ -178,6 +184,8 @@ impl ColdStart<'_> {
             id: id.clone(),
             code_dir: self.code_dir.clone(),
             bootstrap,
+            opt_dir: self.opt_dir.clone(),
+            bootstrap_in_opt: in_opt,
             env: environment(&cfg, self.partition, &stream, self.init_type),
             memory_mb: cfg.memory_mb,
             tmp_mb: cfg.ephemeral_storage_mb,

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) struct Ready {
     pub config: Arc<FunctionConfig>,
     pub code_dir: PathBuf,
+    /// The merged layers, shown at `/opt`; `None` when the version has no layers.
+    pub opt_dir: Option<PathBuf>,
 }
 
 /// The environments of one version.

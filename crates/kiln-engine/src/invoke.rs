@@ -366,6 +366,7 @@ impl Job {
             logs: &self.engine.inner.logs,
             config: ready.config,
             code_dir: ready.code_dir,
+            opt_dir: ready.opt_dir,
             generation,
             init_type: InitType::OnDemand,
             init_timeout: self.engine.inner.opts.init_timeout,

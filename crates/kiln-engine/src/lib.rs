@@ -27,6 +27,7 @@ mod function;
 mod invoke;
 pub mod log_filter;
 pub mod log_store;
+mod layers;
 pub mod logs;
 mod memory;
 pub mod metrics;
@@ -38,6 +39,7 @@ pub use env::InitType;
 pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;
 pub use kiln_store::events::{EventCounts, EventSummary};
+pub use layers::PublishLayer;
 
 use admission::Admission;
 use bytes::Bytes;
@@ -103,6 +105,8 @@ pub struct ConfigChange {
     pub application_log_level: Option<String>,
     pub system_log_level: Option<String>,
     pub log_group: Option<String>,
+    /// Layer version ARNs; replaces the whole list.
+    pub layers: Option<Vec<String>>,
     pub passthrough: BTreeMap<String, serde_json::Value>,
 }
 
@@ -233,6 +237,8 @@ pub(crate) struct Inner {
     pub functions: RwLock<BTreeMap<String, Arc<Function>>>,
     pub events: asyncq::Events,
     pub metrics: metrics::ServerMetrics,
+    /// Serialises changes of layer policies (read, modify, write).
+    pub layer_lock: std::sync::Mutex<()>,
 }
 
 /// The engine. Cheap to clone.
@@ -280,10 +286,12 @@ impl Engine {
                 functions: RwLock::new(BTreeMap::new()),
                 events,
                 metrics: metrics::ServerMetrics::default(),
+                layer_lock: std::sync::Mutex::new(()),
             }),
         };
         engine.load()?;
         engine.load_event_configs()?;
+        engine.collect_opt_trees();
         engine.spawn_reaper();
         engine.spawn_dispatcher();
         Ok(engine)
@@ -303,8 +311,8 @@ impl Engine {
         for v in versions {
             let (Some(st), Ok(n)) = (states.get_mut(v.name.as_str()), v.version.parse::<u64>()) else { continue };
             let v = Arc::new(v);
-            if let Some(dir) = self.tree_if_present(&v) {
-                st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: dir }));
+            if let Some(ready) = self.ready_if_present(&v) {
+                st.pools.insert(v.version.clone(), Pool::new(ready));
             }
             st.versions.insert(n, v);
         }
@@ -328,10 +336,9 @@ impl Engine {
                 let latest = st.visible.clone();
                 let ready = latest.state == FunctionState::Active
                     && latest.last_update_status != Some(UpdateStatus::InProgress);
-                match (ready, self.tree_if_present(&latest)) {
-                    (true, Some(dir)) => {
-                        st.pools
-                            .insert(latest.version.clone(), Pool::new(Ready { config: latest.clone(), code_dir: dir }));
+                match (ready, self.ready_if_present(&latest)) {
+                    (true, Some(r)) => {
+                        st.pools.insert(latest.version.clone(), Pool::new(r));
                     }
                     _ if latest.state != FunctionState::Failed => {
                         to_activate.push((name.clone(), latest.revision_id.clone()))
@@ -341,10 +348,18 @@ impl Engine {
                 // Versions whose tree went missing get it back.
                 for v in st.versions.values() {
                     if !st.pools.contains_key(&v.version) {
-                        if let Some(dir) =
-                            CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok())
-                        {
-                            st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: dir }));
+                        let dir = CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok());
+                        let opt = v
+                            .layers
+                            .iter()
+                            .map(|l| CodeHash::from_base64(&l.code_sha256))
+                            .collect::<Option<Vec<_>>>()
+                            .and_then(|h| inner.code.opt_tree(&h).ok());
+                        if let (Some(dir), Some(opt_dir)) = (dir, opt) {
+                            st.pools.insert(
+                                v.version.clone(),
+                                Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }),
+                            );
                         }
                     }
                 }
@@ -368,6 +383,13 @@ impl Engine {
     fn tree_if_present(&self, cfg: &FunctionConfig) -> Option<PathBuf> {
         let tree = self.inner.code.tree_path(&CodeHash::from_base64(&cfg.code_sha256)?);
         tree.is_dir().then_some(tree)
+    }
+
+    /// The runnable form of `cfg` if its code tree and its merged layers are both on disk.
+    fn ready_if_present(&self, cfg: &Arc<FunctionConfig>) -> Option<Ready> {
+        let code_dir = self.tree_if_present(cfg)?;
+        let opt_dir = self.opt_dir_if_present(&cfg.layers)?;
+        Some(Ready { config: cfg.clone(), code_dir, opt_dir })
     }
 
     /// Destroys idle on-demand environments that outlived the keep-alive.
@@ -475,11 +497,16 @@ impl Engine {
             ));
         }
         let architectures = validate_architectures(create.architectures)?;
+        let layers = match &req.layers {
+            Some(arns) => self.resolve_layers(arns)?,
+            None => Vec::new(),
+        };
         if self.read_functions().contains_key(name.as_str()) {
             return Err(EngineError::Conflict(format!("Function already exist: {name}")));
         }
         let code_size = create.zip.len() as u64;
-        let hash = self.store_zip(create.zip).await?;
+        let (hash, unzipped_size) = self.store_zip_sized(create.zip, "CreateFunction").await?;
+        layers::check_total_size(unzipped_size, &layers)?;
         let cfg = Arc::new(FunctionConfig {
             log_group: req.log_group.unwrap_or_else(|| format!("/aws/lambda/{name}")),
             name: name.clone(),
@@ -507,6 +534,8 @@ impl Engine {
             last_update_reason: None,
             passthrough: req.passthrough,
             last_published: 0,
+            layers,
+            unzipped_size,
         });
         let mut st = FnState::new(cfg.clone());
         st.publish_when_ready = create.publish;
@@ -523,18 +552,19 @@ impl Engine {
         Ok(cfg)
     }
 
-    /// Checks and stores a zip; returns its hash.
-    async fn store_zip(&self, zip: Vec<u8>) -> Result<CodeHash, EngineError> {
+    /// Checks and stores a zip; returns its hash and the sum of its files' declared sizes.
+    async fn store_zip_sized(&self, zip: Vec<u8>, operation: &str) -> Result<(CodeHash, u64), EngineError> {
         if zip.len() as u64 > limits::ZIP_MAX_BYTES {
             return Err(EngineError::TooLarge(format!(
-                "Request must be smaller than {} bytes for the CreateFunction operation",
+                "Request must be smaller than {} bytes for the {operation} operation",
                 limits::CREATE_BODY_MAX_BYTES
             )));
         }
         let code = self.inner.code.clone();
         tokio::task::spawn_blocking(move || {
-            kiln_store::unzip::inspect(&zip).map_err(|e| EngineError::invalid(e.to_string()))?;
-            code.put_zip(&zip).map_err(|e| internal("cannot store code", e))
+            let summary = kiln_store::unzip::inspect(&zip).map_err(|e| EngineError::invalid(e.to_string()))?;
+            let hash = code.put_zip(&zip).map_err(|e| internal("cannot store code", e))?;
+            Ok((hash, summary.declared_bytes))
         })
         .await
         .map_err(|e| internal("code task failed", e))?
@@ -553,6 +583,11 @@ impl Engine {
                     .await
                     .unwrap_or_else(|e| Err(e.to_string())),
                 None => Err("stored code hash is malformed".to_string()),
+            };
+            // The function's layers, merged into the tree environments see at /opt.
+            let unpacked = match unpacked {
+                Ok(dir) => engine.opt_dir(&cfg.layers).await.map(|opt| (dir, opt)).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
             };
             let (retired, publish) = {
                 let mut st = f.lock();
@@ -587,7 +622,8 @@ impl Engine {
                 }
                 st.visible = next.clone();
                 let retired = match &unpacked {
-                    Ok(dir) => engine.replace_latest(&mut st, Ready { config: next, code_dir: dir.clone() }),
+                    Ok((dir, opt)) => engine
+                        .replace_latest(&mut st, Ready { config: next, code_dir: dir.clone(), opt_dir: opt.clone() }),
                     Err(_) => Vec::new(),
                 };
                 (retired, unpacked.is_ok() && std::mem::take(&mut st.publish_when_ready))
@@ -650,6 +686,16 @@ impl Engine {
             req.application_log_level.as_deref(),
             req.system_log_level.as_deref(),
         )?;
+        // New layers: checked, sized with the code, and merged before anything changes.
+        let layers = match &req.layers {
+            Some(arns) => {
+                let layers = self.resolve_layers(arns)?;
+                layers::check_total_size(f.lock().visible.unzipped_size, &layers)?;
+                let opt = self.opt_dir(&layers).await?;
+                Some((layers, opt))
+            }
+            None => None,
+        };
         let (next, retired) = {
             let mut st = f.lock();
             self.check_updatable(&st, update.revision_id.as_deref())?;
@@ -694,6 +740,10 @@ impl Engine {
                 c.log_group = v;
             }
             c.passthrough.extend(req.passthrough);
+            if let Some((l, _)) = &layers {
+                c.layers = l.clone();
+                c.passthrough.remove("Layers");
+            }
             c.last_modified_ms = now_ms();
             c.revision_id = revision();
             // Nothing to unpack: the change takes effect at once, and environments built from
@@ -703,8 +753,14 @@ impl Engine {
             let c = Arc::new(c);
             self.persist(&c)?;
             st.visible = c.clone();
-            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready.code_dir.clone()) {
-                Some(dir) => self.replace_latest(&mut st, Ready { config: c.clone(), code_dir: dir }),
+            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready.clone()) {
+                Some(old) => {
+                    let opt_dir = match layers {
+                        Some((_, opt)) => opt,
+                        None => old.opt_dir,
+                    };
+                    self.replace_latest(&mut st, Ready { config: c.clone(), code_dir: old.code_dir, opt_dir })
+                }
                 None => Vec::new(),
             };
             (c, retired)
@@ -734,7 +790,8 @@ impl Engine {
         self.check_updatable(&f.lock(), req.revision_id.as_deref())?;
         let architectures = req.architectures.map(|a| validate_architectures(Some(a))).transpose()?;
         let size = req.zip.len() as u64;
-        let hash = self.store_zip(req.zip).await?;
+        let (hash, unzipped_size) = self.store_zip_sized(req.zip, "UpdateFunctionCode").await?;
+        layers::check_total_size(unzipped_size, &f.lock().visible.layers)?;
         let next = {
             let mut st = f.lock();
             if st.deleted {
@@ -744,6 +801,7 @@ impl Engine {
             let mut c = (*st.visible).clone();
             c.code_sha256 = hash.base64.clone();
             c.code_size = size;
+            c.unzipped_size = unzipped_size;
             if let Some(a) = architectures {
                 c.architectures = a;
             }
@@ -833,6 +891,9 @@ impl Engine {
             st.deleted = true;
             let mut hashes = vec![st.visible.code_sha256.clone()];
             hashes.extend(st.versions.values().map(|v| v.code_sha256.clone()));
+            // Layers deleted while this function used them lose their last user here.
+            let configs = std::iter::once(&st.visible).chain(st.versions.values());
+            hashes.extend(configs.flat_map(|c| c.layers.iter().map(|l| l.code_sha256.clone())));
             let envs: Vec<_> = st.pools.values_mut().flat_map(Pool::drain).collect();
             (hashes, envs)
         };
@@ -846,6 +907,7 @@ impl Engine {
         // Its logs go with it, so a deleted function leaves nothing on disk.
         self.inner.logs.remove(r.name.as_str()).await;
         self.collect_code(hashes).await;
+        self.collect_opt_trees();
         Ok(())
     }
 
@@ -955,7 +1017,10 @@ impl Engine {
         self.persist(&l)?;
         st.visible = l;
         st.versions.insert(n, v.clone());
-        st.pools.insert(v.version.clone(), Pool::new(Ready { config: v.clone(), code_dir: ready.code_dir }));
+        st.pools.insert(
+            v.version.clone(),
+            Pool::new(Ready { config: v.clone(), code_dir: ready.code_dir, opt_dir: ready.opt_dir }),
+        );
         Ok(v)
     }
 

@@ -65,6 +65,7 @@ impl Engine {
                         init_timeout: provisioned_init_timeout(ready.config.timeout_secs),
                         config: ready.config.clone(),
                         code_dir: ready.code_dir.clone(),
+                        opt_dir: ready.opt_dir.clone(),
                         generation,
                         init_type: InitType::Provisioned,
                         lease: Some(lease),

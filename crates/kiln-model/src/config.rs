@@ -144,13 +144,19 @@ pub struct FunctionConfig {
     pub state_reason: Option<String>,
     pub last_update_status: Option<UpdateStatus>,
     pub last_update_reason: Option<String>,
-    /// Accepted fields kiln stores and echoes but does not act on (VpcConfig, Layers, …),
+    /// Accepted fields kiln stores and echoes but does not act on (VpcConfig, …),
     /// keyed by their wire name.
     #[serde(default)]
     pub passthrough: BTreeMap<String, serde_json::Value>,
     /// On `$LATEST`: the highest version number ever published (numbers are never reused).
     #[serde(default)]
     pub last_published: u64,
+    /// The function's layers, in order: what `Layers` shows and what `/opt` is built from.
+    #[serde(default)]
+    pub layers: Vec<crate::layers::FunctionLayer>,
+    /// Sum of the sizes of the unpacked code, for the 250 MB rule of code plus layers.
+    #[serde(default)]
+    pub unzipped_size: u64,
 }
 
 impl FunctionConfig {
@@ -169,6 +175,7 @@ impl FunctionConfig {
             && self.log_format == other.log_format
             && self.application_log_level == other.application_log_level
             && self.system_log_level == other.system_log_level
+            && self.layers == other.layers
     }
 }
 

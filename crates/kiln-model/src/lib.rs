@@ -9,6 +9,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod events;
+pub mod layers;
 pub mod limits;
 pub mod names;
 

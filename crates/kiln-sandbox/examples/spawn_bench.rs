@@ -52,6 +52,8 @@ fn main() -> anyhow::Result<()> {
         id: format!("bench-{i}"),
         code_dir: code.path().into(),
         bootstrap: "bootstrap".into(),
+        opt_dir: None,
+        bootstrap_in_opt: false,
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         memory_mb: 1769,
         tmp_mb: 64,

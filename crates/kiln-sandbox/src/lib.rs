@@ -32,9 +32,16 @@ pub struct SandboxSpec {
     pub id: String,
     /// Host directory holding the unpacked code: shown read-only at `/var/task`.
     pub code_dir: PathBuf,
-    /// The bootstrap's path relative to the code directory (`bootstrap`), or an absolute path
-    /// as the environment sees it ([`Backend::sandbox_path`]) for a managed runtime's launcher.
+    /// The bootstrap's path relative to the code directory (`bootstrap`), relative to the layers
+    /// directory when `bootstrap_in_opt`, or an absolute path as the environment sees it
+    /// ([`Backend::sandbox_path`]) for a managed runtime's launcher.
     pub bootstrap: PathBuf,
+    /// Host directory holding the function's merged layers: shown read-only at `/opt`. `None`:
+    /// `/opt` stays an empty directory.
+    pub opt_dir: Option<PathBuf>,
+    /// The bootstrap comes from the layers (`/opt/bootstrap`), as on Lambda when the function's
+    /// own code has none.
+    pub bootstrap_in_opt: bool,
     /// Environment variables of the bootstrap, except `AWS_LAMBDA_RUNTIME_API`, which the
     /// backend sets because only it knows where the Runtime API listens.
     pub env: Vec<(String, String)>,

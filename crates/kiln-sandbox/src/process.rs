@@ -38,10 +38,14 @@ impl Backend for ProcessBackend {
         let reader = OwnedFd::from(reader);
         set_nonblocking(&reader).map_err(|e| step("create output pipe", e))?;
 
-        let mut cmd = tokio::process::Command::new(spec.code_dir.join(&spec.bootstrap));
+        let exe = match (&spec.opt_dir, spec.bootstrap_in_opt) {
+            (Some(opt), true) => opt.join(&spec.bootstrap),
+            _ => spec.code_dir.join(&spec.bootstrap),
+        };
+        let mut cmd = tokio::process::Command::new(exe);
         cmd.current_dir(&spec.code_dir)
             .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.env.iter().map(|(k, v)| (k.clone(), host_paths(k, v, spec.opt_dir.as_deref()))))
             .env(kiln_model::env::RUNTIME_API, format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(writer)
@@ -96,6 +100,25 @@ impl Backend for ProcessBackend {
             output: reader,
         })
     }
+}
+
+/// Without a mount namespace there is no `/opt`: in the search-path variables, entries under
+/// `/opt` are pointed at the host directory of the function's layers instead (and dropped when
+/// it has none), so that `/opt/bin` and `/opt/lib` (and the runtimes' `/opt/python`,
+/// `/opt/nodejs/node_modules`) still find what the layers hold.
+fn host_paths(key: &str, value: &str, opt_dir: Option<&std::path::Path>) -> String {
+    const SEARCH_PATHS: &[&str] = &["PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "NODE_PATH"];
+    if !SEARCH_PATHS.contains(&key) {
+        return value.to_string();
+    }
+    value
+        .split(':')
+        .filter_map(|entry| match entry.strip_prefix("/opt") {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => opt_dir.map(|d| format!("{}{rest}", d.display())),
+            _ => Some(entry.to_string()),
+        })
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Sandbox for ProcessSandbox {
@@ -165,4 +188,18 @@ pub(crate) fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_paths;
+    use std::path::Path;
+
+    #[test]
+    fn opt_search_paths_point_at_the_host_layers() {
+        let opt = Some(Path::new("/data/code/opt/abc"));
+        assert_eq!(host_paths("PATH", "/usr/bin:/opt/bin:/optional", opt), "/usr/bin:/data/code/opt/abc/bin:/optional");
+        assert_eq!(host_paths("LD_LIBRARY_PATH", "/opt/lib:/lib64", None), "/lib64");
+        assert_eq!(host_paths("HOME", "/opt/bin", opt), "/opt/bin");
+    }
 }

@@ -92,6 +92,8 @@ impl Fixture {
             id: id.into(),
             code_dir: self.code.path().into(),
             bootstrap: "bootstrap".into(),
+            opt_dir: None,
+            bootstrap_in_opt: false,
             env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("MARKER".into(), "m-42".into())],
             memory_mb,
             tmp_mb: 64,
@@ -692,6 +694,40 @@ async fn many_environments_start_and_end_in_parallel(mode: Mode) {
     assert_eq!(f.backend.live_environments(), 0);
 }
 
+async fn layers_are_attached_read_only_at_opt(mode: Mode) {
+    if skip_unless_root("layers_are_attached_read_only_at_opt") {
+        return;
+    }
+    let f = Fixture::new(mode, "#!/bin/sh\necho task-bootstrap\n");
+    let opt = code_dir(
+        "#!/bin/sh\necho opt-bootstrap\ncat /opt/lib/data\n\
+         if touch /opt/x 2>/dev/null; then echo writable; fi\n\
+         grep ' /opt ' /proc/mounts\n",
+    );
+    std::fs::create_dir(opt.path().join("lib")).unwrap();
+    std::fs::write(opt.path().join("lib/data"), "layer-data\n").unwrap();
+    // The function's own bootstrap runs when asked for, with the layers at /opt.
+    let mut spec = f.spec("env-opt-task", 512);
+    spec.opt_dir = Some(opt.path().into());
+    let (out, info) = finish(f.spawn_spec(&spec)).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert_eq!(out, "task-bootstrap\n");
+    // The layers' bootstrap, from /opt.
+    let mut spec = f.spec("env-opt-layer", 512);
+    spec.opt_dir = Some(opt.path().into());
+    spec.bootstrap_in_opt = true;
+    let (out, info) = finish(f.spawn_spec(&spec)).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    assert!(out.starts_with("opt-bootstrap\nlayer-data\n"), "{out}");
+    assert!(!out.contains("writable"), "{out}");
+    let mount = out.lines().find(|l| l.contains(" /opt ")).unwrap_or_default();
+    assert!(mount.contains("ro,") && mount.contains("nosuid") && mount.contains("nodev"), "{out}");
+    // Without a layers directory, a bootstrap from /opt is refused before any blank is used.
+    let mut spec = f.spec("env-opt-none", 512);
+    spec.bootstrap_in_opt = true;
+    assert!(f.backend.spawn(&spec).is_err());
+}
+
 /// Runs each shared test once per [`Mode`], as `fresh::<name>` and `pooled::<name>`.
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {
@@ -732,6 +768,7 @@ in_both_modes!(
     bootstraps_that_cannot_run_report_exec_failed,
     new_backend_removes_leftovers_of_the_same_instance,
     many_environments_start_and_end_in_parallel,
+    layers_are_attached_read_only_at_opt,
 );
 
 // ---- The pool itself ----
@@ -1246,6 +1283,8 @@ async fn environments_die_with_kiln() {
             id: id.into(),
             code_dir: code.path().into(),
             bootstrap: "bootstrap".into(),
+            opt_dir: None,
+            bootstrap_in_opt: false,
             env: vec![],
             memory_mb: 128,
             tmp_mb: 16,

@@ -54,12 +54,12 @@ pub enum CodeError {
 /// Zips and their unpacked trees.
 #[derive(Debug, Clone)]
 pub struct CodeStore {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl CodeStore {
     pub fn open(root: &Path) -> Result<Self, CodeError> {
-        for d in ["zips", "trees", "tmp"] {
+        for d in ["zips", "trees", "tmp", "opt"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|source| CodeError::Io { path: p.clone(), source })?;
         }
@@ -144,7 +144,7 @@ impl CodeStore {
 }
 
 /// Removes a tree whose directories were made read-only.
-fn remove_tree(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if fs::symlink_metadata(path).is_err() {
         return Ok(());
@@ -164,7 +164,7 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 }
 
 /// A name no other writer of this process (or of another kiln on the same store) uses.
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -11,7 +11,9 @@
 
 pub mod code;
 pub mod events;
+mod layers;
 pub mod meta;
+mod opt;
 pub mod unzip;
 
 pub use code::{CodeHash, CodeStore};

@@ -49,6 +49,18 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL,
         PRIMARY KEY (name, qualifier)
     ) WITHOUT ROWID;",
+    // Layers: one row per published layer version, and per layer name the highest version
+    // ever published, so that a number is never given twice even after deletes.
+    "CREATE TABLE layer_versions (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE layer_names (
+        name TEXT PRIMARY KEY,
+        last_version INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Rows kept per function and qualifier, as (function, (qualifier, value)).
@@ -73,7 +85,7 @@ impl MetaStore {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -210,10 +222,14 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// Whether any stored version still uses this code.
+    /// Whether any stored function version (as its code or one of its layers) or layer version
+    /// still uses this code.
     pub fn code_in_use(&self, code_sha256: &str) -> Result<bool, MetaError> {
         let used: bool = self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM versions WHERE json_extract(config, '$.code_sha256') = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM versions WHERE json_extract(config, '$.code_sha256') = ?1)
+                OR EXISTS (SELECT 1 FROM layer_versions WHERE json_extract(config, '$.code_sha256') = ?1)
+                OR EXISTS (SELECT 1 FROM versions, json_each(versions.config, '$.layers') AS l
+                           WHERE json_extract(l.value, '$.code_sha256') = ?1)",
             params![code_sha256],
             |r| r.get(0),
         )?;

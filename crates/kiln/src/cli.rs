@@ -13,6 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod layers;
+
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
     /// Create or update a function from a .zip or a folder (zipped on the fly).
@@ -38,6 +40,9 @@ pub enum ClientCommand {
         /// Any Lambda runtime: provided.al2023 (your own `bootstrap`), python3.X, nodejsN.x, …
         #[arg(long, default_value = "provided.al2023")]
         runtime: String,
+        /// A layer version ARN; repeat for more (in order, later ones win at /opt).
+        #[arg(long = "layer", value_name = "ARN")]
+        layers: Vec<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -95,6 +100,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Publish and list layers.
+    #[command(subcommand)]
+    Layer(layers::LayerCommand),
     /// Show live execution environments and start counts, of one function or of all.
     Status {
         /// Only this function (default: all, with the sandbox pool).
@@ -131,7 +139,8 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
 async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cmd {
-        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, endpoint } => {
+        ClientCommand::Layer(cmd) => layers::run(cmd).await,
+        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, endpoint } => {
             let handler = match handler {
                 Some(h) => h,
                 None if runtime.starts_with("provided") => "bootstrap".to_string(),
@@ -140,7 +149,8 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             let api = Api::new(&endpoint)?;
             let name = plain_name(&name)?;
             let zip = package(&path)?;
-            if runtime.starts_with("provided") {
+            // A layer may bring the bootstrap (`/opt/bootstrap`), as on Lambda.
+            if runtime.starts_with("provided") && layers.is_empty() {
                 check_bootstrap(&path, &zip)?;
             }
             let mut vars = serde_json::Map::new();
@@ -157,6 +167,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             if !env.is_empty() {
                 config["Environment"] = json!({ "Variables": vars });
+            }
+            if !layers.is_empty() {
+                config["Layers"] = json!(layers);
             }
             let zip_b64 = base64::engine::general_purpose::STANDARD.encode(&zip);
             let path_fn = format!("/2015-03-31/functions/{name}");

@@ -73,6 +73,7 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "join the freezer cgroup",
     "watch kiln and the bootstrap",
     "enter user namespace",
+    "attach layers at /opt",
 ];
 
 /// Indices into [`STEP_NAMES`].
@@ -122,6 +123,7 @@ pub(crate) mod step {
     pub const FREEZER: u32 = 42;
     pub const WATCH: u32 = 43;
     pub const USERNS: u32 = 44;
+    pub const ATTACH_OPT: u32 = 45;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -152,7 +154,8 @@ pub(crate) const MSG_STARTED: u32 = 6;
 /// the header in this order: hostname (`hostname_len` bytes, no NUL), the bootstrap's absolute
 /// path inside the environment (`exe_len` bytes including its NUL), then `env_count`
 /// `NAME=value` strings, each NUL-terminated (`env_len` bytes in all). The code directory
-/// travels as a detached mount (`SCM_RIGHTS`).
+/// travels as a detached mount (`SCM_RIGHTS`), followed by the layers directory (attached at
+/// `/opt`) when the function has layers.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ClaimHeader {
@@ -167,6 +170,8 @@ pub(crate) struct ClaimHeader {
 }
 
 pub(crate) const CLAIM_KIND: u32 = 0x6b69_6c6e;
+/// Descriptors a claim carries: the code tree, then optionally the layers tree.
+pub(crate) const MAX_FDS: usize = 2;
 /// Largest claim message (header included): Lambda allows 4 KB of variables plus kiln's own,
 /// so this is generous; a bigger environment is refused before any blank is touched.
 pub(crate) const CLAIM_MAX: usize = 64 * 1024;
@@ -330,29 +335,36 @@ fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
 pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
     // SAFETY: a Msg is plain integers, so its bytes are initialised; the slice lives as long as `msg`.
     let bytes = std::slice::from_raw_parts((msg as *const Msg).cast::<u8>(), size_of::<Msg>());
-    send_bytes(sock, bytes, fd)
+    send_bytes(sock, bytes, fd.as_slice())
 }
 
-/// Sends `bytes` as one datagram, optionally with a descriptor (SCM_RIGHTS). Allocates nothing.
+/// Sends `bytes` as one datagram, with at most [`MAX_FDS`] descriptors (SCM_RIGHTS).
+/// Allocates nothing.
 ///
 /// # Safety
-/// `sock` must be a connected socket; `fd`, when given, an open descriptor.
-pub(crate) unsafe fn send_bytes(sock: c_int, bytes: &[u8], fd: Option<c_int>) -> isize {
+/// `sock` must be a connected socket; every descriptor in `fds` open.
+pub(crate) unsafe fn send_bytes(sock: c_int, bytes: &[u8], fds: &[c_int]) -> isize {
+    if fds.len() > MAX_FDS {
+        return -1;
+    }
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
-    // Room for one cmsghdr plus one int, 8-byte aligned.
+    // Room for one cmsghdr plus two ints, 8-byte aligned.
     let mut cbuf = [0u64; 4];
     let mut hdr: libc::msghdr = zeroed();
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
-    if let Some(fd) = fd {
+    if !fds.is_empty() {
+        let len = std::mem::size_of_val(fds) as u32;
         hdr.msg_control = cbuf.as_mut_ptr().cast();
-        hdr.msg_controllen = libc::CMSG_SPACE(size_of::<c_int>() as u32) as _;
+        hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
         let c = libc::CMSG_FIRSTHDR(&hdr);
         if !c.is_null() {
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<c_int>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>(), fd);
+            (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+            for (i, fd) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i), *fd);
+            }
         }
     }
     libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL)
@@ -556,7 +568,7 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
     let msg = std::slice::from_raw_parts(p.claim_buf.cast_const(), n.0);
     let envp = std::slice::from_raw_parts_mut(p.envp_buf, p.envp_cap);
     let claim = decode_claim(msg, envp).map_err(|e| (step::CHECK_CLAIM, e))?;
-    let code = n.1;
+    let (code, opt) = (n.1, n.2);
     check_long(
         step::ATTACH_CODE,
         libc::syscall(
@@ -569,6 +581,21 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         ),
     )?;
     libc::close(code);
+    // The layers, when the function has any, in the same way at /opt.
+    if opt >= 0 {
+        check_long(
+            step::ATTACH_OPT,
+            libc::syscall(
+                libc::SYS_move_mount,
+                opt,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c"/opt".as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ),
+        )?;
+        libc::close(opt);
+    }
     if claim.tmp_mb != 0 {
         let mut opts = [0u8; 24];
         tmp_size_opts(&mut opts, claim.tmp_mb);
@@ -748,7 +775,7 @@ fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
 
 /// Waits for kiln's claim: `Some((length, code mount descriptor))`, or `None` when kiln closed
 /// its end.
-unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int)>, Fail> {
+unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int, c_int)>, Fail> {
     let mut iov = libc::iovec { iov_base: p.claim_buf.cast(), iov_len: p.claim_cap };
     let mut cbuf = [0u64; 4];
     loop {
@@ -767,25 +794,35 @@ unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int)>, Fail> {
         if n == 0 {
             return Ok(None);
         }
-        let mut fd = -1;
+        // The code tree, then the layers tree when there is one; anything more is closed.
+        let mut fds = [-1 as c_int; MAX_FDS];
+        let mut got = 0usize;
         let mut c = libc::CMSG_FIRSTHDR(&hdr);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let got = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>());
-                if fd >= 0 {
-                    libc::close(fd);
+                let count = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i));
+                    match fds.get_mut(got) {
+                        Some(slot) => {
+                            *slot = fd;
+                            got += 1;
+                        }
+                        None => {
+                            libc::close(fd);
+                        }
+                    }
                 }
-                fd = got;
             }
             c = libc::CMSG_NXTHDR(&hdr, c);
         }
         if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
             return Err((step::RECV_CLAIM, libc::E2BIG));
         }
-        if fd < 0 {
+        if fds[0] < 0 {
             return Err((step::RECV_CLAIM, libc::EBADF));
         }
-        return Ok(Some((n as usize, fd)));
+        return Ok(Some((n as usize, fds[0], fds[1])));
     }
 }
 
@@ -1150,8 +1187,9 @@ mod tests {
 
     #[test]
     fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::USERNS + 1);
+        assert_eq!(STEP_NAMES.len() as u32, step::ATTACH_OPT + 1);
         assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
+        assert_eq!(STEP_NAMES[step::ATTACH_OPT as usize], "attach layers at /opt");
         assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
         assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
         assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");

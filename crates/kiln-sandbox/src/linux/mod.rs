@@ -51,11 +51,11 @@
 //! # Claiming it ([`Backend::spawn`])
 //!
 //! In the parent: 8. write the limits that differ; `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`
-//! the code directory and `mount_setattr` the detached tree read-only, nosuid, nodev, private;
-//! send it with the claim message ([`child::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
+//! the code directory (and the layers directory, if any) and `mount_setattr` each detached tree
+//! read-only, nosuid, nodev, private; send them with the claim message ([`child::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
 //! environment).
 //!
-//! In init: 9. `move_mount` the tree onto `/var/task`; remount `/tmp` with the new size if it
+//! In init: 9. `move_mount` the tree onto `/var/task` (and the layers onto `/opt`); remount `/tmp` with the new size if it
 //! differs; set the hostname `kiln-<env id>`;
 //! 10. start the bootstrap with `clone(CLONE_VM | CLONE_VFORK)` on its own stack (no copy of
 //!     init's address space), which: starts a session, points stdout/stderr at the output pipe,
@@ -951,6 +951,8 @@ impl Drop for LinuxSandbox {
 struct Prepared {
     /// The code directory as given (`open_tree` resolves it; no canonicalisation needed).
     code_dir: CString,
+    /// The layers directory, if any, likewise.
+    opt_dir: Option<CString>,
     /// The claim message; its `tmp_mb` field is filled per blank.
     msg: Vec<u8>,
 }
@@ -976,9 +978,13 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
         return Err(invalid("bootstrap must be a relative path inside the code directory"));
     }
     let code_dir = cstring(spec.code_dir.as_os_str().as_bytes())?;
+    let opt_dir = spec.opt_dir.as_ref().map(|d| cstring(d.as_os_str().as_bytes())).transpose()?;
+    if spec.bootstrap_in_opt && opt_dir.is_none() {
+        return Err(invalid("a bootstrap from /opt needs a layers directory"));
+    }
     let mut hostname = format!("kiln-{}", spec.id).into_bytes();
     hostname.truncate(child::HOSTNAME_MAX);
-    let exe = root.join(rel);
+    let exe = if spec.bootstrap_in_opt { Path::new("/opt").join(rel) } else { root.join(rel) };
     let exe = exe.as_os_str().as_bytes();
     if exe.contains(&0) {
         return Err(invalid("bootstrap contains a NUL byte"));
@@ -1033,7 +1039,7 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     msg.extend_from_slice(exe);
     msg.push(0);
     msg.extend_from_slice(&env);
-    Ok(Prepared { code_dir, msg })
+    Ok(Prepared { code_dir, opt_dir, msg })
 }
 
 /// Removes a half-built environment's cgroups unless disarmed.
@@ -1313,7 +1319,7 @@ fn claim(
     blank: Blank,
     spec: &SandboxSpec,
     msg: &mut [u8],
-    code: OwnedFd,
+    code: (OwnedFd, Option<OwnedFd>),
     limits: &Limits,
     tmp_mb: u32,
 ) -> Result<Spawned, ClaimError> {
@@ -1332,8 +1338,12 @@ fn claim(
     if let Some(field) = msg.get_mut(CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4) {
         field.copy_from_slice(&resize.to_ne_bytes());
     }
-    // SAFETY: both descriptors are open; `msg` is a live buffer.
-    let sent = unsafe { child::send_bytes(blank.sock.as_raw_fd(), msg, Some(code.as_raw_fd())) };
+    // The code tree, then the layers tree when there is one.
+    let fds = [code.0.as_raw_fd(), code.1.as_ref().map_or(-1, |fd| fd.as_raw_fd())];
+    let fds = if code.1.is_some() { &fds[..] } else { &fds[..1] };
+    // SAFETY: the socket and every descriptor in `fds` are open (owned by `blank` and `code`);
+    // `msg` is a live buffer.
+    let sent = unsafe { child::send_bytes(blank.sock.as_raw_fd(), msg, fds) };
     if sent < 0 {
         // EPIPE / ECONNRESET: the blank's init is gone.
         return Err(fail(blank, step("send claim", last_error()), true));
@@ -1401,7 +1411,14 @@ impl Backend for LinuxBackend {
         let mut prepared = prepare(spec).map_err(|e| step("check spec", e))?;
         let limits = Limits::for_memory_mb(spec.memory_mb);
         let tmp_mb = spec.tmp_mb.max(1);
-        let open_code = || detached_read_only_tree(&prepared.code_dir).map_err(|e| step("open code directory", e));
+        let open_code = || {
+            let code = detached_read_only_tree(&prepared.code_dir).map_err(|e| step("open code directory", e))?;
+            let opt = match &prepared.opt_dir {
+                Some(d) => Some(detached_read_only_tree(d).map_err(|e| step("open layers directory", e))?),
+                None => None,
+            };
+            Ok::<_, SandboxError>((code, opt))
+        };
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
@@ -1540,6 +1557,8 @@ mod tests {
             id: "env-1".into(),
             code_dir: dir.path().into(),
             bootstrap: "bootstrap".into(),
+            opt_dir: None,
+            bootstrap_in_opt: false,
             env: vec![("A".into(), "b".into())],
             memory_mb: 128,
             tmp_mb: 512,
@@ -1594,6 +1613,8 @@ mod tests {
             id: "e".into(),
             code_dir: dir.path().into(),
             bootstrap: "bootstrap".into(),
+            opt_dir: None,
+            bootstrap_in_opt: false,
             env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
             memory_mb: 128,
             tmp_mb: 512,
