@@ -45,7 +45,7 @@ enum Mode {
 }
 
 fn backend(instance: &str, state: &Path, pool_size: usize) -> LinuxBackend {
-    LinuxBackend::with_options(instance, state, LinuxOptions { pool_size }).unwrap()
+    LinuxBackend::with_options(instance, state, LinuxOptions { pool_size, ..Default::default() }).unwrap()
 }
 
 struct Fixture {

@@ -158,7 +158,10 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
     Ok(())
 }
 
-fn sandbox_backend(data_dir: &std::path::Path, read_only_binds: Vec<(PathBuf, PathBuf)>) -> anyhow::Result<Arc<dyn Backend>> {
+fn sandbox_backend(
+    data_dir: &std::path::Path,
+    read_only_binds: Vec<(PathBuf, PathBuf)>,
+) -> anyhow::Result<Arc<dyn Backend>> {
     let state_dir = data_dir.join("sandbox");
     let opts = kiln_sandbox::linux::LinuxOptions { read_only_binds, ..Default::default() };
     match kiln_sandbox::linux::LinuxBackend::with_options(&instance_id(data_dir), &state_dir, opts) {
