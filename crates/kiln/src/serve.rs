@@ -112,14 +112,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
     let mut runtimes = kiln_engine::runtimes::Runtimes::discover(&args.runtimes)?;
     runtimes.install(&data_dir)?;
-    for i in runtimes.interpreters() {
-        tracing::info!(
-            "runtime: {} at {}{}",
-            i.describe(),
-            i.path.display(),
-            i.pinned_for.as_deref().map(|r| format!(" (for {r})")).unwrap_or_default()
-        );
-    }
     let opts = EngineOptions {
         data_dir,
         partition: Partition { region: args.region, ..Partition::default() },
@@ -142,7 +134,17 @@ async fn serve(addr: SocketAddr, opts: EngineOptions, isolation: String) -> anyh
         }
         _ => sandbox_backend(&data_dir, opts.runtimes.read_only_binds())?,
     };
+    let found: Vec<String> = opts
+        .runtimes
+        .interpreters()
+        .iter()
+        .map(|i| {
+            let pinned = i.pinned_for.as_deref().map(|r| format!(" for {r}")).unwrap_or_default();
+            format!("{} ({}{pinned})", i.describe(), i.path.display())
+        })
+        .collect();
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!("managed runtimes: {}", if found.is_empty() { "none found".into() } else { found.join(", ") });
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
     tracing::info!("kiln listening on http://{local} (data dir {}, isolation {})", data_dir.display(), backend.name());
