@@ -376,3 +376,40 @@ def test_payloads_match_awslambdaric(lam, deploy, case):
             assert (a[field], b[field]) in ((our_id, their_id), ("", "")), (a, b)
         else:
             assert a[field] == b[field], "%s differs:\n kiln:         %r\n awslambdaric: %r" % (field, a[field], b[field])
+
+
+def test_runtime_override_pins_an_interpreter_and_kiln_runtimes_lists_it(kiln_factory):
+    server = kiln_factory(extra_args=["--runtime", "python3.12=/usr/bin/python3.11"])
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("py")
+    src = "import sys\ndef handler(e, c):\n    return [sys.executable, list(sys.version_info[:2])]\n"
+    k.create(lam, name, k.make_zip({"app.py": src}), Runtime="python3.12", Handler="app.handler")
+    resp, body = k.invoke(lam, name, {}, LogType="Tail")
+    assert json.loads(body) == ["/usr/bin/python3.11", [3, 11]]
+    out = k.run_cli("runtimes", endpoint=server.endpoint)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("python3.12 "))
+    assert "override" in line and "/usr/bin/python3.11" in line, out.stdout
+    # A pinned interpreter is what the user asked for: no substitution notice.
+    out = k.run_cli("logs", name, endpoint=server.endpoint)
+    assert "requested, running" not in out.stdout
+
+
+def test_bad_runtime_override_stops_kiln_serve_with_a_clear_message(tmp_path):
+    server = k.KilnServer(tmp_path / "data", tmp_path / "logs", extra_args=["--runtime", "java21=/usr/bin/python3.11"])
+    with pytest.raises(RuntimeError) as exc:
+        server.start()
+    assert "kiln runs only Python and Node.js runtimes" in str(exc.value)
+
+
+def test_managed_runtimes_run_without_isolation(kiln_factory):
+    server = kiln_factory(extra_args=["--isolation", "none"])
+    lam = k.lambda_client(server.endpoint)
+    py, js = k.unique_name("py"), k.unique_name("js")
+    # The code is not at /var/task here: the client runs in the code directory kiln unpacked.
+    k.create(lam, py, k.make_zip({"lib/app.py": "import os\ndef handler(e, c):\n    return sorted(os.listdir('.'))\n"}),
+             Runtime=PY, Handler="lib/app.handler")
+    assert k.invoke_json(lam, py) == ["lib"]
+    k.create(lam, js, k.make_zip({"index.js": "exports.handler = async (e) => e.n + 1;\n"}),
+             Runtime="nodejs20.x", Handler="index.handler")
+    assert k.invoke_json(lam, js, {"n": 41}) == 42

@@ -3,11 +3,11 @@
 
 use crate::error::EngineError;
 use crate::logs::{report_line, Capture, LogSink};
+use crate::runtimes::{Launch, Runtimes, UNAVAILABLE_ERROR};
 use bytes::Bytes;
 use kiln_model::{env as vars, FunctionConfig, Partition};
 use kiln_runtime_api::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
 use kiln_sandbox::{Backend, ExitInfo, Sandbox, SandboxSpec};
-use crate::runtimes::{Launch, Runtimes, UNAVAILABLE_ERROR};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -140,7 +140,8 @@ impl Runtimes {
     /// remembers where.
     pub fn install(&mut self, data_dir: &Path) -> Result<(), RuntimesError> {
         use sha2::Digest;
-        let files: Vec<(String, String)> = self.interpreters.iter().map(|i| (i.launcher.clone(), launcher(i))).collect();
+        let files: Vec<(String, String)> =
+            self.interpreters.iter().map(|i| (i.launcher.clone(), launcher(i))).collect();
         let mut h = sha2::Sha256::new();
         for (name, text) in &files {
             h.update(name.as_bytes());
@@ -318,9 +319,8 @@ fn search_dirs() -> Vec<PathBuf> {
     let pyenv = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
-    for root in [pyenv, std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".nvm/versions/node"))]
-        .into_iter()
-        .flatten()
+    for root in
+        [pyenv, std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".nvm/versions/node"))].into_iter().flatten()
     {
         let root = if root.ends_with(".pyenv") { root.join("versions") } else { root };
         if let Ok(rd) = std::fs::read_dir(&root) {
@@ -330,9 +330,11 @@ fn search_dirs() -> Vec<PathBuf> {
         }
     }
     let mut seen = Vec::new();
-    dirs.retain(|d| d.is_absolute() && !seen.contains(d) && {
-        seen.push(d.clone());
-        true
+    dirs.retain(|d| {
+        d.is_absolute() && !seen.contains(d) && {
+            seen.push(d.clone());
+            true
+        }
     });
     dirs
 }
@@ -376,19 +378,33 @@ fn probe(kind: Kind, path: &Path) -> Option<Interpreter> {
     if real.as_os_str().len() > 200 || real.to_string_lossy().contains(char::is_whitespace) {
         return None;
     }
-    let install_root = (!real.starts_with("/usr/")).then(|| {
-        let dir = real.parent().unwrap_or(Path::new("/"));
-        if dir.ends_with("bin") {
-            dir.parent().unwrap_or(dir).to_path_buf()
-        } else {
-            dir.to_path_buf()
-        }
-    });
+    let install_root = if real.starts_with("/usr/") { None } else { Some(install_root(kind, &real, version)?) };
     let launcher = match kind {
         Kind::Python => format!("python{}.{}", version.0, version.1),
         Kind::Node => format!("node{}", version.0),
     };
     Some(Interpreter { kind, path: real, version, install_root, pinned_for: None, launcher })
+}
+
+/// The directory to show in environments for an interpreter outside `/usr`: the prefix of a
+/// standard installation (`<prefix>/bin/python3.X` with `<prefix>/lib/python3.X`,
+/// `<prefix>/bin/node` with `<prefix>/lib/node_modules` or `<prefix>/include/node`), never
+/// anything looser, so a binary lying in a home directory cannot expose that directory. Not
+/// under `/opt` either: environments get their `/opt` from the function's layers.
+fn install_root(kind: Kind, exe: &Path, version: (u32, u32, u32)) -> Option<PathBuf> {
+    let prefix = exe.parent().filter(|d| d.ends_with("bin"))?.parent()?;
+    let standard = match kind {
+        Kind::Python => prefix.join(format!("lib/python{}.{}", version.0, version.1)).is_dir(),
+        Kind::Node => prefix.join("lib/node_modules").is_dir() || prefix.join("include/node").is_dir(),
+    };
+    let ok = standard && prefix.components().count() > 2 && !prefix.starts_with("/opt");
+    if !ok {
+        tracing::warn!(
+            interpreter = %exe.display(),
+            "skipping an interpreter outside /usr that is not a standard installation kiln can show in sandboxes"
+        );
+    }
+    ok.then(|| prefix.to_path_buf())
 }
 
 /// A launcher: the client behind a `#!` line that starts the interpreter on it.
@@ -427,7 +443,11 @@ mod tests {
     #[test]
     fn exact_version_runs_without_notice_and_nearest_says_so() {
         let r = Runtimes {
-            interpreters: vec![interp(Kind::Python, (3, 11, 2)), interp(Kind::Python, (3, 13, 0)), interp(Kind::Node, (20, 1, 0))],
+            interpreters: vec![
+                interp(Kind::Python, (3, 11, 2)),
+                interp(Kind::Python, (3, 13, 0)),
+                interp(Kind::Node, (20, 1, 0)),
+            ],
             dir: Some("/d".into()),
         };
         assert_eq!(r.launch(rt("python3.11")), Launch::Client { launcher: "/d/l3.11".into(), notice: None });
@@ -439,9 +459,13 @@ mod tests {
                 notice: Some("kiln: python3.12 requested, running Python 3.13.0".into())
             }
         );
-        assert!(matches!(r.launch(rt("python3.9")), Launch::Client { launcher, .. } if launcher == Path::new("/d/l3.11")));
+        assert!(
+            matches!(r.launch(rt("python3.9")), Launch::Client { launcher, .. } if launcher == Path::new("/d/l3.11"))
+        );
         assert_eq!(r.launch(rt("nodejs20.x")), Launch::Client { launcher: "/d/l20.1".into(), notice: None });
-        assert!(matches!(r.launch(rt("nodejs22.x")), Launch::Client { notice: Some(n), .. } if n.contains("Node.js 20.1.0")));
+        assert!(
+            matches!(r.launch(rt("nodejs22.x")), Launch::Client { notice: Some(n), .. } if n.contains("Node.js 20.1.0"))
+        );
         assert_eq!(r.launch(rt("provided.al2023")), Launch::Custom);
         assert!(matches!(r.launch(rt("java21")), Launch::Unavailable { message } if message.contains("Java")));
         assert!(matches!(r.launch(rt("python2.7")), Launch::Unavailable { .. }));
@@ -471,7 +495,9 @@ mod tests {
         pinned.launcher = "pinned".into();
         let r = Runtimes { interpreters: vec![pinned, interp(Kind::Python, (3, 13, 0))], dir: Some("/d".into()) };
         assert_eq!(r.launch(rt("python3.12")), Launch::Client { launcher: "/d/pinned".into(), notice: None });
-        assert!(matches!(r.launch(rt("python3.11")), Launch::Client { launcher, .. } if launcher == Path::new("/d/l3.13")));
+        assert!(
+            matches!(r.launch(rt("python3.11")), Launch::Client { launcher, .. } if launcher == Path::new("/d/l3.13"))
+        );
         assert!(Runtimes::discover(&["python3.12".into()]).is_err());
         assert!(Runtimes::discover(&["java21=/usr/bin/true".into()]).is_err());
     }

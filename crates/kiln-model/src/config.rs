@@ -7,13 +7,58 @@ use std::collections::BTreeMap;
 
 /// Every `Runtime` value Lambda's API accepts (botocore's `lambda` service model), in its order.
 pub const RUNTIMES: &[&str] = &[
-    "nodejs", "nodejs4.3", "nodejs6.10", "nodejs8.10", "nodejs10.x", "nodejs12.x", "nodejs14.x", "nodejs16.x",
-    "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x", "java8", "java8.al2", "java11", "java17", "java21",
-    "java25", "python2.7", "python3.6", "python3.7", "python3.8", "python3.9", "python3.10", "python3.11",
-    "python3.12", "python3.13", "python3.14", "dotnetcore1.0", "dotnetcore2.0", "dotnetcore2.1", "dotnetcore3.1",
-    "dotnet6", "dotnet8", "dotnet10", "nodejs4.3-edge", "go1.x", "ruby2.5", "ruby2.7", "ruby3.2", "ruby3.3",
-    "ruby3.4", "ruby4.0", "provided", "provided.al2", "provided.al2023", "nodejs26.x", "python3.15",
-    "java8.al2023", "java11.al2023", "java17.al2023", "custom",
+    "nodejs",
+    "nodejs4.3",
+    "nodejs6.10",
+    "nodejs8.10",
+    "nodejs10.x",
+    "nodejs12.x",
+    "nodejs14.x",
+    "nodejs16.x",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java8",
+    "java8.al2",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "python2.7",
+    "python3.6",
+    "python3.7",
+    "python3.8",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "dotnetcore1.0",
+    "dotnetcore2.0",
+    "dotnetcore2.1",
+    "dotnetcore3.1",
+    "dotnet6",
+    "dotnet8",
+    "dotnet10",
+    "nodejs4.3-edge",
+    "go1.x",
+    "ruby2.5",
+    "ruby2.7",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "ruby4.0",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+    "nodejs26.x",
+    "python3.15",
+    "java8.al2023",
+    "java11.al2023",
+    "java17.al2023",
+    "custom",
 ];
 
 /// A function's `Runtime`: one of [`RUNTIMES`].
@@ -223,12 +268,14 @@ pub fn validate_alias_name(name: &str) -> Result<(), ModelError> {
 
 /// Checks `LoggingConfig`'s `LogFormat`, `ApplicationLogLevel` and `SystemLogLevel` values.
 pub fn validate_logging(format: Option<&str>, app: Option<&str>, system: Option<&str>) -> Result<(), ModelError> {
-    let check = |field: &str, v: Option<&str>, allowed: &[&str]| match v {
+    let check = |field: &str, v: Option<&str>, allowed: &[&str]| {
+        match v {
         Some(v) if !allowed.contains(&v) => Err(ModelError::Validation(format!(
             "1 validation error detected: Value '{v}' at 'loggingConfig.{field}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
             allowed.join(", ")
         ))),
         _ => Ok(()),
+    }
     };
     check("logFormat", format, &["JSON", "Text"])?;
     check("applicationLogLevel", app, &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"])?;

@@ -43,7 +43,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755))?;
     let state = tempfile::tempdir()?;
     let instance = format!("bench{:x}", std::process::id());
-    let backend = Arc::new(LinuxBackend::with_options(&instance, state.path(), LinuxOptions { pool_size: 0, ..Default::default() })?);
+    let backend = Arc::new(LinuxBackend::with_options(
+        &instance,
+        state.path(),
+        LinuxOptions { pool_size: 0, ..Default::default() },
+    )?);
     println!(
         "kiln-sandbox spawn bench: n={n}, pool {pool}, cgroups {}, bootstrap: bash connecting to the Runtime API",
         backend.cgroup_layout()

@@ -163,14 +163,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
     let mut runtimes = kiln_engine::runtimes::Runtimes::discover(&args.runtimes)?;
     runtimes.install(&data_dir)?;
-    for i in runtimes.interpreters() {
-        tracing::info!(
-            "runtime: {} at {}{}",
-            i.describe(),
-            i.path.display(),
-            i.pinned_for.as_deref().map(|r| format!(" (for {r})")).unwrap_or_default()
-        );
-    }
     let opts = EngineOptions {
         data_dir,
         partition: Partition { region: args.region, ..Partition::default() },
@@ -230,6 +222,15 @@ async fn serve(
             b
         }
     };
+    let found: Vec<String> = opts
+        .runtimes
+        .interpreters()
+        .iter()
+        .map(|i| {
+            let pinned = i.pinned_for.as_deref().map(|r| format!(" for {r}")).unwrap_or_default();
+            format!("{} ({}{pinned})", i.describe(), i.path.display())
+        })
+        .collect();
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(b) = linux {
         // The first calls after a start should find blanks ready, not build sandboxes on the
@@ -242,6 +243,7 @@ async fn serve(
     let detail = if isolation == "none" { "none (plain processes)" } else { "sandbox (namespaces, cgroups, seccomp)" };
     tracing::info!("kiln listening on http://{local} (data dir {}, isolation {detail})", data_dir.display());
     tracing::info!("console ({}) at http://{local}/, metrics at http://{local}/metrics", api.console.as_str());
+    tracing::info!("managed runtimes: {}", if found.is_empty() { "none found".into() } else { found.join(", ") });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(kiln_api::serve_with(engine.clone(), listener, stop_rx, api));
     shutdown_signal().await;
