@@ -1063,9 +1063,20 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
     let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
 
-    // Init joins every cgroup but the freezer's (the last), which only the bootstrap joins.
-    let mut procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let bootstrap_cgroup = if procs_raw.len() > 1 { procs_raw.pop().unwrap_or(-1) } else { -1 };
+    let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    // Where init moves once the bootstrap runs (out of the freezer), and the freezer's control.
+    let init_cgroup_file = match inner.cgroups.init_after_start(cgroup) {
+        Some(path) => Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(OwnedFd::from)
+                .and_then(above_stdio)
+                .map_err(|e| step("open cgroup.procs", e))?,
+        ),
+        None => None,
+    };
+    let init_cgroup = init_cgroup_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let thaw = inner.cgroups.thaw_control(cgroup);
     let thaw_file = match &thaw {
         Some((path, _)) => Some(
@@ -1080,7 +1091,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     };
     let thaw_fd = thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut keep: Vec<RawFd> = procs_raw.clone();
-    keep.extend([bootstrap_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
+    keep.extend([init_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
     keep.push(child_sock.as_raw_fd());
     keep.push(out_w.as_raw_fd());
     keep.sort_unstable();
@@ -1097,7 +1108,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     let plan = Plan {
         keep: &keep,
         cgroup_procs: &procs_raw,
-        bootstrap_cgroup,
+        init_cgroup,
         thaw_fd,
         thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
         sock: child_sock.as_raw_fd(),
@@ -1143,7 +1154,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // The child has its own copies; ours can go.
-    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file));
+    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file, init_cgroup_file));
 
     let fail = |e: SandboxError| {
         pidfd_kill(&pidfd);
