@@ -59,13 +59,17 @@
 //! differs; set the hostname `kiln-<env id>`;
 //! 10. start the bootstrap with `clone(CLONE_VM | CLONE_VFORK)` on its own stack (no copy of
 //!     init's address space), which: starts a session, points stdout/stderr at the output pipe,
-//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes uid/gid 993
-//!     with no groups, clears all capabilities, sets `no_new_privs`, installs the seccomp filter
+//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes the
+//!     environment's own host uid/gid with no groups, enters a user namespace that shows it as
+//!     993 (bounding set emptied again there), clears all capabilities, sets `no_new_privs`, installs the seccomp filter
 //!     and execs `/var/task/<bootstrap>` with exactly the spec's environment plus
 //!     `AWS_LAMBDA_RUNTIME_API`. A `CLOEXEC` pipe tells init whether the exec worked; init
 //!     tells kiln "started";
-//! 11. reap every process until the bootstrap ends, send its status, exit. When PID 1 exits the
-//!     kernel kills every process left in the pid namespace, daemonised orphans included.
+//! 11. move itself out of the freezer cgroup (the bootstrap was born in it; see
+//!     [`cgroups::Cgroups::init_after_start`]), then reap every process until the bootstrap
+//!     ends, send its status, exit. When PID 1 exits the kernel kills every process left in the
+//!     pid namespace, daemonised orphans included. Init also watches its socket to kiln: when
+//!     kiln's end closes (kiln died, even by SIGKILL), it thaws the freezer cgroup and exits.
 //!
 //! Back in the parent, the environment's pidfd joins the backend's reaper thread (one `epoll`
 //! for all environments). When init exits, the reaper reaps it, reads the bootstrap's status
