@@ -5,15 +5,14 @@ healthy.
 
 They run as root (kiln runs with --isolation sandbox) and fail loudly otherwise."""
 
-import ctypes
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -172,18 +171,24 @@ def test_new_and_unknown_system_calls_are_refused(lam, deploy):
     assert out["personality_query"] == "ok", out
 
 
-def test_a_host_submount_under_usr_is_read_only(lam, deploy):
+def test_a_host_submount_under_usr_is_read_only(kiln_factory):
+    # Mounted before kiln starts: sandboxes (and the blanks built ahead) copy the host's mount
+    # tree as it is when they are built.
     target = Path("/usr/local/share/kiln-e2e-%s" % uuid.uuid4().hex[:12])
     target.mkdir(parents=True)
     try:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "tmpfs", str(target)], check=True)
         try:
             (target / "host-file").write_text("host")
-            name = deploy(k.python_zip(HOSTILE))
+            server = kiln_factory("submount")
+            lam = k.lambda_client(server.endpoint)
+            name = k.unique_name("submount")
+            k.create(lam, name, k.python_zip(HOSTILE))
             assert hostile(lam, name, action="read", path=str(target / "host-file")) == {"text": "host"}
             out = hostile(lam, name, action="write", path=str(target / "evil"))
             assert out == {"ok": False, "errno": errno.EROFS}, out
             assert not (target / "evil").exists()
+            server.stop()
         finally:
             subprocess.run(["umount", "-l", str(target)], check=False)
     finally:
@@ -204,15 +209,13 @@ def test_tcp_buffers_count_against_the_function(lam, deploy):
     # 128 MB: on cgroup v1 its TCP buffers may hold 64 MB (unlimited, the same function queued
     # 790 MB in the sandbox's own test); on v2 they are part of its 128 MB.
     name = deploy(k.python_zip(HOSTILE), MemorySize=128, Timeout=120)
-    resp = k.invoke(lam, name, {"action": "tcp", "conns": 200})
-    payload = resp["Payload"].read()
+    resp, payload = k.invoke(lam, name, {"action": "tcp", "conns": 200})
     if "FunctionError" in resp:
         # On v2 the kernel may OOM-kill it instead: that is the bound too.
         assert b"Runtime.OutOfMemory" in payload or b"signal: killed" in payload, payload
     else:
-        import json
         out = json.loads(payload)
-        assert out["sent"] <= 128 * 1024 * 1024, out
+        assert out["conns"] >= 1 and 0 < out["sent"] <= 128 * 1024 * 1024, out
     # kiln and the function still work.
     assert hostile(lam, name, action="uid") == {"uid": 993, "gid": 993}
 
@@ -243,7 +246,8 @@ def test_kill_9_of_kiln_with_its_data_dir_gone_leaves_no_process(own):
     server.stop(signal.SIGKILL)
     shutil.rmtree(server.data_dir)
     k.wait_for(lambda: not any(alive(p) for p in pids), timeout=20, what="every process of the killed kiln gone")
-    assert not [p for p, _ in env_processes(server)]
+    # Blanks the pool was building when kiln died end too (init fails to report ready).
+    k.wait_for(lambda: not env_processes(server), timeout=20, what="no process left in the dead kiln's cgroups")
     # Nothing will ever remove the dead instance's (empty) cgroups: do it here.
     name = "kiln-%s" % instance_id(server)
     for root, dirs, _ in os.walk("/sys/fs/cgroup", topdown=False):

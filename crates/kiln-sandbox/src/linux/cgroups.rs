@@ -129,10 +129,13 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// Creates the instance's parent directories (idempotent).
     fn init(&self) -> Result<(), CgroupError>;
     /// Creates the cgroups of environment `env` with `limits`; returns the `cgroup.procs` files
-    /// a process must be written to to join all of them. The last one is the freezer's, which
-    /// only the bootstrap joins: init stays outside what [`Cgroups::freeze`] stops, so it can
-    /// still thaw and end its environment when kiln dies while the function is frozen.
+    /// a process must be written to to join all of them (init joins them all when its blank is
+    /// built, so the bootstrap is born in them: no migration on a cold start).
     fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// Where init moves once its bootstrap has started: a cgroup out of what
+    /// [`Cgroups::freeze`] stops, so that it can still thaw and end its environment when kiln
+    /// dies while the function is frozen.
+    fn init_after_start(&self, env: &str) -> Option<PathBuf>;
     /// The file that freezes `env` and the value that thaws it (what init writes before it
     /// ends a frozen environment).
     fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])>;
@@ -521,6 +524,14 @@ impl Cgroups for CgroupV1 {
         }
     }
 
+    fn init_after_start(&self, _env: &str) -> Option<PathBuf> {
+        // The instance's own directory of the hierarchy that freezes (no controllers there).
+        match (&self.paths.unified, &self.paths.freezer) {
+            (Some(u), _) | (None, Some(u)) => Some(u.join("cgroup.procs")),
+            (None, None) => None,
+        }
+    }
+
     fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
         match (&self.paths.unified, self.v1_freezer(env)) {
             (Some(u), _) => Some((u.join(env).join("cgroup.freeze"), &b"0"[..])),
@@ -640,10 +651,10 @@ impl Cgroups for CgroupV2 {
         write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
         write(&d.join("pids.max"), &limits.pids_max.to_string())?;
         // The bootstrap's own cgroup, without controllers (its use is charged to `d`): the one
-        // that freezes, so that init in `d` never is.
+        // that freezes. Init is born there and moves up to `d` once the bootstrap runs.
         let f = d.join(FUNCTION_CGROUP);
         mkdir(&f)?;
-        Ok(vec![d.join("cgroup.procs"), f.join("cgroup.procs")])
+        Ok(vec![f.join("cgroup.procs")])
     }
 
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
@@ -675,6 +686,10 @@ impl Cgroups for CgroupV2 {
 
     fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])> {
         Some((self.base.join(env).join(FUNCTION_CGROUP).join("cgroup.freeze"), &b"0"[..]))
+    }
+
+    fn init_after_start(&self, env: &str) -> Option<PathBuf> {
+        Some(self.base.join(env).join("cgroup.procs"))
     }
 
     fn kill_all(&self, env: &str) -> Result<(), CgroupError> {
@@ -915,8 +930,9 @@ mod tests {
         cg.init().unwrap();
         let procs = cg.create("env-1", &Limits::for_memory_mb(512)).unwrap();
         let d = root.path().join("kiln-abcd1234/env-1");
-        // Init joins the environment's cgroup, the bootstrap the child that freezes.
-        assert_eq!(procs, vec![d.join("cgroup.procs"), d.join("function/cgroup.procs")]);
+        // Init is born in the child that freezes, and leaves it once the bootstrap runs.
+        assert_eq!(procs, vec![d.join("function/cgroup.procs")]);
+        assert_eq!(cg.init_after_start("env-1"), Some(d.join("cgroup.procs")));
         assert_eq!(cg.thaw_control("env-1"), Some((d.join("function/cgroup.freeze"), &b"0"[..])));
         assert_eq!(text(d.join("memory.max")), (512u64 << 20).to_string());
         assert_eq!(text(d.join("memory.swap.max")), "0");

@@ -70,7 +70,6 @@ pub(crate) const STEP_NAMES: &[&str] = &[
     "exec bootstrap",
     "reset scheduling priority",
     "private /etc/hosts and /etc/hostname",
-    "join the freezer cgroup",
     "watch kiln and the bootstrap",
     "enter user namespace",
     "attach layers at /opt",
@@ -120,10 +119,9 @@ pub(crate) mod step {
     pub const EXEC: u32 = 39;
     pub const PRIORITY: u32 = 40;
     pub const ETC_FILES: u32 = 41;
-    pub const FREEZER: u32 = 42;
-    pub const WATCH: u32 = 43;
-    pub const USERNS: u32 = 44;
-    pub const ATTACH_OPT: u32 = 45;
+    pub const WATCH: u32 = 42;
+    pub const USERNS: u32 = 43;
+    pub const ATTACH_OPT: u32 = 44;
 }
 
 /// What the init tells the parent over the socket pair.
@@ -261,8 +259,9 @@ pub(crate) struct Plan<'a> {
     pub keep: &'a [c_int],
     /// `cgroup.procs` files init writes "0" to, opened by the parent.
     pub cgroup_procs: &'a [c_int],
-    /// The freezer's `cgroup.procs`, which only the bootstrap joins (-1: none).
-    pub bootstrap_cgroup: c_int,
+    /// The `cgroup.procs` init moves to once the bootstrap has started, out of the freezer
+    /// cgroup it was born in (-1: none).
+    pub init_cgroup: c_int,
     /// The freezer's control file (-1: none) and the value that thaws: init writes it before
     /// ending its environment when kiln has died.
     pub thaw_fd: c_int,
@@ -663,8 +662,12 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
         return Err((step::SEND_STARTED, errno()));
     }
 
-    if p.bootstrap_cgroup >= 0 {
-        libc::close(p.bootstrap_cgroup);
+    // Out of the freezer cgroup, now that the bootstrap was born in it. Off the cold start's
+    // path (kiln already has its "started"); a migration waits for an RCU grace period. If it
+    // fails init stays frozen with its function, as it was before this existed.
+    if p.init_cgroup >= 0 {
+        libc::write(p.init_cgroup, b"0".as_ptr().cast(), 1);
+        libc::close(p.init_cgroup);
     }
     let Some(status) = watch(p, pid, &chld)? else {
         // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
@@ -1057,14 +1060,7 @@ unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
 }
 
 unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
-    // Into the freezer cgroup (init stays out), in a cgroup namespace rooted there; then the
-    // signal mask init blocked SIGCHLD in.
-    if p.bootstrap_cgroup >= 0 {
-        if libc::write(p.bootstrap_cgroup, b"0".as_ptr().cast(), 1) != 1 {
-            return Err((step::FREEZER, errno()));
-        }
-        check(step::FREEZER, libc::unshare(libc::CLONE_NEWCGROUP))?;
-    }
+    // The signal mask init blocked SIGCHLD in.
     let mut none: libc::sigset_t = zeroed();
     libc::sigemptyset(&mut none);
     check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &none, null_mut()))?;

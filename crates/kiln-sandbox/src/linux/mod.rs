@@ -59,13 +59,17 @@
 //! differs; set the hostname `kiln-<env id>`;
 //! 10. start the bootstrap with `clone(CLONE_VM | CLONE_VFORK)` on its own stack (no copy of
 //!     init's address space), which: starts a session, points stdout/stderr at the output pipe,
-//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes uid/gid 993
-//!     with no groups, clears all capabilities, sets `no_new_privs`, installs the seccomp filter
+//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes the
+//!     environment's own host uid/gid with no groups, enters a user namespace that shows it as
+//!     993 (bounding set emptied again there), clears all capabilities, sets `no_new_privs`, installs the seccomp filter
 //!     and execs `/var/task/<bootstrap>` with exactly the spec's environment plus
 //!     `AWS_LAMBDA_RUNTIME_API`. A `CLOEXEC` pipe tells init whether the exec worked; init
 //!     tells kiln "started";
-//! 11. reap every process until the bootstrap ends, send its status, exit. When PID 1 exits the
-//!     kernel kills every process left in the pid namespace, daemonised orphans included.
+//! 11. move itself out of the freezer cgroup (the bootstrap was born in it; see
+//!     [`cgroups::Cgroups::init_after_start`]), then reap every process until the bootstrap
+//!     ends, send its status, exit. When PID 1 exits the kernel kills every process left in the
+//!     pid namespace, daemonised orphans included. Init also watches its socket to kiln: when
+//!     kiln's end closes (kiln died, even by SIGKILL), it thaws the freezer cgroup and exits.
 //!
 //! Back in the parent, the environment's pidfd joins the backend's reaper thread (one `epoll`
 //! for all environments). When init exits, the reaper reaps it, reads the bootstrap's status
@@ -1130,9 +1134,20 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
     let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
 
-    // Init joins every cgroup but the freezer's (the last), which only the bootstrap joins.
-    let mut procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let bootstrap_cgroup = if procs_raw.len() > 1 { procs_raw.pop().unwrap_or(-1) } else { -1 };
+    let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    // Where init moves once the bootstrap runs (out of the freezer), and the freezer's control.
+    let init_cgroup_file = match inner.cgroups.init_after_start(cgroup) {
+        Some(path) => Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(OwnedFd::from)
+                .and_then(above_stdio)
+                .map_err(|e| step("open cgroup.procs", e))?,
+        ),
+        None => None,
+    };
+    let init_cgroup = init_cgroup_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let thaw = inner.cgroups.thaw_control(cgroup);
     let thaw_file = match &thaw {
         Some((path, _)) => Some(
@@ -1147,7 +1162,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     };
     let thaw_fd = thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut keep: Vec<RawFd> = procs_raw.clone();
-    keep.extend([bootstrap_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
+    keep.extend([init_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
     keep.push(child_sock.as_raw_fd());
     keep.push(out_w.as_raw_fd());
     keep.sort_unstable();
@@ -1164,7 +1179,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     let plan = Plan {
         keep: &keep,
         cgroup_procs: &procs_raw,
-        bootstrap_cgroup,
+        init_cgroup,
         thaw_fd,
         thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
         sock: child_sock.as_raw_fd(),
@@ -1210,7 +1225,7 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
     // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     // The child has its own copies; ours can go.
-    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file));
+    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file, init_cgroup_file));
 
     let fail = |e: SandboxError| {
         pidfd_kill(&pidfd);
