@@ -63,6 +63,8 @@ enum InitSeen {
 #[derive(Debug, PartialEq, Eq)]
 enum NextExpect {
     Refused403,
+    /// The API is closed: `next` ends with a 410 instead of holding its connection.
+    Closed410,
     Event(u32),
     Wait,
 }
@@ -101,7 +103,7 @@ impl Model {
             Phase::Ready => {}
         }
         if self.closed {
-            return NextExpect::Wait;
+            return NextExpect::Closed410;
         }
         match self.queue.pop_front() {
             Some(id) => {
@@ -153,6 +155,9 @@ fn check_next(what: &str, expect: &NextExpect, got: Option<&Result<Invocation, R
             assert_eq!(&inv.payload[..], format!("payload-{id}").as_bytes());
             assert!(!model.answered.contains(id), "{what}: served {id} whose answer was already sent");
         }
+        (NextExpect::Closed410, Some(Err(r))) => {
+            assert_eq!(r.status, 410, "{what}: {r:?}")
+        }
         (NextExpect::Wait, None) => {}
         (e, g) => panic!("{what}: expected {e:?}, got {g:?}; model {model:?}"),
     }
@@ -179,15 +184,17 @@ impl Harness {
         let Some(handle) = &self.bg else { return };
         let finished = handle.is_finished();
         let expect = if self.model.bg_waiting {
-            // A waiting `next` wakes only for an event (and a closed API sends none).
-            if !self.model.closed && !self.model.queue.is_empty() {
+            // A waiting `next` wakes for an event, or ends when the API closes.
+            if self.model.closed {
+                self.model.bg_waiting = false;
+                NextExpect::Closed410
+            } else if !self.model.queue.is_empty() {
                 self.model.bg_waiting = false;
                 self.model.next()
             } else {
                 NextExpect::Wait
             }
         } else {
-            // Stuck for good on a closed API.
             NextExpect::Wait
         };
         if expect == NextExpect::Wait {
@@ -317,8 +324,7 @@ impl Harness {
                 if self.model.init.is_none() {
                     self.model.init = Some(InitSeen::Closed);
                 }
-                // A waiting `next` stays waiting for good.
-                self.model.bg_waiting = false;
+                // A waiting `next` ends with a refusal (checked by `settle`).
             }
             // Runtime: a `next` left running in the background.
             8 => {

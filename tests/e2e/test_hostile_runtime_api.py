@@ -220,8 +220,10 @@ def push_bodies(path, conns=100, size=6000000, seconds=3.0):
             s.close()
     return sent_total
 
-def request(raw):
-    for _ in range(100):
+def request(raw, want):
+    """Sends `raw` on a new connection until the answer starts with `want` (kiln may still be
+    closing the attack's connections, and a body slot is freed only once it has seen the close)."""
+    for _ in range(300):
         try:
             c = socket.create_connection((HOST, PORT), timeout=5)
             c.sendall(raw)
@@ -231,8 +233,9 @@ def request(raw):
                 if not more:
                     break
                 data += more
-            if data.startswith(b"HTTP/1.1"):
+            if data.startswith(want):
                 return c, data
+            c.close()
         except OSError:
             pass
         time.sleep(0.1)
@@ -257,14 +260,14 @@ for s in heads:
 # 2. Still in Init: almost complete 6 MB init/error bodies on 100 connections.
 stats["init_error_bytes_sent"] = push_bodies(b"/2018-06-01/runtime/init/error")
 # 3. End Init and take the event.
-c, data = request(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
+c, data = request(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200")
 rid = [l.split(b":", 1)[1].strip() for l in data.split(b"\r\n") if l.lower().startswith(b"lambda-runtime-aws-request-id:")][0]
 c.close()
 # 4. Almost complete 6 MB responses for the current request id on 100 connections.
 stats["response_bytes_sent"] = push_bodies(b"/2018-06-01/runtime/invocation/%s/response" % rid)
 body = json.dumps(stats).encode()
 request(b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-        % (rid, len(body), body))
+        % (rid, len(body), body), b"HTTP/1.1 202")
 time.sleep(3600)
 '''
 

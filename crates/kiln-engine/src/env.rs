@@ -313,7 +313,7 @@ impl Environment {
             }
             tokio::time::sleep(NEXT_PICKUP_BOUND).await;
             if !self.api.undelivered(&request_id) {
-                return std::future::pending().await;
+                std::future::pending::<()>().await;
             }
         };
         let ended = tokio::select! {

@@ -592,6 +592,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unfinished_head_is_cut_off_but_an_idle_keep_alive_connection_is_not() {
+        let _serial = SERIAL.lock().await;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let api = RuntimeApi::new(Box::new(NoFreeze), false, Duration::ZERO);
+        api.serve(listener).unwrap();
+        // A complete request, then nothing for longer than the head timeout.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let bogus = b"POST /2018-06-01/runtime/invocation/nope/error HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+        idle.write_all(bogus).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 400"));
+        // A head that never ends.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nx-slow: ").await.unwrap();
+        assert!(eof_within(&mut slow, HEADER_READ_TIMEOUT * 3).await, "an unfinished head is cut off");
+        // The idle connection, older than the head timeout now, still serves.
+        idle.write_all(bogus).await.unwrap();
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&buf[..n]));
+        api.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_for_a_wrong_id_is_refused_before_it_is_read() {
         let _serial = SERIAL.lock().await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -145,7 +145,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     // Before anything is opened: the soft descriptor limit goes up to the hard one, and a reserve
     // is kept so that clean-up and the REST API never starve (kiln-engine's `fds`).
     match kiln_engine::fds::raise_limit() {
-        Ok(b) => tracing::info!(
+        Ok(b) => tracing::debug!(
             limit = b.soft,
             reserve = b.reserve,
             runtime_api_connections = b.runtime_api_connections,
