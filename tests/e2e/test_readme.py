@@ -8,6 +8,7 @@ temporary directory. The AWS CLI is the suite's own (v1, from `pip install awscl
 AWS variables but those the README exports and no config file, as on a fresh machine.
 """
 
+import json
 import os
 import re
 import shlex
@@ -153,3 +154,33 @@ def test_readme_walkthrough_runs_as_written(walkthrough):
     )
     assert py.returncode == 0, py.stderr
     assert "'hello': 'boto3'" in py.stdout, py.stdout
+
+
+def _aws_exports():
+    exports = {}
+    aws_block = section_blocks("Use it", "sh")[1]
+    for cmd in commands(aws_block):
+        if cmd.startswith("export "):
+            for assignment in shlex.split(cmd)[1:]:
+                key, _, value = assignment.partition("=")
+                exports[key] = value
+    return exports
+
+
+def test_readme_python_and_node_functions_run_as_written(walkthrough):
+    _server, _localise, run_sh, _env = walkthrough
+    blocks = section_blocks("Python and Node.js functions", "sh")
+    assert len(blocks) == 2, "expected a Python block and a Node.js block"
+    exports = _aws_exports()
+    for block, name in zip(blocks, ("hello-py", "hello-js")):
+        out = run_sh(block, exports)
+        answer = json.loads(out.stdout.strip().splitlines()[-1])
+        assert answer == {"hello": "kiln", "from": name}, out.stdout
+
+
+def test_readme_layers_run_as_written(walkthrough):
+    server, _localise, run_sh, _env = walkthrough
+    (block,) = section_blocks("Layers", "sh")
+    out = run_sh(block, {"KILN_ENDPOINT": server.endpoint})
+    assert '"hello":"layers"' in out.stdout.replace(" ", ""), out.stdout
+    assert "python-runtime" in out.stdout, out.stdout
