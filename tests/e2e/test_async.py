@@ -34,6 +34,8 @@ def handle(event, context):
             time.sleep(event["sleep_ms"] / 1000)
         if event.get("fail") or os.environ.get("FAIL") == "1":
             raise RuntimeError("failing on purpose")
+    if os.environ.get("NO_ECHO") == "1":
+        return {"ok": True}
     return {"ok": True, "echo": event}
 '''
 
@@ -448,3 +450,27 @@ def test_full_disk_refuses_events_it_cannot_keep_and_keeps_serving(kiln_factory,
         server.kill()
     finally:
         subprocess.run(["umount", "-l", str(base)], check=False)
+
+
+def test_destination_cycle_between_two_functions_stops_after_sixteen_hops(fast_retries):
+    server, lam = fast_retries
+    a, b = k.unique_name("ping"), k.unique_name("pong")
+    # No echo: each record nests the one before once (as requestPayload), not twice.
+    for n in (a, b):
+        k.create(lam, n, recorder_zip(), Timeout=30, Environment={"Variables": {"NO_ECHO": "1"}})
+    lam.put_function_event_invoke_config(FunctionName=a, DestinationConfig={"OnSuccess": {"Destination": k.function_arn(b)}})
+    lam.put_function_event_invoke_config(FunctionName=b, DestinationConfig={"OnSuccess": {"Destination": k.function_arn(a)}})
+    send_event(lam, a, {"start": True})
+
+    def stopped():
+        kept = [e for n in (a, b) for e in events_of(server.endpoint, n) if e["State"] == "failed"]
+        return kept or None
+
+    [kept] = k.wait_for(stopped, timeout=90, what="the chain to stop in the failed store")
+    assert "loop" in kept["LastError"], kept
+    assert kept["Record"]["requestContext"]["condition"] == "Success"
+    # The first event and 16 records ran: 17 runs over the two functions, then nothing more.
+    runs = k.wait_for(lambda: (lambda n: n if n == 17 else None)(len(records(server.endpoint, a)) + len(records(server.endpoint, b))),
+                      timeout=30, what="17 runs")
+    time.sleep(2)
+    assert len(records(server.endpoint, a)) + len(records(server.endpoint, b)) == runs
