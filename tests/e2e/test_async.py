@@ -474,3 +474,37 @@ def test_destination_cycle_between_two_functions_stops_after_sixteen_hops(fast_r
                       timeout=30, what="17 runs")
     time.sleep(2)
     assert len(records(server.endpoint, a)) + len(records(server.endpoint, b)) == runs
+
+
+def test_corrupt_queue_row_goes_to_failed_and_the_rest_runs(kiln_factory):
+    import sqlite3
+
+    server = kiln_factory("corrupt")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("corrupt")
+    k.create(lam, name, recorder_zip())
+    server.stop()
+    db = sqlite3.connect(str(server.data_dir / "events.db"))
+    now = int(time.time() * 1000)
+    rows = [
+        ("11111111-1111-1111-1111-111111111111", b'{"good": 1}', 0),
+        # Damaged: a blob where the request id belongs, text where a count belongs.
+        (sqlite3.Binary(b"not-a-request-id"), b'{"bad": 1}', "many"),
+        ("22222222-2222-2222-2222-222222222222", b'{"good": 2}', 0),
+    ]
+    for rid, payload, attempts in rows:
+        db.execute(
+            "INSERT INTO events (request_id, function, qualifier, payload, state, enqueued_ms, due_ms, attempts)"
+            " VALUES (?, ?, NULL, ?, 0, ?, ?, ?)",
+            (rid, name, payload, now, now, attempts),
+        )
+    db.commit()
+    db.close()
+    server.start()
+    runs = k.wait_for(lambda: (lambda r: r if len(r) == 2 else None)(records(server.endpoint, name)), timeout=60,
+                      what="the two good events to run")
+    assert sorted(r["event"]["good"] for r in runs) == [1, 2]
+    [bad] = k.wait_for(lambda: events_of(server.endpoint, name) or None, timeout=30, what="the damaged row listed")
+    assert bad["State"] == "failed" and "unreadable queue row" in bad["LastError"], bad
+    # The server keeps serving.
+    assert k.invoke_json(lam, name, {"sync": True})["ok"] is True

@@ -405,8 +405,10 @@ fn settle(t: &Connection, id: i64, s: &Settle) -> Result<(), rusqlite::Error> {
 
 fn list(t: &Connection, function: Option<&str>, limit: usize) -> Result<Vec<EventSummary>, rusqlite::Error> {
     let mut stmt = t.prepare_cached(
-        "SELECT id, request_id, function, qualifier, state, enqueued_ms, due_ms, attempts, last_error, record,
-                length(payload)
+        // Casts, so that a damaged row can still be listed (it sits in the failed store).
+        "SELECT id, CAST(request_id AS TEXT), function, CAST(qualifier AS TEXT), CAST(state AS INTEGER),
+                CAST(enqueued_ms AS INTEGER), CAST(due_ms AS INTEGER), CAST(attempts AS INTEGER),
+                CAST(last_error AS TEXT), CAST(record AS TEXT), length(payload)
          FROM events WHERE (?1 IS NULL OR function = ?1) ORDER BY state DESC, id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![function, limit as i64], |r| {
