@@ -34,6 +34,8 @@ def handle(event, context):
             time.sleep(event["sleep_ms"] / 1000)
         if event.get("fail") or os.environ.get("FAIL") == "1":
             raise RuntimeError("failing on purpose")
+    if os.environ.get("NO_ECHO") == "1":
+        return {"ok": True}
     return {"ok": True, "echo": event}
 '''
 
@@ -448,3 +450,61 @@ def test_full_disk_refuses_events_it_cannot_keep_and_keeps_serving(kiln_factory,
         server.kill()
     finally:
         subprocess.run(["umount", "-l", str(base)], check=False)
+
+
+def test_destination_cycle_between_two_functions_stops_after_sixteen_hops(fast_retries):
+    server, lam = fast_retries
+    a, b = k.unique_name("ping"), k.unique_name("pong")
+    # No echo: each record nests the one before once (as requestPayload), not twice.
+    for n in (a, b):
+        k.create(lam, n, recorder_zip(), Timeout=30, Environment={"Variables": {"NO_ECHO": "1"}})
+    lam.put_function_event_invoke_config(FunctionName=a, DestinationConfig={"OnSuccess": {"Destination": k.function_arn(b)}})
+    lam.put_function_event_invoke_config(FunctionName=b, DestinationConfig={"OnSuccess": {"Destination": k.function_arn(a)}})
+    send_event(lam, a, {"start": True})
+
+    def stopped():
+        kept = [e for n in (a, b) for e in events_of(server.endpoint, n) if e["State"] == "failed"]
+        return kept or None
+
+    [kept] = k.wait_for(stopped, timeout=90, what="the chain to stop in the failed store")
+    assert "loop" in kept["LastError"], kept
+    assert kept["Record"]["requestContext"]["condition"] == "Success"
+    # The first event and 16 records ran: 17 runs over the two functions, then nothing more.
+    runs = k.wait_for(lambda: (lambda n: n if n == 17 else None)(len(records(server.endpoint, a)) + len(records(server.endpoint, b))),
+                      timeout=30, what="17 runs")
+    time.sleep(2)
+    assert len(records(server.endpoint, a)) + len(records(server.endpoint, b)) == runs
+
+
+def test_corrupt_queue_row_goes_to_failed_and_the_rest_runs(kiln_factory):
+    import sqlite3
+
+    server = kiln_factory("corrupt")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("corrupt")
+    k.create(lam, name, recorder_zip())
+    server.stop()
+    db = sqlite3.connect(str(server.data_dir / "events.db"))
+    now = int(time.time() * 1000)
+    rows = [
+        ("11111111-1111-1111-1111-111111111111", b'{"good": 1}', 0),
+        # Damaged: a blob where the request id belongs, text where a count belongs.
+        (sqlite3.Binary(b"not-a-request-id"), b'{"bad": 1}', "many"),
+        ("22222222-2222-2222-2222-222222222222", b'{"good": 2}', 0),
+    ]
+    for rid, payload, attempts in rows:
+        db.execute(
+            "INSERT INTO events (request_id, function, qualifier, payload, state, enqueued_ms, due_ms, attempts)"
+            " VALUES (?, ?, NULL, ?, 0, ?, ?, ?)",
+            (rid, name, payload, now, now, attempts),
+        )
+    db.commit()
+    db.close()
+    server.start()
+    runs = k.wait_for(lambda: (lambda r: r if len(r) == 2 else None)(records(server.endpoint, name)), timeout=60,
+                      what="the two good events to run")
+    assert sorted(r["event"]["good"] for r in runs) == [1, 2]
+    [bad] = k.wait_for(lambda: events_of(server.endpoint, name) or None, timeout=30, what="the damaged row listed")
+    assert bad["State"] == "failed" and "unreadable queue row" in bad["LastError"], bad
+    # The server keeps serving.
+    assert k.invoke_json(lam, name, {"sync": True})["ok"] is True

@@ -19,7 +19,9 @@
 use rusqlite::{params, Connection, Transaction};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 
 /// Operations committed together at most.
 pub const BATCH_MAX: usize = 256;
@@ -145,6 +147,8 @@ type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Reply + Send>;
 #[derive(Clone)]
 pub struct EventQueue {
     tx: mpsc::Sender<Job>,
+    /// Transactions committed so far (each one fsync), for tests and diagnostics.
+    commits: Arc<AtomicU64>,
 }
 
 impl EventQueue {
@@ -157,11 +161,18 @@ impl EventQueue {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         std::thread::Builder::new()
             .name("kiln-events".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, &counter))
             .map_err(EventError::Thread)?;
-        Ok(Self { tx })
+        Ok(Self { tx, commits })
+    }
+
+    /// How many transactions the writer has committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` in the next batch's transaction; answers after that batch committed.
@@ -260,7 +271,7 @@ impl EventQueue {
     }
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MAX {
@@ -280,6 +291,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         };
         let replies: Vec<Reply> = jobs.into_iter().map(|j| j(Some(&t))).collect();
+        commits.fetch_add(1, Ordering::Relaxed);
         let committed = t.commit().map_err(|e| {
             tracing::error!(error = %e, "event queue commit failed");
             e.to_string()
@@ -405,8 +417,10 @@ fn settle(t: &Connection, id: i64, s: &Settle) -> Result<(), rusqlite::Error> {
 
 fn list(t: &Connection, function: Option<&str>, limit: usize) -> Result<Vec<EventSummary>, rusqlite::Error> {
     let mut stmt = t.prepare_cached(
-        "SELECT id, request_id, function, qualifier, state, enqueued_ms, due_ms, attempts, last_error, record,
-                length(payload)
+        // Casts, so that a damaged row can still be listed (it sits in the failed store).
+        "SELECT id, CAST(request_id AS TEXT), function, CAST(qualifier AS TEXT), CAST(state AS INTEGER),
+                CAST(enqueued_ms AS INTEGER), CAST(due_ms AS INTEGER), CAST(attempts AS INTEGER),
+                CAST(last_error AS TEXT), CAST(record AS TEXT), length(payload)
          FROM events WHERE (?1 IS NULL OR function = ?1) ORDER BY state DESC, id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![function, limit as i64], |r| {
@@ -476,6 +490,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = EventQueue::open(&dir.path().join("events.db")).unwrap();
         rt().block_on(async {
+            let before = q.commits();
             let mut tasks = Vec::new();
             for i in 0..200 {
                 let q = q.clone();
@@ -484,6 +499,8 @@ mod tests {
             for t in tasks {
                 t.await.unwrap().unwrap();
             }
+            let commits = q.commits() - before;
+            assert!(commits < 200, "{commits} commits for 200 concurrent enqueues: no group commit");
             let c = q.counts().await.unwrap();
             assert_eq!(c, vec![("f".to_string(), EventCounts { queued: 200, in_flight: 0, failed: 0 })]);
         });
