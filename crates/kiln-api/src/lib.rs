@@ -15,11 +15,11 @@
 pub mod console;
 pub mod error;
 mod handlers;
-mod timeouts;
-mod runtimes;
+mod layers;
 pub mod logs_api;
 pub mod metrics;
-mod layers;
+mod runtimes;
+mod timeouts;
 pub mod wire;
 
 use bytes::Bytes;

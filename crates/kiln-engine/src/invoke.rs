@@ -48,10 +48,7 @@ pub(crate) type Resolved = (Arc<Function>, String, Arc<FunctionConfig>, Arc<Vers
 
 impl Engine {
     /// Finds the function and the version a call runs (an alias picks one by its weights).
-    pub(crate) fn resolve(
-        &self,
-        r: &kiln_model::FunctionRef,
-    ) -> Result<Resolved, EngineError> {
+    pub(crate) fn resolve(&self, r: &kiln_model::FunctionRef) -> Result<Resolved, EngineError> {
         let f = self.function(&r.name)?;
         let name = r.name.as_str();
         let qualifier = r.qualifier.as_ref().map(|q| q.to_string());
