@@ -304,6 +304,9 @@ def test_reserved_concurrency_zero_fails_at_once_and_redrive_runs_again(fast_ret
     assert ev["RequestId"] == rid and ev["Attempts"] == 0
     assert "reserved concurrency is 0" in ev["LastError"]
     assert records(server.endpoint, name) == []
+    # The failed store shows in /metrics too.
+    metrics = urllib.request.urlopen(server.endpoint + "/metrics", timeout=10).read().decode()
+    assert 'kiln_async_events{function="%s",state="failed"} 1' % name in metrics.splitlines(), metrics
 
     # Once concurrency is back, a redrive runs the event, with its own request id.
     lam.delete_function_concurrency(FunctionName=name)

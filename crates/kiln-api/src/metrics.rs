@@ -153,7 +153,16 @@ impl Metrics {
     /// The text exposition of everything, rendered one scrape at a time.
     pub async fn render(&self) -> String {
         let _turn = self.render.acquire().await;
-        let snapshot = Snapshot { metrics: self.engine.metrics(), requests: self.requests.seen() };
+        // The durable queue's counts are one grouped query on its own database, off every
+        // invocation's path; a failing query leaves the family out rather than the scrape.
+        let events = match self.engine.event_counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event queue's counts for /metrics");
+                Vec::new()
+            }
+        };
+        let snapshot = Snapshot { metrics: self.engine.metrics(), requests: self.requests.seen(), events };
         encode(snapshot)
     }
 }
@@ -173,6 +182,8 @@ fn encode(snapshot: Snapshot) -> String {
 struct Snapshot {
     metrics: MetricsSnapshot,
     requests: Vec<(&'static str, u16, u64)>,
+    /// Asynchronous events per function: queued, in flight, failed.
+    events: Vec<(String, kiln_engine::EventCounts)>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -337,9 +348,19 @@ impl Collector for Snapshot {
                 (vec![("function", *f), ("version", v.version.as_str())], ConstGauge::new(ratio))
             }),
         )?;
-        // Asynchronous invocations: the durable event queue's depth and oldest event age per
-        // function (`kiln_async_queue_depth`, `kiln_async_event_age_seconds`) belong here once
-        // the engine keeps such a queue.
+        family(
+            &mut enc,
+            "kiln_async_events",
+            "Asynchronous (Event) invocations kept in the durable queue, by state: queued (waiting or between retries), in_flight, failed (in the failed-event store).",
+            MetricType::Gauge,
+            self.events.iter().flat_map(|(f, c)| {
+                [("queued", c.queued), ("in_flight", c.in_flight), ("failed", c.failed)].into_iter().map(
+                    move |(state, n)| {
+                        (vec![("function", f.as_str()), ("state", state)], gauge(i64::try_from(n).unwrap_or(i64::MAX)))
+                    },
+                )
+            }),
+        )?;
 
         let m = &self.metrics;
         if let Some(p) = &m.sandbox_pool {
@@ -461,8 +482,11 @@ mod tests {
                 rejections: vec![(Rejection::Concurrency, 4), (Rejection::MemoryBudget, 0)],
             },
             requests: vec![("Invoke", 200, 3)],
+            events: vec![("f".into(), kiln_engine::EventCounts { queued: 7, in_flight: 1, failed: 2 })],
         };
         let text = encode(snapshot);
+        assert!(text.lines().any(|l| l == r#"kiln_async_events{function="f",state="queued"} 7"#), "{text}");
+        assert!(text.lines().any(|l| l == r#"kiln_async_events{function="f",state="failed"} 2"#), "{text}");
         let has = |line: &str| text.lines().any(|l| l == line);
         assert!(has(r#"kiln_invocations_total{function="f",version="$LATEST",result="success"} 2"#), "{text}");
         assert!(has(r#"kiln_invocations_total{function="f",version="$LATEST",result="timeout"} 1"#));
