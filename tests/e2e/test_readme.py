@@ -92,11 +92,12 @@ def walkthrough(kiln_factory, tmp_path):
     env["PATH"] = "%s:%s" % (Path(aws).parent, env.get("PATH", ""))
 
     def localise(text):
+        # `/tmp/` first: the binaries' own paths may lie under /tmp (a CI checkout, say).
+        text = text.replace("/tmp/", str(scratch) + "/")
         text = text.replace("target/release/kiln", str(k.KILN_BIN))
         text = text.replace("target/release/hello-rust", str(k.HELLO_RUST_BIN))
         assert "target/release/" not in text, "a README step uses a binary the suite does not build:\n" + text
-        text = text.replace(DEFAULT_ENDPOINT, server.endpoint)
-        return text.replace("/tmp/", str(scratch) + "/")
+        return text.replace(DEFAULT_ENDPOINT, server.endpoint)
 
     def run_sh(block, extra_env=None):
         script = "set -euo pipefail\n" + localise(block)
