@@ -76,6 +76,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod runtimes;
 mod scrape;
 
 /// Options of `kiln bench`.
@@ -130,9 +131,14 @@ pub struct BenchArgs {
     /// Also write the cold and warm latency distributions (CDFs, with their baselines) as an SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
-    /// Run only this scenario: `events` (durable Event invokes with 32 callers).
-    #[arg(long, value_parser = ["events"])]
+    /// Run only this scenario: `events` (durable Event invokes with 32 callers), `runtimes`
+    /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare).
+    #[arg(long, value_parser = ["events", "runtimes"])]
     only: Option<String>,
+    /// MemorySize of the Python and Node.js functions of the runtimes scenario, in MB [default:
+    /// 1769, one vCPU, as the bare client has].
+    #[arg(long, default_value_t = 1769, value_parser = clap::value_parser!(u32).range(128..=10240))]
+    runtime_memory: u32,
     /// Run only the scrape scenario: warm latency and 8-caller throughput with and without a
     /// scraper on /metrics (--warm calls and --seconds of throughput per mode).
     #[arg(long)]
@@ -166,6 +172,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    if args.only.as_deref() == Some("runtimes") {
+        let result = rt.block_on(runtimes_only(&args, servers.handle()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "runtimes": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let report = rt.block_on(bench(&args, servers.handle()))?;
     if let Some(path) = &args.svg {
         std::fs::write(path, report.svg()).with_context(|| format!("cannot write {}", path.display()))?;
@@ -175,11 +190,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         if let Some(e) = &report.events {
             v["events"] = e.json();
         }
+        if let Some(r) = &report.runtimes {
+            v["runtimes"] = r.json();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.render(&args));
         if let Some(e) = &report.events {
             print!("{}", e.render());
+        }
+        if let Some(r) = &report.runtimes {
+            print!("{}", r.render());
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -246,6 +267,9 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     report.events = Some(events::run(&exe, &work, &zip_b64, args).await?);
     eprintln!("bench: events done");
 
+    // Python and Node.js on kiln's runtime clients, each on a fresh server.
+    report.runtimes = Some(runtimes::run(&exe, &work, servers, args).await?);
+
     // Density on a fresh server, so its idle RSS is really before anything ran.
     if args.density > 0 {
         let log = args.server_log.as_ref().map(|p| p.with_extension("density.log"));
@@ -267,6 +291,13 @@ async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
     let work = TempDir::new()?;
     events::run(&exe, &work, &zip_b64, args).await
+}
+
+/// `--only runtimes`: the Python and Node.js rows, nothing else.
+async fn runtimes_only(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Result<runtimes::RuntimesResult> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let work = TempDir::new()?;
+    runtimes::run(&exe, &work, servers, args).await
 }
 
 async fn latency_scenarios(
@@ -980,8 +1011,15 @@ impl MiniRuntime {
     }
 
     fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
+        self.spawn_with(bin, &[], Path::new("/"))
+    }
+
+    /// [`MiniRuntime::spawn`] with more environment variables and a working directory.
+    fn spawn_with(&self, bin: &Path, vars: &[(String, String)], cwd: &Path) -> anyhow::Result<Child> {
         std::process::Command::new(bin)
             .env_clear()
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
             .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -1279,6 +1317,7 @@ struct Report {
     burst_cold_starts: u64,
     density: Option<Density>,
     events: Option<events::EventsResult>,
+    runtimes: Option<runtimes::RuntimesResult>,
     scrape: Option<scrape::Scrape>,
 }
 
