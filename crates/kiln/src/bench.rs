@@ -1062,7 +1062,18 @@ impl MiniRuntimeHandler {
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                self.latest.send_replace(conn);
+                // A `next` of a killed runtime may be read after its successor's (connections
+                // count up): it must not take the successor's event.
+                let newest = self.latest.send_if_modified(|l| {
+                    let newer = conn > *l;
+                    if newer {
+                        *l = conn;
+                    }
+                    newer || conn == *l
+                });
+                if !newest {
+                    return reply(StatusCode::GONE, "{}");
+                }
                 let mut latest = self.latest.subscribe();
                 let next = tokio::time::timeout(Duration::from_secs(60), async {
                     tokio::select! {
