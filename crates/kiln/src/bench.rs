@@ -54,6 +54,9 @@
 //! - **scrape** (`bench/scrape.rs`): warm latency and 8-caller throughput with and without a
 //!   Prometheus scraper on `/metrics`, alternated on the same server; `--scrape-only` runs only
 //!   this scenario.
+//! - **runtimes** (`bench/runtimes.rs`): a trivial Python and Node.js handler on kiln's runtime
+//!   clients, cold and warm, each beside the same launcher started bare against the bench's own
+//!   Runtime API; `--only runtimes` runs only this scenario.
 //!
 //! Targets are reported as met or not met; the bench never fails on them.
 

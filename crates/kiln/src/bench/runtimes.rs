@@ -24,7 +24,7 @@ use super::{
     cold_split, echo_request, floor_latency, invoke, ms, new_client, process_tree, start_echo_server, warm_calls, Api,
     BenchArgs, ColdSplit, MiniRuntime, Server, Stats, TempDir, ECHO,
 };
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use http::Method;
 use kiln_engine::runtimes::{Interpreter, Kind, Launch, Runtimes};
