@@ -982,6 +982,7 @@ async fn start_echo_server(servers: &tokio::runtime::Handle) -> anyhow::Result<S
 /// posted responses go back to the bench.
 struct MiniRuntime {
     addr: SocketAddr,
+    handler: Arc<MiniRuntimeHandler>,
     events: tokio::sync::mpsc::UnboundedSender<String>,
     posted: tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>,
 }
@@ -994,6 +995,13 @@ struct MiniRuntimeHandler {
     latest: tokio::sync::watch::Sender<u64>,
     /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
     posted: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
+    /// The highest connection any request came on so far.
+    seen: std::sync::atomic::AtomicU64,
+    /// Connections below this one belong to runtimes started before the latest spawn: their
+    /// `next` (read late, after the kill) gets no event, and an event one took goes back.
+    first_current: std::sync::atomic::AtomicU64,
+    /// Puts back an event a stale `next` took.
+    requeue: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl MiniRuntime {
@@ -1004,13 +1012,17 @@ impl MiniRuntime {
             events: tokio::sync::Mutex::new(events_rx),
             latest: tokio::sync::watch::Sender::new(0),
             posted: posted_tx,
+            seen: std::sync::atomic::AtomicU64::new(0),
+            first_current: std::sync::atomic::AtomicU64::new(0),
+            requeue: events_tx.clone(),
         });
+        let h = handler.clone();
         let addr = serve(servers, move |req| {
-            let handler = handler.clone();
+            let handler = h.clone();
             async move { handler.handle(req).await }
         })
         .await?;
-        Ok(MiniRuntime { addr, events: events_tx, posted: posted_rx })
+        Ok(MiniRuntime { addr, handler, events: events_tx, posted: posted_rx })
     }
 
     fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
@@ -1019,6 +1031,9 @@ impl MiniRuntime {
 
     /// [`MiniRuntime::spawn`] with more environment variables and a working directory.
     fn spawn_with(&self, bin: &Path, vars: &[(String, String)], cwd: &Path) -> anyhow::Result<Child> {
+        use std::sync::atomic::Ordering;
+        let next = self.handler.seen.load(Ordering::SeqCst) + 1;
+        self.handler.first_current.store(next, Ordering::SeqCst);
         std::process::Command::new(bin)
             .env_clear()
             .envs(vars.iter().map(|(k, v)| (k, v)))
@@ -1052,6 +1067,8 @@ impl MiniRuntime {
 impl MiniRuntimeHandler {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let conn = req.extensions().get::<ConnId>().map_or(0, |c| c.0);
+        self.seen.fetch_max(conn, std::sync::atomic::Ordering::SeqCst);
+        let stale = || conn < self.first_current.load(std::sync::atomic::Ordering::SeqCst);
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let _ = req.into_body().collect().await;
@@ -1074,7 +1091,7 @@ impl MiniRuntimeHandler {
                     }
                     newer || conn == *l
                 });
-                if !newest {
+                if !newest || stale() {
                     return reply(StatusCode::GONE, "{}");
                 }
                 let mut latest = self.latest.subscribe();
@@ -1088,6 +1105,10 @@ impl MiniRuntimeHandler {
                 let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
                 };
+                if stale() {
+                    let _ = self.requeue.send(id);
+                    return reply(StatusCode::GONE, "{}");
+                }
                 let deadline_ms =
                     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 3000;
                 Response::builder()
