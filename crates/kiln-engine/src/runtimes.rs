@@ -4,9 +4,11 @@
 //! At start-up [`Runtimes::discover`] looks for interpreters (exact `python3.X` binaries on
 //! `PATH`, in `/usr/bin`, `/usr/local/bin` and pyenv's versions; `node` binaries on `PATH` and
 //! in the usual places), takes `--runtime NAME=PATH` overrides, and writes one *launcher* per
-//! interpreter into `<data>/runtime/<digest>/`: the runtime client's source behind a `#!` line
-//! naming the interpreter, so the kernel starts the interpreter directly (no shell in between,
-//! cold start bounded by the interpreter's own start-up). The directory's name is a digest of
+//! interpreter into `<data>/runtime/<digest>/`: a file behind a `#!` line naming the
+//! interpreter, so the kernel starts the interpreter directly (no shell in between, cold start
+//! bounded by the interpreter's own start-up). Node.js launchers hold the client's source;
+//! Python launchers import the client module beside them, compiled to bytecode by each Python
+//! interpreter when the directory is written. The directory's name is a digest of
 //! its content, it is written once and made read-only, and the Linux backend shows it at
 //! `/var/runtime`; interpreters installed outside `/usr` are bound read-only at their host path
 //! (pyenv's builds link `libpython` by absolute path, so they cannot move).
@@ -440,7 +442,8 @@ fn install_root(kind: Kind, exe: &Path, version: (u32, u32, u32)) -> Option<Path
     ok.then(|| prefix.to_path_buf())
 }
 
-/// A launcher: the client behind a `#!` line that starts the interpreter on it.
+/// A launcher: behind a `#!` line that starts the interpreter on it, the client (Node.js) or an
+/// import of the client's module (Python).
 fn launcher(i: &Interpreter) -> String {
     match i.kind {
         // -u: unbuffered stdout/stderr, so output reaches the log in order and at once.

@@ -2,7 +2,7 @@
 //! clients, cold and warm through kiln, each beside the same client started bare on the host.
 //!
 //! The bench finds the host's interpreters as `kiln serve` does and writes the same launchers
-//! (the client's source behind a `#!` line naming the interpreter) into its work dir. For each
+//! (a `#!` line naming the interpreter, and the client it loads) into its work dir. For each
 //! language, on one fresh server:
 //!
 //! - **cold**: as the example's cold scenario (a configuration update retires the environment,
