@@ -225,6 +225,26 @@ def test_print_and_logging_in_lambdas_text_format(lam, deploy):
     assert "hidden" not in log
 
 
+def test_logging_first_imported_inside_the_handler_is_in_lambdas_format(lam, deploy):
+    # The client does not import logging at start-up (it costs every cold start ~10 ms); it
+    # configures the module the moment something first imports it, here during an invocation.
+    src = (
+        "import sys\n"
+        "def handler(e, c):\n"
+        "    before = 'logging' in sys.modules\n"
+        "    import logging.handlers\n"
+        "    logging.getLogger('app').warning('late %s', 'line')\n"
+        "    return {'before': before, 'finders': [type(f).__name__ for f in sys.meta_path]}\n"
+    )
+    name = deploy_py(deploy, {"app.py": src})
+    resp, raw, log = tail(lam, name)
+    request_id = resp["ResponseMetadata"]["RequestId"]
+    body = json.loads(raw)
+    assert body["before"] is False, body
+    assert "_LoggingHook" not in body["finders"], body
+    assert re.search(r"\[WARNING\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t%s\tlate line\n" % request_id, log), log
+
+
 def test_json_logging_with_application_log_level(lam, deploy):
     src = (
         "import logging\n"

@@ -54,6 +54,9 @@
 //! - **scrape** (`bench/scrape.rs`): warm latency and 8-caller throughput with and without a
 //!   Prometheus scraper on `/metrics`, alternated on the same server; `--scrape-only` runs only
 //!   this scenario.
+//! - **runtimes** (`bench/runtimes.rs`): a trivial Python and Node.js handler on kiln's runtime
+//!   clients, cold and warm, each beside the same launcher started bare against the bench's own
+//!   Runtime API; `--only runtimes` runs only this scenario.
 //!
 //! Targets are reported as met or not met; the bench never fails on them.
 
@@ -76,6 +79,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod runtimes;
 mod scrape;
 
 /// Options of `kiln bench`.
@@ -130,9 +134,14 @@ pub struct BenchArgs {
     /// Also write the cold and warm latency distributions (CDFs, with their baselines) as an SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
-    /// Run only this scenario: `events` (durable Event invokes with 32 callers).
-    #[arg(long, value_parser = ["events"])]
+    /// Run only this scenario: `events` (durable Event invokes with 32 callers), `runtimes`
+    /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare).
+    #[arg(long, value_parser = ["events", "runtimes"])]
     only: Option<String>,
+    /// MemorySize of the Python and Node.js functions of the runtimes scenario, in MB [default:
+    /// 1769, one vCPU, as the bare client has].
+    #[arg(long, default_value_t = 1769, value_parser = clap::value_parser!(u32).range(128..=10240))]
+    runtime_memory: u32,
     /// Run only the scrape scenario: warm latency and 8-caller throughput with and without a
     /// scraper on /metrics (--warm calls and --seconds of throughput per mode).
     #[arg(long)]
@@ -166,6 +175,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
+    if args.only.as_deref() == Some("runtimes") {
+        let result = rt.block_on(runtimes_only(&args, servers.handle()))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "runtimes": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let report = rt.block_on(bench(&args, servers.handle()))?;
     if let Some(path) = &args.svg {
         std::fs::write(path, report.svg()).with_context(|| format!("cannot write {}", path.display()))?;
@@ -175,11 +193,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         if let Some(e) = &report.events {
             v["events"] = e.json();
         }
+        if let Some(r) = &report.runtimes {
+            v["runtimes"] = r.json();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", report.render(&args));
         if let Some(e) = &report.events {
             print!("{}", e.render());
+        }
+        if let Some(r) = &report.runtimes {
+            print!("{}", r.render());
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
@@ -246,6 +270,9 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     report.events = Some(events::run(&exe, &work, &zip_b64, args).await?);
     eprintln!("bench: events done");
 
+    // Python and Node.js on kiln's runtime clients, each on a fresh server.
+    report.runtimes = Some(runtimes::run(&exe, &work, servers, args).await?);
+
     // Density on a fresh server, so its idle RSS is really before anything ran.
     if args.density > 0 {
         let log = args.server_log.as_ref().map(|p| p.with_extension("density.log"));
@@ -267,6 +294,13 @@ async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
     let work = TempDir::new()?;
     events::run(&exe, &work, &zip_b64, args).await
+}
+
+/// `--only runtimes`: the Python and Node.js rows, nothing else.
+async fn runtimes_only(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Result<runtimes::RuntimesResult> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let work = TempDir::new()?;
+    runtimes::run(&exe, &work, servers, args).await
 }
 
 async fn latency_scenarios(
@@ -948,6 +982,7 @@ async fn start_echo_server(servers: &tokio::runtime::Handle) -> anyhow::Result<S
 /// posted responses go back to the bench.
 struct MiniRuntime {
     addr: SocketAddr,
+    handler: Arc<MiniRuntimeHandler>,
     events: tokio::sync::mpsc::UnboundedSender<String>,
     posted: tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>,
 }
@@ -960,6 +995,13 @@ struct MiniRuntimeHandler {
     latest: tokio::sync::watch::Sender<u64>,
     /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
     posted: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
+    /// The highest connection any request came on so far.
+    seen: std::sync::atomic::AtomicU64,
+    /// Connections below this one belong to runtimes started before the latest spawn: their
+    /// `next` (read late, after the kill) gets no event, and an event one took goes back.
+    first_current: std::sync::atomic::AtomicU64,
+    /// Puts back an event a stale `next` took.
+    requeue: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl MiniRuntime {
@@ -970,18 +1012,32 @@ impl MiniRuntime {
             events: tokio::sync::Mutex::new(events_rx),
             latest: tokio::sync::watch::Sender::new(0),
             posted: posted_tx,
+            seen: std::sync::atomic::AtomicU64::new(0),
+            first_current: std::sync::atomic::AtomicU64::new(0),
+            requeue: events_tx.clone(),
         });
+        let h = handler.clone();
         let addr = serve(servers, move |req| {
-            let handler = handler.clone();
+            let handler = h.clone();
             async move { handler.handle(req).await }
         })
         .await?;
-        Ok(MiniRuntime { addr, events: events_tx, posted: posted_rx })
+        Ok(MiniRuntime { addr, handler, events: events_tx, posted: posted_rx })
     }
 
     fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
+        self.spawn_with(bin, &[], Path::new("/"))
+    }
+
+    /// [`MiniRuntime::spawn`] with more environment variables and a working directory.
+    fn spawn_with(&self, bin: &Path, vars: &[(String, String)], cwd: &Path) -> anyhow::Result<Child> {
+        use std::sync::atomic::Ordering;
+        let next = self.handler.seen.load(Ordering::SeqCst) + 1;
+        self.handler.first_current.store(next, Ordering::SeqCst);
         std::process::Command::new(bin)
             .env_clear()
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
             .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", "bare")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -1011,6 +1067,8 @@ impl MiniRuntime {
 impl MiniRuntimeHandler {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let conn = req.extensions().get::<ConnId>().map_or(0, |c| c.0);
+        self.seen.fetch_max(conn, std::sync::atomic::Ordering::SeqCst);
+        let stale = || conn < self.first_current.load(std::sync::atomic::Ordering::SeqCst);
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let _ = req.into_body().collect().await;
@@ -1024,7 +1082,18 @@ impl MiniRuntimeHandler {
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                self.latest.send_replace(conn);
+                // A `next` of a killed runtime may be read after its successor's (connections
+                // count up): it must not take the successor's event.
+                let newest = self.latest.send_if_modified(|l| {
+                    let newer = conn > *l;
+                    if newer {
+                        *l = conn;
+                    }
+                    newer || conn == *l
+                });
+                if !newest || stale() {
+                    return reply(StatusCode::GONE, "{}");
+                }
                 let mut latest = self.latest.subscribe();
                 let next = tokio::time::timeout(Duration::from_secs(60), async {
                     tokio::select! {
@@ -1036,6 +1105,10 @@ impl MiniRuntimeHandler {
                 let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
                 };
+                if stale() {
+                    let _ = self.requeue.send(id);
+                    return reply(StatusCode::GONE, "{}");
+                }
                 let deadline_ms =
                     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 3000;
                 Response::builder()
@@ -1279,6 +1352,7 @@ struct Report {
     burst_cold_starts: u64,
     density: Option<Density>,
     events: Option<events::EventsResult>,
+    runtimes: Option<runtimes::RuntimesResult>,
     scrape: Option<scrape::Scrape>,
 }
 

@@ -4,14 +4,14 @@
 # and Lambda's log formats. kiln writes this file behind a `#!` line naming the interpreter and
 # shows it at /var/runtime; it uses the standard library only.
 
-import decimal
+# Only what every start needs is imported here: `logging` (about 10 ms) is configured when
+# something imports it (see _LoggingHook), `traceback` is imported where an error is formatted,
+# and a Decimal can only reach the encoder when its module is already loaded.
 import json
-import logging
 import os
 import socket
 import sys
 import time
-import traceback
 
 _LOG_FORMAT_JSON = os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
 _LOG_LEVEL = {None: "", "TRACE": "DEBUG"}.get(
@@ -67,7 +67,8 @@ class _Encoder(json.JSONEncoder):
         self.decimals = []
 
     def default(self, o):
-        if isinstance(o, decimal.Decimal):
+        decimal = sys.modules.get("decimal")
+        if decimal is not None and isinstance(o, decimal.Decimal):
             if o.is_nan():
                 return float("nan")
             self.decimals.append(str(o))
@@ -273,45 +274,6 @@ _RESERVED_FIELDS = {
 }
 
 
-class _JsonFormatter(logging.Formatter):
-    def __init__(self):
-        super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
-
-    def format(self, record):
-        record.levelno = min(50, max(0, record.levelno)) // 10 * 10
-        record.levelname = logging.getLevelName(record.levelno)
-        exc = record.exc_info
-        result = {
-            "timestamp": self.formatTime(record, self.datefmt),
-            "level": record.levelname,
-            "message": record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage(),
-            "logger": record.name,
-            "stackTrace": traceback.format_tb(exc[2]) if exc else None,
-            "errorType": exc[0].__name__ if exc else None,
-            "errorMessage": str(exc[1]) if exc else None,
-            "requestId": getattr(record, "aws_request_id", None),
-            "location": "%s:%s:%s" % (record.pathname, record.funcName, record.lineno) if exc else None,
-        }
-        result.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED_FIELDS and k not in result)
-        result = {k: v for k, v in result.items() if v is not None}
-        return json.dumps(result, ensure_ascii=False, default=str) + "\n"
-
-
-class _Handler(logging.Handler):
-    def emit(self, record):
-        try:
-            sys.stdout.write(self.format(record))
-        except Exception:
-            self.handleError(record)
-
-
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record):
-        record.aws_request_id = _REQUEST_ID or ""
-        record.tenant_id = None
-        return True
-
-
 class _Unbuffered(object):
     def __init__(self, stream):
         self.stream = stream
@@ -331,6 +293,77 @@ class _Unbuffered(object):
 def _setup_logging():
     sys.stdout = _Unbuffered(sys.stdout)
     sys.stderr = _Unbuffered(sys.stderr)
+    if "logging" in sys.modules:
+        _configure_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, _LoggingHook())
+
+
+class _LoggingHook(object):
+    """Configures the logging module the moment anything first imports it, as if the client had
+    configured it at start-up (as awslambdaric does) without every cold start paying for it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _configure_logging(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _configure_logging(logging):
+    class _JsonFormatter(logging.Formatter):
+        def __init__(self):
+            super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
+
+        def format(self, record):
+            import traceback
+
+            record.levelno = min(50, max(0, record.levelno)) // 10 * 10
+            record.levelname = logging.getLevelName(record.levelno)
+            exc = record.exc_info
+            result = {
+                "timestamp": self.formatTime(record, self.datefmt),
+                "level": record.levelname,
+                "message": record.msg if isinstance(record.msg, dict) and not record.args else record.getMessage(),
+                "logger": record.name,
+                "stackTrace": traceback.format_tb(exc[2]) if exc else None,
+                "errorType": exc[0].__name__ if exc else None,
+                "errorMessage": str(exc[1]) if exc else None,
+                "requestId": getattr(record, "aws_request_id", None),
+                "location": "%s:%s:%s" % (record.pathname, record.funcName, record.lineno) if exc else None,
+            }
+            result.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED_FIELDS and k not in result)
+            result = {k: v for k, v in result.items() if v is not None}
+            return json.dumps(result, ensure_ascii=False, default=str) + "\n"
+
+    class _Handler(logging.Handler):
+        def emit(self, record):
+            try:
+                sys.stdout.write(self.format(record))
+            except Exception:
+                self.handleError(record)
+
+    class _RequestIdFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _REQUEST_ID or ""
+            record.tenant_id = None
+            return True
+
     logging.Formatter.converter = time.gmtime
     handler = _Handler()
     if _LOG_FORMAT_JSON:
@@ -386,6 +419,8 @@ def make_error(message, error_type, stack_trace, request_id=None):
 
 
 def _user_frames(tb):
+    import traceback
+
     frames = [(f.filename, f.lineno, f.name, f.line) for f in traceback.extract_tb(tb)]
     # Drop the runtime client's own frames, as awslambdaric drops its bootstrap.py.
     me = os.path.abspath(__file__)
@@ -396,6 +431,8 @@ def _user_frames(tb):
 
 
 def fault_result(exc_info, request_id=None):
+    import traceback
+
     etype, value, tb = exc_info
     return make_error(str(value), etype.__name__, traceback.format_list(_user_frames(tb)), request_id)
 
@@ -495,6 +532,8 @@ def main():
     except Exception:
         error = fault_result(sys.exc_info())
     if error is not None:
+        import logging
+
         logging.warning(_UNHANDLED_WARNING)
         log_error(error)
         api.init_error(error)
