@@ -46,9 +46,9 @@ def kiln_factory(request, tmp_path):
     servers = []
     request.node.own_kiln_servers = servers
 
-    def start(name="own", extra_args=()):
+    def start(name="own", extra_args=(), nofile=None):
         base = tmp_path / name
-        server = k.KilnServer(data_dir=base / "data", log_dir=base / "logs", extra_args=extra_args)
+        server = k.KilnServer(data_dir=base / "data", log_dir=base / "logs", extra_args=extra_args, nofile=nofile)
         servers.append(server)
         _start_or_fail(server)
         return server

@@ -72,8 +72,11 @@ class KilnServer:
     does both on the same data dir and port, which is what a persistence test needs.
     """
 
-    def __init__(self, data_dir, log_dir, port=None, binary=KILN_BIN, extra_args=()):
+    def __init__(self, data_dir, log_dir, port=None, binary=KILN_BIN, extra_args=(), nofile=None):
         self.binary = Path(binary)
+        # Both descriptor limits of the server (soft and hard), for tests of its own bounds:
+        # kiln raises its soft limit to the hard one at start.
+        self.nofile = nofile
         self.extra_args = [str(a) for a in extra_args]
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
@@ -105,7 +108,18 @@ class KilnServer:
         cmd = [str(self.binary), "serve", "--addr", "127.0.0.1:%d" % self.port, "--data-dir", str(self.data_dir)]
         cmd += self.extra_args
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(ROOT))
+            preexec = None
+            if self.nofile is not None:
+                import resource
+
+                limit = self.nofile
+
+                def preexec():
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(ROOT), preexec_fn=preexec
+            )
         self._wait_ready()
         return self
 
