@@ -19,8 +19,11 @@ def handle(event, context):
     CALLS += 1
     if event.get("action") == "exit":
         os._exit(int(event.get("code", 1)))
+    start = time.time()
     time.sleep(event.get("ms", 0) / 1000)
     return {
+        "start": start,
+        "end": time.time(),
         "stream": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"],
         "count": CALLS,
         "version": os.environ["AWS_LAMBDA_FUNCTION_VERSION"],
@@ -57,12 +60,11 @@ def parallel(fn, n):
 
 def test_parallel_calls_run_in_distinct_environments_at_once(lam, deploy):
     name = deploy(k.python_zip(ENV_PROBE), Timeout=10)
-    started = time.monotonic()
     out = parallel(lambda i: k.invoke_json(lam, name, {"ms": 1500}), 4)
-    elapsed = time.monotonic() - started
     assert len({o["stream"] for o in out}) == 4, out
-    # Four 1.5 s calls one after another would take 6 s.
-    assert elapsed < 5.5, elapsed
+    # All four handlers were running at one moment (times the functions report, not the
+    # client's clock, so a slow machine cannot fail this).
+    assert max(o["start"] for o in out) < min(o["end"] for o in out), out
 
 
 def test_idle_environments_are_reused_most_recent_first(lam, deploy):
@@ -74,18 +76,29 @@ def test_idle_environments_are_reused_most_recent_first(lam, deploy):
     assert len({o["stream"] for o in again}) == 1, "sequential calls should stick to the most recently used environment"
 
 
-def test_reserved_concurrency_one_throttles_the_second_caller(lam, deploy):
+def running(endpoint, name):
+    """kiln_concurrent_executions of `name` ($LATEST) from kiln's /metrics."""
+    with urllib.request.urlopen(endpoint + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith("kiln_concurrent_executions{") and 'function="%s"' % name in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0
+
+
+def test_reserved_concurrency_one_throttles_the_second_caller(kiln, lam, deploy):
     name = deploy(k.python_zip(ENV_PROBE), Timeout=10)
     assert lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)["ReservedConcurrentExecutions"] == 1
     assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 1
     assert lam.get_function(FunctionName=name)["Concurrency"] == {"ReservedConcurrentExecutions": 1}
-    slow = threading.Thread(target=lambda: k.invoke_json(lam, name, {"ms": 2000}))
+    slow_out = []
+    slow = threading.Thread(target=lambda: slow_out.append(k.invoke_json(lam, name, {"ms": 6000})))
     slow.start()
-    time.sleep(0.7)
-    started = time.monotonic()
+    k.wait_for(lambda: running(kiln.endpoint, name) == 1 or not slow.is_alive(), timeout=30, what="the slow call to start")
     with pytest.raises(lam.exceptions.TooManyRequestsException) as exc:
         lam.invoke(FunctionName=name, Payload=b"{}")
-    assert time.monotonic() - started < 1.0, "a throttle must answer at once, not queue"
+    # Answered while the slow call still holds the only slot: a throttle, not a queue.
+    assert slow.is_alive() and not slow_out, "the throttle waited for the running call to end"
     assert k.http_status(exc.value) == 429
     assert exc.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
     slow.join()
@@ -210,7 +223,6 @@ def test_provisioned_concurrency_answers_without_paying_init(lam, deploy):
     out = json.loads(body)
     assert out["init_type"] == "provisioned-concurrency"
     assert "Init Duration" not in k.log_result(resp)
-    assert provisioned_secs < 1.5, provisioned_secs
 
     # The same slow Init on demand pays its two seconds.
     started = time.monotonic()
@@ -219,6 +231,8 @@ def test_provisioned_concurrency_answers_without_paying_init(lam, deploy):
     assert json.loads(body)["init_type"] == "on-demand"
     assert "Init Duration" in k.log_result(resp)
     assert on_demand_secs > 2.0
+    # Measured against each other in the same run: the provisioned call skipped the 2 s Init.
+    assert provisioned_secs + 1.0 < on_demand_secs, (provisioned_secs, on_demand_secs)
     print("provisioned call %.3f s, on-demand cold call %.3f s" % (provisioned_secs, on_demand_secs))
 
 

@@ -199,23 +199,65 @@ def test_tmp_survives_warm_invokes(lam, deploy):
     assert k.invoke_json(lam, name, {"action": "tmp_read"}) == {"text": text}
 
 
+# Says when it ran, by the function's own clock, in which environment and how many calls
+# that environment has had.
+SPAN = b"""
+import os, time
+CALLS = 0
+def handle(event, context):
+    global CALLS
+    CALLS += 1
+    start = time.time()
+    time.sleep(event.get("ms", 0) / 1000)
+    return {"start": start, "end": time.time(), "stream": os.environ["AWS_LAMBDA_LOG_STREAM_NAME"], "count": CALLS}
+"""
+
+
+# Burns 0.3 s of CPU in Init and again in the handler; reports how much wall time each took
+# per second of CPU.
+CPU_SPLIT = b"""
+import time
+def spin(cpu_s):
+    t0, w0 = time.process_time(), time.time()
+    while time.process_time() - t0 < cpu_s:
+        pass
+    return (time.time() - w0) / cpu_s
+INIT_STRETCH = spin(0.3)
+def handle(event, context):
+    return {"init": INIT_STRETCH, "invoke": spin(0.3)}
+"""
+
+
+def test_init_has_a_burst_of_cpu_and_invocations_their_share(lam, deploy):
+    name = deploy(k.python_zip(CPU_SPLIT), prefix="cpu", MemorySize=128, Timeout=60)
+    out = k.invoke_json(lam, name, {})
+    # 128 MB buys a tenth of a CPU (kiln's floor, Lambda's is 7 %): a second of CPU takes ten
+    # of wall time in an invocation. Init may use two whole CPUs, as on Lambda, so the same
+    # work there is stretched only by what else the machine is doing.
+    assert out["invoke"] > 5, out
+    assert out["init"] < out["invoke"] / 2, out
+
+
 def test_concurrent_invokes_run_in_separate_environments(lam, deploy):
-    name = deploy(k.python_zip(), prefix="par")
+    name = deploy(k.python_zip(SPAN), prefix="par")
     results = [None, None]
 
     def call(i):
-        results[i] = k.invoke(lam, name, {"action": "sleep", "ms": 2000})
+        results[i] = k.invoke(lam, name, {"ms": 2000})
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
-    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    elapsed = time.monotonic() - started
+    spans = []
     for resp, body in results:
         assert resp["StatusCode"] == 200 and "FunctionError" not in resp, body
-    assert elapsed < 3.8, "two 2 s invokes took %.2f s: they did not run side by side" % elapsed
+        spans.append(json.loads(body))
+    assert spans[0]["stream"] != spans[1]["stream"], spans
+    # Side by side: each started before the other ended (the functions' clocks, not the
+    # client's, so a slow machine cannot fail this).
+    assert max(s["start"] for s in spans) < min(s["end"] for s in spans), spans
     ids = {resp["ResponseMetadata"]["RequestId"] for resp, _ in results}
     assert len(ids) == 2
     # Both environments stay warm with their counters at 1, so the next call counts 2.
@@ -239,11 +281,12 @@ def test_timeout_reports_sandbox_timedout_and_resets(lam, deploy, runtime):
     if runtime == "python":
         assert k.invoke_json(lam, name, {"action": "count"})["count"] == 1
     started = time.monotonic()
-    resp, error = k.invoke_error(lam, name, {"action": "sleep", "ms": 3000})
+    resp, error = k.invoke_error(lam, name, {"action": "sleep", "ms": 60000})
     elapsed = time.monotonic() - started
     assert error["errorType"] == "Sandbox.Timedout", error
     assert error["errorMessage"].endswith("Task timed out after 1.00 seconds"), error
-    assert elapsed < 2.9, "the invoke waited %.2f s for a 1 s timeout" % elapsed
+    # The handler sleeps a minute: an answer well before that is the timeout's doing.
+    assert elapsed < 30, "the invoke waited %.2f s for a 1 s timeout" % elapsed
     # The next call gets a fresh environment that works.
     if runtime == "python":
         assert k.invoke_json(lam, name, {"action": "count"})["count"] == 1

@@ -239,6 +239,10 @@ impl ColdStart<'_> {
                 let init_ms = ms(started.elapsed());
                 env.capture
                     .platform(format!("INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: timeout"));
+                // The burst of CPU is for the Init phase only (at most `init_timeout` of it).
+                if let Err(e) = env.sandbox.end_init() {
+                    tracing::warn!(env = %env.id, error = %e, "cannot end the init CPU burst");
+                }
                 // Lambda goes on with the Init inside the invocation ("suppressed init"), under
                 // the function's own timeout.
                 match env.wait_init(Duration::from_secs(cfg.timeout_secs.into())).await {
@@ -261,7 +265,13 @@ impl ColdStart<'_> {
         };
         let init_ms = ms(started.elapsed());
         match outcome {
-            Some(InitOutcome::Ready) => Ok(InitResult::Ready { env, init_ms }),
+            Some(InitOutcome::Ready) => {
+                // Init had a burst of CPU; invocations get the function's own share.
+                if let Err(e) = env.sandbox.end_init() {
+                    tracing::warn!(env = %env.id, error = %e, "cannot end the init CPU burst");
+                }
+                Ok(InitResult::Ready { env, init_ms })
+            }
             Some(InitOutcome::Error { error_type, body }) => {
                 let error_type = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
                 env.capture.drain();

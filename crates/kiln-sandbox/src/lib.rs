@@ -78,6 +78,12 @@ pub trait Sandbox: Send + Sync {
     /// Stops every process of the environment from running until [`Sandbox::thaw`].
     fn freeze(&self) -> Result<(), SandboxError>;
     fn thaw(&self) -> Result<(), SandboxError>;
+    /// The Init phase is over (the runtime asked for its first event): from now on the
+    /// environment runs with its function's own CPU share. Until then it may use more, as Init
+    /// does on Lambda. Idempotent; backends without CPU limits do nothing.
+    fn end_init(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
     /// Peak memory use of the environment so far, in bytes.
     fn max_memory_bytes(&self) -> u64;
     /// Becomes `Some` once the bootstrap has ended (the environment is then dead).

@@ -598,6 +598,39 @@ async fn destroy_kills_everything_and_is_idempotent(mode: Mode) {
     drop(spawned);
 }
 
+/// The CPU quota of cgroup `cg`, in µs per 100 ms period (v1 `cpu.cfs_quota_us` or v2 `cpu.max`).
+fn cpu_quota_us(f: &Fixture, cg: &str) -> u64 {
+    for dir in f.cgroup_dirs(cg) {
+        if let Ok(q) = std::fs::read_to_string(dir.join("cpu.cfs_quota_us")) {
+            return q.trim().parse().unwrap();
+        }
+        if let Ok(q) = std::fs::read_to_string(dir.join("cpu.max")) {
+            return q.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no cpu controller for {cg}");
+}
+
+async fn init_has_two_cpus_until_end_init(mode: Mode) {
+    if skip_unless_root("init_has_two_cpus_until_end_init") {
+        return;
+    }
+    let f = Fixture::new(mode, "#!/bin/sh\necho up\nexec sleep 60\n");
+    // 128 MB buys 7 % of a CPU (10 % with the floor); Init gets two whole CPUs.
+    let mut spawned = f.spawn_spec(&f.spec("env-init-cpu", 128));
+    let cg = f.backend.cgroup_of("env-init-cpu").unwrap();
+    let mut out = receiver(&mut spawned);
+    let mut acc = String::new();
+    read_until(&mut out, &mut acc, "up", 10).await;
+    assert_eq!(cpu_quota_us(&f, &cg), 200_000);
+    spawned.sandbox.end_init().unwrap();
+    assert_eq!(cpu_quota_us(&f, &cg), 10_000);
+    // Idempotent.
+    spawned.sandbox.end_init().unwrap();
+    assert_eq!(cpu_quota_us(&f, &cg), 10_000);
+    spawned.sandbox.destroy();
+}
+
 async fn shutdown_destroys_every_live_environment(mode: Mode) {
     if skip_unless_root("shutdown_destroys_every_live_environment") {
         return;
@@ -764,6 +797,7 @@ in_both_modes!(
     freeze_stops_every_thread_until_thaw,
     ending_the_bootstrap_kills_daemonised_orphans,
     destroy_kills_everything_and_is_idempotent,
+    init_has_two_cpus_until_end_init,
     shutdown_destroys_every_live_environment,
     bootstraps_that_cannot_run_report_exec_failed,
     new_backend_removes_leftovers_of_the_same_instance,

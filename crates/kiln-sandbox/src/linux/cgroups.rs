@@ -35,6 +35,11 @@ pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 /// The smallest CPU share an environment gets, in percent of one CPU. Below this an
 /// interpreter's start-up alone takes seconds.
 pub(crate) const CPU_FLOOR_PERCENT: u64 = 10;
+/// CPUs an environment may use during its Init phase, whatever its memory: Lambda gives Init a
+/// burst of CPU (up to 10 s of it) so that a 128 MB function does not start an interpreter at
+/// 7 % of a CPU. The environment's own share applies from its first `next` on
+/// ([`Limits::for_init`], `Sandbox::end_init`).
+pub(crate) const INIT_CPUS: u64 = 2;
 /// Processes and threads one environment may have.
 pub(crate) const PIDS_MAX: u32 = 1024;
 /// On cgroup v2, the child cgroup of an environment's that holds its bootstrap and freezes.
@@ -79,6 +84,11 @@ impl Limits {
             cpu_weight: (100 * mb / MB_PER_CPU).clamp(1, 10_000),
             pids_max: PIDS_MAX,
         }
+    }
+
+    /// These limits with the Init phase's CPU: at least [`INIT_CPUS`] whole CPUs.
+    pub(crate) fn for_init(self) -> Limits {
+        Limits { cpu_quota_us: self.cpu_quota_us.max(INIT_CPUS * CPU_PERIOD_US), ..self }
     }
 }
 
@@ -881,6 +891,16 @@ mod tests {
         assert_eq!(small.memory_bytes, 128 * 1024 * 1024);
         assert_eq!(small.pids_max, 1024);
         assert_eq!(Limits::for_memory_mb(10240).cpu_quota_us, CPU_PERIOD_US * 10240 / MB_PER_CPU);
+    }
+
+    #[test]
+    fn init_gets_two_cpus_or_more_and_keeps_everything_else() {
+        let small = Limits::for_memory_mb(128);
+        let boosted = small.for_init();
+        assert_eq!(boosted.cpu_quota_us, 2 * CPU_PERIOD_US);
+        assert_eq!(Limits { cpu_quota_us: small.cpu_quota_us, ..boosted }, small);
+        let big = Limits::for_memory_mb(10240);
+        assert_eq!(big.for_init(), big, "a function with more than two CPUs keeps its own");
     }
 
     #[test]

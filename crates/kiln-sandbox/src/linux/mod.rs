@@ -266,6 +266,10 @@ struct Env {
     hot: std::sync::OnceLock<cgroups::HotFiles>,
     /// Its host uid, free again once the environment is gone.
     _host_id: IdLease,
+    /// The function's limits, and whether its cgroups still have the Init phase's CPU instead
+    /// ([`Limits::for_init`]).
+    limits: Limits,
+    in_init: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -404,7 +408,11 @@ impl LinuxBackend {
             next_key: AtomicU64::new(0),
             epoll,
             stop,
-            pool: pool::Pool::new(opts.pool_size, Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB), FIRST_BLANK_TMP_MB),
+            pool: pool::Pool::new(
+                opts.pool_size,
+                Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB).for_init(),
+                FIRST_BLANK_TMP_MB,
+            ),
             blank_seq: AtomicU64::new(0),
             host_ids: Arc::new(HostIds::for_instance(instance_id)),
         });
@@ -927,6 +935,17 @@ impl Sandbox for LinuxSandbox {
         self.env.hot().set_frozen(false).map_err(|e| SandboxError::step(&self.env.id, "thaw", e))
     }
 
+    fn end_init(&self) -> Result<(), SandboxError> {
+        let env = &self.env;
+        if !env.in_init.swap(false, Ordering::AcqRel) || lock(&env.state).reaped {
+            return Ok(());
+        }
+        env.inner
+            .cgroups
+            .set_limits(&env.cgroup, &env.limits.for_init(), &env.limits)
+            .map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
+    }
+
     fn max_memory_bytes(&self) -> u64 {
         let st = lock(&self.env.state);
         if st.reaped {
@@ -1335,9 +1354,11 @@ fn claim(
     spec: &SandboxSpec,
     msg: &mut [u8],
     code: (OwnedFd, Option<OwnedFd>),
-    limits: &Limits,
+    function_limits: &Limits,
     tmp_mb: u32,
 ) -> Result<Spawned, ClaimError> {
+    // Init runs with more CPU; `Sandbox::end_init` applies the function's own share.
+    let limits = &function_limits.for_init();
     let cg = inner.cgroups.as_ref();
     let step = |s, e| SandboxError::step(&spec.id, s, e);
     let fail = |blank: Blank, err: SandboxError, retry: bool| {
@@ -1391,6 +1412,8 @@ fn claim(
         reap_lock: Mutex::new(()),
         hot: std::sync::OnceLock::new(),
         _host_id: host_id,
+        limits: *function_limits,
+        in_init: std::sync::atomic::AtomicBool::new(true),
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
@@ -1437,7 +1460,7 @@ impl Backend for LinuxBackend {
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
-        while let Some(blank) = inner.pool.take(limits, tmp_mb) {
+        while let Some(blank) = inner.pool.take(limits.for_init(), tmp_mb) {
             let fd = match code.take() {
                 Some(fd) => fd,
                 None => match open_code() {
@@ -1474,7 +1497,7 @@ impl Backend for LinuxBackend {
             Some(fd) => fd,
             None => open_code()?,
         };
-        let blank = build_blank(inner, &spec.id, limits, tmp_mb)?;
+        let blank = build_blank(inner, &spec.id, limits.for_init(), tmp_mb)?;
         let t_blank = t0.elapsed();
         let spawned = claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb).map_err(|e| e.err)?;
         inner.pool.count_spawn(false);
