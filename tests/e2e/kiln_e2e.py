@@ -114,8 +114,10 @@ class KilnServer:
 
                 limit = self.nofile
 
-                def preexec():
+                def set_nofile():
                     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+                preexec = set_nofile
 
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=str(ROOT), preexec_fn=preexec
@@ -380,3 +382,25 @@ def wait_for(predicate, timeout=15.0, interval=0.25, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.0f s waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def instance_id(server):
+    """The sandbox instance id kiln derives from the server's data dir (it names its cgroups)."""
+    return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def env_processes(server):
+    """(pid, host uid) of every process in one of this server's cgroups (inits are root)."""
+    marker = "/kiln-%s/" % instance_id(server)
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cg = Path("/proc/%s/cgroup" % p).read_text()
+            uid = int(Path("/proc/%s/status" % p).read_text().split("Uid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        if marker in cg:
+            found.append((int(p), uid))
+    return found

@@ -8,7 +8,6 @@ sockets to AWS_LAMBDA_RUNTIME_API. They need real sandboxes, so these tests need
 (never skip) without it."""
 
 import base64
-import hashlib
 import http.client
 import io
 import json
@@ -53,25 +52,9 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def instance_id(server):
-    return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
-
-
 def function_pids(server):
-    """Host pids of this server's function processes (uid 993, in one of its cgroups)."""
-    marker = "/kiln-%s/" % instance_id(server)
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            cg = Path("/proc/%s/cgroup" % p).read_text()
-            uid = int(Path("/proc/%s/status" % p).read_text().split("Uid:")[1].split()[0])
-        except (OSError, IndexError, ValueError):
-            continue
-        if marker in cg and uid != 0:
-            found.append(int(p))
-    return found
+    """Host pids of this server's function processes (not root, in one of its cgroups)."""
+    return [pid for pid, uid in k.env_processes(server) if uid != 0]
 
 
 def settled_fds(server):

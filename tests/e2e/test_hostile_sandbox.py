@@ -6,7 +6,6 @@ healthy.
 They run as root (kiln runs with --isolation sandbox) and fail loudly otherwise."""
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -78,25 +77,7 @@ def handle(event, context):
 '''
 
 
-def instance_id(server):
-    return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
-
-
-def env_processes(server):
-    """(pid, host uid) of every process in one of this server's cgroups (inits are root)."""
-    marker = "/kiln-%s/" % instance_id(server)
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            cg = Path("/proc/%s/cgroup" % p).read_text()
-            uid = int(Path("/proc/%s/status" % p).read_text().split("Uid:")[1].split()[0])
-        except (OSError, IndexError, ValueError):
-            continue
-        if marker in cg:
-            found.append((int(p), uid))
-    return found
+env_processes = k.env_processes
 
 
 def alive(pid):
@@ -109,7 +90,7 @@ def alive(pid):
 
 def frozen_environments(server):
     """This server's cgroup2 directories that say `frozen 1` (the idle environments)."""
-    name = "kiln-%s" % instance_id(server)
+    name = "kiln-%s" % k.instance_id(server)
     found = []
     for root, dirs, files in os.walk("/sys/fs/cgroup"):
         if root.count("/") > 12:
@@ -249,7 +230,7 @@ def test_kill_9_of_kiln_with_its_data_dir_gone_leaves_no_process(own):
     # Blanks the pool was building when kiln died end too (init fails to report ready).
     k.wait_for(lambda: not env_processes(server), timeout=20, what="no process left in the dead kiln's cgroups")
     # Nothing will ever remove the dead instance's (empty) cgroups: do it here.
-    name = "kiln-%s" % instance_id(server)
+    name = "kiln-%s" % k.instance_id(server)
     for root, dirs, _ in os.walk("/sys/fs/cgroup", topdown=False):
         if ("/%s" % name) in root:
             try:

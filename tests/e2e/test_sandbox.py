@@ -5,7 +5,6 @@ Host cleanliness is checked per server: each `kiln serve` names its cgroups `kil
 id derived from its data dir, so the checks see only that server's environments even while other
 tests run in parallel."""
 
-import hashlib
 import json
 import os
 import re
@@ -110,25 +109,7 @@ def handle(event, context):
 '''
 
 
-def instance_id(server):
-    return hashlib.sha256(str(Path(server.data_dir).resolve()).encode()).hexdigest()[:8]
-
-
-def _env_pids(server):
-    """(pid, uid) of every host process in one of this server's cgroups."""
-    marker = "/kiln-%s/" % instance_id(server)
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            cg = Path("/proc/%s/cgroup" % p).read_text()
-            uid = int(Path("/proc/%s/status" % p).read_text().split("Uid:")[1].split()[0])
-        except (OSError, IndexError, ValueError):
-            continue
-        if marker in cg:
-            found.append((int(p), uid))
-    return found
+_env_pids = k.env_processes
 
 
 def leftover_processes(server):
@@ -140,7 +121,7 @@ def leftover_processes(server):
 def leftover_cgroups(server, blanks_allowed=True):
     """Environment cgroup directories of this server still on the host. Idle blanks (`blank.<n>`
     holding no function process) are allowed while the server runs."""
-    name = "kiln-%s" % instance_id(server)
+    name = "kiln-%s" % k.instance_id(server)
     busy = bool(leftover_processes(server))
     found = []
     for root, dirs, _ in os.walk("/sys/fs/cgroup"):

@@ -352,16 +352,7 @@ async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>
         format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")
     })
     .await?;
-    // A blank body is an empty event (the engine delivers `{}`); anything else must be JSON.
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-        Bytes::new()
-    } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-        return Err(ApiError::invalid_content(format!(
-            "Could not parse request body into json: Could not parse payload into json: {e}"
-        )));
-    } else {
-        payload
-    };
+    let payload = event_payload(payload)?;
     let out = engine.invoke(InvokeRequest { function: r, kind, payload, tail_logs, client_context }).await?;
     let (status, body) = match kind {
         InvokeKind::RequestResponse => (StatusCode::OK, out.payload),
@@ -678,4 +669,18 @@ fn get_provisioned(engine: &Engine, call: &Call, name: &str) -> Result<Response<
     let r = function_ref(name, call)?;
     let p = engine.get_provisioned(&r)?;
     ok_json(StatusCode::OK, provisioned_json(engine, &r.name, &p, false))
+}
+
+/// An invoke body as an event: a blank body is an empty event (the engine delivers `{}`);
+/// anything else must be JSON.
+pub(crate) fn event_payload(payload: Bytes) -> Result<Bytes> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::new());
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return Err(ApiError::invalid_content(format!(
+            "Could not parse request body into json: Could not parse payload into json: {e}"
+        )));
+    }
+    Ok(payload)
 }

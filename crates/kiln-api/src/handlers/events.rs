@@ -4,7 +4,6 @@
 use super::{empty, function_ref, marker, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
 use crate::error::ApiError;
 use crate::{full, Body, Call};
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use kiln_engine::{Engine, EventConfigInput, EventSummary, InvokeKind, InvokeRequest};
@@ -173,15 +172,7 @@ async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<Inc
     let payload =
         read_body(req, limit, || format!("Request must be smaller than {limit} bytes for the InvokeAsync operation"))
             .await?;
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
-        Bytes::new()
-    } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
-        return Err(ApiError::invalid_content(format!(
-            "Could not parse request body into json: Could not parse payload into json: {e}"
-        )));
-    } else {
-        payload
-    };
+    let payload = super::event_payload(payload)?;
     let out = engine
         .invoke(InvokeRequest { function: r, kind: InvokeKind::Event, payload, tail_logs: false, client_context: None })
         .await?;
