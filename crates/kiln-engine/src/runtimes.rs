@@ -4,7 +4,8 @@
 //! At start-up [`Runtimes::discover`] looks for interpreters (exact `python3.X` binaries on
 //! `PATH`, in `/usr/bin`, `/usr/local/bin` and pyenv's versions; `node` binaries on `PATH` and
 //! in the usual places), takes `--runtime NAME=PATH` overrides, and writes one *launcher* per
-//! interpreter into `<data>/runtime/<digest>/`: a file behind a `#!` line naming the
+//! interpreter into `~/.cache/kiln/runtime/<digest>/` (shared by every server of the user: the
+//! Python client is compiled to bytecode once per machine): a file behind a `#!` line naming the
 //! interpreter, so the kernel starts the interpreter directly (no shell in between, cold start
 //! bounded by the interpreter's own start-up). Node.js launchers hold the client's source;
 //! Python launchers import the client module beside them, compiled to bytecode by each Python
@@ -133,17 +134,28 @@ impl Runtimes {
             i.launcher = format!("{}-{name}", i.launcher);
             found.push(i);
         }
+        let mut candidates: Vec<(Kind, PathBuf)> = Vec::new();
         for dir in search_dirs() {
-            for minor in PYTHON_MIN_MINOR..=20 {
-                consider(&mut found, Kind::Python, &dir.join(format!("python3.{minor}")));
+            let names = (PYTHON_MIN_MINOR..=20).map(|m| (Kind::Python, format!("python3.{m}")));
+            for (kind, name) in names.chain([(Kind::Node, "node".to_string())]) {
+                let Ok(real) = dir.join(name).canonicalize() else { continue };
+                if !candidates.iter().any(|(_, p)| *p == real) {
+                    candidates.push((kind, real));
+                }
             }
-            consider(&mut found, Kind::Node, &dir.join("node"));
+        }
+        // All `--version`s at once: a dozen interpreter starts one after another took seconds
+        // on a busy machine, at every server start.
+        for i in probe_all(&candidates).into_iter().flatten() {
+            consider(&mut found, i);
         }
         Ok(Runtimes { interpreters: found, dir: None })
     }
 
-    /// Writes the launchers under `<data_dir>/runtime/<digest>/` (once per content) and
-    /// remembers where.
+    /// Writes the launchers under `<base>/<digest>/` (once per content) and remembers where;
+    /// `<base>` is the user's cache (`$XDG_CACHE_HOME/kiln/runtime`, `~/.cache/kiln/runtime`),
+    /// shared by every server of that user so that the Python client is compiled once per
+    /// machine, not at each start; `<data_dir>/runtime` without a usable home.
     pub fn install(&mut self, data_dir: &Path) -> Result<(), RuntimesError> {
         use sha2::Digest;
         let mut files: Vec<(String, String)> =
@@ -157,7 +169,7 @@ impl Runtimes {
             h.update([0]);
         }
         let digest: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let base = data_dir.join("runtime");
+        let base = install_base(data_dir);
         let dir = base.join(&digest);
         let err = |path: &Path| {
             let path = path.to_path_buf();
@@ -174,7 +186,14 @@ impl Runtimes {
             }
             self.compile_python_client(&tmp);
             set_mode(&tmp, 0o555).map_err(err(&tmp))?;
-            std::fs::rename(&tmp, &dir).map_err(err(&dir))?;
+            if let Err(e) = std::fs::rename(&tmp, &dir) {
+                // Another server starting at the same moment installed the same content first.
+                let _ = set_mode(&tmp, 0o755);
+                let _ = std::fs::remove_dir_all(&tmp);
+                if !dir.is_dir() {
+                    return Err(err(&dir)(e));
+                }
+            }
         }
         self.dir = Some(dir);
         Ok(())
@@ -383,24 +402,57 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn consider(found: &mut Vec<Interpreter>, kind: Kind, candidate: &Path) {
-    let Ok(real) = candidate.canonicalize() else { return };
-    if found.iter().any(|i| i.path == real && i.pinned_for.is_none()) {
+/// Keeps `i` unless an interpreter of the same runtime version (Python 3.X, Node N) was found
+/// before it: the first found wins (PATH order, then the fixed places); its launcher is named
+/// after that version.
+fn consider(found: &mut Vec<Interpreter>, i: Interpreter) {
+    let unpinned = |f: &&Interpreter| f.pinned_for.is_none();
+    if found.iter().filter(unpinned).any(|f| f.path == i.path || (f.kind == i.kind && f.launcher == i.launcher)) {
         return;
     }
-    if let Some(i) = probe(kind, &real) {
-        // One interpreter per runtime version (Python 3.X, Node N): the first found wins (PATH
-        // order, then the fixed places); its launcher is named after that version.
-        if !found.iter().any(|f| f.kind == kind && f.pinned_for.is_none() && f.launcher == i.launcher) {
-            found.push(i);
-        }
+    found.push(i);
+}
+
+/// See [`Runtimes::install`].
+fn install_base(data_dir: &Path) -> PathBuf {
+    let absolute = |p: PathBuf| p.is_absolute().then_some(p);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .and_then(|c| absolute(c.into()))
+        .or_else(|| std::env::var_os("HOME").and_then(|h| absolute(h.into())).map(|h| h.join(".cache")));
+    match cache.map(|c| c.join("kiln").join("runtime")) {
+        Some(base) if std::fs::create_dir_all(&base).is_ok() => base,
+        _ => data_dir.join("runtime"),
     }
 }
 
 /// Runs `<path> --version` and reads the answer.
 fn probe(kind: Kind, path: &Path) -> Option<Interpreter> {
     let real = path.canonicalize().ok()?;
-    let out = Command::new(&real).arg("--version").env_clear().output().ok()?;
+    let child = spawn_version(&real).ok()?;
+    interpreter(kind, real, child.wait_with_output().ok()?)
+}
+
+/// [`probe`] of every candidate, the interpreters started all at once; in the candidates' order.
+fn probe_all(candidates: &[(Kind, PathBuf)]) -> Vec<Option<Interpreter>> {
+    let running: Vec<_> = candidates.iter().map(|(kind, path)| (*kind, path, spawn_version(path))).collect();
+    running
+        .into_iter()
+        .map(|(kind, path, child)| interpreter(kind, path.clone(), child.ok()?.wait_with_output().ok()?))
+        .collect()
+}
+
+fn spawn_version(exe: &Path) -> std::io::Result<std::process::Child> {
+    Command::new(exe)
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+}
+
+/// The interpreter at `real` (canonical) from what its `--version` printed, if kiln can use it.
+fn interpreter(kind: Kind, real: PathBuf, out: std::process::Output) -> Option<Interpreter> {
     if !out.status.success() {
         return None;
     }
