@@ -298,7 +298,8 @@ def test_memory_budget_evicts_idle_and_throttles_when_full(kiln_factory):
     # While both environments are busy, a third cold start has no room: 429 at once.
     holder = threading.Thread(target=lambda: parallel(lambda i: k.invoke_json(lam, [a, b][i], {"ms": 2500}), 2))
     holder.start()
-    time.sleep(1.0)
+    k.wait_for(lambda: running(server.endpoint, a) == 1 and running(server.endpoint, b) == 1 or not holder.is_alive(),
+               timeout=30, what="both environments busy")
     with pytest.raises(lam.exceptions.TooManyRequestsException) as exc:
         lam.invoke(FunctionName=a, Payload=json.dumps({"ms": 10}))
     assert "memory budget" in str(exc.value)

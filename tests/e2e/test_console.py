@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -52,7 +53,10 @@ def browser():
 
 def wait(driver, cond, what, timeout=20):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: cond(d))
+        # The page redraws on its own: an element read mid-redraw is stale, so look again.
+        return WebDriverWait(
+            driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+        ).until(lambda d: cond(d))
     except Exception as exc:
         raise AssertionError("timed out waiting for %s" % what) from exc
 
@@ -73,27 +77,30 @@ def test_console_lists_functions_shows_environments_charts_log_and_invokes(kiln,
 
     # Functions view: the deployed function with its runtime, memory and alias.
     browser.get(kiln.endpoint + "/")
-    row = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-function="%s"]' % name), "the function row")[0]
-    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-    assert cells[0] == name
-    assert cells[1] == "provided.al2023"
-    assert cells[2] == "256 MB"
-    assert "Active" in cells[4]
-    wait(browser, lambda d: "live→1" in d.find_element(By.CSS_SELECTOR, 'tr[data-function="%s"]' % name).text,
-         "the alias in the row")
+    row_css = 'tr[data-function="%s"]' % name
+
+    def function_row(d):
+        cells = [c.text for c in d.find_element(By.CSS_SELECTOR, row_css).find_elements(By.TAG_NAME, "td")]
+        return cells[:3] == [name, "provided.al2023", "256 MB"] and "Active" in cells[4]
+
+    wait(browser, function_row, "the function row (name, runtime, memory, state)")
+    wait(browser, lambda d: "live→1" in d.find_element(By.CSS_SELECTOR, row_css).text, "the alias in the row")
     shot(browser, "functions")
 
     # Function view: environments, charts of the calls just made, the log.
-    row.click()
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, row_css).click() or True, "a click on the row")
     wait(browser, lambda d: d.find_element(By.ID, "function-name").text == name, "the function view")
-    env_rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#environments-body tr[data-state]"),
-                    "an environment row")
-    assert env_rows[0].get_attribute("data-state") in ("idle", "busy")
-    assert "256 MB" in env_rows[0].text
-    bars = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-invocations rect"), "invocation bars")
-    assert any("cold" in (b.get_attribute("class") or "") for b in bars)
-    assert any("warm" in (b.get_attribute("class") or "") for b in bars)
-    assert any("err" in (b.get_attribute("class") or "") for b in bars)
+    def env_row(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "#environments-body tr[data-state]")
+        return rows and rows[0].get_attribute("data-state") in ("idle", "busy") and "256 MB" in rows[0].text
+
+    wait(browser, env_row, "an idle or busy 256 MB environment row")
+    def bar_kinds(d):
+        classes = [b.get_attribute("class") or "" for b in d.find_elements(By.CSS_SELECTOR, "#chart-invocations rect")]
+        return all(any(kind in c for c in classes) for kind in ("cold", "warm", "err"))
+
+    # The charts refresh on their own: wait for the bars rather than judge the first drawing.
+    wait(browser, bar_kinds, "cold, warm and error bars")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-latency path.line.warm"), "a warm latency line")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-latency circle.cold"), "a cold latency point")
     wait(browser, lambda d: "START RequestId" in d.find_element(By.ID, "log").text
@@ -105,8 +112,7 @@ def test_console_lists_functions_shows_environments_charts_log_and_invokes(kiln,
     payload.clear()
     payload.send_keys(json.dumps({"name": "from-the-browser"}))
     browser.find_element(By.ID, "invoke-button").click()
-    status = wait(browser, lambda d: d.find_elements(By.ID, "invoke-status"), "the invoke result")[0]
-    assert status.text == "Succeeded"
+    wait(browser, lambda d: d.find_element(By.ID, "invoke-status").text == "Succeeded", "the invoke result")
     out = json.loads(browser.find_element(By.ID, "invoke-output").text)
     assert out["hello"] == "from-the-browser"
     assert "REPORT RequestId" in browser.find_element(By.ID, "invoke-log").text
