@@ -52,7 +52,7 @@
 //!
 //! In the parent: 8. write the limits that differ; `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`
 //! the code directory (and the layers directory, if any) and `mount_setattr` each detached tree
-//! read-only, nosuid, nodev, private; send them with the claim message ([`child::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
+//! read-only, nosuid, nodev, private; send them with the claim message ([`protocol::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
 //! environment).
 //!
 //! In init: 9. `move_mount` the tree onto `/var/task` (and the layers onto `/opt`); remount `/tmp` with the new size if it
@@ -92,13 +92,16 @@
 mod cgroups;
 mod child;
 mod pool;
+mod protocol;
 mod seccomp;
+mod sys;
 
 pub use crate::PoolStats;
 
 use crate::{Backend, ExitInfo, Sandbox, SandboxError, SandboxSpec, Spawned};
 use cgroups::{Cgroups, Limits};
-use child::{ClaimHeader, Msg, Plan, RootEntry};
+use child::{Plan, RootEntry};
+use protocol::{Message, Msg};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
@@ -724,8 +727,9 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Waits for one message from init, with the descriptor it carried if any.
-fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Msg, Option<OwnedFd>)> {
+/// Waits for one message from init, with the descriptor it carried if any; `None` for a record
+/// no init writes.
+fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Option<Message>, Option<OwnedFd>)> {
     let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     loop {
@@ -770,7 +774,7 @@ fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Msg, Option<OwnedF
     if n as usize != size_of::<Msg>() {
         return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited"));
     }
-    Ok((msg, passed))
+    Ok((Message::from_wire(msg), passed))
 }
 
 fn pidfd_kill(pidfd: &OwnedFd) {
@@ -812,7 +816,7 @@ fn waitid_pidfd(pidfd: &OwnedFd, block: bool) -> Option<(i32, i32)> {
 }
 
 /// Reads the last exit record init left in the socket.
-fn read_exit_record(sock: &OwnedFd) -> Option<Msg> {
+fn read_exit_record(sock: &OwnedFd) -> Option<Message> {
     let mut last = None;
     loop {
         let mut msg = Msg::default();
@@ -823,19 +827,17 @@ fn read_exit_record(sock: &OwnedFd) -> Option<Msg> {
         if n as usize != size_of::<Msg>() || n <= 0 {
             return last;
         }
-        if matches!(msg.kind, child::MSG_EXITED | child::MSG_SIGNALED | child::MSG_EXEC_FAILED) {
-            last = Some(msg);
+        if let Some(m) = Message::from_wire(msg).filter(|m| m.is_exit()) {
+            last = Some(m);
         }
     }
 }
 
 /// The bootstrap's end as the engine sees it.
-fn exit_info(record: Option<Msg>, init: (i32, i32), oom: bool) -> ExitInfo {
+fn exit_info(record: Option<Message>, init: (i32, i32), oom: bool) -> ExitInfo {
     match record {
-        Some(m) if m.kind == child::MSG_EXITED => ExitInfo::Code(m.value),
-        Some(m) if m.kind == child::MSG_SIGNALED => {
-            ExitInfo::Signal { signal: m.value, oom: oom && m.value == libc::SIGKILL }
-        }
+        Some(Message::Exited(code)) => ExitInfo::Code(code),
+        Some(Message::Signaled(signal)) => ExitInfo::Signal { signal, oom: oom && signal == libc::SIGKILL },
         Some(_) => ExitInfo::ExecFailed,
         // Init itself died (killed by kiln or by the OOM killer) before it could report.
         None => match init {
@@ -980,10 +982,7 @@ struct Prepared {
     msg: Vec<u8>,
 }
 
-/// Offset of [`ClaimHeader::tmp_mb`] in the claim message.
-const CLAIM_TMP_OFFSET: usize = 4;
-
-/// Checks the spec and encodes the claim init will receive (see [`ClaimHeader`]).
+/// Checks the spec and encodes the claim init will receive (see [`protocol::encode_claim`]).
 fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     if spec.id.is_empty()
         || spec.id.len() > 64
@@ -1005,63 +1004,22 @@ fn prepare(spec: &SandboxSpec) -> io::Result<Prepared> {
     if spec.bootstrap_in_opt && opt_dir.is_none() {
         return Err(invalid("a bootstrap from /opt needs a layers directory"));
     }
-    let mut hostname = format!("kiln-{}", spec.id).into_bytes();
-    hostname.truncate(child::HOSTNAME_MAX);
+    let hostname = format!("kiln-{}", spec.id);
     let exe = if spec.bootstrap_in_opt { Path::new("/opt").join(rel) } else { root.join(rel) };
-    let exe = exe.as_os_str().as_bytes();
-    if exe.contains(&0) {
-        return Err(invalid("bootstrap contains a NUL byte"));
-    }
-
-    let runtime_api = format!("127.0.0.1:{}", child::RUNTIME_API_PORT);
+    let runtime_api = format!("127.0.0.1:{}", protocol::RUNTIME_API_PORT);
     let vars = spec
         .env
         .iter()
         .filter(|(k, _)| k != kiln_model::env::RUNTIME_API)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain([(kiln_model::env::RUNTIME_API, runtime_api.as_str())]);
-    let mut env = Vec::with_capacity(spec.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() + 48);
-    let mut count = 0u32;
-    for (k, v) in vars {
-        if k.is_empty() || k.contains('=') {
-            return Err(invalid("environment variable names may not be empty or contain '='"));
-        }
-        if k.contains('\0') || v.contains('\0') {
-            return Err(invalid("environment variables may not contain NUL bytes"));
-        }
-        env.extend_from_slice(k.as_bytes());
-        env.push(b'=');
-        env.extend_from_slice(v.as_bytes());
-        env.push(0);
-        count += 1;
+    if spec.env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
+        return Err(invalid("environment variable names may not be empty or contain '='"));
     }
-    let header = ClaimHeader {
-        kind: child::CLAIM_KIND,
-        tmp_mb: 0,
-        hostname_len: hostname.len() as u32,
-        exe_len: exe.len() as u32 + 1,
-        env_count: count,
-        env_len: env.len() as u32,
-    };
-    let total = size_of::<ClaimHeader>() + hostname.len() + exe.len() + 1 + env.len();
-    if total > child::CLAIM_MAX || count as usize > child::MAX_ENV_VARS {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "environment too large: {total} bytes in {count} variables (at most {} bytes, {} variables)",
-                child::CLAIM_MAX,
-                child::MAX_ENV_VARS
-            ),
-        ));
-    }
-    let mut msg = Vec::with_capacity(total);
-    for field in [header.kind, header.tmp_mb, header.hostname_len, header.exe_len, header.env_count, header.env_len] {
-        msg.extend_from_slice(&field.to_ne_bytes());
-    }
-    msg.extend_from_slice(&hostname);
-    msg.extend_from_slice(exe);
-    msg.push(0);
-    msg.extend_from_slice(&env);
+    let msg = protocol::encode_claim(hostname.as_bytes(), exe.as_os_str().as_bytes(), vars).map_err(|e| match e {
+        protocol::ClaimError::Nul => invalid("the bootstrap and environment variables may not contain NUL bytes"),
+        e @ protocol::ClaimError::TooLarge { .. } => io::Error::new(ErrorKind::InvalidInput, e.to_string()),
+    })?;
     Ok(Prepared { code_dir, opt_dir, msg })
 }
 
@@ -1148,8 +1106,8 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
         .map_err(|e| step("prepare /tmp", e))?;
     // Where the claim lands in init: allocated here, because init may not allocate. Zeroed so
     // that init's view of them is initialised memory.
-    let mut claim_buf = vec![0u8; child::CLAIM_MAX];
-    let mut envp_buf: Vec<*const libc::c_char> = vec![std::ptr::null(); child::MAX_ENV_VARS + 1];
+    let mut claim_buf = vec![0u8; protocol::CLAIM_MAX];
+    let mut envp_buf: Vec<*const libc::c_char> = vec![std::ptr::null(); protocol::MAX_ENV_VARS + 1];
     // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
     let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
 
@@ -1252,8 +1210,8 @@ fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u32) -> Resu
         e
     };
     let listener = match recv_msg(&host_sock, SETUP_TIMEOUT) {
-        Ok((m, Some(fd))) if m.kind == child::MSG_READY => TcpListener::from(fd),
-        Ok((m, _)) if m.kind == child::MSG_SETUP_FAILED => return Err(fail(failed_step(cgroup, m))),
+        Ok((Some(Message::Ready), Some(fd))) => TcpListener::from(fd),
+        Ok((Some(Message::SetupFailed { step, errno }), _)) => return Err(fail(failed_step(cgroup, step, errno))),
         Ok(_) => return Err(fail(step("wait for environment", invalid_data("unexpected message from init")))),
         Err(e) => return Err(fail(step("wait for environment", e))),
     };
@@ -1275,10 +1233,9 @@ fn invalid_data(msg: &str) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, msg.to_owned())
 }
 
-/// The error init reported in a `MSG_SETUP_FAILED`.
-fn failed_step(id: &str, m: Msg) -> SandboxError {
-    let name = child::STEP_NAMES.get(m.step as usize).copied().unwrap_or("set up environment");
-    SandboxError::step(id, name, io::Error::from_raw_os_error(m.value))
+/// The error init reported in a [`Message::SetupFailed`].
+fn failed_step(id: &str, step: protocol::Step, errno: i32) -> SandboxError {
+    SandboxError::step(id, step.name(), io::Error::from_raw_os_error(errno))
 }
 
 /// A host directory as a detached mount tree (every mount below it included), read-only,
@@ -1291,7 +1248,7 @@ pub(crate) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             dir.as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
+            sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -1299,8 +1256,8 @@ pub(crate) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    let attr = sys::MountAttr {
+        attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,
@@ -1313,30 +1270,14 @@ pub(crate) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const MountAttr,
-            size_of::<MountAttr>(),
+            &attr as *const sys::MountAttr,
+            size_of::<sys::MountAttr>(),
         )
     };
     if r < 0 {
         return Err(last_error());
     }
     Ok(fd)
-}
-
-// From <linux/mount.h>; defined here because the libc crate exports them only for some targets.
-const OPEN_TREE_CLONE: libc::c_uint = 0x1;
-const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-pub(crate) struct MountAttr {
-    pub attr_set: u64,
-    pub attr_clr: u64,
-    pub propagation: u64,
-    pub userns_fd: u64,
 }
 
 /// Why claiming a blank failed; `retry` when the blank was dead before we asked (another blank
@@ -1371,23 +1312,21 @@ fn claim(
         }
     }
     let resize = if blank.tmp_mb == tmp_mb { 0 } else { tmp_mb };
-    if let Some(field) = msg.get_mut(CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4) {
-        field.copy_from_slice(&resize.to_ne_bytes());
-    }
+    protocol::set_claim_tmp_mb(msg, resize);
     // The code tree, then the layers tree when there is one.
     let fds = [code.0.as_raw_fd(), code.1.as_ref().map_or(-1, |fd| fd.as_raw_fd())];
     let fds = if code.1.is_some() { &fds[..] } else { &fds[..1] };
-    // SAFETY: the socket and every descriptor in `fds` are open (owned by `blank` and `code`);
-    // `msg` is a live buffer.
-    let sent = unsafe { child::send_bytes(blank.sock.as_raw_fd(), msg, fds) };
-    if sent < 0 {
+    // The socket and every descriptor in `fds` are open (owned by `blank` and `code`).
+    if let Err(errno) = sys::send(blank.sock.as_raw_fd(), msg, fds) {
         // EPIPE / ECONNRESET: the blank's init is gone.
-        return Err(fail(blank, step("send claim", last_error()), true));
+        return Err(fail(blank, step("send claim", io::Error::from_raw_os_error(errno)), true));
     }
     drop(code);
     match recv_msg(&blank.sock, SETUP_TIMEOUT) {
-        Ok((m, _)) if m.kind == child::MSG_STARTED => {}
-        Ok((m, _)) if m.kind == child::MSG_SETUP_FAILED => return Err(fail(blank, failed_step(&spec.id, m), false)),
+        Ok((Some(Message::Started), _)) => {}
+        Ok((Some(Message::SetupFailed { step, errno }), _)) => {
+            return Err(fail(blank, failed_step(&spec.id, step, errno), false))
+        }
         Ok(_) => return Err(fail(blank, step("start bootstrap", invalid_data("unexpected message from init")), false)),
         Err(e) => {
             let retry = e.kind() == ErrorKind::UnexpectedEof;
@@ -1533,12 +1472,11 @@ mod tests {
 
     #[test]
     fn exit_info_prefers_the_bootstraps_own_status() {
-        let rec = |kind, value| Some(Msg { kind, step: 0, value });
         let killed = (libc::CLD_KILLED, libc::SIGKILL);
-        assert_eq!(exit_info(rec(child::MSG_EXITED, 3), (1, 0), false), ExitInfo::Code(3));
-        assert_eq!(exit_info(rec(child::MSG_SIGNALED, 9), (1, 0), true), ExitInfo::Signal { signal: 9, oom: true });
-        assert_eq!(exit_info(rec(child::MSG_SIGNALED, 15), (1, 0), true), ExitInfo::Signal { signal: 15, oom: false });
-        assert_eq!(exit_info(rec(child::MSG_EXEC_FAILED, 2), (1, 0), false), ExitInfo::ExecFailed);
+        assert_eq!(exit_info(Some(Message::Exited(3)), (1, 0), false), ExitInfo::Code(3));
+        assert_eq!(exit_info(Some(Message::Signaled(9)), (1, 0), true), ExitInfo::Signal { signal: 9, oom: true });
+        assert_eq!(exit_info(Some(Message::Signaled(15)), (1, 0), true), ExitInfo::Signal { signal: 15, oom: false });
+        assert_eq!(exit_info(Some(Message::ExecFailed(2)), (1, 0), false), ExitInfo::ExecFailed);
         assert_eq!(exit_info(None, killed, false), ExitInfo::Signal { signal: 9, oom: false });
         assert_eq!(exit_info(None, killed, true), ExitInfo::Signal { signal: 9, oom: true });
     }
@@ -1602,9 +1540,9 @@ mod tests {
             tmp_mb: 512,
         };
         let mut p = prepare(&spec).unwrap();
-        p.msg[CLAIM_TMP_OFFSET..CLAIM_TMP_OFFSET + 4].copy_from_slice(&512u32.to_ne_bytes());
-        let mut envp = vec![std::ptr::null(); child::MAX_ENV_VARS + 1];
-        let claim = child::decode_claim(&p.msg, &mut envp).unwrap();
+        protocol::set_claim_tmp_mb(&mut p.msg, 512);
+        let mut envp = vec![std::ptr::null(); protocol::MAX_ENV_VARS + 1];
+        let claim = protocol::decode_claim(&p.msg, &mut envp).unwrap();
         assert_eq!(claim.exe, b"/var/task/bootstrap\0");
         assert_eq!(claim.hostname, b"kiln-env-1");
         assert_eq!(claim.tmp_mb, 512);
@@ -1619,11 +1557,11 @@ mod tests {
         // A spec's own AWS_LAMBDA_RUNTIME_API is replaced, not doubled.
         spec.env.push(("AWS_LAMBDA_RUNTIME_API".into(), "evil:1".into()));
         let p = prepare(&spec).unwrap();
-        let claim = child::decode_claim(&p.msg, &mut envp).unwrap();
+        let claim = protocol::decode_claim(&p.msg, &mut envp).unwrap();
         assert_eq!(claim.tmp_mb, 0);
         assert!(envp[2].is_null());
         // Too large an environment is refused with a clear message.
-        spec.env.push(("BIG".into(), "x".repeat(child::CLAIM_MAX)));
+        spec.env.push(("BIG".into(), "x".repeat(protocol::CLAIM_MAX)));
         let e = prepare(&spec).err().unwrap();
         assert!(e.to_string().contains("environment too large"), "{e}");
         spec.env.pop();
@@ -1638,7 +1576,7 @@ mod tests {
         assert!(prepare(&spec).is_err());
         spec.bootstrap = "/var/runtime/python3.12".into();
         let p = prepare(&spec).unwrap();
-        assert_eq!(child::decode_claim(&p.msg, &mut envp).unwrap().exe, b"/var/runtime/python3.12\0");
+        assert_eq!(protocol::decode_claim(&p.msg, &mut envp).unwrap().exe, b"/var/runtime/python3.12\0");
         spec.bootstrap = "bootstrap".into();
         spec.id = "../etc".into();
         assert!(prepare(&spec).is_err());
@@ -1659,29 +1597,29 @@ mod tests {
         };
         let good = prepare(&spec).unwrap().msg;
         let mut envp = vec![std::ptr::null(); 8];
-        assert!(child::decode_claim(&good, &mut envp).is_ok());
+        assert!(protocol::decode_claim(&good, &mut envp).is_ok());
         // Truncated anywhere, or one byte too many.
         for n in 0..good.len() {
-            assert_eq!(child::decode_claim(&good[..n], &mut envp).err(), Some(libc::EINVAL), "length {n}");
+            assert_eq!(protocol::decode_claim(&good[..n], &mut envp).err(), Some(libc::EINVAL), "length {n}");
         }
         let mut long = good.clone();
         long.push(0);
-        assert!(child::decode_claim(&long, &mut envp).is_err());
+        assert!(protocol::decode_claim(&long, &mut envp).is_err());
         // Wrong kind; a variable without its NUL; a relative exe.
         let mut bad = good.clone();
         bad[0] ^= 1;
-        assert!(child::decode_claim(&bad, &mut envp).is_err());
+        assert!(protocol::decode_claim(&bad, &mut envp).is_err());
         let mut bad = good.clone();
         *bad.last_mut().unwrap() = b'x';
-        assert!(child::decode_claim(&bad, &mut envp).is_err());
-        let h = size_of::<ClaimHeader>() + "kiln-e".len();
+        assert!(protocol::decode_claim(&bad, &mut envp).is_err());
+        let h = size_of::<protocol::ClaimHeader>() + "kiln-e".len();
         let mut bad = good.clone();
         bad[h] = b'v';
-        assert!(child::decode_claim(&bad, &mut envp).is_err());
+        assert!(protocol::decode_claim(&bad, &mut envp).is_err());
         // More variables than envp slots (3 plus NULL need 4).
         let mut small = vec![std::ptr::null(); 3];
-        assert_eq!(child::decode_claim(&good, &mut small).err(), Some(libc::E2BIG));
+        assert_eq!(protocol::decode_claim(&good, &mut small).err(), Some(libc::E2BIG));
         let mut exact = vec![std::ptr::null(); 4];
-        assert!(child::decode_claim(&good, &mut exact).is_ok());
+        assert!(protocol::decode_claim(&good, &mut exact).is_ok());
     }
 }
