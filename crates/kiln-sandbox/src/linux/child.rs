@@ -19,7 +19,7 @@
 //! `clone`.
 //!
 //! The order of the hardening steps matters and is checked by the tests below with
-//! [`super::sys::fake::RecordingSys`]: `setresgid` before `setresuid` (without the uid, the
+//! `sys::fake::RecordingSys`: `setresgid` before `setresuid` (without the uid, the
 //! gid can no longer change), `no_new_privs` before the seccomp filter (an unprivileged
 //! process may only install one with it), the filter last before `execve` (it refuses much of
 //! what setting up needs), and `pivot_root` before the read-only remount of `/` (the remount

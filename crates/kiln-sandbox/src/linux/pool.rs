@@ -1,14 +1,16 @@
 //! The pool of blank environments: built ahead of time by one background thread, taken by
 //! [`crate::Backend::spawn`], never reused.
 //!
-//! A blank is an environment without a function (see [`super::Blank`]): its init has built
+//! A blank is an environment without a function (see [`super::blank::Blank`]): its init has built
 //! everything that does not depend on the spec and waits for a claim. The filler thread keeps
 //! `target` blanks ready, building one at a time; each new blank gets the limits and `/tmp` size
 //! of the latest claim, so a run of claims of one function needs no cgroup writes and no `/tmp`
 //! remount. A blank whose build fails is not retried for a second (the error is logged), so a
 //! broken host does not spin.
 
-use super::{build_blank, lock, Blank, Inner};
+use super::backend::Inner;
+use super::blank::{build_blank, Blank};
+use super::lock;
 use crate::linux::cgroups::Limits;
 use crate::PoolStats;
 use std::sync::atomic::Ordering;

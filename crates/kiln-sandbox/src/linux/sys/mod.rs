@@ -3,7 +3,7 @@
 //! [`Sys`] is what [`super::child`] sees of the kernel: small safe wrappers, one per thing init
 //! does, each returning the `errno` it failed with. [`LinuxSys`] makes the real calls (this is
 //! the only place the child's `unsafe` lives, every block with the reason it is sound);
-//! [`fake::RecordingSys`] records them, so the order of the hardening steps is checked by unit
+//! `fake::RecordingSys` records them, so the order of the hardening steps is checked by unit
 //! tests that run as any user.
 //!
 //! The child is a `clone` of a multi-threaded kiln and may neither allocate nor take a lock,
