@@ -8,14 +8,14 @@ use super::child::RootEntry;
 use super::preflight::*;
 use super::protocol::{self, Message};
 use super::reaper::*;
+use super::sys::host::{self, detached_read_only_tree, epoll_add, recv_msg};
 use super::*;
 use crate::{Backend, ExitInfo, Sandbox, SandboxError, SandboxSpec, Spawned};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -215,19 +215,8 @@ impl LinuxBackend {
         let cap_last =
             fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
 
-        // SAFETY: epoll_create1 and eventfd take integer flags; the results are checked and owned.
-        let (epoll, stop) = unsafe {
-            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            if ep < 0 {
-                return Err(setup("create epoll", last_error()));
-            }
-            let ep = OwnedFd::from_raw_fd(ep);
-            let ev = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-            if ev < 0 {
-                return Err(setup("create eventfd", last_error()));
-            }
-            (ep, OwnedFd::from_raw_fd(ev))
-        };
+        let epoll = host::epoll().map_err(|e| setup("create epoll", e))?;
+        let stop = host::eventfd().map_err(|e| setup("create eventfd", e))?;
         epoll_add(&epoll, &stop, STOP_KEY, false).map_err(|e| setup("create epoll", e))?;
 
         let inner = Arc::new(Inner {
@@ -321,11 +310,7 @@ impl Drop for LinuxBackend {
         // The scratch directories are empty on the host; a failure here only leaves them.
         let _ = fs::remove_dir(self.inner.scratch.join("root"));
         let _ = fs::remove_dir(&self.inner.scratch);
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to the eventfd we own.
-        unsafe {
-            libc::write(self.inner.stop.as_raw_fd(), (&one as *const u64).cast(), size_of::<u64>());
-        }
+        host::notify(&self.inner.stop);
         if let Some(r) = self.reaper.take() {
             let _ = r.join();
         }

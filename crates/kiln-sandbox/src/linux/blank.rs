@@ -5,19 +5,17 @@
 use super::backend::{IdLease, Inner};
 use super::cgroups::{self, Cgroups, Limits};
 use super::child::{self, Plan, RootEntry};
-use super::protocol::{self, Message, Msg};
-use super::reaper::*;
+use super::protocol::{self, Message};
+use super::sys::host::{self, above_stdio, pidfd_kill, recv_msg, seqpacket_pair, waitid_pidfd};
 use super::*;
 use crate::SandboxError;
-use std::ffi::CString;
 use std::fs;
-use std::io::{self, ErrorKind};
-use std::mem::{size_of, zeroed};
+use std::io::{self};
+use std::mem::size_of;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
-use std::time::Duration;
 
 /// `/bin`, `/lib`, ... as the host has them: symlinks are recreated, directories bound.
 pub(super) fn host_root_entries() -> io::Result<Vec<RootEntry>> {
@@ -78,81 +76,6 @@ pub(super) fn extra_root_entries(binds: &[(std::path::PathBuf, std::path::PathBu
         });
     }
     Ok(out)
-}
-
-/// A descriptor moved to 3 or above, so the child's own 0, 1, 2 never collide with it.
-pub(super) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() >= 3 {
-        return Ok(fd);
-    }
-    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result is checked and owned.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if n < 0 {
-        return Err(last_error());
-    }
-    // SAFETY: n is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-}
-
-pub(super) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into the array.
-    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-    if r < 0 {
-        return Err(last_error());
-    }
-    // SAFETY: both descriptors are fresh and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Waits for one message from init, with the descriptor it carried if any; `None` for a record
-/// no init writes.
-pub(super) fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Option<Message>, Option<OwnedFd>)> {
-    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r > 0 {
-            break;
-        }
-        if r == 0 {
-            return Err(io::Error::new(ErrorKind::TimedOut, "init did not answer"));
-        }
-        if io::Error::last_os_error().kind() != ErrorKind::Interrupted {
-            return Err(last_error());
-        }
-    }
-    let mut msg = Msg::default();
-    let mut iov = libc::iovec { iov_base: (&mut msg as *mut Msg).cast(), iov_len: size_of::<Msg>() };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain data.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = cbuf.as_mut_ptr().cast();
-    hdr.msg_controllen = size_of::<[u64; 8]>() as _;
-    // SAFETY: hdr points at live buffers of the sizes it states.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(last_error());
-    }
-    let mut passed: Option<OwnedFd> = None;
-    // SAFETY: walking the control messages the kernel filled in, within msg_controllen.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                passed = Some(OwnedFd::from_raw_fd(fd));
-            }
-            c = libc::CMSG_NXTHDR(&hdr, c);
-        }
-    }
-    if n as usize != size_of::<Msg>() {
-        return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited"));
-    }
-    Ok((Message::from_wire(msg), passed))
 }
 
 /// Removes a half-built environment's cgroups unless disarmed.
@@ -300,8 +223,8 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
         claim_cap: claim_buf.len(),
         envp_buf: envp_buf.as_mut_ptr(),
         envp_cap: envp_buf.len(),
-        // SAFETY: one past the end of the allocation, which is where a downward stack starts.
-        bootstrap_stack: unsafe { bootstrap_stack.as_mut_ptr().add(bootstrap_stack.len()) }.cast(),
+        // One past the end of the allocation, which is where a downward stack starts.
+        bootstrap_stack: bootstrap_stack.as_mut_ptr().wrapping_add(bootstrap_stack.len()).cast(),
         filters: &fprogs,
         uid: host_id.id,
         gid: host_id.id,
@@ -311,28 +234,16 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
         cap_last: inner.cap_last,
     };
 
-    let flags = libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_PIDFD;
-    let mut pidfd: libc::c_int = -1;
-    // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of our
-    // memory and runs child::run, which only makes async-signal-safe system calls on data
-    // prepared above. CLONE_PIDFD stores the pidfd in `pidfd` (the parent_tid argument).
-    let pid = unsafe {
-        libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_long, 0, &mut pidfd as *mut libc::c_int, 0, 0)
-    };
-    if pid == 0 {
-        // SAFETY: we are the child of the clone above, with new pid and mount namespaces.
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let init = || {
+        // SAFETY: we run in the child of the clone below, with new pid and mount namespaces,
+        // and every descriptor and pointer of the plan was valid in the parent at the clone.
         unsafe { child::run(&plan) }
-    }
-    if pid < 0 {
-        return Err(step("clone namespaces", last_error()));
-    }
-    // SAFETY: CLONE_PIDFD gave us this descriptor; nobody else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    };
+    // SAFETY: the child runs only `init`: child::run makes async-signal-safe system calls on
+    // the data prepared above (the plan) and never returns.
+    let clone = unsafe { host::clone_into_namespaces(flags, init) };
+    let (pid, pidfd) = clone.map_err(|e| step("clone namespaces", e))?;
     // The child has its own copies; ours can go.
     drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file, init_cgroup_file));
 
@@ -350,7 +261,7 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
     guard.armed = false;
     Ok(Blank {
         cgroup: cgroup.to_owned(),
-        pid: pid as i32,
+        pid,
         pidfd,
         sock: host_sock,
         listener,
@@ -364,48 +275,6 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
 /// The error init reported in a [`Message::SetupFailed`].
 pub(super) fn failed_step(id: &str, step: protocol::Step, errno: i32) -> SandboxError {
     SandboxError::step(id, step.name(), io::Error::from_raw_os_error(errno))
-}
-
-/// A host directory as a detached mount tree (every mount below it included), read-only,
-/// nosuid, nodev and private throughout: what a claim hands init to attach with `move_mount`
-/// (the code at `/var/task`; the same fits any per-function directory, e.g. `/opt`).
-pub(super) fn detached_read_only_tree(dir: &CString) -> io::Result<OwnedFd> {
-    // SAFETY: open_tree with a valid C path; the result is checked and owned.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            dir.as_ptr(),
-            sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(last_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let attr = sys::MountAttr {
-        attr_set: sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr on the descriptor above with an empty path and a live mount_attr
-    // of the size we pass.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const sys::MountAttr,
-            size_of::<sys::MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(last_error());
-    }
-    Ok(fd)
 }
 
 #[cfg(test)]

@@ -179,10 +179,6 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| invalid("contains a NUL byte"))
 }
 
-fn last_error() -> io::Error {
-    io::Error::last_os_error()
-}
-
 /// Where managed runtimes' launchers show (a read-only bind of [`LinuxOptions::read_only_binds`]).
 const RUNTIME_DIR: &str = "/var/runtime";
 

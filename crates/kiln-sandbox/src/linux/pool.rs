@@ -122,14 +122,8 @@ impl Pool {
 
 /// The filler thread: keeps the pool at its target until the pool stops.
 pub(crate) fn filler_loop(inner: &Arc<Inner>) {
-    // SAFETY: plain syscalls without pointers; on Linux PRIO_PROCESS with a thread id sets the
-    // nice value of that thread only.
-    let niced = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, FILLER_NICE)
-    };
-    if niced != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the pool's priority");
+    if let Err(e) = super::sys::host::nice_this_thread(FILLER_NICE) {
+        tracing::debug!(error = %e, "cannot lower the pool's priority");
     }
     let pool = &inner.pool;
     let mut pause_until: Option<Instant> = None;

@@ -1,6 +1,7 @@
 //! Checks at start-up, so that a host that cannot build environments says so (with a way out)
 //! before kiln serves anything: capabilities, seccomp, namespaces, the scratch mountpoint.
 
+use super::sys::host;
 use super::*;
 use crate::SandboxError;
 use std::fs;
@@ -46,8 +47,7 @@ pub(super) fn missing_capabilities(eff: u64) -> Option<String> {
 }
 
 pub(super) fn check_seccomp() -> Result<(), SandboxError> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } < 0 {
+    if !host::seccomp_available() {
         return Err(SandboxError::Privileges(
             "this kernel has no seccomp support; use a kernel built with CONFIG_SECCOMP_FILTER, \
              or use --isolation none"
@@ -65,26 +65,12 @@ pub(super) fn probe_namespaces() -> Result<(), SandboxError> {
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
-    // SAFETY: a fork-like clone (no new stack); the child only calls _exit, which is
-    // async-signal-safe.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_long, 0, 0, 0, 0) };
-    if pid == 0 {
-        // SAFETY: see above; we are the child.
-        unsafe { libc::_exit(0) }
-    }
-    if pid < 0 {
-        let e = last_error();
-        return Err(SandboxError::Privileges(format!(
+    host::probe_namespaces(flags).map_err(|e| {
+        SandboxError::Privileges(format!(
             "cannot create pid, mount, network, ipc, uts and cgroup namespaces ({e}); run kiln \
              as root on a kernel with namespaces enabled, or use --isolation none"
-        )));
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child we just created.
-    unsafe {
-        libc::waitpid(pid as libc::pid_t, &mut status, 0);
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// Makes sure the scratch mountpoint exists and is an empty directory on the host.
@@ -94,10 +80,7 @@ pub(super) fn prepare_scratch(root: &Path) -> io::Result<()> {
     if busy {
         // Something is mounted there on the host (it never should be): detach it.
         let c = cstring(root.as_os_str().as_bytes())?;
-        // SAFETY: umount2 with a valid C path.
-        unsafe {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
+        host::detach_mount(&c);
         if fs::read_dir(root)?.next().is_some() {
             return Err(io::Error::new(ErrorKind::DirectoryNotEmpty, format!("{} must be empty", root.display())));
         }

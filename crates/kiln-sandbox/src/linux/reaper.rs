@@ -3,48 +3,27 @@
 
 use super::backend::{Env, Inner};
 use super::cgroups;
-use super::protocol::{Message, Msg};
+use super::protocol::Message;
+use super::sys::host::{self, epoll_del, pidfd_kill, waitid_pidfd};
 use super::*;
 use crate::ExitInfo;
-use std::io::{self, ErrorKind};
-use std::mem::{size_of, zeroed};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, PoisonError};
-
-pub(super) fn epoll_add(epoll: &OwnedFd, fd: &OwnedFd, key: u64, oneshot: bool) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN as u32) | if oneshot { libc::EPOLLONESHOT as u32 } else { 0 },
-        u64: key,
-    };
-    // SAFETY: both descriptors are open; ev is a valid epoll_event.
-    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) } < 0 {
-        return Err(last_error());
-    }
-    Ok(())
-}
-
-pub(super) fn epoll_del(epoll: &OwnedFd, fd: &OwnedFd) {
-    // SAFETY: both descriptors are open; a null event is allowed for DEL.
-    unsafe {
-        libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), std::ptr::null_mut());
-    }
-}
 
 /// Waits for environments' inits to exit and handles their end.
 pub(super) fn reaper_loop(inner: &Arc<Inner>) {
-    // SAFETY: epoll_event is plain data.
-    let mut events: [libc::epoll_event; 32] = unsafe { zeroed() };
+    let mut events = [host::empty_event(); 32];
     loop {
-        // SAFETY: the buffer holds 32 events and outlives the call.
-        let n = unsafe { libc::epoll_wait(inner.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                continue;
+        let n = match host::epoll_wait(&inner.epoll, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "reaper epoll_wait failed");
+                return;
             }
-            tracing::error!(error = %last_error(), "reaper epoll_wait failed");
-            return;
-        }
-        for ev in events.iter().take(n as usize) {
+        };
+        for ev in events.iter().take(n) {
             let key = ev.u64;
             if key == STOP_KEY {
                 return;
@@ -53,67 +32,18 @@ pub(super) fn reaper_loop(inner: &Arc<Inner>) {
             if let Some(env) = env {
                 if !env.reap(false) {
                     // Spurious wake-up: re-arm the one-shot registration.
-                    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32, u64: key };
-                    // SAFETY: both descriptors are open; ev is valid.
-                    unsafe {
-                        libc::epoll_ctl(inner.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, env.pidfd.as_raw_fd(), &mut ev);
-                    }
+                    host::epoll_rearm(&inner.epoll, &env.pidfd, key);
                 }
             }
         }
     }
 }
 
-pub(super) fn pidfd_kill(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
-}
-
-/// Reaps the process behind `pidfd`; `None` if it has not exited (with `block` false).
-pub(super) fn waitid_pidfd(pidfd: &OwnedFd, block: bool) -> Option<(i32, i32)> {
-    // SAFETY: siginfo_t is plain data; waitid fills it in.
-    let mut info: libc::siginfo_t = unsafe { zeroed() };
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    loop {
-        // SAFETY: waitid on a pidfd we own, writing into `info`.
-        let r = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
-        if r < 0 {
-            if io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            // ECHILD: someone else reaped it; treat it as gone, killed.
-            return Some((libc::CLD_KILLED, libc::SIGKILL));
-        }
-        break;
-    }
-    // SAFETY: reading fields of the siginfo waitid filled in.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return None;
-    }
-    Some((info.si_code, status))
-}
-
 /// Reads the last exit record init left in the socket.
 pub(super) fn read_exit_record(sock: &OwnedFd) -> Option<Message> {
     let mut last = None;
     loop {
-        let mut msg = Msg::default();
-        // SAFETY: receives at most size_of::<Msg>() bytes into `msg`.
-        let n = unsafe {
-            libc::recv(sock.as_raw_fd(), (&mut msg as *mut Msg).cast(), size_of::<Msg>(), libc::MSG_DONTWAIT)
-        };
-        if n as usize != size_of::<Msg>() || n <= 0 {
-            return last;
-        }
+        let Some(msg) = host::recv_record_nowait(sock) else { return last };
         if let Some(m) = Message::from_wire(msg).filter(|m| m.is_exit()) {
             last = Some(m);
         }

@@ -268,10 +268,8 @@ fn pids_of(procs: &Path) -> Vec<i32> {
 
 fn sigkill_each(procs: &Path) {
     for pid in pids_of(procs) {
-        // SAFETY: kill(2) with plain integers; the pid was read from the environment's cgroup.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        // The pid was read from the environment's cgroup.
+        crate::linux::sys::host::sigkill(pid);
     }
 }
 

@@ -4,7 +4,6 @@
 use super::*;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,12 +23,8 @@ pub(super) fn v2_freeze(dir: &Path) -> Result<(), CgroupError> {
             return Err(CgroupError::FreezeTimeout { path: dir.to_owned() });
         }
         // cgroup.events signals changes as POLLPRI; on a plain file (tests) poll returns at once.
-        let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
         let ms = left.as_millis().min(10) as i32;
-        // SAFETY: one valid pollfd on a descriptor we hold open.
-        unsafe {
-            libc::poll(&mut pfd, 1, ms);
-        }
+        crate::linux::sys::host::wait_priority_event(&file, ms);
     }
 }
 

@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 pub(crate) mod fake;
+pub(crate) mod host;
 
 use super::protocol::MAX_FDS;
 use libc::{c_char, c_int, c_uint, c_void, pid_t};
