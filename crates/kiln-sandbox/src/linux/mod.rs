@@ -98,7 +98,8 @@
 //! - `preflight.rs`: start-up checks (capabilities, seccomp, namespaces, scratch directory);
 //! - `protocol.rs`: the messages between kiln and init, and the steps they name;
 //! - `child.rs`: init and the bootstrap's process until `execve` (steps 4–11), over `sys`;
-//! - `sys/`: the system calls of the child behind the `Sys` trait, and a recording fake;
+//! - `sys/`: the system calls of the child behind the `Sys` trait, a recording fake, and
+//!   kiln's own side's calls (`host.rs`): no other file calls libc;
 //! - `cgroups/`: the cgroup managers (v1, v2) and the detection of the layout;
 //! - `seccomp.rs`: the filter.
 

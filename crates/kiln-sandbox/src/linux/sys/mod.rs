@@ -1,10 +1,10 @@
 //! The system calls of an environment's init and of the bootstrap's process, behind one trait.
 //!
 //! [`Sys`] is what [`super::child`] sees of the kernel: small safe wrappers, one per thing init
-//! does, each returning the `errno` it failed with. [`LinuxSys`] makes the real calls (this is
-//! the only place the child's `unsafe` lives, every block with the reason it is sound);
+//! does, each returning the `errno` it failed with. [`LinuxSys`] makes the real calls (the only
+//! place the child calls libc, every `unsafe` block with the reason it is sound);
 //! `fake::RecordingSys` records them, so the order of the hardening steps is checked by unit
-//! tests that run as any user.
+//! tests that run as any user. [`host`] holds the calls of kiln's own side of the backend.
 //!
 //! The child is a `clone` of a multi-threaded kiln and may neither allocate nor take a lock,
 //! so the code over the trait is generic (`S: Sys`, no `dyn`, nothing boxed) and `LinuxSys`
