@@ -1,6 +1,7 @@
 //! End-to-end tests of the Linux backend: real namespaces, cgroups and seccomp.
 //!
-//! They need root; without it each test prints why it skips and returns.
+//! They need root and run when `KILN_SANDBOX_TESTS=1` (see `skip_unless_root`): without the
+//! variable each test prints that it skips and returns; with it but without root each fails.
 //!
 //! Every test of the sandbox's behaviour runs twice (see `in_both_modes!` at the end): once with
 //! environments built on the spot (`fresh::`, pool disabled) and once with environments taken
@@ -15,17 +16,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
+/// Whether the tests of this file run: they build real sandboxes, which needs root.
+///
+/// `KILN_SANDBOX_TESTS=1` asks for them (`scripts/test` sets it when run as root, `.ci/run`
+/// always): then a missing privilege fails the test loudly instead of letting it pass. Without
+/// the variable each test prints that it is skipped and why, and returns.
 fn skip_unless_root(test: &str) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
-    if euid.as_deref() != Some("0") {
-        eprintln!("skipping {test}: the linux backend needs root");
-        return true;
+    let root = euid.as_deref() == Some("0");
+    let enabled = std::env::var("KILN_SANDBOX_TESTS").is_ok_and(|v| v == "1");
+    match (enabled, root) {
+        (true, true) => false,
+        (true, false) => panic!("{test}: KILN_SANDBOX_TESTS=1 but not running as root; the linux backend needs root"),
+        (false, _) => {
+            eprintln!("skipping {test}: set KILN_SANDBOX_TESTS=1 and run as root to build real sandboxes");
+            true
+        }
     }
-    false
 }
 
 /// A fresh instance id per backend, so parallel tests never see each other's cgroups.

@@ -3,236 +3,37 @@
 //!
 //! Init lives in two phases. First it builds a *blank* environment (namespaces joined, root
 //! pivoted with an empty `/var/task`, loopback up, Runtime API listener bound and handed to
-//! kiln) and blocks on its socket. Then kiln *claims* it with one message ([`ClaimHeader`] and
-//! its strings) carrying the code directory as a detached, read-only mount (`SCM_RIGHTS`): init
-//! attaches it at `/var/task`, resizes `/tmp`, sets the hostname, and starts the bootstrap.
-//! Everything the claim needs to land in (receive buffer, `envp` array) is allocated by the
-//! parent before the clone.
+//! kiln) and blocks on its socket. Then kiln *claims* it with one message (see
+//! [`super::protocol`]) carrying the code directory as a detached, read-only mount
+//! (`SCM_RIGHTS`): init attaches it at `/var/task`, resizes `/tmp`, sets the hostname, and
+//! starts the bootstrap. Everything the claim needs to land in (receive buffer, `envp` array)
+//! is allocated by the parent before the clone.
 //!
 //! kiln is a multi-threaded process. The child of a `clone` gets a copy of its memory in
 //! whatever state the other threads left it: a malloc arena may be locked, a `Mutex` held, a
 //! glibc thread list full of threads that do not exist here. So everything below runs on data
 //! the parent prepared (a [`Plan`] of C strings, pointer arrays and BPF programs) and calls only
-//! raw system calls: no allocation, no locks, no panics (no indexing, no `format!`), no glibc
-//! function that broadcasts to threads (`setuid`, `setgroups` go through `syscall`), and no
+//! raw system calls, through [`Sys`] (generic, so nothing is boxed): no allocation, no locks,
+//! no panics (no indexing, no `format!`), no glibc function that broadcasts to threads, and no
 //! glibc `fork` (its atfork handlers take the malloc locks): the bootstrap is forked with a raw
 //! `clone`.
 //!
-//! Failures are reported to the parent as a [`Msg`] carrying the failed step and `errno`.
+//! The order of the hardening steps matters and is checked by the tests below with
+//! `sys::fake::RecordingSys`: `setresgid` before `setresuid` (without the uid, the
+//! gid can no longer change), `no_new_privs` before the seccomp filter (an unprivileged
+//! process may only install one with it), the filter last before `execve` (it refuses much of
+//! what setting up needs), and `pivot_root` before the read-only remount of `/` (the remount
+//! is of the new root, once it is the root).
+//!
+//! Failures are reported to the parent as a [`Message::SetupFailed`] carrying the failed
+//! [`Step`] and `errno`.
 
-use libc::{c_char, c_int, c_long, c_uint, c_void};
+use super::protocol::{decode_claim, Message, Msg, Step, MAX_FDS, RUNTIME_API_PORT};
+use super::sys::{Errno, Rlimit, SigMask, Sys, SysResult};
+use libc::{c_char, c_int, c_void};
 use std::ffi::CStr;
-use std::mem::{size_of, zeroed};
-use std::ptr::{null, null_mut};
-
-/// Every step the child takes (in order, but for the last, added later); the index is what
-/// travels in a [`Msg`].
-pub(crate) const STEP_NAMES: &[&str] = &[
-    "reset signals",
-    "close inherited descriptors",
-    "open /dev/null",
-    "join cgroups",
-    "unshare cgroup namespace",
-    "make mounts private",
-    "mount root tmpfs",
-    "enter new root",
-    "create root directories",
-    "bind host directory",
-    "mount /tmp",
-    "mount /proc",
-    "mount /dev",
-    "create device nodes",
-    "pivot_root",
-    "detach old root",
-    "remount root read-only",
-    "bring loopback up",
-    "bind runtime api listener",
-    "send runtime api listener",
-    "receive claim",
-    "check claim",
-    "attach code at /var/task",
-    "resize /tmp",
-    "set hostname",
-    "create exec report pipe",
-    "fork bootstrap",
-    "report bootstrap started",
-    "new session",
-    "redirect output",
-    "enter /var/task",
-    "set rlimits",
-    "drop capability bounding set",
-    "drop supplementary groups",
-    "set gid",
-    "set uid",
-    "clear capabilities",
-    "set no_new_privs",
-    "install seccomp filter",
-    "exec bootstrap",
-    "reset scheduling priority",
-    "private /etc/hosts and /etc/hostname",
-    "watch kiln and the bootstrap",
-    "enter user namespace",
-    "attach layers at /opt",
-];
-
-/// Indices into [`STEP_NAMES`].
-pub(crate) mod step {
-    pub const SIGNALS: u32 = 0;
-    pub const CLOSE_FDS: u32 = 1;
-    pub const DEV_NULL: u32 = 2;
-    pub const CGROUPS: u32 = 3;
-    pub const CGROUP_NS: u32 = 4;
-    pub const PRIVATE: u32 = 5;
-    pub const ROOT_TMPFS: u32 = 6;
-    pub const ENTER_ROOT: u32 = 7;
-    pub const ROOT_DIRS: u32 = 8;
-    pub const BIND: u32 = 9;
-    pub const TMP: u32 = 10;
-    pub const PROC: u32 = 11;
-    pub const DEV: u32 = 12;
-    pub const DEV_NODES: u32 = 13;
-    pub const PIVOT: u32 = 14;
-    pub const DETACH: u32 = 15;
-    pub const REMOUNT_RO: u32 = 16;
-    pub const LOOPBACK: u32 = 17;
-    pub const LISTENER: u32 = 18;
-    pub const SEND_LISTENER: u32 = 19;
-    pub const RECV_CLAIM: u32 = 20;
-    pub const CHECK_CLAIM: u32 = 21;
-    pub const ATTACH_CODE: u32 = 22;
-    pub const RESIZE_TMP: u32 = 23;
-    pub const HOSTNAME: u32 = 24;
-    pub const REPORT_PIPE: u32 = 25;
-    pub const FORK: u32 = 26;
-    pub const SEND_STARTED: u32 = 27;
-    pub const SETSID: u32 = 28;
-    pub const OUTPUT: u32 = 29;
-    pub const CHDIR: u32 = 30;
-    pub const RLIMIT: u32 = 31;
-    pub const CAPBSET: u32 = 32;
-    pub const SETGROUPS: u32 = 33;
-    pub const SETGID: u32 = 34;
-    pub const SETUID: u32 = 35;
-    pub const CAPSET: u32 = 36;
-    pub const NO_NEW_PRIVS: u32 = 37;
-    pub const SECCOMP: u32 = 38;
-    pub const EXEC: u32 = 39;
-    pub const PRIORITY: u32 = 40;
-    pub const ETC_FILES: u32 = 41;
-    pub const WATCH: u32 = 42;
-    pub const USERNS: u32 = 43;
-    pub const ATTACH_OPT: u32 = 44;
-}
-
-/// What the init tells the parent over the socket pair.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Msg {
-    pub kind: u32,
-    pub step: u32,
-    pub value: i32,
-}
-
-/// The blank environment is ready to be claimed; the runtime API listener travels with this
-/// message.
-pub(crate) const MSG_READY: u32 = 1;
-/// Setting up failed at `step` with errno `value`.
-pub(crate) const MSG_SETUP_FAILED: u32 = 2;
-/// The bootstrap exited with status `value`.
-pub(crate) const MSG_EXITED: u32 = 3;
-/// The bootstrap was killed by signal `value`.
-pub(crate) const MSG_SIGNALED: u32 = 4;
-/// The bootstrap could not be executed (errno `value`).
-pub(crate) const MSG_EXEC_FAILED: u32 = 5;
-/// After a claim: the bootstrap has been forked (and has exec'd, or failed to; that failure
-/// comes later as [`MSG_EXEC_FAILED`]).
-pub(crate) const MSG_STARTED: u32 = 6;
-
-/// The one message kiln sends init: which code to attach and what to run. The strings follow
-/// the header in this order: hostname (`hostname_len` bytes, no NUL), the bootstrap's absolute
-/// path inside the environment (`exe_len` bytes including its NUL), then `env_count`
-/// `NAME=value` strings, each NUL-terminated (`env_len` bytes in all). The code directory
-/// travels as a detached mount (`SCM_RIGHTS`), followed by the layers directory (attached at
-/// `/opt`) when the function has layers.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ClaimHeader {
-    /// [`CLAIM_KIND`].
-    pub kind: u32,
-    /// New size of `/tmp` in MiB; 0 keeps the blank's.
-    pub tmp_mb: u32,
-    pub hostname_len: u32,
-    pub exe_len: u32,
-    pub env_count: u32,
-    pub env_len: u32,
-}
-
-pub(crate) const CLAIM_KIND: u32 = 0x6b69_6c6e;
-/// Descriptors a claim carries: the code tree, then optionally the layers tree.
-pub(crate) const MAX_FDS: usize = 2;
-/// Largest claim message (header included): Lambda allows 4 KB of variables plus kiln's own,
-/// so this is generous; a bigger environment is refused before any blank is touched.
-pub(crate) const CLAIM_MAX: usize = 64 * 1024;
-/// Most variables a claim may carry (the `envp` array init fills has one more slot, for NULL).
-pub(crate) const MAX_ENV_VARS: usize = 4096;
-/// Longest hostname (`HOST_NAME_MAX`).
-pub(crate) const HOSTNAME_MAX: usize = 64;
-
-/// A claim decoded in place: slices of the receive buffer plus the filled `envp` array.
-#[derive(Debug)]
-pub(crate) struct Claim<'a> {
-    pub tmp_mb: u32,
-    pub hostname: &'a [u8],
-    /// NUL-terminated.
-    pub exe: &'a [u8],
-}
-
-/// Checks a claim message and points `envp` at its variables (NULL-terminated). No allocation,
-/// no panics: it runs in init. Returns `EINVAL` for a malformed message, `E2BIG` for too many
-/// variables.
-pub(crate) fn decode_claim<'a>(msg: &'a [u8], envp: &mut [*const c_char]) -> Result<Claim<'a>, i32> {
-    let h = size_of::<ClaimHeader>();
-    let Some(head) = msg.get(..h) else { return Err(libc::EINVAL) };
-    // SAFETY: `head` is exactly size_of::<ClaimHeader>() readable bytes; the header is plain
-    // integers, valid for any bit pattern; read_unaligned tolerates any alignment.
-    let hdr: ClaimHeader = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
-    if hdr.kind != CLAIM_KIND || hdr.hostname_len as usize > HOSTNAME_MAX {
-        return Err(libc::EINVAL);
-    }
-    let (hl, el, vl) = (hdr.hostname_len as usize, hdr.exe_len as usize, hdr.env_len as usize);
-    if h.checked_add(hl).and_then(|x| x.checked_add(el)).and_then(|x| x.checked_add(vl)) != Some(msg.len()) {
-        return Err(libc::EINVAL);
-    }
-    let rest = msg.get(h..).unwrap_or_default();
-    let (hostname, rest) = rest.split_at_checked(hl).ok_or(libc::EINVAL)?;
-    let (exe, vars) = rest.split_at_checked(el).ok_or(libc::EINVAL)?;
-    // An absolute path with exactly one NUL, at its end.
-    if exe.first() != Some(&b'/') || exe.iter().position(|&b| b == 0) != Some(el.wrapping_sub(1)) {
-        return Err(libc::EINVAL);
-    }
-    if vars.last().is_some_and(|&b| b != 0) {
-        return Err(libc::EINVAL);
-    }
-    let mut count = 0usize;
-    let mut start = 0usize;
-    for (i, &b) in vars.iter().enumerate() {
-        if b != 0 {
-            continue;
-        }
-        let slot = envp.get_mut(count).ok_or(libc::E2BIG)?;
-        *slot = vars.get(start..).map_or(null(), |v| v.as_ptr().cast());
-        count += 1;
-        start = i + 1;
-    }
-    *envp.get_mut(count).ok_or(libc::E2BIG)? = null();
-    if count != hdr.env_count as usize || count > MAX_ENV_VARS {
-        return Err(libc::EINVAL);
-    }
-    Ok(Claim { tmp_mb: hdr.tmp_mb, hostname, exe })
-}
-
-/// The port of the Runtime API inside every environment.
-pub(crate) const RUNTIME_API_PORT: u16 = 9001;
+use std::mem::size_of;
+use std::ptr::null;
 
 /// Something the new root shows from the host besides `/usr` and `/etc`: on a merged-/usr host
 /// `/bin`, `/lib`, ... are symlinks into `/usr` and are recreated as such; elsewhere they are
@@ -304,129 +105,52 @@ struct Exec<'a> {
     envp: *const *const c_char,
 }
 
-type Fail = (u32, i32);
+/// The step that failed and its errno.
+type Fail = (Step, Errno);
 
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot; the child has its own copy.
-    unsafe { *libc::__errno_location() }
+/// Names the step a system call belongs to.
+trait At<T> {
+    fn at(self, step: Step) -> Result<T, Fail>;
 }
 
-fn check(step: u32, r: c_int) -> Result<c_int, Fail> {
-    if r < 0 {
-        Err((step, errno()))
-    } else {
-        Ok(r)
+impl<T> At<T> for SysResult<T> {
+    fn at(self, step: Step) -> Result<T, Fail> {
+        self.map_err(|e| (step, e))
     }
 }
 
-fn check_long(step: u32, r: c_long) -> Result<c_long, Fail> {
-    if r < 0 {
-        Err((step, errno()))
-    } else {
-        Ok(r)
-    }
-}
-
-/// Sends one message, optionally with a descriptor (SCM_RIGHTS).
-///
-/// # Safety
-/// `sock` must be a connected socket; `fd`, when given, an open descriptor.
-pub(crate) unsafe fn send_msg(sock: c_int, msg: &Msg, fd: Option<c_int>) -> isize {
-    // SAFETY: a Msg is plain integers, so its bytes are initialised; the slice lives as long as `msg`.
-    let bytes = std::slice::from_raw_parts((msg as *const Msg).cast::<u8>(), size_of::<Msg>());
-    send_bytes(sock, bytes, fd.as_slice())
-}
-
-/// Sends `bytes` as one datagram, with at most [`MAX_FDS`] descriptors (SCM_RIGHTS).
-/// Allocates nothing.
-///
-/// # Safety
-/// `sock` must be a connected socket; every descriptor in `fds` open.
-pub(crate) unsafe fn send_bytes(sock: c_int, bytes: &[u8], fds: &[c_int]) -> isize {
-    if fds.len() > MAX_FDS {
-        return -1;
-    }
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
-    // Room for one cmsghdr plus two ints, 8-byte aligned.
-    let mut cbuf = [0u64; 4];
-    let mut hdr: libc::msghdr = zeroed();
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let len = std::mem::size_of_val(fds) as u32;
-        hdr.msg_control = cbuf.as_mut_ptr().cast();
-        hdr.msg_controllen = libc::CMSG_SPACE(len) as _;
-        let c = libc::CMSG_FIRSTHDR(&hdr);
-        if !c.is_null() {
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(len) as _;
-            for (i, fd) in fds.iter().enumerate() {
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i), *fd);
-            }
-        }
-    }
-    libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL)
+/// Sends one message to kiln, optionally with a descriptor (`SCM_RIGHTS`).
+fn send_msg<S: Sys>(sys: &S, sock: c_int, msg: Message, fd: Option<c_int>) -> SysResult<()> {
+    sys.send(sock, msg.to_wire().as_bytes(), fd.as_slice())
 }
 
 /// The child's entry point: becomes the environment's init. Never returns.
 ///
 /// # Safety
 /// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
-/// `plan` whose descriptors and pointers were valid in the parent at the time of the clone.
+/// `plan` whose descriptors and pointers were valid in the parent at the time of the clone:
+/// it closes every other descriptor, moves to a new root, and writes through the plan's
+/// buffers.
 pub(crate) unsafe fn run(plan: &Plan) -> ! {
-    match init(plan) {
-        Ok(()) => {}
-        Err((step, err)) => {
-            let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
-            send_msg(plan.sock, &msg, None);
-            libc::_exit(1);
+    let sys = super::sys::LinuxSys;
+    match init(&sys, plan) {
+        Ok(()) => sys.exit(0),
+        Err((step, errno)) => {
+            // Nothing more to do if kiln cannot hear it: it sees the end of file.
+            let _ = send_msg(&sys, plan.sock, Message::SetupFailed { step, errno }, None);
+            sys.exit(1)
         }
     }
-    libc::_exit(0)
-}
-
-unsafe fn mount(
-    step: u32,
-    src: *const c_char,
-    target: *const c_char,
-    fstype: *const c_char,
-    flags: libc::c_ulong,
-    data: *const c_char,
-) -> Result<(), Fail> {
-    check(step, libc::mount(src, target, fstype, flags, data.cast()))?;
-    Ok(())
 }
 
 /// Binds the host directory `src` at `dst`, with every mount below it, and makes the whole
 /// tree read-only, nosuid and nodev: `mount_setattr` with `AT_RECURSIVE` reaches the host's
 /// submounts (a tmpfs under `/usr/local`, Docker's binds of `/etc/hosts`, ...), which a
-/// `MS_REMOUNT` of the top mount leaves writable. Raw system calls only: usable in init
-/// (blank building) for anything that should appear read-only in every environment.
-///
-/// # Safety
-/// Both paths must be NUL-terminated; `dst` an existing directory (or file, for a file
-/// `src`), relative to the cwd or absolute, in the environment's mount namespace.
-pub(crate) unsafe fn bind_ro(src: *const c_char, dst: *const c_char) -> Result<(), Fail> {
-    mount(step::BIND, src, dst, null(), libc::MS_BIND | libc::MS_REC, null())?;
-    let attr = super::MountAttr {
-        attr_set: super::MOUNT_ATTR_RDONLY | super::MOUNT_ATTR_NOSUID | super::MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    check_long(
-        step::BIND,
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            dst,
-            libc::AT_RECURSIVE as c_uint,
-            &attr as *const super::MountAttr,
-            size_of::<super::MountAttr>(),
-        ),
-    )?;
-    Ok(())
+/// `MS_REMOUNT` of the top mount leaves writable. `dst` is an existing directory (or file,
+/// for a file `src`), relative to the cwd or absolute, in the environment's mount namespace.
+fn bind_ro<S: Sys>(sys: &S, src: &CStr, dst: &CStr) -> Result<(), Fail> {
+    sys.mount(Some(src), dst, None, libc::MS_BIND | libc::MS_REC, None).at(Step::Bind)?;
+    sys.make_tree_read_only(dst).at(Step::Bind)
 }
 
 /// The environment's own `/etc/hosts` and `/etc/hostname`: descriptors of two files on a
@@ -442,58 +166,55 @@ const HOSTS_HEAD: &[u8] = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost i
 
 /// Builds [`EtcFiles`]; runs in the new root (cwd) while it is still writable, after `etc` is
 /// bound.
-unsafe fn private_etc_files() -> Result<EtcFiles, Fail> {
+fn private_etc_files<S: Sys>(sys: &S) -> Result<EtcFiles, Fail> {
     let dir = c".kiln-etc";
-    check(step::ETC_FILES, libc::mkdir(dir.as_ptr(), 0o700))?;
-    mount(
-        step::ETC_FILES,
-        c"tmpfs".as_ptr(),
-        dir.as_ptr(),
-        c"tmpfs".as_ptr(),
+    let step = Step::EtcFiles;
+    sys.mkdir(dir, 0o700).at(step)?;
+    sys.mount(
+        Some(c"tmpfs"),
+        dir,
+        Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        c"size=16k,nr_inodes=8,mode=700".as_ptr(),
-    )?;
+        Some(c"size=16k,nr_inodes=8,mode=700"),
+    )
+    .at(step)?;
     let mut out = EtcFiles { hosts: -1, hostname: -1 };
     for (file, target, slot) in [
         (c".kiln-etc/hosts", c"etc/hosts", &mut out.hosts),
         (c".kiln-etc/hostname", c"etc/hostname", &mut out.hostname),
     ] {
-        if libc::access(target.as_ptr(), libc::F_OK) != 0 {
+        if !sys.exists(target) {
             continue;
         }
-        let fd = check(
-            step::ETC_FILES,
-            libc::open(file.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644 as c_uint),
-        )?;
-        *slot = fd;
-        mount(step::ETC_FILES, file.as_ptr(), target.as_ptr(), null(), libc::MS_BIND, null())?;
-        mount(
-            step::ETC_FILES,
-            null(),
-            target.as_ptr(),
-            null(),
+        *slot = sys.open(file, libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644).at(step)?;
+        sys.mount(Some(file), target, None, libc::MS_BIND, None).at(step)?;
+        sys.mount(
+            None,
+            target,
+            None,
             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            null(),
-        )?;
+            None,
+        )
+        .at(step)?;
     }
-    if out.hosts >= 0 && libc::write(out.hosts, HOSTS_HEAD.as_ptr().cast(), HOSTS_HEAD.len()) < 0 {
-        return Err((step::ETC_FILES, errno()));
+    if out.hosts >= 0 {
+        sys.write(out.hosts, HOSTS_HEAD).at(step)?;
     }
     // The binds keep the tmpfs alive; its own mount goes, so only init's descriptors reach it.
-    check(step::ETC_FILES, libc::umount2(dir.as_ptr(), libc::MNT_DETACH))?;
-    check(step::ETC_FILES, libc::rmdir(dir.as_ptr()))?;
+    sys.detach_mount(dir).at(step)?;
+    sys.rmdir(dir).at(step)?;
     Ok(out)
 }
 
 /// Writes the claimed hostname into the environment's `/etc/hostname` and `/etc/hosts`, and
 /// closes init's descriptors of them.
-unsafe fn write_etc_files(files: &EtcFiles, hostname: &[u8]) -> Result<(), Fail> {
+fn write_etc_files<S: Sys>(sys: &S, files: &EtcFiles, hostname: &[u8]) -> Result<(), Fail> {
     let write_all = |fd: c_int, off: usize, parts: &[&[u8]]| -> Result<(), Fail> {
         let mut off = off as libc::off_t;
         for part in parts {
-            let n = libc::pwrite(fd, part.as_ptr().cast(), part.len(), off);
-            if n != part.len() as isize {
-                return Err((step::ETC_FILES, if n < 0 { errno() } else { libc::EIO }));
+            let n = sys.pwrite(fd, part, off).at(Step::EtcFiles)?;
+            if n != part.len() {
+                return Err((Step::EtcFiles, libc::EIO));
             }
             off += n as libc::off_t;
         }
@@ -501,187 +222,134 @@ unsafe fn write_etc_files(files: &EtcFiles, hostname: &[u8]) -> Result<(), Fail>
     };
     if files.hostname >= 0 {
         write_all(files.hostname, 0, &[hostname, b"\n"])?;
-        libc::close(files.hostname);
+        sys.close(files.hostname);
     }
     if files.hosts >= 0 {
         write_all(files.hosts, HOSTS_HEAD.len(), &[b"127.0.0.1\t", hostname, b"\n"])?;
-        libc::close(files.hosts);
+        sys.close(files.hosts);
     }
     Ok(())
 }
 
-unsafe fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Fail> {
-    check(step::ROOT_DIRS, libc::mkdir(path.as_ptr(), mode))?;
-    Ok(())
-}
-
-unsafe fn close_all_but(keep: &[c_int]) -> Result<(), Fail> {
+fn close_all_but<S: Sys>(sys: &S, keep: &[c_int]) -> Result<(), Fail> {
     let mut next: u32 = 0;
     for &fd in keep {
         let fd = fd as u32;
         if fd > next {
-            close_range(next, fd - 1)?;
+            sys.close_range(next, fd - 1).at(Step::CloseFds)?;
         }
         next = fd.saturating_add(1);
     }
-    close_range(next, u32::MAX)
-}
-
-unsafe fn close_range(first: u32, last: u32) -> Result<(), Fail> {
-    let r = libc::syscall(libc::SYS_close_range, first, last, 0u32);
-    if r < 0 {
-        if errno() != libc::ENOSYS {
-            return Err((step::CLOSE_FDS, errno()));
-        }
-        // Kernels before 5.9: close one by one up to a generous bound.
-        let mut fd = first;
-        while fd <= last && fd < 65_536 {
-            libc::close(fd as c_int);
-            fd += 1;
-        }
-    }
-    Ok(())
+    sys.close_range(next, u32::MAX).at(Step::CloseFds)
 }
 
 /// Init: build the blank, hand the listener to kiln, wait for the claim, start the bootstrap,
 /// then reap until it ends.
-unsafe fn init(p: &Plan) -> Result<(), Fail> {
-    let etc_files = blank(p)?;
-    inheritable_limits(p)?;
-    loopback_up()?;
-    let listener = listen_runtime_api()?;
-    let ready = Msg { kind: MSG_READY, step: 0, value: 0 };
-    if send_msg(p.sock, &ready, Some(listener)) < 0 {
-        return Err((step::SEND_LISTENER, errno()));
-    }
-    libc::close(listener);
+fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
+    let etc_files = blank(sys, p)?;
+    inheritable_limits(sys, p)?;
+    sys.loopback_up().at(Step::Loopback)?;
+    let listener = sys.listen_loopback(RUNTIME_API_PORT).at(Step::Listener)?;
+    send_msg(sys, p.sock, Message::Ready, Some(listener)).at(Step::SendListener)?;
+    sys.close(listener);
     // The pool builds blanks at a low priority so they do not slow down the cold starts they
     // are for; what runs from the claim on (attaching the code, the bootstrap) is a cold start.
-    check(step::PRIORITY, libc::setpriority(libc::PRIO_PROCESS, 0, 0))?;
+    sys.set_priority(0).at(Step::Priority)?;
 
     // Idle until claimed. An end of file means kiln dropped this blank (shutdown, or kiln
     // died): exit, and the kernel ends the namespaces.
-    let Some(n) = recv_claim(p)? else { return Ok(()) };
-    // SAFETY: the parent allocated claim_cap bytes and envp_cap slots for us
-    // before the clone; recv_claim wrote n ≤ claim_cap bytes.
-    let msg = std::slice::from_raw_parts(p.claim_buf.cast_const(), n.0);
-    let envp = std::slice::from_raw_parts_mut(p.envp_buf, p.envp_cap);
-    let claim = decode_claim(msg, envp).map_err(|e| (step::CHECK_CLAIM, e))?;
-    let (code, opt) = (n.1, n.2);
-    check_long(
-        step::ATTACH_CODE,
-        libc::syscall(
-            libc::SYS_move_mount,
-            code,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c"/var/task".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        ),
-    )?;
-    libc::close(code);
+    // SAFETY: the parent allocated claim_cap bytes at claim_buf and envp_cap slots at
+    // envp_buf before the clone; this process has its own copy of them, used by nobody else.
+    let (buf, envp) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(p.claim_buf, p.claim_cap),
+            std::slice::from_raw_parts_mut(p.envp_buf, p.envp_cap),
+        )
+    };
+    let mut fds = [-1; MAX_FDS];
+    let Some(n) = sys.recv_with_fds(p.sock, buf, &mut fds).at(Step::RecvClaim)? else { return Ok(()) };
+    // The code tree, then the layers tree when there is one.
+    let [code, opt] = fds;
+    if code < 0 {
+        return Err((Step::RecvClaim, libc::EBADF));
+    }
+    let msg = buf.get(..n).unwrap_or_default();
+    let claim = decode_claim(msg, envp).map_err(|e| (Step::CheckClaim, e))?;
+    sys.move_mount(code, c"/var/task").at(Step::AttachCode)?;
+    sys.close(code);
     // The layers, when the function has any, in the same way at /opt.
     if opt >= 0 {
-        check_long(
-            step::ATTACH_OPT,
-            libc::syscall(
-                libc::SYS_move_mount,
-                opt,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                c"/opt".as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            ),
-        )?;
-        libc::close(opt);
+        sys.move_mount(opt, c"/opt").at(Step::AttachOpt)?;
+        sys.close(opt);
     }
     if claim.tmp_mb != 0 {
         let mut opts = [0u8; 24];
         tmp_size_opts(&mut opts, claim.tmp_mb);
-        mount(
-            step::RESIZE_TMP,
-            null(),
-            c"/tmp".as_ptr(),
-            null(),
-            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV,
-            opts.as_ptr().cast(),
-        )?;
+        let opts = CStr::from_bytes_until_nul(&opts).map_err(|_| (Step::ResizeTmp, libc::EINVAL))?;
+        sys.mount(None, c"/tmp", None, libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV, Some(opts))
+            .at(Step::ResizeTmp)?;
     }
-    check(step::HOSTNAME, libc::sethostname(claim.hostname.as_ptr().cast(), claim.hostname.len()))?;
-    write_etc_files(&etc_files, claim.hostname)?;
-    let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (step::CHECK_CLAIM, libc::EINVAL))?;
+    sys.sethostname(claim.hostname).at(Step::Hostname)?;
+    write_etc_files(sys, &etc_files, claim.hostname)?;
+    let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (Step::CheckClaim, libc::EINVAL))?;
     let argv = [exe.as_ptr(), null()];
     let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
 
     // The bootstrap. SIGCHLD stays blocked in init from here on, to be read from a signalfd
     // beside kiln's socket; the bootstrap unblocks it before exec.
-    let mut chld: libc::sigset_t = zeroed();
-    libc::sigemptyset(&mut chld);
-    libc::sigaddset(&mut chld, libc::SIGCHLD);
-    check(step::WATCH, libc::sigprocmask(libc::SIG_BLOCK, &chld, null_mut()))?;
-    let mut report = [0 as c_int; 2];
-    check(step::REPORT_PIPE, libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC))?;
-    let [report_r, report_w] = report;
+    sys.set_sigmask(SigMask::BlockChild).at(Step::Watch)?;
+    let (report_r, report_w) = sys.pipe().at(Step::ReportPipe)?;
     // Like posix_spawn: the bootstrap's process shares init's memory (CLONE_VM) on a stack of
     // its own, and init sleeps until it has exec'd or exited (CLONE_VFORK). A plain fork would
     // copy init's address space (a copy of kiln's) only for execve to tear it down again, which
     // costs about a millisecond on a large kiln. Credentials, rlimits, seccomp, the session, the
     // descriptor table and the cwd are per process (no CLONE_THREAD, CLONE_FILES or CLONE_FS),
     // so what the bootstrap changes before exec stays its own.
-    let mut args = BootstrapArgs { plan: p, exec: &exec, report_r, report_w };
-    let pid = libc::clone(
-        bootstrap_entry,
-        p.bootstrap_stack,
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-        (&mut args as *mut BootstrapArgs).cast(),
-    );
-    let pid = check(step::FORK, pid)? as libc::pid_t;
-    libc::close(report_w);
-    libc::close(p.out_w);
+    let mut args = BootstrapArgs { sys, plan: p, exec: &exec, report_r, report_w };
+    // SAFETY: the parent allocated the bootstrap's stack (16-byte aligned, its top in the
+    // plan); bootstrap_entry only reads `args`, which lives on this stack frame while init
+    // sleeps (CLONE_VFORK), and makes system calls.
+    let pid = unsafe {
+        sys.clone_vfork(bootstrap_entry::<S>, p.bootstrap_stack, (&mut args as *mut BootstrapArgs<S>).cast())
+    }
+    .at(Step::Fork)?;
+    sys.close(report_w);
+    sys.close(p.out_w);
 
     // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
-    let mut report_msg = Msg::default();
-    let n = loop {
-        let n = libc::read(report_r, (&mut report_msg as *mut Msg).cast(), size_of::<Msg>());
-        if n >= 0 || errno() != libc::EINTR {
-            break n;
-        }
-    };
-    libc::close(report_r);
-    let exec_errno = if n == size_of::<Msg>() as isize {
-        if report_msg.step != step::EXEC {
-            return Err((report_msg.step, report_msg.value));
-        }
-        Some(report_msg.value)
-    } else {
-        None
+    let mut report = [0u8; size_of::<Msg>()];
+    let n = sys.read(report_r, &mut report);
+    sys.close(report_r);
+    let exec_errno = match n.ok().and_then(|n| report.get(..n)).and_then(Msg::from_bytes).map(Message::from_wire) {
+        Some(Some(Message::SetupFailed { step: Step::Exec, errno })) => Some(errno),
+        Some(Some(Message::SetupFailed { step, errno })) => return Err((step, errno)),
+        Some(_) => return Err((Step::Fork, libc::EPROTO)),
+        None => None,
     };
 
-    let started = Msg { kind: MSG_STARTED, step: 0, value: 0 };
-    if send_msg(p.sock, &started, None) < 0 {
-        return Err((step::SEND_STARTED, errno()));
-    }
+    send_msg(sys, p.sock, Message::Started, None).at(Step::SendStarted)?;
 
     // Out of the freezer cgroup, now that the bootstrap was born in it. Off the cold start's
     // path (kiln already has its "started"); a migration waits for an RCU grace period. If it
     // fails init stays frozen with its function, as it was before this existed.
     if p.init_cgroup >= 0 {
-        libc::write(p.init_cgroup, b"0".as_ptr().cast(), 1);
-        libc::close(p.init_cgroup);
+        let _ = sys.write(p.init_cgroup, b"0");
+        sys.close(p.init_cgroup);
     }
-    let Some(status) = watch(p, pid, &chld)? else {
+    let Some(status) = watch(sys, p, pid)? else {
         // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
         if p.thaw_fd >= 0 {
-            libc::write(p.thaw_fd, p.thaw_value.as_ptr().cast(), p.thaw_value.len());
+            let _ = sys.write(p.thaw_fd, p.thaw_value);
         }
         return Ok(());
     };
     let end = match exec_errno {
-        Some(e) => Msg { kind: MSG_EXEC_FAILED, step: step::EXEC, value: e },
-        None if libc::WIFSIGNALED(status) => Msg { kind: MSG_SIGNALED, step: 0, value: libc::WTERMSIG(status) },
-        None => Msg { kind: MSG_EXITED, step: 0, value: libc::WEXITSTATUS(status) },
+        Some(e) => Message::ExecFailed(e),
+        None if libc::WIFSIGNALED(status) => Message::Signaled(libc::WTERMSIG(status)),
+        None => Message::Exited(libc::WEXITSTATUS(status)),
     };
-    send_msg(p.sock, &end, None);
+    // Nothing more to do if kiln cannot hear it: the reaper sees init's own status.
+    let _ = send_msg(sys, p.sock, end, None);
     // Returning exits PID 1, and the kernel kills whatever is left in the namespace.
     Ok(())
 }
@@ -690,38 +358,36 @@ unsafe fn init(p: &Plan) -> Result<(), Fail> {
 /// returns its wait status; `None` as soon as kiln's end of the socket closes (kiln exited or
 /// was killed: nothing will ever destroy this environment otherwise). Init itself is never
 /// frozen (it is not in the freezer cgroup), so this holds while the function is frozen.
-unsafe fn watch(p: &Plan, pid: libc::pid_t, chld: &libc::sigset_t) -> Result<Option<c_int>, Fail> {
-    let sfd = check(step::WATCH, libc::signalfd(-1, chld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK))?;
-    let mut status: c_int = 0;
+fn watch<S: Sys>(sys: &S, p: &Plan, pid: libc::pid_t) -> Result<Option<c_int>, Fail> {
+    let sfd = sys.signalfd_child().at(Step::Watch)?;
     loop {
         loop {
-            let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
-            if r == pid {
-                libc::close(sfd);
-                return Ok(Some(status));
-            }
-            if r < 0 && errno() == libc::ECHILD {
-                libc::close(sfd);
-                return Ok(Some(0));
-            }
-            if r <= 0 {
-                break;
+            match sys.wait_any() {
+                Ok(Some((r, status))) if r == pid => {
+                    sys.close(sfd);
+                    return Ok(Some(status));
+                }
+                Err(libc::ECHILD) => {
+                    sys.close(sfd);
+                    return Ok(Some(0));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
         let mut fds = [
             libc::pollfd { fd: p.sock, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: sfd, events: libc::POLLIN, revents: 0 },
         ];
-        if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return Err((step::WATCH, errno()));
+        match sys.poll(&mut fds) {
+            Ok(()) => {}
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err((Step::Watch, e)),
         }
         let [sock, sig] = fds;
         if sig.revents != 0 {
             let mut info = [0u8; 128];
-            while libc::read(sfd, info.as_mut_ptr().cast(), info.len()) > 0 {}
+            while sys.read(sfd, &mut info).is_ok_and(|n| n > 0) {}
         }
         if sock.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             return Ok(None);
@@ -729,16 +395,14 @@ unsafe fn watch(p: &Plan, pid: libc::pid_t, chld: &libc::sigset_t) -> Result<Opt
         if sock.revents & libc::POLLIN != 0 {
             // kiln sends nothing after the claim: only its end of file is expected here.
             let mut buf = [0u8; 64];
-            let n = libc::recv(p.sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT);
-            if n == 0 || (n < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR)) {
-                return Ok(None);
+            match sys.recv_nowait(p.sock, &mut buf) {
+                Ok(0) => return Ok(None),
+                Err(libc::EAGAIN | libc::EINTR) | Ok(_) => {}
+                Err(_) => return Ok(None),
             }
         }
     }
 }
-
-/// `MOVE_MOUNT_F_EMPTY_PATH` from `<linux/mount.h>`.
-const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x0000_0004;
 
 /// Writes `size=<mb>m` and a NUL into `out` (24 bytes hold any u32).
 fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
@@ -776,157 +440,87 @@ fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
     }
 }
 
-/// Waits for kiln's claim: `Some((length, code mount descriptor))`, or `None` when kiln closed
-/// its end.
-unsafe fn recv_claim(p: &Plan) -> Result<Option<(usize, c_int, c_int)>, Fail> {
-    let mut iov = libc::iovec { iov_base: p.claim_buf.cast(), iov_len: p.claim_cap };
-    let mut cbuf = [0u64; 4];
-    loop {
-        let mut hdr: libc::msghdr = zeroed();
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = cbuf.as_mut_ptr().cast();
-        hdr.msg_controllen = size_of::<[u64; 4]>() as _;
-        let n = libc::recvmsg(p.sock, &mut hdr, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
-            }
-            return Err((step::RECV_CLAIM, errno()));
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        // The code tree, then the layers tree when there is one; anything more is closed.
-        let mut fds = [-1 as c_int; MAX_FDS];
-        let mut got = 0usize;
-        let mut c = libc::CMSG_FIRSTHDR(&hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let count = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
-                for i in 0..count {
-                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i));
-                    match fds.get_mut(got) {
-                        Some(slot) => {
-                            *slot = fd;
-                            got += 1;
-                        }
-                        None => {
-                            libc::close(fd);
-                        }
-                    }
-                }
-            }
-            c = libc::CMSG_NXTHDR(&hdr, c);
-        }
-        if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-            return Err((step::RECV_CLAIM, libc::E2BIG));
-        }
-        if fds[0] < 0 {
-            return Err((step::RECV_CLAIM, libc::EBADF));
-        }
-        return Ok(Some((n as usize, fds[0], fds[1])));
-    }
-}
-
 /// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
-unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
+fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
     // kiln's signal handlers are copied into the child: reset them, and the mask.
-    let mut sa: libc::sigaction = zeroed();
-    sa.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // Fails for the signals glibc reserves; those keep their default anyway.
-            libc::sigaction(sig, &sa, null_mut());
-        }
-    }
-    let mut set: libc::sigset_t = zeroed();
-    libc::sigemptyset(&mut set);
-    check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &set, null_mut()))?;
-    libc::umask(0);
+    sys.reset_signal_handlers();
+    sys.set_sigmask(SigMask::Empty).at(Step::Signals)?;
+    sys.umask(0);
     // Init holds a copy of kiln's memory: make it unreadable through /proc and ptrace even
     // for processes of the same uid (defence in depth; the function runs as another uid).
-    libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    let _ = sys.set_dumpable(false);
 
     // Copies of kiln's descriptors (client sockets, the database, ...) must not live on here.
-    close_all_but(p.keep)?;
+    close_all_but(sys, p.keep)?;
     // 0, 1, 2 are now free; fill them so later descriptors never land there.
-    let null_fd = check(step::DEV_NULL, libc::open(c"/dev/null".as_ptr(), libc::O_RDWR))?;
+    let null_fd = sys.open(c"/dev/null", libc::O_RDWR, 0).at(Step::DevNull)?;
     for fd in 0..3 {
         if fd != null_fd {
-            check(step::DEV_NULL, libc::dup2(null_fd, fd))?;
+            sys.dup2(null_fd, fd).at(Step::DevNull)?;
         }
     }
 
     // Join the environment's cgroups before allocating anything there: memory is charged to
     // the cgroup of the process that touches it.
     for &fd in p.cgroup_procs {
-        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-            return Err((step::CGROUPS, errno()));
+        if sys.write(fd, b"0").at(Step::Cgroups)? != 1 {
+            return Err((Step::Cgroups, libc::EIO));
         }
-        libc::close(fd);
+        sys.close(fd);
     }
     // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy.
-    check(step::CGROUP_NS, libc::unshare(libc::CLONE_NEWCGROUP))?;
+    sys.unshare(libc::CLONE_NEWCGROUP).at(Step::CgroupNs)?;
 
     // Mounts: nothing we do may propagate back to the host.
-    mount(step::PRIVATE, null(), c"/".as_ptr(), null(), libc::MS_REC | libc::MS_PRIVATE, null())?;
-    mount(
-        step::ROOT_TMPFS,
-        c"tmpfs".as_ptr(),
-        p.root.as_ptr(),
-        c"tmpfs".as_ptr(),
+    sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).at(Step::Private)?;
+    sys.mount(
+        Some(c"tmpfs"),
+        p.root,
+        Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
-        c"size=1m,nr_inodes=512,mode=755".as_ptr(),
-    )?;
-    check(step::ENTER_ROOT, libc::chdir(p.root.as_ptr()))?;
+        Some(c"size=1m,nr_inodes=512,mode=755"),
+    )
+    .at(Step::RootTmpfs)?;
+    sys.chdir(p.root).at(Step::EnterRoot)?;
     // From here on every path is relative to the new root.
     for dir in [c"usr", c"etc", c"var", c"var/task", c"opt", c"tmp", c"proc", c"dev"] {
-        mkdir(dir, 0o755)?;
+        sys.mkdir(dir, 0o755).at(Step::RootDirs)?;
     }
     for e in p.root_entries {
         match e {
-            RootEntry::Symlink { name, target } => {
-                check(step::ROOT_DIRS, libc::symlink(target.as_ptr(), name.as_ptr()))?;
-            }
+            RootEntry::Symlink { name, target } => sys.symlink(target, name).at(Step::RootDirs)?,
             RootEntry::BindReadOnly { source, name } => {
-                mkdir(name, 0o755)?;
-                bind_ro(source.as_ptr(), name.as_ptr())?;
+                sys.mkdir(name, 0o755).at(Step::RootDirs)?;
+                bind_ro(sys, source, name)?;
             }
-            RootEntry::Dir { name } => mkdir(name, 0o755)?,
+            RootEntry::Dir { name } => sys.mkdir(name, 0o755).at(Step::RootDirs)?,
         }
     }
-    bind_ro(c"/usr".as_ptr(), c"usr".as_ptr())?;
-    bind_ro(c"/etc".as_ptr(), c"etc".as_ptr())?;
-    let etc_files = private_etc_files()?;
+    bind_ro(sys, c"/usr", c"usr")?;
+    bind_ro(sys, c"/etc", c"etc")?;
+    let etc_files = private_etc_files(sys)?;
     // `var/task` stays an empty directory until a claim attaches the code there.
-    mount(
-        step::TMP,
-        c"tmpfs".as_ptr(),
-        c"tmp".as_ptr(),
-        c"tmpfs".as_ptr(),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        p.tmp_opts.as_ptr(),
-    )?;
+    sys.mount(Some(c"tmpfs"), c"tmp", Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(p.tmp_opts))
+        .at(Step::Tmp)?;
     // We are PID 1 of the new pid namespace, so this proc shows only the environment; with
     // hidepid=2 the function does not even see init (root), only its own processes.
-    mount(
-        step::PROC,
-        c"proc".as_ptr(),
-        c"proc".as_ptr(),
-        c"proc".as_ptr(),
+    sys.mount(
+        Some(c"proc"),
+        c"proc",
+        Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        c"hidepid=2".as_ptr(),
-    )?;
-    mount(
-        step::DEV,
-        c"tmpfs".as_ptr(),
-        c"dev".as_ptr(),
-        c"tmpfs".as_ptr(),
+        Some(c"hidepid=2"),
+    )
+    .at(Step::Proc)?;
+    sys.mount(
+        Some(c"tmpfs"),
+        c"dev",
+        Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        c"size=64k,nr_inodes=64,mode=755".as_ptr(),
-    )?;
-    for (name, minor_major) in [
+        Some(c"size=64k,nr_inodes=64,mode=755"),
+    )
+    .at(Step::Dev)?;
+    for (name, (major, minor)) in [
         (c"dev/null", (1, 3)),
         (c"dev/zero", (1, 5)),
         (c"dev/full", (1, 7)),
@@ -934,8 +528,7 @@ unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
         (c"dev/urandom", (1, 9)),
         (c"dev/tty", (5, 0)),
     ] {
-        let dev = libc::makedev(minor_major.0, minor_major.1);
-        check(step::DEV_NODES, libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o666, dev))?;
+        sys.mknod_char(name, 0o666, major, minor).at(Step::DevNodes)?;
     }
     for (name, target) in [
         (c"dev/fd", c"/proc/self/fd"),
@@ -943,156 +536,100 @@ unsafe fn blank(p: &Plan) -> Result<EtcFiles, Fail> {
         (c"dev/stdout", c"/proc/self/fd/1"),
         (c"dev/stderr", c"/proc/self/fd/2"),
     ] {
-        check(step::DEV_NODES, libc::symlink(target.as_ptr(), name.as_ptr()))?;
+        sys.symlink(target, name).at(Step::DevNodes)?;
     }
-    mount(
-        step::DEV,
-        null(),
-        c"dev".as_ptr(),
-        null(),
+    sys.mount(
+        None,
+        c"dev",
+        None,
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
-        null(),
-    )?;
+        None,
+    )
+    .at(Step::Dev)?;
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
-    // only the new root (see pivot_root(2)).
-    check_long(step::PIVOT, libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()))?;
-    check(step::DETACH, libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-    check(step::DETACH, libc::chdir(c"/".as_ptr()))?;
-    mount(
-        step::REMOUNT_RO,
-        null(),
-        c"/".as_ptr(),
-        null(),
+    // only the new root (see pivot_root(2)). The read-only remount comes after: it is of the
+    // new root, once it is `/`.
+    sys.pivot_root(c".", c".").at(Step::Pivot)?;
+    sys.detach_mount(c".").at(Step::Detach)?;
+    sys.chdir(c"/").at(Step::Detach)?;
+    sys.mount(
+        None,
+        c"/",
+        None,
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        null(),
-    )?;
+        None,
+    )
+    .at(Step::RemountRo)?;
 
     Ok(etc_files)
 }
 
-unsafe fn loopback_up() -> Result<(), Fail> {
-    let s = check(step::LOOPBACK, libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
-    let mut req: libc::ifreq = zeroed();
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as c_char;
-    }
-    let r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
-    if r < 0 {
-        let e = errno();
-        libc::close(s);
-        return Err((step::LOOPBACK, e));
-    }
-    req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-    let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req);
-    let e = errno();
-    libc::close(s);
-    if r < 0 {
-        return Err((step::LOOPBACK, e));
-    }
-    Ok(())
-}
-
-unsafe fn listen_runtime_api() -> Result<c_int, Fail> {
-    let s = check(
-        step::LISTENER,
-        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0),
-    )?;
-    let mut addr: libc::sockaddr_in = zeroed();
-    addr.sin_family = libc::AF_INET as libc::sa_family_t;
-    addr.sin_port = RUNTIME_API_PORT.to_be();
-    addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
-    check(
-        step::LISTENER,
-        libc::bind(s, (&addr as *const libc::sockaddr_in).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t),
-    )?;
-    check(step::LISTENER, libc::listen(s, 128))?;
-    Ok(s)
-}
-
 /// What init hands the bootstrap's process (through `clone`'s argument).
-struct BootstrapArgs<'a, 'p> {
+struct BootstrapArgs<'a, 'p, S> {
+    sys: &'a S,
     plan: &'a Plan<'p>,
     exec: &'a Exec<'a>,
     report_r: c_int,
     report_w: c_int,
 }
 
-/// Entry point of the bootstrap's process (`clone` with `CLONE_VM | CLONE_VFORK`).
-extern "C" fn bootstrap_entry(arg: *mut c_void) -> c_int {
+/// Entry point of the bootstrap's process (`clone` with `CLONE_VM | CLONE_VFORK`). Returns
+/// (which exits the process with that status) only when it could not exec.
+extern "C" fn bootstrap_entry<S: Sys>(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` points at init's BootstrapArgs, alive because init sleeps until we exec or
-    // exit (CLONE_VFORK); we only read it and make raw system calls.
-    unsafe {
-        let a = &*arg.cast::<BootstrapArgs>();
-        // Closing descriptors here affects only our copy of the table (no CLONE_FILES).
-        libc::close(a.report_r);
-        libc::close(a.plan.sock);
-        bootstrap(a.plan, a.exec, a.report_w)
-    }
+    // exit (CLONE_VFORK); we only read it.
+    let a = unsafe { &*arg.cast::<BootstrapArgs<S>>() };
+    let sys = a.sys;
+    // Closing descriptors here affects only our copy of the table (no CLONE_FILES).
+    sys.close(a.report_r);
+    sys.close(a.plan.sock);
+    let Err((step, errno)) = bootstrap(sys, a.plan, a.exec) else { return 127 };
+    let _ = sys.write(a.report_w, Message::SetupFailed { step, errno }.to_wire().as_bytes());
+    127
 }
 
-/// The bootstrap's process from clone to exec. Never returns.
 /// What the bootstrap inherits from init, set once while the blank is built rather than on every
 /// cold start: rlimits, an empty capability bounding set and ambient set, no supplementary
 /// groups, and no_new_privs. None of it limits init, which keeps its effective capabilities for
 /// the claim (mounts, hostname) and never execs.
-unsafe fn inheritable_limits(p: &Plan) -> Result<(), Fail> {
-    let nofile = libc::rlimit { rlim_cur: p.nofile, rlim_max: p.nofile };
-    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_NOFILE, &nofile))?;
+fn inheritable_limits<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
+    sys.set_rlimit(Rlimit::Nofile, p.nofile).at(Step::Rlimit)?;
     // A core dump would be written by the host's core_pattern handler: none.
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    check(step::RLIMIT, libc::setrlimit(libc::RLIMIT_CORE, &zero))?;
+    sys.set_rlimit(Rlimit::Core, 0).at(Step::Rlimit)?;
     // Dropping from the bounding set needs CAP_SETPCAP, which init has.
-    check(step::CAPBSET, libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))?;
+    sys.clear_ambient_caps().at(Step::Capbset)?;
     for cap in 0..=p.cap_last {
-        check(step::CAPBSET, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+        sys.drop_bounding_cap(cap).at(Step::Capbset)?;
     }
-    check_long(step::SETGROUPS, libc::syscall(libc::SYS_setgroups, 0, null::<libc::gid_t>()))?;
-    check(step::NO_NEW_PRIVS, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    sys.clear_groups().at(Step::Setgroups)?;
+    // Before the seccomp filter the bootstrap installs: without CAP_SYS_ADMIN the kernel
+    // accepts a filter only from a process with no_new_privs.
+    sys.set_no_new_privs().at(Step::NoNewPrivs)?;
     Ok(())
 }
 
-unsafe fn bootstrap(p: &Plan, e: &Exec, report: c_int) -> ! {
-    let Err((step, err)) = bootstrap_steps(p, e) else { libc::_exit(127) };
-    let msg = Msg { kind: MSG_SETUP_FAILED, step, value: err };
-    libc::write(report, (&msg as *const Msg).cast(), size_of::<Msg>());
-    libc::_exit(127)
-}
-
-unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
+/// The bootstrap's process from clone to exec; returns only with what failed.
+fn bootstrap<S: Sys>(sys: &S, p: &Plan, e: &Exec) -> Result<(), Fail> {
     // The signal mask init blocked SIGCHLD in.
-    let mut none: libc::sigset_t = zeroed();
-    libc::sigemptyset(&mut none);
-    check(step::SIGNALS, libc::sigprocmask(libc::SIG_SETMASK, &none, null_mut()))?;
-    check(step::SETSID, libc::setsid())?;
-    check(step::OUTPUT, libc::dup2(p.out_w, 1))?;
-    check(step::OUTPUT, libc::dup2(p.out_w, 2))?;
-    check(step::CHDIR, libc::chdir(c"/var/task".as_ptr()))?;
+    sys.set_sigmask(SigMask::Empty).at(Step::Signals)?;
+    sys.setsid().at(Step::Setsid)?;
+    sys.dup2(p.out_w, 1).at(Step::Output)?;
+    sys.dup2(p.out_w, 2).at(Step::Output)?;
+    sys.chdir(c"/var/task").at(Step::Chdir)?;
     // The rlimits, the empty bounding set and groups, and no_new_privs come from init
-    // (`inheritable_limits`). The uid change clears the permitted and effective sets.
-    // Raw syscalls: glibc's wrappers would try to apply these to threads that only exist in
-    // the parent.
-    check_long(step::SETGID, libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid))?;
-    check_long(step::SETUID, libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid))?;
-    enter_user_namespace(p)?;
+    // (`inheritable_limits`). The gid first: once the uid has changed, the gid cannot. The uid
+    // change clears the permitted and effective sets.
+    sys.setresgid(p.gid).at(Step::Setgid)?;
+    sys.setresuid(p.uid).at(Step::Setuid)?;
+    enter_user_namespace(sys, p)?;
     // The inheritable set survives a uid change; clear everything.
-    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let data = [CapData::default(); 2];
-    check_long(step::CAPSET, libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()))?;
+    sys.clear_capabilities().at(Step::Capset)?;
+    // Last before exec: the filter refuses much of what the steps above need.
     for f in p.filters {
-        check(
-            step::SECCOMP,
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                f as *const libc::sock_fprog,
-                0,
-                0,
-            ),
-        )?;
+        sys.install_seccomp(f).at(Step::Seccomp)?;
     }
-    libc::execve(e.exe.as_ptr(), e.argv.as_ptr(), e.envp);
-    Err((step::EXEC, errno()))
+    Err((Step::Exec, sys.execve(e.exe, e.argv, e.envp)))
 }
 
 /// Makes the bootstrap's host uid and gid appear as `ns_uid`/`ns_gid`: a user namespace of its
@@ -1100,17 +637,17 @@ unsafe fn bootstrap_steps(p: &Plan, e: &Exec) -> Result<(), Fail> {
 /// change. The capabilities it gets in that namespace are cleared right after (`capset`) and
 /// could act on nothing anyway: every other namespace of the environment belongs to the host's
 /// user namespace. Setting groups stays denied in it.
-unsafe fn enter_user_namespace(p: &Plan) -> Result<(), Fail> {
+fn enter_user_namespace<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
+    let step = Step::Userns;
     // The uid change made the process non-dumpable, which makes /proc/self root's.
-    check(step::USERNS, libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
-    check(step::USERNS, libc::unshare(libc::CLONE_NEWUSER))?;
+    sys.set_dumpable(true).at(step)?;
+    sys.unshare(libc::CLONE_NEWUSER).at(step)?;
     let write_file = |path: &CStr, text: &[u8]| -> Result<(), Fail> {
-        let fd = check(step::USERNS, libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
-        let n = libc::write(fd, text.as_ptr().cast(), text.len());
-        let e = errno();
-        libc::close(fd);
-        if n != text.len() as isize {
-            return Err((step::USERNS, if n < 0 { e } else { libc::EIO }));
+        let fd = sys.open(path, libc::O_WRONLY | libc::O_CLOEXEC, 0).at(step)?;
+        let n = sys.write(fd, text);
+        sys.close(fd);
+        if n.at(step)? != text.len() {
+            return Err((step, libc::EIO));
         }
         Ok(())
     };
@@ -1123,7 +660,7 @@ unsafe fn enter_user_namespace(p: &Plan) -> Result<(), Fail> {
     // A new user namespace starts with a full bounding set: empty it again (the capabilities
     // it gave us include CAP_SETPCAP there).
     for cap in 0..=p.cap_last {
-        check(step::USERNS, libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0))?;
+        sys.drop_bounding_cap(cap).at(step)?;
     }
     Ok(())
 }
@@ -1161,37 +698,9 @@ fn id_map_line(out: &mut [u8; 40], inside: u32, outside: u32) -> usize {
     len
 }
 
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_step_has_a_name() {
-        assert_eq!(STEP_NAMES.len() as u32, step::ATTACH_OPT + 1);
-        assert_eq!(STEP_NAMES[step::PRIORITY as usize], "reset scheduling priority");
-        assert_eq!(STEP_NAMES[step::ATTACH_OPT as usize], "attach layers at /opt");
-        assert_eq!(STEP_NAMES[step::EXEC as usize], "exec bootstrap");
-        assert_eq!(STEP_NAMES[step::PIVOT as usize], "pivot_root");
-        assert_eq!(STEP_NAMES[step::SECCOMP as usize], "install seccomp filter");
-        assert_eq!(STEP_NAMES[step::ATTACH_CODE as usize], "attach code at /var/task");
-        assert_eq!(STEP_NAMES[step::HOSTNAME as usize], "set hostname");
-    }
 
     #[test]
     fn id_map_lines_are_single_ranges() {
@@ -1210,5 +719,139 @@ mod tests {
             let s = CStr::from_bytes_until_nul(&out).unwrap();
             assert_eq!(s.to_str().unwrap(), text);
         }
+    }
+}
+
+/// Init's steps run with [`RecordingSys`]: the order of the calls, not their effect.
+#[cfg(test)]
+mod order {
+    use super::*;
+    use crate::linux::protocol::{encode_claim, set_claim_tmp_mb, CLAIM_MAX, MAX_ENV_VARS};
+    use crate::linux::sys::fake::RecordingSys;
+    use std::ffi::CString;
+
+    const UID: u32 = 1_073_807_360;
+    const CODE_FD: c_int = 42;
+
+    /// Runs the whole of init (blank, claim, bootstrap, reaping) over the fake and returns its
+    /// calls, the bootstrap's included where they happen (the fake runs it in place, as a
+    /// CLONE_VFORK parent waits for it).
+    fn run_init() -> Vec<String> {
+        let mut claim = encode_claim(b"kiln-env", b"/var/task/bootstrap", [("A", "b")].into_iter()).unwrap();
+        set_claim_tmp_mb(&mut claim, 256);
+        let sys = RecordingSys::with_claim(claim, CODE_FD);
+        let root = CString::new("/scratch/root").unwrap();
+        let tmp_opts = CString::new("size=512m").unwrap();
+        let entries = [
+            RootEntry::Symlink { name: CString::new("bin").unwrap(), target: CString::new("usr/bin").unwrap() },
+            RootEntry::BindReadOnly {
+                source: CString::new("/srv/runtime").unwrap(),
+                name: CString::new("var/runtime").unwrap(),
+            },
+        ];
+        let mut claim_buf = vec![0u8; CLAIM_MAX];
+        let mut envp_buf: Vec<*const c_char> = vec![null(); MAX_ENV_VARS + 1];
+        let filters = [
+            libc::sock_fprog { len: 7, filter: std::ptr::null_mut() },
+            libc::sock_fprog { len: 9, filter: std::ptr::null_mut() },
+        ];
+        let plan = Plan {
+            keep: &[5, 6, 9],
+            cgroup_procs: &[5, 6],
+            init_cgroup: 9,
+            thaw_fd: -1,
+            thaw_value: b"",
+            sock: 7,
+            out_w: 8,
+            root: &root,
+            root_entries: &entries,
+            tmp_opts: &tmp_opts,
+            claim_buf: claim_buf.as_mut_ptr(),
+            claim_cap: claim_buf.len(),
+            envp_buf: envp_buf.as_mut_ptr(),
+            envp_cap: envp_buf.len(),
+            bootstrap_stack: std::ptr::null_mut(),
+            filters: &filters,
+            uid: UID,
+            gid: UID,
+            ns_uid: 993,
+            ns_gid: 993,
+            nofile: 1024,
+            cap_last: 40,
+        };
+        init(&sys, &plan).unwrap();
+        sys.calls()
+    }
+
+    fn pos(calls: &[String], prefix: &str) -> usize {
+        calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {calls:#?}"))
+    }
+
+    fn last_pos(calls: &[String], prefix: &str) -> usize {
+        calls.iter().rposition(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {calls:#?}"))
+    }
+
+    #[test]
+    fn gid_changes_before_uid() {
+        let calls = run_init();
+        assert!(pos(&calls, "setresgid ") < pos(&calls, "setresuid "), "{calls:#?}");
+        assert!(calls.contains(&format!("setresgid {UID}")) && calls.contains(&format!("setresuid {UID}")));
+        // Groups are dropped (by init, inherited) before either.
+        assert!(pos(&calls, "clear_groups") < pos(&calls, "setresgid "));
+    }
+
+    #[test]
+    fn no_new_privs_comes_before_the_seccomp_filters() {
+        let calls = run_init();
+        assert!(pos(&calls, "no_new_privs") < pos(&calls, "seccomp "), "{calls:#?}");
+        assert_eq!(calls.iter().filter(|c| c.starts_with("seccomp ")).count(), 2);
+    }
+
+    #[test]
+    fn seccomp_is_the_last_step_before_execve() {
+        let calls = run_init();
+        let exec = pos(&calls, "execve /var/task/bootstrap");
+        assert_eq!(calls[exec - 1], "seccomp 9", "{calls:#?}");
+        assert_eq!(calls[exec - 2], "seccomp 7", "{calls:#?}");
+        // Every other step of the bootstrap comes before the filters: identity, user
+        // namespace, capabilities.
+        let first_filter = pos(&calls, "seccomp ");
+        for step in ["setresuid ", "unshare 0x10000000", "clear_capabilities", "chdir /var/task", "dup2 8 2"] {
+            assert!(last_pos(&calls, step) < first_filter, "{step} after the filter: {calls:#?}");
+        }
+    }
+
+    #[test]
+    fn the_root_is_pivoted_before_it_is_made_read_only() {
+        let calls = run_init();
+        let pivot = pos(&calls, "pivot_root . .");
+        let remount = pos(&calls, "mount - -> / (remount ro)");
+        assert!(pivot < remount, "{calls:#?}");
+        assert_eq!(calls[pivot + 1], "detach_mount .");
+        // Everything of the new root is built before the pivot, in the new root.
+        assert!(pos(&calls, "chdir /scratch/root") < pos(&calls, "mkdir usr"));
+        assert!(last_pos(&calls, "mknod ") < pivot);
+        assert!(pos(&calls, "make_tree_read_only var/runtime") < pivot);
+    }
+
+    #[test]
+    fn the_claim_is_attached_after_the_blank_is_announced() {
+        let calls = run_init();
+        let ready = pos(&calls, "send 7 Some(Ready) [");
+        assert!(pos(&calls, "no_new_privs") < ready, "inherited limits are part of the blank");
+        assert!(ready < pos(&calls, "move_mount 42 /var/task"));
+        assert!(pos(&calls, "mount - -> /tmp") < pos(&calls, "clone_vfork"));
+        assert!(pos(&calls, "sethostname kiln-env") < pos(&calls, "clone_vfork"));
+        // "Started" once the bootstrap's process is gone from init's memory; its end last.
+        let started = pos(&calls, "send 7 Some(Started)");
+        assert!(pos(&calls, "clone_vfork") < started);
+        assert!(started < pos(&calls, "send 7 Some(Exited(0))"));
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed_around_the_kept_ones() {
+        let calls = run_init();
+        let closes: Vec<&String> = calls.iter().filter(|c| c.starts_with("close_range")).collect();
+        assert_eq!(closes, ["close_range 0 4", "close_range 7 8", "close_range 10 4294967295"]);
     }
 }

@@ -1,14 +1,16 @@
 //! The pool of blank environments: built ahead of time by one background thread, taken by
 //! [`crate::Backend::spawn`], never reused.
 //!
-//! A blank is an environment without a function (see [`super::Blank`]): its init has built
+//! A blank is an environment without a function (see [`super::blank::Blank`]): its init has built
 //! everything that does not depend on the spec and waits for a claim. The filler thread keeps
 //! `target` blanks ready, building one at a time; each new blank gets the limits and `/tmp` size
 //! of the latest claim, so a run of claims of one function needs no cgroup writes and no `/tmp`
 //! remount. A blank whose build fails is not retried for a second (the error is logged), so a
 //! broken host does not spin.
 
-use super::{build_blank, lock, Blank, Inner};
+use super::backend::Inner;
+use super::blank::{build_blank, Blank};
+use super::lock;
 use crate::linux::cgroups::Limits;
 use crate::PoolStats;
 use std::sync::atomic::Ordering;
@@ -120,14 +122,8 @@ impl Pool {
 
 /// The filler thread: keeps the pool at its target until the pool stops.
 pub(crate) fn filler_loop(inner: &Arc<Inner>) {
-    // SAFETY: plain syscalls without pointers; on Linux PRIO_PROCESS with a thread id sets the
-    // nice value of that thread only.
-    let niced = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, FILLER_NICE)
-    };
-    if niced != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the pool's priority");
+    if let Err(e) = super::sys::host::nice_this_thread(FILLER_NICE) {
+        tracing::debug!(error = %e, "cannot lower the pool's priority");
     }
     let pool = &inner.pool;
     let mut pause_until: Option<Instant> = None;
