@@ -12,6 +12,8 @@ pub mod events;
 pub mod layers;
 pub mod limits;
 pub mod names;
+pub mod policy;
+pub mod tags;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
