@@ -5,6 +5,7 @@
 //! the environment variables Lambda defines live in [`env`]. Nothing in this crate does I/O.
 #![forbid(unsafe_code)]
 
+pub mod codesigning;
 pub mod config;
 pub mod env;
 pub mod error;
