@@ -94,9 +94,11 @@ pub(crate) async fn dispatch(
         (_, ["2020-04-22", "code-signing-configs", ..] | ["2020-06-30", "functions", _, "code-signing-config"]) => {
             crate::codesigning::dispatch(engine, method, call, &seg, req).await
         }
-        (_, ["2024-08-31", "functions", _, "recursion-config"] | ["2021-07-20", "functions", _, "runtime-management-config"]) => {
-            crate::function_settings::dispatch(engine, method, call, &seg, req).await
-        }
+        (
+            _,
+            ["2024-08-31", "functions", _, "recursion-config"]
+            | ["2021-07-20", "functions", _, "runtime-management-config"],
+        ) => crate::function_settings::dispatch(engine, method, call, &seg, req).await,
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
         (&Method::GET, ["kiln", "v1", "runtimes"]) => ok_json(StatusCode::OK, crate::runtimes::listing(engine)),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,

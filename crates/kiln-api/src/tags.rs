@@ -24,7 +24,9 @@ pub(crate) async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
-        (&Method::GET, ["2017-03-31", "tags", arn]) => ok_json(StatusCode::OK, json!({ "Tags": engine.list_tags(arn)? })),
+        (&Method::GET, ["2017-03-31", "tags", arn]) => {
+            ok_json(StatusCode::OK, json!({ "Tags": engine.list_tags(arn)? }))
+        }
         (&Method::POST, ["2017-03-31", "tags", arn]) => {
             let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
             let input: TagsIn = parse_json(&body)?;

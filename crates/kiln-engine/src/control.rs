@@ -151,10 +151,9 @@ impl Engine {
             Some(Qualifier::Version(n)) if st.versions.contains_key(n) => Ok(Target::Version(*n)),
             Some(Qualifier::Version(n)) => Err(self.not_found(r.name.as_str(), Some(&n.to_string()))),
             Some(Qualifier::Alias(a)) if st.aliases.contains_key(a) => Ok(Target::Alias(a.clone())),
-            Some(Qualifier::Alias(a)) => Err(EngineError::NotFound(format!(
-                "Cannot find alias arn: {}",
-                self.arn(r.name.as_str(), Some(a))
-            ))),
+            Some(Qualifier::Alias(a)) => {
+                Err(EngineError::NotFound(format!("Cannot find alias arn: {}", self.arn(r.name.as_str(), Some(a)))))
+            }
         }
     }
 
@@ -320,9 +319,9 @@ impl Engine {
 
     /// RemovePermission.
     pub fn remove_permission(&self, r: &FunctionRef, sid: &str, revision_id: Option<&str>) -> Result<(), EngineError> {
-        let f = self.function(&r.name).map_err(|_| {
-            EngineError::NotFound(format!("No policy found for: {}", self.arn(r.name.as_str(), None)))
-        })?;
+        let f = self
+            .function(&r.name)
+            .map_err(|_| EngineError::NotFound(format!("No policy found for: {}", self.arn(r.name.as_str(), None))))?;
         let mut st = f.lock();
         let t = self.target(&st, r)?;
         let key = policy_key(&t.qualifier());
@@ -419,7 +418,12 @@ impl Engine {
     /// PutFunctionRecursionConfig.
     pub fn put_recursion(&self, name: &FunctionName, value: &str) -> Result<String, EngineError> {
         if value != "Allow" && value != "Terminate" {
-            return Err(ModelError::constraint(value, "recursiveLoop", "Member must satisfy enum value set: [Allow, Terminate]").into());
+            return Err(ModelError::constraint(
+                value,
+                "recursiveLoop",
+                "Member must satisfy enum value set: [Allow, Terminate]",
+            )
+            .into());
         }
         let f = self.function(name)?;
         let _st = f.lock();
@@ -479,7 +483,9 @@ impl Engine {
         let stored = match (update_runtime_on, runtime_version_arn) {
             ("Manual", Some(a)) => format!("Manual {a}"),
             ("Manual", None) => {
-                return Err(EngineError::invalid("Runtime version ARN must be provided when UpdateRuntimeOn is Manual."))
+                return Err(EngineError::invalid(
+                    "Runtime version ARN must be provided when UpdateRuntimeOn is Manual.",
+                ))
             }
             (_, Some(_)) => {
                 return Err(EngineError::invalid(
@@ -532,7 +538,10 @@ impl Engine {
 
     fn store_csc(&self, c: &CodeSigningConfig) -> Result<(), EngineError> {
         let json = serde_json::to_string(c).map_err(|e| internal("cannot encode code signing config", e))?;
-        self.inner.meta.put_code_signing_config(&c.id, &json).map_err(Self::meta_err("cannot store code signing config"))
+        self.inner
+            .meta
+            .put_code_signing_config(&c.id, &json)
+            .map_err(Self::meta_err("cannot store code signing config"))
     }
 
     /// CreateCodeSigningConfig.
@@ -605,7 +614,8 @@ impl Engine {
         let id = self.csc_id(arn)?;
         let _g = CSC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let c = self.load_csc(&id, arn)?;
-        let users = self.inner.meta.extras_with_key(CSC_KEY).map_err(Self::meta_err("cannot read function settings"))?;
+        let users =
+            self.inner.meta.extras_with_key(CSC_KEY).map_err(Self::meta_err("cannot read function settings"))?;
         if users.iter().any(|(_, a)| *a == c.arn) {
             return Err(EngineError::Conflict(format!(
                 "The code signing configuration {} cannot be deleted because it is used by one or more functions.",
@@ -622,12 +632,11 @@ impl Engine {
         marker: Option<&str>,
         max_items: Option<usize>,
     ) -> Result<Page<CodeSigningConfig>, EngineError> {
-        let rows = self.inner.meta.code_signing_configs().map_err(Self::meta_err("cannot read code signing configs"))?;
+        let rows =
+            self.inner.meta.code_signing_configs().map_err(Self::meta_err("cannot read code signing configs"))?;
         let mut all = Vec::with_capacity(rows.len());
         for (_, json) in rows {
-            all.push(
-                serde_json::from_str(&json).map_err(|e| internal("stored code signing config is unreadable", e))?,
-            );
+            all.push(serde_json::from_str(&json).map_err(|e| internal("stored code signing config is unreadable", e))?);
         }
         Ok(paginate(all, marker, max_items, |c: &CodeSigningConfig| c.id.clone()))
     }
@@ -670,7 +679,8 @@ impl Engine {
         max_items: Option<usize>,
     ) -> Result<Page<String>, EngineError> {
         let c = self.get_code_signing_config(arn)?;
-        let users = self.inner.meta.extras_with_key(CSC_KEY).map_err(Self::meta_err("cannot read function settings"))?;
+        let users =
+            self.inner.meta.extras_with_key(CSC_KEY).map_err(Self::meta_err("cannot read function settings"))?;
         let arns: Vec<String> =
             users.into_iter().filter(|(_, a)| *a == c.arn).map(|(n, _)| self.arn(&n, None)).collect();
         Ok(paginate(arns, marker, max_items, String::clone))

@@ -35,8 +35,8 @@ pub mod metrics;
 mod provisioned;
 pub mod runtimes;
 
-pub use control::{CodeSigningInput, RuntimeManagement};
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
+pub use control::{CodeSigningInput, RuntimeManagement};
 pub use env::InitType;
 pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;

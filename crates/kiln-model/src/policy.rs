@@ -61,8 +61,7 @@ pub fn validate_statement_id(sid: &str) -> Result<(), ModelError> {
 fn validate_input(p: &PermissionInput) -> Result<(), ModelError> {
     validate_statement_id(&p.statement_id)?;
     let action_ok = p.action == "*"
-        || p
-            .action
+        || p.action
             .strip_prefix("lambda:")
             .is_some_and(|a| a == "*" || (!a.is_empty() && all(a, |b| b.is_ascii_alphabetic())));
     if !action_ok {
@@ -73,11 +72,19 @@ fn validate_input(p: &PermissionInput) -> Result<(), ModelError> {
         ));
     }
     if p.principal.is_empty() || p.principal.len() > 2048 || p.principal.chars().any(char::is_whitespace) {
-        return Err(ModelError::constraint(&p.principal, "principal", "Member must satisfy regular expression pattern: [^\\s]+"));
+        return Err(ModelError::constraint(
+            &p.principal,
+            "principal",
+            "Member must satisfy regular expression pattern: [^\\s]+",
+        ));
     }
     if let Some(a) = &p.source_account {
         if !is_account(a) {
-            return Err(ModelError::constraint(a, "sourceAccount", "Member must satisfy regular expression pattern: \\d{12}"));
+            return Err(ModelError::constraint(
+                a,
+                "sourceAccount",
+                "Member must satisfy regular expression pattern: \\d{12}",
+            ));
         }
     }
     if let Some(o) = &p.principal_org_id {
@@ -241,7 +248,9 @@ pub fn validate_document(policy: &str) -> Result<Value, ModelError> {
     for s in statements(&doc) {
         let effect_ok = matches!(s.get("Effect").and_then(Value::as_str), Some("Allow" | "Deny"));
         if !effect_ok {
-            return Err(ModelError::InvalidParameterValue("Each policy statement needs an Effect of Allow or Deny.".into()));
+            return Err(ModelError::InvalidParameterValue(
+                "Each policy statement needs an Effect of Allow or Deny.".into(),
+            ));
         }
         let principal_ok = match s.get("Principal") {
             Some(Value::String(p)) => p == "*",
@@ -303,9 +312,9 @@ fn action_matches(statement: &Value, action: &str) -> bool {
 fn principal_matches(statement: &Value, account: &str) -> bool {
     match statement.get("Principal") {
         Some(Value::String(p)) => p == "*",
-        Some(Value::Object(m)) => strings(m.get("AWS")).iter().any(|p| {
-            *p == "*" || *p == account || *p == format!("arn:aws:iam::{account}:root")
-        }),
+        Some(Value::Object(m)) => strings(m.get("AWS"))
+            .iter()
+            .any(|p| *p == "*" || *p == account || *p == format!("arn:aws:iam::{account}:root")),
         _ => false,
     }
 }
@@ -397,7 +406,9 @@ mod tests {
         assert_eq!(statement(ARN, &input("s3", "*")).unwrap()["Principal"], json!("*"));
         let mut doc = empty_document();
         doc["Statement"] = json!([s]);
-        assert!(render_document(&doc).starts_with(r#"{"Version":"2012-10-17","Id":"default","Statement":[{"Sid":"s2","Effect":"Allow","Principal":{"AWS":"#));
+        assert!(render_document(&doc).starts_with(
+            r#"{"Version":"2012-10-17","Id":"default","Statement":[{"Sid":"s2","Effect":"Allow","Principal":{"AWS":"#
+        ));
         assert!(render_document(&doc).contains(r#""Condition":{"StringEquals":"#));
     }
 
@@ -449,7 +460,12 @@ mod tests {
         p.source_arn = Some("arn:aws:events:us-east-1:111111111111:rule/*".into());
         let doc = policy(vec![statement(ARN, &p).unwrap()]);
         assert!(!allows(&doc, "111111111111", "lambda:InvokeFunction", None));
-        assert!(allows(&doc, "111111111111", "lambda:InvokeFunction", Some("arn:aws:events:us-east-1:111111111111:rule/daily")));
+        assert!(allows(
+            &doc,
+            "111111111111",
+            "lambda:InvokeFunction",
+            Some("arn:aws:events:us-east-1:111111111111:rule/daily")
+        ));
         assert!(!allows(&doc, "111111111111", "lambda:InvokeFunction", Some("arn:aws:sqs:us-east-1:111111111111:q")));
     }
 

@@ -66,7 +66,9 @@ pub fn validate(tags: &BTreeMap<String, String>) -> Result<(), ModelError> {
             return Err(ModelError::constraint(
                 v,
                 "tags",
-                &format!("Map value must satisfy constraint: [Member must satisfy regular expression pattern: {PATTERN}]"),
+                &format!(
+                    "Map value must satisfy constraint: [Member must satisfy regular expression pattern: {PATTERN}]"
+                ),
             ));
         }
     }
@@ -85,9 +87,22 @@ pub fn check_count(n: usize) -> Result<(), ModelError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaggedResource {
     /// A function; `qualifier` is set when the ARN names a version or an alias.
-    Function { region: String, account: String, name: String, qualifier: Option<String> },
-    CodeSigningConfig { region: String, account: String, id: String },
-    EventSourceMapping { region: String, account: String, uuid: String },
+    Function {
+        region: String,
+        account: String,
+        name: String,
+        qualifier: Option<String>,
+    },
+    CodeSigningConfig {
+        region: String,
+        account: String,
+        id: String,
+    },
+    EventSourceMapping {
+        region: String,
+        account: String,
+        uuid: String,
+    },
     /// A kind Lambda tags that kiln does not have (capacity providers, network connectors).
     Other,
 }
@@ -137,9 +152,8 @@ pub fn parse_resource(arn: &str) -> Result<TaggedResource, ModelError> {
     }
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [scheme, partition, service, region, account, rest] = parts.as_slice() else { return Err(bad()) };
-    let partition_ok = partition
-        .strip_prefix("aws")
-        .is_some_and(|p| p.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
+    let partition_ok =
+        partition.strip_prefix("aws").is_some_and(|p| p.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'));
     if *scheme != "arn"
         || !partition_ok
         || *service != "lambda"
@@ -155,12 +169,9 @@ pub fn parse_resource(arn: &str) -> Result<TaggedResource, ModelError> {
         ["function", name] if is_word(name) => {
             Ok(TaggedResource::Function { region, account, name: name.to_string(), qualifier: None })
         }
-        ["function", name, q] if is_word(name) && (*q == "$LATEST" || is_word(q)) => Ok(TaggedResource::Function {
-            region,
-            account,
-            name: name.to_string(),
-            qualifier: Some(q.to_string()),
-        }),
+        ["function", name, q] if is_word(name) && (*q == "$LATEST" || is_word(q)) => {
+            Ok(TaggedResource::Function { region, account, name: name.to_string(), qualifier: Some(q.to_string()) })
+        }
         ["code-signing-config", id]
             if id.len() == 21
                 && id.starts_with("csc-")

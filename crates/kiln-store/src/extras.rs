@@ -27,7 +27,9 @@ impl MetaStore {
                 "INSERT OR REPLACE INTO function_extras (name, key, value) VALUES (?1, ?2, ?3)",
                 params![name, key, v],
             )?,
-            None => self.conn().execute("DELETE FROM function_extras WHERE name = ?1 AND key = ?2", params![name, key])?,
+            None => {
+                self.conn().execute("DELETE FROM function_extras WHERE name = ?1 AND key = ?2", params![name, key])?
+            }
         };
         Ok(())
     }
@@ -41,10 +43,8 @@ impl MetaStore {
     }
 
     pub fn put_code_signing_config(&self, id: &str, json: &str) -> Result<(), MetaError> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO code_signing_configs (id, config) VALUES (?1, ?2)",
-            params![id, json],
-        )?;
+        self.conn()
+            .execute("INSERT OR REPLACE INTO code_signing_configs (id, config) VALUES (?1, ?2)", params![id, json])?;
         Ok(())
     }
 
