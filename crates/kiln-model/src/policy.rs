@@ -337,7 +337,7 @@ fn conditions_hold(statement: &Value, account: &str, source_arn: Option<&str>) -
             let Some(actual) = actual else { return false };
             let wanted = strings(Some(wanted));
             match op.as_str() {
-                "StringEquals" | "ArnEquals" => wanted.iter().any(|w| *w == actual),
+                "StringEquals" | "ArnEquals" => wanted.contains(&actual),
                 "StringLike" | "ArnLike" => wanted.iter().any(|w| glob(w, actual)),
                 _ => false,
             }
