@@ -23,7 +23,11 @@ impl ApiError {
             message: message.into(),
             capital_message: matches!(
                 code,
-                "ResourceNotFoundException" | "ServiceException" | "InvalidZipFileException"
+                "ResourceNotFoundException"
+                    | "ServiceException"
+                    | "InvalidZipFileException"
+                    | "CodeSigningConfigNotFoundException"
+                    | "PublicPolicyException"
             ),
             reason: None,
             client_fault: status < 500,
@@ -77,6 +81,8 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => Self::new(409, "ResourceConflictException", m),
             EngineError::ProvisionedNotFound(m) => Self::new(404, "ProvisionedConcurrencyConfigNotFoundException", m),
             EngineError::PreconditionFailed(m) => Self::new(412, "PreconditionFailedException", m),
+            EngineError::PolicyLengthExceeded(m) => Self::new(400, "PolicyLengthExceededException", m),
+            EngineError::CodeSigningConfigNotFound(m) => Self::new(404, "CodeSigningConfigNotFoundException", m),
             EngineError::TooLarge(m) => Self::new(413, "RequestEntityTooLargeException", m),
             EngineError::Throttled { reason, message } => {
                 let mut e = Self::new(429, "TooManyRequestsException", message);

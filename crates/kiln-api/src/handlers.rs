@@ -18,10 +18,10 @@ use kiln_model::FunctionName;
 use kiln_model::{limits, FunctionRef};
 use serde_json::json;
 
-type Result<T> = std::result::Result<T, ApiError>;
+pub(crate) type Result<T> = std::result::Result<T, ApiError>;
 
 /// Bodies of operations other than code uploads and invokes are small.
-const SMALL_BODY: usize = 1024 * 1024;
+pub(crate) const SMALL_BODY: usize = 1024 * 1024;
 
 pub(crate) async fn dispatch(
     engine: &Engine,
@@ -87,6 +87,18 @@ pub(crate) async fn dispatch(
         (_, ["2018-10-31", "layers", ..] | ["kiln", "v1", "layers", ..]) => {
             crate::layers::dispatch(engine, method, call, &seg, req).await
         }
+        (_, ["2017-03-31", "tags", ..]) => crate::tags::dispatch(engine, method, call, &seg, req).await,
+        (_, ["2015-03-31", "functions", _, "policy", ..] | ["2026-07-09", "resource-policy", ..]) => {
+            crate::policy::dispatch(engine, method, call, &seg, req).await
+        }
+        (_, ["2020-04-22", "code-signing-configs", ..] | ["2020-06-30", "functions", _, "code-signing-config"]) => {
+            crate::codesigning::dispatch(engine, method, call, &seg, req).await
+        }
+        (
+            _,
+            ["2024-08-31", "functions", _, "recursion-config"]
+            | ["2021-07-20", "functions", _, "runtime-management-config"],
+        ) => crate::function_settings::dispatch(engine, method, call, &seg, req).await,
         (&Method::GET, ["kiln", "v1", "status"]) => status(engine, None),
         (&Method::GET, ["kiln", "v1", "runtimes"]) => ok_json(StatusCode::OK, crate::runtimes::listing(engine)),
         (&Method::GET, ["kiln", "v1", "functions", name, "code"]) => code_zip(engine, call, name).await,
@@ -97,7 +109,7 @@ pub(crate) async fn dispatch(
     }
 }
 
-fn function_ref(name: &str, call: &Call) -> Result<FunctionRef> {
+pub(crate) fn function_ref(name: &str, call: &Call) -> Result<FunctionRef> {
     Ok(FunctionRef::parse(name, call.query("Qualifier"))?)
 }
 
@@ -203,6 +215,20 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
         )
     })?;
     let zip = decode_zip(&code)?;
+    // Tags and the code signing config are checked before the function exists.
+    let tags = input.tags.take().unwrap_or_default();
+    kiln_model::tags::validate(&tags)?;
+    let csc = input.code_signing_config_arn.take();
+    if let Some(arn) = &csc {
+        engine.get_code_signing_config(arn).map_err(|e| match e {
+            kiln_engine::EngineError::NotFound(_) => ApiError::new(
+                404,
+                "CodeSigningConfigNotFoundException",
+                format!("The code signing configuration cannot be found. Check that the provided configuration is not deleted: {arn}."),
+            ),
+            e => e.into(),
+        })?;
+    }
     let created = engine
         .create_function(CreateFunction {
             name,
@@ -212,11 +238,17 @@ async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Resp
             config: config_change(input.config),
         })
         .await?;
+    if !tags.is_empty() {
+        engine.set_created_tags(&created.name, &tags)?;
+    }
+    if let Some(arn) = &csc {
+        engine.put_function_code_signing_config(&created.name, arn)?;
+    }
     ok_json(StatusCode::CREATED, function_configuration(&created, engine.partition(), false))
 }
 
 /// `{"<key>": [...], "NextMarker": "..."}`, the shape of every Lambda listing.
-fn page_json(key: &str, items: Vec<serde_json::Value>, next_marker: Option<String>) -> serde_json::Value {
+pub(crate) fn page_json(key: &str, items: Vec<serde_json::Value>, next_marker: Option<String>) -> serde_json::Value {
     let mut out = json!({ key: items });
     if let Some(m) = next_marker {
         out["NextMarker"] = json!(m);
@@ -228,7 +260,7 @@ pub(crate) fn marker(call: &Call) -> Option<&str> {
     call.query("Marker").filter(|m| !m.is_empty())
 }
 
-fn max_items(call: &Call) -> Result<Option<usize>> {
+pub(crate) fn max_items(call: &Call) -> Result<Option<usize>> {
     match call.query("MaxItems") {
         None => Ok(None),
         Some(v) => match v.parse::<usize>() {
@@ -261,6 +293,10 @@ fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>
             "Location": format!("http://{host}/kiln/v1/functions/{}/code?Qualifier={}", cfg.name, cfg.version.replace('$', "%24")),
         },
     });
+    let tags = engine.function_tags(&r.name)?;
+    if !tags.is_empty() {
+        out["Tags"] = json!(tags);
+    }
     if let Some(r) = engine.reserved_concurrency(&r.name)? {
         out["Concurrency"] = json!({ "ReservedConcurrentExecutions": r });
     }
@@ -500,7 +536,7 @@ fn status(engine: &Engine, name: Option<&str>) -> Result<Response<Body>> {
 }
 
 /// A function name without qualifier (aliases and concurrency paths take only that).
-fn plain_name(name: &str) -> Result<FunctionName> {
+pub(crate) fn plain_name(name: &str) -> Result<FunctionName> {
     let r = FunctionRef::parse(name, None)?;
     if let Some(q) = r.qualifier {
         return Err(ApiError::invalid_parameter(format!("A qualifier ({q}) is not allowed here")));

@@ -12,13 +12,17 @@
 //! for: function logs (optionally followed live), live environments, and code downloads.
 #![forbid(unsafe_code)]
 
+mod codesigning;
 pub mod console;
 pub mod error;
+mod function_settings;
 mod handlers;
 mod layers;
 pub mod logs_api;
 pub mod metrics;
+mod policy;
 mod runtimes;
+mod tags;
 mod timeouts;
 pub mod wire;
 

@@ -110,6 +110,7 @@ pub struct CreateFunctionIn {
     pub architectures: Option<Vec<String>>,
     pub publish: Option<bool>,
     pub tags: Option<BTreeMap<String, String>>,
+    pub code_signing_config_arn: Option<String>,
     #[serde(flatten)]
     pub config: ConfigIn,
 }

@@ -36,6 +36,12 @@ pub enum EngineError {
     /// `PreconditionFailedException`.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// `PolicyLengthExceededException`.
+    #[error("{0}")]
+    PolicyLengthExceeded(String),
+    /// `CodeSigningConfigNotFoundException`.
+    #[error("{0}")]
+    CodeSigningConfigNotFound(String),
     /// `RequestEntityTooLargeException`.
     #[error("{0}")]
     TooLarge(String),

@@ -20,6 +20,7 @@
 
 mod admission;
 mod asyncq;
+mod control;
 mod env;
 mod error;
 pub mod fds;
@@ -35,6 +36,7 @@ mod provisioned;
 pub mod runtimes;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
+pub use control::{CodeSigningInput, RuntimeManagement};
 pub use env::InitType;
 pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;
@@ -942,6 +944,7 @@ impl Engine {
                 self.inner.admission.set_provisioned(r.name.as_str(), st.pc_total());
                 self.persist_settings(r.name.as_str(), &st)?;
             }
+            self.forget_qualifier_settings(r.name.as_str(), &version);
             st.pools.remove(&version).map(|mut p| p.drain()).unwrap_or_default()
         };
         for e in envs {
@@ -1159,6 +1162,7 @@ impl Engine {
                 return Ok(());
             }
             self.inner.meta.delete_alias(name.as_str(), alias).map_err(|e| internal("cannot delete alias", e))?;
+            self.forget_qualifier_settings(name.as_str(), alias);
             if st.settings.provisioned.remove(alias).is_some() {
                 self.inner.admission.set_provisioned(name.as_str(), st.pc_total());
                 self.persist_settings(name.as_str(), &st)?;

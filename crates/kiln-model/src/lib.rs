@@ -5,6 +5,7 @@
 //! the environment variables Lambda defines live in [`env`]. Nothing in this crate does I/O.
 #![forbid(unsafe_code)]
 
+pub mod codesigning;
 pub mod config;
 pub mod env;
 pub mod error;
@@ -12,6 +13,8 @@ pub mod events;
 pub mod layers;
 pub mod limits;
 pub mod names;
+pub mod policy;
+pub mod tags;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;

@@ -11,6 +11,7 @@
 
 pub mod code;
 pub mod events;
+mod extras;
 mod layers;
 pub mod meta;
 mod opt;

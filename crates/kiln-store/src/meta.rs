@@ -61,6 +61,18 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         last_version INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // Per-function extras (tags, resource policies, recursion and runtime settings, code
+    // signing config in use) and code signing configs (extras.rs).
+    "CREATE TABLE function_extras (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (name, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE code_signing_configs (
+        id TEXT PRIMARY KEY,
+        config TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Rows kept per function and qualifier, as (function, (qualifier, value)).
@@ -145,6 +157,7 @@ impl MetaStore {
         tx.execute("DELETE FROM aliases WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM settings WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM event_configs WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM function_extras WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(())
     }
