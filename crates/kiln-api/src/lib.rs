@@ -12,8 +12,10 @@
 //! for: function logs (optionally followed live), live environments, and code downloads.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod console;
 pub mod error;
+pub mod keys;
 mod handlers;
 mod layers;
 pub mod logs_api;
