@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::{full, Body, Call};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::ReqBody;
 use kiln_engine::{Engine, EventConfigInput, EventSummary, InvokeKind, InvokeRequest};
 use kiln_model::events::EventInvokeConfig;
 use kiln_model::{limits, FunctionName};
@@ -18,7 +18,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::PUT, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
@@ -109,7 +109,7 @@ async fn put_config(
     engine: &Engine,
     call: &Call,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     merge: bool,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
@@ -167,7 +167,7 @@ fn summary_json(e: &EventSummary) -> serde_json::Value {
 }
 
 /// InvokeAsync (deprecated on Lambda, still served): the body is the event; 202 `{"Status": 202}`.
-async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let payload =
