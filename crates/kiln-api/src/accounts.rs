@@ -55,7 +55,8 @@ impl Accounts {
             if self.engine(&account).is_some() {
                 continue;
             }
-            let engine = (self.open)(&account, limit).map_err(|message| AccountError { account: account.clone(), message })?;
+            let engine =
+                (self.open)(&account, limit).map_err(|message| AccountError { account: account.clone(), message })?;
             if let Ok(mut engines) = self.engines.lock() {
                 engines.entry(account).or_insert(engine);
             }
@@ -91,7 +92,9 @@ pub fn named_account(value: &str) -> Option<&str> {
     let parts: Vec<&str> = value.splitn(6, ':').collect();
     match parts.as_slice() {
         ["arn", _, "lambda", _, account, ..] => Some(account),
-        [account, "function", ..] if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) => Some(account),
+        [account, "function", ..] if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(account)
+        }
         _ => None,
     }
 }

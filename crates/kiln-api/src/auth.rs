@@ -212,11 +212,9 @@ fn parse_header(parts: &RequestParts<'_>, value: &[u8]) -> Result<Signed, AuthEr
     }
     let date = header_str(parts.headers, HEADER_DATE);
     let mut missing = String::new();
-    for (what, present) in [
-        ("Credential", credential.is_some()),
-        ("Signature", signature.is_some()),
-        ("SignedHeaders", signed.is_some()),
-    ] {
+    for (what, present) in
+        [("Credential", credential.is_some()), ("Signature", signature.is_some()), ("SignedHeaders", signed.is_some())]
+    {
         if !present {
             let _ = write!(missing, "Authorization header requires '{what}' parameter. ");
         }
@@ -232,8 +230,14 @@ fn parse_header(parts: &RequestParts<'_>, value: &[u8]) -> Result<Signed, AuthEr
 
 fn parse_query(parts: &RequestParts<'_>) -> Result<Signed, AuthError> {
     let mut found: [Option<String>; 6] = Default::default();
-    const NAMES: [&str; 6] =
-        ["X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Date", "X-Amz-Expires"];
+    const NAMES: [&str; 6] = [
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+    ];
     for (k, v) in query_pairs(parts.query) {
         if let Some(i) = NAMES.iter().position(|n| *n == k) {
             found[i] = Some(String::from_utf8_lossy(&decode(v)).into_owned());
@@ -252,15 +256,20 @@ fn parse_query(parts: &RequestParts<'_>) -> Result<Signed, AuthError> {
     if alg != ALGORITHM {
         return Err(AuthError::Incomplete(format!("X-Amz-Algorithm only supports \"{ALGORITHM}\"")));
     }
-    let expires = expires
-        .parse::<i64>()
-        .ok()
-        .filter(|e| (1..=MAX_EXPIRES_SECS).contains(e))
-        .ok_or_else(|| AuthError::Incomplete(format!("X-Amz-Expires must be a number from 1 to {MAX_EXPIRES_SECS}")))?;
+    let expires =
+        expires.parse::<i64>().ok().filter(|e| (1..=MAX_EXPIRES_SECS).contains(e)).ok_or_else(|| {
+            AuthError::Incomplete(format!("X-Amz-Expires must be a number from 1 to {MAX_EXPIRES_SECS}"))
+        })?;
     build(&cred, &signed, &sig, &date, Some(expires))
 }
 
-fn build(credential: &str, signed: &str, signature: &str, date: &str, expires: Option<i64>) -> Result<Signed, AuthError> {
+fn build(
+    credential: &str,
+    signed: &str,
+    signature: &str,
+    date: &str,
+    expires: Option<i64>,
+) -> Result<Signed, AuthError> {
     let scope: Vec<&str> = credential.split('/').collect();
     let [key, scope_date, region, service, terminator] = scope.as_slice() else {
         return Err(AuthError::Incomplete(
@@ -283,7 +292,9 @@ fn build(credential: &str, signed: &str, signature: &str, date: &str, expires: O
         ));
     }
     if !signed_headers.iter().any(|h| h == "host") {
-        return Err(AuthError::Incomplete("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into()));
+        return Err(AuthError::Incomplete(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
     }
     let signature = hex_decode(signature)
         .filter(|s| s.len() == 32)
@@ -422,7 +433,12 @@ fn matches(signing_key: &[u8; 32], string_to_sign: &str, signature: &[u8]) -> bo
 
 /// The canonical request of SigV4 (see the module docs). `presigned`: the query's
 /// `X-Amz-Signature` is left out.
-pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[String], payload_hash: &str, presigned: bool) -> String {
+pub fn canonical_request(
+    parts: &RequestParts<'_>,
+    signed_headers: &[String],
+    payload_hash: &str,
+    presigned: bool,
+) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(parts.method);
     out.push('\n');
@@ -577,7 +593,8 @@ fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
         d.bytes().all(|c| c.is_ascii_digit()).then(|| d.parse().ok())?
     };
     let month = time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(num(0..4)?).ok()?, month, u8::try_from(num(6..8)?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(num(0..4)?).ok()?, month, u8::try_from(num(6..8)?).ok()?).ok()?;
     let t = time::Time::from_hms(
         u8::try_from(num(9..11)?).ok()?,
         u8::try_from(num(11..13)?).ok()?,

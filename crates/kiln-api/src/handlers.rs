@@ -4,11 +4,11 @@ mod events;
 
 use crate::error::ApiError;
 use crate::wire::{self, function_configuration};
+use crate::ReqBody;
 use crate::{full, Body, Call, ChannelBody};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use crate::ReqBody;
 use kiln_engine::{
     AliasInput, ConfigChange, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode,
     UpdateConfig,

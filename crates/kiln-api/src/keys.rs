@@ -198,7 +198,10 @@ mod tests {
         let k = Keys::parse(GOOD).unwrap();
         assert_eq!(k.len(), 2);
         let a = k.get("AKIAALICE").unwrap();
-        assert_eq!((a.name.as_str(), a.account_id.as_str(), a.secret_access_key.as_str()), ("alice", "111111111111", "s3cr3t/+x"));
+        assert_eq!(
+            (a.name.as_str(), a.account_id.as_str(), a.secret_access_key.as_str()),
+            ("alice", "111111111111", "s3cr3t/+x")
+        );
         assert_eq!(k.get("AKIABOB").unwrap().name, "bob");
         let accounts = k.accounts();
         assert_eq!(accounts.get("111111111111"), Some(&Some(200)));

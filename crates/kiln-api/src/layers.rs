@@ -4,9 +4,9 @@
 use crate::error::ApiError;
 use crate::handlers::{empty, marker, ok_json, parse_json, read_body};
 use crate::wire::{self, timestamp};
+use crate::ReqBody;
 use crate::{full, Body, Call};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::{Engine, PublishLayer};
 use kiln_model::layers::{LayerStatement, LayerVersion};
 use kiln_model::{limits, Partition};

@@ -16,8 +16,8 @@ pub mod accounts;
 pub mod auth;
 pub mod console;
 pub mod error;
-pub mod keys;
 mod handlers;
+pub mod keys;
 mod layers;
 pub mod logs_api;
 pub mod metrics;
@@ -31,11 +31,11 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 use kiln_engine::Engine;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 
@@ -100,7 +100,8 @@ pub async fn serve_accounts(
     options: ApiOptions,
     accounts: Option<Arc<accounts::Accounts>>,
 ) {
-    let server = std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options, accounts });
+    let server =
+        std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options, accounts });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connection_limit()));
     let mut refused: u64 = 0;
     loop {
@@ -198,8 +199,10 @@ impl Call {
 /// key is known and whose date is in the window gets its body read.
 async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) -> Response<Body> {
     let logs = logs_api::is_logs_call(&req);
-    let expected =
-        auth::Expected { region: accounts.region(), service: if logs { wire::SERVICE_LOGS } else { wire::SERVICE_LAMBDA } };
+    let expected = auth::Expected {
+        region: accounts.region(),
+        service: if logs { wire::SERVICE_LOGS } else { wire::SERVICE_LAMBDA },
+    };
     let keys = accounts.keys();
     let refuse = |e: auth::AuthError| {
         tracing::debug!(code = e.code(), "request refused: {e}");
@@ -210,7 +213,13 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
     }
     let limit = kiln_model::limits::CREATE_BODY_MAX_BYTES;
     let (parts, body) = req.into_parts();
-    let too_large = || error_response(&ApiError::new(413, "RequestEntityTooLargeException", format!("Request must be smaller than {limit} bytes")));
+    let too_large = || {
+        error_response(&ApiError::new(
+            413,
+            "RequestEntityTooLargeException",
+            format!("Request must be smaller than {limit} bytes"),
+        ))
+    };
     if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
         return too_large();
     }
@@ -231,7 +240,11 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
     };
     let Some(engine) = accounts.engine(&principal.account_id) else {
         tracing::error!(account = %principal.account_id, "no engine for a signed request's account");
-        return error_response(&ApiError::new(500, "ServiceException", "An internal error occurred in kiln; see the server log."));
+        return error_response(&ApiError::new(
+            500,
+            "ServiceException",
+            "An internal error occurred in kiln; see the server log.",
+        ));
     };
     // Another account's ARN names nothing this signer can see.
     let foreign = parts
@@ -239,7 +252,14 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
         .path()
         .split('/')
         .map(percent_decode)
-        .chain(parts.uri.query().unwrap_or("").split('&').map(|kv| percent_decode(kv.split_once('=').map_or("", |(_, v)| v))))
+        .chain(
+            parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .map(|kv| percent_decode(kv.split_once('=').map_or("", |(_, v)| v))),
+        )
         .find(|v| accounts::named_account(v).is_some_and(|a| a != principal.account_id));
     if let Some(arn) = foreign {
         return error_response(&ApiError::new(404, "ResourceNotFoundException", format!("Function not found: {arn}")));
@@ -250,7 +270,8 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
 /// A refused signature in the shape of the API it was meant for.
 fn auth_error_response(e: &auth::AuthError, logs: bool) -> Response<Body> {
     let mut r = if logs {
-        let mut r = Response::new(full(serde_json::json!({ "__type": e.code(), "message": e.to_string() }).to_string()));
+        let mut r =
+            Response::new(full(serde_json::json!({ "__type": e.code(), "message": e.to_string() }).to_string()));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(logs_api::CONTENT_TYPE));
         r
     } else {

@@ -8,11 +8,11 @@
 //! read a page at a time; paging tokens carry byte offsets of records (`f/…`, `b/…` as AWS forms
 //! them) or positions in lists, and every token is checked before use.
 
+use crate::ReqBody;
 use crate::{full, Body};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use crate::ReqBody;
 use kiln_engine::log_filter::FilterPattern;
 use kiln_engine::log_store::{self, Event, EventQuery, Start, StreamInfo};
 use kiln_engine::Engine;

@@ -660,9 +660,11 @@ fn sign(req: &mut Request<Full<Bytes>>) {
     let host = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
     let date = kiln_api::auth::amz_date(time::OffsetDateTime::now_utc());
     let unsigned = kiln_api::auth::UNSIGNED_PAYLOAD;
-    for (name, value) in
-        [("host", host.as_str()), (kiln_api::auth::HEADER_DATE, date.as_str()), (kiln_api::auth::HEADER_CONTENT_SHA256, unsigned)]
-    {
+    for (name, value) in [
+        ("host", host.as_str()),
+        (kiln_api::auth::HEADER_DATE, date.as_str()),
+        (kiln_api::auth::HEADER_CONTENT_SHA256, unsigned),
+    ] {
         if let Ok(v) = http::HeaderValue::from_str(value) {
             req.headers_mut().insert(name, v);
         }

@@ -260,7 +260,9 @@ async fn serve(
             format!("{} ({}{pinned})", i.describe(), i.path.display())
         })
         .collect();
-    if let Some(limit) = keys.as_ref().and_then(|(_, k)| k.accounts().get(kiln_api::keys::DEFAULT_ACCOUNT).copied().flatten()) {
+    if let Some(limit) =
+        keys.as_ref().and_then(|(_, k)| k.accounts().get(kiln_api::keys::DEFAULT_ACCOUNT).copied().flatten())
+    {
         opts.concurrency_limit = limit;
     }
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -314,7 +316,8 @@ async fn serve(
 
 /// Reads and checks a keys file; the error names the file and the line.
 fn read_keys(path: &std::path::Path) -> anyhow::Result<kiln_api::keys::Keys> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the keys file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the keys file {}", path.display()))?;
     kiln_api::keys::Keys::parse(&text).map_err(|e| anyhow::anyhow!("bad keys file {}: {e}", path.display()))
 }
 

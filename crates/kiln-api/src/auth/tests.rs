@@ -142,7 +142,11 @@ fn wrong_secret_unknown_key_and_time_window() {
     let date = f.headers[HEADER_DATE].to_str().unwrap();
     assert_eq!(
         e.to_string(),
-        format!("Signature expired: {date} is now earlier than {} ({} - 5 min.)", amz_date(late - time::Duration::minutes(5)), amz_date(late))
+        format!(
+            "Signature expired: {date} is now earlier than {} ({} - 5 min.)",
+            amz_date(late - time::Duration::minutes(5)),
+            amz_date(late)
+        )
     );
     let early = now - time::Duration::seconds(MAX_SKEW_SECS + 1);
     let e = verify(&keys, &parts(f), &f.body, expected(f), early).unwrap_err();
@@ -199,7 +203,8 @@ fn missing_and_malformed_signatures() {
 
 #[test]
 fn a_claimed_body_hash_must_match_the_body() {
-    let keys = Keys::parse("[k]\naws_access_key_id = AKIA1\naws_secret_access_key = sec\naccount_id = 123456789012\n").unwrap();
+    let keys = Keys::parse("[k]\naws_access_key_id = AKIA1\naws_secret_access_key = sec\naccount_id = 123456789012\n")
+        .unwrap();
     let now = OffsetDateTime::now_utc();
     let date = amz_date(now);
     let body = b"{\"a\":1}";
@@ -221,7 +226,8 @@ fn a_claimed_body_hash_must_match_the_body() {
 
 #[test]
 fn presigned_urls_verify_and_expire() {
-    let keys = Keys::parse("[k]\naws_access_key_id = AKIA1\naws_secret_access_key = sec\naccount_id = 123456789012\n").unwrap();
+    let keys = Keys::parse("[k]\naws_access_key_id = AKIA1\naws_secret_access_key = sec\naccount_id = 123456789012\n")
+        .unwrap();
     let now = OffsetDateTime::now_utc();
     let date = amz_date(now);
     let mut headers = http::HeaderMap::new();

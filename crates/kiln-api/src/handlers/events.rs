@@ -3,10 +3,10 @@
 
 use super::{empty, function_ref, marker, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
 use crate::error::ApiError;
+use crate::ReqBody;
 use crate::{full, Body, Call};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::{Engine, EventConfigInput, EventSummary, InvokeKind, InvokeRequest};
 use kiln_model::events::EventInvokeConfig;
 use kiln_model::{limits, FunctionName};
