@@ -4,11 +4,11 @@ mod events;
 
 use crate::error::ApiError;
 use crate::wire::{self, function_configuration};
+use crate::ReqBody;
 use crate::{full, Body, Call, ChannelBody};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use kiln_engine::{
     AliasInput, ConfigChange, CreateFunction, Engine, InvokeKind, InvokeRequest, ProvisionedStatus, UpdateCode,
     UpdateConfig,
@@ -27,7 +27,7 @@ pub(crate) async fn dispatch(
     engine: &Engine,
     method: &Method,
     call: &Call,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let seg: Vec<&str> = call.segments.iter().map(String::as_str).collect();
     match (method, seg.as_slice()) {
@@ -128,7 +128,7 @@ pub(crate) fn empty(status: StatusCode) -> Result<Response<Body>> {
 
 /// Reads a body of at most `limit` bytes; `too_large` is the message when it is bigger.
 pub(crate) async fn read_body(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     limit: usize,
     too_large: impl FnOnce() -> String,
 ) -> Result<Bytes> {
@@ -199,7 +199,7 @@ fn create_too_large() -> String {
     format!("Request must be smaller than {} bytes for the CreateFunction operation", limits::CREATE_BODY_MAX_BYTES)
 }
 
-async fn create_function(engine: &Engine, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn create_function(engine: &Engine, req: Request<ReqBody>) -> Result<Response<Body>> {
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, create_too_large).await?;
     let mut input: wire::CreateFunctionIn = parse_json(&body)?;
     let name = input
@@ -281,7 +281,7 @@ fn list_functions(engine: &Engine, call: &Call) -> Result<Response<Body>> {
     ok_json(StatusCode::OK, page_json("Functions", functions, page.next_marker))
 }
 
-fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let cfg = engine.get_function(&r)?;
     let host =
@@ -313,7 +313,7 @@ async fn update_configuration(
     engine: &Engine,
     call: &Call,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
@@ -323,7 +323,7 @@ async fn update_configuration(
     ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 
-async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, || {
         format!(
@@ -349,7 +349,7 @@ async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<Inco
     ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 
-async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let kind = match header(wire::INVOCATION_TYPE).as_deref() {
@@ -552,7 +552,7 @@ struct PublishIn {
     revision_id: Option<String>,
 }
 
-async fn publish_version(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn publish_version(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: PublishIn = parse_json(&body)?;
@@ -621,7 +621,7 @@ fn alias_json(engine: &Engine, function: &FunctionName, a: &AliasConfig) -> serd
     v
 }
 
-async fn create_alias(engine: &Engine, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn create_alias(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let mut input: AliasIn = parse_json(&body)?;
@@ -634,7 +634,7 @@ async fn create_alias(engine: &Engine, name: &str, req: Request<Incoming>) -> Re
     ok_json(StatusCode::CREATED, alias_json(engine, &n, &alias))
 }
 
-async fn update_alias(engine: &Engine, name: &str, alias: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn update_alias(engine: &Engine, name: &str, alias: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: AliasIn = parse_json(&body)?;
@@ -656,7 +656,7 @@ struct ConcurrencyIn {
     provisioned_concurrent_executions: Option<i64>,
 }
 
-async fn put_concurrency(engine: &Engine, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn put_concurrency(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: ConcurrencyIn = parse_json(&body)?;
@@ -684,7 +684,7 @@ fn provisioned_json(engine: &Engine, name: &FunctionName, p: &ProvisionedStatus,
     v
 }
 
-async fn put_provisioned(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn put_provisioned(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: ConcurrencyIn = parse_json(&body)?;

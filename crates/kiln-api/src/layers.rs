@@ -4,9 +4,9 @@
 use crate::error::ApiError;
 use crate::handlers::{empty, marker, ok_json, parse_json, read_body};
 use crate::wire::{self, timestamp};
+use crate::ReqBody;
 use crate::{full, Body, Call};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kiln_engine::{Engine, PublishLayer};
 use kiln_model::layers::{LayerStatement, LayerVersion};
 use kiln_model::{limits, Partition};
@@ -21,7 +21,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::GET, ["2018-10-31", "layers"]) if call.query("find") == Some("LayerVersion") => {
@@ -61,7 +61,7 @@ pub(crate) async fn dispatch(
     }
 }
 
-fn host(req: &Request<Incoming>) -> String {
+fn host(req: &Request<ReqBody>) -> String {
     req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:9000").to_string()
 }
 
@@ -104,7 +104,7 @@ struct PublishIn {
     compatible_architectures: Option<Vec<String>>,
 }
 
-async fn publish(engine: &Engine, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn publish(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let host = host(&req);
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, || {
         format!(
@@ -204,7 +204,7 @@ async fn add_permission(
     call: &Call,
     name: &str,
     n: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let version = version_number(n)?;
     let body = read_body(req, 1024 * 1024, || "Request must be smaller than 1048576 bytes".into()).await?;

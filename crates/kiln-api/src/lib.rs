@@ -12,11 +12,14 @@
 //! for: function logs (optionally followed live), live environments, and code downloads.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
+pub mod auth;
 mod codesigning;
 pub mod console;
 pub mod error;
 mod function_settings;
 mod handlers;
+pub mod keys;
 mod layers;
 pub mod logs_api;
 pub mod metrics;
@@ -36,10 +39,15 @@ use hyper_util::rt::TokioIo;
 use kiln_engine::Engine;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 
 pub type Body = BoxBody<Bytes, Infallible>;
+
+/// A request's body as handlers see it: streamed from the connection, or already read (and
+/// hashed) by the signature check.
+pub type ReqBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 /// What the listener serves besides the Lambda API.
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,6 +65,8 @@ struct Server {
     engine: Engine,
     metrics: metrics::Metrics,
     options: ApiOptions,
+    /// With `--auth-keys`: the keys and an engine per account; every request is authenticated.
+    accounts: Option<Arc<accounts::Accounts>>,
 }
 
 /// How many connections may be open at once: half of what the process may open (the rest is
@@ -78,10 +88,24 @@ fn connection_limit() -> usize {
 pub async fn serve_with(
     engine: Engine,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     options: ApiOptions,
 ) {
-    let server = std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options });
+    serve_accounts(engine, listener, shutdown, options, None).await
+}
+
+/// [`serve_with`], and with `accounts` every request must carry a valid SigV4 signature and
+/// acts in its signer's account (`engine` is the default account's, which `/metrics` and the
+/// console show).
+pub async fn serve_accounts(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    options: ApiOptions,
+    accounts: Option<Arc<accounts::Accounts>>,
+) {
+    let server =
+        std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options, accounts });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connection_limit()));
     let mut refused: u64 = 0;
     loop {
@@ -153,7 +177,10 @@ async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
             r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
             r
         }
-        _ => route(&server.engine, req).await,
+        _ => match &server.accounts {
+            None => route(&server.engine, req.map(http_body_util::Either::Left)).await,
+            Some(accounts) => authenticated(accounts, req).await,
+        },
     };
     server.metrics.requests.count(op, resp.status().as_u16());
     resp
@@ -172,8 +199,97 @@ impl Call {
     }
 }
 
+/// Checks a request's signature and answers it in its signer's account. Only a request whose
+/// key is known and whose date is in the window gets its body read.
+async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) -> Response<Body> {
+    let logs = logs_api::is_logs_call(&req);
+    let expected = auth::Expected {
+        region: accounts.region(),
+        service: if logs { wire::SERVICE_LOGS } else { wire::SERVICE_LAMBDA },
+    };
+    let keys = accounts.keys();
+    let refuse = |e: auth::AuthError| {
+        tracing::debug!(code = e.code(), "request refused: {e}");
+        auth_error_response(&e, logs)
+    };
+    if let Err(e) = auth::precheck(&keys, &auth::RequestParts::of(&req), expected, time::OffsetDateTime::now_utc()) {
+        return refuse(e);
+    }
+    let limit = kiln_model::limits::CREATE_BODY_MAX_BYTES;
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        error_response(&ApiError::new(
+            413,
+            "RequestEntityTooLargeException",
+            format!("Request must be smaller than {limit} bytes"),
+        ))
+    };
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return too_large();
+    }
+    let bytes = match timeouts::read_limited(body, limit).await {
+        Ok(b) => b,
+        Err(timeouts::BodyError::TooLarge) => return too_large(),
+        Err(_) => return error_response(&ApiError::invalid_content("The request body could not be read")),
+    };
+    let signed = auth::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+    };
+    let principal = match auth::verify(&keys, &signed, &bytes, expected, time::OffsetDateTime::now_utc()) {
+        Ok(p) => p,
+        Err(e) => return refuse(e),
+    };
+    let Some(engine) = accounts.engine(&principal.account_id) else {
+        tracing::error!(account = %principal.account_id, "no engine for a signed request's account");
+        return error_response(&ApiError::new(
+            500,
+            "ServiceException",
+            "An internal error occurred in kiln; see the server log.",
+        ));
+    };
+    // Another account's ARN names nothing this signer can see.
+    let foreign = parts
+        .uri
+        .path()
+        .split('/')
+        .map(percent_decode)
+        .chain(
+            parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .map(|kv| percent_decode(kv.split_once('=').map_or("", |(_, v)| v))),
+        )
+        .find(|v| accounts::named_account(v).is_some_and(|a| a != principal.account_id));
+    if let Some(arn) = foreign {
+        return error_response(&ApiError::new(404, "ResourceNotFoundException", format!("Function not found: {arn}")));
+    }
+    route(&engine, Request::from_parts(parts, http_body_util::Either::Right(Full::new(bytes)))).await
+}
+
+/// A refused signature in the shape of the API it was meant for.
+fn auth_error_response(e: &auth::AuthError, logs: bool) -> Response<Body> {
+    let mut r = if logs {
+        let mut r =
+            Response::new(full(serde_json::json!({ "__type": e.code(), "message": e.to_string() }).to_string()));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(logs_api::CONTENT_TYPE));
+        r
+    } else {
+        error_response(&ApiError::new(403, e.code(), e.to_string()))
+    };
+    *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        r.headers_mut().insert(wire::REQUEST_ID, v);
+    }
+    r
+}
+
 /// Answers one request.
-pub async fn route(engine: &Engine, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(engine: &Engine, req: Request<ReqBody>) -> Response<Body> {
     let call = Call {
         segments: req.uri().path().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect(),
         query: req

@@ -8,11 +8,11 @@
 //! read a page at a time; paging tokens carry byte offsets of records (`f/…`, `b/…` as AWS forms
 //! them) or positions in lists, and every token is checked before use.
 
+use crate::ReqBody;
 use crate::{full, Body};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use kiln_engine::log_filter::FilterPattern;
 use kiln_engine::log_store::{self, Event, EventQuery, Start, StreamInfo};
 use kiln_engine::Engine;
@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 /// The header that names the operation.
 pub const TARGET: &str = "x-amz-target";
 const TARGET_PREFIX: &str = "Logs_20140328.";
-const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const REQUEST_ID: &str = "x-amzn-requestid";
 
 const INVALID_PARAMETER: &str = "InvalidParameterException";
@@ -71,7 +71,7 @@ pub fn is_logs_call<B>(req: &Request<B>) -> bool {
 }
 
 /// Answers one Logs API call.
-pub async fn handle(engine: &Engine, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+pub async fn handle(engine: &Engine, req: Request<ReqBody>, request_id: &str) -> Response<Body> {
     let result = answer(engine, req).await;
     let (status, body) = match result {
         Ok(Answer::Json(v)) => (StatusCode::OK, v.to_string()),
@@ -87,7 +87,7 @@ pub async fn handle(engine: &Engine, req: Request<Incoming>, request_id: &str) -
     resp
 }
 
-async fn answer(engine: &Engine, req: Request<Incoming>) -> Result<Answer> {
+async fn answer(engine: &Engine, req: Request<ReqBody>) -> Result<Answer> {
     let target = req.headers().get(TARGET).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let Some(op) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(LogsError { code: UNKNOWN_OPERATION, message: format!("Unknown operation {target}") });

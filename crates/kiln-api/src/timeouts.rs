@@ -6,7 +6,6 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::time::Duration;
 
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,7 +22,10 @@ pub enum BodyError {
 }
 
 /// Reads a body of at most `limit` bytes within the time limits.
-pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
     tokio::time::timeout(BODY_READ_TIMEOUT, read_frames(body, limit, BODY_IDLE_TIMEOUT))
         .await
         .unwrap_or(Err(BodyError::TimedOut))

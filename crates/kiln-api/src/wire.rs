@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 pub const REQUEST_ID: &str = "x-amzn-requestid";
 pub const ERROR_TYPE: &str = "x-amzn-errortype";
+/// The SigV4 service names kiln's endpoints answer to (the credential scope's fourth part).
+pub const SERVICE_LAMBDA: &str = "lambda";
+pub const SERVICE_LOGS: &str = "logs";
 pub const INVOCATION_TYPE: &str = "x-amz-invocation-type";
 pub const LOG_TYPE: &str = "x-amz-log-type";
 pub const CLIENT_CONTEXT: &str = "x-amz-client-context";

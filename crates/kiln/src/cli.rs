@@ -620,7 +620,8 @@ impl Api {
         Ok(Self { base, client: Client::builder(TokioExecutor::new()).build_http() })
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    async fn send(&self, mut req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        sign(&mut req);
         self.client
             .request(req)
             .await
@@ -646,6 +647,36 @@ impl Api {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).context("kiln answered with something that is not JSON")
+    }
+}
+
+/// Signs a request (SigV4, `UNSIGNED-PAYLOAD`) when `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` are set, for a `kiln serve --auth-keys`; the region is `AWS_REGION`,
+/// `AWS_DEFAULT_REGION` or us-east-1.
+fn sign(req: &mut Request<Full<Bytes>>) {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else { return };
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
+    let host = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+    let date = kiln_api::auth::amz_date(time::OffsetDateTime::now_utc());
+    let unsigned = kiln_api::auth::UNSIGNED_PAYLOAD;
+    for (name, value) in [
+        ("host", host.as_str()),
+        (kiln_api::auth::HEADER_DATE, date.as_str()),
+        (kiln_api::auth::HEADER_CONTENT_SHA256, unsigned),
+    ] {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            req.headers_mut().insert(name, v);
+        }
+    }
+    if let Some(token) = var("AWS_SESSION_TOKEN").and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+        req.headers_mut().insert("x-amz-security-token", token);
+    }
+    let parts = kiln_api::auth::RequestParts::of(req);
+    let expected = kiln_api::auth::Expected { region: &region, service: kiln_api::wire::SERVICE_LAMBDA };
+    let auth = kiln_api::auth::authorization(&parts, &key, &secret, &date, expected, unsigned);
+    if let Ok(v) = http::HeaderValue::from_str(&auth) {
+        req.headers_mut().insert(http::header::AUTHORIZATION, v);
     }
 }
 

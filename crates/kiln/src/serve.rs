@@ -60,6 +60,16 @@ pub struct ServeArgs {
     /// [default: on when listening on a loopback address, read-only otherwise].
     #[arg(long, value_parser = ["on", "read-only", "off"])]
     console: Option<String>,
+    /// Require AWS Signature Version 4 on every API request, with the keys of this file (AWS's
+    /// shared-credentials format: `[name]` sections with `aws_access_key_id`,
+    /// `aws_secret_access_key`, `account_id` and optionally `concurrency_limit`); each key acts
+    /// in its own account. SIGHUP re-reads the file.
+    #[arg(long, value_name = "FILE")]
+    auth_keys: Option<PathBuf>,
+    /// Serve without authentication on an address other than loopback (anyone who reaches the
+    /// port can run code on this machine).
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// Format of kiln's own log on stderr: `text` or `json` (one object per line, for log shippers).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -153,6 +163,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the descriptor limit"),
     }
+    // The keys before anything else: a bad file or an unsafe address stops kiln at once.
+    let keys = match &args.auth_keys {
+        Some(path) => Some((path.clone(), read_keys(path)?)),
+        None if args.addr.ip().is_loopback() => None,
+        None if args.insecure_no_auth => {
+            tracing::warn!(
+                "authentication is off on {}: anyone who reaches this port can deploy and run code on this machine",
+                args.addr
+            );
+            None
+        }
+        None => anyhow::bail!(
+            "refusing to listen on {} without authentication: give --auth-keys FILE, or --insecure-no-auth to accept anyone",
+            args.addr
+        ),
+    };
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
@@ -184,7 +210,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         None => kiln_api::console::ConsoleMode::ReadOnly,
     };
     let api = kiln_api::ApiOptions { console };
-    let served = runtime.block_on(serve(args.addr, opts, args.isolation, api, &mut lock));
+    let served = runtime.block_on(serve(args.addr, opts, args.isolation, api, keys, &mut lock));
     // The lock goes last: until the runtime's tasks have dropped the backend, its environments
     // are still this server's.
     drop(runtime);
@@ -200,9 +226,12 @@ async fn serve(
     opts: EngineOptions,
     isolation: String,
     api: kiln_api::ApiOptions,
+    keys: Option<(PathBuf, kiln_api::keys::Keys)>,
     lock: &mut DataDirLock,
 ) -> anyhow::Result<()> {
     let data_dir = opts.data_dir.clone();
+    let mut opts = opts;
+    let template = opts.clone();
     // The port before any clean-up: a server that cannot listen must leave everything as it is.
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
@@ -231,7 +260,28 @@ async fn serve(
             format!("{} ({}{pinned})", i.describe(), i.path.display())
         })
         .collect();
+    if let Some(limit) =
+        keys.as_ref().and_then(|(_, k)| k.accounts().get(kiln_api::keys::DEFAULT_ACCOUNT).copied().flatten())
+    {
+        opts.concurrency_limit = limit;
+    }
     let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let accounts = match keys {
+        None => None,
+        Some((path, keys)) => {
+            let n = keys.len();
+            let accounts = kiln_api::accounts::Accounts::new(
+                template.partition.region.clone(),
+                keys,
+                engine.clone(),
+                account_opener(template, backend.clone()),
+            )?;
+            tracing::info!("authentication on: {n} keys from {}, SIGHUP re-reads it", path.display());
+            let accounts = Arc::new(accounts);
+            tokio::spawn(reload_on_hangup(path, accounts.clone()));
+            Some(accounts)
+        }
+    };
     if let Some(b) = linux {
         // The first calls after a start should find blanks ready, not build sandboxes on the
         // spot; connections made meanwhile wait in the listen queue.
@@ -245,15 +295,60 @@ async fn serve(
     tracing::info!("console ({}) at http://{local}/, metrics at http://{local}/metrics", api.console.as_str());
     tracing::info!("managed runtimes: {}", if found.is_empty() { "none found".into() } else { found.join(", ") });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(kiln_api::serve_with(engine.clone(), listener, stop_rx, api));
+    let engines = match &accounts {
+        Some(a) => a.engines(),
+        None => vec![engine.clone()],
+    };
+    let server = tokio::spawn(kiln_api::serve_accounts(engine.clone(), listener, stop_rx, api, accounts));
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    engine.shutdown();
+    for e in &engines {
+        e.shutdown();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     // The log writer batches lines; what the last calls logged goes to disk before kiln exits.
-    let _ = tokio::time::timeout(Duration::from_secs(5), engine.logs().flush()).await;
+    for e in &engines {
+        let _ = tokio::time::timeout(Duration::from_secs(5), e.logs().flush()).await;
+    }
     Ok(())
+}
+
+/// Reads and checks a keys file; the error names the file and the line.
+fn read_keys(path: &std::path::Path) -> anyhow::Result<kiln_api::keys::Keys> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the keys file {}", path.display()))?;
+    kiln_api::keys::Keys::parse(&text).map_err(|e| anyhow::anyhow!("bad keys file {}: {e}", path.display()))
+}
+
+/// Opens an account's engine: its own data dir under `<data>/accounts/<id>`, its ARNs, its
+/// concurrency limit; the sandbox backend and managed runtimes are shared.
+fn account_opener(template: EngineOptions, backend: Arc<dyn Backend>) -> kiln_api::accounts::Opener {
+    Box::new(move |account: &str, limit: Option<u32>| {
+        let mut opts = template.clone();
+        opts.data_dir = template.data_dir.join("accounts").join(account);
+        opts.partition = Partition { account_id: account.to_string(), ..template.partition.clone() };
+        if let Some(limit) = limit {
+            opts.concurrency_limit = limit;
+        }
+        Engine::open(opts, backend.clone()).map_err(|e| e.to_string())
+    })
+}
+
+/// SIGHUP: the keys file again; a file kiln cannot use leaves the keys in force as they were.
+async fn reload_on_hangup(path: PathBuf, accounts: Arc<kiln_api::accounts::Accounts>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the keys file will not be re-read");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match read_keys(&path).map(|k| (k.len(), accounts.reload(k))) {
+            Ok((n, Ok(()))) => tracing::info!("reloaded {n} keys from {}", path.display()),
+            Ok((_, Err(e))) => tracing::warn!("keeping the previous keys: {e}"),
+            Err(e) => tracing::warn!("keeping the previous keys: {e:#}"),
+        }
+    }
 }
 
 fn sandbox_backend(

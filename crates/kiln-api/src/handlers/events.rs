@@ -3,9 +3,9 @@
 
 use super::{empty, function_ref, marker, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
 use crate::error::ApiError;
+use crate::ReqBody;
 use crate::{full, Body, Call};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kiln_engine::{Engine, EventConfigInput, EventSummary, InvokeKind, InvokeRequest};
 use kiln_model::events::EventInvokeConfig;
 use kiln_model::{limits, FunctionName};
@@ -17,7 +17,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::PUT, ["2019-09-25", "functions", name, "event-invoke-config"]) => {
@@ -108,7 +108,7 @@ async fn put_config(
     engine: &Engine,
     call: &Call,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     merge: bool,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
@@ -166,7 +166,7 @@ fn summary_json(e: &EventSummary) -> serde_json::Value {
 }
 
 /// InvokeAsync (deprecated on Lambda, still served): the body is the event; 202 `{"Status": 202}`.
-async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let payload =
