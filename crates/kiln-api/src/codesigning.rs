@@ -9,7 +9,7 @@ use crate::handlers::{
 use crate::wire::timestamp;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::ReqBody;
 use kiln_engine::{CodeSigningInput, Engine};
 use kiln_model::codesigning::CodeSigningConfig;
 use serde_json::{json, Value};
@@ -79,7 +79,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::POST, ["2020-04-22", "code-signing-configs"]) => {

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::handlers::{function_ref, ok_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::ReqBody;
 use kiln_engine::{Engine, RuntimeManagement};
 use serde_json::{json, Value};
 
@@ -43,7 +43,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::GET, ["2024-08-31", "functions", name, "recursion-config"]) => {

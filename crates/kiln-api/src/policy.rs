@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::handlers::{empty, function_ref, ok_json, parse_json, read_body, Result, SMALL_BODY};
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::ReqBody;
 use kiln_engine::{Engine, EngineError};
 use kiln_model::policy::PermissionInput;
 use kiln_model::FunctionRef;
@@ -62,7 +62,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::POST, ["2015-03-31", "functions", name, "policy"]) => {

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::handlers::{empty, ok_json, parse_json, read_body, Result, SMALL_BODY};
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::ReqBody;
 use kiln_engine::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::GET, ["2017-03-31", "tags", arn]) => {
