@@ -18,10 +18,10 @@ use kiln_model::FunctionName;
 use kiln_model::{limits, FunctionRef};
 use serde_json::json;
 
-type Result<T> = std::result::Result<T, ApiError>;
+pub(crate) type Result<T> = std::result::Result<T, ApiError>;
 
 /// Bodies of operations other than code uploads and invokes are small.
-const SMALL_BODY: usize = 1024 * 1024;
+pub(crate) const SMALL_BODY: usize = 1024 * 1024;
 
 pub(crate) async fn dispatch(
     engine: &Engine,
@@ -84,6 +84,7 @@ pub(crate) async fn dispatch(
             empty(StatusCode::NO_CONTENT)
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
+        (_, ["2021-10-31", ..]) => crate::urls::dispatch(engine, method, call, &seg, req).await,
         (_, ["2018-10-31", "layers", ..] | ["kiln", "v1", "layers", ..]) => {
             crate::layers::dispatch(engine, method, call, &seg, req).await
         }

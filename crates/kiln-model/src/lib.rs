@@ -12,6 +12,7 @@ pub mod events;
 pub mod layers;
 pub mod limits;
 pub mod names;
+pub mod urls;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
