@@ -10,7 +10,9 @@ impl MetaStore {
     pub fn put_url(&self, function: &str, qualifier: &str, c: &UrlConfig) -> Result<(), MetaError> {
         let json = to_json(function, qualifier, c)?;
         self.conn().execute(
-            "INSERT OR REPLACE INTO function_urls (name, qualifier, url_id, config) VALUES (?1, ?2, ?3, ?4)",
+            // Not `OR REPLACE`: that would silently delete another row holding the same url id.
+            "INSERT INTO function_urls (name, qualifier, url_id, config) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name, qualifier) DO UPDATE SET url_id = excluded.url_id, config = excluded.config",
             params![function, qualifier, c.url_id, json],
         )?;
         Ok(())
