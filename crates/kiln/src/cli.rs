@@ -45,8 +45,8 @@ pub enum ClientCommand {
         #[arg(long = "layer", value_name = "ARN")]
         layers: Vec<String>,
         /// Also give the function a URL (auth NONE) if it has none, and print it.
-        #[arg(long)]
-        url: bool,
+        #[arg(long = "url", id = "with_url")]
+        with_url: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -147,7 +147,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
     match cmd {
         ClientCommand::Layer(cmd) => layers::run(cmd).await,
         ClientCommand::Url(args) => url::run(args).await,
-        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, url, endpoint } => {
+        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, with_url, endpoint } => {
             let handler = match handler {
                 Some(h) => h,
                 None if runtime.starts_with("provided") => "bootstrap".to_string(),
@@ -205,7 +205,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 cfg["MemorySize"],
                 cfg["Timeout"]
             );
-            if url {
+            if with_url {
                 let c = url::ensure(&api, &name, None, "NONE", "BUFFERED").await?;
                 url::print(&api, &c);
             }
