@@ -77,7 +77,8 @@ pub(crate) async fn dispatch(
                 },
             };
             let page = engine.list_urls(&r.name, marker(call), max)?;
-            let items: Vec<Value> = page.items.iter().map(|(q, c)| config_json(engine, &r, q, c, &host, true)).collect();
+            let items: Vec<Value> =
+                page.items.iter().map(|(q, c)| config_json(engine, &r, q, c, &host, true)).collect();
             let mut out = json!({ "FunctionUrlConfigs": items });
             if let Some(m) = page.next_marker {
                 out["NextMarker"] = json!(m);
@@ -171,7 +172,8 @@ fn host_header(h: &HeaderMap) -> Option<&str> {
 /// Whether `req` is for a function URL, by its host name or its path.
 pub(crate) fn url_request<B>(req: &Request<B>) -> Option<UrlRequest> {
     let host = host_header(req.headers()).or_else(|| req.uri().host()).unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let mut labels = host.splitn(3, '.');
     if let (Some(id), Some(label), Some(_)) = (labels.next(), labels.next(), labels.next()) {
         if label.eq_ignore_ascii_case(HOST_LABEL) && !id.is_empty() {
@@ -326,7 +328,8 @@ fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
             }
         }
     }
-    let user_agent = e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let user_agent =
+        e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let authorizer = match &e.iam_key {
         Some(key) => json!({ "iam": {
             "accessKey": key,
@@ -570,10 +573,8 @@ async fn invoke(
         Err(e) if e.status == 413 => return refusal(413, "RequestEntityTooLargeException", Some(&too_large())),
         Err(e) => return refusal(400, "InvalidRequestContentException", Some(&e.message)),
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let partition = engine.partition();
     let input = EventInput {
         url_id: &config.url_id,
@@ -634,7 +635,8 @@ mod tests {
             .unwrap();
         let u = url_request(&req).unwrap();
         assert_eq!((u.url_id.as_str(), u.raw_path.as_str()), (id, "/x/y"));
-        let req = Request::builder().uri(format!("/lambda-url/{id}/a/b")).header("host", "127.0.0.1:1").body(()).unwrap();
+        let req =
+            Request::builder().uri(format!("/lambda-url/{id}/a/b")).header("host", "127.0.0.1:1").body(()).unwrap();
         let u = url_request(&req).unwrap();
         assert_eq!((u.url_id.as_str(), u.raw_path.as_str()), (id, "/a/b"));
         let req = Request::builder().uri(format!("/lambda-url/{id}")).body(()).unwrap();

@@ -244,9 +244,10 @@ impl Engine {
         }
         let engine = self.clone();
         let r = target.function_ref();
-        let (_, payload, function_error) = tokio::spawn(async move { engine.run_queued(&r, request_id, payload).await })
-            .await
-            .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
+        let (_, payload, function_error) =
+            tokio::spawn(async move { engine.run_queued(&r, request_id, payload).await })
+                .await
+                .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
         Ok((payload, function_error))
     }
 

@@ -120,10 +120,18 @@ impl Cors {
         list(&self.expose_headers, "cors.exposeHeaders", 100, (0, 1024))?;
         if let Some(m) = self.max_age {
             if m < 0 {
-                return Err(ModelError::constraint(m, "cors.maxAge", "Member must have value greater than or equal to 0"));
+                return Err(ModelError::constraint(
+                    m,
+                    "cors.maxAge",
+                    "Member must have value greater than or equal to 0",
+                ));
             }
             if m > 86_400 {
-                return Err(ModelError::constraint(m, "cors.maxAge", "Member must have value less than or equal to 86400"));
+                return Err(ModelError::constraint(
+                    m,
+                    "cors.maxAge",
+                    "Member must have value less than or equal to 86400",
+                ));
             }
         }
         Ok(())
@@ -156,7 +164,8 @@ pub struct UrlConfig {
 /// Checks the `Qualifier` of a function URL: an alias name. botocore's pattern
 /// `((?!^\d+$)^[0-9a-zA-Z-_]+$)` refuses a version number and `$LATEST` alike.
 pub fn validate_qualifier(q: &str) -> Result<(), ModelError> {
-    let word = !q.is_empty() && q.len() <= 128 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let word =
+        !q.is_empty() && q.len() <= 128 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !word || q.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ModelError::constraint(
             q,

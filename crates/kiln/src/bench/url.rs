@@ -91,10 +91,9 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
         url_call(&client, addr, &path).await?;
         via_url.push(t.elapsed());
     }
-    let invoke_per_second = throughput(args.seconds, CALLERS, move |c| async move {
-        invoke(&c, addr, name, ECHO).await.map(|_| ())
-    })
-    .await?;
+    let invoke_per_second =
+        throughput(args.seconds, CALLERS, move |c| async move { invoke(&c, addr, name, ECHO).await.map(|_| ()) })
+            .await?;
     let p = path.clone();
     let url_per_second = throughput(args.seconds, CALLERS, move |c| {
         let p = p.clone();
