@@ -84,6 +84,7 @@ pub(crate) async fn dispatch(
             empty(StatusCode::NO_CONTENT)
         }
         (&Method::GET, ["2016-08-19", "account-settings"]) => account_settings(engine),
+        (_, ["2021-10-31", ..]) => crate::urls::dispatch(engine, method, call, &seg, req).await,
         (_, ["2018-10-31", "layers", ..] | ["kiln", "v1", "layers", ..]) => {
             crate::layers::dispatch(engine, method, call, &seg, req).await
         }

@@ -27,6 +27,7 @@ mod policy;
 mod runtimes;
 mod tags;
 mod timeouts;
+pub mod urls;
 pub mod wire;
 
 use bytes::Bytes;
@@ -119,7 +120,7 @@ pub async fn serve_accounts(
             }
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -135,6 +136,7 @@ pub async fn serve_accounts(
             drop(stream);
             continue;
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let mut shutdown = shutdown.clone();
@@ -142,7 +144,7 @@ pub async fn serve_accounts(
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(handle(&server, req).await) }
+                async move { Ok::<_, Infallible>(handle(&server, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -163,8 +165,14 @@ pub async fn serve_accounts(
     }
 }
 
-/// Answers one request: `/metrics` and the console here, the rest through [`route`]; counts it.
-async fn handle(server: &Server, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request: function URLs (by host or path), `/metrics` and the console here, the
+/// rest through [`route`]; counts it.
+async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+    if let Some(u) = urls::url_request(&req) {
+        let resp = urls::serve(&server.engine, u, req, peer).await;
+        server.metrics.requests.count("InvokeFunctionUrl", resp.status().as_u16());
+        return resp;
+    }
     let seg: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
     let op = metrics::operation(req.method(), &seg);
     let get = req.method() == http::Method::GET;
@@ -351,7 +359,7 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

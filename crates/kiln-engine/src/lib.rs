@@ -34,6 +34,7 @@ mod memory;
 pub mod metrics;
 mod provisioned;
 pub mod runtimes;
+mod urls;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
 pub use control::{CodeSigningInput, RuntimeManagement};
@@ -42,6 +43,7 @@ pub use error::{EngineError, ThrottleReason};
 pub use function::StartStats;
 pub use kiln_store::events::{EventCounts, EventSummary};
 pub use layers::PublishLayer;
+pub use urls::{UrlInput, UrlTarget};
 
 use admission::Admission;
 use bytes::Bytes;
@@ -241,6 +243,8 @@ pub(crate) struct Inner {
     pub metrics: metrics::ServerMetrics,
     /// Serialises changes of layer policies (read, modify, write).
     pub layer_lock: std::sync::Mutex<()>,
+    /// Function URLs by function and qualifier and by url id (urls.rs).
+    pub urls: RwLock<urls::UrlMap>,
 }
 
 /// The engine. Cheap to clone.
@@ -289,10 +293,12 @@ impl Engine {
                 events,
                 metrics: metrics::ServerMetrics::default(),
                 layer_lock: std::sync::Mutex::new(()),
+                urls: RwLock::new(urls::UrlMap::default()),
             }),
         };
         engine.load()?;
         engine.load_event_configs()?;
+        engine.load_urls()?;
         engine.collect_opt_trees();
         engine.spawn_reaper();
         engine.spawn_dispatcher();
@@ -906,6 +912,7 @@ impl Engine {
         self.inner.admission.remove(r.name.as_str());
         self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
         self.forget_events(r.name.as_str()).await;
+        self.forget_urls(r.name.as_str());
         // Its logs go with it, so a deleted function leaves nothing on disk.
         self.inner.logs.remove(r.name.as_str()).await;
         self.collect_code(hashes).await;
@@ -1163,6 +1170,7 @@ impl Engine {
             }
             self.inner.meta.delete_alias(name.as_str(), alias).map_err(|e| internal("cannot delete alias", e))?;
             self.forget_qualifier_settings(name.as_str(), alias);
+            self.forget_alias_url(name.as_str(), alias)?;
             if st.settings.provisioned.remove(alias).is_some() {
                 self.inner.admission.set_provisioned(name.as_str(), st.pc_total());
                 self.persist_settings(name.as_str(), &st)?;

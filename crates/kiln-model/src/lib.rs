@@ -15,6 +15,7 @@ pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod tags;
+pub mod urls;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;

@@ -16,6 +16,7 @@ mod layers;
 pub mod meta;
 mod opt;
 pub mod unzip;
+mod urls;
 
 pub use code::{CodeHash, CodeStore};
 pub use meta::MetaStore;

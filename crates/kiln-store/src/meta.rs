@@ -73,6 +73,14 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         config TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // Function URLs: one per function and qualifier; the url id names it for HTTP callers.
+    "CREATE TABLE function_urls (
+        name TEXT NOT NULL,
+        qualifier TEXT NOT NULL,
+        url_id TEXT NOT NULL UNIQUE,
+        config TEXT NOT NULL,
+        PRIMARY KEY (name, qualifier)
+    ) WITHOUT ROWID;",
 ];
 
 /// Rows kept per function and qualifier, as (function, (qualifier, value)).
@@ -158,6 +166,7 @@ impl MetaStore {
         tx.execute("DELETE FROM settings WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM event_configs WHERE name = ?1", params![name])?;
         tx.execute("DELETE FROM function_extras WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM function_urls WHERE name = ?1", params![name])?;
         tx.commit()?;
         Ok(())
     }
@@ -250,11 +259,11 @@ impl MetaStore {
     }
 }
 
-fn to_json<T: serde::Serialize>(name: &str, what: &str, v: &T) -> Result<String, MetaError> {
+pub(crate) fn to_json<T: serde::Serialize>(name: &str, what: &str, v: &T) -> Result<String, MetaError> {
     serde_json::to_string(v).map_err(|source| MetaError::Corrupt { name: name.into(), version: what.into(), source })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(name: &str, version: &str, json: &str) -> Result<T, MetaError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(name: &str, version: &str, json: &str) -> Result<T, MetaError> {
     serde_json::from_str(json).map_err(|source| MetaError::Corrupt {
         name: name.to_string(),
         version: version.to_string(),

@@ -81,6 +81,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod runtimes;
 mod scrape;
+mod url;
 
 /// Options of `kiln bench`.
 #[derive(clap::Args)]
@@ -135,8 +136,9 @@ pub struct BenchArgs {
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Run only this scenario: `events` (durable Event invokes with 32 callers), `runtimes`
-    /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare).
-    #[arg(long, value_parser = ["events", "runtimes"])]
+    /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare),
+    /// `url` (one function through its function URL and through Invoke).
+    #[arg(long, value_parser = ["events", "runtimes", "url"])]
     only: Option<String>,
     /// MemorySize of the Python and Node.js functions of the runtimes scenario, in MB [default:
     /// 1769, one vCPU, as the bare client has].
@@ -170,6 +172,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let result = rt.block_on(events_only(&args))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&json!({ "events": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.only.as_deref() == Some("url") {
+        let result = rt.block_on(url_only(&args))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "url": result.json() }))?);
         } else {
             print!("{}", result.render());
         }
@@ -294,6 +305,18 @@ async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
     let work = TempDir::new()?;
     events::run(&exe, &work, &zip_b64, args).await
+}
+
+/// `--only url`: the function URL next to Invoke, nothing else.
+async fn url_only(args: &BenchArgs) -> anyhow::Result<url::UrlResult> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let function_bin = match &args.function_bin {
+        Some(p) => p.clone(),
+        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
+    };
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
+    let work = TempDir::new()?;
+    url::run(&exe, &work, &zip_b64, args).await
 }
 
 /// `--only runtimes`: the Python and Node.js rows, nothing else.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod layers;
+mod url;
 
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
@@ -43,6 +44,9 @@ pub enum ClientCommand {
         /// A layer version ARN; repeat for more (in order, later ones win at /opt).
         #[arg(long = "layer", value_name = "ARN")]
         layers: Vec<String>,
+        /// Also give the function a URL (auth NONE) if it has none, and print it.
+        #[arg(long = "url", id = "with_url")]
+        with_url: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -100,6 +104,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Show a function's URL (an HTTP endpoint that invokes it), creating it if it has none.
+    Url(url::UrlArgs),
     /// Publish and list layers.
     #[command(subcommand)]
     Layer(layers::LayerCommand),
@@ -140,7 +146,8 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
     use std::process::ExitCode;
     match cmd {
         ClientCommand::Layer(cmd) => layers::run(cmd).await,
-        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, endpoint } => {
+        ClientCommand::Url(args) => url::run(args).await,
+        ClientCommand::Deploy { name, path, memory, timeout, env, handler, runtime, layers, with_url, endpoint } => {
             let handler = match handler {
                 Some(h) => h,
                 None if runtime.starts_with("provided") => "bootstrap".to_string(),
@@ -198,6 +205,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 cfg["MemorySize"],
                 cfg["Timeout"]
             );
+            if with_url {
+                let c = url::ensure(&api, &name, None, "NONE", "BUFFERED").await?;
+                url::print(&api, &c);
+            }
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Invoke { name, payload, logs, qualifier, invocation_type, endpoint } => {

@@ -1,0 +1,767 @@
+//! Function URLs: the config operations (`/2021-10-31/functions/{name}/url[s]`) and the HTTP
+//! front that turns a plain HTTP request into an invocation.
+//!
+//! A request reaches a function URL in one of two ways: its `Host` is
+//! `<url-id>.lambda-url.<region>.<anything>` (the `FunctionUrl` kiln hands out ends in
+//! `.localhost:<port>`), or its path is `/lambda-url/<url-id>/<rest>` for clients that cannot
+//! choose a host name. [`serve`] then builds the payload format 2.0 event the way Lambda does,
+//! invokes the function through the engine, and maps the answer back to HTTP by Lambda's rules:
+//! an object with `statusCode` is an HTTP response (headers, `cookies` as `Set-Cookie`, a body
+//! that may be base64), any other JSON is a 200 `application/json` with that JSON as its body.
+//! CORS preflights are answered here without invoking; `AWS_IAM` URLs refuse unsigned
+//! requests ([`iam_caller`], the one place that decides what a valid signature is).
+//!
+//! `RESPONSE_STREAM` URLs are served buffered for now: the whole answer is sent once the
+//! function has finished.
+
+use crate::error::ApiError;
+use crate::handlers::{empty, marker, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::{full, Body, Call};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use kiln_engine::{Engine, EngineError, UrlInput, UrlTarget};
+use kiln_model::urls::{self as model, AuthType, Cors, InvokeMode, UrlConfig};
+use kiln_model::{limits, FunctionRef};
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+
+/// The first path segment of the path form.
+pub const PATH_PREFIX: &str = "lambda-url";
+/// The label after the url id in a function URL's host name.
+const HOST_LABEL: &str = "lambda-url";
+
+// ---- config operations ------------------------------------------------------------------
+
+/// The config operations; anything else under `2021-10-31` is an unknown operation.
+pub(crate) async fn dispatch(
+    engine: &Engine,
+    method: &Method,
+    call: &Call,
+    seg: &[&str],
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
+    let host = host_header(req.headers()).unwrap_or_default().to_string();
+    match (method, seg) {
+        (&Method::POST, ["2021-10-31", "functions", name, "url"]) => {
+            let r = url_ref(name, call)?;
+            let input = url_input(req).await?;
+            let (q, c) = engine.create_url(&r, input)?;
+            ok_json(StatusCode::CREATED, config_json(engine, &r, &q, &c, &host, false))
+        }
+        (&Method::GET, ["2021-10-31", "functions", name, "url"]) => {
+            let r = url_ref(name, call)?;
+            let (q, c) = engine.get_url(&r)?;
+            ok_json(StatusCode::OK, config_json(engine, &r, &q, &c, &host, true))
+        }
+        (&Method::PUT, ["2021-10-31", "functions", name, "url"]) => {
+            let r = url_ref(name, call)?;
+            let input = url_input(req).await?;
+            let (q, c) = engine.update_url(&r, input)?;
+            ok_json(StatusCode::OK, config_json(engine, &r, &q, &c, &host, true))
+        }
+        (&Method::DELETE, ["2021-10-31", "functions", name, "url"]) => {
+            engine.delete_url(&url_ref(name, call)?)?;
+            empty(StatusCode::NO_CONTENT)
+        }
+        (&Method::GET, ["2021-10-31", "functions", name, "urls"]) => {
+            let r = FunctionRef { name: FunctionRef::parse(name, None)?.name, qualifier: None };
+            let max = match call.query("MaxItems") {
+                None => None,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(m) if (1..=50).contains(&m) => Some(m),
+                    _ => return Err(ApiError::validation(format!(
+                        "1 validation error detected: Value '{v}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and 50"
+                    ))),
+                },
+            };
+            let page = engine.list_urls(&r.name, marker(call), max)?;
+            let items: Vec<Value> =
+                page.items.iter().map(|(q, c)| config_json(engine, &r, q, c, &host, true)).collect();
+            let mut out = json!({ "FunctionUrlConfigs": items });
+            if let Some(m) = page.next_marker {
+                out["NextMarker"] = json!(m);
+            }
+            ok_json(StatusCode::OK, out)
+        }
+        _ => Err(ApiError::unknown_operation()),
+    }
+}
+
+/// The function and alias of a config operation. The qualifier (in the name or the query) must
+/// match the model's `FunctionUrlQualifier`: an alias, never a version number or `$LATEST`.
+fn url_ref(name: &str, call: &Call) -> Result<FunctionRef> {
+    let query = call.query("Qualifier").filter(|q| !q.is_empty());
+    if let Some(q) = query {
+        model::validate_qualifier(q)?;
+    }
+    if let Some(q) = FunctionRef::parse(name, None)?.qualifier {
+        model::validate_qualifier(&q.to_string())?;
+    }
+    Ok(FunctionRef::parse(name, query)?)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UrlIn {
+    auth_type: Option<String>,
+    invoke_mode: Option<String>,
+    cors: Option<Cors>,
+}
+
+async fn url_input(req: Request<Incoming>) -> Result<UrlInput> {
+    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let input: UrlIn = parse_json(&body)?;
+    Ok(UrlInput {
+        auth_type: input.auth_type.as_deref().map(AuthType::parse).transpose()?,
+        invoke_mode: input.invoke_mode.as_deref().map(InvokeMode::parse).transpose()?,
+        cors: input.cors,
+    })
+}
+
+/// `2021-10-06T18:18:20.436000Z`: ISO-8601 with microseconds, as Lambda writes URL times.
+fn iso_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    t.format(&f).unwrap_or_default()
+}
+
+/// `http://<url-id>.lambda-url.<region>.localhost[:port]/`, with the port the client reached
+/// kiln on (from the `Host` of the config request).
+pub fn function_url(url_id: &str, region: &str, host: &str) -> String {
+    let port = host.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    match port {
+        Some(p) => format!("http://{url_id}.{HOST_LABEL}.{region}.localhost:{p}/"),
+        None => format!("http://{url_id}.{HOST_LABEL}.{region}.localhost/"),
+    }
+}
+
+/// `FunctionUrlConfig`; CreateFunctionUrlConfig's answer has no `LastModifiedTime`.
+fn config_json(engine: &Engine, r: &FunctionRef, q: &str, c: &UrlConfig, host: &str, modified: bool) -> Value {
+    let qualifier = (q != kiln_model::Qualifier::LATEST).then_some(q);
+    let mut v = json!({
+        "FunctionUrl": function_url(&c.url_id, &engine.partition().region, host),
+        "FunctionArn": engine.partition().function_arn(r.name.as_str(), qualifier),
+        "AuthType": c.auth_type.as_str(),
+        "CreationTime": iso_time(c.creation_ms),
+        "InvokeMode": c.invoke_mode.as_str(),
+    });
+    if modified {
+        v["LastModifiedTime"] = json!(iso_time(c.last_modified_ms));
+    }
+    if let Some(cors) = &c.cors {
+        v["Cors"] = serde_json::to_value(cors).unwrap_or(Value::Null);
+    }
+    v
+}
+
+// ---- the HTTP front -------------------------------------------------------------------------
+
+/// A request for a function URL: the url id it names and the path the function sees.
+pub(crate) struct UrlRequest {
+    pub url_id: String,
+    pub raw_path: String,
+}
+
+fn host_header(h: &HeaderMap) -> Option<&str> {
+    h.get(http::header::HOST).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `req` is for a function URL, by its host name or its path.
+pub(crate) fn url_request<B>(req: &Request<B>) -> Option<UrlRequest> {
+    let host = host_header(req.headers()).or_else(|| req.uri().host()).unwrap_or("");
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let mut labels = host.splitn(3, '.');
+    if let (Some(id), Some(label), Some(_)) = (labels.next(), labels.next(), labels.next()) {
+        if label.eq_ignore_ascii_case(HOST_LABEL) && !id.is_empty() {
+            return Some(UrlRequest { url_id: id.to_ascii_lowercase(), raw_path: req.uri().path().to_string() });
+        }
+    }
+    let rest = req.uri().path().strip_prefix('/')?.strip_prefix(PATH_PREFIX)?.strip_prefix('/')?;
+    let (id, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Some(UrlRequest { url_id: id.to_ascii_lowercase(), raw_path: path.to_string() })
+}
+
+/// An answer of the URL front in Lambda's shape for its own refusals: `{"Message": …}`.
+fn refusal(status: u16, error_type: &'static str, message: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(full(json!({ "Message": message }).to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(crate::wire::ERROR_TYPE, HeaderValue::from_static(error_type));
+    r
+}
+
+/// What Lambda answers when the function failed, timed out or answered with a malformed
+/// HTTP response: a 502 with a plain `Internal Server Error`.
+fn bad_gateway() -> Response<Body> {
+    let mut r = Response::new(full("Internal Server Error"));
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The access key of a request to an `AWS_IAM` URL if it carries a well-formed SigV4
+/// signature (an `Authorization` header or a presigned query), else `None` (403).
+///
+/// Only the form is checked here: the signature itself is not verified yet. This is the one
+/// function to replace when kiln verifies signatures.
+pub(crate) fn iam_caller(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
+    fn credential_key(c: &str) -> Option<String> {
+        let parts: Vec<&str> = c.split('/').collect();
+        match parts.as_slice() {
+            [key, date, region, service, "aws4_request"]
+                if !key.is_empty()
+                    && date.len() == 8
+                    && date.bytes().all(|b| b.is_ascii_digit())
+                    && !region.is_empty()
+                    && !service.is_empty() =>
+            {
+                Some((*key).to_string())
+            }
+            _ => None,
+        }
+    }
+    fn is_signature(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let fields = auth.strip_prefix("AWS4-HMAC-SHA256 ")?;
+        let (mut key, mut signed, mut sig) = (None, false, false);
+        for f in fields.split(',') {
+            match f.trim().split_once('=') {
+                Some(("Credential", c)) => key = credential_key(c),
+                Some(("SignedHeaders", h)) => signed = !h.is_empty(),
+                Some(("Signature", s)) => sig = is_signature(s),
+                _ => {}
+            }
+        }
+        return key.filter(|_| signed && sig && headers.contains_key("x-amz-date"));
+    }
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if q("X-Amz-Algorithm") != Some("AWS4-HMAC-SHA256") {
+        return None;
+    }
+    let ok = q("X-Amz-SignedHeaders").is_some_and(|h| !h.is_empty())
+        && q("X-Amz-Signature").is_some_and(is_signature)
+        && q("X-Amz-Date").is_some();
+    q("X-Amz-Credential").and_then(credential_key).filter(|_| ok)
+}
+
+/// Whether a body with this `Content-Type` is passed as text (otherwise base64).
+fn is_text(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return false };
+    let ct = ct.to_ascii_lowercase();
+    ct.starts_with("text/")
+        || ["json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "graphql"].iter().any(|t| ct.contains(t))
+}
+
+/// `07/Sep/2021:22:50:22 +0000`.
+fn clf_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+    t.format(&f).unwrap_or_default()
+}
+
+/// What the event is built from, besides the body.
+struct EventInput<'a> {
+    url_id: &'a str,
+    domain: String,
+    account_id: &'a str,
+    method: &'a str,
+    raw_path: &'a str,
+    raw_query: &'a str,
+    headers: &'a HeaderMap,
+    source_ip: String,
+    request_id: &'a str,
+    now_ms: i64,
+    iam_key: Option<String>,
+}
+
+/// The payload format 2.0 event of one request.
+fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
+    let mut headers = Map::new();
+    let mut cookies: Vec<Value> = Vec::new();
+    for (name, value) in e.headers {
+        let v = String::from_utf8_lossy(value.as_bytes());
+        if name == http::header::COOKIE {
+            cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()).map(|c| json!(c)));
+            continue;
+        }
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(name.as_str().to_string(), json!(v));
+            }
+        }
+    }
+    match headers.get_mut("x-forwarded-for") {
+        Some(Value::String(prev)) => {
+            prev.push_str(", ");
+            prev.push_str(&e.source_ip);
+        }
+        _ => {
+            headers.insert("x-forwarded-for".into(), json!(e.source_ip));
+        }
+    }
+    headers.entry("x-forwarded-proto").or_insert_with(|| json!("http"));
+    let mut query = Map::new();
+    for pair in e.raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (crate::percent_decode(k), crate::percent_decode(v));
+        match query.get_mut(&k) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&v);
+            }
+            _ => {
+                query.insert(k, json!(v));
+            }
+        }
+    }
+    let user_agent =
+        e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let authorizer = match &e.iam_key {
+        Some(key) => json!({ "iam": {
+            "accessKey": key,
+            "accountId": e.account_id,
+            "callerId": Value::Null,
+            "cognitoIdentity": Value::Null,
+            "principalOrgId": Value::Null,
+            "userArn": Value::Null,
+            "userId": Value::Null,
+        }}),
+        None => Value::Null,
+    };
+    let mut out = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": e.raw_path,
+        "rawQueryString": e.raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": e.account_id,
+            "apiId": e.url_id,
+            "domainName": e.domain,
+            "domainPrefix": e.url_id,
+            "http": {
+                "method": e.method,
+                "path": e.raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": e.source_ip,
+                "userAgent": user_agent.unwrap_or_default(),
+            },
+            "requestId": e.request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": clf_time(e.now_ms),
+            "timeEpoch": e.now_ms,
+        },
+        "isBase64Encoded": false,
+    });
+    if e.iam_key.is_some() {
+        out["requestContext"]["authorizer"] = authorizer;
+    }
+    if !cookies.is_empty() {
+        out["cookies"] = Value::Array(cookies);
+    }
+    if !query.is_empty() {
+        out["queryStringParameters"] = Value::Object(query);
+    }
+    if !body.is_empty() {
+        let content_type = e.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        match std::str::from_utf8(body) {
+            Ok(text) if is_text(content_type) => out["body"] = json!(text),
+            _ => {
+                out["body"] = json!(crate::wire::b64(body));
+                out["isBase64Encoded"] = json!(true);
+            }
+        }
+    }
+    out
+}
+
+/// Headers a function may not set: the connection's own, and the length hyper computes.
+fn is_hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "content-length" | "transfer-encoding" | "keep-alive" | "upgrade" | "te" | "trailer"
+    )
+}
+
+/// The HTTP response for a function's answer, by Lambda's rules; `None` when the answer claims
+/// to be an HTTP response (it has `statusCode`) but is malformed.
+fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
+    let json_response = |body: Bytes| {
+        let mut r = Response::new(full(body));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    };
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        // Not JSON at all: passed through as it came.
+        Err(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+    };
+    let obj = match &value {
+        Value::Object(o) if o.contains_key("statusCode") => o,
+        // A string is its own body; any other JSON is sent as the JSON it is.
+        Value::String(s) => return Some(json_response(Bytes::from(s.clone()))),
+        _ => return Some(json_response(Bytes::copy_from_slice(payload))),
+    };
+    let status = obj.get("statusCode")?.as_u64().filter(|s| (100..=599).contains(s))?;
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::from_u16(u16::try_from(status).ok()?).ok()?;
+    match obj.get("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return None,
+                };
+                let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
+                if is_hop_header(&name) {
+                    continue;
+                }
+                r.headers_mut().insert(name, HeaderValue::from_str(&v).ok()?);
+            }
+        }
+        Some(_) => return None,
+    }
+    match obj.get("cookies") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(cs)) => {
+            for c in cs {
+                let v = HeaderValue::from_str(c.as_str()?).ok()?;
+                r.headers_mut().append(http::header::SET_COOKIE, v);
+            }
+        }
+        Some(_) => return None,
+    }
+    let base64 = match obj.get("isBase64Encoded") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return None,
+    };
+    let body = match obj.get("body") {
+        None | Some(Value::Null) => Bytes::new(),
+        Some(Value::String(s)) if base64 => Bytes::from(crate::wire::unb64(s)?),
+        Some(Value::String(s)) => Bytes::from(s.clone()),
+        Some(_) => return None,
+    };
+    if !r.headers().contains_key(http::header::CONTENT_TYPE) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    *r.body_mut() = full(body);
+    Some(r)
+}
+
+fn header_list(v: &Option<Vec<String>>) -> Option<HeaderValue> {
+    v.as_ref().filter(|l| !l.is_empty()).and_then(|l| HeaderValue::from_str(&l.join(",")).ok())
+}
+
+/// Answers a CORS preflight from the URL's config, without invoking the function.
+fn preflight(cors: &Cors, origin: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+    let Some(allowed) = origin.and_then(|o| cors.allowed_origin(o)) else { return r };
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if let Some(v) = header_list(&cors.allow_methods) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_METHODS, v);
+    }
+    if let Some(v) = header_list(&cors.allow_headers) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    if let Some(v) = header_list(&cors.expose_headers) {
+        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+    if let Some(age) = cors.max_age {
+        h.insert(http::header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+    }
+    if cors.allow_credentials == Some(true) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// Puts the URL's CORS headers on an answer (replacing any the function set).
+fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
+    let h = r.headers_mut();
+    let theirs: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
+    for k in theirs {
+        h.remove(k);
+    }
+    h.append(http::header::VARY, HeaderValue::from_static("Origin"));
+    let Some(allowed) = origin.and_then(|o| cors.allowed_origin(o)) else { return };
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if let Some(v) = header_list(&cors.expose_headers) {
+        h.insert(http::header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+    if cors.allow_credentials == Some(true) {
+        h.insert(http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+}
+
+/// Serves one request for a function URL.
+pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut resp = match model::is_url_id(&u.url_id).then(|| engine.url_target(&u.url_id)).flatten() {
+        None => refusal(404, "ResourceNotFoundException", Some("Not Found")),
+        Some(target) => invoke(engine, &target, &u, req, peer, &request_id).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(crate::wire::REQUEST_ID, v);
+    }
+    resp
+}
+
+async fn invoke(
+    engine: &Engine,
+    target: &UrlTarget,
+    u: &UrlRequest,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &str,
+) -> Response<Body> {
+    let config = &target.config;
+    let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let is_preflight = req.method() == Method::OPTIONS
+        && origin.is_some()
+        && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if let (true, Some(cors)) = (is_preflight, &config.cors) {
+        return preflight(cors, origin.as_deref());
+    }
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let iam_key = match config.auth_type {
+        AuthType::None => None,
+        AuthType::AwsIam => {
+            let query: Vec<(String, String)> = raw_query
+                .split('&')
+                .filter(|s| !s.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (crate::percent_decode(k), crate::percent_decode(v))
+                })
+                .collect();
+            match iam_caller(req.headers(), &query) {
+                Some(key) => Some(key),
+                None => return refusal(403, "AccessDeniedException", Some("Forbidden")),
+            }
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
+    let too_large = || format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
+    let body = match read_body(Request::from_parts(parts.clone(), body), limit, too_large).await {
+        Ok(b) => b,
+        Err(e) if e.status == 413 => return refusal(413, "RequestEntityTooLargeException", Some(&too_large())),
+        Err(e) => return refusal(400, "InvalidRequestContentException", Some(&e.message)),
+    };
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let partition = engine.partition();
+    let input = EventInput {
+        url_id: &config.url_id,
+        domain: format!("{}.{HOST_LABEL}.{}.localhost", config.url_id, partition.region),
+        account_id: &partition.account_id,
+        method: parts.method.as_str(),
+        raw_path: &u.raw_path,
+        raw_query: &raw_query,
+        headers: &parts.headers,
+        source_ip: peer.ip().to_string(),
+        request_id,
+        now_ms,
+        iam_key,
+    };
+    let payload = Bytes::from(event(&input, &body).to_string());
+    drop(body);
+    let mut resp = match engine.invoke_url(target, request_id.to_string(), payload).await {
+        Ok((_, true)) => bad_gateway(),
+        Ok((answer, false)) => answer_response(&answer).unwrap_or_else(|| {
+            tracing::info!(url_id = %config.url_id, request_id, "function answered with a malformed HTTP response");
+            bad_gateway()
+        }),
+        Err(EngineError::Throttled { .. }) => refusal(429, "TooManyRequestsException", Some("Rate Exceeded.")),
+        Err(EngineError::TooLarge(m)) => refusal(413, "RequestEntityTooLargeException", Some(&m)),
+        Err(EngineError::NotFound(_)) => refusal(404, "ResourceNotFoundException", Some("Not Found")),
+        Err(EngineError::Internal(m)) => {
+            tracing::error!(error = %m, "function url invocation failed");
+            refusal(500, "ServiceException", Some("Internal Server Error"))
+        }
+        // The function cannot run (still Pending, failed, …): as a function that failed.
+        Err(e) => {
+            tracing::info!(url_id = %config.url_id, error = %e, "function url invocation refused");
+            bad_gateway()
+        }
+    };
+    if let Some(cors) = &config.cors {
+        add_cors(&mut resp, cors, origin.as_deref());
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(r: Response<Body>) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async { http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes().to_vec() })
+    }
+
+    #[test]
+    fn url_requests_are_found_by_host_or_path() {
+        let id = "abcdefghijklmnopqrstuvwxyz012345";
+        let req = Request::builder()
+            .uri("/x/y?z=1")
+            .header("host", format!("{id}.lambda-url.us-east-1.localhost:9000"))
+            .body(())
+            .unwrap();
+        let u = url_request(&req).unwrap();
+        assert_eq!((u.url_id.as_str(), u.raw_path.as_str()), (id, "/x/y"));
+        let req =
+            Request::builder().uri(format!("/lambda-url/{id}/a/b")).header("host", "127.0.0.1:1").body(()).unwrap();
+        let u = url_request(&req).unwrap();
+        assert_eq!((u.url_id.as_str(), u.raw_path.as_str()), (id, "/a/b"));
+        let req = Request::builder().uri(format!("/lambda-url/{id}")).body(()).unwrap();
+        assert_eq!(url_request(&req).unwrap().raw_path, "/");
+        let req = Request::builder().uri("/2015-03-31/functions").header("host", "localhost:9000").body(()).unwrap();
+        assert!(url_request(&req).is_none());
+    }
+
+    #[test]
+    fn answers_map_by_lambdas_rules() {
+        let r = answer_response(br#"{"message":"hi"}"#).unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert_eq!(body_of(r), br#"{"message":"hi"}"#);
+
+        let r = answer_response(br#""Hello""#).unwrap();
+        assert_eq!(body_of(r), b"Hello");
+
+        let r = answer_response(
+            br#"{"statusCode":201,"headers":{"X-A":"1","Content-Type":"text/plain"},"cookies":["a=1","b=2"],"body":"aGk=","isBase64Encoded":true}"#,
+        )
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(body_of(r), b"hi");
+
+        for bad in [
+            &br#"{"statusCode":"abc"}"#[..],
+            br#"{"statusCode":99}"#,
+            br#"{"statusCode":200,"headers":[1]}"#,
+            br#"{"statusCode":200,"headers":{"bad name":"x"}}"#,
+            br#"{"statusCode":200,"cookies":"a=1"}"#,
+            br#"{"statusCode":200,"body":"%%%","isBase64Encoded":true}"#,
+            br#"{"statusCode":200,"isBase64Encoded":"yes"}"#,
+        ] {
+            assert!(answer_response(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn events_have_the_2_0_shape() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        headers.append("cookie", HeaderValue::from_static("c1=v1; c2=v2"));
+        headers.append("content-type", HeaderValue::from_static("application/octet-stream"));
+        let e = EventInput {
+            url_id: "id",
+            domain: "id.lambda-url.us-east-1.localhost".into(),
+            account_id: "000000000000",
+            method: "POST",
+            raw_path: "/p",
+            raw_query: "a=1&a=2&b=%20x",
+            headers: &headers,
+            source_ip: "127.0.0.1".into(),
+            request_id: "rid",
+            now_ms: 1_631_055_022_677,
+            iam_key: None,
+        };
+        let v = event(&e, &[0xff, 0x00]);
+        assert_eq!(v["headers"]["x-multi"], "a,b");
+        assert!(v["headers"].get("cookie").is_none());
+        assert_eq!(v["cookies"], json!(["c1=v1", "c2=v2"]));
+        assert_eq!(v["queryStringParameters"], json!({ "a": "1,2", "b": " x" }));
+        assert_eq!(v["isBase64Encoded"], true);
+        assert_eq!(v["body"], "/wA=");
+        assert_eq!(v["requestContext"]["time"], "07/Sep/2021:22:50:22 +0000");
+        assert!(v["requestContext"].get("authorizer").is_none());
+        let v = event(&EventInput { raw_query: "", ..e }, b"");
+        assert!(v.get("body").is_none() && v.get("queryStringParameters").is_none());
+    }
+
+    #[test]
+    fn iam_needs_a_well_formed_signature() {
+        let sig = "a".repeat(64);
+        let mut h = HeaderMap::new();
+        assert_eq!(iam_caller(&h, &[]), None);
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!(
+                "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"
+            ))
+            .unwrap(),
+        );
+        assert_eq!(iam_caller(&h, &[]), None, "x-amz-date is part of a signed request");
+        h.insert("x-amz-date", HeaderValue::from_static("20240101T000000Z"));
+        assert_eq!(iam_caller(&h, &[]).as_deref(), Some("AKID"));
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        assert_eq!(iam_caller(&h, &[]), None);
+        let q = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let presigned = q(&[
+            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+            ("X-Amz-Credential", "AKID/20240101/us-east-1/lambda/aws4_request"),
+            ("X-Amz-Date", "20240101T000000Z"),
+            ("X-Amz-SignedHeaders", "host"),
+            ("X-Amz-Signature", &sig),
+        ]);
+        assert_eq!(iam_caller(&HeaderMap::new(), &presigned).as_deref(), Some("AKID"));
+        assert_eq!(iam_caller(&HeaderMap::new(), &presigned[..4]), None);
+    }
+
+    #[test]
+    fn preflight_answers_from_the_config() {
+        let cors = Cors {
+            allow_origins: Some(vec!["https://a.example".into()]),
+            allow_methods: Some(vec!["GET".into(), "POST".into()]),
+            max_age: Some(60),
+            allow_credentials: Some(true),
+            ..Default::default()
+        };
+        let r = preflight(&cors, Some("https://a.example"));
+        assert_eq!(r.headers()["access-control-allow-origin"], "https://a.example");
+        assert_eq!(r.headers()["access-control-allow-methods"], "GET,POST");
+        assert_eq!(r.headers()["access-control-max-age"], "60");
+        assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+        let r = preflight(&cors, Some("https://evil.example"));
+        assert!(!r.headers().contains_key("access-control-allow-origin"));
+    }
+
+    #[test]
+    fn function_urls_carry_the_port_of_the_request() {
+        assert_eq!(function_url("x", "us-east-1", "127.0.0.1:9000"), "http://x.lambda-url.us-east-1.localhost:9000/");
+        assert_eq!(function_url("x", "us-east-1", "kiln"), "http://x.lambda-url.us-east-1.localhost/");
+    }
+}

@@ -1,0 +1,263 @@
+//! Function URL configs: which url id calls which function (and alias), with what auth and
+//! CORS rules.
+//!
+//! The configs live in SQLite (`function_urls`) and, for the HTTP front, in memory as two maps:
+//! by function and qualifier (the control plane's view) and by url id (what a request names).
+//! A request only takes the read lock of the second map and clones an `Arc`, so the URL front
+//! adds no write and no database read to an invocation. A URL goes with its alias and its
+//! function.
+
+use crate::{now_ms, Engine, EngineError, Page};
+use kiln_model::urls::{self, AuthType, Cors, InvokeMode, UrlConfig};
+use kiln_model::{FunctionName, FunctionRef, Qualifier};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// CreateFunctionUrlConfig / UpdateFunctionUrlConfig; `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct UrlInput {
+    pub auth_type: Option<AuthType>,
+    pub invoke_mode: Option<InvokeMode>,
+    pub cors: Option<Cors>,
+}
+
+/// What a url id leads to.
+#[derive(Debug, Clone)]
+pub struct UrlTarget {
+    pub function: FunctionName,
+    /// `None` for the function's `$LATEST`, else the alias.
+    pub alias: Option<String>,
+    pub config: Arc<UrlConfig>,
+}
+
+impl UrlTarget {
+    /// The reference an invocation through this URL uses.
+    pub fn function_ref(&self) -> FunctionRef {
+        FunctionRef { name: self.function.clone(), qualifier: self.alias.clone().map(Qualifier::Alias) }
+    }
+}
+
+/// The URLs of every function, in memory.
+#[derive(Debug, Default)]
+pub(crate) struct UrlMap {
+    by_key: BTreeMap<(String, String), Arc<UrlConfig>>,
+    by_id: HashMap<String, (String, String)>,
+}
+
+impl UrlMap {
+    fn insert(&mut self, name: String, qualifier: String, c: Arc<UrlConfig>) {
+        self.by_id.insert(c.url_id.clone(), (name.clone(), qualifier.clone()));
+        self.by_key.insert((name, qualifier), c);
+    }
+
+    fn remove(&mut self, key: &(String, String)) -> Option<Arc<UrlConfig>> {
+        let c = self.by_key.remove(key)?;
+        self.by_id.remove(&c.url_id);
+        Some(c)
+    }
+}
+
+fn not_found() -> EngineError {
+    EngineError::NotFound("The resource you requested does not exist.".into())
+}
+
+fn new_url_id() -> String {
+    let mut bytes = [0u8; urls::URL_ID_LEN];
+    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    urls::url_id_from(&bytes)
+}
+
+impl Engine {
+    fn urls(&self) -> std::sync::RwLockReadGuard<'_, UrlMap> {
+        self.inner.urls.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn urls_mut(&self) -> std::sync::RwLockWriteGuard<'_, UrlMap> {
+        self.inner.urls.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the stored function URLs.
+    pub(crate) fn load_urls(&self) -> Result<(), EngineError> {
+        let all = self.inner.meta.all_urls().map_err(|e| crate::internal("cannot read function urls", e))?;
+        let mut map = self.urls_mut();
+        for (name, (q, c)) in all {
+            map.insert(name, q, Arc::new(c));
+        }
+        Ok(())
+    }
+
+    /// Forgets the URLs of a deleted function (its rows went with the function's).
+    pub(crate) fn forget_urls(&self, name: &str) {
+        let mut map = self.urls_mut();
+        let keys: Vec<(String, String)> = map.by_key.keys().filter(|(f, _)| f == name).cloned().collect();
+        for k in keys {
+            map.remove(&k);
+        }
+    }
+
+    /// Deletes the URL of a deleted alias.
+    pub(crate) fn forget_alias_url(&self, name: &str, alias: &str) -> Result<(), EngineError> {
+        let key = (name.to_string(), alias.to_string());
+        let mut map = self.urls_mut();
+        if map.by_key.contains_key(&key) {
+            self.inner.meta.delete_url(name, alias).map_err(|e| crate::internal("cannot delete function url", e))?;
+            map.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// The key a URL is kept under: `$LATEST` for the function, else an existing alias.
+    fn url_key(&self, r: &FunctionRef) -> Result<(String, String), EngineError> {
+        let f = self.function(&r.name)?;
+        let q = match &r.qualifier {
+            None => Qualifier::LATEST.to_string(),
+            Some(Qualifier::Alias(a)) => {
+                if !f.lock().aliases.contains_key(a) {
+                    return Err(self.not_found(r.name.as_str(), Some(a)));
+                }
+                a.clone()
+            }
+            Some(q) => {
+                return Err(kiln_model::ModelError::constraint(
+                    q,
+                    "qualifier",
+                    r"Member must satisfy regular expression pattern: ((?!^\d+$)^[0-9a-zA-Z-_]+$)",
+                )
+                .into())
+            }
+        };
+        Ok((r.name.to_string(), q))
+    }
+
+    /// CreateFunctionUrlConfig: one URL per function and qualifier.
+    pub fn create_url(&self, r: &FunctionRef, input: UrlInput) -> Result<(String, Arc<UrlConfig>), EngineError> {
+        let auth_type = input.auth_type.ok_or_else(|| {
+            kiln_model::ModelError::Validation(
+                "1 validation error detected: Value null at 'authType' failed to satisfy constraint: Member must not be null"
+                    .into(),
+            )
+        })?;
+        if let Some(c) = &input.cors {
+            c.validate()?;
+        }
+        let key = self.url_key(r)?;
+        let mut map = self.urls_mut();
+        if map.by_key.contains_key(&key) {
+            let arn = self.arn(&key.0, (key.1 != Qualifier::LATEST).then_some(key.1.as_str()));
+            return Err(EngineError::Conflict(format!(
+                "Failed to create function url config for [functionArn = {arn}]. Error message:  FunctionUrlConfig exists for this Lambda function"
+            )));
+        }
+        let now = now_ms();
+        let mut url_id = new_url_id();
+        while map.by_id.contains_key(&url_id) {
+            url_id = new_url_id();
+        }
+        let c = UrlConfig {
+            url_id,
+            auth_type,
+            invoke_mode: input.invoke_mode.unwrap_or_default(),
+            cors: input.cors,
+            creation_ms: now,
+            last_modified_ms: now,
+        };
+        self.inner.meta.put_url(&key.0, &key.1, &c).map_err(|e| crate::internal("cannot store function url", e))?;
+        let c = Arc::new(c);
+        map.insert(key.0, key.1.clone(), c.clone());
+        Ok((key.1, c))
+    }
+
+    pub fn get_url(&self, r: &FunctionRef) -> Result<(String, Arc<UrlConfig>), EngineError> {
+        let key = self.url_key(r)?;
+        let c = self.urls().by_key.get(&key).cloned().ok_or_else(not_found)?;
+        Ok((key.1, c))
+    }
+
+    /// UpdateFunctionUrlConfig: the given members replace the stored ones (`Cors` as a whole).
+    pub fn update_url(&self, r: &FunctionRef, input: UrlInput) -> Result<(String, Arc<UrlConfig>), EngineError> {
+        if let Some(c) = &input.cors {
+            c.validate()?;
+        }
+        let key = self.url_key(r)?;
+        let mut map = self.urls_mut();
+        let mut c = UrlConfig::clone(map.by_key.get(&key).ok_or_else(not_found)?);
+        if let Some(a) = input.auth_type {
+            c.auth_type = a;
+        }
+        if let Some(m) = input.invoke_mode {
+            c.invoke_mode = m;
+        }
+        if let Some(cors) = input.cors {
+            c.cors = Some(cors);
+        }
+        c.last_modified_ms = now_ms();
+        self.inner.meta.put_url(&key.0, &key.1, &c).map_err(|e| crate::internal("cannot store function url", e))?;
+        let c = Arc::new(c);
+        map.insert(key.0, key.1.clone(), c.clone());
+        Ok((key.1, c))
+    }
+
+    pub fn delete_url(&self, r: &FunctionRef) -> Result<(), EngineError> {
+        let key = self.url_key(r)?;
+        let mut map = self.urls_mut();
+        if !map.by_key.contains_key(&key) {
+            return Err(not_found());
+        }
+        self.inner.meta.delete_url(&key.0, &key.1).map_err(|e| crate::internal("cannot delete function url", e))?;
+        map.remove(&key);
+        Ok(())
+    }
+
+    /// ListFunctionUrlConfigs: the function's URLs by qualifier.
+    pub fn list_urls(
+        &self,
+        name: &FunctionName,
+        marker: Option<&str>,
+        max_items: Option<usize>,
+    ) -> Result<Page<(String, Arc<UrlConfig>)>, EngineError> {
+        self.function(name)?;
+        let all: Vec<(String, Arc<UrlConfig>)> = self
+            .urls()
+            .by_key
+            .iter()
+            .filter(|((f, _), _)| f == name.as_str())
+            .map(|((_, q), c)| (q.clone(), c.clone()))
+            .collect();
+        Ok(crate::paginate(all, marker, max_items, |(q, _)| q.clone()))
+    }
+
+    /// Runs an invocation through a function URL with the request id the event already carries
+    /// (`requestContext.requestId`), in a task of its own so that a client that hangs up does
+    /// not lose the environment. Returns the answer and whether it is a function error.
+    pub async fn invoke_url(
+        &self,
+        target: &UrlTarget,
+        request_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<(bytes::Bytes, bool), EngineError> {
+        let limit = kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES;
+        if payload.len() > limit {
+            return Err(EngineError::TooLarge(format!(
+                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )));
+        }
+        let engine = self.clone();
+        let r = target.function_ref();
+        let (_, payload, function_error) =
+            tokio::spawn(async move { engine.run_queued(&r, request_id, payload).await })
+                .await
+                .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
+        Ok((payload, function_error))
+    }
+
+    /// The function a url id names, for the HTTP front.
+    pub fn url_target(&self, url_id: &str) -> Option<UrlTarget> {
+        let map = self.urls();
+        let (name, q) = map.by_id.get(url_id)?;
+        let config = map.by_key.get(&(name.clone(), q.clone()))?.clone();
+        let function = FunctionName::parse(name).ok()?;
+        let alias = (q != Qualifier::LATEST).then(|| q.clone());
+        Some(UrlTarget { function, alias, config })
+    }
+}
