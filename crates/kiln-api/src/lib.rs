@@ -14,11 +14,13 @@
 
 pub mod console;
 pub mod error;
+pub mod eventstream;
 mod handlers;
 mod layers;
 pub mod logs_api;
 pub mod metrics;
 mod runtimes;
+mod stream;
 mod timeouts;
 pub mod wire;
 

@@ -33,6 +33,7 @@ mod memory;
 pub mod metrics;
 mod provisioned;
 pub mod runtimes;
+pub mod stream;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
 pub use env::InitType;
