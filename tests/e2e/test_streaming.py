@@ -250,3 +250,31 @@ def test_a_slow_reader_does_not_grow_kilns_memory(kiln_factory):
     assert got == size
     assert paused < before + 48, (before, paused)
     assert after < before + 48, (before, after)
+
+
+HELLO_STREAM_BIN = Path(os.environ.get("HELLO_STREAM_BIN", k.TARGET_DIR / "debug" / "hello-stream"))
+
+
+def test_the_lambda_runtime_crates_streaming_function(lam, deploy):
+    """examples/hello-stream: the official crate's streaming helpers, through kiln unchanged."""
+    if not HELLO_STREAM_BIN.exists():
+        pytest.fail("%s not found: cargo build -p hello-stream" % HELLO_STREAM_BIN, pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail("streaming tests need root: kiln runs functions in real sandboxes", pytrace=False)
+    name = deploy(k.make_zip({"bootstrap": (HELLO_STREAM_BIN.read_bytes(), 0o755)}), prefix="hellostream")
+    _, chunks, complete = stream(lam, name, {"chunks": 3, "pause_ms": 400})
+    assert "ErrorCode" not in complete, complete
+    data = b"".join(c for _, c in chunks)
+    # The crate writes the HTTP integration prelude, eight NUL bytes, then the body.
+    prelude, sep, body = data.partition(b"\0" * 8)
+    assert sep, data[:200]
+    assert json.loads(prelude) == {
+        "statusCode": 200,
+        "headers": {"content-type": "text/plain"},
+        "cookies": ["flavour=stream"],
+    }
+    lines = [json.loads(l) for l in body.splitlines()]
+    assert [l.get("i") for l in lines] == [0, 1, 2, None]
+    # The line with i=0 reached the caller before the function wrote its last line.
+    first_received = next(t for t, c in chunks if b'"i":0' in c)
+    assert first_received * 1000 < lines[-1]["at_ms"], (first_received, lines[-1])
