@@ -65,14 +65,21 @@ const TABLE: [u32; 256] = {
 pub(crate) mod tests {
     use super::*;
 
-    /// A decoded message: headers and payload, after checking both CRCs.
-    pub(crate) fn decode(mut m: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    /// A decoded message's headers (name, value) and payload.
+    pub(crate) type Message = (Vec<(String, String)>, Vec<u8>);
+
+    /// The messages of an encoded stream, after checking both CRCs of each.
+    pub(crate) fn decode(mut m: &[u8]) -> Vec<Message> {
         let mut out = Vec::new();
         while !m.is_empty() {
             let total = u32::from_be_bytes(m[0..4].try_into().unwrap()) as usize;
             let hlen = u32::from_be_bytes(m[4..8].try_into().unwrap()) as usize;
             assert_eq!(u32::from_be_bytes(m[8..12].try_into().unwrap()), crc32(&m[..8]), "prelude crc");
-            assert_eq!(u32::from_be_bytes(m[total - 4..total].try_into().unwrap()), crc32(&m[..total - 4]), "message crc");
+            assert_eq!(
+                u32::from_be_bytes(m[total - 4..total].try_into().unwrap()),
+                crc32(&m[..total - 4]),
+                "message crc"
+            );
             let mut h = &m[12..12 + hlen];
             let mut headers = Vec::new();
             while !h.is_empty() {

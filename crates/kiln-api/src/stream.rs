@@ -138,7 +138,10 @@ impl hyper::body::Body for EventStreamBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -154,7 +157,9 @@ impl hyper::body::Body for EventStreamBody {
             };
             let frame = match part {
                 StreamPart::Head { .. } => continue,
-                StreamPart::Chunk(data) => eventstream::event(wire::EVENT_PAYLOAD_CHUNK, "application/octet-stream", &data),
+                StreamPart::Chunk(data) => {
+                    eventstream::event(wire::EVENT_PAYLOAD_CHUNK, "application/octet-stream", &data)
+                }
                 StreamPart::End(end) => {
                     self.done = true;
                     let outcome = end.unwrap_or_else(|e| {
@@ -195,6 +200,9 @@ mod tests {
             log_tail: Some(b"END".to_vec()),
         });
         let v: serde_json::Value = serde_json::from_slice(&eventstream::tests::decode(&failed)[0].1).unwrap();
-        assert_eq!(v, serde_json::json!({"ErrorCode": "Runtime.StreamError", "ErrorDetails": "boom", "LogResult": "RU5E"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"ErrorCode": "Runtime.StreamError", "ErrorDetails": "boom", "LogResult": "RU5E"})
+        );
     }
 }

@@ -97,7 +97,10 @@ pub(crate) type Sink = mpsc::Sender<StreamPart>;
 /// How following a stream ended, for the environment to settle.
 pub(crate) enum Followed {
     /// The runtime's body ended; `collected` holds it when nobody streams it on.
-    Ended { end: StreamEnd, collected: Bytes },
+    Ended {
+        end: StreamEnd,
+        collected: Bytes,
+    },
     /// A buffered caller's answer went past the buffered limit.
     Oversize,
     Exit(ExitInfo),
@@ -136,7 +139,12 @@ async fn caller_gone(sink: Option<&Sink>) {
 impl Environment {
     /// Forwards (or, without a sink, collects) a streamed answer until it ends, the bootstrap
     /// dies, the deadline passes or the caller goes away.
-    pub(crate) async fn follow_stream(&self, stream: ResponseStream, sink: Option<&Sink>, deadline: Instant) -> Followed {
+    pub(crate) async fn follow_stream(
+        &self,
+        stream: ResponseStream,
+        sink: Option<&Sink>,
+        deadline: Instant,
+    ) -> Followed {
         let ResponseStream { content_type, mut events } = stream;
         if let Some(sink) = sink {
             if let Err(s) = send(sink, StreamPart::Head { content_type, streaming: true }, deadline).await {
@@ -194,9 +202,12 @@ impl Environment {
     }
 }
 
-/// What a followed stream means for the invocation: payload, function error, healthy, and the
-/// REPORT status. Exits and timeouts are settled by the environment's own rules.
-pub(crate) fn settle(f: Followed, request_id: &str) -> (Bytes, bool, bool, Option<(&'static str, Option<String>)>) {
+/// What an ended invocation settles to: payload, function error, healthy, and the REPORT status.
+pub(crate) type Settled = (Bytes, bool, bool, Option<(&'static str, Option<String>)>);
+
+/// What a followed stream means for the invocation. Exits and timeouts are settled by the
+/// environment's own rules.
+pub(crate) fn settle(f: Followed, request_id: &str) -> Settled {
     let failed = |error_type: &str, message: String| {
         (error_payload(error_type, &message), true, false, Some(("error", Some(error_type.to_string()))))
     };
@@ -370,7 +381,8 @@ mod tests {
 
     #[test]
     fn the_prelude_is_split_even_when_its_delimiter_straddles_chunks() {
-        let prelude = br#"{"statusCode":201,"headers":{"content-type":"text/plain","x-a":["1","2"]},"cookies":["a=b"]}"#;
+        let prelude =
+            br#"{"statusCode":201,"headers":{"content-type":"text/plain","x-a":["1","2"]},"cookies":["a=b"]}"#;
         let mut stream = prelude.to_vec();
         stream.extend_from_slice(&[0u8; 8]);
         stream.extend_from_slice(b"hello");
@@ -384,7 +396,11 @@ mod tests {
             assert_eq!(p.status_code, 201);
             assert_eq!(
                 p.headers,
-                vec![("content-type".into(), "text/plain".into()), ("x-a".into(), "1".into()), ("x-a".into(), "2".into())]
+                vec![
+                    ("content-type".into(), "text/plain".into()),
+                    ("x-a".into(), "1".into()),
+                    ("x-a".into(), "2".into())
+                ]
             );
             assert_eq!(p.cookies, vec!["a=b".to_string()]);
             // What came with the delimiter's chunk is body; the rest follows as later chunks.

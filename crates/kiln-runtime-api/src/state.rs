@@ -57,10 +57,11 @@ impl PartialEq for Outcome {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Response(a), Self::Response(b)) => a == b,
-            (Self::Error { error_type: ta, body: ba }, Self::Error { error_type: tb, body: bb }) => ta == tb && ba == bb,
-            (Self::ResponseTooLarge, Self::ResponseTooLarge) | (Self::InvalidResponseMode, Self::InvalidResponseMode) => {
-                true
+            (Self::Error { error_type: ta, body: ba }, Self::Error { error_type: tb, body: bb }) => {
+                ta == tb && ba == bb
             }
+            (Self::ResponseTooLarge, Self::ResponseTooLarge)
+            | (Self::InvalidResponseMode, Self::InvalidResponseMode) => true,
             _ => false,
         }
     }

@@ -32,12 +32,7 @@ pub struct StreamResult {
 impl StreamResult {
     pub fn render(&self) -> String {
         let row = |what: &str, s: &Stats| {
-            format!(
-                "  {what:<48} p50 {:>7.2} ms  p99 {:>7.2} ms  (n = {})\n",
-                super::ms(s.p50),
-                super::ms(s.p99),
-                s.n
-            )
+            format!("  {what:<48} p50 {:>7.2} ms  p99 {:>7.2} ms  (n = {})\n", super::ms(s.p50), super::ms(s.p99), s.n)
         };
         let mut out = String::from("Streaming (warm, same run):\n");
         out += &row("Invoke, buffered, full response", &self.buffered);
