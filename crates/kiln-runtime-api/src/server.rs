@@ -14,7 +14,10 @@
 //! - bodies: admitted by the state machine before a byte is read (state, request id, one body
 //!   at a time per event), at most 6 MB each, at most [`ENV_BODY_BUDGET`] buffered per
 //!   environment, and read within a time limit (the event's deadline for answers,
-//!   [`INIT_ERROR_BODY_TIMEOUT`] for `init/error`).
+//!   [`INIT_ERROR_BODY_TIMEOUT`] for `init/error`);
+//! - streamed answers (`Lambda-Runtime-Function-Response-Mode: streaming`): not buffered at all
+//!   but forwarded a chunk at a time through a bounded channel (see [`crate::stream`]), at most
+//!   200 MB, within the event's deadline.
 
 use crate::state::{BodySlot, Outcome, Refusal, RuntimeApi};
 use crate::stream::{ResponseStream, StreamEnd, StreamEvent};
