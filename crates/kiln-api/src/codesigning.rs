@@ -7,9 +7,9 @@ use crate::handlers::{
     empty, marker, max_items, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY,
 };
 use crate::wire::timestamp;
+use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::{CodeSigningInput, Engine};
 use kiln_model::codesigning::CodeSigningConfig;
 use serde_json::{json, Value};

@@ -5,9 +5,9 @@
 
 use crate::error::ApiError;
 use crate::handlers::{function_ref, ok_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
+use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::{Engine, RuntimeManagement};
 use serde_json::{json, Value};
 

@@ -44,6 +44,9 @@ pub(crate) async fn dispatch(
         }
         (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => update_code(engine, call, name, req).await,
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => invoke(engine, call, name, req).await,
+        (&Method::POST, ["2021-11-15", "functions", name, "response-streaming-invocations"]) => {
+            crate::stream::invoke_with_response_stream(engine, call, name, req).await
+        }
         (&Method::POST, ["2015-03-31", "functions", name, "versions"]) => {
             publish_version(engine, call, name, req).await
         }

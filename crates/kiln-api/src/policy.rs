@@ -4,9 +4,9 @@
 
 use crate::error::ApiError;
 use crate::handlers::{empty, function_ref, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::{Engine, EngineError};
 use kiln_model::policy::PermissionInput;
 use kiln_model::FunctionRef;

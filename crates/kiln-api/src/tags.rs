@@ -3,9 +3,9 @@
 
 use crate::error::ApiError;
 use crate::handlers::{empty, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
-use crate::ReqBody;
 use kiln_engine::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;

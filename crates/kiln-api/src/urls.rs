@@ -40,7 +40,7 @@ pub(crate) async fn dispatch(
     method: &Method,
     call: &Call,
     seg: &[&str],
-    req: Request<Incoming>,
+    req: Request<crate::ReqBody>,
 ) -> Result<Response<Body>> {
     let host = host_header(req.headers()).unwrap_or_default().to_string();
     match (method, seg) {
@@ -110,7 +110,7 @@ struct UrlIn {
     cors: Option<Cors>,
 }
 
-async fn url_input(req: Request<Incoming>) -> Result<UrlInput> {
+async fn url_input(req: Request<crate::ReqBody>) -> Result<UrlInput> {
     let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
     let input: UrlIn = parse_json(&body)?;
     Ok(UrlInput {
@@ -568,7 +568,9 @@ async fn invoke(
     let (parts, body) = req.into_parts();
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let too_large = || format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
-    let body = match read_body(Request::from_parts(parts.clone(), body), limit, too_large).await {
+    let body = match read_body(Request::from_parts(parts.clone(), http_body_util::Either::Left(body)), limit, too_large)
+        .await
+    {
         Ok(b) => b,
         Err(e) if e.status == 413 => return refusal(413, "RequestEntityTooLargeException", Some(&too_large())),
         Err(e) => return refusal(400, "InvalidRequestContentException", Some(&e.message)),

@@ -19,6 +19,11 @@ pub const EXECUTED_VERSION: &str = "x-amz-executed-version";
 pub const FUNCTION_ERROR: &str = "x-amz-function-error";
 pub const LOG_RESULT: &str = "x-amz-log-result";
 
+/// InvokeWithResponseStream's answer: AWS's event stream encoding and its two events.
+pub const EVENTSTREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+pub const EVENT_PAYLOAD_CHUNK: &str = "PayloadChunk";
+pub const EVENT_INVOKE_COMPLETE: &str = "InvokeComplete";
+
 /// `Code` of CreateFunction and the body of UpdateFunctionCode share these members.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]

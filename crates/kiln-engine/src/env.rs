@@ -299,7 +299,15 @@ impl ColdStart<'_> {
 
 impl Environment {
     /// Runs one invocation. `init_ms` is set on the first invocation of a cold environment.
-    pub async fn invoke(&self, invocation: Invocation, init_ms: Option<f64>, keep_tail: bool) -> RunResult {
+    /// With a `sink`, the answer goes there as the runtime writes it (see `stream.rs`) and the
+    /// result's payload is only an error's.
+    pub(crate) async fn invoke(
+        &self,
+        invocation: Invocation,
+        init_ms: Option<f64>,
+        keep_tail: bool,
+        sink: Option<&crate::stream::Sink>,
+    ) -> RunResult {
         let request_id = invocation.request_id.clone();
         let cfg = &self.config;
         self.invocations.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +324,7 @@ impl Environment {
             Exit(ExitInfo),
             Timeout,
             NoPickup,
+            Streamed(crate::stream::Followed),
         }
         let no_pickup = async {
             if !watch_pickup {
@@ -335,6 +344,23 @@ impl Environment {
             info = self.exited() => Ended::Exit(info),
             _ = tokio::time::sleep(timeout) => Ended::Timeout,
             () = no_pickup => Ended::NoPickup,
+        };
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let ended = match ended {
+            Ended::Answer(Outcome::Stream(stream)) => match self.follow_stream(stream, sink, deadline).await {
+                crate::stream::Followed::Exit(info) => Ended::Exit(info),
+                crate::stream::Followed::Timeout => Ended::Timeout,
+                other => Ended::Streamed(other),
+            },
+            Ended::Answer(Outcome::Response(body)) if sink.is_some() => match sink {
+                Some(sink) => match self.forward_buffered(body, sink, deadline).await {
+                    Some(crate::stream::Followed::Timeout) => Ended::Timeout,
+                    Some(other) => Ended::Streamed(other),
+                    None => Ended::Answer(Outcome::Response(Bytes::new())),
+                },
+                None => Ended::Answer(Outcome::Response(Bytes::new())),
+            },
+            other => other,
         };
         let duration_ms = ms(started.elapsed());
         let undelivered =
@@ -371,6 +397,12 @@ impl Environment {
                 true,
                 false,
                 Some(("error", Some("Runtime.InvalidResponseModeHeader".to_string()))),
+            ),
+            Ended::Streamed(followed) => crate::stream::settle(followed, &request_id),
+            // Streams are followed above; one left here has no reader, like a cut-off body.
+            Ended::Answer(Outcome::Stream(_)) => crate::stream::settle(
+                crate::stream::Followed::Ended { end: kiln_runtime_api::StreamEnd::Truncated, collected: Bytes::new() },
+                &request_id,
             ),
             Ended::Exit(info) => {
                 let (error_type, message) = exit_error(&request_id, info);
@@ -422,7 +454,7 @@ impl Environment {
     }
 
     /// Resolves when the bootstrap has ended.
-    async fn exited(&self) -> ExitInfo {
+    pub(crate) async fn exited(&self) -> ExitInfo {
         let mut exit = self.exit.clone();
         let info = exit.wait_for(Option::is_some).await.ok().and_then(|v| *v);
         info.unwrap_or(ExitInfo::Code(-1))

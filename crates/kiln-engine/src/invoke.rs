@@ -25,6 +25,8 @@ pub(crate) struct Job {
     tail: bool,
     metrics: Arc<VersionMetrics>,
     ring: Arc<Ring>,
+    /// Set for a streamed invocation: where the answer goes as it is written.
+    sink: Option<crate::stream::Sink>,
 }
 
 type Answer = (Bytes, bool, Option<Vec<u8>>);
@@ -116,6 +118,7 @@ impl Engine {
             tail: false,
             metrics,
             ring,
+            sink: None,
         };
         let (payload, function_error, _) = job.run().await?;
         Ok((version, payload, function_error))
@@ -163,6 +166,7 @@ impl Engine {
             tail: req.tail_logs && req.kind == InvokeKind::RequestResponse,
             metrics,
             ring,
+            sink: None,
         };
         // The invocation runs in its own task: if the caller goes away, the environment still
         // finishes its work and goes back to the pool.
@@ -170,6 +174,38 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
         Ok(InvokeResponse { request_id, executed_version: version, payload, function_error, log_tail })
+    }
+}
+
+impl Engine {
+    /// A synchronous call's job, checked as [`Engine::invoke`] checks it, with its request id and
+    /// the version it runs.
+    pub(crate) fn sync_job(&self, req: InvokeRequest) -> Result<(Job, String, String), EngineError> {
+        let name = req.function.name.as_str();
+        let qualifier = req.function.qualifier.as_ref().map(|q| q.to_string());
+        let (f, version, config, metrics, ring) = self.resolve(&req.function)?;
+        let limit = kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES;
+        if req.payload.len() > limit {
+            return Err(EngineError::TooLarge(format!(
+                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )));
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let job = Job {
+            engine: self.clone(),
+            function: f,
+            version: version.clone(),
+            config,
+            request_id: request_id.clone(),
+            invoked_arn: self.inner.opts.partition.function_arn(name, qualifier.as_deref()).into(),
+            payload: if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload },
+            client_context: req.client_context,
+            tail: req.tail_logs,
+            metrics,
+            ring,
+            sink: None,
+        };
+        Ok((job, request_id, version))
     }
 }
 
@@ -182,7 +218,12 @@ fn throttled(reason: ThrottleReason) -> EngineError {
 }
 
 impl Job {
-    async fn run(self) -> JobResult {
+    pub(crate) fn with_sink(mut self, sink: crate::stream::Sink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    pub(crate) async fn run(self) -> JobResult {
         Arc::new(self).attempt().await
     }
 
@@ -305,7 +346,7 @@ impl Job {
             client_context: self.client_context.clone(),
             cognito_identity: None,
         };
-        let result = env.invoke(invocation, init_ms, self.tail).await;
+        let result = env.invoke(invocation, init_ms, self.tail, self.sink.as_ref()).await;
         env.touch();
         let undelivered = result.undelivered && init_ms.is_none();
         if !undelivered {

@@ -34,6 +34,7 @@ mod memory;
 pub mod metrics;
 mod provisioned;
 pub mod runtimes;
+pub mod stream;
 mod urls;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};

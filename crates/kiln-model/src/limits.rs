@@ -37,3 +37,6 @@ pub const MB_PER_VCPU: u32 = 1769;
 pub const ACCOUNT_CONCURRENCY_DEFAULT: u32 = 1000;
 /// `ListFunctions` never returns more than this many per page.
 pub const LIST_PAGE_MAX: usize = 50;
+/// A streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`): Lambda's limit of
+/// 200 MB. Past it the stream ends with `Function.ResponseSizeTooLarge`.
+pub const STREAMED_RESPONSE_MAX_BYTES: u64 = 200 * 1024 * 1024;

@@ -14,6 +14,7 @@
 
 mod server;
 pub mod state;
+pub mod stream;
 pub mod wire;
 
 pub use server::{
@@ -21,3 +22,4 @@ pub use server::{
     MAX_CONNECTIONS, READ_BUF_BYTES,
 };
 pub use state::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
+pub use stream::{ResponseStream, StreamEnd, StreamEvent, STREAM_CHANNEL_CHUNKS};

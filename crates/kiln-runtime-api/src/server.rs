@@ -14,16 +14,20 @@
 //! - bodies: admitted by the state machine before a byte is read (state, request id, one body
 //!   at a time per event), at most 6 MB each, at most [`ENV_BODY_BUDGET`] buffered per
 //!   environment, and read within a time limit (the event's deadline for answers,
-//!   [`INIT_ERROR_BODY_TIMEOUT`] for `init/error`).
+//!   [`INIT_ERROR_BODY_TIMEOUT`] for `init/error`);
+//! - streamed answers (`Lambda-Runtime-Function-Response-Mode: streaming`): not buffered at all
+//!   but forwarded a chunk at a time through a bounded channel (see [`crate::stream`]), at most
+//!   200 MB, within the event's deadline.
 
 use crate::state::{BodySlot, Outcome, Refusal, RuntimeApi};
+use crate::stream::{ResponseStream, StreamEnd, StreamEvent};
 use crate::wire;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kiln_model::limits::RESPONSE_MAX_BYTES;
+use kiln_model::limits::{RESPONSE_MAX_BYTES, STREAMED_RESPONSE_MAX_BYTES};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -333,36 +337,89 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
             return json(StatusCode::BAD_REQUEST, wire::INVALID_RESPONSE_MODE, "Invalid function response mode");
         }
     };
+    if streaming {
+        return stream_response(api, id, req, slot).await;
+    }
     // A declared Content-Length over the limit is refused before reading anything.
     if declared_too_large(&req) {
         return too_large(api, id);
     }
-    let (body, trailers) = match read_body(api, req.into_body(), answer_timeout(&slot)).await {
+    let (body, _) = match read_body(api, req.into_body(), answer_timeout(&slot)).await {
         Ok(b) => b,
         Err(r) if r.error_type == wire::REQUEST_TOO_LARGE => return too_large(api, id),
         Err(r) => return refusal(&r),
     };
-    // A streamed response reports a failure after the fact, in trailers.
-    let stream_error = if streaming {
-        trailers.as_ref().and_then(|t| {
-            t.get(wire::FUNCTION_ERROR_TYPE).and_then(|v| v.to_str().ok()).map(|ty| {
-                let body = t
-                    .get(wire::FUNCTION_ERROR_BODY)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|b| Bytes::from(b.to_owned()))
-                    .unwrap_or_default();
-                (ty.to_owned(), body)
-            })
-        })
-    } else {
-        None
-    };
-    let outcome = match stream_error {
-        Some((error_type, body)) => Outcome::Error { error_type: Some(error_type), body },
-        None => Outcome::Response(body),
-    };
     drop(slot);
-    accepted(api.answer(id, outcome))
+    accepted(api.answer(id, Outcome::Response(body)))
+}
+
+/// A streamed answer: the engine gets the stream at once, then every chunk as it arrives,
+/// through a bounded channel (a slow caller slows the runtime, not kiln's memory), and last how
+/// the body ended.
+async fn stream_response(api: &RuntimeApi, id: &str, req: Request<Incoming>, slot: BodySlot) -> Reply {
+    let deadline = Instant::now() + answer_timeout(&slot);
+    let content_type = header(&req, http::header::CONTENT_TYPE.as_str());
+    let (tx, events) = tokio::sync::mpsc::channel(crate::stream::STREAM_CHANNEL_CHUNKS);
+    if let Err(r) = api.answer_stream(id, ResponseStream { content_type, events }) {
+        return refusal(&r);
+    }
+    let mut body = req.into_body();
+    let mut len: u64 = 0;
+    let end = loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => break StreamEnd::TimedOut,
+            Ok(None) => break StreamEnd::Complete,
+            Ok(Some(Err(_))) => break StreamEnd::Truncated,
+            Ok(Some(Ok(frame))) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                len += data.len() as u64;
+                if len > STREAMED_RESPONSE_MAX_BYTES {
+                    break StreamEnd::TooLarge;
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                // Waits while the channel is full: this is the back-pressure. The deadline
+                // still holds, and a receiver that went away (the engine gave up on the
+                // invocation) ends the read.
+                match tokio::time::timeout_at(deadline, tx.send(StreamEvent::Chunk(data))).await {
+                    Err(_) => break StreamEnd::TimedOut,
+                    Ok(Err(_)) => {
+                        drop(slot);
+                        return refusal(&Refusal::closed_stream());
+                    }
+                    Ok(Ok(())) => {}
+                }
+            }
+            Err(frame) => {
+                if let Some((error_type, body)) = frame.trailers_ref().and_then(crate::stream::trailer_error) {
+                    break StreamEnd::Error { error_type, body };
+                }
+            }
+        }
+    };
+    let reply = match &end {
+        StreamEnd::Complete | StreamEnd::Error { .. } => accepted(Ok(())),
+        StreamEnd::TooLarge => json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            wire::REQUEST_TOO_LARGE,
+            &format!("Exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes)."),
+        ),
+        StreamEnd::Truncated => refusal(&truncated_refusal()),
+        StreamEnd::TimedOut => refusal(&Refusal {
+            status: 408,
+            error_type: wire::REQUEST_TIMEOUT,
+            message: "Timed out reading the request body".into(),
+        }),
+    };
+    // The end waits for room like any chunk, within the deadline; past it the engine's own
+    // timeout ends the invocation anyway.
+    let _ = tokio::time::timeout_at(deadline, tx.send(StreamEvent::End(end))).await;
+    drop(slot);
+    api.stream_ended(id);
+    reply
 }
 
 async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {

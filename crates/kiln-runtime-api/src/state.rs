@@ -37,16 +37,34 @@ pub struct Invocation {
 }
 
 /// How the runtime answered one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// `POST …/response`.
     Response(Bytes),
+    /// `POST …/response` in streaming mode: delivered when its head is admitted, the body
+    /// follows through the stream (see [`crate::stream`]).
+    Stream(crate::stream::ResponseStream),
     /// `POST …/error`, with the error type header if given and the body (possibly empty).
     Error { error_type: Option<String>, body: Bytes },
     /// The response was over the limit; the runtime got a 413.
     ResponseTooLarge,
     /// The response used an unknown `Lambda-Runtime-Function-Response-Mode`.
     InvalidResponseMode,
+}
+
+impl PartialEq for Outcome {
+    /// Two streams are never equal: each is one live body.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Response(a), Self::Response(b)) => a == b,
+            (Self::Error { error_type: ta, body: ba }, Self::Error { error_type: tb, body: bb }) => {
+                ta == tb && ba == bb
+            }
+            (Self::ResponseTooLarge, Self::ResponseTooLarge)
+            | (Self::InvalidResponseMode, Self::InvalidResponseMode) => true,
+            _ => false,
+        }
+    }
 }
 
 /// How Init ended.
@@ -137,6 +155,16 @@ impl Refusal {
             message: format!(
                 "State transition from {from:?} to {to} failed for runtime. Error: another request for it is in progress"
             ),
+        }
+    }
+
+    /// Nobody reads the streamed answer any more (its caller went away, or the invocation
+    /// ended); the runtime should stop writing it.
+    pub(crate) fn closed_stream() -> Self {
+        Self {
+            status: 410,
+            error_type: crate::wire::ENVIRONMENT_CLOSED,
+            message: "The invocation ended before its streamed response".into(),
         }
     }
 
@@ -420,17 +448,49 @@ impl RuntimeApi {
     /// Unless the runtime is back in `next` within the grace, the environment is frozen: a
     /// runtime that keeps running after its answer must not use the CPU while it is idle.
     pub fn answer(&self, request_id: &str, outcome: Outcome) -> Result<(), Refusal> {
+        self.deliver(request_id, outcome)?;
+        self.freeze_unless_back(request_id);
+        Ok(())
+    }
+
+    /// `POST response` in streaming mode: hands the stream to the engine as soon as its head is
+    /// admitted. The environment is not frozen while the runtime writes the body;
+    /// [`RuntimeApi::stream_ended`] says when it is done.
+    pub fn answer_stream(&self, request_id: &str, stream: crate::stream::ResponseStream) -> Result<(), Refusal> {
+        self.deliver(request_id, Outcome::Stream(stream))
+    }
+
+    /// The body of a streamed answer ended: from now on the runtime is expected back in `next`,
+    /// and is frozen after the grace if it does not come.
+    pub fn stream_ended(&self, request_id: &str) {
+        self.freeze_unless_back(request_id);
+    }
+
+    fn deliver(&self, request_id: &str, outcome: Outcome) -> Result<(), Refusal> {
         let mut st = lock(&self.shared.state);
         let phase = st.phase;
-        let answered: Arc<str> = match &mut st.current {
+        match &mut st.current {
             Some(cur) if &*cur.invocation.request_id == request_id => match cur.reply.take() {
                 Some(tx) => {
                     let _ = tx.send(outcome);
-                    cur.invocation.request_id.clone()
+                    Ok(())
                 }
-                None => return Err(Refusal::state(phase, "ResponseSent")),
+                None => Err(Refusal::state(phase, "ResponseSent")),
             },
-            _ => return Err(Refusal::request_id()),
+            _ => Err(Refusal::request_id()),
+        }
+    }
+
+    /// Freezes the environment after the grace unless the runtime came back to `next`.
+    fn freeze_unless_back(&self, request_id: &str) {
+        let mut st = lock(&self.shared.state);
+        let Some(answered) = st
+            .current
+            .as_ref()
+            .filter(|c| &*c.invocation.request_id == request_id)
+            .map(|c| c.invocation.request_id.clone())
+        else {
+            return;
         };
         if self.shared.freeze_grace.is_zero() {
             self.freeze_if_still_answered(&mut st, &answered);
@@ -444,7 +504,6 @@ impl RuntimeApi {
                 api.freeze_if_still_answered(&mut st, &answered);
             });
         }
-        Ok(())
     }
 
     /// Freezes the environment if the runtime has answered `request_id` and has not asked for

@@ -81,6 +81,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod runtimes;
 mod scrape;
+mod stream;
 mod url;
 
 /// Options of `kiln bench`.
@@ -137,8 +138,10 @@ pub struct BenchArgs {
     svg: Option<PathBuf>,
     /// Run only this scenario: `events` (durable Event invokes with 32 callers), `runtimes`
     /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare),
-    /// `url` (one function through its function URL and through Invoke).
-    #[arg(long, value_parser = ["events", "runtimes", "url"])]
+    /// `url` (one function through its function URL and through Invoke); `stream` (time to
+    /// first byte of a streamed response against a buffered response's full latency, same
+    /// payload, same run; --warm calls of each).
+    #[arg(long, value_parser = ["events", "runtimes", "url", "stream"])]
     only: Option<String>,
     /// MemorySize of the Python and Node.js functions of the runtimes scenario, in MB [default:
     /// 1769, one vCPU, as the bare client has].
@@ -190,6 +193,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let result = rt.block_on(runtimes_only(&args, servers.handle()))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&json!({ "runtimes": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.only.as_deref() == Some("stream") {
+        let result = rt.block_on(async {
+            let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+            let work = TempDir::new()?;
+            stream::run(&exe, &work, &args).await
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "stream": result.json() }))?);
         } else {
             print!("{}", result.render());
         }
