@@ -353,6 +353,27 @@ async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<ReqB
     ok_json(StatusCode::OK, function_configuration(&updated, engine.partition(), false))
 }
 
+/// The `X-Amz-Log-Type` header of Invoke and InvokeWithResponseStream: whether to tail the log.
+pub(crate) fn log_type(value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("None") => Ok(false),
+        Some("Tail") => Ok(true),
+        Some(other) => Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]"
+        ))),
+    }
+}
+
+/// The `X-Amz-Client-Context` header: base64 of a JSON object, handed to the function decoded.
+pub(crate) fn client_context(value: Option<String>) -> Result<Option<String>> {
+    let Some(cc) = value else { return Ok(None) };
+    wire::unb64(&cc)
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid_parameter("Client context must be a valid Base64-encoded JSON object."))
+}
+
 async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -366,27 +387,8 @@ async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>)
             )))
         }
     };
-    let tail_logs = match header(wire::LOG_TYPE).as_deref() {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]"
-            )))
-        }
-    };
-    let client_context = match header(wire::CLIENT_CONTEXT) {
-        None => None,
-        Some(cc) => {
-            let decoded = wire::unb64(&cc)
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter("Client context must be a valid Base64-encoded JSON object.")
-                })?;
-            Some(decoded)
-        }
-    };
+    let tail_logs = log_type(header(wire::LOG_TYPE).as_deref())?;
+    let client_context = client_context(header(wire::CLIENT_CONTEXT))?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let payload = read_body(req, limit, || {
         format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")

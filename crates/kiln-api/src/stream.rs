@@ -48,26 +48,8 @@ pub(crate) async fn invoke_with_response_stream(
             )))
         }
     };
-    let tail_logs = match header(wire::LOG_TYPE).as_deref() {
-        None | Some("None") => false,
-        Some("Tail") => true,
-        Some(other) => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{other}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]"
-            )))
-        }
-    };
-    let client_context = match header(wire::CLIENT_CONTEXT) {
-        None => None,
-        Some(cc) => Some(
-            wire::unb64(&cc)
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
-                .ok_or_else(|| {
-                    ApiError::invalid_parameter("Client context must be a valid Base64-encoded JSON object.")
-                })?,
-        ),
-    };
+    let tail_logs = crate::handlers::log_type(header(wire::LOG_TYPE).as_deref())?;
+    let client_context = crate::handlers::client_context(header(wire::CLIENT_CONTEXT))?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let payload = read_body(req, limit, || {
         format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")
