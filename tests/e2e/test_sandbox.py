@@ -291,6 +291,34 @@ def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
 
 
+def instance_cgroups(server):
+    """Every cgroup directory named after the server's instance (`kiln-<id>`), in any hierarchy."""
+    name = "kiln-%s" % k.instance_id(server)
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if os.path.basename(root) == name:
+            found.append(root)
+            dirs[:] = []
+        elif root.count("/") > 9:
+            dirs[:] = []
+    return found
+
+
+def test_kill_9_leftovers_are_removed_by_any_server_that_starts(kiln_factory):
+    # A server killed with SIGKILL whose data dir is never served again: its environments die
+    # with it, and its cgroups go when any other kiln starts.
+    dead = kiln_factory("dead")
+    lam = k.lambda_client(dead.endpoint)
+    name = k.unique_name("kill9other")
+    k.create(lam, name, k.python_zip(PROBE))
+    probe(lam, name, action="daemon")
+    assert instance_cgroups(dead)
+    dead.stop(signal.SIGKILL)
+    k.wait_for(lambda: not _env_pids(dead), what="the dead server's processes gone")
+    kiln_factory("other")
+    k.wait_for(lambda: not instance_cgroups(dead), what="the dead server's cgroups removed by another server")
+
+
 def test_without_privileges_kiln_says_so_in_one_line_at_start():
     # pytest's own temp dirs are private to root; nobody needs one it can write.
     data = Path(tempfile.mkdtemp(prefix="kiln-unprivileged-"))

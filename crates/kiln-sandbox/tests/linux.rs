@@ -704,8 +704,15 @@ async fn new_backend_removes_leftovers_of_the_same_instance(mode: Mode) {
     let other = backend(&instance_id(), f.state.path(), 0);
     drop(other);
     assert_eq!(processes_with(&marker).len(), 2);
-    // ...the same instance does.
-    let again = backend(&f.instance, f.state.path(), 0);
+    // ...the same instance does. (The first backend still lives here and holds the instance's
+    // registration, so this one registers elsewhere.)
+    let registry = tempfile::tempdir().unwrap();
+    let again = LinuxBackend::with_options(
+        &f.instance,
+        f.state.path(),
+        LinuxOptions { pool_size: 0, registry_dir: registry.path().into(), ..Default::default() },
+    )
+    .unwrap();
     wait_gone(&marker).await;
     assert!(f.cgroup_dirs(&cg).is_empty());
     drop(again);
@@ -977,8 +984,7 @@ async fn leftover_blanks_are_removed_by_the_next_backend() {
     let blanks = blanks_of(&instance);
     let pids: Vec<u32> = blanks.iter().flat_map(|(_, p)| p.clone()).collect();
     assert_eq!(pids.len(), 2, "{blanks:?}");
-    // As if kiln died.
-    std::mem::forget(b);
+    b.abandon();
     let again = backend(&instance, state.path(), 0);
     assert!(blanks_of(&instance).is_empty(), "{:?}", blanks_of(&instance));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1392,9 +1398,15 @@ async fn environments_die_with_kiln() {
     let left = processes_with(&marker);
     assert!(left.is_empty(), "function processes outlived kiln: {left:?}");
     assert!(inits.iter().all(|p| dead(*p)), "inits outlived kiln: {inits:?}");
-    // Remove the empty cgroups the dead instance left, as its successor would.
+    // The dead instance's (empty) cgroups are removed by the next backend to start, even one of
+    // another instance: the dead one may never be started again.
+    let leaf = format!("kiln-{instance}");
     let state = tempfile::tempdir().unwrap();
-    drop(backend(&instance, state.path(), 0));
+    drop(backend(&instance_id(), state.path(), 0));
+    let left = cgroup_dirs(&leaf);
+    assert!(left.is_empty(), "cgroups of the dead instance survive another backend's start: {left:?}");
+    let registration = Path::new("/run/kiln/sandbox").join(format!("{leaf}.lock"));
+    assert!(!registration.exists(), "{} survives", registration.display());
 }
 
 /// Host uid of a process, as the host sees it.

@@ -29,6 +29,9 @@ pub struct LinuxBackend {
     pub(super) inner: Arc<Inner>,
     pub(super) reaper: Option<JoinHandle<()>>,
     pub(super) filler: Option<JoinHandle<()>>,
+    /// This instance's entry in the registry of live instances ([`super::sweep`]); `None` when
+    /// the registry's directory cannot be written.
+    pub(super) registration: Option<super::sweep::Registration>,
 }
 
 /// State shared by the backend, its environments and the reaper thread.
@@ -192,6 +195,7 @@ impl LinuxBackend {
             _ => setup("create cgroups", e.into()),
         })?;
         probe_namespaces()?;
+        let registration = register(&opts.registry_dir, &leaf, cgroups.as_ref())?;
 
         // Leftovers of a predecessor killed with SIGKILL: its environments' processes, then
         // their cgroups. They are a dead instance's only because the caller made sure that no
@@ -202,6 +206,9 @@ impl LinuxBackend {
                 tracing::error!(instance = instance_id, env, error = %e, "cannot remove leftover environment");
             }
         }
+
+        // And those of other instances that died and were never started again.
+        super::sweep::sweep(&opts.registry_dir, &leaf);
 
         let scratch = state_dir.join(format!("sandbox-{instance_id}"));
         let root_dir = scratch.join("root");
@@ -246,7 +253,7 @@ impl LinuxBackend {
             .stack_size(256 * 1024)
             .spawn(move || reaper_loop(&reaper_inner))
             .map_err(|e| setup("start reaper thread", e))?;
-        let mut backend = LinuxBackend { inner, reaper: Some(reaper), filler: None };
+        let mut backend = LinuxBackend { inner, reaper: Some(reaper), filler: None, registration };
         let filler_inner = backend.inner.clone();
         // Blanks are clones of this thread: its stack is what their init runs on.
         let filler = std::thread::Builder::new()
@@ -292,9 +299,40 @@ impl LinuxBackend {
         self.inner.cgroups.layout()
     }
 
+    /// Leaves everything as it is, as if kiln had been killed: for tests of what happens to
+    /// the leftovers. The registry lock is let go, as the kernel would at the process's death.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        drop(self.registration.take());
+        std::mem::forget(self);
+    }
+
     /// The number of environments alive.
     pub fn live_environments(&self) -> usize {
         lock(&self.inner.envs).len()
+    }
+}
+
+/// Registers the instance among the live ones, listing its cgroup directories. An unwritable
+/// registry only costs the sweep of this instance's leftovers by others, so it is a warning; a
+/// registration held by a live process is an error (two backends would share cgroups).
+fn register(dir: &Path, leaf: &str, cgroups: &dyn Cgroups) -> Result<Option<super::sweep::Registration>, SandboxError> {
+    match super::sweep::Registration::acquire(dir, leaf) {
+        Ok(mut r) => {
+            if let Err(e) = r.record(&cgroups.instance_dirs()) {
+                tracing::warn!(registry = %dir.display(), error = %e, "cannot record this instance's cgroups");
+            }
+            Ok(Some(r))
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(SandboxError::step(leaf, "register instance", e)),
+        Err(e) => {
+            tracing::warn!(
+                registry = %dir.display(),
+                error = %e,
+                "cannot register this instance: its cgroups will not be swept if it dies without cleaning up"
+            );
+            Ok(None)
+        }
     }
 }
 
@@ -304,8 +342,10 @@ impl Drop for LinuxBackend {
         if let Some(f) = self.filler.take() {
             let _ = f.join();
         }
-        if let Err(e) = self.inner.cgroups.remove_instance() {
-            tracing::warn!(instance = %self.inner.instance_id, error = %e, "cannot remove instance cgroups");
+        match self.inner.cgroups.remove_instance() {
+            // Nothing left for a sweep to find.
+            Ok(()) => self.registration.take().into_iter().for_each(super::sweep::Registration::remove),
+            Err(e) => tracing::warn!(instance = %self.inner.instance_id, error = %e, "cannot remove instance cgroups"),
         }
         // The scratch directories are empty on the host; a failure here only leaves them.
         let _ = fs::remove_dir(self.inner.scratch.join("root"));

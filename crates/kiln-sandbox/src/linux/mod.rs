@@ -101,7 +101,8 @@
 //! - `sys/`: the system calls of the child behind the `Sys` trait, a recording fake, and
 //!   kiln's own side's calls (`host.rs`): no other file calls libc;
 //! - `cgroups/`: the cgroup managers (v1, v2) and the detection of the layout;
-//! - `seccomp.rs`: the filter.
+//! - `seccomp.rs`: the filter;
+//! - `sweep.rs`: the registry of live instances, and the removal of dead ones' cgroups.
 
 mod backend;
 mod blank;
@@ -112,6 +113,7 @@ mod preflight;
 mod protocol;
 mod reaper;
 mod seccomp;
+mod sweep;
 mod sys;
 
 pub use crate::PoolStats;
@@ -160,11 +162,18 @@ pub struct LinuxOptions {
     /// in the environment): the managed runtimes' interpreters and kiln's runtime clients at
     /// `/var/runtime`. Built into every blank, so a claim does not pay for them.
     pub read_only_binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Where live instances register, so that whichever starts next removes the cgroups of one
+    /// that died without cleaning up (`/run/kiln/sandbox`; one per host, shared by all kilns).
+    pub registry_dir: std::path::PathBuf,
 }
 
 impl Default for LinuxOptions {
     fn default() -> Self {
-        LinuxOptions { pool_size: DEFAULT_POOL_SIZE, read_only_binds: Vec::new() }
+        LinuxOptions {
+            pool_size: DEFAULT_POOL_SIZE,
+            read_only_binds: Vec::new(),
+            registry_dir: sweep::REGISTRY_DIR.into(),
+        }
     }
 }
 

@@ -178,6 +178,39 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     fn list(&self) -> Vec<String>;
     /// Removes the instance's own directories (they must be empty).
     fn remove_instance(&self) -> Result<(), CgroupError>;
+    /// The instance's own directories (`kiln-<instance id>`), one per hierarchy in use.
+    fn instance_dirs(&self) -> Vec<PathBuf>;
+}
+
+/// Kills every process below `dir`, a cgroup directory of a dead kiln instance whose layout
+/// this one need not share, and removes it and its descendants, deepest first.
+pub(crate) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for sub in subdirs(dir) {
+        remove_tree(&dir.join(sub))?;
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        // cgroup2 kills the whole subtree at once; a v1-frozen process must thaw before a
+        // SIGKILL lands. Either file may be absent.
+        // (Opened without `create`: a file that is not there is not made.)
+        for (file, value) in [("cgroup.kill", "1"), ("freezer.state", "THAWED")] {
+            if let Ok(mut f) = fs::OpenOptions::new().write(true).open(dir.join(file)) {
+                let _ = io::Write::write_all(&mut f, value.as_bytes());
+            }
+        }
+        sigkill_each(&dir.join("cgroup.procs"));
+        match rmdir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_busy() && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(CgroupError::Remove { path, source }) if source.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(CgroupError::Stuck { path });
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Kills `env`, waits for it to empty and removes it: the one way every environment ends.

@@ -252,4 +252,8 @@ impl Cgroups for CgroupV1 {
     fn remove_instance(&self) -> Result<(), CgroupError> {
         self.dirs().try_for_each(|d| rmdir(d))
     }
+
+    fn instance_dirs(&self) -> Vec<PathBuf> {
+        self.dirs().cloned().collect()
+    }
 }

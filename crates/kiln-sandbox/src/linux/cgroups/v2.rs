@@ -178,4 +178,8 @@ impl Cgroups for CgroupV2 {
     fn remove_instance(&self) -> Result<(), CgroupError> {
         rmdir(&self.base)
     }
+
+    fn instance_dirs(&self) -> Vec<PathBuf> {
+        vec![self.base.clone()]
+    }
 }
