@@ -23,10 +23,14 @@ mod asyncq;
 mod control;
 mod env;
 mod error;
+#[cfg(test)]
+mod fake;
 pub mod fds;
 mod function;
 mod invoke;
 mod layers;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod log_filter;
 pub mod log_store;
 pub mod logs;
