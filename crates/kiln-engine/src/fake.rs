@@ -227,10 +227,16 @@ impl FakeBackend {
         lock(&self.gate.state).waiting
     }
 
-    /// Lets every event at the gate (and any later one) through.
+    /// Lets every event at the gate (and any later one, until [`FakeBackend::close_gate`])
+    /// through.
     pub fn open_gate(&self) {
         lock(&self.gate.state).open = true;
         self.gate.changed.notify_all();
+    }
+
+    /// Makes later `gate` events wait again.
+    pub fn close_gate(&self) {
+        lock(&self.gate.state).open = false;
     }
 }
 

@@ -280,34 +280,44 @@ async fn a_timeout_destroys_the_environment_with_sandbox_timedout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_budget_evicts_the_least_recently_used_idle_environment_then_throttles() {
-    let h = harness(|o| o.memory_budget_mb = 256);
+    let h = harness(|o| o.memory_budget_mb = 384);
     for name in ["a", "b", "c"] {
         h.deploy(name, &Script::tag(name), 3, 128).await;
     }
-    let a = h.invoke("a", "{}").await;
+    // Two environments of `a`: a1 is held busy while a2 starts, and comes back after it.
+    let held = h.invoke_held("a", None).await;
+    let a2 = h.invoke("a", "{}").await;
+    h.backend.open_gate();
+    let a1 = held.await.expect("held call");
+    h.backend.close_gate();
+    assert_ne!(a1.env(), a2.env());
+    assert_eq!(h.invoke("a", "{}").await.env(), a1.env(), "the most recently used goes first");
     let b = h.invoke("b", "{}").await;
-    // `a` is used again, so `b` is now the one idle for longest.
-    assert_eq!(h.invoke("a", "{}").await.env(), a.env());
+    // The budget is full; `c` needs room, and a2 is the environment idle for longest.
     let c = h.invoke("c", "{}").await;
     assert!(!c.function_error, "{c:?}");
-    let evicted = h.backend.env(b.env()).expect("recorded");
-    assert_eq!(evicted.function, "b");
-    assert!(evicted.destroyed(), "b was evicted");
-    assert!(!h.backend.env(a.env()).expect("recorded").destroyed(), "a was not");
-    // With both environments busy there is nothing to evict.
-    let held_a = h.invoke_held("a", None).await;
-    let held_c = h.invoke_held("c", None).await;
-    match h.try_invoke("b", None, "{}").await {
+    let evicted = h.backend.env(a2.env()).expect("recorded");
+    assert_eq!(evicted.function, "a");
+    assert!(evicted.destroyed(), "a2 was evicted");
+    for kept in [a1.env(), b.env(), c.env()] {
+        assert!(!h.backend.env(kept).expect("recorded").destroyed(), "{kept} was not");
+    }
+    // With every environment busy there is nothing to evict.
+    let held: Vec<_> =
+        [h.invoke_held("a", None).await, h.invoke_held("b", None).await, h.invoke_held("c", None).await].into();
+    match h.try_invoke("a", None, "{}").await {
         Err(EngineError::Throttled { reason, message }) => {
             assert_eq!(reason, crate::ThrottleReason::ConcurrentInvocationLimitExceeded);
-            assert!(message.contains("memory budget (256 MB)"), "{message}");
+            assert!(message.contains("memory budget (384 MB)"), "{message}");
         }
         other => panic!("expected a throttle, got {other:?}"),
     }
     h.backend.open_gate();
-    assert_eq!(held_a.await.expect("a").env(), a.env());
-    assert_eq!(held_c.await.expect("c").env(), c.env());
-    assert_eq!(h.engine.inner.memory.used_mb(), 256);
+    for call in held {
+        assert!(!call.await.expect("held call").function_error);
+    }
+    assert_eq!(h.engine.inner.memory.used_mb(), 384);
+    assert_eq!(h.backend.spawns(), 4);
     h.finish();
 }
 
