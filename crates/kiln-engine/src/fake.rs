@@ -155,6 +155,11 @@ impl FakeEnv {
         self.destroyed.load(Ordering::SeqCst)
     }
 
+    /// The bootstrap ends with `code`, as if it crashed.
+    pub fn exit(&self, code: i32) {
+        self.end(ExitInfo::Code(code));
+    }
+
     /// The bootstrap ended (or was killed): report it once and cut the connection.
     fn end(&self, info: ExitInfo) {
         self.exit.send_if_modified(|v| {
@@ -284,6 +289,26 @@ impl Backend for FakeBackend {
             output: OwnedFd::from(reader),
         })
     }
+}
+
+/// A sandbox with no runtime at all, for [`crate::env::Environment::detached`]: the returned
+/// [`FakeEnv`] records what is done to it, and [`FakeEnv::exit`] makes it die.
+pub(crate) fn detached_sandbox() -> (Arc<dyn Sandbox>, Arc<FakeEnv>) {
+    let (exit, exit_rx) = watch::channel(None);
+    let env = Arc::new(FakeEnv {
+        id: String::new(),
+        function: String::new(),
+        init_type: String::new(),
+        tag: String::new(),
+        destroyed: AtomicBool::new(false),
+        freezes: AtomicU32::new(0),
+        thaws: AtomicU32::new(0),
+        end_inits: AtomicU32::new(0),
+        events: AtomicU32::new(0),
+        exit,
+        conn: Mutex::new(None),
+    });
+    (Arc::new(FakeSandbox { env: env.clone(), exit: exit_rx }), env)
 }
 
 struct FakeSandbox {

@@ -14,13 +14,13 @@ use std::time::Duration;
 /// so that a slow machine does not fail a test; only something that never happens does.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Harness {
-    engine: Engine,
+pub(crate) struct Harness {
+    pub engine: Engine,
     backend: Arc<FakeBackend>,
     _dir: tempfile::TempDir,
 }
 
-fn harness(tweak: impl FnOnce(&mut EngineOptions)) -> Harness {
+pub(crate) fn harness(tweak: impl FnOnce(&mut EngineOptions)) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut opts = EngineOptions {
         data_dir: dir.path().join("data"),
@@ -76,7 +76,7 @@ impl Answer {
 }
 
 impl Harness {
-    async fn deploy(&self, name: &str, script: &Script, timeout_secs: i64, memory_mb: i64) {
+    pub(crate) async fn deploy(&self, name: &str, script: &Script, timeout_secs: i64, memory_mb: i64) {
         self.engine
             .create_function(CreateFunction {
                 name: name.into(),
@@ -175,7 +175,7 @@ impl Harness {
         }
     }
 
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         self.check_quiet();
         self.engine.shutdown();
         assert_eq!(self.backend.live(), 0, "shutdown destroys every environment");

@@ -373,3 +373,254 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A model-based property test: random sequences of pool operations, each checked against
+    //! the policy it should follow, with the invariants checked and no environment lost after
+    //! every step.
+
+    use super::*;
+    use crate::fake::{detached_sandbox, FakeEnv};
+    use crate::logs::LogSink;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Checkout { admit: bool },
+        ColdDone { pick: usize, ok: bool },
+        Checkin { pick: usize, healthy: bool, deleted: bool },
+        Kill { pick: usize },
+        Retire,
+        Expire { all: bool },
+        Evict,
+        Target(u32),
+        Reconcile,
+        ProvisionedDone { pick: usize, ok: bool, deleted: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<bool>().prop_map(|admit| Op::Checkout { admit }),
+            3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Op::ColdDone { pick, ok }),
+            4 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.1))
+                .prop_map(|(pick, healthy, deleted)| Op::Checkin { pick, healthy, deleted }),
+            1 => any::<usize>().prop_map(|pick| Op::Kill { pick }),
+            1 => Just(Op::Retire),
+            1 => any::<bool>().prop_map(|all| Op::Expire { all }),
+            1 => Just(Op::Evict),
+            1 => (0u32..4).prop_map(Op::Target),
+            2 => Just(Op::Reconcile),
+            2 => (any::<usize>(), any::<bool>(), prop::bool::weighted(0.1))
+                .prop_map(|(pick, ok, deleted)| Op::ProvisionedDone { pick, ok, deleted }),
+        ]
+    }
+
+    /// What the test knows besides the pool.
+    #[derive(Default)]
+    struct World {
+        /// Every environment built, with its fake sandbox.
+        envs: Vec<(Arc<Environment>, Arc<FakeEnv>)>,
+        /// Checked out and not back yet.
+        held: Vec<Arc<Environment>>,
+        /// Cold and provisioned builds under way, with their generation.
+        cold: Vec<u64>,
+        provisioned: Vec<u64>,
+        /// Handed back by the pool to be destroyed.
+        gone: HashSet<String>,
+    }
+
+    fn pick<T>(v: &mut Vec<T>, i: usize) -> Option<T> {
+        (!v.is_empty()).then(|| v.remove(i % v.len()))
+    }
+
+    fn build(w: &mut World, ready: &Ready, logs: &LogSink, generation: u64, init_type: InitType) -> Arc<Environment> {
+        let (sandbox, fake) = detached_sandbox();
+        let env = Environment::detached(ready.config.clone(), generation, init_type, sandbox, logs).expect("env");
+        w.envs.push((env.clone(), fake));
+        env
+    }
+
+    /// The environment checkout should take from an idle list: the last one alive and current.
+    fn expected_take(pool: &Pool, state: EnvState) -> Option<String> {
+        let list: Vec<&Arc<Environment>> = pool.environments().filter(|(_, s)| *s == state).map(|(e, _)| e).collect();
+        list.iter().rev().find(|e| e.alive() && e.generation == pool.generation()).map(|e| e.id.clone())
+    }
+
+    fn step(pool: &mut Pool, w: &mut World, ready: &Ready, logs: &LogSink, op: Op) {
+        match op {
+            Op::Checkout { admit } => {
+                let pc = expected_take(pool, EnvState::Provisioned);
+                let warm = expected_take(pool, EnvState::Idle);
+                let generation = pool.generation();
+                match pool.checkout(|| if admit { Ok(()) } else { Err(()) }) {
+                    Ok(Checkout::Provisioned(e)) => {
+                        assert_eq!(Some(&e.id), pc.as_ref(), "a free provisioned environment goes first");
+                        w.held.push(e);
+                    }
+                    Ok(Checkout::Warm(e, ())) => {
+                        assert!(pc.is_none() && admit);
+                        assert_eq!(Some(&e.id), warm.as_ref(), "the most recently used idle one");
+                        w.held.push(e);
+                    }
+                    Ok(Checkout::Cold(_, g, ())) => {
+                        assert!(pc.is_none() && warm.is_none() && admit);
+                        assert_eq!(g, generation);
+                        w.cold.push(g);
+                    }
+                    Err(()) => assert!(pc.is_none() && !admit, "admission is asked only without a provisioned one"),
+                }
+            }
+            Op::ColdDone { pick: i, ok } => {
+                if let Some(g) = pick(&mut w.cold, i) {
+                    if ok {
+                        let env = build(w, ready, logs, g, InitType::OnDemand);
+                        pool.cold_done(Some(&env));
+                        w.held.push(env);
+                    } else {
+                        pool.cold_done(None);
+                    }
+                }
+            }
+            Op::Checkin { pick: i, healthy, deleted } => {
+                if let Some(env) = pick(&mut w.held, i) {
+                    let current = env.generation == pool.generation();
+                    let replace = pool.checkin(&env, healthy, deleted);
+                    let placed = pool.environments().any(|(e, _)| e.id == env.id);
+                    assert_eq!(replace, env.init_type == InitType::Provisioned && !healthy);
+                    if placed {
+                        assert!(healthy && !deleted && current, "only a healthy current one goes back");
+                    } else {
+                        assert!(
+                            !(healthy && !deleted && current && env.init_type == InitType::OnDemand),
+                            "a healthy current on-demand environment goes back"
+                        );
+                        w.gone.insert(env.id.clone());
+                    }
+                }
+            }
+            Op::Kill { pick: i } => {
+                if !w.envs.is_empty() {
+                    w.envs[i % w.envs.len()].1.exit(1);
+                }
+            }
+            Op::Retire => {
+                let generation = pool.generation();
+                let idle: HashSet<String> =
+                    pool.environments().filter(|(_, s)| *s != EnvState::Busy).map(|(e, _)| e.id.clone()).collect();
+                let out: HashSet<String> = pool.retire(ready.clone()).iter().map(|e| e.id.clone()).collect();
+                assert_eq!(out, idle, "every idle environment is retired");
+                assert_eq!(pool.generation(), generation + 1);
+                w.gone.extend(out);
+            }
+            Op::Expire { all } => {
+                let idle: HashSet<String> =
+                    pool.environments().filter(|(_, s)| *s == EnvState::Idle).map(|(e, _)| e.id.clone()).collect();
+                let keep_alive = if all { Duration::ZERO } else { Duration::from_secs(3600) };
+                let out: HashSet<String> = pool.expire_idle(keep_alive).iter().map(|e| e.id.clone()).collect();
+                assert_eq!(out, if all { idle } else { HashSet::new() });
+                w.gone.extend(out);
+            }
+            Op::Evict => {
+                let idle: Vec<String> =
+                    pool.environments().filter(|(_, s)| *s == EnvState::Idle).map(|(e, _)| e.id.clone()).collect();
+                match pool.least_recently_used().map(|(e, _)| e.id.clone()) {
+                    Some(id) => {
+                        let e = pool.evict(&id).expect("the chosen one is idle");
+                        assert!(idle.contains(&e.id));
+                        assert!(pool.evict(&id).is_none(), "evicted once");
+                        w.gone.insert(id);
+                    }
+                    None => assert!(idle.is_empty()),
+                }
+            }
+            Op::Target(n) => pool.set_pc_target(n),
+            Op::Reconcile => {
+                let live = pool.pc_live();
+                let target = pool.pc_target();
+                let (n, extra) = pool.reconcile();
+                if live < target {
+                    assert_eq!((n, extra.len()), (target - live, 0));
+                    w.provisioned.extend(std::iter::repeat_n(pool.generation(), n as usize));
+                } else {
+                    assert_eq!(n, 0);
+                    assert!(extra.iter().all(|e| e.init_type == InitType::Provisioned));
+                    assert!(extra.len() as u32 <= live - target);
+                    w.gone.extend(extra.iter().map(|e| e.id.clone()));
+                }
+            }
+            Op::ProvisionedDone { pick: i, ok, deleted } => {
+                if let Some(g) = pick(&mut w.provisioned, i) {
+                    if ok {
+                        let env = build(w, ready, logs, g, InitType::Provisioned);
+                        let wanted = pool.pc_live() - 1 < pool.pc_target();
+                        let current = g == pool.generation();
+                        match pool.provisioned_done(Some(env.clone()), deleted) {
+                            None => assert!(wanted && current && !deleted),
+                            Some(back) => {
+                                assert!(!(wanted && current && !deleted));
+                                w.gone.insert(back.id.clone());
+                            }
+                        }
+                    } else {
+                        assert!(pool.provisioned_done(None, deleted).is_none());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The invariants, and every environment accounted for: in the pool, held by a caller,
+    /// handed back, or dropped by checkout because it was dead or outdated.
+    fn check(pool: &Pool, w: &World) {
+        pool.check_invariants().expect("invariants");
+        assert_eq!(pool.starting(), (w.cold.len() as u32, w.provisioned.len() as u32));
+        let busy: HashSet<&str> =
+            pool.environments().filter(|(_, s)| *s == EnvState::Busy).map(|(e, _)| e.id.as_str()).collect();
+        let held: HashSet<&str> = w.held.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(busy, held, "busy means checked out and not back");
+        let in_pool: HashSet<&str> = pool.environments().map(|(e, _)| e.id.as_str()).collect();
+        for (e, _) in &w.envs {
+            let placed = in_pool.contains(e.id.as_str());
+            let gone = w.gone.contains(&e.id);
+            assert!(!(placed && gone), "{} is both in the pool and handed back", e.id);
+            if !placed && !gone && !held.contains(e.id.as_str()) {
+                assert!(!e.alive() || e.generation != pool.generation(), "{} was lost", e.id);
+            }
+        }
+    }
+
+    #[test]
+    fn random_operations_follow_the_policy_and_keep_the_invariants() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let h = rt.block_on(async {
+            let h = crate::lifecycle_tests::harness(|_| {});
+            h.deploy("f", &crate::fake::Script::tag("v1"), 3, 128).await;
+            h
+        });
+        let ready = {
+            let fns = h.engine.read_functions();
+            let st = fns["f"].lock();
+            st.pools[kiln_model::Qualifier::LATEST].ready().clone()
+        };
+        let logs = h.engine.logs().clone();
+        let _enter = rt.enter();
+        let config = proptest::test_runner::Config { cases: 64, ..Default::default() };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        runner
+            .run(&prop::collection::vec(op(), 1..80), |ops| {
+                let mut pool = Pool::new(ready.clone());
+                let mut w = World::default();
+                for op in ops {
+                    step(&mut pool, &mut w, &ready, &logs, op);
+                    check(&pool, &w);
+                }
+                w.gone.extend(pool.drain().iter().map(|e| e.id.clone()));
+                assert!(pool.environments().next().is_none(), "drain empties the pool");
+                Ok(())
+            })
+            .expect("property holds");
+        h.finish();
+    }
+}
