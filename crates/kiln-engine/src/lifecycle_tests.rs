@@ -494,3 +494,22 @@ async fn deleting_a_function_destroys_its_environments() {
     assert!(h.engine.read_functions().is_empty());
     h.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_init_failure_fails_the_config() {
+    let h = harness(|_| {});
+    h.deploy("f", &Script { init: Init::Fail, ..Script::tag("v1") }, 3, 128).await;
+    h.engine.publish_version(&fref("f", None), None, None, None).expect("publish");
+    h.engine.put_provisioned(&fref("f", Some("1")), 1).expect("provisioned config");
+    let engine = h.engine.clone();
+    eventually("the provisioned config fails", move || {
+        engine.get_provisioned(&fref("f", Some("1"))).is_ok_and(|s| s.status == "FAILED")
+    })
+    .await;
+    let status = h.engine.get_provisioned(&fref("f", Some("1"))).expect("status");
+    let reason = status.status_reason.unwrap_or_default();
+    assert!(reason.starts_with("FUNCTION_ERROR_INIT_FAILURE: Fake.InitFailure: "), "{reason}");
+    assert_eq!((status.allocated, status.available), (0, 0));
+    assert_eq!(h.backend.live(), 0);
+    h.finish();
+}

@@ -67,7 +67,7 @@ impl Engine {
                 let deleted = st.deleted;
                 let failure = {
                     let Some(pool) = st.pools.get_mut(&version) else { return };
-                    match result {
+                    let failure = match result {
                         Ok(InitResult::Ready { env, init_ms }) => {
                             let id = env.id.clone();
                             match pool.provisioned_done(Some(env), deleted) {
@@ -76,18 +76,16 @@ impl Engine {
                             }
                             None
                         }
-                        Ok(InitResult::Failed { error_type, payload }) => {
-                            pool.provisioned_done(None, deleted);
-                            Some(format!(
-                                "FUNCTION_ERROR_INIT_FAILURE: {error_type}: {}",
-                                String::from_utf8_lossy(&payload)
-                            ))
-                        }
-                        Err(e) => {
-                            pool.provisioned_done(None, deleted);
-                            Some(format!("kiln could not create the environment: {e}"))
-                        }
+                        Ok(InitResult::Failed { error_type, payload }) => Some(format!(
+                            "FUNCTION_ERROR_INIT_FAILURE: {error_type}: {}",
+                            String::from_utf8_lossy(&payload)
+                        )),
+                        Err(e) => Some(format!("kiln could not create the environment: {e}")),
+                    };
+                    if failure.is_some() {
+                        pool.provisioned_done(None, deleted);
                     }
+                    failure
                 };
                 if let Some(reason) = failure {
                     tracing::warn!(function = %ready.config.name, %version, %reason, "provisioning failed");
