@@ -591,8 +591,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_operations_follow_the_policy_and_keep_the_invariants() {
+    /// Runs `test` with a real function's `Ready` and an engine's log sink, inside a runtime.
+    fn with_ready(test: impl FnOnce(&Ready, &LogSink)) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let h = rt.block_on(async {
             let h = crate::lifecycle_tests::harness(|_| {});
@@ -605,22 +605,81 @@ mod tests {
             st.pools[kiln_model::Qualifier::LATEST].ready().clone()
         };
         let logs = h.engine.logs().clone();
-        let _enter = rt.enter();
-        let config = proptest::test_runner::Config { cases: 64, ..Default::default() };
-        let mut runner = proptest::test_runner::TestRunner::new(config);
-        runner
-            .run(&prop::collection::vec(op(), 1..80), |ops| {
-                let mut pool = Pool::new(ready.clone());
-                let mut w = World::default();
-                for op in ops {
-                    step(&mut pool, &mut w, &ready, &logs, op);
-                    check(&pool, &w);
-                }
-                w.gone.extend(pool.drain().iter().map(|e| e.id.clone()));
-                assert!(pool.environments().next().is_none(), "drain empties the pool");
-                Ok(())
-            })
-            .expect("property holds");
+        {
+            let _enter = rt.enter();
+            test(&ready, &logs);
+        }
         h.finish();
+    }
+
+    #[test]
+    fn random_operations_follow_the_policy_and_keep_the_invariants() {
+        with_ready(|ready, logs| {
+            let config = proptest::test_runner::Config { cases: 64, ..Default::default() };
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            runner
+                .run(&prop::collection::vec(op(), 1..80), |ops| {
+                    let mut pool = Pool::new(ready.clone());
+                    let mut w = World::default();
+                    for op in ops {
+                        step(&mut pool, &mut w, ready, logs, op);
+                        check(&pool, &w);
+                    }
+                    w.gone.extend(pool.drain().iter().map(|e| e.id.clone()));
+                    assert!(pool.environments().next().is_none(), "drain empties the pool");
+                    Ok(())
+                })
+                .expect("property holds");
+        });
+    }
+
+    #[test]
+    fn check_invariants_names_each_broken_one() {
+        with_ready(|ready, logs| {
+            let env = |generation, init_type| {
+                let (sandbox, _) = detached_sandbox();
+                Environment::detached(ready.config.clone(), generation, init_type, sandbox, logs).expect("env")
+            };
+            let broken = |pool: Pool, what: &str| {
+                let err = pool.check_invariants().expect_err(what);
+                assert!(err.contains(what), "{err}");
+            };
+            let fresh = || Pool::new(ready.clone());
+
+            let mut p = fresh();
+            let e = env(0, InitType::OnDemand);
+            p.idle.push(e.clone());
+            p.busy.insert(e.id.clone(), e);
+            broken(p, "in the pool twice");
+
+            let mut p = fresh();
+            p.busy.insert("elsewhere".into(), env(0, InitType::OnDemand));
+            broken(p, "is filed under elsewhere");
+
+            let mut p = fresh();
+            p.idle.push(env(0, InitType::Provisioned));
+            broken(p, "in the on-demand idle list");
+
+            let mut p = fresh();
+            p.pc_idle.push(env(0, InitType::OnDemand));
+            broken(p, "in the provisioned idle list");
+
+            let mut p = fresh();
+            p.generation = 2;
+            p.idle.push(env(1, InitType::OnDemand));
+            broken(p, "the pool is at 2");
+
+            let mut p = fresh();
+            let e = env(1, InitType::OnDemand);
+            p.busy.insert(e.id.clone(), e);
+            broken(p, "newer than the pool's 0");
+
+            // A busy environment of an older generation is fine: it is retired when it is back.
+            let mut p = fresh();
+            p.generation = 3;
+            let e = env(1, InitType::OnDemand);
+            p.busy.insert(e.id.clone(), e);
+            p.check_invariants().expect("an older busy environment is allowed");
+        });
     }
 }
