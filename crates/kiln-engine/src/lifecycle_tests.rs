@@ -513,3 +513,19 @@ async fn a_provisioned_init_failure_fails_the_config() {
     assert_eq!(h.backend.live(), 0);
     h.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_environment_that_died_is_skipped_and_the_call_is_cold() {
+    let h = harness(|_| {});
+    h.deploy("f", &Script::tag("v1"), 3, 128).await;
+    let first = h.invoke("f", "{}").await;
+    // Its bootstrap dies while idle (a background thread of the function crashed it, say).
+    h.backend.env(first.env()).expect("recorded").exit(1);
+    let next = h.invoke("f", "{}").await;
+    assert!(!next.function_error, "{next:?}");
+    assert_ne!(next.env(), first.env());
+    let stats = h.stats("f");
+    assert_eq!((stats.cold_starts, stats.warm_starts), (2, 0), "the dead one was never handed an event");
+    assert_eq!(h.env_states("f"), ["idle"], "the dead one is out of the pool");
+    h.finish();
+}
