@@ -510,6 +510,40 @@ impl Drop for Environment {
     }
 }
 
+#[cfg(test)]
+impl Environment {
+    /// An environment with no runtime behind it (its Runtime API is never served), for tests of
+    /// the pool's bookkeeping. It is alive until `sandbox` reports an exit.
+    pub(crate) fn detached(
+        config: Arc<FunctionConfig>,
+        generation: u64,
+        init_type: InitType,
+        sandbox: Arc<dyn Sandbox>,
+        logs: &LogSink,
+    ) -> std::io::Result<Arc<Self>> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (reader, _writer) = std::io::pipe()?;
+        let capture = Capture::start(reader.into(), logs.clone(), config.name.as_str().into(), id.as_str().into())?;
+        let frozen = Arc::new(AtomicBool::new(false));
+        let api = RuntimeApi::new(Box::new(SandboxFreezer(sandbox.clone(), frozen.clone())), false, FREEZE_GRACE);
+        Ok(Arc::new(Self {
+            id,
+            config,
+            generation,
+            init_type,
+            created: Instant::now(),
+            invocations: AtomicU64::new(0),
+            last_used: std::sync::Mutex::new(Instant::now()),
+            exit: sandbox.exit_watch(),
+            sandbox,
+            _lease: None,
+            api,
+            capture,
+            frozen,
+        }))
+    }
+}
+
 fn exit_text(payload: &Bytes) -> String {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()

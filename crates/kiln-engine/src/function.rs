@@ -1,7 +1,7 @@
 //! A function in memory: its configurations, versions, aliases, concurrency settings and the
 //! pools of environments of each version.
 
-use crate::env::{Environment, InitType};
+use crate::pool::Pool;
 use kiln_model::config::{AliasConfig, ConcurrencySettings};
 use kiln_model::FunctionConfig;
 use std::collections::{BTreeMap, HashMap};
@@ -15,56 +15,6 @@ pub(crate) struct Ready {
     pub code_dir: PathBuf,
     /// The merged layers, shown at `/opt`; `None` when the version has no layers.
     pub opt_dir: Option<PathBuf>,
-}
-
-/// The environments of one version.
-pub(crate) struct Pool {
-    pub ready: Ready,
-    /// Bumped when `$LATEST` changes; older environments are retired instead of reused.
-    pub generation: u64,
-    /// Idle on-demand environments, the most recently used last.
-    pub idle: Vec<Arc<Environment>>,
-    /// Idle provisioned environments.
-    pub pc_idle: Vec<Arc<Environment>>,
-    pub busy: HashMap<String, Arc<Environment>>,
-    /// Environments being built: (on-demand, provisioned).
-    pub starting: (u32, u32),
-    /// How many provisioned environments this version should have.
-    pub pc_target: u32,
-}
-
-impl Pool {
-    pub fn new(ready: Ready) -> Self {
-        Self {
-            ready,
-            generation: 0,
-            idle: Vec::new(),
-            pc_idle: Vec::new(),
-            busy: HashMap::new(),
-            starting: (0, 0),
-            pc_target: 0,
-        }
-    }
-
-    /// Provisioned environments alive or on their way.
-    pub fn pc_live(&self) -> u32 {
-        let busy = self.busy.values().filter(|e| e.init_type == InitType::Provisioned).count();
-        (self.pc_idle.len() + busy) as u32 + self.starting.1
-    }
-
-    /// Provisioned environments that finished Init.
-    pub fn pc_allocated(&self) -> u32 {
-        let busy = self.busy.values().filter(|e| e.init_type == InitType::Provisioned).count();
-        (self.pc_idle.len() + busy) as u32
-    }
-
-    /// Takes every environment out of the pool, for destruction.
-    pub fn drain(&mut self) -> Vec<Arc<Environment>> {
-        let mut v = std::mem::take(&mut self.idle);
-        v.append(&mut self.pc_idle);
-        v.extend(self.busy.drain().map(|(_, e)| e));
-        v
-    }
 }
 
 /// Cold/warm start counts and Init durations.
@@ -144,19 +94,14 @@ impl FnState {
 
     /// Recomputes each pool's provisioned target from the configs.
     pub fn retarget(&mut self) {
-        for pool in self.pools.values_mut() {
-            pool.pc_target = 0;
-        }
-        let targets: Vec<(String, u32)> = self
-            .settings
-            .provisioned
-            .iter()
-            .filter_map(|(q, p)| self.version_of(q).map(|v| (v, p.requested)))
-            .collect();
-        for (v, n) in targets {
-            if let Some(pool) = self.pools.get_mut(&v) {
-                pool.pc_target += n;
+        let mut targets: HashMap<String, u32> = HashMap::new();
+        for (q, p) in &self.settings.provisioned {
+            if let Some(v) = self.version_of(q) {
+                *targets.entry(v).or_default() += p.requested;
             }
+        }
+        for (v, pool) in self.pools.iter_mut() {
+            pool.set_pc_target(targets.get(v).copied().unwrap_or(0));
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::admission::Permit;
 use crate::env::{ColdStart, Environment, InitResult, InitType};
 use crate::function::{Function, Ready};
 use crate::metrics::{InvocationResult, Rejection, Ring, StartKind, VersionMetrics};
+use crate::pool::Checkout;
 use crate::{logs, now_ms, Engine, EngineError, InvokeKind, InvokeRequest, InvokeResponse, ThrottleReason};
 use bytes::Bytes;
 use kiln_model::{FunctionConfig, Qualifier};
@@ -72,7 +73,7 @@ impl Engine {
                     }
                 }
             };
-            let config = st.pools.get(&version).map(|pool| pool.ready.config.clone());
+            let config = st.pools.get(&version).map(|pool| pool.ready().config.clone());
             match config {
                 Some(config) => {
                     let metrics = st.metrics.version(&version);
@@ -234,32 +235,28 @@ impl Job {
         let Some(pool) = st.pools.get_mut(&self.version) else {
             return Err(self.engine.not_found(self.config.name.as_str(), Some(&self.version)));
         };
-        let generation = pool.generation;
-        while let Some(e) = pool.pc_idle.pop() {
-            if e.alive() && e.generation == generation {
-                pool.busy.insert(e.id.clone(), e.clone());
-                st.stats.provisioned_starts += 1;
-                self.metrics.start(StartKind::Provisioned);
-                return Ok(Source::Warm(e, None));
-            }
-        }
-        let permit = self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(|r| {
-            self.engine.inner.metrics.reject(Rejection::Concurrency);
-            throttled(r)
+        let checkout = pool.checkout(|| {
+            self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(|r| {
+                self.engine.inner.metrics.reject(Rejection::Concurrency);
+                throttled(r)
+            })
         })?;
-        if pool.pc_target > 0 {
+        if !matches!(checkout, Checkout::Provisioned(_)) && pool.pc_target() > 0 {
             self.metrics.spillover();
         }
-        while let Some(e) = pool.idle.pop() {
-            if e.alive() && e.generation == generation {
-                pool.busy.insert(e.id.clone(), e.clone());
+        Ok(match checkout {
+            Checkout::Provisioned(e) => {
+                st.stats.provisioned_starts += 1;
+                self.metrics.start(StartKind::Provisioned);
+                Source::Warm(e, None)
+            }
+            Checkout::Warm(e, permit) => {
                 st.stats.warm_starts += 1;
                 self.metrics.start(StartKind::Warm);
-                return Ok(Source::Warm(e, Some(permit)));
+                Source::Warm(e, Some(permit))
             }
-        }
-        pool.starting.0 += 1;
-        Ok(Source::Cold(pool.ready.clone(), generation, permit))
+            Checkout::Cold(ready, generation, permit) => Source::Cold(ready, generation, permit),
+        })
     }
 
     async fn attempt(self: Arc<Self>) -> JobResult {
@@ -305,7 +302,11 @@ impl Job {
                 let started = self.cold_start(ready, generation).await;
                 let mut st = self.function.lock();
                 if let Some(pool) = st.pools.get_mut(&self.version) {
-                    pool.starting.0 = pool.starting.0.saturating_sub(1);
+                    let env = match &started {
+                        Ok(InitResult::Ready { env, .. }) => Some(env),
+                        _ => None,
+                    };
+                    pool.cold_done(env);
                 }
                 match started {
                     Ok(InitResult::Ready { env, init_ms }) => {
@@ -315,9 +316,6 @@ impl Job {
                         st.stats.init_ms_max = st.stats.init_ms_max.max(init_ms);
                         self.metrics.start(StartKind::Cold);
                         self.metrics.init.observe_ms(init_ms);
-                        if let Some(pool) = st.pools.get_mut(&self.version) {
-                            pool.busy.insert(env.id.clone(), env.clone());
-                        }
                         (env, Some(init_ms), Some(permit))
                     }
                     Ok(InitResult::Failed { error_type, payload }) => {
@@ -366,22 +364,7 @@ impl Job {
             let mut st = self.function.lock();
             let deleted = st.deleted;
             match st.pools.get_mut(&self.version) {
-                Some(pool) => {
-                    pool.busy.remove(&env.id);
-                    let current = result.healthy && !deleted && env.generation == pool.generation;
-                    match env.init_type {
-                        InitType::Provisioned if current && pool.pc_live() < pool.pc_target => {
-                            pool.pc_idle.push(env.clone());
-                            false
-                        }
-                        InitType::Provisioned => !result.healthy,
-                        InitType::OnDemand if current => {
-                            pool.idle.push(env.clone());
-                            false
-                        }
-                        InitType::OnDemand => false,
-                    }
-                }
+                Some(pool) => pool.checkin(&env, result.healthy, deleted),
                 None => false,
             }
         };
@@ -425,26 +408,27 @@ impl Engine {
             }
             let victim = {
                 let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
-                let mut best: Option<(Arc<Function>, String, usize, Duration)> = None;
+                // (function, version, environment id, idle for)
+                let mut best: Option<(Arc<Function>, String, String, Duration)> = None;
                 for f in fns {
                     let st = f.lock();
                     for (v, pool) in &st.pools {
-                        for (i, e) in pool.idle.iter().enumerate() {
-                            let idle = e.idle_for();
+                        if let Some((e, idle)) = pool.least_recently_used() {
                             if best.as_ref().is_none_or(|b| idle > b.3) {
-                                best = Some((f.clone(), v.clone(), i, idle));
+                                best = Some((f.clone(), v.clone(), e.id.clone(), idle));
                             }
                         }
                     }
                 }
-                best.and_then(|(f, v, i, _)| {
+                best.map(|(f, v, id, _)| {
                     let mut st = f.lock();
-                    let pool = st.pools.get_mut(&v)?;
-                    (i < pool.idle.len()).then(|| pool.idle.remove(i))
+                    // Gone from idle since it was chosen (an invocation took it): look again.
+                    st.pools.get_mut(&v).and_then(|pool| pool.evict(&id))
                 })
             };
             match victim {
-                Some(e) => {
+                Some(None) => continue,
+                Some(Some(e)) => {
                     tracing::debug!(env = %e.id, "evicted for the memory budget");
                     e.destroy();
                     // The lease goes with the last reference; that is this one once destroyed.

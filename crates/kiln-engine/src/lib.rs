@@ -23,15 +23,20 @@ mod asyncq;
 mod control;
 mod env;
 mod error;
+#[cfg(test)]
+mod fake;
 pub mod fds;
 mod function;
 mod invoke;
 mod layers;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod log_filter;
 pub mod log_store;
 pub mod logs;
 mod memory;
 pub mod metrics;
+mod pool;
 mod provisioned;
 pub mod runtimes;
 pub mod stream;
@@ -48,7 +53,7 @@ pub use urls::{UrlInput, UrlTarget};
 
 use admission::Admission;
 use bytes::Bytes;
-use function::{FnState, Function, Pool, Ready};
+use function::{FnState, Function, Ready};
 use kiln_model::config::{self as cfgv, AliasConfig, ProvisionedSetting, UpdateStatus};
 use kiln_model::{limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime};
 use kiln_sandbox::Backend;
@@ -56,6 +61,7 @@ use kiln_store::meta::MetaStore;
 use kiln_store::{CodeHash, CodeStore};
 use logs::LogSink;
 use memory::MemoryBudget;
+use pool::Pool;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -417,10 +423,7 @@ impl Engine {
                 for f in fns {
                     let mut st = f.lock();
                     for pool in st.pools.values_mut() {
-                        let (old, keep): (Vec<_>, Vec<_>) =
-                            std::mem::take(&mut pool.idle).into_iter().partition(|e| e.idle_for() >= keep_alive);
-                        pool.idle = keep;
-                        expired.extend(old);
+                        expired.extend(pool.expire_idle(keep_alive));
                     }
                 }
                 for e in &expired {
@@ -650,13 +653,7 @@ impl Engine {
     /// Makes `ready` the runnable `$LATEST`; returns the environments to retire.
     fn replace_latest(&self, st: &mut FnState, ready: Ready) -> Vec<Arc<Environment>> {
         match st.pools.get_mut(Qualifier::LATEST) {
-            Some(pool) => {
-                pool.ready = ready;
-                pool.generation += 1;
-                let mut old = std::mem::take(&mut pool.idle);
-                old.append(&mut pool.pc_idle);
-                old
-            }
+            Some(pool) => pool.retire(ready),
             None => {
                 st.pools.insert(Qualifier::LATEST.into(), Pool::new(ready));
                 Vec::new()
@@ -762,7 +759,7 @@ impl Engine {
             let c = Arc::new(c);
             self.persist(&c)?;
             st.visible = c.clone();
-            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready.clone()) {
+            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready().clone()) {
                 Some(old) => {
                     let opt_dir = match layers {
                         Some((_, opt)) => opt,
@@ -1002,7 +999,7 @@ impl Engine {
         let ready = st
             .pools
             .get(Qualifier::LATEST)
-            .map(|p| p.ready.clone())
+            .map(|p| p.ready().clone())
             .ok_or_else(|| EngineError::Conflict("The operation cannot be performed at this time. The function is currently in the following state: Pending".into()))?;
         if let Some((_, last)) = st.versions.iter().next_back() {
             if last.same_behaviour(&latest) && description.as_ref().is_none_or(|d| *d == last.description) {
@@ -1352,11 +1349,9 @@ impl Engine {
                     max_memory_bytes: e.max_memory_bytes(),
                     memory_mb: e.config.memory_mb,
                 };
-                environments.extend(pool.pc_idle.iter().map(|e| info(e, "provisioned")));
-                environments.extend(pool.idle.iter().map(|e| info(e, "idle")));
-                environments.extend(pool.busy.values().map(|e| info(e, "busy")));
-                for (n, init_type) in [(pool.starting.0, InitType::OnDemand), (pool.starting.1, InitType::Provisioned)]
-                {
+                environments.extend(pool.environments().map(|(e, state)| info(e, state.as_str())));
+                let (on_demand, provisioned) = pool.starting();
+                for (n, init_type) in [(on_demand, InitType::OnDemand), (provisioned, InitType::Provisioned)] {
                     for _ in 0..n {
                         environments.push(EnvironmentInfo {
                             id: String::new(),
@@ -1366,7 +1361,7 @@ impl Engine {
                             age: Duration::ZERO,
                             invocations: 0,
                             max_memory_bytes: 0,
-                            memory_mb: pool.ready.config.memory_mb,
+                            memory_mb: pool.ready().config.memory_mb,
                         });
                     }
                 }

@@ -402,7 +402,6 @@ pub struct MetricsSnapshot {
 impl crate::Engine {
     /// Reads every counter and computes the gauges from the pools, one function lock at a time.
     pub fn metrics(&self) -> MetricsSnapshot {
-        use crate::env::InitType;
         let fns: Vec<(String, Arc<crate::function::Function>)> =
             self.read_functions().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut functions = Vec::with_capacity(fns.len());
@@ -415,18 +414,13 @@ impl crate::Engine {
             for (v, pool) in &st.pools {
                 let s = versions.entry(v).or_insert_with(|| VersionSnapshot::new(v, None));
                 let e = &mut s.environments;
-                e.initialising = pool.starting.0 + pool.starting.1;
-                for env in &pool.idle {
-                    if env.frozen() {
-                        e.frozen += 1;
-                    } else {
-                        e.idle += 1;
-                    }
-                }
-                e.provisioned = pool.pc_idle.len() as u32;
-                e.busy = pool.busy.len() as u32;
-                s.provisioned_busy =
-                    pool.busy.values().filter(|env| env.init_type == InitType::Provisioned).count() as u32;
+                let c = pool.counts();
+                e.initialising = c.starting_on_demand + c.starting_provisioned;
+                e.frozen += c.idle_frozen;
+                e.idle += c.idle_thawed;
+                e.provisioned = c.provisioned_idle;
+                e.busy = c.busy;
+                s.provisioned_busy = c.provisioned_busy;
                 s.provisioned_allocated = pool.pc_allocated();
             }
             functions.push(FunctionSnapshot { name, versions: versions.into_values().collect() });

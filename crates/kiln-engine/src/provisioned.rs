@@ -27,23 +27,11 @@ impl Engine {
             let mut starts = Vec::new();
             let mut extra = Vec::new();
             for (version, pool) in st.pools.iter_mut() {
-                let live = pool.pc_live();
-                if live < pool.pc_target {
-                    let n = pool.pc_target - live;
-                    pool.starting.1 += n;
-                    for _ in 0..n {
-                        starts.push((version.clone(), pool.ready.clone(), pool.generation));
-                    }
-                } else {
-                    let mut surplus = live - pool.pc_target;
-                    while surplus > 0 {
-                        match pool.pc_idle.pop() {
-                            Some(e) => extra.push(e),
-                            None => break,
-                        }
-                        surplus -= 1;
-                    }
+                let (n, surplus) = pool.reconcile();
+                for _ in 0..n {
+                    starts.push((version.clone(), pool.ready().clone(), pool.generation()));
                 }
+                extra.extend(surplus);
             }
             (starts, extra)
         };
@@ -79,15 +67,12 @@ impl Engine {
                 let deleted = st.deleted;
                 let failure = {
                     let Some(pool) = st.pools.get_mut(&version) else { return };
-                    pool.starting.1 = pool.starting.1.saturating_sub(1);
-                    match result {
+                    let failure = match result {
                         Ok(InitResult::Ready { env, init_ms }) => {
-                            let wanted = pool.pc_live() < pool.pc_target;
-                            if !deleted && wanted && env.generation == pool.generation {
-                                tracing::debug!(env = %env.id, init_ms, "provisioned environment ready");
-                                pool.pc_idle.push(env);
-                            } else {
-                                env.destroy();
+                            let id = env.id.clone();
+                            match pool.provisioned_done(Some(env), deleted) {
+                                None => tracing::debug!(env = %id, init_ms, "provisioned environment ready"),
+                                Some(unwanted) => unwanted.destroy(),
                             }
                             None
                         }
@@ -96,7 +81,11 @@ impl Engine {
                             String::from_utf8_lossy(&payload)
                         )),
                         Err(e) => Some(format!("kiln could not create the environment: {e}")),
+                    };
+                    if failure.is_some() {
+                        pool.provisioned_done(None, deleted);
                     }
+                    failure
                 };
                 if let Some(reason) = failure {
                     tracing::warn!(function = %ready.config.name, %version, %reason, "provisioning failed");
@@ -121,7 +110,7 @@ pub(crate) fn status(st: &FnState, qualifier: &str) -> Option<ProvisionedStatus>
     let setting = st.settings.provisioned.get(qualifier)?;
     let pool = st.version_of(qualifier).and_then(|v| st.pools.get(&v));
     let allocated = pool.map_or(0, |p| p.pc_allocated()).min(setting.requested);
-    let available = pool.map_or(0, |p| p.pc_idle.len() as u32).min(setting.requested);
+    let available = pool.map_or(0, |p| p.pc_available()).min(setting.requested);
     let failure = st.pc_failures.get(qualifier).cloned();
     let status = match (&failure, allocated >= setting.requested) {
         (Some(_), false) => "FAILED",
