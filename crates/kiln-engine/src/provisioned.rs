@@ -72,8 +72,8 @@ impl Engine {
                     }
                     .run(&request_id)
                     .await
-                    .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    .map_err(|e| e.chain().to_string()),
+                    Err(e) => Err(e.chain().to_string()),
                 };
                 let mut st = f.lock();
                 let deleted = st.deleted;
