@@ -1,7 +1,7 @@
 //! The AWS Lambda REST API of kiln.
 //!
 //! [`serve`] accepts connections and hands each request to [`route`], which matches the method
-//! and the percent-decoded path segments against Lambda's operation map (lambda-compat.md §5.4)
+//! and the percent-decoded path segments against Lambda's operation map (docs/lambda-api.md, "Operations and their paths")
 //! and calls one handler. Handlers parse the wire JSON into the engine's domain requests, call
 //! the engine, and render the answer; every failure becomes an [`error::ApiError`] in AWS's
 //! shape at this edge. A small matcher over decoded segments is used instead of a router

@@ -1,4 +1,4 @@
-//! Lambda's limits for standard functions (lambda-compat.md §3.3).
+//! Lambda's limits for standard functions (docs/runtime-api.md, "The environment's limits").
 
 pub const MEMORY_MIN_MB: u32 = 128;
 pub const MEMORY_MAX_MB: u32 = 10_240;
