@@ -19,8 +19,6 @@ use kiln_model::{FunctionName, FunctionRef, FunctionState, ModelError, Qualifier
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Lambda's answer for a thing that is not there, when it names nothing.
-
 /// Serialises read-modify-write of code signing configs.
 static CSC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -344,7 +342,7 @@ impl Engine {
         let st = f.lock();
         let t = self.target(&st, r)?;
         let text = self.extra(r.name.as_str(), &policy_key(&t.qualifier()))?;
-        let text = text.ok_or_else(|| EngineError::resource_not_found())?;
+        let text = text.ok_or_else(EngineError::resource_not_found)?;
         Ok((text, Self::revision_of(&st, &t)))
     }
 

@@ -26,7 +26,7 @@ impl Engine {
             }
             let mut starts = Vec::new();
             let mut extra = Vec::new();
-            for (version, pool) in st.pools.iter_mut() {
+            for (version, pool) in &mut st.pools {
                 let live = pool.pc_live();
                 if live < pool.pc_target {
                     let n = pool.pc_target - live;

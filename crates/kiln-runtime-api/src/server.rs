@@ -600,8 +600,8 @@ mod tests {
         let deadline = Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
                 Err(_) => return false,
             }
         }
@@ -625,7 +625,7 @@ mod tests {
         api.wait_init().await;
         // The connections over the cap were closed at once; the others are held in `next`.
         let mut refused = 0;
-        for s in conns.iter_mut() {
+        for s in &mut conns {
             if eof_within(s, Duration::from_millis(300)).await {
                 refused += 1;
             }
