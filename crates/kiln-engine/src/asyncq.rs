@@ -443,7 +443,7 @@ impl Engine {
                     false,
                     None,
                 );
-                return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, e.to_string()).await;
+                return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, e.chain().to_string()).await;
             }
         };
         let (errors, throttles) = match outcome {
@@ -529,11 +529,11 @@ impl Engine {
                     ));
                 }
                 let fname = FunctionName::parse(&name).map_err(|e| e.to_string())?;
-                self.function(&fname).map_err(|e| e.to_string())?;
+                self.function(&fname).map_err(|e| e.chain().to_string())?;
                 let request_id = uuid::Uuid::new_v4().to_string();
                 self.enqueue_event(&name, qualifier, request_id, Bytes::from(rec.to_string()), depth + 1)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.chain().to_string())
             }
             Some(Destination::Foreign(_)) => Err("kiln does not run this service".into()),
             None => Err("not a destination ARN".into()),

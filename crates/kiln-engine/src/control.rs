@@ -156,7 +156,7 @@ impl Engine {
     pub(crate) fn forget_qualifier_settings(&self, name: &str, qualifier: &str) {
         for key in [policy_key(qualifier), runtime_key(qualifier)] {
             if let Err(e) = self.set_extra(name, &key, None) {
-                tracing::warn!(function = name, qualifier, error = %e, "cannot delete settings");
+                tracing::warn!(function = name, qualifier, error = %e.chain(), "cannot delete settings");
             }
         }
     }

@@ -245,12 +245,12 @@ impl EngineError {
 }
 
 /// Displays an error followed by its causes.
-pub struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+pub struct Chain<'a>(&'a EngineError);
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
+        let mut cause = std::error::Error::source(self.0);
         while let Some(c) = cause {
             write!(f, ": {c}")?;
             cause = c.source();

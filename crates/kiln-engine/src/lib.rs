@@ -586,7 +586,7 @@ impl Engine {
             };
             // The function's layers, merged into the tree environments see at /opt.
             let unpacked = match unpacked {
-                Ok(dir) => engine.opt_dir(&cfg.layers).await.map(|opt| (dir, opt)).map_err(|e| e.to_string()),
+                Ok(dir) => engine.opt_dir(&cfg.layers).await.map(|opt| (dir, opt)).map_err(|e| e.chain().to_string()),
                 Err(e) => Err(e),
             };
             let (retired, publish) = {
@@ -618,7 +618,7 @@ impl Engine {
                 }
                 let next = Arc::new(next);
                 if let Err(e) = engine.persist(&next) {
-                    tracing::error!(error = %e, "cannot store function state");
+                    tracing::error!(error = %e.chain(), "cannot store function state");
                 }
                 st.visible = next.clone();
                 let retired = match &unpacked {
@@ -632,7 +632,7 @@ impl Engine {
             if publish {
                 let name = cfg.name.clone();
                 if let Err(e) = engine.publish_version(&FunctionRef { name, qualifier: None }, None, None, None) {
-                    tracing::warn!(error = %e, "publishing after create failed");
+                    tracing::warn!(error = %e.chain(), "publishing after create failed");
                 }
             }
         });

@@ -265,7 +265,7 @@ async fn serve(
     {
         opts.concurrency_limit = limit;
     }
-    let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
     let accounts = match keys {
         None => None,
         Some((path, keys)) => {
@@ -331,7 +331,7 @@ fn account_opener(template: EngineOptions, backend: Arc<dyn Backend>) -> kiln_ap
         if let Some(limit) = limit {
             opts.concurrency_limit = limit;
         }
-        Engine::open(opts, backend.clone()).map_err(|e| e.to_string())
+        Engine::open(opts, backend.clone()).map_err(|e| e.chain().to_string())
     })
 }
 
