@@ -154,3 +154,41 @@ impl From<EngineError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_engine::ThrottleReason;
+
+    fn body(e: &ApiError) -> serde_json::Value {
+        serde_json::from_str(&e.body()).unwrap()
+    }
+
+    #[test]
+    fn engine_refusals_map_to_their_aws_codes() {
+        let e = ApiError::from(EngineError::function_not_found("arn:aws:lambda:us-east-1:0:function:f"));
+        assert_eq!((e.status, e.code), (404, code::RESOURCE_NOT_FOUND));
+        assert_eq!(body(&e)["Message"], "Function not found: arn:aws:lambda:us-east-1:0:function:f");
+
+        let e = ApiError::from(EngineError::rate_exceeded(
+            ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+        ));
+        assert_eq!((e.status, e.code), (429, code::TOO_MANY_REQUESTS));
+        let b = body(&e);
+        assert_eq!(
+            (b["message"].as_str(), b["Reason"].as_str()),
+            (Some("Rate Exceeded."), Some("ReservedFunctionConcurrentInvocationLimitExceeded"))
+        );
+
+        let e = ApiError::from(EngineError::request_too_large(6_291_456, "InvokeFunction"));
+        assert_eq!(e.message, ApiError::request_too_large(6_291_456, Some("InvokeFunction")).message);
+    }
+
+    #[test]
+    fn an_internal_error_tells_the_client_nothing_of_its_cause() {
+        let cause = std::io::Error::from_raw_os_error(28);
+        let e = ApiError::from(EngineError::internal("cannot store code", cause));
+        assert_eq!((e.status, e.code, e.message.as_str()), (500, code::SERVICE, SERVICE_MESSAGE));
+        assert_eq!(body(&e)["Type"], "Service");
+    }
+}
