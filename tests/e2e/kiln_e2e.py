@@ -32,7 +32,7 @@ HELLO_RUST_BIN = Path(os.environ.get("HELLO_RUST_BIN", TARGET_DIR / "debug" / "h
 PYTHON_RUNTIME_DIR = ROOT / "examples" / "python-runtime"
 
 REGION = "us-east-1"
-ACCOUNT = "000000000000"  # what an access key like "test" maps to (lambda-compat.md §6.2)
+ACCOUNT = "000000000000"  # what an access key like "test" maps to (docs/lambda-api.md, "Accounts")
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 RUNTIME = "provided.al2023"
 HANDLER = "handler.handle"

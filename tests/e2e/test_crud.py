@@ -1,4 +1,4 @@
-"""Create, read, list, update and delete functions through boto3 (lambda-compat.md §5.4-5.6)."""
+"""Create, read, list, update and delete functions through boto3 (docs/lambda-api.md)."""
 
 import hashlib
 import json

@@ -1,4 +1,4 @@
-"""Requests kiln must refuse, with the AWS error code and HTTP status (lambda-compat.md §5.2-5.7).
+"""Requests kiln must refuse, with the AWS error code and HTTP status (docs/lambda-api.md, "Errors").
 
 These use `lam_raw` (botocore's client-side validation off) where botocore would otherwise
 refuse the value itself, so the server's own validation is what is tested.

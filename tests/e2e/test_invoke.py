@@ -1,7 +1,8 @@
 """Invoking real functions: the `lambda_runtime` Rust example and the stdlib Python runtime.
 
-Covers the Invoke wire contract (lambda-compat.md §5.7), what a function sees inside its
-environment (§3.1, §1.3), the log tail (§4) and every way an invoke can fail (§1.9).
+Covers the Invoke wire contract (docs/lambda-api.md, "Invoke"), what a function sees inside its
+environment (docs/runtime-api.md, "The loop" and "The environment's variables"), the log tail and
+every way an invoke can fail (docs/runtime-api.md, "Errors the platform reports").
 """
 
 import base64

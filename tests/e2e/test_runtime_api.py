@@ -1,4 +1,4 @@
-"""Runtime API conformance (lambda-compat.md §1), seen from inside a real environment.
+"""Runtime API conformance (docs/runtime-api.md), seen from inside a real environment.
 
 The function is a stdlib-Python `bootstrap` that probes the Runtime API itself on its first
 event and returns what it saw; what it saw after replying to the first event (posting twice)

@@ -4,7 +4,8 @@
 
 use crate::error::ApiError;
 use crate::handlers::{
-    empty, marker, max_items, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY,
+    empty, marker, max_items, ok_json, page_json, parse_json, plain_name, read_body, small_too_large, Result,
+    SMALL_BODY,
 };
 use crate::wire::timestamp;
 use crate::ReqBody;
@@ -83,7 +84,7 @@ pub(crate) async fn dispatch(
 ) -> Result<Response<Body>> {
     match (method, seg) {
         (&Method::POST, ["2020-04-22", "code-signing-configs"]) => {
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let c = engine.create_code_signing_config(input(parse_json(&body)?, true)?)?;
             ok_json(StatusCode::CREATED, json!({ "CodeSigningConfig": config_json(&c) }))
         }
@@ -97,7 +98,7 @@ pub(crate) async fn dispatch(
             ok_json(StatusCode::OK, json!({ "CodeSigningConfig": config_json(&c) }))
         }
         (&Method::PUT, ["2020-04-22", "code-signing-configs", arn]) => {
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let c = engine.update_code_signing_config(arn, input(parse_json(&body)?, false)?)?;
             ok_json(StatusCode::OK, json!({ "CodeSigningConfig": config_json(&c) }))
         }
@@ -115,7 +116,7 @@ pub(crate) async fn dispatch(
         }
         (&Method::PUT, ["2020-06-30", "functions", name, "code-signing-config"]) => {
             let n = plain_name(name)?;
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: FunctionConfigIn = parse_json(&body)?;
             let arn = input.code_signing_config_arn.ok_or_else(|| {
                 ApiError::validation("1 validation error detected: Value null at 'codeSigningConfigArn' failed to satisfy constraint: Member must not be null")

@@ -54,7 +54,7 @@ impl ConsoleMode {
 /// request is not one of them.
 pub(crate) fn asset(mode: ConsoleMode, seg: &[&str]) -> Option<Response<Body>> {
     let (body, content_type) = match seg {
-        [] | ["console"] | ["index.html"] => (INDEX_HTML, "text/html; charset=utf-8"),
+        [] | ["console" | "index.html"] => (INDEX_HTML, "text/html; charset=utf-8"),
         ["console", "app.js"] => (APP_JS, "text/javascript; charset=utf-8"),
         ["console", "app.css"] => (APP_CSS, "text/css; charset=utf-8"),
         ["kiln", "v1", "console"] => {

@@ -84,7 +84,7 @@ pub(crate) mod tests {
             let mut headers = Vec::new();
             while !h.is_empty() {
                 let n = h[0] as usize;
-                let name = String::from_utf8(h[1..1 + n].to_vec()).unwrap();
+                let name = String::from_utf8(h[1..=n].to_vec()).unwrap();
                 assert_eq!(h[1 + n], 7);
                 let vlen = u16::from_be_bytes([h[2 + n], h[3 + n]]) as usize;
                 let value = String::from_utf8(h[4 + n..4 + n + vlen].to_vec()).unwrap();

@@ -4,7 +4,7 @@
 //! does; kiln does not detect recursive loops, and its managed runtimes are the host's.
 
 use crate::error::ApiError;
-use crate::handlers::{function_ref, ok_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
+use crate::handlers::{function_ref, ok_json, parse_json, plain_name, read_body, small_too_large, Result, SMALL_BODY};
 use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
@@ -52,7 +52,7 @@ pub(crate) async fn dispatch(
         }
         (&Method::PUT, ["2024-08-31", "functions", name, "recursion-config"]) => {
             let n = plain_name(name)?;
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: RecursionIn = parse_json(&body)?;
             let value = engine.put_recursion(&n, &input.recursive_loop.ok_or_else(|| null("recursiveLoop"))?)?;
             ok_json(StatusCode::OK, json!({ "RecursiveLoop": value }))
@@ -63,7 +63,7 @@ pub(crate) async fn dispatch(
         }
         (&Method::PUT, ["2021-07-20", "functions", name, "runtime-management-config"]) => {
             let r = function_ref(name, call)?;
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: RuntimeIn = parse_json(&body)?;
             let on = input.update_runtime_on.ok_or_else(|| null("updateRuntimeOn"))?;
             let m = engine.put_runtime_management(&r, &on, input.runtime_version_arn.as_deref())?;

@@ -23,6 +23,11 @@ pub(crate) type Result<T> = std::result::Result<T, ApiError>;
 /// Bodies of operations other than code uploads and invokes are small.
 pub(crate) const SMALL_BODY: usize = 1024 * 1024;
 
+/// The refusal of a small body over [`SMALL_BODY`].
+pub(crate) fn small_too_large() -> String {
+    limits::request_too_large_message(SMALL_BODY, None)
+}
+
 pub(crate) async fn dispatch(
     engine: &Engine,
     method: &Method,
@@ -138,13 +143,11 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes> {
     // A declared Content-Length over the limit is refused before reading anything.
     if hyper::body::Body::size_hint(req.body()).lower() > limit as u64 {
-        return Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()));
+        return Err(ApiError::too_large(too_large()));
     }
     match crate::timeouts::read_limited(req.into_body(), limit).await {
         Ok(b) => Ok(b),
-        Err(crate::timeouts::BodyError::TooLarge) => {
-            Err(ApiError::new(413, "RequestEntityTooLargeException", too_large()))
-        }
+        Err(crate::timeouts::BodyError::TooLarge) => Err(ApiError::too_large(too_large())),
         Err(crate::timeouts::BodyError::TimedOut) => {
             Err(ApiError::invalid_content("The request body was not received in time"))
         }
@@ -200,7 +203,7 @@ fn config_change(mut cfg: wire::ConfigIn) -> ConfigChange {
 }
 
 fn create_too_large() -> String {
-    format!("Request must be smaller than {} bytes for the CreateFunction operation", limits::CREATE_BODY_MAX_BYTES)
+    limits::request_too_large_message(limits::CREATE_BODY_MAX_BYTES, Some("CreateFunction"))
 }
 
 async fn create_function(engine: &Engine, req: Request<ReqBody>) -> Result<Response<Body>> {
@@ -225,11 +228,7 @@ async fn create_function(engine: &Engine, req: Request<ReqBody>) -> Result<Respo
     let csc = input.code_signing_config_arn.take();
     if let Some(arn) = &csc {
         engine.get_code_signing_config(arn).map_err(|e| match e {
-            kiln_engine::EngineError::NotFound(_) => ApiError::new(
-                404,
-                "CodeSigningConfigNotFoundException",
-                format!("The code signing configuration cannot be found. Check that the provided configuration is not deleted: {arn}."),
-            ),
+            kiln_engine::EngineError::NotFound(_) => ApiError::code_signing_config_missing(arn),
             e => e.into(),
         })?;
     }
@@ -320,7 +319,7 @@ async fn update_configuration(
     req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let mut cfg: wire::ConfigIn = parse_json(&body)?;
     let revision_id = cfg.revision_id.take();
     let updated = engine.update_config(&r, UpdateConfig { config: config_change(cfg), revision_id }).await?;
@@ -330,10 +329,7 @@ async fn update_configuration(
 async fn update_code(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, || {
-        format!(
-            "Request must be smaller than {} bytes for the UpdateFunctionCode operation",
-            limits::CREATE_BODY_MAX_BYTES
-        )
+        limits::request_too_large_message(limits::CREATE_BODY_MAX_BYTES, Some("UpdateFunctionCode"))
     })
     .await?;
     let input: wire::UpdateCodeIn = parse_json(&body)?;
@@ -390,10 +386,7 @@ async fn invoke(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>)
     let tail_logs = log_type(header(wire::LOG_TYPE).as_deref())?;
     let client_context = client_context(header(wire::CLIENT_CONTEXT))?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let payload = read_body(req, limit, || {
-        format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")
-    })
-    .await?;
+    let payload = read_body(req, limit, || limits::request_too_large_message(limit, Some("InvokeFunction"))).await?;
     let payload = event_payload(payload)?;
     let out = engine.invoke(InvokeRequest { function: r, kind, payload, tail_logs, client_context }).await?;
     let (status, body) = match kind {
@@ -560,7 +553,7 @@ struct PublishIn {
 
 async fn publish_version(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: PublishIn = parse_json(&body)?;
     let v =
         engine.publish_version(&r, input.code_sha256.as_deref(), input.description, input.revision_id.as_deref())?;
@@ -629,7 +622,7 @@ fn alias_json(engine: &Engine, function: &FunctionName, a: &AliasConfig) -> serd
 
 async fn create_alias(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let mut input: AliasIn = parse_json(&body)?;
     let alias_name = input.name.take().ok_or_else(|| {
         ApiError::validation(
@@ -642,7 +635,7 @@ async fn create_alias(engine: &Engine, name: &str, req: Request<ReqBody>) -> Res
 
 async fn update_alias(engine: &Engine, name: &str, alias: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: AliasIn = parse_json(&body)?;
     let alias = engine.update_alias(&n, alias_input(alias.to_string(), input)?)?;
     ok_json(StatusCode::OK, alias_json(engine, &n, &alias))
@@ -664,7 +657,7 @@ struct ConcurrencyIn {
 
 async fn put_concurrency(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let n = plain_name(name)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: ConcurrencyIn = parse_json(&body)?;
     let wanted = input.reserved_concurrent_executions.ok_or_else(|| {
         ApiError::validation("1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
@@ -692,7 +685,7 @@ fn provisioned_json(engine: &Engine, name: &FunctionName, p: &ProvisionedStatus,
 
 async fn put_provisioned(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: ConcurrencyIn = parse_json(&body)?;
     let wanted = input.provisioned_concurrent_executions.ok_or_else(|| {
         ApiError::validation("1 validation error detected: Value null at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must not be null")

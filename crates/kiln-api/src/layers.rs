@@ -107,10 +107,7 @@ struct PublishIn {
 async fn publish(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let host = host(&req);
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, || {
-        format!(
-            "Request must be smaller than {} bytes for the PublishLayerVersion operation",
-            limits::CREATE_BODY_MAX_BYTES
-        )
+        limits::request_too_large_message(limits::CREATE_BODY_MAX_BYTES, Some("PublishLayerVersion"))
     })
     .await?;
     let input: PublishIn = parse_json(&body)?;
@@ -207,7 +204,7 @@ async fn add_permission(
     req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let version = version_number(n)?;
-    let body = read_body(req, 1024 * 1024, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, crate::handlers::SMALL_BODY, crate::handlers::small_too_large).await?;
     let input: PermissionIn = parse_json(&body)?;
     let statement = LayerStatement {
         sid: required(input.statement_id, "statementId")?,

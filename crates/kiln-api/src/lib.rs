@@ -1,7 +1,7 @@
 //! The AWS Lambda REST API of kiln.
 //!
 //! [`serve`] accepts connections and hands each request to [`route`], which matches the method
-//! and the percent-decoded path segments against Lambda's operation map (lambda-compat.md §5.4)
+//! and the percent-decoded path segments against Lambda's operation map (docs/lambda-api.md, "Operations and their paths")
 //! and calls one handler. Handlers parse the wire JSON into the engine's domain requests, call
 //! the engine, and render the answer; every failure becomes an [`error::ApiError`] in AWS's
 //! shape at this edge. A small matcher over decoded segments is used instead of a router
@@ -227,13 +227,7 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
     }
     let limit = kiln_model::limits::CREATE_BODY_MAX_BYTES;
     let (parts, body) = req.into_parts();
-    let too_large = || {
-        error_response(&ApiError::new(
-            413,
-            "RequestEntityTooLargeException",
-            format!("Request must be smaller than {limit} bytes"),
-        ))
-    };
+    let too_large = || error_response(&ApiError::request_too_large(limit, None));
     if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
         return too_large();
     }
@@ -254,11 +248,7 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
     };
     let Some(engine) = accounts.engine(&principal.account_id) else {
         tracing::error!(account = %principal.account_id, "no engine for a signed request's account");
-        return error_response(&ApiError::new(
-            500,
-            "ServiceException",
-            "An internal error occurred in kiln; see the server log.",
-        ));
+        return error_response(&ApiError::service());
     };
     // Another account's ARN names nothing this signer can see.
     let foreign = parts
@@ -276,7 +266,7 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
         )
         .find(|v| accounts::named_account(v).is_some_and(|a| a != principal.account_id));
     if let Some(arn) = foreign {
-        return error_response(&ApiError::new(404, "ResourceNotFoundException", format!("Function not found: {arn}")));
+        return error_response(&ApiError::function_not_found(&arn));
     }
     route(&engine, Request::from_parts(parts, http_body_util::Either::Right(Full::new(bytes)))).await
 }

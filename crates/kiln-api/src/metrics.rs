@@ -533,7 +533,7 @@ mod tests {
         r.count("Invoke", 429);
         r.count("not an operation", 999);
         let mut seen = r.seen();
-        seen.sort();
+        seen.sort_unstable();
         assert_eq!(seen, vec![("Invoke", 200, 2), ("Invoke", 429, 1), ("Unknown", 0, 1)]);
     }
 }

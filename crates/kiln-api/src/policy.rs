@@ -3,7 +3,7 @@
 //! (`/2026-07-09/resource-policy/{ARN}`) for functions, versions and aliases.
 
 use crate::error::ApiError;
-use crate::handlers::{empty, function_ref, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::handlers::{empty, function_ref, ok_json, parse_json, read_body, small_too_large, Result, SMALL_BODY};
 use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
@@ -46,7 +46,7 @@ fn required(v: Option<String>, field: &str) -> Result<String> {
 /// Runtime ARNs match the model's pattern but kiln has none of them.
 fn resource(arn: &str) -> Result<FunctionRef> {
     if arn.starts_with("arn:") && arn.contains(":runtime/") {
-        return Err(EngineError::NotFound("The resource you requested does not exist.".into()).into());
+        return Err(EngineError::resource_not_found().into());
     }
     let full = arn.starts_with("arn:") && arn.split(':').nth(5) == Some("function");
     match FunctionRef::parse(arn, None) {
@@ -67,7 +67,7 @@ pub(crate) async fn dispatch(
     match (method, seg) {
         (&Method::POST, ["2015-03-31", "functions", name, "policy"]) => {
             let r = function_ref(name, call)?;
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: AddPermissionIn = parse_json(&body)?;
             let p = PermissionInput {
                 statement_id: required(input.statement_id, "statementId")?,
@@ -100,8 +100,7 @@ pub(crate) async fn dispatch(
                     ok_json(StatusCode::OK, json!({ "Policy": policy, "RevisionId": revision }))
                 }
                 Method::PUT => {
-                    let body =
-                        read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+                    let body = read_body(req, SMALL_BODY, small_too_large).await?;
                     let input: ResourcePolicyIn = parse_json(&body)?;
                     let doc = required(input.policy, "policy")?;
                     let (policy, revision) = engine.put_resource_policy(&r, &doc, input.revision_id.as_deref())?;

@@ -51,10 +51,7 @@ pub(crate) async fn invoke_with_response_stream(
     let tail_logs = crate::handlers::log_type(header(wire::LOG_TYPE).as_deref())?;
     let client_context = crate::handlers::client_context(header(wire::CLIENT_CONTEXT))?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let payload = read_body(req, limit, || {
-        format!("Request must be smaller than {limit} bytes for the InvokeFunction operation")
-    })
-    .await?;
+    let payload = read_body(req, limit, || limits::request_too_large_message(limit, Some("InvokeFunction"))).await?;
     let payload = if payload.iter().all(u8::is_ascii_whitespace) {
         Bytes::new()
     } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
@@ -79,7 +76,7 @@ pub(crate) async fn invoke_with_response_stream(
     let first = match run.parts.recv().await {
         Some(StreamPart::End(Err(e))) => return Err(e.into()),
         Some(part) => Some(part),
-        None => return Err(EngineError::Internal("the streamed invocation ended without an answer".into()).into()),
+        None => return Err(EngineError::internal_msg("the streamed invocation ended without an answer").into()),
     };
     let body = EventStreamBody { first, parts: run.parts, done: false };
     let mut resp = Response::new(body.boxed());
@@ -135,7 +132,7 @@ impl hyper::body::Body for EventStreamBody {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(p)) => p,
                     // The invocation task went away without an end: close the stream with one.
-                    Poll::Ready(None) => StreamPart::End(Err(EngineError::Internal("no end".into()))),
+                    Poll::Ready(None) => StreamPart::End(Err(EngineError::internal_msg("no end"))),
                 },
             };
             let frame = match part {
@@ -146,10 +143,10 @@ impl hyper::body::Body for EventStreamBody {
                 StreamPart::End(end) => {
                     self.done = true;
                     let outcome = end.unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, "streamed invocation failed after its answer began");
+                        tracing::warn!(error = %e.chain(), "streamed invocation failed after its answer began");
                         StreamOutcome {
                             error: Some(kiln_engine::stream::FunctionFailure {
-                                error_type: "ServiceException".into(),
+                                error_type: crate::error::code::SERVICE.into(),
                                 message: "The service encountered an internal error.".into(),
                                 payload: Bytes::new(),
                             }),

@@ -2,7 +2,7 @@
 //! signing configs. The engine checks the ARN, the limits and the reserved `aws:` prefix.
 
 use crate::error::ApiError;
-use crate::handlers::{empty, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::handlers::{empty, ok_json, parse_json, read_body, small_too_large, Result, SMALL_BODY};
 use crate::ReqBody;
 use crate::{Body, Call};
 use http::{Method, Request, Response, StatusCode};
@@ -28,7 +28,7 @@ pub(crate) async fn dispatch(
             ok_json(StatusCode::OK, json!({ "Tags": engine.list_tags(arn)? }))
         }
         (&Method::POST, ["2017-03-31", "tags", arn]) => {
-            let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+            let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: TagsIn = parse_json(&body)?;
             let tags = input.tags.ok_or_else(|| {
                 ApiError::validation(

@@ -14,8 +14,8 @@
 //! `RESPONSE_STREAM` URLs are served buffered for now: the whole answer is sent once the
 //! function has finished.
 
-use crate::error::ApiError;
-use crate::handlers::{empty, marker, ok_json, parse_json, read_body, Result, SMALL_BODY};
+use crate::error::{code, ApiError};
+use crate::handlers::{empty, marker, ok_json, parse_json, read_body, small_too_large, Result, SMALL_BODY};
 use crate::{full, Body, Call};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -111,7 +111,7 @@ struct UrlIn {
 }
 
 async fn url_input(req: Request<crate::ReqBody>) -> Result<UrlInput> {
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: UrlIn = parse_json(&body)?;
     Ok(UrlInput {
         auth_type: input.auth_type.as_deref().map(AuthType::parse).transpose()?,
@@ -522,7 +522,7 @@ fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
 pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut resp = match model::is_url_id(&u.url_id).then(|| engine.url_target(&u.url_id)).flatten() {
-        None => refusal(404, "ResourceNotFoundException", Some("Not Found")),
+        None => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")),
         Some(target) => invoke(engine, &target, &u, req, peer, &request_id).await,
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -561,19 +561,19 @@ async fn invoke(
                 .collect();
             match iam_caller(req.headers(), &query) {
                 Some(key) => Some(key),
-                None => return refusal(403, "AccessDeniedException", Some("Forbidden")),
+                None => return refusal(403, code::ACCESS_DENIED, Some("Forbidden")),
             }
         }
     };
     let (parts, body) = req.into_parts();
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let too_large = || format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
+    let too_large = || limits::request_too_large_message(limit, Some("InvokeFunction"));
     let body = match read_body(Request::from_parts(parts.clone(), http_body_util::Either::Left(body)), limit, too_large)
         .await
     {
         Ok(b) => b,
-        Err(e) if e.status == 413 => return refusal(413, "RequestEntityTooLargeException", Some(&too_large())),
-        Err(e) => return refusal(400, "InvalidRequestContentException", Some(&e.message)),
+        Err(e) if e.status == 413 => return refusal(413, code::REQUEST_TOO_LARGE, Some(&too_large())),
+        Err(e) => return refusal(400, code::INVALID_REQUEST_CONTENT, Some(&e.message)),
     };
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
@@ -599,12 +599,12 @@ async fn invoke(
             tracing::info!(url_id = %config.url_id, request_id, "function answered with a malformed HTTP response");
             bad_gateway()
         }),
-        Err(EngineError::Throttled { .. }) => refusal(429, "TooManyRequestsException", Some("Rate Exceeded.")),
-        Err(EngineError::TooLarge(m)) => refusal(413, "RequestEntityTooLargeException", Some(&m)),
-        Err(EngineError::NotFound(_)) => refusal(404, "ResourceNotFoundException", Some("Not Found")),
-        Err(EngineError::Internal(m)) => {
-            tracing::error!(error = %m, "function url invocation failed");
-            refusal(500, "ServiceException", Some("Internal Server Error"))
+        Err(EngineError::Throttled { .. }) => refusal(429, code::TOO_MANY_REQUESTS, Some("Rate Exceeded.")),
+        Err(EngineError::TooLarge(m)) => refusal(413, code::REQUEST_TOO_LARGE, Some(&m)),
+        Err(EngineError::NotFound(_)) => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")),
+        Err(e @ EngineError::Internal { .. }) => {
+            tracing::error!(error = %e.chain(), "function url invocation failed");
+            refusal(500, code::SERVICE, Some("Internal Server Error"))
         }
         // The function cannot run (still Pending, failed, …): as a function that failed.
         Err(e) => {

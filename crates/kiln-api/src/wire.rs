@@ -1,4 +1,4 @@
-//! Wire strings and shapes of the Lambda REST API (lambda-compat.md §5).
+//! Wire strings and shapes of the Lambda REST API (docs/lambda-api.md).
 
 use base64::Engine as _;
 use kiln_model::config::UpdateStatus;

@@ -1,4 +1,5 @@
-//! Admission: whether an invocation may start, by Lambda's concurrency rules (lambda-compat.md §7).
+//! Admission: whether an invocation may start, by Lambda's concurrency rules
+//! (docs/lambda-api.md, "Concurrency and throttling").
 //!
 //! - A function with reserved concurrency R may have at most `R − Σ provisioned` on-demand
 //!   invocations in flight (provisioned environments serve the rest).

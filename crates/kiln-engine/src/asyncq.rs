@@ -215,7 +215,7 @@ fn iso_now() -> String {
 }
 
 fn queue_error(e: kiln_store::events::EventError) -> EngineError {
-    EngineError::Internal(format!("event queue: {e}"))
+    EngineError::internal("event queue", e)
 }
 
 /// What the event invoke config operations take.
@@ -427,8 +427,8 @@ impl Engine {
                 let text = format!("function error: {}", String::from_utf8_lossy(&p[..p.len().min(200)]));
                 (Outcome::FunctionError, Some(v), 200, Some(p), text)
             }
-            Err(e @ (EngineError::Throttled { .. } | EngineError::Conflict(_) | EngineError::Internal(_))) => {
-                (Outcome::Retryable, None, 429, None, e.to_string())
+            Err(e @ (EngineError::Throttled { .. } | EngineError::Conflict(_) | EngineError::Internal { .. })) => {
+                (Outcome::Retryable, None, 429, None, e.chain().to_string())
             }
             Err(e) => {
                 // The function or qualifier is gone: nothing to retry.
@@ -443,7 +443,7 @@ impl Engine {
                     false,
                     None,
                 );
-                return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, e.to_string()).await;
+                return self.finish(&c, &cfg, Condition::RetriesExhausted, rec, e.chain().to_string()).await;
             }
         };
         let (errors, throttles) = match outcome {
@@ -529,11 +529,11 @@ impl Engine {
                     ));
                 }
                 let fname = FunctionName::parse(&name).map_err(|e| e.to_string())?;
-                self.function(&fname).map_err(|e| e.to_string())?;
+                self.function(&fname).map_err(|e| e.chain().to_string())?;
                 let request_id = uuid::Uuid::new_v4().to_string();
                 self.enqueue_event(&name, qualifier, request_id, Bytes::from(rec.to_string()), depth + 1)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.chain().to_string())
             }
             Some(Destination::Foreign(_)) => Err("kiln does not run this service".into()),
             None => Err("not a destination ARN".into()),
@@ -576,7 +576,7 @@ impl Engine {
             .inner
             .meta
             .all_event_configs::<EventInvokeConfig>()
-            .map_err(|e| EngineError::Internal(format!("cannot read event invoke configs: {e}")))?;
+            .map_err(|e| EngineError::internal("cannot read event invoke configs", e))?;
         let mut map = self.inner.events.configs_mut();
         for (name, (q, c)) in all {
             map.insert((name, q), c);
@@ -608,7 +608,7 @@ impl Engine {
     }
 
     fn no_config(&self, name: &str, q: &str) -> EngineError {
-        EngineError::NotFound(format!("The function {} doesn't have an EventInvokeConfig", self.arn(name, Some(q))))
+        EngineError::no_event_invoke_config(&self.arn(name, Some(q)))
     }
 
     fn check_destination(&self, function: &str, arn: &str) -> Result<(), EngineError> {
@@ -671,7 +671,7 @@ impl Engine {
         self.inner
             .meta
             .put_event_config(&key.0, &key.1, &c)
-            .map_err(|e| EngineError::Internal(format!("cannot store event invoke config: {e}")))?;
+            .map_err(|e| EngineError::internal("cannot store event invoke config", e))?;
         map.insert(key.clone(), c.clone());
         Ok((key.1, c))
     }
@@ -691,7 +691,7 @@ impl Engine {
         self.inner
             .meta
             .delete_event_config(&key.0, &key.1)
-            .map_err(|e| EngineError::Internal(format!("cannot delete event invoke config: {e}")))?;
+            .map_err(|e| EngineError::internal("cannot delete event invoke config", e))?;
         map.remove(&key);
         Ok(())
     }

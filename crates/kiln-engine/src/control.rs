@@ -10,7 +10,7 @@
 //! `Pending` or an update is in progress, because its activation is keyed to that revision.
 
 use crate::function::FnState;
-use crate::{internal, now_ms, paginate, revision, Engine, EngineError, Page, REVISION_MISMATCH};
+use crate::{internal, now_ms, paginate, revision, Engine, EngineError, Page};
 use kiln_model::codesigning::{self as csc, CodeSigningConfig};
 use kiln_model::config::UpdateStatus;
 use kiln_model::policy::{self, PermissionInput};
@@ -18,9 +18,6 @@ use kiln_model::tags::{self, TaggedResource};
 use kiln_model::{FunctionName, FunctionRef, FunctionState, ModelError, Qualifier};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Lambda's answer for a thing that is not there, when it names nothing.
-const NOT_EXIST: &str = "The resource you requested does not exist.";
 
 /// Serialises read-modify-write of code signing configs.
 static CSC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -151,9 +148,7 @@ impl Engine {
             Some(Qualifier::Version(n)) if st.versions.contains_key(n) => Ok(Target::Version(*n)),
             Some(Qualifier::Version(n)) => Err(self.not_found(r.name.as_str(), Some(&n.to_string()))),
             Some(Qualifier::Alias(a)) if st.aliases.contains_key(a) => Ok(Target::Alias(a.clone())),
-            Some(Qualifier::Alias(a)) => {
-                Err(EngineError::NotFound(format!("Cannot find alias arn: {}", self.arn(r.name.as_str(), Some(a)))))
-            }
+            Some(Qualifier::Alias(a)) => Err(EngineError::alias_arn_not_found(&self.arn(r.name.as_str(), Some(a)))),
         }
     }
 
@@ -161,7 +156,7 @@ impl Engine {
     pub(crate) fn forget_qualifier_settings(&self, name: &str, qualifier: &str) {
         for key in [policy_key(qualifier), runtime_key(qualifier)] {
             if let Err(e) = self.set_extra(name, &key, None) {
-                tracing::warn!(function = name, qualifier, error = %e, "cannot delete settings");
+                tracing::warn!(function = name, qualifier, error = %e.chain(), "cannot delete settings");
             }
         }
     }
@@ -195,19 +190,17 @@ impl Engine {
                 }
                 let name = FunctionName::parse(&name)?;
                 if region != p.region || account != p.account_id || self.function(&name).is_err() {
-                    return Err(EngineError::NotFound(format!("Function not found: {arn}")));
+                    return Err(EngineError::function_not_found(arn));
                 }
                 Ok(Ok(name))
             }
             TaggedResource::CodeSigningConfig { region, account, id } => {
                 if region != p.region || account != p.account_id {
-                    return Err(csc_not_found(arn));
+                    return Err(EngineError::code_signing_config_not_found(arn));
                 }
                 Ok(Err(id))
             }
-            TaggedResource::EventSourceMapping { .. } | TaggedResource::Other => {
-                Err(EngineError::NotFound(NOT_EXIST.into()))
-            }
+            TaggedResource::EventSourceMapping { .. } | TaggedResource::Other => Err(EngineError::resource_not_found()),
         }
     }
 
@@ -284,7 +277,7 @@ impl Engine {
         let mut st = f.lock();
         let t = self.target(&st, r)?;
         if revision_id.is_some_and(|rev| rev != Self::revision_of(&st, &t)) {
-            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+            return Err(EngineError::revision_mismatch());
         }
         let q = r.qualifier.as_ref().map(|q| q.to_string());
         let statement = policy::statement(&self.arn(r.name.as_str(), q.as_deref()), input)?;
@@ -294,10 +287,7 @@ impl Engine {
             None => policy::empty_document(),
         };
         if policy::statement_ids(&doc).contains(&input.statement_id) {
-            return Err(EngineError::Conflict(format!(
-                "The statement id ({}) provided already exists. Please provide a new statement id, or remove the existing statement.",
-                input.statement_id
-            )));
+            return Err(EngineError::statement_exists(&input.statement_id));
         }
         match doc.get_mut("Statement") {
             Some(serde_json::Value::Array(a)) => a.push(statement.clone()),
@@ -306,11 +296,7 @@ impl Engine {
         }
         let text = policy::render_document(&doc);
         if text.len() > policy::POLICY_MAX_BYTES {
-            return Err(EngineError::PolicyLengthExceeded(format!(
-                "The final policy size ({}) is bigger than the limit ({}).",
-                text.len(),
-                policy::POLICY_MAX_BYTES
-            )));
+            return Err(EngineError::policy_too_long(text.len(), policy::POLICY_MAX_BYTES));
         }
         self.set_extra(r.name.as_str(), &key, Some(&text))?;
         self.bump(&r.name, &mut st, &t)?;
@@ -319,22 +305,20 @@ impl Engine {
 
     /// RemovePermission.
     pub fn remove_permission(&self, r: &FunctionRef, sid: &str, revision_id: Option<&str>) -> Result<(), EngineError> {
-        let f = self
-            .function(&r.name)
-            .map_err(|_| EngineError::NotFound(format!("No policy found for: {}", self.arn(r.name.as_str(), None))))?;
+        let f = self.function(&r.name).map_err(|_| EngineError::no_policy_for(&self.arn(r.name.as_str(), None)))?;
         let mut st = f.lock();
         let t = self.target(&st, r)?;
         let key = policy_key(&t.qualifier());
         let Some(text) = self.extra(r.name.as_str(), &key)? else {
-            return Err(EngineError::NotFound("No policy is associated with the given resource.".into()));
+            return Err(EngineError::no_policy());
         };
         let mut doc: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| internal("stored policy is unreadable", e))?;
         if !policy::statement_ids(&doc).iter().any(|s| s == sid) {
-            return Err(EngineError::NotFound(format!("Statement {sid} is not found in resource policy.")));
+            return Err(EngineError::statement_not_found(sid));
         }
         if revision_id.is_some_and(|rev| rev != Self::revision_of(&st, &t)) {
-            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+            return Err(EngineError::revision_mismatch());
         }
         let left = match doc.get_mut("Statement") {
             Some(serde_json::Value::Array(a)) => {
@@ -358,7 +342,7 @@ impl Engine {
         let st = f.lock();
         let t = self.target(&st, r)?;
         let text = self.extra(r.name.as_str(), &policy_key(&t.qualifier()))?;
-        let text = text.ok_or_else(|| EngineError::NotFound(NOT_EXIST.into()))?;
+        let text = text.ok_or_else(EngineError::resource_not_found)?;
         Ok((text, Self::revision_of(&st, &t)))
     }
 
@@ -374,7 +358,7 @@ impl Engine {
         let mut st = f.lock();
         let t = self.target(&st, r)?;
         if revision_id.is_some_and(|rev| rev != Self::revision_of(&st, &t)) {
-            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+            return Err(EngineError::revision_mismatch());
         }
         self.set_extra(r.name.as_str(), &policy_key(&t.qualifier()), Some(document))?;
         let rev = self.bump(&r.name, &mut st, &t)?;
@@ -388,10 +372,10 @@ impl Engine {
         let t = self.target(&st, r)?;
         let key = policy_key(&t.qualifier());
         if self.extra(r.name.as_str(), &key)?.is_none() {
-            return Err(EngineError::NotFound(NOT_EXIST.into()));
+            return Err(EngineError::resource_not_found());
         }
         if revision_id.is_some_and(|rev| rev != Self::revision_of(&st, &t)) {
-            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+            return Err(EngineError::revision_mismatch());
         }
         self.set_extra(r.name.as_str(), &key, None)?;
         self.bump(&r.name, &mut st, &t)?;
@@ -513,7 +497,7 @@ impl Engine {
             Ok(TaggedResource::CodeSigningConfig { region, account, id }) => {
                 let p = self.partition();
                 if region != p.region || account != p.account_id {
-                    return Err(csc_not_found(arn));
+                    return Err(EngineError::code_signing_config_not_found(arn));
                 }
                 Ok(id)
             }
@@ -532,7 +516,7 @@ impl Engine {
             .meta
             .get_code_signing_config(id)
             .map_err(Self::meta_err("cannot read code signing config"))?
-            .ok_or_else(|| csc_not_found(arn))?;
+            .ok_or_else(|| EngineError::code_signing_config_not_found(arn))?;
         serde_json::from_str(&json).map_err(|e| internal("stored code signing config is unreadable", e))
     }
 
@@ -617,10 +601,7 @@ impl Engine {
         let users =
             self.inner.meta.extras_with_key(CSC_KEY).map_err(Self::meta_err("cannot read function settings"))?;
         if users.iter().any(|(_, a)| *a == c.arn) {
-            return Err(EngineError::Conflict(format!(
-                "The code signing configuration {} cannot be deleted because it is used by one or more functions.",
-                c.arn
-            )));
+            return Err(EngineError::code_signing_config_in_use(&c.arn));
         }
         self.inner.meta.delete_code_signing_config(&id).map_err(Self::meta_err("cannot delete code signing config"))?;
         Ok(())
@@ -644,12 +625,12 @@ impl Engine {
     /// PutFunctionCodeSigningConfig.
     pub fn put_function_code_signing_config(&self, name: &FunctionName, arn: &str) -> Result<(), EngineError> {
         let id = self.csc_id(arn).map_err(|e| match e {
-            EngineError::NotFound(_) => csc_missing(arn),
+            EngineError::NotFound(_) => EngineError::function_code_signing_config_missing(arn),
             e => e,
         })?;
         let _g = CSC_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let c = self.load_csc(&id, arn).map_err(|e| match e {
-            EngineError::NotFound(_) => csc_missing(arn),
+            EngineError::NotFound(_) => EngineError::function_code_signing_config_missing(arn),
             e => e,
         })?;
         let f = self.function(name)?;
@@ -685,14 +666,4 @@ impl Engine {
             users.into_iter().filter(|(_, a)| *a == c.arn).map(|(n, _)| self.arn(&n, None)).collect();
         Ok(paginate(arns, marker, max_items, String::clone))
     }
-}
-
-fn csc_not_found(arn: &str) -> EngineError {
-    EngineError::NotFound(format!("The Lambda code signing configuration {arn} can not be found."))
-}
-
-fn csc_missing(arn: &str) -> EngineError {
-    EngineError::CodeSigningConfigNotFound(format!(
-        "The code signing configuration cannot be found. Check that the provided configuration is not deleted: {arn}."
-    ))
 }

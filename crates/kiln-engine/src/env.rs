@@ -3,9 +3,10 @@
 
 use crate::error::EngineError;
 use crate::logs::{report_line, Capture, LogSink};
-use crate::runtimes::{Launch, Runtimes, UNAVAILABLE_ERROR};
+use crate::runtimes::{Launch, Runtimes};
 use bytes::Bytes;
-use kiln_model::{env as vars, FunctionConfig, Partition};
+use kiln_model::error_type::{request_message, response_too_large_message, timed_out_detail};
+use kiln_model::{env as vars, ErrorType, FunctionConfig, FunctionErrorType, Partition};
 use kiln_runtime_api::{Freezer, InitOutcome, Invocation, Outcome, RuntimeApi};
 use kiln_sandbox::{Backend, ExitInfo, Sandbox, SandboxSpec};
 use std::path::PathBuf;
@@ -59,9 +60,16 @@ pub enum InitResult {
     },
     /// Init failed: the error payload for the first invocation; the environment is gone.
     Failed {
-        error_type: String,
+        error_type: FunctionErrorType,
         payload: Bytes,
     },
+}
+
+impl InitResult {
+    /// Init failed for a reason the platform names.
+    fn failed(error_type: ErrorType, message: &str) -> Self {
+        Self::Failed { error_type: error_type.into(), payload: error_payload(error_type.as_str(), message) }
+    }
 }
 
 enum InitWait {
@@ -135,12 +143,7 @@ impl ColdStart<'_> {
     /// Builds an environment and runs its Init.
     pub async fn run(self, request_id: &str) -> Result<InitResult, EngineError> {
         let cfg = self.config.clone();
-        let unavailable = |message: &str| {
-            Ok(InitResult::Failed {
-                error_type: UNAVAILABLE_ERROR.into(),
-                payload: error_payload(UNAVAILABLE_ERROR, message),
-            })
-        };
+        let unavailable = |message: &str| Ok(InitResult::failed(ErrorType::RuntimeUnavailable, message));
         let (bootstrap, notice, in_opt) = match self.runtimes.launch(cfg.runtime) {
             Launch::Custom => {
                 // As on Lambda: the function's own bootstrap, else one from its layers.
@@ -151,14 +154,11 @@ impl ColdStart<'_> {
                 if !in_task && !in_opt {
                     // Lambda's two wordings: no bootstrap at all, or one it may not execute.
                     let message = if std::fs::metadata(&bootstrap).is_ok_and(|m| m.is_file()) {
-                        format!("RequestId: {request_id} Error: fork/exec /var/task/bootstrap: permission denied")
+                        request_message(request_id, "fork/exec /var/task/bootstrap: permission denied")
                     } else {
-                        format!("RequestId: {request_id} Error: Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}")
+                        request_message(request_id, format_args!("Couldn't find valid bootstrap(s): {BOOTSTRAP_PATHS}"))
                     };
-                    return Ok(InitResult::Failed {
-                        error_type: "Runtime.InvalidEntrypoint".into(),
-                        payload: error_payload("Runtime.InvalidEntrypoint", &message),
-                    });
+                    return Ok(InitResult::failed(ErrorType::RuntimeInvalidEntrypoint, &message));
                 }
                 (PathBuf::from("bootstrap"), None, in_opt)
             }
@@ -194,8 +194,8 @@ impl ColdStart<'_> {
         let backend = self.backend.clone();
         let spawned = tokio::task::spawn_blocking(move || backend.spawn(&spec))
             .await
-            .map_err(|e| EngineError::Internal(format!("sandbox task failed: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("cannot create execution environment: {e}")))?;
+            .map_err(|e| EngineError::internal("sandbox task failed", e))?
+            .map_err(|e| EngineError::internal("cannot create execution environment", e))?;
         let sandbox: Arc<dyn Sandbox> = Arc::from(spawned.sandbox);
         let frozen = Arc::new(AtomicBool::new(false));
         let api = RuntimeApi::new(
@@ -205,9 +205,8 @@ impl ColdStart<'_> {
         );
         let exit = sandbox.exit_watch();
         let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
-            .map_err(|e| EngineError::Internal(format!("cannot capture function output: {e}")))?;
-        api.serve(spawned.runtime_listener)
-            .map_err(|e| EngineError::Internal(format!("cannot serve the runtime api: {e}")))?;
+            .map_err(|e| EngineError::internal("cannot capture function output", e))?;
+        api.serve(spawned.runtime_listener).map_err(|e| EngineError::internal("cannot serve the runtime api", e))?;
         let env = Arc::new(Environment {
             id,
             config: cfg.clone(),
@@ -249,16 +248,10 @@ impl ColdStart<'_> {
                     InitWait::Done(o) => o,
                     InitWait::TimedOut => {
                         env.destroy();
-                        return Ok(InitResult::Failed {
-                            error_type: "Sandbox.Timedout".into(),
-                            payload: error_payload(
-                                "Sandbox.Timedout",
-                                &format!(
-                                    "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
-                                    cfg.timeout_secs as f64
-                                ),
-                            ),
-                        });
+                        return Ok(InitResult::failed(
+                            ErrorType::SandboxTimedout,
+                            &request_message(request_id, timed_out_detail(cfg.timeout_secs)),
+                        ));
                     }
                 }
             }
@@ -273,13 +266,14 @@ impl ColdStart<'_> {
                 Ok(InitResult::Ready { env, init_ms })
             }
             Some(InitOutcome::Error { error_type, body }) => {
-                let error_type = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
+                let error_type = error_type
+                    .map_or(FunctionErrorType::Platform(ErrorType::RuntimeUnknown), FunctionErrorType::Reported);
                 env.capture.drain();
                 env.capture.platform(format!(
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
                 env.destroy();
-                let payload = if body.is_empty() { error_payload(&error_type, "") } else { body };
+                let payload = if body.is_empty() { error_payload(error_type.as_str(), "") } else { body };
                 Ok(InitResult::Failed { error_type, payload })
             }
             // The bootstrap ended (or the API closed) before its first `next`.
@@ -291,7 +285,7 @@ impl ColdStart<'_> {
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
                 env.destroy();
-                Ok(InitResult::Failed { payload: error_payload(error_type, &message), error_type: error_type.into() })
+                Ok(InitResult::failed(error_type, &message))
             }
         }
     }
@@ -370,33 +364,20 @@ impl Environment {
             Ended::Answer(Outcome::Response(body)) => (body, false, true, None),
             Ended::Answer(Outcome::Error { error_type, body }) => {
                 let payload = if body.is_empty() {
-                    error_payload(error_type.as_deref().unwrap_or("Unhandled"), "")
+                    error_payload(error_type.as_deref().unwrap_or(ErrorType::Unhandled.as_str()), "")
                 } else {
                     body
                 };
                 (payload, true, true, None)
             }
             // The runtime got a 413 it rarely survives (the Rust client exits): start afresh.
-            Ended::Answer(Outcome::ResponseTooLarge) => (
-                error_payload(
-                    "Function.ResponseSizeTooLarge",
-                    &format!(
-                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
-                        kiln_model::limits::RESPONSE_MAX_BYTES
-                    ),
-                ),
-                true,
-                false,
-                Some(("error", Some("Function.ResponseSizeTooLarge".to_string()))),
+            Ended::Answer(Outcome::ResponseTooLarge) => failed(
+                ErrorType::FunctionResponseSizeTooLarge,
+                &response_too_large_message(kiln_model::limits::RESPONSE_MAX_BYTES as u64),
             ),
-            Ended::Answer(Outcome::InvalidResponseMode) => (
-                error_payload(
-                    "Runtime.InvalidResponseModeHeader",
-                    &format!("RequestId: {request_id} Error: Invalid function response mode"),
-                ),
-                true,
-                false,
-                Some(("error", Some("Runtime.InvalidResponseModeHeader".to_string()))),
+            Ended::Answer(Outcome::InvalidResponseMode) => failed(
+                ErrorType::RuntimeInvalidResponseModeHeader,
+                &request_message(&request_id, "Invalid function response mode"),
             ),
             Ended::Streamed(followed) => crate::stream::settle(followed, &request_id),
             // Streams are followed above; one left here has no reader, like a cut-off body.
@@ -406,7 +387,7 @@ impl Environment {
             ),
             Ended::Exit(info) => {
                 let (error_type, message) = exit_error(&request_id, info);
-                (error_payload(error_type, &message), true, false, Some(("error", Some(error_type.to_string()))))
+                failed(error_type, &message)
             }
             Ended::NoPickup => {
                 tracing::info!(env = %self.id, "runtime never came back for its next event; environment destroyed");
@@ -415,22 +396,22 @@ impl Environment {
                     NEXT_PICKUP_BOUND.as_secs()
                 );
                 (
-                    error_payload("Sandbox.Timedout", &format!("RequestId: {request_id} Error: {message}")),
+                    error_payload(ErrorType::SandboxTimedout.as_str(), &request_message(&request_id, message)),
                     true,
                     false,
-                    Some(("timeout", None)),
+                    Some(Status::Timeout),
                 )
             }
             Ended::Timeout => {
-                let message = format!("Task timed out after {:.2} seconds", cfg.timeout_secs as f64);
+                let message = timed_out_detail(cfg.timeout_secs);
                 let now = time::OffsetDateTime::now_utc();
                 self.capture.drain();
                 self.capture.platform(format!("{} {request_id} {message}", rfc3339(now)));
                 (
-                    error_payload("Sandbox.Timedout", &format!("RequestId: {request_id} Error: {message}")),
+                    error_payload(ErrorType::SandboxTimedout.as_str(), &request_message(&request_id, message)),
                     true,
                     false,
-                    Some(("timeout", None)),
+                    Some(Status::Timeout),
                 )
             }
         };
@@ -440,13 +421,12 @@ impl Environment {
         }
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
-        let status_ref = status.as_ref().map(|(s, t)| (*s, t.as_deref()));
-        let report = report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status_ref);
+        let report = report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status.map(Status::report));
         self.capture.platform(format!("END RequestId: {request_id}\n{report}"));
-        if let (false, Some((_, Some(t)))) = (healthy, &status) {
-            if t != "Function.ResponseSizeTooLarge" {
-                self.capture.platform(format!("RequestId: {request_id} Error: {}", exit_text(&payload)));
-                self.capture.platform(t.clone());
+        if let (false, Some(Status::Error(t))) = (healthy, status) {
+            if t != ErrorType::FunctionResponseSizeTooLarge {
+                self.capture.platform(request_message(&request_id, exit_text(&payload)));
+                self.capture.platform(t.as_str().to_owned());
             }
         }
         let log_tail = self.capture.finish();
@@ -544,6 +524,29 @@ impl Environment {
     }
 }
 
+/// How an invocation that did not succeed ends its REPORT line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Timeout,
+    Error(ErrorType),
+}
+
+impl Status {
+    /// `Status: …` and `Error Type: …` of the REPORT line.
+    fn report(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::Timeout => ("timeout", None),
+            Self::Error(t) => ("error", Some(t.as_str())),
+        }
+    }
+}
+
+/// What an invocation the platform failed settles to: the error object, a function error, an
+/// environment not to reuse, and the REPORT status.
+pub(crate) fn failed(error_type: ErrorType, message: &str) -> crate::stream::Settled {
+    (error_payload(error_type.as_str(), message), true, false, Some(Status::Error(error_type)))
+}
+
 fn exit_text(payload: &Bytes) -> String {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
@@ -553,23 +556,22 @@ fn exit_text(payload: &Bytes) -> String {
 }
 
 /// The error type and message for a bootstrap that ended.
-fn exit_error(request_id: &str, info: ExitInfo) -> (&'static str, String) {
+fn exit_error(request_id: &str, info: ExitInfo) -> (ErrorType, String) {
     match info {
         ExitInfo::Code(0) => {
-            ("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited without providing a reason"))
+            (ErrorType::RuntimeExitError, request_message(request_id, "Runtime exited without providing a reason"))
         }
-        ExitInfo::Code(n) => {
-            ("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited with error: exit status {n}"))
-        }
+        ExitInfo::Code(n) => (
+            ErrorType::RuntimeExitError,
+            request_message(request_id, format_args!("Runtime exited with error: exit status {n}")),
+        ),
         ExitInfo::Signal { signal, oom } => (
-            if oom { "Runtime.OutOfMemory" } else { "Runtime.ExitError" },
-            format!("RequestId: {request_id} Error: Runtime exited with error: signal: {}", signal_name(signal)),
+            if oom { ErrorType::RuntimeOutOfMemory } else { ErrorType::RuntimeExitError },
+            request_message(request_id, format_args!("Runtime exited with error: signal: {}", signal_name(signal))),
         ),
         ExitInfo::ExecFailed => (
-            "Runtime.InvalidEntrypoint",
-            format!(
-                "RequestId: {request_id} Error: fork/exec /var/task/bootstrap: the bootstrap could not be executed"
-            ),
+            ErrorType::RuntimeInvalidEntrypoint,
+            request_message(request_id, "fork/exec /var/task/bootstrap: the bootstrap could not be executed"),
         ),
     }
 }
@@ -595,7 +597,7 @@ fn signal_name(signal: i32) -> String {
 
 /// `{"errorType": …, "errorMessage": …}` as Lambda builds it.
 pub fn error_payload(error_type: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+    Bytes::from(kiln_model::error_type::error_payload(error_type, message))
 }
 
 fn ms(d: Duration) -> f64 {

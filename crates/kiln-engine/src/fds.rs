@@ -65,13 +65,13 @@ fn refuse_over(open: usize, soft: usize) -> Result<(), EngineError> {
     let ceiling = soft.saturating_sub(reserve_for(soft));
     if open + COLD_START_DESCRIPTORS > ceiling {
         tracing::warn!(open, soft, "cold start refused: kiln is near its descriptor limit");
-        return Err(EngineError::Throttled {
-            reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
-            message: format!(
-                "Rate Exceeded. kiln has {open} of its {soft} file descriptors open and keeps {} for clean-up; no new execution environment now.",
+        return Err(EngineError::rate_exceeded_because(
+            ThrottleReason::ConcurrentInvocationLimitExceeded,
+            format_args!(
+                "kiln has {open} of its {soft} file descriptors open and keeps {} for clean-up; no new execution environment now.",
                 reserve_for(soft)
             ),
-        });
+        ));
     }
     Ok(())
 }

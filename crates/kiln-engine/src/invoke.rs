@@ -7,7 +7,7 @@ use crate::metrics::{InvocationResult, Rejection, Ring, StartKind, VersionMetric
 use crate::pool::Checkout;
 use crate::{logs, now_ms, Engine, EngineError, InvokeKind, InvokeRequest, InvokeResponse, ThrottleReason};
 use bytes::Bytes;
-use kiln_model::{FunctionConfig, Qualifier};
+use kiln_model::{FunctionConfig, FunctionErrorType, Qualifier};
 use kiln_runtime_api::Invocation;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,9 +84,7 @@ impl Engine {
                         kiln_model::FunctionState::Failed => "Failed",
                         _ => "Pending",
                     };
-                    return Err(EngineError::Conflict(format!(
-                        "The operation cannot be performed at this time. The function is currently in the following state: {state}"
-                    )));
+                    return Err(EngineError::function_state(state));
                 }
             }
         };
@@ -135,13 +133,10 @@ impl Engine {
             _ => kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES,
         };
         if req.payload.len() > limit {
-            return Err(EngineError::TooLarge(match req.kind {
-                InvokeKind::Event => format!(
-                    "{} byte payload is too large for the Event invocation type (limit {limit} bytes)",
-                    req.payload.len()
-                ),
-                _ => format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
-            }));
+            return Err(match req.kind {
+                InvokeKind::Event => EngineError::event_payload_too_large(req.payload.len(), limit),
+                _ => EngineError::request_too_large(limit, "InvokeFunction"),
+            });
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         if req.kind == InvokeKind::DryRun {
@@ -171,9 +166,8 @@ impl Engine {
         };
         // The invocation runs in its own task: if the caller goes away, the environment still
         // finishes its work and goes back to the pool.
-        let (payload, function_error, log_tail) = tokio::spawn(job.run())
-            .await
-            .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
+        let (payload, function_error, log_tail) =
+            tokio::spawn(job.run()).await.map_err(|e| EngineError::internal("invocation task failed", e))??;
         Ok(InvokeResponse { request_id, executed_version: version, payload, function_error, log_tail })
     }
 }
@@ -187,9 +181,7 @@ impl Engine {
         let (f, version, config, metrics, ring) = self.resolve(&req.function)?;
         let limit = kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES;
         if req.payload.len() > limit {
-            return Err(EngineError::TooLarge(format!(
-                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
-            )));
+            return Err(EngineError::request_too_large(limit, "InvokeFunction"));
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         let job = Job {
@@ -215,7 +207,7 @@ fn random_unit() -> f64 {
 }
 
 fn throttled(reason: ThrottleReason) -> EngineError {
-    EngineError::Throttled { reason, message: "Rate Exceeded.".into() }
+    EngineError::rate_exceeded(reason)
 }
 
 impl Job {
@@ -321,7 +313,7 @@ impl Job {
                     Ok(InitResult::Failed { error_type, payload }) => {
                         tracing::info!(function = %self.config.name, request_id = %self.request_id, %error_type, "init failed");
                         let tail = self.tail.then(|| init_failure_log(&self.request_id, &self.config, &error_type));
-                        let timed_out = error_type == "Sandbox.Timedout";
+                        let timed_out = error_type.is_timeout();
                         self.record(
                             if timed_out { InvocationResult::Timeout } else { InvocationResult::FunctionError },
                             None,
@@ -436,13 +428,13 @@ impl Engine {
                 }
                 None => {
                     self.inner.metrics.reject(Rejection::MemoryBudget);
-                    return Err(EngineError::Throttled {
-                        reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
-                        message: format!(
-                            "Rate Exceeded. kiln's memory budget ({} MB) is taken by busy environments; no room for {mb} MB more.",
+                    return Err(EngineError::rate_exceeded_because(
+                        ThrottleReason::ConcurrentInvocationLimitExceeded,
+                        format_args!(
+                            "kiln's memory budget ({} MB) is taken by busy environments; no room for {mb} MB more.",
                             self.inner.memory.budget_mb()
                         ),
-                    });
+                    ));
                 }
             }
         }
@@ -450,11 +442,11 @@ impl Engine {
 }
 
 /// The log of an invocation whose environment never finished Init.
-fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &str) -> Vec<u8> {
+fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &FunctionErrorType) -> Vec<u8> {
     format!(
         "START RequestId: {request_id} Version: {}\nEND RequestId: {request_id}\n{}\n",
         cfg.version,
-        logs::report_line(request_id, 0.0, cfg.memory_mb, 0, None, Some(("error", Some(error_type))))
+        logs::report_line(request_id, 0.0, cfg.memory_mb, 0, None, Some(("error", Some(error_type.as_str()))))
     )
     .into_bytes()
 }

@@ -27,10 +27,8 @@ pub struct PublishLayer {
 /// A merged `/opt` tree younger than this is never collected.
 const OPT_GC_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
-const NOT_FOUND: &str = "The resource you requested does not exist.";
-
 fn layer_not_found() -> EngineError {
-    EngineError::NotFound(NOT_FOUND.into())
+    EngineError::resource_not_found()
 }
 
 fn check_version_number(version: i64) -> Result<u64, EngineError> {
@@ -160,14 +158,11 @@ impl Engine {
     fn layer_for_policy(&self, name_or_arn: &str, version: i64) -> Result<LayerVersion, EngineError> {
         let version = check_version_number(version)?;
         let name = self.layer_name(name_or_arn)?;
-        self.inner.meta.get_layer_version(name, version).map_err(|e| internal("cannot read layer", e))?.ok_or_else(
-            || {
-                EngineError::NotFound(format!(
-                    "Layer version {} does not exist.",
-                    self.partition().layer_version_arn(name, version)
-                ))
-            },
-        )
+        self.inner
+            .meta
+            .get_layer_version(name, version)
+            .map_err(|e| internal("cannot read layer", e))?
+            .ok_or_else(|| EngineError::layer_version_not_found(&self.partition().layer_version_arn(name, version)))
     }
 
     /// The zip of a layer version (`Content.Location` points here).
@@ -196,10 +191,7 @@ impl Engine {
         let mut layer = self.layer_for_policy(name_or_arn, version)?;
         let mut policy = layer.policy.take().unwrap_or_default();
         if policy.statements.iter().any(|s| s.sid == statement.sid) {
-            return Err(EngineError::Conflict(format!(
-                "The statement id ({}) provided already exists. Please provide a new statement id, or remove the existing statement.",
-                statement.sid
-            )));
+            return Err(EngineError::statement_exists(&statement.sid));
         }
         check_policy_revision(&policy, revision_id)?;
         let arn = self.partition().layer_version_arn(&layer.name, layer.version);
@@ -215,11 +207,7 @@ impl Engine {
     /// GetLayerVersionPolicy: the policy document and its revision.
     pub fn get_layer_version_policy(&self, name_or_arn: &str, version: i64) -> Result<(String, String), EngineError> {
         let layer = self.layer_for_policy(name_or_arn, version)?;
-        let policy = layer
-            .policy
-            .as_ref()
-            .filter(|p| !p.statements.is_empty())
-            .ok_or_else(|| EngineError::NotFound("No policy is associated with the given resource.".into()))?;
+        let policy = layer.policy.as_ref().filter(|p| !p.statements.is_empty()).ok_or_else(EngineError::no_policy)?;
         let arn = self.partition().layer_version_arn(&layer.name, layer.version);
         let doc = serde_json::json!({
             "Version": "2012-10-17",
@@ -243,7 +231,7 @@ impl Engine {
         let before = policy.statements.len();
         policy.statements.retain(|s| s.sid != sid);
         if policy.statements.len() == before {
-            return Err(EngineError::NotFound(format!("Statement {sid} is not found in resource policy.")));
+            return Err(EngineError::statement_not_found(sid));
         }
         policy.revision_id = revision();
         layer.policy = Some(policy);
@@ -346,9 +334,7 @@ fn matches(l: &LayerVersion, runtime: Option<&str>, architecture: Option<&str>) 
 
 fn check_policy_revision(policy: &LayerPolicy, revision_id: Option<&str>) -> Result<(), EngineError> {
     if revision_id.is_some_and(|r| r != policy.revision_id) {
-        return Err(EngineError::PreconditionFailed(
-            "The Revision Id provided does not match the latest Revision Id. Call the GetLayerPolicy API to retrieve the latest Revision Id".into(),
-        ));
+        return Err(EngineError::layer_revision_mismatch());
     }
     Ok(())
 }

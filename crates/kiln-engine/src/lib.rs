@@ -264,15 +264,12 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// What AWS says when a `RevisionId` precondition fails.
-const REVISION_MISMATCH: &str = "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id";
-
 fn revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Internal(format!("{what}: {e}"))
+fn internal(what: &str, e: impl Into<error::Cause>) -> EngineError {
+    EngineError::internal(what, e)
 }
 
 impl Engine {
@@ -456,10 +453,7 @@ impl Engine {
     }
 
     pub(crate) fn not_found(&self, name: &str, qualifier: Option<&str>) -> EngineError {
-        EngineError::NotFound(format!(
-            "Function not found: {}",
-            self.inner.opts.partition.function_arn(name, qualifier)
-        ))
+        EngineError::function_not_found(&self.inner.opts.partition.function_arn(name, qualifier))
     }
 
     pub(crate) fn function(&self, name: &FunctionName) -> Result<Arc<Function>, EngineError> {
@@ -514,7 +508,7 @@ impl Engine {
             None => Vec::new(),
         };
         if self.read_functions().contains_key(name.as_str()) {
-            return Err(EngineError::Conflict(format!("Function already exist: {name}")));
+            return Err(EngineError::function_exists(name.as_str()));
         }
         let code_size = create.zip.len() as u64;
         let (hash, unzipped_size) = self.store_zip_sized(create.zip, "CreateFunction").await?;
@@ -555,7 +549,7 @@ impl Engine {
         {
             let mut fns = self.write_functions();
             if fns.contains_key(name.as_str()) {
-                return Err(EngineError::Conflict(format!("Function already exist: {name}")));
+                return Err(EngineError::function_exists(name.as_str()));
             }
             self.persist(&cfg)?;
             fns.insert(name.to_string(), f.clone());
@@ -567,10 +561,7 @@ impl Engine {
     /// Checks and stores a zip; returns its hash and the sum of its files' declared sizes.
     async fn store_zip_sized(&self, zip: Vec<u8>, operation: &str) -> Result<(CodeHash, u64), EngineError> {
         if zip.len() as u64 > limits::ZIP_MAX_BYTES {
-            return Err(EngineError::TooLarge(format!(
-                "Request must be smaller than {} bytes for the {operation} operation",
-                limits::CREATE_BODY_MAX_BYTES
-            )));
+            return Err(EngineError::request_too_large(limits::CREATE_BODY_MAX_BYTES, operation));
         }
         let code = self.inner.code.clone();
         tokio::task::spawn_blocking(move || {
@@ -598,7 +589,7 @@ impl Engine {
             };
             // The function's layers, merged into the tree environments see at /opt.
             let unpacked = match unpacked {
-                Ok(dir) => engine.opt_dir(&cfg.layers).await.map(|opt| (dir, opt)).map_err(|e| e.to_string()),
+                Ok(dir) => engine.opt_dir(&cfg.layers).await.map(|opt| (dir, opt)).map_err(|e| e.chain().to_string()),
                 Err(e) => Err(e),
             };
             let (retired, publish) = {
@@ -630,7 +621,7 @@ impl Engine {
                 }
                 let next = Arc::new(next);
                 if let Err(e) = engine.persist(&next) {
-                    tracing::error!(error = %e, "cannot store function state");
+                    tracing::error!(error = %e.chain(), "cannot store function state");
                 }
                 st.visible = next.clone();
                 let retired = match &unpacked {
@@ -644,7 +635,7 @@ impl Engine {
             if publish {
                 let name = cfg.name.clone();
                 if let Err(e) = engine.publish_version(&FunctionRef { name, qualifier: None }, None, None, None) {
-                    tracing::warn!(error = %e, "publishing after create failed");
+                    tracing::warn!(error = %e.chain(), "publishing after create failed");
                 }
             }
         });
@@ -778,13 +769,10 @@ impl Engine {
     fn check_updatable(&self, st: &FnState, revision_id: Option<&str>) -> Result<(), EngineError> {
         let v = &st.visible;
         if v.state == FunctionState::Pending || v.last_update_status == Some(UpdateStatus::InProgress) {
-            return Err(EngineError::Conflict(format!(
-                "The operation cannot be performed at this time. An update is in progress for resource: {}",
-                self.arn(v.name.as_str(), None)
-            )));
+            return Err(EngineError::update_in_progress(&self.arn(v.name.as_str(), None)));
         }
         if revision_id.is_some_and(|rev| rev != v.revision_id) {
-            return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+            return Err(EngineError::revision_mismatch());
         }
         Ok(())
     }
@@ -935,10 +923,7 @@ impl Engine {
                 .map(|a| a.name.as_str())
                 .collect();
             if !users.is_empty() {
-                return Err(EngineError::Conflict(format!(
-                    "Unable to delete version because the following aliases reference it: [{}]",
-                    users.join(", ")
-                )));
+                return Err(EngineError::version_in_use(&users));
             }
             self.inner
                 .meta
@@ -990,17 +975,13 @@ impl Engine {
         self.check_updatable(&st, revision_id)?;
         let latest = st.visible.clone();
         if code_sha256.is_some_and(|h| h != latest.code_sha256) {
-            return Err(EngineError::PreconditionFailed(format!(
-                "CodeSHA256 ({}) is different from current CodeSHA256 in $LATEST ({}). Please try again with the CodeSHA256 in $LATEST.",
-                code_sha256.unwrap_or_default(),
-                latest.code_sha256
-            )));
+            return Err(EngineError::code_sha256_mismatch(code_sha256.unwrap_or_default(), &latest.code_sha256));
         }
         let ready = st
             .pools
             .get(Qualifier::LATEST)
             .map(|p| p.ready().clone())
-            .ok_or_else(|| EngineError::Conflict("The operation cannot be performed at this time. The function is currently in the following state: Pending".into()))?;
+            .ok_or_else(|| EngineError::function_state("Pending"))?;
         if let Some((_, last)) = st.versions.iter().next_back() {
             if last.same_behaviour(&latest) && description.as_ref().is_none_or(|d| *d == last.description) {
                 return Ok(last.clone());
@@ -1097,10 +1078,7 @@ impl Engine {
         let f = self.function(name)?;
         let mut st = f.lock();
         if st.aliases.contains_key(&input.name) {
-            return Err(EngineError::Conflict(format!(
-                "Alias already exists: {}",
-                self.arn(name.as_str(), Some(&input.name))
-            )));
+            return Err(EngineError::alias_exists(&self.arn(name.as_str(), Some(&input.name))));
         }
         let routing = input.routing.flatten();
         self.check_alias_target(&st, name.as_str(), &version, routing.as_ref())?;
@@ -1123,7 +1101,7 @@ impl Engine {
     }
 
     fn alias_not_found(&self, name: &str, alias: &str) -> EngineError {
-        EngineError::NotFound(format!("Alias not found: {}", self.arn(name, Some(alias))))
+        EngineError::alias_not_found(&self.arn(name, Some(alias)))
     }
 
     pub fn update_alias(&self, name: &FunctionName, input: AliasInput) -> Result<AliasConfig, EngineError> {
@@ -1136,7 +1114,7 @@ impl Engine {
             let mut alias =
                 st.aliases.get(&input.name).cloned().ok_or_else(|| self.alias_not_found(name.as_str(), &input.name))?;
             if input.revision_id.as_deref().is_some_and(|r| r != alias.revision_id) {
-                return Err(EngineError::PreconditionFailed(REVISION_MISMATCH.into()));
+                return Err(EngineError::revision_mismatch());
             }
             if let Some(v) = input.function_version {
                 alias.function_version = v;
@@ -1240,9 +1218,7 @@ impl Engine {
             // One provisioned config per version, directly or through one alias.
             for other in st.settings.provisioned.keys() {
                 if *other != qualifier && st.version_of(other).as_deref() == Some(version.as_str()) {
-                    return Err(EngineError::Conflict(format!(
-                        "Alias {qualifier} is pointing to version {version} which already has provisioned concurrency configured through {other}."
-                    )));
+                    return Err(EngineError::provisioned_elsewhere(&qualifier, &version, other));
                 }
             }
             let total = st.pc_total() - st.settings.provisioned.get(&qualifier).map_or(0, |p| p.requested) + requested;
@@ -1272,9 +1248,7 @@ impl Engine {
         let qualifier = self.pc_qualifier(r)?;
         let f = self.function(&r.name)?;
         let st = f.lock();
-        provisioned::status(&st, &qualifier).ok_or_else(|| {
-            EngineError::ProvisionedNotFound("No Provisioned Concurrency Config found for this function".into())
-        })
+        provisioned::status(&st, &qualifier).ok_or_else(EngineError::provisioned_not_found)
     }
 
     pub fn list_provisioned(&self, name: &FunctionName) -> Result<Vec<ProvisionedStatus>, EngineError> {
@@ -1289,9 +1263,7 @@ impl Engine {
         {
             let mut st = f.lock();
             if st.settings.provisioned.remove(&qualifier).is_none() {
-                return Err(EngineError::ProvisionedNotFound(
-                    "No Provisioned Concurrency Config found for this function".into(),
-                ));
+                return Err(EngineError::provisioned_not_found());
             }
             st.pc_failures.remove(&qualifier);
             self.persist_settings(r.name.as_str(), &st)?;

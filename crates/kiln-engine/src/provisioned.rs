@@ -26,7 +26,7 @@ impl Engine {
             }
             let mut starts = Vec::new();
             let mut extra = Vec::new();
-            for (version, pool) in st.pools.iter_mut() {
+            for (version, pool) in &mut st.pools {
                 let (n, surplus) = pool.reconcile();
                 for _ in 0..n {
                     starts.push((version.clone(), pool.ready().clone(), pool.generation()));
@@ -60,8 +60,8 @@ impl Engine {
                     }
                     .run(&request_id)
                     .await
-                    .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    .map_err(|e| e.chain().to_string()),
+                    Err(e) => Err(e.chain().to_string()),
                 };
                 let mut st = f.lock();
                 let deleted = st.deleted;

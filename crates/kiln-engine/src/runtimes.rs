@@ -17,7 +17,8 @@
 //! A runtime whose exact version is missing runs on the nearest installed version of the same
 //! language, and the environment's log says so once. Languages kiln has no client for (Java,
 //! .NET, Ruby, Go) resolve to [`Launch::Unavailable`]: the function exists, and its invocations
-//! answer a function error of type [`UNAVAILABLE_ERROR`] that names what is missing.
+//! answer a function error of type `Runtime.Unavailable`
+//! ([`kiln_model::ErrorType::RuntimeUnavailable`]) that names what is missing.
 
 use kiln_model::{Language, Runtime};
 use std::path::{Path, PathBuf};
@@ -32,8 +33,6 @@ const NODE_CLIENT: &str = include_str!("../runtimes/nodejs/bootstrap.js");
 /// is compiled again at every start: 5–10 ms of each cold start).
 const PYTHON_MODULE: &str = "kiln_runtime_client";
 
-/// The error type of an invocation whose runtime this host cannot run.
-pub const UNAVAILABLE_ERROR: &str = "Runtime.Unavailable";
 /// Where the runtime clients show inside an environment.
 pub const RUNTIME_DIR: &str = "/var/runtime";
 /// Oldest interpreters kiln's clients support.

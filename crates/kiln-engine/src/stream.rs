@@ -30,6 +30,8 @@
 use crate::env::{error_payload, Environment};
 use crate::{Engine, EngineError, InvokeKind, InvokeRequest};
 use bytes::{Bytes, BytesMut};
+use kiln_model::error_type::{request_message, response_too_large_message};
+use kiln_model::ErrorType;
 use kiln_runtime_api::{ResponseStream, StreamEnd, StreamEvent};
 use kiln_sandbox::ExitInfo;
 use std::time::Duration;
@@ -76,7 +78,7 @@ impl FunctionFailure {
         let v = serde_json::from_slice::<serde_json::Value>(&payload).ok();
         let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(|s| s.as_str()).map(str::to_owned);
         Self {
-            error_type: field("errorType").unwrap_or_else(|| "Unhandled".into()),
+            error_type: field("errorType").unwrap_or_else(|| ErrorType::Unhandled.as_str().into()),
             message: field("errorMessage").unwrap_or_else(|| String::from_utf8_lossy(&payload).into_owned()),
             payload,
         }
@@ -203,14 +205,12 @@ impl Environment {
 }
 
 /// What an ended invocation settles to: payload, function error, healthy, and the REPORT status.
-pub(crate) type Settled = (Bytes, bool, bool, Option<(&'static str, Option<String>)>);
+pub(crate) type Settled = (Bytes, bool, bool, Option<crate::env::Status>);
 
 /// What a followed stream means for the invocation. Exits and timeouts are settled by the
 /// environment's own rules.
 pub(crate) fn settle(f: Followed, request_id: &str) -> Settled {
-    let failed = |error_type: &str, message: String| {
-        (error_payload(error_type, &message), true, false, Some(("error", Some(error_type.to_string()))))
-    };
+    let failed = |error_type: ErrorType, message: String| crate::env::failed(error_type, &message);
     match f {
         Followed::Ended { end: StreamEnd::Complete, collected } => (collected, false, true, None),
         Followed::Ended { end: StreamEnd::Error { error_type, body }, .. } => {
@@ -221,31 +221,24 @@ pub(crate) fn settle(f: Followed, request_id: &str) -> Settled {
             (payload, true, true, None)
         }
         Followed::Ended { end: StreamEnd::TooLarge, .. } => failed(
-            "Function.ResponseSizeTooLarge",
-            format!(
-                "Response payload size exceeded maximum allowed payload size ({} bytes).",
-                kiln_model::limits::STREAMED_RESPONSE_MAX_BYTES
-            ),
+            ErrorType::FunctionResponseSizeTooLarge,
+            response_too_large_message(kiln_model::limits::STREAMED_RESPONSE_MAX_BYTES),
         ),
         Followed::Oversize => failed(
-            "Function.ResponseSizeTooLarge",
-            format!(
-                "Response payload size exceeded maximum allowed payload size ({} bytes).",
-                kiln_model::limits::RESPONSE_MAX_BYTES
-            ),
+            ErrorType::FunctionResponseSizeTooLarge,
+            response_too_large_message(kiln_model::limits::RESPONSE_MAX_BYTES as u64),
         ),
-        Followed::Ended { end: StreamEnd::Truncated | StreamEnd::TimedOut, .. } => failed(
-            "Runtime.TruncatedResponse",
-            format!("RequestId: {request_id} Error: the runtime's streamed response was cut off"),
+        // The environment settles exits and timeouts itself; reaching here is a bug, reported as
+        // a cut-off stream.
+        Followed::Ended { end: StreamEnd::Truncated | StreamEnd::TimedOut, .. }
+        | Followed::Exit(_)
+        | Followed::Timeout => failed(
+            ErrorType::RuntimeTruncatedResponse,
+            request_message(request_id, "the runtime's streamed response was cut off"),
         ),
         Followed::CallerGone => failed(
-            "Sandbox.ClientDisconnected",
-            format!("RequestId: {request_id} Error: the caller disconnected before the end of the streamed response"),
-        ),
-        // The environment settles these itself; reaching here is a bug, reported as a failure.
-        Followed::Exit(_) | Followed::Timeout => failed(
-            "Runtime.TruncatedResponse",
-            format!("RequestId: {request_id} Error: the runtime's streamed response was cut off"),
+            ErrorType::SandboxClientDisconnected,
+            request_message(request_id, "the caller disconnected before the end of the streamed response"),
         ),
     }
 }

@@ -58,7 +58,7 @@ impl UrlMap {
 }
 
 fn not_found() -> EngineError {
-    EngineError::NotFound("The resource you requested does not exist.".into())
+    EngineError::resource_not_found()
 }
 
 fn new_url_id() -> String {
@@ -145,9 +145,7 @@ impl Engine {
         let mut map = self.urls_mut();
         if map.by_key.contains_key(&key) {
             let arn = self.arn(&key.0, (key.1 != Qualifier::LATEST).then_some(key.1.as_str()));
-            return Err(EngineError::Conflict(format!(
-                "Failed to create function url config for [functionArn = {arn}]. Error message:  FunctionUrlConfig exists for this Lambda function"
-            )));
+            return Err(EngineError::url_config_exists(&arn));
         }
         let now = now_ms();
         let mut url_id = new_url_id();
@@ -238,16 +236,14 @@ impl Engine {
     ) -> Result<(bytes::Bytes, bool), EngineError> {
         let limit = kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES;
         if payload.len() > limit {
-            return Err(EngineError::TooLarge(format!(
-                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
-            )));
+            return Err(EngineError::request_too_large(limit, "InvokeFunction"));
         }
         let engine = self.clone();
         let r = target.function_ref();
         let (_, payload, function_error) =
             tokio::spawn(async move { engine.run_queued(&r, request_id, payload).await })
                 .await
-                .map_err(|e| EngineError::Internal(format!("invocation task failed: {e}")))??;
+                .map_err(|e| EngineError::internal("invocation task failed", e))??;
         Ok((payload, function_error))
     }
 

@@ -284,17 +284,17 @@ pub fn validate_logging(format: Option<&str>, app: Option<&str>, system: Option<
 
 /// Checks `MemorySize` against Lambda's range.
 pub fn validate_memory(mb: i64) -> Result<u32, ModelError> {
-    range("MemorySize", mb, MEMORY_MIN_MB as i64, MEMORY_MAX_MB as i64)
+    range("MemorySize", mb, i64::from(MEMORY_MIN_MB), i64::from(MEMORY_MAX_MB))
 }
 
 /// Checks `Timeout` against Lambda's range.
 pub fn validate_timeout(secs: i64) -> Result<u32, ModelError> {
-    range("Timeout", secs, TIMEOUT_MIN_SECS as i64, TIMEOUT_MAX_SECS as i64)
+    range("Timeout", secs, i64::from(TIMEOUT_MIN_SECS), i64::from(TIMEOUT_MAX_SECS))
 }
 
 /// Checks `EphemeralStorage.Size` against Lambda's range.
 pub fn validate_ephemeral(mb: i64) -> Result<u32, ModelError> {
-    range("EphemeralStorage.Size", mb, EPHEMERAL_MIN_MB as i64, EPHEMERAL_MAX_MB as i64)
+    range("EphemeralStorage.Size", mb, i64::from(EPHEMERAL_MIN_MB), i64::from(EPHEMERAL_MAX_MB))
 }
 
 fn range(field: &str, v: i64, min: i64, max: i64) -> Result<u32, ModelError> {

@@ -1,4 +1,5 @@
-//! Names of the environment variables Lambda sets in an execution environment (§3.1).
+//! Names of the environment variables Lambda sets in an execution environment
+//! (docs/runtime-api.md, "The environment's variables").
 
 pub const RUNTIME_API: &str = "AWS_LAMBDA_RUNTIME_API";
 pub const HANDLER: &str = "_HANDLER";

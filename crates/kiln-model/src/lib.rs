@@ -9,6 +9,7 @@ pub mod codesigning;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod error_type;
 pub mod events;
 pub mod layers;
 pub mod limits;
@@ -19,6 +20,7 @@ pub mod urls;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
+pub use error_type::{ErrorType, FunctionErrorType};
 pub use names::{FunctionName, FunctionRef, Qualifier};
 
 /// Where kiln pretends to live: the region and account that appear in ARNs.

@@ -1,4 +1,4 @@
-//! Lambda's limits for standard functions (lambda-compat.md §3.3).
+//! Lambda's limits for standard functions (docs/runtime-api.md, "The environment's limits").
 
 pub const MEMORY_MIN_MB: u32 = 128;
 pub const MEMORY_MAX_MB: u32 = 10_240;
@@ -40,3 +40,13 @@ pub const LIST_PAGE_MAX: usize = 50;
 /// A streamed response (`Lambda-Runtime-Function-Response-Mode: streaming`): Lambda's limit of
 /// 200 MB. Past it the stream ends with `Function.ResponseSizeTooLarge`.
 pub const STREAMED_RESPONSE_MAX_BYTES: u64 = 200 * 1024 * 1024;
+
+/// What a request body over `limit` bytes is refused with (`RequestEntityTooLargeException`),
+/// by the API when it reads the body and by the engine when it checks a payload, so both say
+/// the same. `operation` names the API operation when Lambda names it.
+pub fn request_too_large_message(limit: impl std::fmt::Display, operation: Option<&str>) -> String {
+    match operation {
+        Some(op) => format!("Request must be smaller than {limit} bytes for the {op} operation"),
+        None => format!("Request must be smaller than {limit} bytes"),
+    }
+}

@@ -148,9 +148,8 @@ fn is_account(s: &str) -> bool {
 fn is_region(s: &str) -> bool {
     // `[a-z]{2}(-gov)?-[a-z]+-\d`
     let parts: Vec<&str> = s.split('-').collect();
-    let (cc, rest) = match parts.split_first() {
-        Some((cc, rest)) => (cc, rest),
-        None => return false,
+    let Some((cc, rest)) = parts.split_first() else {
+        return false;
     };
     let rest = match rest {
         ["gov", rest @ ..] => rest,

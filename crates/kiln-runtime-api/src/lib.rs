@@ -6,7 +6,7 @@
 //! event to the runtime; the returned receiver yields the runtime's answer) and
 //! [`RuntimeApi::close`].
 //!
-//! The state machine of lambda-compat.md §1.10 lives in [`state`], apart from HTTP, so that it can
+//! The state machine of docs/runtime-api.md ("States") lives in [`state`], apart from HTTP, so that it can
 //! be tested on its own; [`server`] is the thin hyper layer in front of it. Freezing is decided
 //! here because only the Runtime API knows the moment the runtime is back in `next` with nothing
 //! to do: that is when the environment is frozen, exactly as Lambda does it.

@@ -318,7 +318,7 @@ async fn init_error(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
     }
     match read_body(api, req.into_body(), INIT_ERROR_BODY_TIMEOUT).await {
         Ok((body, _)) => accepted(api.init_error(error_type, body)),
-        Err(r) => refusal(&r),
+        Err(e) => refusal(&e.refusal()),
     }
 }
 
@@ -346,8 +346,8 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
     }
     let (body, _) = match read_body(api, req.into_body(), answer_timeout(&slot)).await {
         Ok(b) => b,
-        Err(r) if r.error_type == wire::REQUEST_TOO_LARGE => return too_large(api, id),
-        Err(r) => return refusal(&r),
+        Err(BodyError::TooLarge) => return too_large(api, id),
+        Err(e) => return refusal(&e.refusal()),
     };
     drop(slot);
     accepted(api.answer(id, Outcome::Response(body)))
@@ -408,11 +408,7 @@ async fn stream_response(api: &RuntimeApi, id: &str, req: Request<Incoming>, slo
             &format!("Exceeded maximum allowed payload size ({STREAMED_RESPONSE_MAX_BYTES} bytes)."),
         ),
         StreamEnd::Truncated => refusal(&truncated_refusal()),
-        StreamEnd::TimedOut => refusal(&Refusal {
-            status: 408,
-            error_type: wire::REQUEST_TIMEOUT,
-            message: "Timed out reading the request body".into(),
-        }),
+        StreamEnd::TimedOut => refusal(&timed_out_refusal()),
     };
     // The end waits for room like any chunk, within the deadline; past it the engine's own
     // timeout ends the invocation anyway.
@@ -436,7 +432,7 @@ async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
             drop(slot);
             accepted(api.answer(id, Outcome::Error { error_type, body }))
         }
-        Err(r) => refusal(&r),
+        Err(e) => refusal(&e.refusal()),
     }
 }
 
@@ -474,7 +470,7 @@ impl Drop for Reserved<'_> {
 }
 
 /// Reads a body of at most 6 MB within `limit`, counting it against the environment's budget.
-async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<(Bytes, Option<HeaderMap>), Refusal> {
+async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<(Bytes, Option<HeaderMap>), BodyError> {
     let mut reserved = Reserved { api, bytes: 0 };
     let read = async {
         let mut body = body;
@@ -482,12 +478,12 @@ async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<
         let mut trailers = None;
         let mut len = 0usize;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| truncated_refusal())?;
+            let frame = frame.map_err(|_| BodyError::Truncated)?;
             match frame.into_data() {
                 Ok(data) => {
                     len += data.len();
                     if len > RESPONSE_MAX_BYTES || !reserved.add(data.len()) {
-                        return Err(too_large_refusal());
+                        return Err(BodyError::TooLarge);
                     }
                     chunks.push(data);
                 }
@@ -513,12 +509,30 @@ async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<
     };
     match tokio::time::timeout(limit, read).await {
         Ok(r) => r,
-        Err(_) => Err(Refusal {
-            status: 408,
-            error_type: wire::REQUEST_TIMEOUT,
-            message: "Timed out reading the request body".into(),
-        }),
+        Err(_) => Err(BodyError::TimedOut),
     }
+}
+
+/// Why a buffered body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyError {
+    TooLarge,
+    Truncated,
+    TimedOut,
+}
+
+impl BodyError {
+    fn refusal(self) -> Refusal {
+        match self {
+            Self::TooLarge => too_large_refusal(),
+            Self::Truncated => truncated_refusal(),
+            Self::TimedOut => timed_out_refusal(),
+        }
+    }
+}
+
+fn timed_out_refusal() -> Refusal {
+    Refusal { status: 408, error_type: wire::REQUEST_TIMEOUT, message: "Timed out reading the request body".into() }
 }
 
 fn too_large_refusal() -> Refusal {
@@ -600,8 +614,8 @@ mod tests {
         let deadline = Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
                 Err(_) => return false,
             }
         }
@@ -625,7 +639,7 @@ mod tests {
         api.wait_init().await;
         // The connections over the cap were closed at once; the others are held in `next`.
         let mut refused = 0;
-        for s in conns.iter_mut() {
+        for s in &mut conns {
             if eof_within(s, Duration::from_millis(300)).await {
                 refused += 1;
             }

@@ -331,7 +331,7 @@ fn check_link(rel: &Path, target: &str, name: &str, links: &Links) -> Result<(),
     // The directory holding the link, then the target walked from there: (key, is a link).
     let mut walk: Vec<(u64, bool)> = Vec::new();
     let mut key = 0;
-    for c in rel.parent().unwrap_or(Path::new("")).iter() {
+    for c in rel.parent().unwrap_or(Path::new("")) {
         key = path_key(key, c.as_encoded_bytes());
         walk.push((key, links.0.contains(&key)));
     }

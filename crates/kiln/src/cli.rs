@@ -485,7 +485,7 @@ fn function_target(name: &str, qualifier: Option<&str>) -> anyhow::Result<String
         Err(e) => {
             let why = match e {
                 kiln_model::ModelError::InvalidParameterValue(m) => m,
-                _ => format!(
+                kiln_model::ModelError::Validation(_) => format!(
                     "{NAME_RULE}, optionally followed by :VERSION or :ALIAS (the same letters, or a version \
                      number)"
                 ),

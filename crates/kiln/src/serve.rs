@@ -265,7 +265,7 @@ async fn serve(
     {
         opts.concurrency_limit = limit;
     }
-    let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Engine::open(opts, backend.clone()).map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
     let accounts = match keys {
         None => None,
         Some((path, keys)) => {
@@ -331,7 +331,7 @@ fn account_opener(template: EngineOptions, backend: Arc<dyn Backend>) -> kiln_ap
         if let Some(limit) = limit {
             opts.concurrency_limit = limit;
         }
-        Engine::open(opts, backend.clone()).map_err(|e| e.to_string())
+        Engine::open(opts, backend.clone()).map_err(|e| e.chain().to_string())
     })
 }
 
@@ -367,9 +367,8 @@ fn sandbox_backend(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => {}

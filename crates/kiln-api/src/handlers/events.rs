@@ -1,7 +1,10 @@
 //! Asynchronous invocation: the event invoke config operations, the old InvokeAsync, and
 //! kiln's own views of the event queue (`/kiln/v1/…/events`).
 
-use super::{empty, function_ref, marker, ok_json, page_json, parse_json, plain_name, read_body, Result, SMALL_BODY};
+use super::{
+    empty, function_ref, marker, ok_json, page_json, parse_json, plain_name, read_body, small_too_large, Result,
+    SMALL_BODY,
+};
 use crate::error::ApiError;
 use crate::ReqBody;
 use crate::{full, Body, Call};
@@ -112,7 +115,7 @@ async fn put_config(
     merge: bool,
 ) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
-    let body = read_body(req, SMALL_BODY, || "Request must be smaller than 1048576 bytes".into()).await?;
+    let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: ConfigIn = parse_json(&body)?;
     let dest = |d: Option<DestinationIn>| d.and_then(|d| d.destination).filter(|a| !a.is_empty());
     let input = EventConfigInput {
@@ -169,9 +172,7 @@ fn summary_json(e: &EventSummary) -> serde_json::Value {
 async fn invoke_async(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>) -> Result<Response<Body>> {
     let r = function_ref(name, call)?;
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let payload =
-        read_body(req, limit, || format!("Request must be smaller than {limit} bytes for the InvokeAsync operation"))
-            .await?;
+    let payload = read_body(req, limit, || limits::request_too_large_message(limit, Some("InvokeAsync"))).await?;
     let payload = super::event_payload(payload)?;
     let out = engine
         .invoke(InvokeRequest { function: r, kind: InvokeKind::Event, payload, tail_logs: false, client_context: None })

@@ -267,7 +267,7 @@ pub(crate) unsafe fn clone_into_namespaces<F: FnOnce()>(flags: libc::c_int, chil
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_long,
+            libc::c_long::from(flags | libc::CLONE_PIDFD | libc::SIGCHLD),
             0,
             &mut pidfd as *mut libc::c_int,
             0,
@@ -291,7 +291,7 @@ pub(crate) unsafe fn clone_into_namespaces<F: FnOnce()>(flags: libc::c_int, chil
 pub(crate) fn probe_namespaces(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: a fork-like clone (no new stack); the child only calls _exit, which is
     // async-signal-safe.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_long, 0, 0, 0, 0) };
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::c_long::from(flags | libc::SIGCHLD), 0, 0, 0, 0) };
     if pid == 0 {
         // SAFETY: see above; we are the child.
         unsafe { libc::_exit(0) }

@@ -476,7 +476,7 @@ impl Sys for LinuxSys {
         ok(unsafe {
             libc::prctl(
                 libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
                 prog as *const libc::sock_fprog,
                 0,
                 0,
