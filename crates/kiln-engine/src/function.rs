@@ -100,7 +100,7 @@ impl FnState {
                 *targets.entry(v).or_default() += p.requested;
             }
         }
-        for (v, pool) in self.pools.iter_mut() {
+        for (v, pool) in &mut self.pools {
             pool.set_pc_target(targets.get(v).copied().unwrap_or(0));
         }
     }

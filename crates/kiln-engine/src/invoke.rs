@@ -419,7 +419,8 @@ impl Engine {
                 })
             };
             match victim {
-                Some(None) => continue,
+                // Gone from idle meanwhile: the loop looks again.
+                Some(None) => {}
                 Some(Some(e)) => {
                     tracing::debug!(env = %e.id, "evicted for the memory budget");
                     e.destroy();
