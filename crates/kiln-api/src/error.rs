@@ -28,6 +28,7 @@ impl ApiError {
                     | "InvalidZipFileException"
                     | "CodeSigningConfigNotFoundException"
                     | "PublicPolicyException"
+                    | "AccessDeniedException"
             ),
             reason: None,
             client_fault: status < 500,
