@@ -100,14 +100,18 @@ def test_good_keys_pass_and_each_key_acts_in_its_account(authed):
     assert resp["StatusCode"] == 200 and resp.get("FunctionError") is None, payload
     assert alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 200
     assert bob.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
-    # Bob sees nothing of Alice's: not by name, not by ARN, not in a listing.
-    for ref in (name, created["FunctionArn"], "111111111111:function:" + name):
+    # Bob sees nothing of Alice's: by name it is not there; by ARN (his request names Alice's
+    # account) it is refused as AWS refuses a caller no policy allows (test_cross_account.py).
+    with pytest.raises(ClientError) as e:
+        bob.get_function(FunctionName=name)
+    assert k.error_code(e.value) == "ResourceNotFoundException"
+    for ref in (created["FunctionArn"], "111111111111:function:" + name):
         with pytest.raises(ClientError) as e:
             bob.get_function(FunctionName=ref)
-        assert k.error_code(e.value) == "ResourceNotFoundException", ref
+        assert k.error_code(e.value) == "AccessDeniedException", ref
     with pytest.raises(ClientError) as e:
         bob.invoke(FunctionName=created["FunctionArn"], Payload=b"{}")
-    assert k.error_code(e.value) == "ResourceNotFoundException"
+    assert k.error_code(e.value) == "AccessDeniedException"
     assert [f["FunctionName"] for f in bob.list_functions()["Functions"]] == []
     assert [f["FunctionName"] for f in alice.list_functions()["Functions"]] == [name]
 
@@ -139,7 +143,7 @@ def test_layers_and_logs_are_invisible_to_another_account(authed):
     assert k.error_code(e.value) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as e:
         bob.get_layer_version_by_arn(Arn=layer["LayerVersionArn"])
-    assert k.error_code(e.value) == "ResourceNotFoundException"
+    assert k.error_code(e.value) == "AccessDeniedException"
 
     name = k.unique_name("logs")
     k.create(alice, name, k.rust_zip())
