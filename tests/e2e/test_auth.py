@@ -6,6 +6,7 @@ AWS CLI, and by hand (botocore's signer on a request that is then altered) for t
 """
 
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -317,3 +318,96 @@ def test_aws_cli_signs_with_configured_keys(authed, tmp_path):
     assert json.loads(ok.stdout)["Configuration"]["FunctionArn"].split(":")[4] == "111111111111"
     bad = aws("wrong", "list-functions")
     assert bad.returncode != 0 and "InvalidSignatureException" in bad.stderr, bad.stderr
+
+
+def test_canonical_request_tricks_are_refused(authed):
+    """Double encoding, header order and duplicates, enormous headers, replays, signed body hashes."""
+    alice = client(authed, ALICE)
+    name = k.unique_name("tricks")
+    k.create(alice, name, k.rust_zip())
+    path = "/2015-03-31/functions/%s/configuration" % name
+    # Double encoding: a path signed with `%3A` escaped once is not the path with `%253A`.
+    arn_path = "/2015-03-31/functions/%s/configuration" % ("arn%3Aaws%3Alambda%3Aus-east-1%3A111111111111%3Afunction%3A" + name)
+    headers = signed(authed, ALICE, "GET", arn_path)
+    status, _, body = send(authed, "GET", arn_path, headers=headers)
+    assert status == 200 and body["FunctionName"] == name, body
+    assert_refused(send(authed, "GET", arn_path.replace("%3A", "%253A"), headers=headers), "InvalidSignatureException")
+    assert_refused(send(authed, "GET", arn_path.replace("%3A", ":"), headers=headers), "InvalidSignatureException")
+    # Dot segments are removed before the path is compared, so a `..` pointing elsewhere is
+    # another path.
+    assert_refused(send(authed, "GET", path + "/../../" + name, headers=signed(authed, ALICE, "GET", path)), "InvalidSignatureException")
+
+    # Header order on the wire does not matter; a second value of a signed header does.
+    body = json.dumps({"Description": "ordered"}).encode()
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Extra": "a"})
+    reordered = dict(reversed(list(headers.items())))
+    status, _, out = send(authed, "PUT", path, body, reordered)
+    assert status == 200 and out["Description"] == "ordered", out
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Extra": "a"})
+    conn_headers = list(headers.items()) + [("X-Extra", "b")]
+    status, hdrs, out = _send_raw(authed, "PUT", path, body, conn_headers)
+    assert status == 403 and hdrs.get("x-amzn-errortype") == "InvalidSignatureException", (status, out)
+    # SignedHeaders out of order or in upper case: not a signature kiln can read.
+    auth = headers["Authorization"]
+    signed_names = auth.split("SignedHeaders=")[1].split(",")[0]
+    shuffled = ";".join(reversed(signed_names.split(";")))
+    assert_refused(send(authed, "PUT", path, body, dict(headers, Authorization=auth.replace(signed_names, shuffled))), "IncompleteSignatureException")
+    assert_refused(send(authed, "PUT", path, body, dict(headers, Authorization=auth.replace(signed_names, signed_names.upper()))), "IncompleteSignatureException")
+
+    # An enormous Authorization header is refused unread; a giant one never reaches kiln's parser.
+    huge = "AWS4-HMAC-SHA256 Credential=%s/20260101/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=%s" % (ALICE[0], "0" * 20000)
+    message = assert_refused(send(authed, "GET", path, headers={"Authorization": huge, "X-Amz-Date": "20260101T000000Z"}), "IncompleteSignatureException")
+    assert "longer than 8192 bytes" in message and "0000" not in message
+    status, _, _ = _send_raw(authed, "GET", path, b"", [("Authorization", "x" * 2_000_000)])
+    assert status in (400, 431), status
+
+    # A replay of a good request inside the window passes (SigV4 has no nonce); older, it does not.
+    headers = signed(authed, ALICE, "GET", path)
+    assert send(authed, "GET", path, headers=headers)[0] == 200
+    assert send(authed, "GET", path, headers=headers)[0] == 200
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5, seconds=30)
+    message = assert_refused(send(authed, "GET", path, headers=signed(authed, ALICE, "GET", path, when=old)), "InvalidSignatureException")
+    assert message.startswith("Signature expired:"), message
+
+    # A body signed through x-amz-content-sha256, then altered: the hash no longer matches.
+    body = json.dumps({"Description": "hashed"}).encode()
+    sha = hashlib.sha256(body).hexdigest()
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Amz-Content-SHA256": sha})
+    evil = json.dumps({"Description": "hacked"}).encode()
+    message = assert_refused(send(authed, "PUT", path, evil, headers), "InvalidSignatureException")
+    assert "x-amz-content-sha256" in message, message
+    # Claiming the altered body's hash breaks the signature instead.
+    forged = dict(headers, **{"X-Amz-Content-SHA256": hashlib.sha256(evil).hexdigest()})
+    message = assert_refused(send(authed, "PUT", path, evil, forged), "InvalidSignatureException")
+    assert message.startswith("The request signature we calculated does not match"), message
+    assert alice.get_function_configuration(FunctionName=name).get("Description") == "ordered"
+    status, _, out = send(authed, "PUT", path, body, headers)
+    assert status == 200 and out["Description"] == "hashed"
+
+
+def _send_raw(server, method, path, body, header_list):
+    """A request with exactly these header lines (repeats kept), over http.client."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlparse(server.endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        names = {h.lower() for h, _ in header_list}
+        if "host" not in names:
+            conn.putheader("Host", u.netloc)
+        for h, v in header_list:
+            conn.putheader(h, v)
+        if body and "content-length" not in names:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = json.loads(data or b"null")
+        except ValueError:
+            parsed = data
+        return resp.status, {h.lower(): v for h, v in resp.getheaders()}, parsed
+    finally:
+        conn.close()
