@@ -227,6 +227,14 @@ def test_sighup_reloads_keys_and_a_bad_file_keeps_the_old_ones(authed):
     authed.proc.send_signal(signal.SIGHUP)
     k.wait_for(lambda: _works(dave), what="dave's key after SIGHUP")
     assert dave.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
+    # Alice's account was open with a limit of 200; the file now sets none: back to kiln's 1000.
+    alice = client(authed, ALICE)
+    assert alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
+    # A limit set again applies to the open engine at once.
+    authed.keys_path.write_text(keys_text(ALICE, DAVE, limits={"111111111111": 300}))
+    authed.proc.send_signal(signal.SIGHUP)
+    k.wait_for(lambda: alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 300, what="alice's new limit")
+    assert alice.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 300
     # Bob's key is gone.
     with pytest.raises(ClientError) as e:
         client(authed, BOB).list_functions()
