@@ -732,7 +732,8 @@ pub fn fuzz_canonical(data: &[u8]) {
     let Ok(value) = http::HeaderValue::from_str(&value) else { panic!("an Authorization header that is not text") };
     headers.insert(http::header::AUTHORIZATION, value);
     let req = RequestParts { method: &method, path: &path, query: &query, headers: &headers };
-    let known = Keys::parse("[k]\naws_access_key_id = AKIAFUZZ\naws_secret_access_key = known\naccount_id = 111111111111\n");
+    let known =
+        Keys::parse("[k]\naws_access_key_id = AKIAFUZZ\naws_secret_access_key = known\naccount_id = 111111111111\n");
     let Ok(known) = known else { panic!("a fixed good keys file") };
     if let Err(e) = verify(&known, &req, body, expected, now) {
         panic!("a request signed with the key was refused: {e}; canonical {canonical:?}");

@@ -38,7 +38,8 @@ pub(crate) async fn answer(
     foreign: &str,
     req: Request<ReqBody>,
 ) -> Response<Body> {
-    let segments: Vec<String> = req.uri().path().split('/').filter(|s| !s.is_empty()).map(crate::percent_decode).collect();
+    let segments: Vec<String> =
+        req.uri().path().split('/').filter(|s| !s.is_empty()).map(crate::percent_decode).collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let invoked = match (req.method(), seg.as_slice()) {
         (&Method::POST, ["2015-03-31", "functions", name, "invocations"])
@@ -82,7 +83,8 @@ fn invoke_target(
         return Err(EngineError::NotFound(format!("Function not found: {arn}")).into());
     };
     let policy = engine.resource_policy(&r)?;
-    let allowed = policy.as_deref().is_some_and(|p| kiln_model::policy::allows(p, &caller.account_id, INVOKE_ACTION, None));
+    let allowed =
+        policy.as_deref().is_some_and(|p| kiln_model::policy::allows(p, &caller.account_id, INVOKE_ACTION, None));
     if allowed {
         tracing::debug!(caller = %caller.account_id, owner, function = %r.name, "cross-account invocation allowed");
         return Ok(engine);
@@ -265,7 +267,10 @@ mod tests {
             e.message,
             "User: arn:aws:iam::222222222222:root is not authorized to perform: lambda:InvokeFunction on resource: arn:aws:lambda:us-east-1:111111111111:function:f:prod because no resource-based policy allows the lambda:InvokeFunction action"
         );
-        assert_eq!(full_arn("111111111111:function:f", "eu-west-1"), "arn:aws:lambda:eu-west-1:111111111111:function:f");
+        assert_eq!(
+            full_arn("111111111111:function:f", "eu-west-1"),
+            "arn:aws:lambda:eu-west-1:111111111111:function:f"
+        );
         assert_eq!(full_arn("arn:aws:lambda:us-east-1:1:layer:l:1", "x"), "arn:aws:lambda:us-east-1:1:layer:l:1");
         assert_eq!(query_value("a=1&Qualifier=%24LATEST", "Qualifier").as_deref(), Some("$LATEST"));
         assert_eq!(query_value("a=1", "Qualifier"), None);

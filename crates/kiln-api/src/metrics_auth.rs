@@ -50,9 +50,10 @@ pub fn principal(
     let Some(bearer) = bearer else {
         return auth::verify(keys, parts, b"", expected, now);
     };
-    let (id, hex_mac) = bearer.trim().split_once(':').ok_or_else(|| {
-        AuthError::Incomplete("A metrics token must be '<access key id>:<hex HMAC-SHA256>'.".into())
-    })?;
+    let (id, hex_mac) = bearer
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| AuthError::Incomplete("A metrics token must be '<access key id>:<hex HMAC-SHA256>'.".into()))?;
     let key = keys.get(id).ok_or(AuthError::UnknownKey)?;
     let given = hex_decode(hex_mac).ok_or_else(|| AuthError::Invalid(auth::BAD_SIGNATURE.into()))?;
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.secret_access_key.as_bytes()) else {
