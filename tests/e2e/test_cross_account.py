@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 import kiln_e2e as k
 from test_auth import ALICE, BOB, assert_refused, authed, client, send, signed  # noqa: F401 (authed is a fixture)
 from test_aws_cli import AWS
+from test_console import browser, wait  # noqa: F401 (browser is a fixture)
 
 ALICE_ACCOUNT, BOB_ACCOUNT = ALICE[2], BOB[2]
 
@@ -238,3 +239,39 @@ def test_metrics_and_console_need_a_key_and_show_one_account(authed):
     assert status == 200 and "Samples" in body
     status, _, body = send(authed, "GET", path, headers=signed(authed, BOB, "GET", path))
     assert status == 404 and body["Message"].startswith("Function not found"), body
+
+
+def test_the_console_signs_in_with_a_key_and_shows_its_account(authed, browser):
+    from selenium.webdriver.common.by import By
+
+    alice, bob = client(authed, ALICE), client(authed, BOB)
+    a_name, b_name = k.unique_name("ca"), k.unique_name("cb")
+    k.create(alice, a_name, k.rust_zip())
+    k.create(bob, b_name, k.rust_zip())
+    browser.get(authed.endpoint + "/")
+    wait(browser, lambda d: d.find_elements(By.ID, "signin-button"), "the sign-in card")
+    # A wrong secret: refused, still signed out.
+    browser.find_element(By.ID, "signin-key").send_keys(ALICE[0])
+    browser.find_element(By.ID, "signin-secret").send_keys("not-the-secret")
+    browser.find_element(By.ID, "signin-button").click()
+    wait(browser, lambda d: "request signature we calculated does not match" in d.find_element(By.ID, "signin-error").text,
+         "the signature error")
+    # Alice's key: her function and not Bob's.
+    browser.find_element(By.ID, "signin-key").clear()
+    browser.find_element(By.ID, "signin-key").send_keys(ALICE[0])
+    browser.find_element(By.ID, "signin-secret").clear()
+    browser.find_element(By.ID, "signin-secret").send_keys(ALICE[1])
+    browser.find_element(By.ID, "signin-button").click()
+    row_css = 'tr[data-function="%s"]' % a_name
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row_css), "alice's function row")
+    assert not browser.find_elements(By.CSS_SELECTOR, 'tr[data-function="%s"]' % b_name)
+    # The function view: signed GETs with a query (samples), the signed log stream, a signed POST.
+    browser.find_element(By.CSS_SELECTOR, row_css).click()
+    wait(browser, lambda d: d.find_element(By.ID, "function-name").text == a_name, "the function view")
+    payload = browser.find_element(By.ID, "invoke-payload")
+    payload.clear()
+    payload.send_keys(json.dumps({"action": "echo", "from": "signed console"}))
+    browser.find_element(By.ID, "invoke-button").click()
+    wait(browser, lambda d: d.find_element(By.ID, "invoke-status").text == "Succeeded", "the invoke result")
+    assert json.loads(browser.find_element(By.ID, "invoke-output").text)["from"] == "signed console"
+    wait(browser, lambda d: "START RequestId" in d.find_element(By.ID, "log").text, "the followed log")

@@ -196,7 +196,11 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketA
     let seg: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
     let op = metrics::operation(req.method(), &seg);
     let get = req.method() == http::Method::GET;
-    let console = if get { console::asset(server.options.console, &seg) } else { None };
+    let console = if get {
+        console::asset(server.options.console, server.accounts.as_deref().map(|a| a.region()), &seg)
+    } else {
+        None
+    };
     drop(seg);
     let resp = match (op, console) {
         (_, Some(r)) => r,
