@@ -6,6 +6,7 @@ AWS CLI, and by hand (botocore's signer on a request that is then altered) for t
 """
 
 import datetime
+import hashlib
 import json
 import os
 import signal
@@ -100,14 +101,18 @@ def test_good_keys_pass_and_each_key_acts_in_its_account(authed):
     assert resp["StatusCode"] == 200 and resp.get("FunctionError") is None, payload
     assert alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 200
     assert bob.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
-    # Bob sees nothing of Alice's: not by name, not by ARN, not in a listing.
-    for ref in (name, created["FunctionArn"], "111111111111:function:" + name):
+    # Bob sees nothing of Alice's: by name it is not there; by ARN (his request names Alice's
+    # account) it is refused as AWS refuses a caller no policy allows (test_cross_account.py).
+    with pytest.raises(ClientError) as e:
+        bob.get_function(FunctionName=name)
+    assert k.error_code(e.value) == "ResourceNotFoundException"
+    for ref in (created["FunctionArn"], "111111111111:function:" + name):
         with pytest.raises(ClientError) as e:
             bob.get_function(FunctionName=ref)
-        assert k.error_code(e.value) == "ResourceNotFoundException", ref
+        assert k.error_code(e.value) == "AccessDeniedException", ref
     with pytest.raises(ClientError) as e:
         bob.invoke(FunctionName=created["FunctionArn"], Payload=b"{}")
-    assert k.error_code(e.value) == "ResourceNotFoundException"
+    assert k.error_code(e.value) == "AccessDeniedException"
     assert [f["FunctionName"] for f in bob.list_functions()["Functions"]] == []
     assert [f["FunctionName"] for f in alice.list_functions()["Functions"]] == [name]
 
@@ -139,7 +144,7 @@ def test_layers_and_logs_are_invisible_to_another_account(authed):
     assert k.error_code(e.value) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as e:
         bob.get_layer_version_by_arn(Arn=layer["LayerVersionArn"])
-    assert k.error_code(e.value) == "ResourceNotFoundException"
+    assert k.error_code(e.value) == "AccessDeniedException"
 
     name = k.unique_name("logs")
     k.create(alice, name, k.rust_zip())
@@ -222,6 +227,14 @@ def test_sighup_reloads_keys_and_a_bad_file_keeps_the_old_ones(authed):
     authed.proc.send_signal(signal.SIGHUP)
     k.wait_for(lambda: _works(dave), what="dave's key after SIGHUP")
     assert dave.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
+    # Alice's account was open with a limit of 200; the file now sets none: back to kiln's 1000.
+    alice = client(authed, ALICE)
+    assert alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 1000
+    # A limit set again applies to the open engine at once.
+    authed.keys_path.write_text(keys_text(ALICE, DAVE, limits={"111111111111": 300}))
+    authed.proc.send_signal(signal.SIGHUP)
+    k.wait_for(lambda: alice.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 300, what="alice's new limit")
+    assert alice.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 300
     # Bob's key is gone.
     with pytest.raises(ClientError) as e:
         client(authed, BOB).list_functions()
@@ -313,3 +326,96 @@ def test_aws_cli_signs_with_configured_keys(authed, tmp_path):
     assert json.loads(ok.stdout)["Configuration"]["FunctionArn"].split(":")[4] == "111111111111"
     bad = aws("wrong", "list-functions")
     assert bad.returncode != 0 and "InvalidSignatureException" in bad.stderr, bad.stderr
+
+
+def test_canonical_request_tricks_are_refused(authed):
+    """Double encoding, header order and duplicates, enormous headers, replays, signed body hashes."""
+    alice = client(authed, ALICE)
+    name = k.unique_name("tricks")
+    k.create(alice, name, k.rust_zip())
+    path = "/2015-03-31/functions/%s/configuration" % name
+    # Double encoding: a path signed with `%3A` escaped once is not the path with `%253A`.
+    arn_path = "/2015-03-31/functions/%s/configuration" % ("arn%3Aaws%3Alambda%3Aus-east-1%3A111111111111%3Afunction%3A" + name)
+    headers = signed(authed, ALICE, "GET", arn_path)
+    status, _, body = send(authed, "GET", arn_path, headers=headers)
+    assert status == 200 and body["FunctionName"] == name, body
+    assert_refused(send(authed, "GET", arn_path.replace("%3A", "%253A"), headers=headers), "InvalidSignatureException")
+    assert_refused(send(authed, "GET", arn_path.replace("%3A", ":"), headers=headers), "InvalidSignatureException")
+    # Dot segments are removed before the path is compared, so a `..` pointing elsewhere is
+    # another path.
+    assert_refused(send(authed, "GET", path + "/../../" + name, headers=signed(authed, ALICE, "GET", path)), "InvalidSignatureException")
+
+    # Header order on the wire does not matter; a second value of a signed header does.
+    body = json.dumps({"Description": "ordered"}).encode()
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Extra": "a"})
+    reordered = dict(reversed(list(headers.items())))
+    status, _, out = send(authed, "PUT", path, body, reordered)
+    assert status == 200 and out["Description"] == "ordered", out
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Extra": "a"})
+    conn_headers = list(headers.items()) + [("X-Extra", "b")]
+    status, hdrs, out = _send_raw(authed, "PUT", path, body, conn_headers)
+    assert status == 403 and hdrs.get("x-amzn-errortype") == "InvalidSignatureException", (status, out)
+    # SignedHeaders out of order or in upper case: not a signature kiln can read.
+    auth = headers["Authorization"]
+    signed_names = auth.split("SignedHeaders=")[1].split(",")[0]
+    shuffled = ";".join(reversed(signed_names.split(";")))
+    assert_refused(send(authed, "PUT", path, body, dict(headers, Authorization=auth.replace(signed_names, shuffled))), "IncompleteSignatureException")
+    assert_refused(send(authed, "PUT", path, body, dict(headers, Authorization=auth.replace(signed_names, signed_names.upper()))), "IncompleteSignatureException")
+
+    # An enormous Authorization header is refused unread; a giant one never reaches kiln's parser.
+    huge = "AWS4-HMAC-SHA256 Credential=%s/20260101/us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=%s" % (ALICE[0], "0" * 20000)
+    message = assert_refused(send(authed, "GET", path, headers={"Authorization": huge, "X-Amz-Date": "20260101T000000Z"}), "IncompleteSignatureException")
+    assert "longer than 8192 bytes" in message and "0000" not in message
+    status, _, _ = _send_raw(authed, "GET", path, b"", [("Authorization", "x" * 2_000_000)])
+    assert status in (400, 431), status
+
+    # A replay of a good request inside the window passes (SigV4 has no nonce); older, it does not.
+    headers = signed(authed, ALICE, "GET", path)
+    assert send(authed, "GET", path, headers=headers)[0] == 200
+    assert send(authed, "GET", path, headers=headers)[0] == 200
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5, seconds=30)
+    message = assert_refused(send(authed, "GET", path, headers=signed(authed, ALICE, "GET", path, when=old)), "InvalidSignatureException")
+    assert message.startswith("Signature expired:"), message
+
+    # A body signed through x-amz-content-sha256, then altered: the hash no longer matches.
+    body = json.dumps({"Description": "hashed"}).encode()
+    sha = hashlib.sha256(body).hexdigest()
+    headers = signed(authed, ALICE, "PUT", path, body, {"Content-Type": "application/json", "X-Amz-Content-SHA256": sha})
+    evil = json.dumps({"Description": "hacked"}).encode()
+    message = assert_refused(send(authed, "PUT", path, evil, headers), "InvalidSignatureException")
+    assert "x-amz-content-sha256" in message, message
+    # Claiming the altered body's hash breaks the signature instead.
+    forged = dict(headers, **{"X-Amz-Content-SHA256": hashlib.sha256(evil).hexdigest()})
+    message = assert_refused(send(authed, "PUT", path, evil, forged), "InvalidSignatureException")
+    assert message.startswith("The request signature we calculated does not match"), message
+    assert alice.get_function_configuration(FunctionName=name).get("Description") == "ordered"
+    status, _, out = send(authed, "PUT", path, body, headers)
+    assert status == 200 and out["Description"] == "hashed"
+
+
+def _send_raw(server, method, path, body, header_list):
+    """A request with exactly these header lines (repeats kept), over http.client."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlparse(server.endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        names = {h.lower() for h, _ in header_list}
+        if "host" not in names:
+            conn.putheader("Host", u.netloc)
+        for h, v in header_list:
+            conn.putheader(h, v)
+        if body and "content-length" not in names:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = json.loads(data or b"null")
+        except ValueError:
+            parsed = data
+        return resp.status, {h.lower(): v for h, v in resp.getheaders()}, parsed
+    finally:
+        conn.close()

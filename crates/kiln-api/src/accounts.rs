@@ -33,6 +33,9 @@ pub struct Accounts {
     keys: RwLock<Arc<Keys>>,
     engines: Mutex<BTreeMap<String, Engine>>,
     open: Opener,
+    /// The limit an account has when its keys set none (kiln's `--concurrency-limit`): what an
+    /// open engine goes back to when a reload drops its `concurrency_limit`.
+    base_limit: Option<u32>,
 }
 
 impl Accounts {
@@ -44,15 +47,28 @@ impl Accounts {
             keys: RwLock::new(Arc::new(Keys::default())),
             engines: Mutex::new(BTreeMap::from([(DEFAULT_ACCOUNT.to_string(), default)])),
             open,
+            base_limit: None,
         };
         accounts.reload(keys)?;
         Ok(accounts)
     }
 
-    /// Puts new keys in force once every account they name has an engine.
+    /// [`Accounts::new`] with the limit accounts have when their keys set none, so that a
+    /// reload that drops an account's `concurrency_limit` puts that limit back.
+    pub fn with_base_limit(mut self, limit: u32) -> Self {
+        self.base_limit = Some(limit);
+        self
+    }
+
+    /// Puts new keys in force once every account they name has an engine; an open engine
+    /// takes the account's `concurrency_limit` as the keys now set it.
     pub fn reload(&self, keys: Keys) -> Result<(), AccountError> {
         for (account, limit) in keys.accounts() {
-            if self.engine(&account).is_some() {
+            if let Some(engine) = self.engine(&account) {
+                if let Some(limit) = limit.or(self.base_limit).filter(|l| *l != engine.concurrency_limit()) {
+                    tracing::info!(account = %account, limit, "account concurrency limit changed");
+                    engine.set_concurrency_limit(limit);
+                }
                 continue;
             }
             let engine =

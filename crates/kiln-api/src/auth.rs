@@ -664,5 +664,81 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// The body of the `sigv4_canonical` fuzz target (and of a property test over generated
+/// inputs in `cargo test`): the input is split at `0xff` bytes into method, path, query, header
+/// lines (`name:value`, separated by `\n`) and body. Panics when a property fails:
+///
+/// - building the canonical request never panics, gives the same text twice, and its path line
+///   holds only unreserved bytes, `/` and `%XX`;
+/// - `verify` with a key whose secret the request did not use never accepts, and answers the
+///   same twice;
+/// - the same request signed with the key (by [`authorization`]) verifies, unless it carries a
+///   presigned query or more headers than a signature may name.
+#[doc(hidden)]
+pub fn fuzz_canonical(data: &[u8]) {
+    let mut parts = data.split(|&b| b == 0xff);
+    let method = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let query = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let header_text = parts.next().unwrap_or_default();
+    let body = parts.next().unwrap_or_default();
+    let mut headers = http::HeaderMap::new();
+    for line in header_text.split(|&b| b == b'\n') {
+        let Some(i) = line.iter().position(|&b| b == b':') else { continue };
+        let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(&line[..i]), http::HeaderValue::from_bytes(&line[i + 1..]))
+        else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let req = RequestParts { method: &method, path: &path, query: &query, headers: &headers };
+    let names: Vec<String> = headers.keys().map(|k| k.as_str().to_string()).collect();
+    let canonical = canonical_request(&req, &names, UNSIGNED_PAYLOAD, false);
+    assert_eq!(canonical, canonical_request(&req, &names, UNSIGNED_PAYLOAD, false), "not deterministic");
+    // (The method may hold newlines itself: the path is found after it, not by splitting.)
+    let path_line = canonical_path(&path);
+    assert!(canonical.starts_with(&format!("{method}\n{path_line}\n")), "{canonical:?}");
+    assert!(path_line.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~/%".contains(&b)), "{path_line:?}");
+    assert!(path_line.starts_with('/') || !path.starts_with('/'), "{path_line:?}");
+    let expected = Expected { region: "us-east-1", service: "lambda" };
+    let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+    let stranger = Keys::parse(
+        "[k]\naws_access_key_id = AKIAFUZZ\naws_secret_access_key = unknowable\naccount_id = 111111111111\n",
+    );
+    let Ok(stranger) = stranger else { panic!("a fixed good keys file") };
+    let first = verify(&stranger, &req, body, expected, now);
+    assert!(first.is_err(), "accepted without the secret");
+    assert_eq!(first, verify(&stranger, &req, body, expected, now), "not deterministic");
+
+    // Signed for real, it verifies.
+    let date = amz_date(now);
+    let Ok(date_value) = http::HeaderValue::from_str(&date) else { return };
+    headers.remove(http::header::AUTHORIZATION);
+    headers.remove(HEADER_CONTENT_SHA256);
+    headers.insert(HEADER_DATE, date_value);
+    if !headers.contains_key(http::header::HOST) {
+        headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost:9000"));
+    }
+    if query_pairs(&query).any(|(k, _)| k == "X-Amz-Algorithm") || headers.keys_len() > MAX_SIGNED_HEADERS {
+        return;
+    }
+    let body_hash = hex(&Sha256::digest(body));
+    let req = RequestParts { method: &method, path: &path, query: &query, headers: &headers };
+    let value = authorization(&req, "AKIAFUZZ", "known", &date, expected, &body_hash);
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return;
+    }
+    let Ok(value) = http::HeaderValue::from_str(&value) else { panic!("an Authorization header that is not text") };
+    headers.insert(http::header::AUTHORIZATION, value);
+    let req = RequestParts { method: &method, path: &path, query: &query, headers: &headers };
+    let known =
+        Keys::parse("[k]\naws_access_key_id = AKIAFUZZ\naws_secret_access_key = known\naccount_id = 111111111111\n");
+    let Ok(known) = known else { panic!("a fixed good keys file") };
+    if let Err(e) = verify(&known, &req, body, expected, now) {
+        panic!("a request signed with the key was refused: {e}; canonical {canonical:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests;

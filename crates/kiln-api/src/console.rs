@@ -51,14 +51,19 @@ impl ConsoleMode {
 }
 
 /// Answers the console's own paths (`/`, `/console/…`, `/kiln/v1/console`), or `None` when the
-/// request is not one of them.
-pub(crate) fn asset(mode: ConsoleMode, seg: &[&str]) -> Option<Response<Body>> {
+/// request is not one of them. `auth_region`: with `--auth-keys`, the region the page signs its
+/// API calls for (it asks for a key and signs every call; these paths hold no data).
+pub(crate) fn asset(mode: ConsoleMode, auth_region: Option<&str>, seg: &[&str]) -> Option<Response<Body>> {
     let (body, content_type) = match seg {
         [] | ["console" | "index.html"] => (INDEX_HTML, "text/html; charset=utf-8"),
         ["console", "app.js"] => (APP_JS, "text/javascript; charset=utf-8"),
         ["console", "app.css"] => (APP_CSS, "text/css; charset=utf-8"),
         ["kiln", "v1", "console"] => {
-            let mut r = Response::new(full(json!({ "Mode": mode.as_str() }).to_string()));
+            let mut v = json!({ "Mode": mode.as_str(), "Auth": auth_region.is_some() });
+            if let Some(region) = auth_region {
+                v["Region"] = json!(region);
+            }
+            let mut r = Response::new(full(v.to_string()));
             r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             return Some(r);
         }

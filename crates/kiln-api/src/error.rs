@@ -56,6 +56,7 @@ impl ApiError {
                     | code::INVALID_ZIP_FILE
                     | code::CODE_SIGNING_CONFIG_NOT_FOUND
                     | code::PUBLIC_POLICY
+                    | code::ACCESS_DENIED
             ),
             reason: None,
             client_fault: status < 500,

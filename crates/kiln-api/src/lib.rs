@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod auth;
 mod codesigning;
 pub mod console;
+pub mod cross_account;
 pub mod error;
 pub mod eventstream;
 mod function_settings;
@@ -24,6 +25,7 @@ pub mod keys;
 mod layers;
 pub mod logs_api;
 pub mod metrics;
+pub mod metrics_auth;
 mod policy;
 mod runtimes;
 mod stream;
@@ -70,6 +72,17 @@ struct Server {
     options: ApiOptions,
     /// With `--auth-keys`: the keys and an engine per account; every request is authenticated.
     accounts: Option<Arc<accounts::Accounts>>,
+    /// With `--auth-keys`: each account's `/metrics` (its engine, the requests its keys made).
+    account_metrics: std::sync::Mutex<std::collections::BTreeMap<String, Arc<metrics::Metrics>>>,
+}
+
+impl Server {
+    /// The metrics of `account`, made on its first request.
+    fn metrics_of(&self, account: &str) -> Option<Arc<metrics::Metrics>> {
+        let engine = self.accounts.as_ref()?.engine(account)?;
+        let mut all = self.account_metrics.lock().ok()?;
+        Some(all.entry(account.to_string()).or_insert_with(|| Arc::new(metrics::Metrics::new(engine))).clone())
+    }
 }
 
 /// How many connections may be open at once: half of what the process may open (the rest is
@@ -107,8 +120,13 @@ pub async fn serve_accounts(
     options: ApiOptions,
     accounts: Option<Arc<accounts::Accounts>>,
 ) {
-    let server =
-        std::sync::Arc::new(Server { metrics: metrics::Metrics::new(engine.clone()), engine, options, accounts });
+    let server = std::sync::Arc::new(Server {
+        metrics: metrics::Metrics::new(engine.clone()),
+        engine,
+        options,
+        accounts,
+        account_metrics: Default::default(),
+    });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connection_limit()));
     let mut refused: u64 = 0;
     loop {
@@ -178,22 +196,53 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketA
     let seg: Vec<&str> = req.uri().path().split('/').filter(|s| !s.is_empty()).collect();
     let op = metrics::operation(req.method(), &seg);
     let get = req.method() == http::Method::GET;
-    let console = if get { console::asset(server.options.console, &seg) } else { None };
+    let console = if get {
+        console::asset(server.options.console, server.accounts.as_deref().map(|a| a.region()), &seg)
+    } else {
+        None
+    };
     drop(seg);
     let resp = match (op, console) {
         (_, Some(r)) => r,
-        ("Metrics", _) => {
-            let mut r = Response::new(full(server.metrics.render().await));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
-            r
-        }
+        ("Metrics", _) => match &server.accounts {
+            None => metrics_response(server.metrics.render().await),
+            Some(accounts) => signed_metrics(server, accounts, &req).await,
+        },
         _ => match &server.accounts {
             None => route(&server.engine, req.map(http_body_util::Either::Left)).await,
-            Some(accounts) => authenticated(accounts, req).await,
+            Some(accounts) => {
+                let mut signer = None;
+                let resp = authenticated(accounts, req, &mut signer).await;
+                if let Some(m) = signer.and_then(|a| server.metrics_of(&a)) {
+                    m.requests.count(op, resp.status().as_u16());
+                }
+                resp
+            }
         },
     };
     server.metrics.requests.count(op, resp.status().as_u16());
     resp
+}
+
+fn metrics_response(text: String) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+    r
+}
+
+/// `/metrics` with `--auth-keys`: the caller's account's series only ([`metrics_auth`]).
+async fn signed_metrics(server: &Server, accounts: &accounts::Accounts, req: &Request<Incoming>) -> Response<Body> {
+    let expected = auth::Expected { region: accounts.region(), service: wire::SERVICE_LAMBDA };
+    let keys = accounts.keys();
+    let who = metrics_auth::principal(&keys, &auth::RequestParts::of(req), expected, time::OffsetDateTime::now_utc());
+    match who.map(|p| server.metrics_of(&p.account_id)) {
+        Ok(Some(m)) => metrics_response(m.render().await),
+        Ok(None) => error_response(&ApiError::service()),
+        Err(e) => {
+            tracing::debug!(code = e.code(), "scrape refused: {e}");
+            auth_error_response(&e, false)
+        }
+    }
 }
 
 /// A parsed request: method, decoded path segments, decoded query pairs.
@@ -211,7 +260,12 @@ impl Call {
 
 /// Checks a request's signature and answers it in its signer's account. Only a request whose
 /// key is known and whose date is in the window gets its body read.
-async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) -> Response<Body> {
+/// `signer` is set to the signer's account once the signature is good.
+async fn authenticated(
+    accounts: &accounts::Accounts,
+    req: Request<Incoming>,
+    signer: &mut Option<String>,
+) -> Response<Body> {
     let logs = logs_api::is_logs_call(&req);
     let expected = auth::Expected {
         region: accounts.region(),
@@ -246,11 +300,12 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
         Ok(p) => p,
         Err(e) => return refuse(e),
     };
+    *signer = Some(principal.account_id.clone());
     let Some(engine) = accounts.engine(&principal.account_id) else {
         tracing::error!(account = %principal.account_id, "no engine for a signed request's account");
         return error_response(&ApiError::service());
     };
-    // Another account's ARN names nothing this signer can see.
+    // Another account's ARN: only what that account's resource policy allows.
     let foreign = parts
         .uri
         .path()
@@ -265,10 +320,11 @@ async fn authenticated(accounts: &accounts::Accounts, req: Request<Incoming>) ->
                 .map(|kv| percent_decode(kv.split_once('=').map_or("", |(_, v)| v))),
         )
         .find(|v| accounts::named_account(v).is_some_and(|a| a != principal.account_id));
-    if let Some(arn) = foreign {
-        return error_response(&ApiError::function_not_found(&arn));
+    let req = Request::from_parts(parts, http_body_util::Either::Right(Full::new(bytes)));
+    match foreign {
+        Some(arn) => cross_account::answer(accounts, &principal, &arn, req).await,
+        None => route(&engine, req).await,
     }
-    route(&engine, Request::from_parts(parts, http_body_util::Either::Right(Full::new(bytes)))).await
 }
 
 /// A refused signature in the shape of the API it was meant for.

@@ -11,6 +11,7 @@
 
 use crate::error::ThrottleReason;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,8 @@ impl State {
 /// The account's concurrency bookkeeping.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    limit: u32,
+    /// The account's limit; it may change while kiln runs ([`Admission::set_limit`]).
+    limit: Arc<AtomicU32>,
     state: Arc<Mutex<State>>,
 }
 
@@ -69,7 +71,7 @@ pub const MIN_UNRESERVED: u32 = 100;
 
 impl Admission {
     pub fn new(limit: u32) -> Self {
-        Self { limit, state: Arc::new(Mutex::new(State::default())) }
+        Self { limit: Arc::new(AtomicU32::new(limit)), state: Arc::new(Mutex::new(State::default())) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -77,7 +79,13 @@ impl Admission {
     }
 
     pub fn limit(&self) -> u32 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A new account limit. Invocations in flight keep their slots (a lower limit only refuses
+    /// new ones until usage falls under it); reservations made under a higher limit stay.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Takes an on-demand slot for `function`, or says why not.
@@ -92,7 +100,7 @@ impl Admission {
                 }
             }
             None => {
-                if usage >= u64::from(self.limit) {
+                if usage >= u64::from(self.limit()) {
                     return Err(ThrottleReason::ConcurrentInvocationLimitExceeded);
                 }
             }
@@ -105,7 +113,7 @@ impl Admission {
     pub fn check_reserved(&self, function: &str, reserved: u32) -> Result<(), String> {
         let st = self.lock();
         let others = st.reserved_total(function);
-        if others + u64::from(reserved) > u64::from(self.limit.saturating_sub(MIN_UNRESERVED)) {
+        if others + u64::from(reserved) > u64::from(self.limit().saturating_sub(MIN_UNRESERVED)) {
             return Err(format!(
                 "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
             ));
@@ -134,7 +142,7 @@ impl Admission {
             Some(_) => Ok(()),
             None => {
                 let others: u64 = st.account_usage() - u64::from(c.provisioned) - u64::from(c.in_flight);
-                let room = u64::from(self.limit.saturating_sub(MIN_UNRESERVED));
+                let room = u64::from(self.limit().saturating_sub(MIN_UNRESERVED));
                 if others + u64::from(total) > room {
                     Err(format!(
                         "Requested Provisioned Concurrency would decrease account's UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}]."
@@ -153,7 +161,7 @@ impl Admission {
     /// `UnreservedConcurrentExecutions`.
     pub fn unreserved(&self) -> u32 {
         let st = self.lock();
-        self.limit.saturating_sub(st.reserved_total("") as u32)
+        self.limit().saturating_sub(st.reserved_total("") as u32)
     }
 
     /// On-demand invocations of `function` in flight.
@@ -195,6 +203,20 @@ mod tests {
         drop(permits);
         assert!(a.acquire("g").is_ok());
         assert_eq!(a.unreserved(), 100);
+    }
+
+    #[test]
+    fn a_changed_limit_applies_to_the_next_acquire() {
+        let a = Admission::new(150);
+        let copy = a.clone();
+        let permits: Vec<_> = (0..120).map(|_| a.acquire("f").unwrap()).collect();
+        copy.set_limit(120);
+        assert_eq!(a.limit(), 120);
+        assert_eq!(a.acquire("f").unwrap_err(), ThrottleReason::ConcurrentInvocationLimitExceeded);
+        a.set_limit(200);
+        assert!(a.acquire("f").is_ok());
+        assert!(a.check_reserved("g", 100).is_ok() && a.check_reserved("g", 101).is_err());
+        drop(permits);
     }
 
     #[test]

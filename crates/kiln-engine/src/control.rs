@@ -346,6 +346,15 @@ impl Engine {
         Ok((text, Self::revision_of(&st, &t)))
     }
 
+    /// The resource policy of the function, version or alias `r` names, if it has one (what a
+    /// cross-account invocation is checked against); `NotFound` when `r` names nothing.
+    pub fn resource_policy(&self, r: &FunctionRef) -> Result<Option<String>, EngineError> {
+        let f = self.function(&r.name)?;
+        let st = f.lock();
+        let t = self.target(&st, r)?;
+        self.extra(r.name.as_str(), &policy_key(&t.qualifier()))
+    }
+
     /// PutResourcePolicy: replaces the whole policy with `document` (kept as given).
     pub fn put_resource_policy(
         &self,

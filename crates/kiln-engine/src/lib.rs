@@ -1172,6 +1172,18 @@ impl Engine {
 
     // ---- concurrency ---------------------------------------------------------------------
 
+    /// The account's concurrency limit.
+    pub fn concurrency_limit(&self) -> u32 {
+        self.inner.admission.limit()
+    }
+
+    /// Changes the account's concurrency limit while kiln runs (the keys file's
+    /// `concurrency_limit`, re-read on SIGHUP): invocations in flight keep their slots, new ones
+    /// are admitted against the new limit.
+    pub fn set_concurrency_limit(&self, limit: u32) {
+        self.inner.admission.set_limit(limit);
+    }
+
     pub fn put_reserved_concurrency(&self, name: &FunctionName, reserved: i64) -> Result<u32, EngineError> {
         let limit = self.inner.admission.limit();
         if reserved < 0 {

@@ -470,6 +470,18 @@ mod tests {
     }
 
     #[test]
+    fn anyone_with_a_principal_account_condition() {
+        let s = json!({"Sid": "a", "Effect": "Allow", "Principal": "*", "Action": "lambda:InvokeFunction", "Resource": ARN,
+            "Condition": {"StringEquals": {"aws:PrincipalAccount": ["111111111111", "333333333333"]}}});
+        let doc = policy(vec![s]);
+        assert!(allows(&doc, "111111111111", "lambda:InvokeFunction", None));
+        assert!(allows(&doc, "333333333333", "lambda:InvokeFunction", None));
+        assert!(!allows(&doc, "222222222222", "lambda:InvokeFunction", None));
+        let s = json!({"Sid": "b", "Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam::222222222222:root"]}, "Action": ["lambda:Get*", "lambda:Invoke*"], "Resource": ARN});
+        assert!(allows(&policy(vec![s]), "222222222222", "lambda:InvokeFunction", None));
+    }
+
+    #[test]
     fn conditions_kiln_cannot_know_grant_nothing() {
         let mut p = input("s", "*");
         p.principal_org_id = Some("o-abcdefghij".into());

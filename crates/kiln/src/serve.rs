@@ -270,12 +270,14 @@ async fn serve(
         None => None,
         Some((path, keys)) => {
             let n = keys.len();
+            let base_limit = template.concurrency_limit;
             let accounts = kiln_api::accounts::Accounts::new(
                 template.partition.region.clone(),
                 keys,
                 engine.clone(),
                 account_opener(template, backend.clone()),
-            )?;
+            )?
+            .with_base_limit(base_limit);
             tracing::info!("authentication on: {n} keys from {}, SIGHUP re-reads it", path.display());
             let accounts = Arc::new(accounts);
             tokio::spawn(reload_on_hangup(path, accounts.clone()));

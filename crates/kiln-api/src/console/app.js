@@ -8,6 +8,84 @@ const LOG_MAX_LINES = 2000;
 
 const state = { mode: "on", timer: null, logAbort: null, view: null };
 
+// ---- signing (kiln serve --auth-keys) -----------------------------------------------------
+// With keys on, every API call is signed with AWS Signature Version 4 in the page (WebCrypto),
+// with a key the user types in; the key stays in this tab's sessionStorage and goes nowhere
+// but into signatures. WebCrypto exists only in secure contexts: https, or localhost.
+
+const auth = { on: false, region: "us-east-1" };
+const KEY_ID = "kiln.accessKeyId", SECRET = "kiln.secretAccessKey";
+const te = new TextEncoder();
+const hexOf = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+const sha256Hex = async (data) => hexOf(await crypto.subtle.digest("SHA-256", typeof data === "string" ? te.encode(data) : data));
+async function hmac(key, msg) {
+  const k = await crypto.subtle.importKey("raw", typeof key === "string" ? te.encode(key) : key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return crypto.subtle.sign("HMAC", k, te.encode(msg));
+}
+// Every byte but A-Z a-z 0-9 - _ . ~ (and / when keepSlash) as %XX, as kiln and botocore encode.
+function uriEncode(bytes, keepSlash) {
+  let out = "";
+  for (const b of bytes) {
+    const c = String.fromCharCode(b);
+    if (/[A-Za-z0-9\-_.~]/.test(c) || (keepSlash && c === "/")) out += c;
+    else out += "%" + b.toString(16).toUpperCase().padStart(2, "0");
+  }
+  return out;
+}
+function pctDecode(s) {
+  const b = te.encode(s), out = [];
+  for (let i = 0; i < b.length; i++) {
+    const hx = (x) => parseInt(String.fromCharCode(x), 16);
+    if (b[i] === 37 && i + 2 < b.length && !isNaN(hx(b[i + 1])) && !isNaN(hx(b[i + 2]))) {
+      out.push(hx(b[i + 1]) * 16 + hx(b[i + 2]));
+      i += 2;
+    } else out.push(b[i]);
+  }
+  return out;
+}
+function canonicalPath(path) {
+  const segs = [];
+  for (const s of path.split("/")) {
+    if (s === "" || s === ".") continue;
+    if (s === "..") segs.pop(); else segs.push(s);
+  }
+  let normal = (path.startsWith("/") ? "/" : "") + segs.join("/");
+  if (path.endsWith("/") && segs.length) normal += "/";
+  return uriEncode(te.encode(normal || "/"), true);
+}
+function canonicalQuery(query) {
+  const pairs = query.split("&").filter((kv) => kv).map((kv) => {
+    const i = kv.indexOf("=");
+    const [k, v] = i < 0 ? [kv, ""] : [kv.slice(0, i), kv.slice(i + 1)];
+    return [uriEncode(pctDecode(k), false), uriEncode(pctDecode(v), false)];
+  });
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+  return pairs.map(([k, v]) => k + "=" + v).join("&");
+}
+// The headers that sign `method url body` for the key: X-Amz-Date and Authorization.
+async function sigv4(method, url, body, keyId, secret, region) {
+  const u = new URL(url, location.origin);
+  const amzDate = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
+  const day = amzDate.slice(0, 8);
+  const scope = day + "/" + region + "/lambda/aws4_request";
+  const canonical = [method, canonicalPath(u.pathname), canonicalQuery(u.search.replace(/^\?/, "")),
+    "host:" + u.host, "x-amz-date:" + amzDate, "", "host;x-amz-date", await sha256Hex(body || "")].join("\n");
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, await sha256Hex(canonical)].join("\n");
+  let k = await hmac("AWS4" + secret, day);
+  for (const part of [region, "lambda", "aws4_request"]) k = await hmac(k, part);
+  const signature = hexOf(await hmac(k, toSign));
+  return { "X-Amz-Date": amzDate,
+    Authorization: "AWS4-HMAC-SHA256 Credential=" + keyId + "/" + scope + ", SignedHeaders=host;x-amz-date, Signature=" + signature };
+}
+// fetch, signed when kiln asks for signatures.
+async function apiFetch(path, opts = {}) {
+  if (!auth.on) return fetch(path, opts);
+  const keyId = sessionStorage.getItem(KEY_ID), secret = sessionStorage.getItem(SECRET);
+  if (!keyId || !secret) throw new Error("not signed in");
+  const signed = await sigv4(opts.method || "GET", path, opts.body, keyId, secret, auth.region);
+  return fetch(path, { ...opts, headers: { ...(opts.headers || {}), ...signed } });
+}
+
 // ---- small helpers ------------------------------------------------------------------------
 
 function h(tag, attrs, ...children) {
@@ -28,7 +106,7 @@ function h(tag, attrs, ...children) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await apiFetch(path, { headers: { Accept: "application/json" } });
   const text = await r.text();
   let body = {};
   try { body = text ? JSON.parse(text) : {}; } catch (_) { body = { message: text }; }
@@ -372,7 +450,7 @@ async function invoke(name, payload, result, btn) {
   btn.disabled = true;
   const started = performance.now();
   try {
-    const r = await fetch(API + "/" + enc(name) + "/invocations", {
+    const r = await apiFetch(API + "/" + enc(name) + "/invocations", {
       method: "POST", body, headers: { "Content-Type": "application/json", "X-Amz-Log-Type": "Tail" },
     });
     const text = await r.text();
@@ -420,7 +498,7 @@ async function followLog(name, pre, follow) {
   pre.replaceChildren(h("span", { class: "platform", text: "waiting for log lines…\n" }));
   let first = true;
   try {
-    const r = await fetch("/kiln/v1/functions/" + enc(name) + "/logs?follow=true", { signal: ctrl.signal });
+    const r = await apiFetch("/kiln/v1/functions/" + enc(name) + "/logs?follow=true", { signal: ctrl.signal });
     if (!r.ok) throw new Error("HTTP " + r.status);
     const reader = r.body.getReader();
     const dec = new TextDecoder();
@@ -447,6 +525,7 @@ async function followLog(name, pre, follow) {
 
 async function route() {
   stopView();
+  if (auth.on && !sessionStorage.getItem(KEY_ID)) { signIn(); return; }
   const m = location.hash.match(/^#\/fn\/(.+)$/);
   try {
     if (m) await functionView(decodeURIComponent(m[1]));
@@ -458,9 +537,44 @@ async function route() {
   }
 }
 
+// The sign-in card (keys on, no key in this tab yet).
+function signIn() {
+  crumbs([{ text: "sign in" }]);
+  const app = document.getElementById("app");
+  if (!window.crypto || !crypto.subtle) {
+    app.replaceChildren(h("div", { class: "card empty" }, h("p", { class: "error-text", id: "signin-error",
+      text: "This kiln requires signed requests, and this browser signs only in a secure context: open the console over https or on localhost." })));
+    return;
+  }
+  const keyId = h("input", { id: "signin-key", placeholder: "AKIA…", autocomplete: "username", size: 40 });
+  const secret = h("input", { id: "signin-secret", type: "password", autocomplete: "current-password", size: 40 });
+  const msg = h("p", { class: "error-text", id: "signin-error" });
+  const button = h("button", { id: "signin-button", onclick: async () => {
+    sessionStorage.setItem(KEY_ID, keyId.value.trim());
+    sessionStorage.setItem(SECRET, secret.value.trim());
+    try {
+      await getJSON(API + "/?MaxItems=1");
+      route();
+    } catch (e) {
+      sessionStorage.removeItem(KEY_ID);
+      sessionStorage.removeItem(SECRET);
+      msg.textContent = "Not signed in: " + e.message;
+    }
+  } }, "Sign in");
+  app.replaceChildren(h("div", { class: "card" },
+    h("h2", { text: "Sign in" }),
+    h("p", { class: "muted", text: "This kiln requires signed requests. Use a key of its keys file; it stays in this tab." }),
+    h("p", {}, h("label", {}, "Access key ID ", keyId)),
+    h("p", {}, h("label", {}, "Secret access key ", secret)),
+    button, msg));
+}
+
 async function start() {
   try {
-    state.mode = (await getJSON("/kiln/v1/console")).Mode || "on";
+    const c = await getJSON("/kiln/v1/console");
+    state.mode = c.Mode || "on";
+    auth.on = c.Auth === true;
+    auth.region = c.Region || auth.region;
   } catch (_) { state.mode = "read-only"; }
   const badge = document.getElementById("mode");
   if (state.mode !== "on") { badge.textContent = "read-only"; badge.classList.add("warn"); }
