@@ -42,10 +42,11 @@ pub(crate) async fn answer(
         req.uri().path().split('/').filter(|s| !s.is_empty()).map(crate::percent_decode).collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let invoked = match (req.method(), seg.as_slice()) {
-        (&Method::POST, ["2015-03-31", "functions", name, "invocations"])
-        | (&Method::POST, ["2021-11-15", "functions", name, "response-streaming-invocations"]) => {
-            (*name == foreign).then_some(*name)
-        }
+        (
+            &Method::POST,
+            ["2015-03-31", "functions", name, "invocations"]
+            | ["2021-11-15", "functions", name, "response-streaming-invocations"],
+        ) => (*name == foreign).then_some(*name),
         _ => None,
     };
     let resp = match invoked {
@@ -144,7 +145,7 @@ pub fn iam_action(method: &Method, seg: &[&str]) -> &'static str {
         (&M::GET, [_, "tags", _]) => "ListTags",
         (&M::POST, [_, "tags", _]) => "TagResource",
         (&M::DELETE, [_, "tags", _]) => "UntagResource",
-        (&M::GET, [_, "layers", _, "versions", _]) | (&M::GET, [_, "layers"]) => "GetLayerVersion",
+        (&M::GET, [_, "layers", _, "versions", _] | [_, "layers"]) => "GetLayerVersion",
         (&M::GET, [_, "layers", _, "versions"]) => "ListLayerVersions",
         (&M::DELETE, [_, "layers", _, "versions", _]) => "DeleteLayerVersion",
         (&M::POST, [_, "layers", _, "versions"]) => "PublishLayerVersion",
