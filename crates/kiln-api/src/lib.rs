@@ -29,6 +29,7 @@ mod runtimes;
 mod stream;
 mod tags;
 mod timeouts;
+mod url_stream;
 pub mod urls;
 pub mod wire;
 
@@ -169,9 +170,9 @@ pub async fn serve_accounts(
 
 /// Answers one request: function URLs (by host or path), `/metrics` and the console here, the
 /// rest through [`route`]; counts it.
-async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<urls::UrlBody> {
     if let Some(u) = urls::url_request(&req) {
-        let resp = urls::serve(&server.engine, u, req, peer).await;
+        let resp = urls::serve(&server.engine, server.accounts.as_deref(), u, req, peer).await;
         server.metrics.requests.count("InvokeFunctionUrl", resp.status().as_u16());
         return resp;
     }
@@ -193,7 +194,7 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketA
         },
     };
     server.metrics.requests.count(op, resp.status().as_u16());
-    resp
+    resp.map(http_body_util::Either::Left)
 }
 
 /// A parsed request: method, decoded path segments, decoded query pairs.

@@ -8,12 +8,22 @@
 //! invokes the function through the engine, and maps the answer back to HTTP by Lambda's rules:
 //! an object with `statusCode` is an HTTP response (headers, `cookies` as `Set-Cookie`, a body
 //! that may be base64), any other JSON is a 200 `application/json` with that JSON as its body.
-//! CORS preflights are answered here without invoking; `AWS_IAM` URLs refuse unsigned
-//! requests ([`iam_caller`], the one place that decides what a valid signature is).
+//! CORS preflights are answered here without invoking.
 //!
-//! `RESPONSE_STREAM` URLs are served buffered for now: the whole answer is sent once the
-//! function has finished.
+//! `AWS_IAM` URLs need a SigV4 signature (service `lambda`, kiln's region). With
+//! `--auth-keys` it is verified for real by [`crate::auth::verify`] against the key set, and the
+//! signer must then be allowed to call the URL ([`url_caller_allowed`]: the function's own
+//! account); without keys any well-formed signature is accepted ([`iam_caller`]), as every
+//! other request is. Every refusal is Lambda's 403 `{"Message":"Forbidden"}`.
+//!
+//! A url id is looked up in the default account's engine and then in every other account's
+//! (ids are 32 random base-36 characters, so they do not collide across accounts).
+//!
+//! `RESPONSE_STREAM` URLs stream: [`crate::url_stream`] sends the answer as the function
+//! writes it. `BUFFERED` ones send it once the function has finished.
 
+use crate::accounts::Accounts;
+use crate::auth;
 use crate::error::ApiError;
 use crate::handlers::{empty, marker, ok_json, parse_json, read_body, Result, SMALL_BODY};
 use crate::{full, Body, Call};
@@ -188,6 +198,9 @@ pub(crate) fn url_request<B>(req: &Request<B>) -> Option<UrlRequest> {
     Some(UrlRequest { url_id: id.to_ascii_lowercase(), raw_path: path.to_string() })
 }
 
+/// What the URL front answers: a buffered body or a streamed one.
+pub(crate) type UrlBody = http_body_util::Either<Body, crate::url_stream::StreamedBody>;
+
 /// An answer of the URL front in Lambda's shape for its own refusals: `{"Message": …}`.
 fn refusal(status: u16, error_type: &'static str, message: Option<&str>) -> Response<Body> {
     let mut r = Response::new(full(json!({ "Message": message }).to_string()));
@@ -199,7 +212,7 @@ fn refusal(status: u16, error_type: &'static str, message: Option<&str>) -> Resp
 
 /// What Lambda answers when the function failed, timed out or answered with a malformed
 /// HTTP response: a 502 with a plain `Internal Server Error`.
-fn bad_gateway() -> Response<Body> {
+pub(crate) fn bad_gateway() -> Response<Body> {
     let mut r = Response::new(full("Internal Server Error"));
     *r.status_mut() = StatusCode::BAD_GATEWAY;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -281,7 +294,8 @@ struct EventInput<'a> {
     source_ip: String,
     request_id: &'a str,
     now_ms: i64,
-    iam_key: Option<String>,
+    /// The caller of an `AWS_IAM` URL: access key and account.
+    iam: Option<(&'a str, &'a str)>,
 }
 
 /// The payload format 2.0 event of one request.
@@ -330,10 +344,10 @@ fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
     }
     let user_agent =
         e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let authorizer = match &e.iam_key {
-        Some(key) => json!({ "iam": {
+    let authorizer = match e.iam {
+        Some((key, account)) => json!({ "iam": {
             "accessKey": key,
-            "accountId": e.account_id,
+            "accountId": account,
             "callerId": Value::Null,
             "cognitoIdentity": Value::Null,
             "principalOrgId": Value::Null,
@@ -368,7 +382,7 @@ fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
         },
         "isBase64Encoded": false,
     });
-    if e.iam_key.is_some() {
+    if e.iam.is_some() {
         out["requestContext"]["authorizer"] = authorizer;
     }
     if !cookies.is_empty() {
@@ -391,7 +405,7 @@ fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
 }
 
 /// Headers a function may not set: the connection's own, and the length hyper computes.
-fn is_hop_header(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection" | "content-length" | "transfer-encoding" | "keep-alive" | "upgrade" | "te" | "trailer"
@@ -400,7 +414,7 @@ fn is_hop_header(name: &HeaderName) -> bool {
 
 /// The HTTP response for a function's answer, by Lambda's rules; `None` when the answer claims
 /// to be an HTTP response (it has `statusCode`) but is malformed.
-fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
+pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
     let json_response = |body: Bytes| {
         let mut r = Response::new(full(body));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -499,7 +513,7 @@ fn preflight(cors: &Cors, origin: Option<&str>) -> Response<Body> {
 }
 
 /// Puts the URL's CORS headers on an answer (replacing any the function set).
-fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
+pub(crate) fn add_cors<B>(r: &mut Response<B>, cors: &Cors, origin: Option<&str>) {
     let h = r.headers_mut();
     let theirs: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
     for k in theirs {
@@ -518,12 +532,18 @@ fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
     }
 }
 
-/// Serves one request for a function URL.
-pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Serves one request for a function URL; `accounts` is set when kiln runs with `--auth-keys`.
+pub(crate) async fn serve(
+    engine: &Engine,
+    accounts: Option<&Accounts>,
+    u: UrlRequest,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<UrlBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut resp = match model::is_url_id(&u.url_id).then(|| engine.url_target(&u.url_id)).flatten() {
-        None => refusal(404, "ResourceNotFoundException", Some("Not Found")),
-        Some(target) => invoke(engine, &target, &u, req, peer, &request_id).await,
+    let mut resp = match model::is_url_id(&u.url_id).then(|| find_target(engine, accounts, &u.url_id)).flatten() {
+        None => refusal(404, "ResourceNotFoundException", Some("Not Found")).map(http_body_util::Either::Left),
+        Some((engine, target)) => invoke(&engine, accounts, &target, &u, req, peer, &request_id).await,
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(crate::wire::REQUEST_ID, v);
@@ -531,40 +551,99 @@ pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>
     resp
 }
 
+/// The engine (account) a url id belongs to, and what it leads to.
+fn find_target(default: &Engine, accounts: Option<&Accounts>, url_id: &str) -> Option<(Engine, UrlTarget)> {
+    if let Some(t) = default.url_target(url_id) {
+        return Some((default.clone(), t));
+    }
+    accounts?.engines().into_iter().find_map(|e| e.url_target(url_id).map(|t| (e, t)))
+}
+
+/// Whether a verified signer may call an `AWS_IAM` URL of `url_account`'s function. Lambda also
+/// lets other accounts in when the function's resource policy allows them
+/// `lambda:InvokeFunctionUrl`; kiln lets in the function's own account only.
+pub(crate) fn url_caller_allowed(caller: &auth::Principal, url_account: &str) -> bool {
+    caller.account_id == url_account
+}
+
+/// Lambda's answer to every refused `AWS_IAM` request (unsigned, bad signature, not allowed).
+fn forbidden() -> Response<UrlBody> {
+    refusal(403, "AccessDeniedException", Some("Forbidden")).map(http_body_util::Either::Left)
+}
+
+/// The buffered answer for an invocation the engine refused or could not run.
+pub(crate) fn engine_refusal(e: EngineError) -> Response<Body> {
+    match e {
+        EngineError::Throttled { .. } => refusal(429, "TooManyRequestsException", Some("Rate Exceeded.")),
+        EngineError::TooLarge(m) => refusal(413, "RequestEntityTooLargeException", Some(&m)),
+        EngineError::NotFound(_) => refusal(404, "ResourceNotFoundException", Some("Not Found")),
+        EngineError::Internal(m) => {
+            tracing::error!(error = %m, "function url invocation failed");
+            refusal(500, "ServiceException", Some("Internal Server Error"))
+        }
+        // The function cannot run (still Pending, failed, …): as a function that failed.
+        e => {
+            tracing::info!(error = %e, "function url invocation refused");
+            bad_gateway()
+        }
+    }
+}
+
+/// Who called an `AWS_IAM` URL: access key and account.
+struct IamCaller {
+    access_key: String,
+    account_id: String,
+}
+
 async fn invoke(
     engine: &Engine,
+    accounts: Option<&Accounts>,
     target: &UrlTarget,
     u: &UrlRequest,
     req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &str,
-) -> Response<Body> {
+) -> Response<UrlBody> {
     let config = &target.config;
+    let partition = engine.partition();
     let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let is_preflight = req.method() == Method::OPTIONS
         && origin.is_some()
         && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
     if let (true, Some(cors)) = (is_preflight, &config.cors) {
-        return preflight(cors, origin.as_deref());
+        return preflight(cors, origin.as_deref()).map(http_body_util::Either::Left);
     }
     let raw_query = req.uri().query().unwrap_or("").to_string();
-    let iam_key = match config.auth_type {
-        AuthType::None => None,
-        AuthType::AwsIam => {
-            let query: Vec<(String, String)> = raw_query
-                .split('&')
-                .filter(|s| !s.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (crate::percent_decode(k), crate::percent_decode(v))
-                })
-                .collect();
-            match iam_caller(req.headers(), &query) {
-                Some(key) => Some(key),
-                None => return refusal(403, "AccessDeniedException", Some("Forbidden")),
+    // With keys, the parts of the signature that need no body are checked before it is read.
+    let keys = accounts.map(|a| (a.keys(), a.region().to_string()));
+    let mut iam = None;
+    if config.auth_type == AuthType::AwsIam {
+        match &keys {
+            None => {
+                let query: Vec<(String, String)> = raw_query
+                    .split('&')
+                    .filter(|s| !s.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (crate::percent_decode(k), crate::percent_decode(v))
+                    })
+                    .collect();
+                match iam_caller(req.headers(), &query) {
+                    Some(key) => iam = Some(IamCaller { access_key: key, account_id: partition.account_id.clone() }),
+                    None => return forbidden(),
+                }
+            }
+            Some((keys, region)) => {
+                let expected = auth::Expected { region, service: crate::wire::SERVICE_LAMBDA };
+                if let Err(e) =
+                    auth::precheck(keys, &auth::RequestParts::of(&req), expected, time::OffsetDateTime::now_utc())
+                {
+                    tracing::debug!(url_id = %config.url_id, code = e.code(), "function url request refused: {e}");
+                    return forbidden();
+                }
             }
         }
-    };
+    }
     let (parts, body) = req.into_parts();
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
     let too_large = || format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
@@ -572,12 +651,37 @@ async fn invoke(
         .await
     {
         Ok(b) => b,
-        Err(e) if e.status == 413 => return refusal(413, "RequestEntityTooLargeException", Some(&too_large())),
-        Err(e) => return refusal(400, "InvalidRequestContentException", Some(&e.message)),
+        Err(e) if e.status == 413 => {
+            return refusal(413, "RequestEntityTooLargeException", Some(&too_large())).map(http_body_util::Either::Left)
+        }
+        Err(e) => {
+            return refusal(400, "InvalidRequestContentException", Some(&e.message)).map(http_body_util::Either::Left)
+        }
     };
+    if let (AuthType::AwsIam, Some((keys, region))) = (config.auth_type, &keys) {
+        let expected = auth::Expected { region, service: crate::wire::SERVICE_LAMBDA };
+        let signed = auth::RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+        };
+        match auth::verify(keys, &signed, &body, expected, time::OffsetDateTime::now_utc()) {
+            Ok(p) if url_caller_allowed(&p, &partition.account_id) => {
+                iam = Some(IamCaller { access_key: p.access_key_id, account_id: p.account_id })
+            }
+            Ok(p) => {
+                tracing::debug!(url_id = %config.url_id, caller = %p.account_id, "function url caller not allowed");
+                return forbidden();
+            }
+            Err(e) => {
+                tracing::debug!(url_id = %config.url_id, code = e.code(), "function url request refused: {e}");
+                return forbidden();
+            }
+        }
+    }
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let partition = engine.partition();
     let input = EventInput {
         url_id: &config.url_id,
         domain: format!("{}.{HOST_LABEL}.{}.localhost", config.url_id, partition.region),
@@ -589,33 +693,34 @@ async fn invoke(
         source_ip: peer.ip().to_string(),
         request_id,
         now_ms,
-        iam_key,
+        iam: iam.as_ref().map(|c| (c.access_key.as_str(), c.account_id.as_str())),
     };
     let payload = Bytes::from(event(&input, &body).to_string());
     drop(body);
+    if config.invoke_mode == InvokeMode::ResponseStream {
+        return match engine.invoke_url_streaming(target, request_id.to_string(), payload) {
+            Ok(run) => crate::url_stream::respond(run, config.cors.as_ref(), origin.as_deref()).await,
+            Err(e) => {
+                let mut resp = engine_refusal(e);
+                if let Some(cors) = &config.cors {
+                    add_cors(&mut resp, cors, origin.as_deref());
+                }
+                resp.map(http_body_util::Either::Left)
+            }
+        };
+    }
     let mut resp = match engine.invoke_url(target, request_id.to_string(), payload).await {
         Ok((_, true)) => bad_gateway(),
         Ok((answer, false)) => answer_response(&answer).unwrap_or_else(|| {
             tracing::info!(url_id = %config.url_id, request_id, "function answered with a malformed HTTP response");
             bad_gateway()
         }),
-        Err(EngineError::Throttled { .. }) => refusal(429, "TooManyRequestsException", Some("Rate Exceeded.")),
-        Err(EngineError::TooLarge(m)) => refusal(413, "RequestEntityTooLargeException", Some(&m)),
-        Err(EngineError::NotFound(_)) => refusal(404, "ResourceNotFoundException", Some("Not Found")),
-        Err(EngineError::Internal(m)) => {
-            tracing::error!(error = %m, "function url invocation failed");
-            refusal(500, "ServiceException", Some("Internal Server Error"))
-        }
-        // The function cannot run (still Pending, failed, …): as a function that failed.
-        Err(e) => {
-            tracing::info!(url_id = %config.url_id, error = %e, "function url invocation refused");
-            bad_gateway()
-        }
+        Err(e) => engine_refusal(e),
     };
     if let Some(cors) = &config.cors {
         add_cors(&mut resp, cors, origin.as_deref());
     }
-    resp
+    resp.map(http_body_util::Either::Left)
 }
 
 #[cfg(test)]
@@ -699,7 +804,7 @@ mod tests {
             source_ip: "127.0.0.1".into(),
             request_id: "rid",
             now_ms: 1_631_055_022_677,
-            iam_key: None,
+            iam: None,
         };
         let v = event(&e, &[0xff, 0x00]);
         assert_eq!(v["headers"]["x-multi"], "a,b");
