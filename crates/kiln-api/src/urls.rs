@@ -34,7 +34,8 @@ use hyper::body::Incoming;
 use kiln_engine::{Engine, EngineError, UrlInput, UrlTarget};
 use kiln_model::urls::{self as model, AuthType, Cors, InvokeMode, UrlConfig};
 use kiln_model::{limits, FunctionRef};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// The first path segment of the path form.
@@ -298,110 +299,195 @@ struct EventInput<'a> {
     iam: Option<(&'a str, &'a str)>,
 }
 
-/// The payload format 2.0 event of one request.
-fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
-    let mut headers = Map::new();
-    let mut cookies: Vec<Value> = Vec::new();
-    for (name, value) in e.headers {
-        let v = String::from_utf8_lossy(value.as_bytes());
+/// A JSON object written from pairs in the order given.
+struct Pairs<'a, K: serde::Serialize, V: serde::Serialize>(&'a [(K, V)]);
+
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for Pairs<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+// The event is written straight from borrowed request parts (no `serde_json::Value` tree):
+// this is the URL front's share of every invocation's cost.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    version: &'static str,
+    route_key: &'static str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    headers: Pairs<'a, &'a str, Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Pairs::is_empty")]
+    query_string_parameters: Pairs<'a, String, String>,
+    request_context: RequestContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+impl<K: serde::Serialize, V: serde::Serialize> Pairs<'_, K, V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestContext<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizer: Option<Authorizer<'a>>,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    http: HttpContext<'a>,
+    request_id: &'a str,
+    route_key: &'static str,
+    stage: &'static str,
+    time: String,
+    time_epoch: i64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpContext<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    source_ip: &'a str,
+    user_agent: Cow<'a, str>,
+}
+
+#[derive(serde::Serialize)]
+struct Authorizer<'a> {
+    iam: IamContext<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IamContext<'a> {
+    access_key: &'a str,
+    account_id: &'a str,
+    caller_id: Option<&'a str>,
+    cognito_identity: Option<&'a str>,
+    principal_org_id: Option<&'a str>,
+    user_arn: Option<&'a str>,
+    user_id: Option<&'a str>,
+}
+
+fn lossy(v: &HeaderValue) -> Cow<'_, str> {
+    match v.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    }
+}
+
+/// The payload format 2.0 event of one request, as JSON.
+fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
+    let mut cookies: Vec<&str> = Vec::new();
+    let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(e.headers.keys_len() + 2);
+    for name in e.headers.keys() {
+        let mut values = e.headers.get_all(name).iter();
         if name == http::header::COOKIE {
-            cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()).map(|c| json!(c)));
+            for v in values {
+                if let Ok(v) = v.to_str() {
+                    cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
+                }
+            }
             continue;
         }
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(prev)) => {
-                prev.push(',');
-                prev.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_string(), json!(v));
-            }
+        let Some(first) = values.next() else { continue };
+        let mut joined = lossy(first);
+        for v in values {
+            let j = joined.to_mut();
+            j.push(',');
+            j.push_str(&lossy(v));
         }
+        headers.push((name.as_str(), joined));
     }
-    match headers.get_mut("x-forwarded-for") {
-        Some(Value::String(prev)) => {
-            prev.push_str(", ");
-            prev.push_str(&e.source_ip);
+    match headers.iter_mut().find(|(n, _)| *n == "x-forwarded-for") {
+        Some((_, v)) => {
+            let v = v.to_mut();
+            v.push_str(", ");
+            v.push_str(&e.source_ip);
         }
-        _ => {
-            headers.insert("x-forwarded-for".into(), json!(e.source_ip));
-        }
+        None => headers.push(("x-forwarded-for", Cow::Borrowed(&e.source_ip))),
     }
-    headers.entry("x-forwarded-proto").or_insert_with(|| json!("http"));
-    let mut query = Map::new();
+    if !headers.iter().any(|(n, _)| *n == "x-forwarded-proto") {
+        headers.push(("x-forwarded-proto", Cow::Borrowed("http")));
+    }
+    let mut query: Vec<(String, String)> = Vec::new();
     for pair in e.raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (k, v) = (crate::percent_decode(k), crate::percent_decode(v));
-        match query.get_mut(&k) {
-            Some(Value::String(prev)) => {
+        match query.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, prev)) => {
                 prev.push(',');
                 prev.push_str(&v);
             }
-            _ => {
-                query.insert(k, json!(v));
-            }
+            None => query.push((k, v)),
         }
     }
-    let user_agent =
-        e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let authorizer = match e.iam {
-        Some((key, account)) => json!({ "iam": {
-            "accessKey": key,
-            "accountId": account,
-            "callerId": Value::Null,
-            "cognitoIdentity": Value::Null,
-            "principalOrgId": Value::Null,
-            "userArn": Value::Null,
-            "userId": Value::Null,
-        }}),
-        None => Value::Null,
-    };
-    let mut out = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": e.raw_path,
-        "rawQueryString": e.raw_query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": e.account_id,
-            "apiId": e.url_id,
-            "domainName": e.domain,
-            "domainPrefix": e.url_id,
-            "http": {
-                "method": e.method,
-                "path": e.raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": e.source_ip,
-                "userAgent": user_agent.unwrap_or_default(),
-            },
-            "requestId": e.request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": clf_time(e.now_ms),
-            "timeEpoch": e.now_ms,
-        },
-        "isBase64Encoded": false,
-    });
-    if e.iam.is_some() {
-        out["requestContext"]["authorizer"] = authorizer;
-    }
-    if !cookies.is_empty() {
-        out["cookies"] = Value::Array(cookies);
-    }
-    if !query.is_empty() {
-        out["queryStringParameters"] = Value::Object(query);
-    }
-    if !body.is_empty() {
+    let user_agent = e.headers.get(http::header::USER_AGENT).map_or(Cow::Borrowed(""), lossy);
+    let (body, is_base64_encoded) = if body.is_empty() {
+        (None, false)
+    } else {
         let content_type = e.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         match std::str::from_utf8(body) {
-            Ok(text) if is_text(content_type) => out["body"] = json!(text),
-            _ => {
-                out["body"] = json!(crate::wire::b64(body));
-                out["isBase64Encoded"] = json!(true);
-            }
+            Ok(text) if is_text(content_type) => (Some(Cow::Borrowed(text)), false),
+            _ => (Some(Cow::Owned(crate::wire::b64(body))), true),
         }
-    }
-    out
+    };
+    let event = Event {
+        version: "2.0",
+        route_key: "$default",
+        raw_path: e.raw_path,
+        raw_query_string: e.raw_query,
+        cookies,
+        headers: Pairs(&headers),
+        query_string_parameters: Pairs(&query),
+        request_context: RequestContext {
+            account_id: e.account_id,
+            api_id: e.url_id,
+            authorizer: e.iam.map(|(access_key, account_id)| Authorizer {
+                iam: IamContext {
+                    access_key,
+                    account_id,
+                    caller_id: None,
+                    cognito_identity: None,
+                    principal_org_id: None,
+                    user_arn: None,
+                    user_id: None,
+                },
+            }),
+            domain_name: &e.domain,
+            domain_prefix: e.url_id,
+            http: HttpContext {
+                method: e.method,
+                path: e.raw_path,
+                protocol: "HTTP/1.1",
+                source_ip: &e.source_ip,
+                user_agent,
+            },
+            request_id: e.request_id,
+            route_key: "$default",
+            stage: "$default",
+            time: clf_time(e.now_ms),
+            time_epoch: e.now_ms,
+        },
+        body,
+        is_base64_encoded,
+    };
+    // Strings, integers and maps with string keys: serializing them into a Vec cannot fail.
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 /// Headers a function may not set: the connection's own, and the length hyper computes.
@@ -412,34 +498,53 @@ pub(crate) fn is_hop_header(name: &HeaderName) -> bool {
     )
 }
 
+/// The members of an HTTP-shaped answer Lambda reads; the rest is skipped unread.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpAnswer {
+    /// `Some(Null)` for an explicit `null`: the answer still claims to be an HTTP response.
+    #[serde(default, deserialize_with = "present")]
+    status_code: Option<Value>,
+    headers: Option<Value>,
+    cookies: Option<Value>,
+    body: Option<Value>,
+    is_base64_encoded: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The HTTP response for a function's answer, by Lambda's rules; `None` when the answer claims
-/// to be an HTTP response (it has `statusCode`) but is malformed.
+/// to be an HTTP response (it has `statusCode`) but is malformed. The answer is parsed once,
+/// into the members that matter.
 pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
     let json_response = |body: Bytes| {
         let mut r = Response::new(full(body));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
-    let value: Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        // Not JSON at all: passed through as it came.
-        Err(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+    let answer = match serde_json::from_slice::<HttpAnswer>(payload) {
+        Ok(a) if a.status_code.is_some() => a,
+        // An object without `statusCode` is sent as the JSON it is.
+        Ok(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+        // A string is its own body; any other JSON, or no JSON at all, is passed through.
+        Err(_) => {
+            return Some(json_response(match serde_json::from_slice::<String>(payload) {
+                Ok(s) => Bytes::from(s),
+                Err(_) => Bytes::copy_from_slice(payload),
+            }))
+        }
     };
-    let obj = match &value {
-        Value::Object(o) if o.contains_key("statusCode") => o,
-        // A string is its own body; any other JSON is sent as the JSON it is.
-        Value::String(s) => return Some(json_response(Bytes::from(s.clone()))),
-        _ => return Some(json_response(Bytes::copy_from_slice(payload))),
-    };
-    let status = obj.get("statusCode")?.as_u64().filter(|s| (100..=599).contains(s))?;
+    let status = answer.status_code?.as_u64().filter(|s| (100..=599).contains(s))?;
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::from_u16(u16::try_from(status).ok()?).ok()?;
-    match obj.get("headers") {
+    match answer.headers {
         None | Some(Value::Null) => {}
         Some(Value::Object(h)) => {
             for (k, v) in h {
                 let v = match v {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => s,
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
@@ -453,7 +558,7 @@ pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
         }
         Some(_) => return None,
     }
-    match obj.get("cookies") {
+    match answer.cookies {
         None | Some(Value::Null) => {}
         Some(Value::Array(cs)) => {
             for c in cs {
@@ -463,15 +568,15 @@ pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
         }
         Some(_) => return None,
     }
-    let base64 = match obj.get("isBase64Encoded") {
+    let base64 = match answer.is_base64_encoded {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+        Some(Value::Bool(b)) => b,
         Some(_) => return None,
     };
-    let body = match obj.get("body") {
+    let body = match answer.body {
         None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if base64 => Bytes::from(crate::wire::unb64(s)?),
-        Some(Value::String(s)) => Bytes::from(s.clone()),
+        Some(Value::String(s)) if base64 => Bytes::from(crate::wire::unb64(&s)?),
+        Some(Value::String(s)) => Bytes::from(s),
         Some(_) => return None,
     };
     if !r.headers().contains_key(http::header::CONTENT_TYPE) {
@@ -646,16 +751,24 @@ async fn invoke(
     }
     let (parts, body) = req.into_parts();
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let too_large = || format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
-    let body = match read_body(Request::from_parts(parts.clone(), http_body_util::Either::Left(body)), limit, too_large)
-        .await
-    {
+    let too_large = || {
+        let m = format!("Request must be smaller than {limit} bytes for the InvokeFunction operation");
+        refusal(413, "RequestEntityTooLargeException", Some(&m)).map(http_body_util::Either::Left)
+    };
+    // A declared Content-Length over the limit is refused before anything is read.
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return too_large();
+    }
+    let body = match crate::timeouts::read_limited(body, limit).await {
         Ok(b) => b,
-        Err(e) if e.status == 413 => {
-            return refusal(413, "RequestEntityTooLargeException", Some(&too_large())).map(http_body_util::Either::Left)
+        Err(crate::timeouts::BodyError::TooLarge) => return too_large(),
+        Err(crate::timeouts::BodyError::TimedOut) => {
+            return refusal(400, "InvalidRequestContentException", Some("The request body was not received in time"))
+                .map(http_body_util::Either::Left)
         }
-        Err(e) => {
-            return refusal(400, "InvalidRequestContentException", Some(&e.message)).map(http_body_util::Either::Left)
+        Err(crate::timeouts::BodyError::Broken) => {
+            return refusal(400, "InvalidRequestContentException", Some("The request body could not be read"))
+                .map(http_body_util::Either::Left)
         }
     };
     if let (AuthType::AwsIam, Some((keys, region))) = (config.auth_type, &keys) {
@@ -695,7 +808,7 @@ async fn invoke(
         now_ms,
         iam: iam.as_ref().map(|c| (c.access_key.as_str(), c.account_id.as_str())),
     };
-    let payload = Bytes::from(event(&input, &body).to_string());
+    let payload = Bytes::from(event_json(&input, &body));
     drop(body);
     if config.invoke_mode == InvokeMode::ResponseStream {
         return match engine.invoke_url_streaming(target, request_id.to_string(), payload) {
@@ -806,6 +919,8 @@ mod tests {
             now_ms: 1_631_055_022_677,
             iam: None,
         };
+        let event =
+            |e: &EventInput<'_>, body: &[u8]| -> Value { serde_json::from_slice(&event_json(e, body)).unwrap() };
         let v = event(&e, &[0xff, 0x00]);
         assert_eq!(v["headers"]["x-multi"], "a,b");
         assert!(v["headers"].get("cookie").is_none());
