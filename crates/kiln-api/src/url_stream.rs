@@ -55,6 +55,9 @@ pub struct StreamedBody {
     first: Option<Bytes>,
     parts: mpsc::Receiver<StreamPart>,
     done: bool,
+    /// A failure waiting one turn: hyper drops whatever it has not written yet when a body
+    /// fails, so the failure is returned only after hyper had a chance to flush what came before.
+    abort: Option<StreamAborted>,
 }
 
 impl hyper::body::Body for StreamedBody {
@@ -65,6 +68,9 @@ impl hyper::body::Body for StreamedBody {
         if let Some(first) = self.first.take().filter(|b| !b.is_empty()) {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
+        if let Some(e) = self.abort.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -73,26 +79,25 @@ impl hyper::body::Body for StreamedBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(p) => p,
             };
-            return Poll::Ready(match part {
+            let failure = match part {
                 Some(StreamPart::Chunk(data)) if data.is_empty() => continue,
-                Some(StreamPart::Chunk(data)) => Some(Ok(Frame::data(data))),
+                Some(StreamPart::Chunk(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Some(StreamPart::Head { .. }) => continue,
-                Some(StreamPart::End(end)) => {
+                Some(StreamPart::End(Ok(StreamOutcome { error: None, .. }))) => {
                     self.done = true;
-                    match end {
-                        Ok(StreamOutcome { error: None, .. }) => None,
-                        Ok(StreamOutcome { error: Some(f), .. }) => {
-                            tracing::info!(error_type = %f.error_type, "function url stream ended by a function error");
-                            Some(Err(StreamAborted::FunctionFailed(f.error_type)))
-                        }
-                        Err(e) => Some(Err(StreamAborted::FunctionFailed(e.to_string()))),
-                    }
+                    return Poll::Ready(None);
                 }
-                None => {
-                    self.done = true;
-                    Some(Err(StreamAborted::NoEnd))
+                Some(StreamPart::End(Ok(StreamOutcome { error: Some(f), .. }))) => {
+                    tracing::info!(error_type = %f.error_type, "function url stream ended by a function error");
+                    StreamAborted::FunctionFailed(f.error_type)
                 }
-            });
+                Some(StreamPart::End(Err(e))) => StreamAborted::FunctionFailed(e.to_string()),
+                None => StreamAborted::NoEnd,
+            };
+            self.done = true;
+            self.abort = Some(failure);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
     }
 }
@@ -102,7 +107,7 @@ fn buffered(r: Response<Body>) -> Response<UrlBody> {
 }
 
 fn streamed(head: http::response::Builder, first: Bytes, parts: mpsc::Receiver<StreamPart>) -> Response<UrlBody> {
-    let body = StreamedBody { first: Some(first), parts, done: false };
+    let body = StreamedBody { first: Some(first), parts, done: false, abort: None };
     match head.body(http_body_util::Either::Right(body)) {
         Ok(r) => r,
         Err(e) => {
