@@ -223,8 +223,9 @@ pub(crate) fn bad_gateway() -> Response<Body> {
 /// The access key of a request to an `AWS_IAM` URL if it carries a well-formed SigV4
 /// signature (an `Authorization` header or a presigned query), else `None` (403).
 ///
-/// Only the form is checked here: the signature itself is not verified yet. This is the one
-/// function to replace when kiln verifies signatures.
+/// Only the form is checked: this is what an `AWS_IAM` URL asks of a request when kiln runs
+/// without `--auth-keys` (as every API request is then accepted); with keys, [`invoke`]
+/// verifies the signature through [`crate::auth::verify`] instead.
 pub(crate) fn iam_caller(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
     fn credential_key(c: &str) -> Option<String> {
         let parts: Vec<&str> = c.split('/').collect();
@@ -961,6 +962,17 @@ mod tests {
         ]);
         assert_eq!(iam_caller(&HeaderMap::new(), &presigned).as_deref(), Some("AKID"));
         assert_eq!(iam_caller(&HeaderMap::new(), &presigned[..4]), None);
+    }
+
+    #[test]
+    fn only_the_functions_own_account_may_call_an_iam_url() {
+        let caller = |account: &str| auth::Principal {
+            account_id: account.into(),
+            access_key_id: "AKID".into(),
+            key_name: "k".into(),
+        };
+        assert!(url_caller_allowed(&caller("111111111111"), "111111111111"));
+        assert!(!url_caller_allowed(&caller("222222222222"), "111111111111"));
     }
 
     #[test]
