@@ -313,3 +313,42 @@ def test_a_url_of_a_function_in_another_account_is_reachable(authed):
         assert event["requestContext"]["accountId"] == ALICE[2]
     status, _ = call(authed, "a" * 32)
     assert status == 404
+
+
+def test_a_slow_url_client_does_not_grow_kilns_memory(kiln_factory):
+    """A client that stops reading a 150 MB stream: the function is held back, not buffered."""
+    need_root()
+    server = kiln_factory("urlslow")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("urlslow")
+    k.create(lam, name, k.script_zip(URL_STREAMER), Timeout=120)
+    uid = url_id(lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM"))
+    size = 150 * 1024 * 1024
+
+    def rss_mb():
+        for line in Path("/proc/%d/status" % server.proc.pid).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    conn, resp = open_stream(server, uid, "/?action=plain&n=1&pause_ms=0")  # warm: the environment exists
+    read_lines(resp)
+    conn.close()
+    before = rss_mb()
+    conn, resp = open_stream(server, uid, "/?action=big&bytes=%d" % size)
+    assert resp.status == 200
+    got = len(resp.read(64 * 1024))
+    # The function could write 150 MB in this pause if nothing held it back.
+    time.sleep(3)
+    paused = rss_mb()
+    while True:
+        block = resp.read(1024 * 1024)
+        if not block:
+            break
+        got += len(block)
+    conn.close()
+    after = rss_mb()
+    print("kiln RSS: before %.1f MB, reader paused %.1f MB, after %.1f MB" % (before, paused, after))
+    assert got == size
+    assert paused < before + 48, (before, paused)
+    assert after < before + 48, (before, after)
