@@ -371,7 +371,7 @@ def test_url_ids_survive_a_restart(kiln_factory, url_zip):
     again = lam.get_function_url_config(FunctionName=name)
     assert again["FunctionUrl"] == config["FunctionUrl"]
     assert again["InvokeMode"] == "RESPONSE_STREAM"
-    # RESPONSE_STREAM URLs answer (buffered for now).
+    # A function that answers buffered through a RESPONSE_STREAM URL is mapped by the buffered rules.
     status, _, body = request(server, "GET", "/?mode=plain", url_id(config))
     assert (status, json.loads(body)) == (200, {"message": "hi"})
 

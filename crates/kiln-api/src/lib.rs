@@ -31,6 +31,7 @@ mod runtimes;
 mod stream;
 mod tags;
 mod timeouts;
+mod url_stream;
 pub mod urls;
 pub mod wire;
 
@@ -187,9 +188,9 @@ pub async fn serve_accounts(
 
 /// Answers one request: function URLs (by host or path), `/metrics` and the console here, the
 /// rest through [`route`]; counts it.
-async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<urls::UrlBody> {
     if let Some(u) = urls::url_request(&req) {
-        let resp = urls::serve(&server.engine, u, req, peer).await;
+        let resp = urls::serve(&server.engine, server.accounts.as_deref(), u, req, peer).await;
         server.metrics.requests.count("InvokeFunctionUrl", resp.status().as_u16());
         return resp;
     }
@@ -221,7 +222,7 @@ async fn handle(server: &Server, req: Request<Incoming>, peer: std::net::SocketA
         },
     };
     server.metrics.requests.count(op, resp.status().as_u16());
-    resp
+    resp.map(http_body_util::Either::Left)
 }
 
 fn metrics_response(text: String) -> Response<Body> {

@@ -8,12 +8,22 @@
 //! invokes the function through the engine, and maps the answer back to HTTP by Lambda's rules:
 //! an object with `statusCode` is an HTTP response (headers, `cookies` as `Set-Cookie`, a body
 //! that may be base64), any other JSON is a 200 `application/json` with that JSON as its body.
-//! CORS preflights are answered here without invoking; `AWS_IAM` URLs refuse unsigned
-//! requests ([`iam_caller`], the one place that decides what a valid signature is).
+//! CORS preflights are answered here without invoking.
 //!
-//! `RESPONSE_STREAM` URLs are served buffered for now: the whole answer is sent once the
-//! function has finished.
+//! `AWS_IAM` URLs need a SigV4 signature (service `lambda`, kiln's region). With
+//! `--auth-keys` it is verified for real by [`crate::auth::verify`] against the key set, and the
+//! signer must then be allowed to call the URL ([`url_caller_allowed`]: the function's own
+//! account); without keys any well-formed signature is accepted ([`iam_caller`]), as every
+//! other request is. Every refusal is Lambda's 403 `{"Message":"Forbidden"}`.
+//!
+//! A url id is looked up in the default account's engine and then in every other account's
+//! (ids are 32 random base-36 characters, so they do not collide across accounts).
+//!
+//! `RESPONSE_STREAM` URLs stream: [`crate::url_stream`] sends the answer as the function
+//! writes it. `BUFFERED` ones send it once the function has finished.
 
+use crate::accounts::Accounts;
+use crate::auth;
 use crate::error::{code, ApiError};
 use crate::handlers::{empty, marker, ok_json, parse_json, read_body, small_too_large, Result, SMALL_BODY};
 use crate::{full, Body, Call};
@@ -24,7 +34,8 @@ use hyper::body::Incoming;
 use kiln_engine::{Engine, EngineError, UrlInput, UrlTarget};
 use kiln_model::urls::{self as model, AuthType, Cors, InvokeMode, UrlConfig};
 use kiln_model::{limits, FunctionRef};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 /// The first path segment of the path form.
@@ -188,6 +199,9 @@ pub(crate) fn url_request<B>(req: &Request<B>) -> Option<UrlRequest> {
     Some(UrlRequest { url_id: id.to_ascii_lowercase(), raw_path: path.to_string() })
 }
 
+/// What the URL front answers: a buffered body or a streamed one.
+pub(crate) type UrlBody = http_body_util::Either<Body, crate::url_stream::StreamedBody>;
+
 /// An answer of the URL front in Lambda's shape for its own refusals: `{"Message": …}`.
 fn refusal(status: u16, error_type: &'static str, message: Option<&str>) -> Response<Body> {
     let mut r = Response::new(full(json!({ "Message": message }).to_string()));
@@ -199,7 +213,7 @@ fn refusal(status: u16, error_type: &'static str, message: Option<&str>) -> Resp
 
 /// What Lambda answers when the function failed, timed out or answered with a malformed
 /// HTTP response: a 502 with a plain `Internal Server Error`.
-fn bad_gateway() -> Response<Body> {
+pub(crate) fn bad_gateway() -> Response<Body> {
     let mut r = Response::new(full("Internal Server Error"));
     *r.status_mut() = StatusCode::BAD_GATEWAY;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -209,8 +223,9 @@ fn bad_gateway() -> Response<Body> {
 /// The access key of a request to an `AWS_IAM` URL if it carries a well-formed SigV4
 /// signature (an `Authorization` header or a presigned query), else `None` (403).
 ///
-/// Only the form is checked here: the signature itself is not verified yet. This is the one
-/// function to replace when kiln verifies signatures.
+/// Only the form is checked: this is what an `AWS_IAM` URL asks of a request when kiln runs
+/// without `--auth-keys` (as every API request is then accepted); with keys, [`invoke`]
+/// verifies the signature through [`crate::auth::verify`] instead.
 pub(crate) fn iam_caller(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
     fn credential_key(c: &str) -> Option<String> {
         let parts: Vec<&str> = c.split('/').collect();
@@ -281,151 +296,256 @@ struct EventInput<'a> {
     source_ip: String,
     request_id: &'a str,
     now_ms: i64,
-    iam_key: Option<String>,
+    /// The caller of an `AWS_IAM` URL: access key and account.
+    iam: Option<(&'a str, &'a str)>,
 }
 
-/// The payload format 2.0 event of one request.
-fn event(e: &EventInput<'_>, body: &[u8]) -> Value {
-    let mut headers = Map::new();
-    let mut cookies: Vec<Value> = Vec::new();
-    for (name, value) in e.headers {
-        let v = String::from_utf8_lossy(value.as_bytes());
+/// A JSON object written from pairs in the order given.
+struct Pairs<'a, K: serde::Serialize, V: serde::Serialize>(&'a [(K, V)]);
+
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for Pairs<'_, K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+// The event is written straight from borrowed request parts (no `serde_json::Value` tree):
+// this is the URL front's share of every invocation's cost.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    version: &'static str,
+    route_key: &'static str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    headers: Pairs<'a, &'a str, Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Pairs::is_empty")]
+    query_string_parameters: Pairs<'a, String, String>,
+    request_context: RequestContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+impl<K: serde::Serialize, V: serde::Serialize> Pairs<'_, K, V> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestContext<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizer: Option<Authorizer<'a>>,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    http: HttpContext<'a>,
+    request_id: &'a str,
+    route_key: &'static str,
+    stage: &'static str,
+    time: String,
+    time_epoch: i64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpContext<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'static str,
+    source_ip: &'a str,
+    user_agent: Cow<'a, str>,
+}
+
+#[derive(serde::Serialize)]
+struct Authorizer<'a> {
+    iam: IamContext<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IamContext<'a> {
+    access_key: &'a str,
+    account_id: &'a str,
+    caller_id: Option<&'a str>,
+    cognito_identity: Option<&'a str>,
+    principal_org_id: Option<&'a str>,
+    user_arn: Option<&'a str>,
+    user_id: Option<&'a str>,
+}
+
+fn lossy(v: &HeaderValue) -> Cow<'_, str> {
+    match v.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    }
+}
+
+/// The payload format 2.0 event of one request, as JSON.
+fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
+    let mut cookies: Vec<&str> = Vec::new();
+    let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(e.headers.keys_len() + 2);
+    for name in e.headers.keys() {
+        let mut values = e.headers.get_all(name).iter();
         if name == http::header::COOKIE {
-            cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()).map(|c| json!(c)));
+            for v in values {
+                if let Ok(v) = v.to_str() {
+                    cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
+                }
+            }
             continue;
         }
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(prev)) => {
-                prev.push(',');
-                prev.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_string(), json!(v));
-            }
+        let Some(first) = values.next() else { continue };
+        let mut joined = lossy(first);
+        for v in values {
+            let j = joined.to_mut();
+            j.push(',');
+            j.push_str(&lossy(v));
         }
+        headers.push((name.as_str(), joined));
     }
-    match headers.get_mut("x-forwarded-for") {
-        Some(Value::String(prev)) => {
-            prev.push_str(", ");
-            prev.push_str(&e.source_ip);
+    match headers.iter_mut().find(|(n, _)| *n == "x-forwarded-for") {
+        Some((_, v)) => {
+            let v = v.to_mut();
+            v.push_str(", ");
+            v.push_str(&e.source_ip);
         }
-        _ => {
-            headers.insert("x-forwarded-for".into(), json!(e.source_ip));
-        }
+        None => headers.push(("x-forwarded-for", Cow::Borrowed(&e.source_ip))),
     }
-    headers.entry("x-forwarded-proto").or_insert_with(|| json!("http"));
-    let mut query = Map::new();
+    if !headers.iter().any(|(n, _)| *n == "x-forwarded-proto") {
+        headers.push(("x-forwarded-proto", Cow::Borrowed("http")));
+    }
+    let mut query: Vec<(String, String)> = Vec::new();
     for pair in e.raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (k, v) = (crate::percent_decode(k), crate::percent_decode(v));
-        match query.get_mut(&k) {
-            Some(Value::String(prev)) => {
+        match query.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, prev)) => {
                 prev.push(',');
                 prev.push_str(&v);
             }
-            _ => {
-                query.insert(k, json!(v));
-            }
+            None => query.push((k, v)),
         }
     }
-    let user_agent =
-        e.headers.get(http::header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let authorizer = match &e.iam_key {
-        Some(key) => json!({ "iam": {
-            "accessKey": key,
-            "accountId": e.account_id,
-            "callerId": Value::Null,
-            "cognitoIdentity": Value::Null,
-            "principalOrgId": Value::Null,
-            "userArn": Value::Null,
-            "userId": Value::Null,
-        }}),
-        None => Value::Null,
-    };
-    let mut out = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": e.raw_path,
-        "rawQueryString": e.raw_query,
-        "headers": headers,
-        "requestContext": {
-            "accountId": e.account_id,
-            "apiId": e.url_id,
-            "domainName": e.domain,
-            "domainPrefix": e.url_id,
-            "http": {
-                "method": e.method,
-                "path": e.raw_path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": e.source_ip,
-                "userAgent": user_agent.unwrap_or_default(),
-            },
-            "requestId": e.request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": clf_time(e.now_ms),
-            "timeEpoch": e.now_ms,
-        },
-        "isBase64Encoded": false,
-    });
-    if e.iam_key.is_some() {
-        out["requestContext"]["authorizer"] = authorizer;
-    }
-    if !cookies.is_empty() {
-        out["cookies"] = Value::Array(cookies);
-    }
-    if !query.is_empty() {
-        out["queryStringParameters"] = Value::Object(query);
-    }
-    if !body.is_empty() {
+    let user_agent = e.headers.get(http::header::USER_AGENT).map_or(Cow::Borrowed(""), lossy);
+    let (body, is_base64_encoded) = if body.is_empty() {
+        (None, false)
+    } else {
         let content_type = e.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         match std::str::from_utf8(body) {
-            Ok(text) if is_text(content_type) => out["body"] = json!(text),
-            _ => {
-                out["body"] = json!(crate::wire::b64(body));
-                out["isBase64Encoded"] = json!(true);
-            }
+            Ok(text) if is_text(content_type) => (Some(Cow::Borrowed(text)), false),
+            _ => (Some(Cow::Owned(crate::wire::b64(body))), true),
         }
-    }
-    out
+    };
+    let event = Event {
+        version: "2.0",
+        route_key: "$default",
+        raw_path: e.raw_path,
+        raw_query_string: e.raw_query,
+        cookies,
+        headers: Pairs(&headers),
+        query_string_parameters: Pairs(&query),
+        request_context: RequestContext {
+            account_id: e.account_id,
+            api_id: e.url_id,
+            authorizer: e.iam.map(|(access_key, account_id)| Authorizer {
+                iam: IamContext {
+                    access_key,
+                    account_id,
+                    caller_id: None,
+                    cognito_identity: None,
+                    principal_org_id: None,
+                    user_arn: None,
+                    user_id: None,
+                },
+            }),
+            domain_name: &e.domain,
+            domain_prefix: e.url_id,
+            http: HttpContext {
+                method: e.method,
+                path: e.raw_path,
+                protocol: "HTTP/1.1",
+                source_ip: &e.source_ip,
+                user_agent,
+            },
+            request_id: e.request_id,
+            route_key: "$default",
+            stage: "$default",
+            time: clf_time(e.now_ms),
+            time_epoch: e.now_ms,
+        },
+        body,
+        is_base64_encoded,
+    };
+    // Strings, integers and maps with string keys: serializing them into a Vec cannot fail.
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 /// Headers a function may not set: the connection's own, and the length hyper computes.
-fn is_hop_header(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection" | "content-length" | "transfer-encoding" | "keep-alive" | "upgrade" | "te" | "trailer"
     )
 }
 
+/// The members of an HTTP-shaped answer Lambda reads; the rest is skipped unread.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpAnswer {
+    /// `Some(Null)` for an explicit `null`: the answer still claims to be an HTTP response.
+    #[serde(default, deserialize_with = "present")]
+    status_code: Option<Value>,
+    headers: Option<Value>,
+    cookies: Option<Value>,
+    body: Option<Value>,
+    is_base64_encoded: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The HTTP response for a function's answer, by Lambda's rules; `None` when the answer claims
-/// to be an HTTP response (it has `statusCode`) but is malformed.
-fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
+/// to be an HTTP response (it has `statusCode`) but is malformed. The answer is parsed once,
+/// into the members that matter.
+pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
     let json_response = |body: Bytes| {
         let mut r = Response::new(full(body));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
-    let value: Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        // Not JSON at all: passed through as it came.
-        Err(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+    let answer = match serde_json::from_slice::<HttpAnswer>(payload) {
+        Ok(a) if a.status_code.is_some() => a,
+        // An object without `statusCode` is sent as the JSON it is.
+        Ok(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+        // A string is its own body; any other JSON, or no JSON at all, is passed through.
+        Err(_) => {
+            return Some(json_response(match serde_json::from_slice::<String>(payload) {
+                Ok(s) => Bytes::from(s),
+                Err(_) => Bytes::copy_from_slice(payload),
+            }))
+        }
     };
-    let obj = match &value {
-        Value::Object(o) if o.contains_key("statusCode") => o,
-        // A string is its own body; any other JSON is sent as the JSON it is.
-        Value::String(s) => return Some(json_response(Bytes::from(s.clone()))),
-        _ => return Some(json_response(Bytes::copy_from_slice(payload))),
-    };
-    let status = obj.get("statusCode")?.as_u64().filter(|s| (100..=599).contains(s))?;
+    let status = answer.status_code?.as_u64().filter(|s| (100..=599).contains(s))?;
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::from_u16(u16::try_from(status).ok()?).ok()?;
-    match obj.get("headers") {
+    match answer.headers {
         None | Some(Value::Null) => {}
         Some(Value::Object(h)) => {
             for (k, v) in h {
                 let v = match v {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => s,
                     Value::Number(n) => n.to_string(),
                     Value::Bool(b) => b.to_string(),
                     _ => return None,
@@ -439,7 +559,7 @@ fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
         }
         Some(_) => return None,
     }
-    match obj.get("cookies") {
+    match answer.cookies {
         None | Some(Value::Null) => {}
         Some(Value::Array(cs)) => {
             for c in cs {
@@ -449,15 +569,15 @@ fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
         }
         Some(_) => return None,
     }
-    let base64 = match obj.get("isBase64Encoded") {
+    let base64 = match answer.is_base64_encoded {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+        Some(Value::Bool(b)) => b,
         Some(_) => return None,
     };
-    let body = match obj.get("body") {
+    let body = match answer.body {
         None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if base64 => Bytes::from(crate::wire::unb64(s)?),
-        Some(Value::String(s)) => Bytes::from(s.clone()),
+        Some(Value::String(s)) if base64 => Bytes::from(crate::wire::unb64(&s)?),
+        Some(Value::String(s)) => Bytes::from(s),
         Some(_) => return None,
     };
     if !r.headers().contains_key(http::header::CONTENT_TYPE) {
@@ -499,7 +619,7 @@ fn preflight(cors: &Cors, origin: Option<&str>) -> Response<Body> {
 }
 
 /// Puts the URL's CORS headers on an answer (replacing any the function set).
-fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
+pub(crate) fn add_cors<B>(r: &mut Response<B>, cors: &Cors, origin: Option<&str>) {
     let h = r.headers_mut();
     let theirs: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("access-control-")).cloned().collect();
     for k in theirs {
@@ -518,12 +638,18 @@ fn add_cors(r: &mut Response<Body>, cors: &Cors, origin: Option<&str>) {
     }
 }
 
-/// Serves one request for a function URL.
-pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Serves one request for a function URL; `accounts` is set when kiln runs with `--auth-keys`.
+pub(crate) async fn serve(
+    engine: &Engine,
+    accounts: Option<&Accounts>,
+    u: UrlRequest,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<UrlBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut resp = match model::is_url_id(&u.url_id).then(|| engine.url_target(&u.url_id)).flatten() {
-        None => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")),
-        Some(target) => invoke(engine, &target, &u, req, peer, &request_id).await,
+    let mut resp = match model::is_url_id(&u.url_id).then(|| find_target(engine, accounts, &u.url_id)).flatten() {
+        None => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")).map(http_body_util::Either::Left),
+        Some((engine, target)) => invoke(&engine, accounts, &target, &u, req, peer, &request_id).await,
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(crate::wire::REQUEST_ID, v);
@@ -531,53 +657,145 @@ pub(crate) async fn serve(engine: &Engine, u: UrlRequest, req: Request<Incoming>
     resp
 }
 
+/// The engine (account) a url id belongs to, and what it leads to.
+fn find_target(default: &Engine, accounts: Option<&Accounts>, url_id: &str) -> Option<(Engine, UrlTarget)> {
+    if let Some(t) = default.url_target(url_id) {
+        return Some((default.clone(), t));
+    }
+    accounts?.engines().into_iter().find_map(|e| e.url_target(url_id).map(|t| (e, t)))
+}
+
+/// Whether a verified signer may call an `AWS_IAM` URL of `url_account`'s function. Lambda also
+/// lets other accounts in when the function's resource policy allows them
+/// `lambda:InvokeFunctionUrl`; kiln lets in the function's own account only.
+pub(crate) fn url_caller_allowed(caller: &auth::Principal, url_account: &str) -> bool {
+    caller.account_id == url_account
+}
+
+/// Lambda's answer to every refused `AWS_IAM` request (unsigned, bad signature, not allowed).
+fn forbidden() -> Response<UrlBody> {
+    refusal(403, code::ACCESS_DENIED, Some("Forbidden")).map(http_body_util::Either::Left)
+}
+
+/// The buffered answer for an invocation the engine refused or could not run.
+pub(crate) fn engine_refusal(e: EngineError) -> Response<Body> {
+    match e {
+        EngineError::Throttled { .. } => refusal(429, code::TOO_MANY_REQUESTS, Some("Rate Exceeded.")),
+        EngineError::TooLarge(m) => refusal(413, code::REQUEST_TOO_LARGE, Some(&m)),
+        EngineError::NotFound(_) => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")),
+        e @ EngineError::Internal { .. } => {
+            tracing::error!(error = %e.chain(), "function url invocation failed");
+            refusal(500, code::SERVICE, Some("Internal Server Error"))
+        }
+        // The function cannot run (still Pending, failed, …): as a function that failed.
+        e => {
+            tracing::info!(error = %e, "function url invocation refused");
+            bad_gateway()
+        }
+    }
+}
+
+/// Who called an `AWS_IAM` URL: access key and account.
+struct IamCaller {
+    access_key: String,
+    account_id: String,
+}
+
 async fn invoke(
     engine: &Engine,
+    accounts: Option<&Accounts>,
     target: &UrlTarget,
     u: &UrlRequest,
     req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &str,
-) -> Response<Body> {
+) -> Response<UrlBody> {
     let config = &target.config;
+    let partition = engine.partition();
     let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let is_preflight = req.method() == Method::OPTIONS
         && origin.is_some()
         && req.headers().contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
     if let (true, Some(cors)) = (is_preflight, &config.cors) {
-        return preflight(cors, origin.as_deref());
+        return preflight(cors, origin.as_deref()).map(http_body_util::Either::Left);
     }
     let raw_query = req.uri().query().unwrap_or("").to_string();
-    let iam_key = match config.auth_type {
-        AuthType::None => None,
-        AuthType::AwsIam => {
-            let query: Vec<(String, String)> = raw_query
-                .split('&')
-                .filter(|s| !s.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (crate::percent_decode(k), crate::percent_decode(v))
-                })
-                .collect();
-            match iam_caller(req.headers(), &query) {
-                Some(key) => Some(key),
-                None => return refusal(403, code::ACCESS_DENIED, Some("Forbidden")),
+    // With keys, the parts of the signature that need no body are checked before it is read.
+    let keys = accounts.map(|a| (a.keys(), a.region().to_string()));
+    let mut iam = None;
+    if config.auth_type == AuthType::AwsIam {
+        match &keys {
+            None => {
+                let query: Vec<(String, String)> = raw_query
+                    .split('&')
+                    .filter(|s| !s.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (crate::percent_decode(k), crate::percent_decode(v))
+                    })
+                    .collect();
+                match iam_caller(req.headers(), &query) {
+                    Some(key) => iam = Some(IamCaller { access_key: key, account_id: partition.account_id.clone() }),
+                    None => return forbidden(),
+                }
+            }
+            Some((keys, region)) => {
+                let expected = auth::Expected { region, service: crate::wire::SERVICE_LAMBDA };
+                if let Err(e) =
+                    auth::precheck(keys, &auth::RequestParts::of(&req), expected, time::OffsetDateTime::now_utc())
+                {
+                    tracing::debug!(url_id = %config.url_id, code = e.code(), "function url request refused: {e}");
+                    return forbidden();
+                }
             }
         }
-    };
+    }
     let (parts, body) = req.into_parts();
     let limit = limits::SYNC_PAYLOAD_MAX_BYTES;
-    let too_large = || limits::request_too_large_message(limit, Some("InvokeFunction"));
-    let body = match read_body(Request::from_parts(parts.clone(), http_body_util::Either::Left(body)), limit, too_large)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) if e.status == 413 => return refusal(413, code::REQUEST_TOO_LARGE, Some(&too_large())),
-        Err(e) => return refusal(400, code::INVALID_REQUEST_CONTENT, Some(&e.message)),
+    let too_large = || {
+        let m = limits::request_too_large_message(limit, Some("InvokeFunction"));
+        refusal(413, code::REQUEST_TOO_LARGE, Some(&m)).map(http_body_util::Either::Left)
     };
+    // A declared Content-Length over the limit is refused before anything is read.
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return too_large();
+    }
+    let body = match crate::timeouts::read_limited(body, limit).await {
+        Ok(b) => b,
+        Err(crate::timeouts::BodyError::TooLarge) => return too_large(),
+        Err(crate::timeouts::BodyError::TimedOut) => {
+            return refusal(400, code::INVALID_REQUEST_CONTENT, Some("The request body was not received in time"))
+                .map(http_body_util::Either::Left)
+        }
+        Err(crate::timeouts::BodyError::Broken) => {
+            return refusal(400, code::INVALID_REQUEST_CONTENT, Some("The request body could not be read"))
+                .map(http_body_util::Either::Left)
+        }
+    };
+    if let (AuthType::AwsIam, Some((keys, region))) = (config.auth_type, &keys) {
+        let expected = auth::Expected { region, service: crate::wire::SERVICE_LAMBDA };
+        let signed = auth::RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+        };
+        match auth::verify(keys, &signed, &body, expected, time::OffsetDateTime::now_utc()) {
+            Ok(p) if url_caller_allowed(&p, &partition.account_id) => {
+                iam = Some(IamCaller { access_key: p.access_key_id, account_id: p.account_id })
+            }
+            Ok(p) => {
+                tracing::debug!(url_id = %config.url_id, caller = %p.account_id, "function url caller not allowed");
+                return forbidden();
+            }
+            Err(e) => {
+                tracing::debug!(url_id = %config.url_id, code = e.code(), "function url request refused: {e}");
+                return forbidden();
+            }
+        }
+    }
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let partition = engine.partition();
     let input = EventInput {
         url_id: &config.url_id,
         domain: format!("{}.{HOST_LABEL}.{}.localhost", config.url_id, partition.region),
@@ -589,33 +807,34 @@ async fn invoke(
         source_ip: peer.ip().to_string(),
         request_id,
         now_ms,
-        iam_key,
+        iam: iam.as_ref().map(|c| (c.access_key.as_str(), c.account_id.as_str())),
     };
-    let payload = Bytes::from(event(&input, &body).to_string());
+    let payload = Bytes::from(event_json(&input, &body));
     drop(body);
+    if config.invoke_mode == InvokeMode::ResponseStream {
+        return match engine.invoke_url_streaming(target, request_id.to_string(), payload) {
+            Ok(run) => crate::url_stream::respond(run, config.cors.as_ref(), origin.as_deref()).await,
+            Err(e) => {
+                let mut resp = engine_refusal(e);
+                if let Some(cors) = &config.cors {
+                    add_cors(&mut resp, cors, origin.as_deref());
+                }
+                resp.map(http_body_util::Either::Left)
+            }
+        };
+    }
     let mut resp = match engine.invoke_url(target, request_id.to_string(), payload).await {
         Ok((_, true)) => bad_gateway(),
         Ok((answer, false)) => answer_response(&answer).unwrap_or_else(|| {
             tracing::info!(url_id = %config.url_id, request_id, "function answered with a malformed HTTP response");
             bad_gateway()
         }),
-        Err(EngineError::Throttled { .. }) => refusal(429, code::TOO_MANY_REQUESTS, Some("Rate Exceeded.")),
-        Err(EngineError::TooLarge(m)) => refusal(413, code::REQUEST_TOO_LARGE, Some(&m)),
-        Err(EngineError::NotFound(_)) => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")),
-        Err(e @ EngineError::Internal { .. }) => {
-            tracing::error!(error = %e.chain(), "function url invocation failed");
-            refusal(500, code::SERVICE, Some("Internal Server Error"))
-        }
-        // The function cannot run (still Pending, failed, …): as a function that failed.
-        Err(e) => {
-            tracing::info!(url_id = %config.url_id, error = %e, "function url invocation refused");
-            bad_gateway()
-        }
+        Err(e) => engine_refusal(e),
     };
     if let Some(cors) = &config.cors {
         add_cors(&mut resp, cors, origin.as_deref());
     }
-    resp
+    resp.map(http_body_util::Either::Left)
 }
 
 #[cfg(test)]
@@ -699,8 +918,10 @@ mod tests {
             source_ip: "127.0.0.1".into(),
             request_id: "rid",
             now_ms: 1_631_055_022_677,
-            iam_key: None,
+            iam: None,
         };
+        let event =
+            |e: &EventInput<'_>, body: &[u8]| -> Value { serde_json::from_slice(&event_json(e, body)).unwrap() };
         let v = event(&e, &[0xff, 0x00]);
         assert_eq!(v["headers"]["x-multi"], "a,b");
         assert!(v["headers"].get("cookie").is_none());
@@ -741,6 +962,17 @@ mod tests {
         ]);
         assert_eq!(iam_caller(&HeaderMap::new(), &presigned).as_deref(), Some("AKID"));
         assert_eq!(iam_caller(&HeaderMap::new(), &presigned[..4]), None);
+    }
+
+    #[test]
+    fn only_the_functions_own_account_may_call_an_iam_url() {
+        let caller = |account: &str| auth::Principal {
+            account_id: account.into(),
+            access_key_id: "AKID".into(),
+            key_name: "k".into(),
+        };
+        assert!(url_caller_allowed(&caller("111111111111"), "111111111111"));
+        assert!(!url_caller_allowed(&caller("222222222222"), "111111111111"));
     }
 
     #[test]

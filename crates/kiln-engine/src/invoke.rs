@@ -99,6 +99,19 @@ impl Engine {
         request_id: String,
         payload: Bytes,
     ) -> Result<(String, Bytes, bool), EngineError> {
+        let (job, version) = self.job_with_id(r, request_id, payload)?;
+        let (payload, function_error, _) = job.run().await?;
+        Ok((version, payload, function_error))
+    }
+
+    /// A synchronous job whose request id the caller chose (the event already carries it),
+    /// and the version it runs.
+    pub(crate) fn job_with_id(
+        &self,
+        r: &kiln_model::FunctionRef,
+        request_id: String,
+        payload: Bytes,
+    ) -> Result<(Job, String), EngineError> {
         let (f, version, config, metrics, ring) = self.resolve(r)?;
         let job = Job {
             engine: self.clone(),
@@ -119,8 +132,7 @@ impl Engine {
             ring,
             sink: None,
         };
-        let (payload, function_error, _) = job.run().await?;
-        Ok((version, payload, function_error))
+        Ok((job, version))
     }
 
     /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.

@@ -252,6 +252,13 @@ impl Engine {
             return Err(EngineError::invalid("a streamed invocation is RequestResponse only"));
         }
         let (job, request_id, version) = self.sync_job(req)?;
+        Ok(start_streaming(job, request_id, version))
+    }
+}
+
+/// Runs `job` in a task of its own, its answer going to the returned receiver as it is written.
+pub(crate) fn start_streaming(job: crate::invoke::Job, request_id: String, version: String) -> StreamingInvoke {
+    {
         let (tx, parts) = mpsc::channel(CALLER_CHANNEL_CHUNKS);
         let job = job.with_sink(tx.clone());
         tokio::spawn(async move {
@@ -262,7 +269,7 @@ impl Engine {
             // A caller that stopped reading without hanging up gets a bounded wait.
             let _ = tokio::time::timeout(Duration::from_secs(60), tx.send(StreamPart::End(end))).await;
         });
-        Ok(StreamingInvoke { request_id, executed_version: version, parts })
+        StreamingInvoke { request_id, executed_version: version, parts }
     }
 }
 

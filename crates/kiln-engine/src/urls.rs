@@ -247,6 +247,25 @@ impl Engine {
         Ok((payload, function_error))
     }
 
+    /// Runs an invocation through a `RESPONSE_STREAM` function URL: as [`Engine::invoke_url`],
+    /// but the answer comes as the parts of [`crate::stream`], each as soon as the function
+    /// wrote it. The invocation runs in a task of its own; dropping the receiver ends it.
+    pub fn invoke_url_streaming(
+        &self,
+        target: &UrlTarget,
+        request_id: String,
+        payload: bytes::Bytes,
+    ) -> Result<crate::stream::StreamingInvoke, EngineError> {
+        let limit = kiln_model::limits::SYNC_PAYLOAD_MAX_BYTES;
+        if payload.len() > limit {
+            return Err(EngineError::TooLarge(format!(
+                "Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )));
+        }
+        let (job, version) = self.job_with_id(&target.function_ref(), request_id.clone(), payload)?;
+        Ok(crate::stream::start_streaming(job, request_id, version))
+    }
+
     /// The function a url id names, for the HTTP front.
     pub fn url_target(&self, url_id: &str) -> Option<UrlTarget> {
         let map = self.urls();

@@ -225,6 +225,13 @@ async fn head_watchdog(api: &RuntimeApi, clock: &HeadClock) {
 }
 
 /// The connection's stream, telling the [`HeadClock`] when bytes arrive.
+///
+/// It also acknowledges what it read at once (`TCP_QUICKACK`, which Linux clears again by
+/// itself, hence after every read). Runtime clients write with Nagle's algorithm on (the
+/// `lambda_runtime` crate's hyper client does): a streamed answer's next small write waits for the
+/// ACK of the previous one, and on a connection where kiln sends nothing back until the body's
+/// end, that ACK is a delayed one, 40 ms later. Every chunk after the first, and the body's end,
+/// would arrive that late.
 struct Clocked {
     inner: tokio::net::TcpStream,
     clock: Arc<HeadClock>,
@@ -237,6 +244,8 @@ impl AsyncRead for Clocked {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.clock.bytes_arrived();
+            #[cfg(target_os = "linux")]
+            let _ = socket2::SockRef::from(&this.inner).set_tcp_quickack(true);
         }
         r
     }

@@ -3,7 +3,8 @@
 //! It answers in the Runtime API's streaming mode, as the crate's streaming support writes it:
 //! an `application/vnd.awslambda.http-integration-response` prelude (status 200, `text/plain`,
 //! one cookie), eight NUL bytes, then the body. The body is `{"chunks": N}` lines (default 4),
-//! one every `pause_ms` (default 300), each saying when it was written (Unix ms), then a last
+//! one every `pause_ms` (default 300; both from the event or, through a function URL, from the
+//! query string), each saying when it was written (Unix ms), then a last
 //! `done` line with the time the function finished writing. The end-to-end suite reads those
 //! times to show that the first line reached the caller before the function was done.
 
@@ -23,8 +24,16 @@ fn now_ms() -> u128 {
 }
 
 async fn handler(event: LambdaEvent<Value>) -> Result<Response<Body>, Error> {
-    let chunks = event.payload.get("chunks").and_then(Value::as_u64).unwrap_or(4);
-    let pause = Duration::from_millis(event.payload.get("pause_ms").and_then(Value::as_u64).unwrap_or(300));
+    // From the event itself, or from the query of a function URL's payload 2.0 event.
+    let knob = |name: &str| {
+        event
+            .payload
+            .get(name)
+            .and_then(Value::as_u64)
+            .or_else(|| event.payload.get("queryStringParameters")?.get(name)?.as_str()?.parse().ok())
+    };
+    let chunks = knob("chunks").unwrap_or(4);
+    let pause = Duration::from_millis(knob("pause_ms").unwrap_or(300));
     let (mut tx, rx) = channel();
     tokio::spawn(async move {
         for i in 0..chunks {

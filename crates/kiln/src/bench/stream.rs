@@ -4,7 +4,9 @@
 //! - buffered: `Invoke` of `hello-rust` with `{"action":"echo"}`, timed to the last byte;
 //! - streamed: `InvokeWithResponseStream` of `hello-stream` writing one line, timed to the first
 //!   `PayloadChunk` byte (and, separately, to the end of the stream);
-//! - streamed, buffered answer: `InvokeWithResponseStream` of `hello-rust`, to the first byte.
+//! - streamed, buffered answer: `InvokeWithResponseStream` of `hello-rust`, to the first byte;
+//! - streamed through a `RESPONSE_STREAM` function URL (`hello-stream`, `?chunks=1&pause_ms=0`):
+//!   to the first body byte after the prelude, and to the end.
 //!
 //! Both functions are built with the `lambda_runtime` crate, so the difference is kiln's two
 //! paths, not the runtimes. Calls alternate between the kinds so drift hits all alike.
@@ -27,6 +29,8 @@ pub struct StreamResult {
     pub streamed_first_byte: Stats,
     pub streamed_end: Stats,
     pub buffered_as_stream_first_byte: Stats,
+    pub url_first_byte: Stats,
+    pub url_end: Stats,
 }
 
 impl StreamResult {
@@ -39,6 +43,8 @@ impl StreamResult {
         out += &row("InvokeWithResponseStream, first byte", &self.streamed_first_byte);
         out += &row("InvokeWithResponseStream, end of stream", &self.streamed_end);
         out += &row("InvokeWithResponseStream of a buffered answer, first byte", &self.buffered_as_stream_first_byte);
+        out += &row("RESPONSE_STREAM function URL, first body byte", &self.url_first_byte);
+        out += &row("RESPONSE_STREAM function URL, end of stream", &self.url_end);
         out += &format!(
             "  first byte streamed − buffered full (p50): {:+.2} ms\n",
             super::ms(self.streamed_first_byte.p50) - super::ms(self.buffered.p50)
@@ -52,6 +58,8 @@ impl StreamResult {
             "streamed_first_byte": self.streamed_first_byte.json(),
             "streamed_end": self.streamed_end.json(),
             "buffered_answer_streamed_first_byte": self.buffered_as_stream_first_byte.json(),
+            "url_first_byte": self.url_first_byte.json(),
+            "url_end": self.url_end.json(),
         })
     }
 }
@@ -111,25 +119,42 @@ async fn measure(server: &Server, rust_zip: &str, stream_zip: &str, args: &Bench
     let buffered = "/2015-03-31/functions/bench-buffered/invocations";
     let streamed = "/2021-11-15/functions/bench-stream/response-streaming-invocations";
     let buffered_streamed = "/2021-11-15/functions/bench-buffered/response-streaming-invocations";
+    let config = api
+        .call(
+            Method::POST,
+            "/2021-10-31/functions/bench-stream/url",
+            Some(json!({ "AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM" })),
+        )
+        .await?;
+    let url = config["FunctionUrl"].as_str().context("CreateFunctionUrlConfig gave no FunctionUrl")?;
+    let id = url.strip_prefix("http://").and_then(|h| h.split('.').next()).context("unexpected FunctionUrl")?;
+    let url_path = format!("/lambda-url/{id}/?chunks=1&pause_ms=0");
     // Warm both environments.
     for _ in 0..20 {
         call(&mut sender, addr, buffered, ECHO).await?;
         call(&mut sender, addr, streamed, STREAM_EVENT).await?;
         call(&mut sender, addr, buffered_streamed, ECHO).await?;
+        call(&mut sender, addr, &url_path, "").await?;
     }
     let n = args.warm.max(1);
     let (mut b, mut s_first, mut s_end, mut bs_first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut u_first, mut u_end) = (Vec::new(), Vec::new());
     for _ in 0..n {
         b.push(call(&mut sender, addr, buffered, ECHO).await?.1);
         let (first, end) = call(&mut sender, addr, streamed, STREAM_EVENT).await?;
         s_first.push(first);
         s_end.push(end);
         bs_first.push(call(&mut sender, addr, buffered_streamed, ECHO).await?.0);
+        let (first, end) = call(&mut sender, addr, &url_path, "").await?;
+        u_first.push(first);
+        u_end.push(end);
     }
     Ok(StreamResult {
         buffered: Stats::of(&b),
         streamed_first_byte: Stats::of(&s_first),
         streamed_end: Stats::of(&s_end),
         buffered_as_stream_first_byte: Stats::of(&bs_first),
+        url_first_byte: Stats::of(&u_first),
+        url_end: Stats::of(&u_end),
     })
 }
