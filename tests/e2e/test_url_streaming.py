@@ -291,11 +291,26 @@ def test_aws_iam_urls_verify_signatures_against_the_keys(authed):
     assert (status, json.loads(body)) == forbidden
     status, body = call(authed, uid)
     assert (status, json.loads(body)) == forbidden
-    # Bob's signature is good, but the function is Alice's account's.
+    # Bob's signature is good, but the function is Alice's account's and its policy is empty.
     status, body = call(authed, uid, key=BOB)
     assert (status, json.loads(body)) == forbidden
     # An unknown key with a well-formed signature is refused too (it was enough without keys).
     status, body = call(authed, uid, key=("AKIANOBODY000000000", "x"))
+    assert (status, json.loads(body)) == forbidden
+
+    # Alice's policy lets Bob's account in: lambda:InvokeFunctionUrl for AWS_IAM URLs, as the
+    # console and `aws lambda add-permission --function-url-auth-type AWS_IAM` write it.
+    alice.add_permission(FunctionName=name, StatementId="bob-url", Action="lambda:InvokeFunctionUrl",
+                         Principal=BOB[2], FunctionUrlAuthType="AWS_IAM")
+    status, body = call(authed, uid, key=BOB)
+    assert status == 200, body
+    iam = json.loads(body)["event"]["requestContext"]["authorizer"]["iam"]
+    assert iam["accountId"] == BOB[2], iam
+    # An Invoke permission is not a URL permission; and removing the statement shuts Bob out.
+    alice.remove_permission(FunctionName=name, StatementId="bob-url")
+    alice.add_permission(FunctionName=name, StatementId="bob-invoke", Action="lambda:InvokeFunction",
+                         Principal=BOB[2])
+    status, body = call(authed, uid, key=BOB)
     assert (status, json.loads(body)) == forbidden
 
 

@@ -13,7 +13,7 @@
 //! `AWS_IAM` URLs need a SigV4 signature (service `lambda`, kiln's region). With
 //! `--auth-keys` it is verified for real by [`crate::auth::verify`] against the key set, and the
 //! signer must then be allowed to call the URL ([`url_caller_allowed`]: the function's own
-//! account); without keys any well-formed signature is accepted ([`iam_caller`]), as every
+//! account, or one its resource policy allows `lambda:InvokeFunctionUrl`); without keys any well-formed signature is accepted ([`iam_caller`]), as every
 //! other request is. Every refusal is Lambda's 403 `{"Message":"Forbidden"}`.
 //!
 //! A url id is looked up in the default account's engine and then in every other account's
@@ -665,11 +665,25 @@ fn find_target(default: &Engine, accounts: Option<&Accounts>, url_id: &str) -> O
     accounts?.engines().into_iter().find_map(|e| e.url_target(url_id).map(|t| (e, t)))
 }
 
-/// Whether a verified signer may call an `AWS_IAM` URL of `url_account`'s function. Lambda also
-/// lets other accounts in when the function's resource policy allows them
-/// `lambda:InvokeFunctionUrl`; kiln lets in the function's own account only.
-pub(crate) fn url_caller_allowed(caller: &auth::Principal, url_account: &str) -> bool {
+/// Whether a verified signer may call an `AWS_IAM` URL of `url_account`'s function: its own
+/// account may, another one when the function's resource policy (`policy`, read only then)
+/// allows it `lambda:InvokeFunctionUrl` for `AWS_IAM` URLs, as Lambda does.
+pub(crate) fn url_caller_allowed(
+    caller: &auth::Principal,
+    url_account: &str,
+    policy: impl FnOnce() -> Option<String>,
+) -> bool {
     caller.account_id == url_account
+        || policy().is_some_and(|p| kiln_model::policy::allows_url(&p, &caller.account_id, "AWS_IAM"))
+}
+
+/// The resource policy that governs a URL's target: the alias's, or the unqualified function's.
+fn url_policy(engine: &Engine, target: &UrlTarget) -> Option<String> {
+    let r = kiln_model::FunctionRef {
+        name: target.function.clone(),
+        qualifier: target.alias.as_deref().and_then(|a| kiln_model::Qualifier::parse(a).ok()),
+    };
+    engine.resource_policy(&r).ok().flatten()
 }
 
 /// Lambda's answer to every refused `AWS_IAM` request (unsigned, bad signature, not allowed).
@@ -781,7 +795,7 @@ async fn invoke(
             headers: &parts.headers,
         };
         match auth::verify(keys, &signed, &body, expected, time::OffsetDateTime::now_utc()) {
-            Ok(p) if url_caller_allowed(&p, &partition.account_id) => {
+            Ok(p) if url_caller_allowed(&p, &partition.account_id, || url_policy(engine, target)) => {
                 iam = Some(IamCaller { access_key: p.access_key_id, account_id: p.account_id })
             }
             Ok(p) => {
@@ -965,14 +979,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_functions_own_account_may_call_an_iam_url() {
+    fn an_iam_url_admits_its_own_account_and_those_its_policy_names() {
         let caller = |account: &str| auth::Principal {
             account_id: account.into(),
             access_key_id: "AKID".into(),
             key_name: "k".into(),
         };
-        assert!(url_caller_allowed(&caller("111111111111"), "111111111111"));
-        assert!(!url_caller_allowed(&caller("222222222222"), "111111111111"));
+        assert!(url_caller_allowed(&caller("111111111111"), "111111111111", || unreachable!()));
+        assert!(!url_caller_allowed(&caller("222222222222"), "111111111111", || None));
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Sid": "bob", "Effect": "Allow", "Principal": {"AWS": "222222222222"},
+            "Action": "lambda:InvokeFunctionUrl",
+            "Resource": "arn:aws:lambda:us-east-1:111111111111:function:f",
+            "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}}]})
+        .to_string();
+        assert!(url_caller_allowed(&caller("222222222222"), "111111111111", || Some(policy.clone())));
+        assert!(!url_caller_allowed(&caller("333333333333"), "111111111111", || Some(policy.clone())));
     }
 
     #[test]

@@ -322,7 +322,7 @@ fn principal_matches(statement: &Value, account: &str) -> bool {
 /// Whether every condition of a statement holds for a call with these facts. Keys kiln cannot
 /// know for a direct call (organisations, event-source tokens, function URL auth) never hold,
 /// so a statement that needs them grants nothing here.
-fn conditions_hold(statement: &Value, account: &str, source_arn: Option<&str>) -> bool {
+fn conditions_hold(statement: &Value, account: &str, source_arn: Option<&str>, url_auth_type: Option<&str>) -> bool {
     let Some(cond) = statement.get("Condition") else { return true };
     let Some(cond) = cond.as_object() else { return false };
     cond.iter().all(|(op, keys)| {
@@ -332,6 +332,7 @@ fn conditions_hold(statement: &Value, account: &str, source_arn: Option<&str>) -
                 "aws:sourcearn" => source_arn,
                 "aws:sourceaccount" | "aws:sourceowner" => source_arn.and(Some(account)),
                 "aws:principalaccount" => Some(account),
+                "lambda:functionurlauthtype" => url_auth_type,
                 _ => None,
             };
             let Some(actual) = actual else { return false };
@@ -350,12 +351,29 @@ fn conditions_hold(statement: &Value, account: &str, source_arn: Option<&str>) -
 /// A matching `Deny` wins over any `Allow`; no policy, or a policy kiln cannot read, allows
 /// nothing.
 pub fn allows(policy_json: &str, principal_account: &str, action: &str, source_arn: Option<&str>) -> bool {
+    allows_with(policy_json, principal_account, action, source_arn, None)
+}
+
+/// Whether `policy_json` lets `principal_account` call the function's URL whose auth type is
+/// `auth_type` (`AWS_IAM`): `lambda:InvokeFunctionUrl`, with the `lambda:FunctionUrlAuthType`
+/// condition AddPermission's `FunctionUrlAuthType` writes.
+pub fn allows_url(policy_json: &str, principal_account: &str, auth_type: &str) -> bool {
+    allows_with(policy_json, principal_account, "lambda:InvokeFunctionUrl", None, Some(auth_type))
+}
+
+fn allows_with(
+    policy_json: &str,
+    principal_account: &str,
+    action: &str,
+    source_arn: Option<&str>,
+    url_auth_type: Option<&str>,
+) -> bool {
     let Ok(doc) = serde_json::from_str::<Value>(policy_json) else { return false };
     let mut allowed = false;
     for s in statements(&doc) {
         if !(action_matches(s, action)
             && principal_matches(s, principal_account)
-            && conditions_hold(s, principal_account, source_arn))
+            && conditions_hold(s, principal_account, source_arn, url_auth_type))
         {
             continue;
         }
@@ -373,6 +391,20 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:f";
+
+    #[test]
+    fn a_url_permission_needs_the_url_action_and_its_auth_type() {
+        let doc = json!({"Version": "2012-10-17", "Statement": [{
+            "Sid": "url", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::222222222222:root"},
+            "Action": "lambda:InvokeFunctionUrl", "Resource": ARN,
+            "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}}}]})
+        .to_string();
+        assert!(allows_url(&doc, "222222222222", "AWS_IAM"));
+        assert!(!allows_url(&doc, "333333333333", "AWS_IAM"));
+        assert!(!allows_url(&doc, "222222222222", "NONE"));
+        // The URL permission is not an Invoke permission.
+        assert!(!allows(&doc, "222222222222", "lambda:InvokeFunction", None));
+    }
 
     fn input(sid: &str, principal: &str) -> PermissionInput {
         PermissionInput {
