@@ -185,3 +185,17 @@ def test_readme_layers_run_as_written(walkthrough):
     out = run_sh(block, {"KILN_ENDPOINT": server.endpoint})
     assert '"hello":"layers"' in out.stdout.replace(" ", ""), out.stdout
     assert "python-runtime" in out.stdout, out.stdout
+
+
+def test_readme_function_urls_run_as_written(walkthrough):
+    server, _localise, run_sh, _env = walkthrough
+    # The section builds on the Python function of the section before it.
+    python_block = section_blocks("Python and Node.js functions", "sh")[0]
+    run_sh(python_block, _aws_exports())
+    (block,) = section_blocks("Function URLs", "sh")
+    out = run_sh(block, {"KILN_ENDPOINT": server.endpoint})
+    lines = out.stdout.strip().splitlines()
+    assert re.fullmatch(r"http://[a-z0-9]{32}\.lambda-url\.us-east-1\.localhost:%d/" % server.port, lines[0]), lines
+    # Both curls reach the function (a plain JSON answer is the body of a 200).
+    answers = [json.loads(l) for l in lines[1:]]
+    assert answers == [{"hello": None, "from": "hello-py"}] * 2, out.stdout
