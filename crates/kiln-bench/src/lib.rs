@@ -59,6 +59,11 @@
 //!   Runtime API; `--only runtimes` runs only this scenario.
 //!
 //! Targets are reported as met or not met; the bench never fails on them.
+//!
+//! This crate is the body of the `kiln bench` verb (the `kiln` binary parses [`BenchArgs`] and
+//! calls [`run`]); like the binary, it reports failures with `anyhow`. Its REST client,
+//! connections and zips are kiln-client's, shared with the CLI verbs.
+#![forbid(unsafe_code)]
 
 mod events;
 
@@ -68,11 +73,10 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use kiln_client::Conn;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -264,7 +268,7 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     report.floor1 = Stats::of(&floor_latency(echo, args.warm, 1).await?);
     report.floor2 = Stats::of(&floor_latency(echo, args.warm, 2).await?);
     for callers in CALLERS {
-        let rate = throughput(args.seconds, callers, move |c| echo_request(c, echo)).await?;
+        let rate = throughput(echo, args.seconds, callers, echo_request).await?;
         report.floor_throughput.push((callers, rate));
     }
     report.bare = Stats::of(&bare_spawn(servers, &function_bin, args.cold).await?);
@@ -358,7 +362,7 @@ async fn latency_scenarios(
     let pool_before = api.sandbox_pool().await?;
     let mut cold = Vec::with_capacity(args.cold);
     let mut request_ids = Vec::with_capacity(args.cold);
-    let client = new_client();
+    let client = new_client(server.addr);
     for i in 0..args.cold {
         api.call(
             Method::PUT,
@@ -369,7 +373,7 @@ async fn latency_scenarios(
         api.wait_ready("bench-cold").await?;
         server.wait_no_environments(Duration::from_secs(5));
         let t = Instant::now();
-        let id = invoke(&client, server.addr, "bench-cold", ECHO).await?;
+        let id = invoke(&client, "bench-cold", ECHO).await?;
         cold.push(t.elapsed());
         request_ids.push(id);
     }
@@ -393,7 +397,7 @@ async fn latency_scenarios(
         lean.cpu_function = cpu_function;
         let addr = server.addr;
         lean.throughput8 =
-            throughput(args.seconds, 8, move |c| async move { invoke(&c, addr, "bench-lean", ECHO).await.map(drop) })
+            throughput(addr, args.seconds, 8, move |c| async move { invoke(&c, "bench-lean", ECHO).await.map(drop) })
                 .await?;
     }
     eprintln!("bench: warm done");
@@ -403,9 +407,10 @@ async fn latency_scenarios(
     for callers in CALLERS {
         let rate =
             throughput(
+                addr,
                 args.seconds,
                 callers,
-                move |c| async move { invoke(&c, addr, "bench-tput", ECHO).await.map(drop) },
+                move |c| async move { invoke(&c, "bench-tput", ECHO).await.map(drop) },
             )
             .await?;
         report.throughput.push((callers, rate));
@@ -431,13 +436,13 @@ async fn latency_scenarios(
 /// `n` sequential calls on one warm environment: their latencies, and the CPU time per call of
 /// kiln's processes and of the function.
 async fn warm_calls(server: &Server, function: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Duration, Duration)> {
-    let client = new_client();
-    invoke(&client, server.addr, function, ECHO).await?;
+    let client = new_client(server.addr);
+    invoke(&client, function, ECHO).await?;
     let mut out = Vec::with_capacity(n);
     let before = tree_cpu(server.pid);
     for _ in 0..n {
         let t = Instant::now();
-        invoke(&client, server.addr, function, ECHO).await?;
+        invoke(&client, function, ECHO).await?;
         out.push(t.elapsed());
     }
     let after = tree_cpu(server.pid);
@@ -446,9 +451,9 @@ async fn warm_calls(server: &Server, function: &str, n: usize) -> anyhow::Result
 }
 
 /// Runs `callers` loops of `op` for a warm-up and then `seconds`; answers per second.
-async fn throughput<F, Fut>(seconds: f64, callers: usize, op: F) -> anyhow::Result<f64>
+async fn throughput<F, Fut>(addr: SocketAddr, seconds: f64, callers: usize, op: F) -> anyhow::Result<f64>
 where
-    F: Fn(HttpClient) -> Fut + Send + Sync + Clone + 'static,
+    F: Fn(Conn) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let warmup = Duration::from_millis(500);
@@ -459,7 +464,7 @@ where
     for _ in 0..callers {
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
-            let client = new_client();
+            let client = new_client(addr);
             let mut done = 0u64;
             loop {
                 op(client.clone()).await?;
@@ -489,14 +494,14 @@ async fn burst(addr: SocketAddr, callers: usize, hold: Duration) -> anyhow::Resu
         let ready = ready.clone();
         let event = event.clone();
         tasks.push(tokio::spawn(async move {
-            let client = new_client();
+            let client = new_client(addr);
             // Connect first, so the burst times invokes, not TCP handshakes.
             let path = "/2015-03-31/functions/bench-burst/configuration";
-            let connected = request(&client, addr, Method::GET, path, Bytes::new()).await;
+            let connected = client.request(Method::GET, path, Bytes::new()).await;
             ready.wait().await;
             connected?;
             let t = Instant::now();
-            invoke(&client, addr, "bench-burst", &event).await?;
+            invoke(&client, "bench-burst", &event).await?;
             anyhow::Ok((t, Instant::now()))
         }));
     }
@@ -530,7 +535,7 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
         let at = started + spread.mul_f64(i as f64 / n as f64);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            invoke(&new_client(), addr, "bench-density", &event).await
+            invoke(&new_client(addr), "bench-density", &event).await
         }));
     }
     let mut failed = 0;
@@ -622,13 +627,13 @@ async fn bare_warm(
 
 /// Latency of `hops` sequential echo requests on one connection.
 async fn floor_latency(addr: SocketAddr, n: usize, hops: usize) -> anyhow::Result<Vec<Duration>> {
-    let client = new_client();
-    echo_request(client.clone(), addr).await?;
+    let client = new_client(addr);
+    echo_request(client.clone()).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
         for _ in 0..hops {
-            echo_request(client.clone(), addr).await?;
+            echo_request(client.clone()).await?;
         }
         out.push(t.elapsed());
     }
@@ -724,7 +729,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--isolation", &args.isolation])
-            .args(["--memory-budget", &budget_mb.max(default_budget_mb()).to_string()])
+            .args(["--memory-budget", &budget_mb.max(kiln_client::host::default_memory_budget_mb()).to_string()])
             .args(["--concurrency-limit", &limit.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -732,11 +737,11 @@ impl Server {
             .spawn()
             .context("cannot start kiln serve")?;
         let server = Server { pid: child.id(), child: Mutex::new(child), addr, data_dir: data_dir.to_path_buf() };
-        let client = new_client();
+        let client = new_client(addr);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok((StatusCode::OK, _, _)) =
-                request(&client, addr, Method::GET, "/2015-03-31/functions/", Bytes::new()).await
+                client.request(Method::GET, "/2015-03-31/functions/", Bytes::new()).await
             {
                 return Ok(server);
             }
@@ -781,15 +786,6 @@ impl Server {
     }
 }
 
-fn default_budget_mb() -> u64 {
-    let total_kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")).map(str::to_string))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    total_kb / 1024 * 3 / 4
-}
-
 /// A data dir that goes away with the bench.
 struct TempDir {
     path: PathBuf,
@@ -813,60 +809,18 @@ impl Drop for TempDir {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-/// One client per caller: one kept-alive connection (hyper's `client::conn`, no pool, so no
-/// request ever opens a second connection while the first is being handed back), no Nagle.
-/// Clones share the connection; a caller's requests are sequential.
-#[derive(Clone, Default)]
-struct HttpClient(Arc<Mutex<Option<SendRequest<Full<Bytes>>>>>);
+// The clients are kiln-client's: one kept-alive connection per caller (`Conn`, no pool, no
+// Nagle), the same code `kiln`'s CLI verbs use.
 
-fn new_client() -> HttpClient {
-    HttpClient::default()
-}
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot reach {addr}"))?;
-    stream.set_nodelay(true).context("cannot set TCP_NODELAY")?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake failed")?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-async fn request(
-    client: &HttpClient,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    body: Bytes,
-) -> anyhow::Result<(StatusCode, http::HeaderMap, Bytes)> {
-    let kept = client.0.lock().ok().and_then(|mut c| c.take()).filter(|s| !s.is_closed());
-    let mut sender = match kept {
-        Some(s) => s,
-        None => connect(addr).await?,
-    };
-    if sender.ready().await.is_err() {
-        sender = connect(addr).await?;
-    }
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, addr.to_string())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .context("cannot build the request")?;
-    let resp = sender.send_request(req).await.with_context(|| format!("cannot reach {addr}"))?;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.context("the answer was cut off")?.to_bytes();
-    if let Ok(mut c) = client.0.lock() {
-        *c = Some(sender);
-    }
-    Ok((parts.status, parts.headers, bytes))
+/// One caller's connection to `addr`.
+fn new_client(addr: SocketAddr) -> Conn {
+    Conn::new(addr.to_string())
 }
 
 /// Invokes `function`; the request id of a successful answer.
-async fn invoke(client: &HttpClient, addr: SocketAddr, function: &str, event: &str) -> anyhow::Result<String> {
+async fn invoke(client: &Conn, function: &str, event: &str) -> anyhow::Result<String> {
     let path = format!("/2015-03-31/functions/{function}/invocations");
-    let (status, headers, body) = request(client, addr, Method::POST, &path, Bytes::from(event.to_owned())).await?;
+    let (status, headers, body) = client.request(Method::POST, &path, Bytes::from(event.to_owned())).await?;
     if status != StatusCode::OK || headers.contains_key("x-amz-function-error") {
         bail!("invoke {function}: {status} {}", String::from_utf8_lossy(&body));
     }
@@ -874,35 +828,27 @@ async fn invoke(client: &HttpClient, addr: SocketAddr, function: &str, event: &s
     Ok(id.to_string())
 }
 
-async fn echo_request(client: HttpClient, addr: SocketAddr) -> anyhow::Result<()> {
-    let (status, _, body) = request(&client, addr, Method::POST, "/echo", Bytes::from_static(ECHO.as_bytes())).await?;
+async fn echo_request(client: Conn) -> anyhow::Result<()> {
+    let (status, _, body) = client.request(Method::POST, "/echo", Bytes::from_static(ECHO.as_bytes())).await?;
     if status != StatusCode::OK || body.len() != ECHO.len() {
         bail!("the echo server answered {status}");
     }
     Ok(())
 }
 
-/// A JSON client of the REST API for set-up calls (not timed).
+/// The REST API for set-up calls (not timed): kiln-client's, with the bench's own helpers.
 struct Api {
-    addr: SocketAddr,
-    client: HttpClient,
+    rest: kiln_client::Api,
 }
 
 impl Api {
     fn new(addr: SocketAddr) -> Api {
-        Api { addr, client: new_client() }
+        Api { rest: kiln_client::Api::at(addr) }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let (status, _, bytes) = request(&self.client, self.addr, method.clone(), path, body).await?;
-        if !status.is_success() {
-            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
-        }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).with_context(|| format!("{method} {path}: the answer is not JSON"))
+        let what = format!("{method} {path}");
+        self.rest.call(method, path, body).await.context(what)
     }
 
     async fn create_function(
@@ -925,28 +871,10 @@ impl Api {
         self.wait_ready(name).await
     }
 
-    /// Polls the configuration until `State` is Active and the last update Successful.
+    /// Waits until `State` is Active and the last update Successful.
     async fn wait_ready(&self, name: &str) -> anyhow::Result<()> {
-        let path = format!("/2015-03-31/functions/{name}/configuration");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let cfg = self.call(Method::GET, &path, None).await?;
-            let state = cfg["State"].as_str().unwrap_or("");
-            let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
-            if state == "Failed" || update == "Failed" {
-                bail!(
-                    "{name}: {}",
-                    cfg["StateReason"].as_str().or(cfg["LastUpdateStatusReason"].as_str()).unwrap_or("")
-                );
-            }
-            if state == "Active" && update == "Successful" {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{name} did not become Active within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.rest.wait_ready(name, Duration::from_secs(60)).await.with_context(|| name.to_string())?;
+        Ok(())
     }
 
     /// The server's sandbox pool counters (spawns from the pool, built on the spot), if it has one.
@@ -1177,14 +1105,7 @@ impl MiniRuntimeHandler {
 }
 
 fn zip_bootstrap(bin: &Path) -> anyhow::Result<Vec<u8>> {
-    let data = std::fs::read(bin).with_context(|| format!("cannot read {}", bin.display()))?;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o755);
-    w.start_file("bootstrap", opts).context("cannot build the zip")?;
-    w.write_all(&data).context("cannot build the zip")?;
-    Ok(w.finish().context("cannot build the zip")?.into_inner())
+    Ok(kiln_client::package::bootstrap(bin)?)
 }
 
 // ---------------------------------------------------------------------------------------------
