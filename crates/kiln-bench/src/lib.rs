@@ -134,6 +134,10 @@ pub struct BenchArgs {
     /// Callers started per second in the density run.
     #[arg(long, default_value_t = 200)]
     density_rate: u32,
+    /// Cold starts of another function on the density run's server, before its environments
+    /// exist and again while they sit idle (0 skips them).
+    #[arg(long, default_value_t = 20)]
+    idle_cold: usize,
     /// Keep the server's stderr in this file (set RUST_LOG for detail) [default: discarded].
     #[arg(long)]
     server_log: Option<PathBuf>,
@@ -360,23 +364,7 @@ async fn latency_scenarios(
 
     // Cold.
     let pool_before = api.sandbox_pool().await?;
-    let mut cold = Vec::with_capacity(args.cold);
-    let mut request_ids = Vec::with_capacity(args.cold);
-    let client = new_client(server.addr);
-    for i in 0..args.cold {
-        api.call(
-            Method::PUT,
-            "/2015-03-31/functions/bench-cold/configuration",
-            Some(json!({ "Description": format!("cold {i}") })),
-        )
-        .await?;
-        api.wait_ready("bench-cold").await?;
-        server.wait_no_environments(Duration::from_secs(5));
-        let t = Instant::now();
-        let id = invoke(&client, "bench-cold", ECHO).await?;
-        cold.push(t.elapsed());
-        request_ids.push(id);
-    }
+    let (cold, request_ids) = cold_starts(server, &api, "bench-cold", args.cold).await?;
     report.cold = Stats::of(&cold);
     report.cold_split = cold_split(&server.data_dir, "bench-cold", &cold, &request_ids);
     if let (Some(before), Some(after)) = (pool_before, api.sandbox_pool().await?) {
@@ -385,13 +373,14 @@ async fn latency_scenarios(
     eprintln!("bench: cold done");
 
     // Warm.
-    let (warm, cpu_kiln, cpu_function) = warm_calls(server, "bench-warm", args.warm).await?;
+    let (warm, cpu_kiln, cpu_function, cpu_server) = warm_calls(server, "bench-warm", args.warm).await?;
     report.warm = Stats::of(&warm);
     report.warm_cpu_kiln = cpu_kiln;
     report.warm_cpu_function = cpu_function;
+    report.warm_cpu_server = cpu_server;
     if let (Some(zip), Some(lean)) = (lean_zip_b64, report.lean.as_mut()) {
         api.create_function("bench-lean", zip, 10, args.memory).await?;
-        let (warm, cpu_kiln, cpu_function) = warm_calls(server, "bench-lean", args.warm).await?;
+        let (warm, cpu_kiln, cpu_function, _) = warm_calls(server, "bench-lean", args.warm).await?;
         lean.warm = Stats::of(&warm);
         lean.cpu_kiln = cpu_kiln;
         lean.cpu_function = cpu_function;
@@ -433,21 +422,51 @@ async fn latency_scenarios(
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-/// `n` sequential calls on one warm environment: their latencies, and the CPU time per call of
-/// kiln's processes and of the function.
-async fn warm_calls(server: &Server, function: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Duration, Duration)> {
+/// `n` cold starts of `function`: before each, a configuration update retires its environment
+/// and the bench waits until the retired bootstrap is gone (other functions' environments
+/// stay). The latencies and the request ids.
+async fn cold_starts(server: &Server, api: &Api, function: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
+    let mut cold = Vec::with_capacity(n);
+    let mut request_ids = Vec::with_capacity(n);
+    let client = new_client(server.addr);
+    let path = format!("/2015-03-31/functions/{function}/configuration");
+    // The bootstraps of other functions, alive throughout.
+    let others = server_descendants(server.pid).1.len();
+    for i in 0..n {
+        api.call(Method::PUT, &path, Some(json!({ "Description": format!("cold {i}") }))).await?;
+        api.wait_ready(function).await?;
+        server.wait_bootstraps_at_most(others, Duration::from_secs(5));
+        let t = Instant::now();
+        let id = invoke(&client, function, ECHO).await?;
+        cold.push(t.elapsed());
+        request_ids.push(id);
+    }
+    Ok((cold, request_ids))
+}
+
+/// `n` sequential calls on one warm environment: their latencies; the CPU time per call of
+/// kiln's processes (threads alive at the end, `schedstat`) and of the function; and the CPU
+/// time per call of the `kiln serve` process itself from its utime + stime, which also counts
+/// threads that exited during the run.
+async fn warm_calls(
+    server: &Server,
+    function: &str,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration, Duration, Duration)> {
     let client = new_client(server.addr);
     invoke(&client, function, ECHO).await?;
     let mut out = Vec::with_capacity(n);
     let before = tree_cpu(server.pid);
+    let stat_before = process_cpu_stat(server.pid);
     for _ in 0..n {
         let t = Instant::now();
         invoke(&client, function, ECHO).await?;
         out.push(t.elapsed());
     }
     let after = tree_cpu(server.pid);
+    let stat = process_cpu_stat(server.pid).saturating_sub(stat_before);
     let calls = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-    Ok((out, after.0.saturating_sub(before.0) / calls, after.1.saturating_sub(before.1) / calls))
+    Ok((out, after.0.saturating_sub(before.0) / calls, after.1.saturating_sub(before.1) / calls, stat / calls))
 }
 
 /// Runs `callers` loops of `op` for a warm-up and then `seconds`; answers per second.
@@ -520,6 +539,13 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let api = Api::new(server.addr);
     api.create_function("bench-density", zip_b64, 300, args.memory).await?;
     let before = proc_memory(server.pid);
+    // Cold starts with no environment alive, for the comparison with the same after the fill.
+    let idle_cold = args.idle_cold > 0;
+    let mut cold_none = Vec::new();
+    if idle_cold {
+        api.create_function("bench-idle-cold", zip_b64, 10, args.memory).await?;
+        cold_none = cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0;
+    }
 
     // Callers start at a fixed rate; each event sleeps until well after the last one started,
     // so every call holds its own environment and they all overlap.
@@ -559,7 +585,13 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     };
     let (kiln, boot) = (total(&kiln_pids), total(&boot_pids));
     let (kiln_procs, boot_procs) = (kiln_pids.len(), boot_pids.len());
+    // The memory is measured; now the same cold starts with the environments idle around them.
+    let cold_with_idle = match idle_cold {
+        true => Some((Stats::of(&cold_none), Stats::of(&cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0))),
+        false => None,
+    };
     Ok(Density {
+        cold_with_idle,
         requested: n,
         environments,
         failed,
@@ -757,11 +789,11 @@ impl Server {
         }
     }
 
-    /// Waits until no bootstrap runs under the server (the retired environment is gone). The
-    /// blank sandboxes the server keeps ready stay: they are not environments.
-    fn wait_no_environments(&self, limit: Duration) {
+    /// Waits until at most `n` bootstraps run under the server (a retired environment is gone).
+    /// The blank sandboxes the server keeps ready stay: they are not environments.
+    fn wait_bootstraps_at_most(&self, n: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while !server_descendants(self.pid).1.is_empty() && Instant::now() < deadline {
+        while server_descendants(self.pid).1.len() > n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -1136,6 +1168,19 @@ fn proc_memory(pid: u32) -> Mem {
     Mem { rss: field("Rss:"), pss: field("Pss:") }
 }
 
+/// Clock ticks per second of /proc's CPU times (Linux's USER_HZ, 100 on every architecture).
+const USER_HZ: u64 = 100;
+
+/// CPU time of a process so far, exited threads included: utime + stime of /proc/PID/stat
+/// (10 ms ticks; over thousands of calls that is a few µs per call).
+fn process_cpu_stat(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields resume after the command name's last ')'; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
 /// CPU time of every thread of a process so far (`/proc/PID/task/*/schedstat`, in ns).
 fn process_cpu(pid: u32) -> Duration {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -1262,6 +1307,8 @@ struct Density {
     kiln_procs: usize,
     boot: Mem,
     boot_procs: usize,
+    /// Cold starts of another function: with no environment alive, and with these idle.
+    cold_with_idle: Option<(Stats, Stats)>,
 }
 
 impl Density {
@@ -1302,6 +1349,8 @@ struct Report {
     /// CPU time per sequential warm invoke: kiln's processes, and the function's.
     warm_cpu_kiln: Duration,
     warm_cpu_function: Duration,
+    /// CPU time of the `kiln serve` process per sequential warm invoke (utime + stime).
+    warm_cpu_server: Duration,
     floor1: Stats,
     floor2: Stats,
     throughput: Vec<(usize, f64)>,
@@ -1316,12 +1365,30 @@ struct Report {
     scrape: Option<scrape::Scrape>,
 }
 
+fn render_targets(targets: &[Target]) -> String {
+    let mut s = String::new();
+    for t in targets {
+        s += &format!(
+            "  {:<44} {:>20}  (goal {:>9})  {}\n",
+            t.what,
+            t.value,
+            t.goal,
+            match t.met {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "not comparable",
+            }
+        );
+    }
+    s
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 struct Target {
-    what: &'static str,
+    what: String,
     value: String,
     goal: String,
     /// None when the run cannot be compared with the goal (e.g. a burst smaller than the goal's).
@@ -1340,31 +1407,31 @@ impl Report {
         let tput_ratio = Self::rate(&self.throughput, 8) / Self::rate(&self.floor_throughput, 8).max(1e-9);
         let mut t = vec![
             Target {
-                what: "cold p50 ≤ 5 ms",
+                what: "cold p50 ≤ 5 ms".into(),
                 value: format!("{cold:.2} ms"),
                 goal: "5 ms".into(),
                 met: Some(cold <= 5.0),
             },
             Target {
-                what: "cold p50 ≤ bare spawn p50 + 2 ms",
+                what: "cold p50 ≤ bare spawn p50 + 2 ms".into(),
                 value: format!("{cold:.2} ms"),
                 goal: format!("{:.2} ms", bare + 2.0),
                 met: Some(cold <= bare + 2.0),
             },
             Target {
-                what: "warm p50 ≤ 1.5 × two-request floor",
+                what: "warm p50 ≤ 1.5 × two-request floor".into(),
                 value: format!("{warm_ratio:.2}×"),
                 goal: "1.5×".into(),
                 met: Some(warm_ratio <= 1.5),
             },
             Target {
-                what: "throughput (8 callers) ≥ 40% of floor",
+                what: "throughput (8 callers) ≥ 40% of floor".into(),
                 value: format!("{:.0}%", tput_ratio * 100.0),
                 goal: "40%".into(),
                 met: Some(tput_ratio >= 0.4),
             },
             Target {
-                what: "burst of 200 ≤ 1 s",
+                what: "burst of 200 ≤ 1 s".into(),
                 value: format!("{:.0} ms ({} calls)", ms(self.burst_total), args.burst),
                 goal: "1000 ms".into(),
                 // A smaller burst says nothing about the goal, whatever its time.
@@ -1374,19 +1441,84 @@ impl Report {
         ];
         if let Some(d) = &self.density {
             t.push(Target {
-                what: "kiln memory per idle environment ≤ 1 MiB",
+                what: "kiln memory per idle environment ≤ 1 MiB".into(),
                 value: format!("{:.0} KiB", d.per_env() / 1024.0),
                 goal: "1024 KiB".into(),
                 met: Some(d.per_env() <= MB),
             });
             t.push(Target {
-                what: "kiln serve idle RSS ≤ 30 MB (28.6 MiB)",
+                what: "kiln serve idle RSS ≤ 30 MB (28.6 MiB)".into(),
                 value: format!("{:.1} MiB", d.idle.rss as f64 / MB),
                 goal: "28.6 MiB".into(),
                 met: Some(d.idle.rss as f64 <= 30e6),
             });
         }
         t
+    }
+
+    /// The next step's goals, each a ratio to this run's own baselines (or a budget): cold start
+    /// close to a bare spawn, unchanged with many idle environments, little kiln CPU and
+    /// latency per warm call, fast bursts, little memory per idle environment.
+    fn goals(&self, args: &BenchArgs) -> Vec<Target> {
+        let cold_gap = ms(self.cold.p50) - ms(self.bare.p50);
+        let warm_bound = ms(self.floor1.p50) + ms(self.bare_warm.p50);
+        let warm_ratio = ms(self.warm.p50) / warm_bound.max(1e-9);
+        let cpu_us = self.warm_cpu_server.as_secs_f64() * 1e6;
+        let mut g = vec![
+            Target {
+                what: "cold p50 − bare spawn p50 ≤ +1.0 ms".into(),
+                value: format!("{cold_gap:+.2} ms"),
+                goal: "+1.00 ms".into(),
+                met: Some(cold_gap <= 1.0),
+            },
+            Target {
+                what: "kiln CPU per warm call ≤ 60 µs".into(),
+                value: format!("{cpu_us:.0} µs"),
+                goal: "60 µs".into(),
+                met: Some(cpu_us <= 60.0),
+            },
+            Target {
+                what: "warm p50 ≤ 1.1 × (loopback 1 request + bare warm)".into(),
+                value: format!("{warm_ratio:.2}×"),
+                goal: "1.1×".into(),
+                met: Some(warm_ratio <= 1.1),
+            },
+        ];
+        if let Some(l) = &self.lean {
+            let share = l.throughput8 / Self::rate(&self.floor_throughput, 8).max(1e-9);
+            g.push(Target {
+                what: "minimal runtime, 8 callers ≥ 30% of floor-8".into(),
+                value: format!("{:.0}%", share * 100.0),
+                goal: "30%".into(),
+                met: Some(share >= 0.3),
+            });
+        }
+        g.push(Target {
+            what: "burst of 200 ≤ 0.6 s".into(),
+            value: format!("{:.0} ms ({} calls)", ms(self.burst_total), args.burst),
+            goal: "600 ms".into(),
+            met: (args.burst >= 200)
+                .then(|| ms(self.burst_total) <= 600.0 && self.burst_cold_starts >= args.burst as u64),
+        });
+        if let Some(d) = &self.density {
+            if let Some((none, idle)) = &d.cold_with_idle {
+                let ratio = ms(idle.p50) / ms(none.p50).max(1e-9);
+                g.push(Target {
+                    what: format!("cold p50 with {} idle envs / with none ≤ 1.1×", d.environments),
+                    value: format!("{ratio:.2}×"),
+                    goal: "1.1×".into(),
+                    // The goal is for 500 idle environments: fewer say nothing about it.
+                    met: (d.environments >= 500).then_some(ratio <= 1.1),
+                });
+            }
+            g.push(Target {
+                what: "kiln memory per idle environment ≤ 256 KiB".into(),
+                value: format!("{:.0} KiB", d.per_env() / 1024.0),
+                goal: "256 KiB".into(),
+                met: Some(d.per_env() <= 256.0 * 1024.0),
+            });
+        }
+        g
     }
 
     fn render(&self, args: &BenchArgs) -> String {
@@ -1436,6 +1568,11 @@ impl Report {
             self.warm_cpu_kiln.as_secs_f64() * 1e6,
             self.warm_cpu_function.as_secs_f64() * 1e6,
             self.bare_warm_cpu.as_secs_f64() * 1e6
+        );
+        s += &format!(
+            "kiln serve CPU per warm call (utime + stime, exited threads too): {:.0} µs over {} calls\n",
+            self.warm_cpu_server.as_secs_f64() * 1e6,
+            self.warm.n
         );
         if let Some((pooled, fresh)) = self.cold_pooled {
             s += &format!("cold starts: {pooled} took a ready sandbox from the pool, {fresh} built one on the spot");
@@ -1506,6 +1643,14 @@ impl Report {
                 mib(d.kiln.rss)
             );
             s += &format!("  kiln's own memory per environment  {:>9.0} KiB\n", d.per_env() / 1024.0);
+            if let Some((none, idle)) = &d.cold_with_idle {
+                s += &format!(
+                    "  cold p50 of another function      {:>9.3} ms with these idle, {:.3} ms with none (n = {})\n",
+                    ms(idle.p50),
+                    ms(none.p50),
+                    idle.n
+                );
+            }
             s += &format!(
                 "  (not kiln's) bootstraps            {:>9.1} MiB PSS ({} processes, {:.0} KiB PSS each)\n",
                 mib(d.boot.pss),
@@ -1534,19 +1679,9 @@ impl Report {
               floor's throughput with 8 callers; RSS = resident memory; PSS = RSS with each shared page \
               split evenly among the processes that share it\n";
         s += "\ntargets\n";
-        for t in self.targets(args) {
-            s += &format!(
-                "  {:<44} {:>20}  (goal {:>9})  {}\n",
-                t.what,
-                t.value,
-                t.goal,
-                match t.met {
-                    Some(true) => "met",
-                    Some(false) => "NOT MET",
-                    None => "not comparable",
-                }
-            );
-        }
+        s += &render_targets(&self.targets(args));
+        s += "\ngoals (ratios to this run's baselines)\n";
+        s += &render_targets(&self.goals(args));
         if let Some(scrape) = &self.scrape {
             s += &scrape.render();
         }
@@ -1644,6 +1779,8 @@ impl Report {
                 "kiln_bytes_per_environment": d.per_env(),
                 "bootstrap_processes": d.boot_procs,
                 "bootstrap_pss_bytes": d.boot.pss,
+                "cold_no_environments": d.cold_with_idle.as_ref().map(|c| c.0.json()),
+                "cold_with_idle_environments": d.cold_with_idle.as_ref().map(|c| c.1.json()),
             })
         });
         json!({
@@ -1666,6 +1803,7 @@ impl Report {
             })),
             "warm_cpu_us_per_call": {
                 "kiln": self.warm_cpu_kiln.as_secs_f64() * 1e6,
+                "kiln_serve_utime_stime": self.warm_cpu_server.as_secs_f64() * 1e6,
                 "function": self.warm_cpu_function.as_secs_f64() * 1e6,
             },
             "warm": self.warm.json(),
@@ -1678,6 +1816,9 @@ impl Report {
             "metrics_scrape": self.scrape.as_ref().map(scrape::Scrape::json),
             "targets": self.targets(args).iter().map(|t| json!({
                 "target": t.what, "value": t.value, "goal": t.goal, "met": t.met,
+            })).collect::<Vec<_>>(),
+            "goals": self.goals(args).iter().map(|t| json!({
+                "goal_of": t.what, "value": t.value, "goal": t.goal, "met": t.met,
             })).collect::<Vec<_>>(),
         })
     }
@@ -1760,6 +1901,42 @@ mod tests {
         assert!(!text.contains("pool had none ready"), "{text}");
         let some_fresh = Report { cold_pooled: Some((18, 2)), ..Report::default() };
         assert!(some_fresh.render(&args(&[])).contains("2 built one on the spot (the pool had none ready"));
+    }
+
+    #[test]
+    fn goals_compare_with_this_runs_baselines() {
+        let report = Report {
+            cold: Stats::of(&[ms_(3)]),
+            bare: Stats::of(&[ms_(2)]),
+            warm: Stats::of(&[Duration::from_micros(500)]),
+            floor1: Stats::of(&[Duration::from_micros(100)]),
+            bare_warm: Stats::of(&[Duration::from_micros(300)]),
+            warm_cpu_server: Duration::from_micros(59),
+            burst_total: ms_(500),
+            burst_cold_starts: 200,
+            ..Report::default()
+        };
+        let goals = report.goals(&args(&[]));
+        let met = |what: &str| goals.iter().find(|g| g.what.starts_with(what)).map(|g| g.met);
+        assert_eq!(met("cold p50 − bare spawn"), Some(Some(true)));
+        assert_eq!(met("kiln CPU per warm call"), Some(Some(true)));
+        // 0.5 ms against (0.1 + 0.3) × 1.1 = 0.44 ms.
+        assert_eq!(met("warm p50 ≤ 1.1"), Some(Some(false)));
+        assert_eq!(met("burst of 200 ≤ 0.6 s"), Some(Some(true)));
+        // No density run, no minimal runtime: no such rows.
+        assert_eq!(met("kiln memory"), None);
+        assert_eq!(met("minimal runtime"), None);
+    }
+
+    #[test]
+    fn cpu_times_come_from_proc_stat_of_this_process() {
+        // Spinning shows up in whole ticks of 10 ms (the bound is only there to end a broken run).
+        let before = process_cpu_stat(std::process::id());
+        let t = Instant::now();
+        while process_cpu_stat(std::process::id()) < before + ms_(20) && t.elapsed() < Duration::from_secs(60) {
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        assert!(process_cpu_stat(std::process::id()) >= before + ms_(20));
     }
 
     #[test]

@@ -288,7 +288,7 @@ async fn through_kiln(
         ids.push(id);
     }
     let split = cold_split(&server.data_dir, "bench-rt-cold", &cold, &ids);
-    let (warm, _, _) = warm_calls(server, "bench-rt-warm", args.warm).await?;
+    let (warm, _, _, _) = warm_calls(server, "bench-rt-warm", args.warm).await?;
     Ok((Stats::of(&cold), split, Stats::of(&warm)))
 }
 
