@@ -51,14 +51,22 @@
 //!   request, and two sequential requests (a warm invoke makes two hops: client → kiln →
 //!   runtime), plus the floor's throughput with the same numbers of callers.
 //!
-//! - **scrape** (`bench/scrape.rs`): warm latency and 8-caller throughput with and without a
+//! - **scrape** (`scrape.rs`): warm latency and 8-caller throughput with and without a
 //!   Prometheus scraper on `/metrics`, alternated on the same server; `--scrape-only` runs only
 //!   this scenario.
-//! - **runtimes** (`bench/runtimes.rs`): a trivial Python and Node.js handler on kiln's runtime
+//! - **runtimes** (`runtimes.rs`): a trivial Python and Node.js handler on kiln's runtime
 //!   clients, cold and warm, each beside the same launcher started bare against the bench's own
 //!   Runtime API; `--only runtimes` runs only this scenario.
+//! - **peer** (`peer.rs`, `--peer cargo-lambda`): the same function and client against another
+//!   local emulator, with kiln/peer ratios.
 //!
-//! Targets are reported as met or not met; the bench never fails on them.
+//! Targets are reported as met or not met; the bench never fails on them. A second list,
+//! *goals*, holds the next step's goals, each a ratio to this run's own baselines: cold p50 −
+//! bare spawn p50, kiln serve's CPU per warm call (utime + stime of /proc/PID/stat over the warm
+//! scenario, divided by the calls), warm p50 against one loopback request plus bare warm, the
+//! minimal runtime's 8-caller share of the loopback floor, the burst of 200, kiln's memory per
+//! idle environment, and cold starts of another function while the density run's environments
+//! sit idle against the same with none (`--idle-cold` of each).
 //!
 //! This crate is the body of the `kiln bench` verb (the `kiln` binary parses [`BenchArgs`] and
 //! calls [`run`]); like the binary, it reports failures with `anyhow`. Its REST client,
@@ -83,6 +91,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod peer;
 mod runtimes;
 mod scrape;
 mod stream;
@@ -159,6 +168,14 @@ pub struct BenchArgs {
     /// scraper on /metrics (--warm calls and --seconds of throughput per mode).
     #[arg(long)]
     scrape_only: bool,
+    /// Run only the comparison with another local emulator, same function binary, same client:
+    /// `cargo-lambda` (its `cargo lambda watch --only-lambda-apis`): warm p50/p99, throughput
+    /// with 1 and 8 callers, server CPU per call, with kiln/peer ratios.
+    #[arg(long, value_parser = ["cargo-lambda"])]
+    peer: Option<String>,
+    /// The peer's program [default: `cargo-lambda` on PATH].
+    #[arg(long)]
+    peer_bin: Option<PathBuf>,
     /// How often the scrape scenario's scraper fetches /metrics, in ms.
     #[arg(long, default_value_t = 1000)]
     scrape_interval_ms: u64,
@@ -183,6 +200,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let result = rt.block_on(events_only(&args))?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&json!({ "events": result.json() }))?);
+        } else {
+            print!("{}", result.render());
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if args.peer.is_some() {
+        let result = rt.block_on(async {
+            let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+            let function_bin = match &args.function_bin {
+                Some(p) => p.clone(),
+                None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
+            };
+            let work = TempDir::new()?;
+            peer::run(&exe, &work, &function_bin, &args).await
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({ "peer": result.json() }))?);
         } else {
             print!("{}", result.render());
         }
