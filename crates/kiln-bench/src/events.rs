@@ -4,11 +4,11 @@
 //! server also delivers what it accepted.
 
 use super::{new_client, Api, BenchArgs, Server, Stats, TempDir};
-use http_body_util::BodyExt as _;
-use kiln_client::Conn;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use kiln_client::Conn;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};

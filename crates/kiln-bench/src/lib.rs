@@ -459,7 +459,12 @@ async fn latency_scenarios(
 /// `n` cold starts of `function`: before each, a configuration update retires its environment
 /// and the bench waits until the retired bootstrap is gone (other functions' environments
 /// stay). The latencies and the request ids.
-async fn cold_starts(server: &Server, api: &Api, function: &str, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
+async fn cold_starts(
+    server: &Server,
+    api: &Api,
+    function: &str,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
     let mut cold = Vec::with_capacity(n);
     let mut request_ids = Vec::with_capacity(n);
     let client = new_client(server.addr);
@@ -621,7 +626,10 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let (kiln_procs, boot_procs) = (kiln_pids.len(), boot_pids.len());
     // The memory is measured; now the same cold starts with the environments idle around them.
     let cold_with_idle = match idle_cold {
-        true => Some((Stats::of(&cold_none), Stats::of(&cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0))),
+        true => Some((
+            Stats::of(&cold_none),
+            Stats::of(&cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0),
+        )),
         false => None,
     };
     Ok(Density {

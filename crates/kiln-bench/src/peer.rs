@@ -63,7 +63,8 @@ pub async fn run(exe: &Path, work: &TempDir, function_bin: &Path, args: &BenchAr
     let most = CALLERS.iter().copied().max().unwrap_or(1);
 
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(super::zip_bootstrap(function_bin)?);
-    let server = Server::start(exe, &work.path.join("peer-kiln"), args, most * 2 + 8, args.server_log.as_deref()).await?;
+    let server =
+        Server::start(exe, &work.path.join("peer-kiln"), args, most * 2 + 8, args.server_log.as_deref()).await?;
     let kiln = async {
         Api::new(server.addr).create_function("bench-peer", &zip_b64, 10, args.memory).await?;
         measure(server.addr, "bench-peer", server.pid, args).await
@@ -101,17 +102,12 @@ async fn measure(addr: SocketAddr, function: &'static str, pid: u32, args: &Benc
     let cpu = process_cpu_stat(pid).saturating_sub(cpu_before);
     let mut rates = Vec::new();
     for callers in CALLERS {
-        let rate = throughput(addr, args.seconds, callers, move |c| async move {
-            invoke(&c, function, ECHO).await.map(drop)
-        })
-        .await?;
+        let rate =
+            throughput(addr, args.seconds, callers, move |c| async move { invoke(&c, function, ECHO).await.map(drop) })
+                .await?;
         rates.push((callers, rate));
     }
-    Ok(Side {
-        warm: Stats::of(&warm),
-        cpu_per_call: cpu / u32::try_from(n).unwrap_or(u32::MAX),
-        throughput: rates,
-    })
+    Ok(Side { warm: Stats::of(&warm), cpu_per_call: cpu / u32::try_from(n).unwrap_or(u32::MAX), throughput: rates })
 }
 
 /// cargo-lambda's emulator and the functions started against it; all killed on `stop`.
@@ -208,12 +204,7 @@ impl PeerResult {
             ("warm p99", super::ms(k.warm.p99), super::ms(p.warm.p99), "ms"),
             ("throughput, 1 caller", rate(k, 1), rate(p, 1), "/s"),
             ("throughput, 8 callers (parallel calls)", rate(k, 8), rate(p, 8), "/s"),
-            (
-                "server CPU per warm call",
-                k.cpu_per_call.as_secs_f64() * 1e6,
-                p.cpu_per_call.as_secs_f64() * 1e6,
-                "µs",
-            ),
+            ("server CPU per warm call", k.cpu_per_call.as_secs_f64() * 1e6, p.cpu_per_call.as_secs_f64() * 1e6, "µs"),
         ]
     }
 

@@ -4,10 +4,10 @@
 //! one, so both see the same machine) and 8-caller throughput, with URL/Invoke ratios.
 
 use super::{invoke, new_client, throughput, Api, BenchArgs, Server, Stats, TempDir, ECHO};
-use kiln_client::Conn;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use kiln_client::Conn;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;

@@ -199,9 +199,6 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let api = Api::new(&format!("http://127.0.0.1:{port}")).unwrap();
         let err = api.call(Method::GET, "/2015-03-31/functions/", None).await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("cannot reach kiln at http://127.0.0.1:{port}; is `kiln serve` running?")
-        );
+        assert_eq!(err.to_string(), format!("cannot reach kiln at http://127.0.0.1:{port}; is `kiln serve` running?"));
     }
 }

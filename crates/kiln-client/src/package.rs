@@ -140,7 +140,10 @@ mod tests {
         std::fs::write(&zip, b"PK not really").unwrap();
         assert_eq!(package(&zip).unwrap(), b"PK not really");
         let missing = dir.path().join("missing");
-        assert_eq!(package(&missing).unwrap_err().to_string(), format!("{} is neither a .zip nor a folder", missing.display()));
+        assert_eq!(
+            package(&missing).unwrap_err().to_string(),
+            format!("{} is neither a .zip nor a folder", missing.display())
+        );
     }
 
     #[test]

@@ -309,7 +309,8 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             let api = endpoint.api()?;
             let name = plain_name(&name)?;
             let path = format!("/kiln/v1/functions/{name}/logs{}", if follow { "?follow=true" } else { "" });
-            let req = api.request(Method::GET, &path).body(Full::new(Bytes::new())).context("cannot build the request")?;
+            let req =
+                api.request(Method::GET, &path).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
