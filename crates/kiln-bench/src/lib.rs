@@ -653,9 +653,10 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
 /// The bootstrap as a plain child process against the bench's own Runtime API: spawn → first
 /// response posted.
 async fn bare_spawn(servers: &tokio::runtime::Handle, bin: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut api = MiniRuntime::start(servers).await?;
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
+        // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
+        let mut api = MiniRuntime::start(servers).await?;
         let request_id = format!("bare-{i}");
         let t = Instant::now();
         let mut child = api.spawn(bin)?;
@@ -972,12 +973,12 @@ impl Api {
     }
 }
 
-/// Serves `handler` on a free loopback port of the `servers` runtime.
-/// Which connection of a bench server a request came on (a request extension).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ConnId(u64);
-
-async fn serve<H, Fut>(servers: &tokio::runtime::Handle, handler: H) -> anyhow::Result<SocketAddr>
+/// Serves `handler` on a free loopback port of the `servers` runtime; the accept loop runs until
+/// the returned handle aborts it.
+async fn serve<H, Fut>(
+    servers: &tokio::runtime::Handle,
+    handler: H,
+) -> anyhow::Result<(SocketAddr, tokio::task::AbortHandle)>
 where
     H: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -988,16 +989,12 @@ where
         .context("bind task failed")?
         .context("cannot listen on loopback")?;
     let addr = listener.local_addr().context("cannot read the listening address")?;
-    servers.spawn(async move {
-        let mut conn = 0;
+    let accept = servers.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             let handler = handler.clone();
-            conn += 1;
-            let id = ConnId(conn);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(id);
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let handler = handler.clone();
                     async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
                 });
@@ -1008,22 +1005,25 @@ where
             });
         }
     });
-    Ok(addr)
+    Ok((addr, accept.abort_handle()))
 }
 
 async fn start_echo_server(servers: &tokio::runtime::Handle) -> anyhow::Result<SocketAddr> {
-    serve(servers, |req: Request<Incoming>| async move {
+    let (addr, _runs_with_the_bench) = serve(servers, |req: Request<Incoming>| async move {
         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         Response::new(Full::new(body))
     })
-    .await
+    .await?;
+    Ok(addr)
 }
 
-/// The Runtime API of the bare baselines: `next` waits for the bench to hand out an event;
-/// posted responses go back to the bench.
+/// The Runtime API of the bare baselines, for one runtime process: `next` waits for the bench to
+/// hand out an event; posted responses go back to the bench. Each process gets its own (its own
+/// port), so a killed runtime's late request can never take its successor's event, however many
+/// connections a runtime's client opens.
 struct MiniRuntime {
     addr: SocketAddr,
-    handler: Arc<MiniRuntimeHandler>,
+    accept: tokio::task::AbortHandle,
     events: tokio::sync::mpsc::UnboundedSender<String>,
     posted: tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>,
 }
@@ -1031,39 +1031,27 @@ struct MiniRuntime {
 struct MiniRuntimeHandler {
     /// Request ids of the events still to hand out.
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
-    /// The connection of the latest `next`. A `next` still waiting on an older connection (its
-    /// runtime was killed, hyper keeps the call running) gives up instead of taking the event.
-    latest: tokio::sync::watch::Sender<u64>,
     /// Where posted responses (Ok(request id)) and errors (Err(what)) go.
     posted: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
-    /// The highest connection any request came on so far.
-    seen: std::sync::atomic::AtomicU64,
-    /// Connections below this one belong to runtimes started before the latest spawn: their
-    /// `next` (read late, after the kill) gets no event, and an event one took goes back.
-    first_current: std::sync::atomic::AtomicU64,
-    /// Puts back an event a stale `next` took.
-    requeue: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Drop for MiniRuntime {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 impl MiniRuntime {
     async fn start(servers: &tokio::runtime::Handle) -> anyhow::Result<MiniRuntime> {
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (posted_tx, posted_rx) = tokio::sync::mpsc::unbounded_channel();
-        let handler = Arc::new(MiniRuntimeHandler {
-            events: tokio::sync::Mutex::new(events_rx),
-            latest: tokio::sync::watch::Sender::new(0),
-            posted: posted_tx,
-            seen: std::sync::atomic::AtomicU64::new(0),
-            first_current: std::sync::atomic::AtomicU64::new(0),
-            requeue: events_tx.clone(),
-        });
-        let h = handler.clone();
-        let addr = serve(servers, move |req| {
-            let handler = h.clone();
+        let handler = Arc::new(MiniRuntimeHandler { events: tokio::sync::Mutex::new(events_rx), posted: posted_tx });
+        let (addr, accept) = serve(servers, move |req| {
+            let handler = handler.clone();
             async move { handler.handle(req).await }
         })
         .await?;
-        Ok(MiniRuntime { addr, handler, events: events_tx, posted: posted_rx })
+        Ok(MiniRuntime { addr, accept, events: events_tx, posted: posted_rx })
     }
 
     fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
@@ -1072,9 +1060,6 @@ impl MiniRuntime {
 
     /// [`MiniRuntime::spawn`] with more environment variables and a working directory.
     fn spawn_with(&self, bin: &Path, vars: &[(String, String)], cwd: &Path) -> anyhow::Result<Child> {
-        use std::sync::atomic::Ordering;
-        let next = self.handler.seen.load(Ordering::SeqCst) + 1;
-        self.handler.first_current.store(next, Ordering::SeqCst);
         std::process::Command::new(bin)
             .env_clear()
             .envs(vars.iter().map(|(k, v)| (k, v)))
@@ -1107,9 +1092,6 @@ impl MiniRuntime {
 
 impl MiniRuntimeHandler {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let conn = req.extensions().get::<ConnId>().map_or(0, |c| c.0);
-        self.seen.fetch_max(conn, std::sync::atomic::Ordering::SeqCst);
-        let stale = || conn < self.first_current.load(std::sync::atomic::Ordering::SeqCst);
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let _ = req.into_body().collect().await;
@@ -1123,33 +1105,12 @@ impl MiniRuntimeHandler {
         };
         match (method, rest) {
             (Method::GET, "invocation/next") => {
-                // A `next` of a killed runtime may be read after its successor's (connections
-                // count up): it must not take the successor's event.
-                let newest = self.latest.send_if_modified(|l| {
-                    let newer = conn > *l;
-                    if newer {
-                        *l = conn;
-                    }
-                    newer || conn == *l
-                });
-                if !newest || stale() {
-                    return reply(StatusCode::GONE, "{}");
-                }
-                let mut latest = self.latest.subscribe();
-                let next = tokio::time::timeout(Duration::from_secs(60), async {
-                    tokio::select! {
-                        event = async { self.events.lock().await.recv().await } => event,
-                        _ = latest.wait_for(|l| *l != conn) => None,
-                    }
-                })
-                .await;
+                let next =
+                    tokio::time::timeout(Duration::from_secs(60), async { self.events.lock().await.recv().await })
+                        .await;
                 let Ok(Some(id)) = next else {
                     return reply(StatusCode::GONE, "{}");
                 };
-                if stale() {
-                    let _ = self.requeue.send(id);
-                    return reply(StatusCode::GONE, "{}");
-                }
                 let deadline_ms =
                     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64) + 3000;
                 Response::builder()
@@ -1520,7 +1481,7 @@ impl Report {
                 met: Some(cpu_us <= 60.0),
             },
             Target {
-                what: "warm p50 ≤ 1.1 × (loopback 1 request + bare warm)".into(),
+                what: "warm p50 / (loopback + bare warm) ≤ 1.1×".into(),
                 value: format!("{warm_ratio:.2}×"),
                 goal: "1.1×".into(),
                 met: Some(warm_ratio <= 1.1),
@@ -1546,7 +1507,7 @@ impl Report {
             if let Some((none, idle)) = &d.cold_with_idle {
                 let ratio = ms(idle.p50) / ms(none.p50).max(1e-9);
                 g.push(Target {
-                    what: format!("cold p50 with {} idle envs / with none ≤ 1.1×", d.environments),
+                    what: format!("cold p50, {} idle envs / none ≤ 1.1×", d.environments),
                     value: format!("{ratio:.2}×"),
                     goal: "1.1×".into(),
                     // The goal is for 500 idle environments: fewer say nothing about it.
@@ -1963,7 +1924,7 @@ mod tests {
         assert_eq!(met("cold p50 − bare spawn"), Some(Some(true)));
         assert_eq!(met("kiln CPU per warm call"), Some(Some(true)));
         // 0.5 ms against (0.1 + 0.3) × 1.1 = 0.44 ms.
-        assert_eq!(met("warm p50 ≤ 1.1"), Some(Some(false)));
+        assert_eq!(met("warm p50 / (loopback"), Some(Some(false)));
         assert_eq!(met("burst of 200 ≤ 0.6 s"), Some(Some(true)));
         // No density run, no minimal runtime: no such rows.
         assert_eq!(met("kiln memory"), None);

@@ -332,10 +332,11 @@ async fn bare_start(
     env: &BareEnv<'_>,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut api = MiniRuntime::start(servers).await?;
     let vars = env.vars();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
+        // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
+        let mut api = MiniRuntime::start(servers).await?;
         let request_id = format!("bare-{i}");
         let t = Instant::now();
         let mut child = api.spawn_with(launcher, &vars, env.task)?;
