@@ -148,8 +148,11 @@ async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: Conne
             Ok::<_, std::convert::Infallible>(reply)
         }
     });
+    // Head and body go out in one buffer, one `write` per response, instead of a `writev` of
+    // two: the answers are small (an event, a 202), so the copy costs less than the iovec.
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .writev(false)
         .max_buf_size(READ_BUF_BYTES)
         .serve_connection(io, service);
     tokio::select! {

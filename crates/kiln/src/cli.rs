@@ -6,8 +6,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use kiln_client::api::aws_error;
+use kiln_client::package::package;
+use kiln_client::Api;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,18 @@ pub struct Endpoint {
     url: String,
 }
 
+impl Endpoint {
+    /// The REST API there (kiln-client's), each request signed when AWS keys are set.
+    fn api(&self) -> anyhow::Result<Api> {
+        let api = Api::new(&self.url)?;
+        let host = api.base().trim_start_matches("http://").split('/').next().unwrap_or_default().to_string();
+        Ok(api.with_signer(std::sync::Arc::new(move |req: &mut Request<Full<Bytes>>| sign(req, &host))))
+    }
+}
+
+/// How long `deploy` waits for a function to become ready.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
 pub fn run(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     rt.block_on(run_async(cmd))
@@ -153,7 +166,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 None if runtime.starts_with("provided") => "bootstrap".to_string(),
                 None => bail!("--handler is required with --runtime {runtime} (e.g. --handler app.handler)"),
             };
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let name = plain_name(&name)?;
             let zip = package(&path)?;
             // A layer may bring the bootstrap (`/opt/bootstrap`), as on Lambda.
@@ -184,18 +197,18 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             let cfg = match exists {
                 Ok(_) => {
                     api.call(Method::PUT, &format!("{path_fn}/code"), Some(json!({ "ZipFile": zip_b64 }))).await?;
-                    wait_ready(&api, &name).await?;
+                    api.wait_ready(&name, READY_WAIT).await?;
                     api.call(Method::PUT, &format!("{path_fn}/configuration"), Some(config)).await?;
-                    wait_ready(&api, &name).await?
+                    api.wait_ready(&name, READY_WAIT).await?
                 }
                 Err(e) if e.to_string().starts_with("ResourceNotFoundException") => {
                     config["FunctionName"] = json!(name);
                     config["Role"] = json!("arn:aws:iam::000000000000:role/kiln");
                     config["Code"] = json!({ "ZipFile": zip_b64 });
                     api.call(Method::POST, "/2015-03-31/functions", Some(config)).await?;
-                    wait_ready(&api, &name).await?
+                    api.wait_ready(&name, READY_WAIT).await?
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             println!(
                 "deployed {} ({} bytes, sha256 {}, {} MB, {} s timeout)",
@@ -212,7 +225,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Invoke { name, payload, logs, qualifier, invocation_type, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let target = function_target(&name, qualifier.as_deref())?;
             let body = match payload.as_deref() {
                 None => Bytes::new(),
@@ -221,9 +234,8 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 }
                 Some(p) => Bytes::from(p.to_string()),
             };
-            let mut req = Request::builder()
-                .method(Method::POST)
-                .uri(format!("{}/2015-03-31/functions/{target}/invocations", api.base))
+            let mut req = api
+                .request(Method::POST, &format!("/2015-03-31/functions/{target}/invocations"))
                 .header("X-Amz-Invocation-Type", &invocation_type);
             if logs {
                 req = req.header("X-Amz-Log-Type", "Tail");
@@ -254,7 +266,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             Ok(if function_error { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         ClientCommand::Ls { json, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let mut marker: Option<String> = None;
             let mut functions = Vec::new();
             loop {
@@ -287,17 +299,18 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Rm { name, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let name = plain_name(&name)?;
             api.call(Method::DELETE, &format!("/2015-03-31/functions/{name}"), None).await?;
             println!("deleted {name}");
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Logs { name, follow, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let name = plain_name(&name)?;
-            let uri = format!("{}/kiln/v1/functions/{name}/logs{}", api.base, if follow { "?follow=true" } else { "" });
-            let req = Request::builder().uri(uri).body(Full::new(Bytes::new())).context("cannot build the request")?;
+            let path = format!("/kiln/v1/functions/{name}/logs{}", if follow { "?follow=true" } else { "" });
+            let req =
+                api.request(Method::GET, &path).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
@@ -316,7 +329,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Runtimes { all, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let v = api.call(Method::GET, "/kiln/v1/runtimes", None).await?;
             println!("{:<16} {:<12} RUNS ON", "RUNTIME", "STATUS");
             for r in v["Runtimes"].as_array().into_iter().flatten() {
@@ -338,9 +351,9 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Events { args, endpoint } => events_command(&Api::new(&endpoint)?, &args).await,
+        ClientCommand::Events { args, endpoint } => events_command(&endpoint.api()?, &args).await,
         ClientCommand::Status { name, json, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             print_event_counts(&api, name.as_deref()).await;
             let path = match &name {
                 Some(n) => format!("/kiln/v1/functions/{}/environments", plain_name(n)?),
@@ -562,117 +575,17 @@ async fn print_event_counts(api: &Api, name: Option<&str>) {
     }
 }
 
-/// Waits until the function is `Active` and its last update is over; returns its configuration.
-async fn wait_ready(api: &Api, name: &str) -> anyhow::Result<Value> {
-    for _ in 0..600 {
-        let cfg = api.call(Method::GET, &format!("/2015-03-31/functions/{name}/configuration"), None).await?;
-        let state = cfg["State"].as_str().unwrap_or("");
-        let update = cfg["LastUpdateStatus"].as_str().unwrap_or("Successful");
-        match (state, update) {
-            ("Failed", _) | (_, "Failed") => bail!(
-                "the function could not be made ready: {}",
-                cfg["StateReason"].as_str().or(cfg["LastUpdateStatusReason"].as_str()).unwrap_or("unknown reason")
-            ),
-            ("Active", "Successful") => return Ok(cfg),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    bail!("the function did not become ready within 30 seconds")
-}
-
-/// A .zip as it is, or a folder zipped with its file modes.
-fn package(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if path.is_file() {
-        return std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
-    }
-    if !path.is_dir() {
-        bail!("{} is neither a .zip nor a folder", path.display());
-    }
-    use std::os::unix::fs::PermissionsExt;
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let mut stack = vec![path.to_path_buf()];
-    let mut files = Vec::new();
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
-            let p = entry.path();
-            let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
-            if meta.is_dir() {
-                stack.push(p);
-            } else {
-                files.push((p, meta.permissions().mode()));
-            }
-        }
-    }
-    files.sort();
-    for (p, mode) in files {
-        let rel = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().into_owned();
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .unix_permissions(mode & 0o777);
-        w.start_file(rel, opts).context("cannot build the zip")?;
-        let data = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        w.write_all(&data).context("cannot build the zip")?;
-    }
-    Ok(w.finish().context("cannot build the zip")?.into_inner())
-}
-
-struct Api {
-    base: String,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-}
-
-impl Api {
-    fn new(endpoint: &Endpoint) -> anyhow::Result<Self> {
-        let base = endpoint.url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            bail!("the endpoint must be an http:// URL, not {base}");
-        }
-        Ok(Self { base, client: Client::builder(TokioExecutor::new()).build_http() })
-    }
-
-    async fn send(&self, mut req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
-        sign(&mut req);
-        self.client
-            .request(req)
-            .await
-            .map_err(|_| anyhow::anyhow!("cannot reach kiln at {}; is `kiln serve` running?", self.base))
-    }
-
-    /// A JSON call; a non-2xx answer becomes an error reading `<Code>: <message>`.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .context("cannot build the request")?;
-        let resp = self.send(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
-        if !status.is_success() {
-            bail!("{}", aws_error(&bytes));
-        }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).context("kiln answered with something that is not JSON")
-    }
-}
-
 /// Signs a request (SigV4, `UNSIGNED-PAYLOAD`) when `AWS_ACCESS_KEY_ID` and
 /// `AWS_SECRET_ACCESS_KEY` are set, for a `kiln serve --auth-keys`; the region is `AWS_REGION`,
 /// `AWS_DEFAULT_REGION` or us-east-1.
-fn sign(req: &mut Request<Full<Bytes>>) {
+fn sign(req: &mut Request<Full<Bytes>>, host: &str) {
     let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
     let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else { return };
     let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into());
-    let host = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
     let date = kiln_api::auth::amz_date(time::OffsetDateTime::now_utc());
     let unsigned = kiln_api::auth::UNSIGNED_PAYLOAD;
     for (name, value) in [
-        ("host", host.as_str()),
+        ("host", host),
         (kiln_api::auth::HEADER_DATE, date.as_str()),
         (kiln_api::auth::HEADER_CONTENT_SHA256, unsigned),
     ] {
@@ -688,16 +601,5 @@ fn sign(req: &mut Request<Full<Bytes>>) {
     let auth = kiln_api::auth::authorization(&parts, &key, &secret, &date, expected, unsigned);
     if let Ok(v) = http::HeaderValue::from_str(&auth) {
         req.headers_mut().insert(http::header::AUTHORIZATION, v);
-    }
-}
-
-fn aws_error(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => {
-            let code = v["__type"].as_str().unwrap_or("Error");
-            let msg = v["message"].as_str().or(v["Message"].as_str()).unwrap_or("");
-            format!("{code}: {msg}")
-        }
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     }
 }

@@ -2,7 +2,6 @@
 //! the REST API (see `cli`).
 #![forbid(unsafe_code)]
 
-mod bench;
 mod cli;
 mod datalock;
 mod logging;
@@ -22,7 +21,7 @@ enum Command {
     /// Start the server: the AWS Lambda REST API on --addr.
     Serve(serve::ServeArgs),
     /// Measure cold and warm starts, throughput, burst and density against baselines.
-    Bench(bench::BenchArgs),
+    Bench(kiln_bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -31,7 +30,7 @@ fn main() -> std::process::ExitCode {
     let args = Cli::parse();
     let result = match args.command {
         Command::Serve(a) => serve::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => kiln_bench::run(a),
         Command::Client(c) => cli::run(c),
     };
     match result {

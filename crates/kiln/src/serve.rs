@@ -119,19 +119,6 @@ fn parse_megabytes(s: &str) -> Result<u64, String> {
     num.parse::<u64>().map(|n| n * mult).map_err(|_| format!("'{s}' is not a size like 4096, 512M or 16G"))
 }
 
-/// Three quarters of the machine's memory, in MB.
-fn default_memory_budget() -> u64 {
-    let total_kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(8 * 1024 * 1024);
-    total_kb / 1024 * 3 / 4
-}
-
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("kiln");
@@ -186,7 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     // this data dir would otherwise lose its environments to our clean-up of leftovers.
     let mut lock = DataDirLock::acquire(&data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
-    let memory_budget_mb = args.memory_budget.unwrap_or_else(default_memory_budget);
+    let memory_budget_mb = args.memory_budget.unwrap_or_else(kiln_client::host::default_memory_budget_mb);
     let mut runtimes = kiln_engine::runtimes::Runtimes::discover(&args.runtimes)?;
     runtimes.install(&data_dir)?;
     let opts = EngineOptions {

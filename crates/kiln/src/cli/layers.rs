@@ -1,6 +1,6 @@
 //! `kiln layer publish` and `kiln layer ls`: PublishLayerVersion and ListLayers.
 
-use super::{package, Api, Endpoint};
+use super::{package, Endpoint};
 use anyhow::Context as _;
 use base64::Engine as _;
 use http::Method;
@@ -31,7 +31,7 @@ pub enum LayerCommand {
 pub async fn run(cmd: LayerCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
         LayerCommand::Publish { name, path, description, compatible_runtimes, endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let zip = package(&path)?;
             let mut body = json!({ "Content": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(&zip) } });
             if let Some(d) = description {
@@ -49,7 +49,7 @@ pub async fn run(cmd: LayerCommand) -> anyhow::Result<std::process::ExitCode> {
             );
         }
         LayerCommand::Ls { endpoint } => {
-            let api = Api::new(&endpoint)?;
+            let api = endpoint.api()?;
             let mut marker: Option<String> = None;
             println!("{:<40} {:>7}  {:<24}  LATEST VERSION ARN", "NAME", "VERSION", "CREATED");
             loop {

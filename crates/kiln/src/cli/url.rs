@@ -41,7 +41,7 @@ pub(super) async fn ensure(
             let body = json!({ "AuthType": auth_type, "InvokeMode": invoke_mode });
             api.call(Method::POST, &path, Some(body)).await.context("cannot create the function URL")
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -54,12 +54,12 @@ pub(super) fn print(api: &Api, c: &Value) {
         "auth {}, {}; also reachable as {}/lambda-url/{id}/",
         c["AuthType"].as_str().unwrap_or_default(),
         c["InvokeMode"].as_str().unwrap_or_default(),
-        api.base
+        api.base()
     );
 }
 
 pub async fn run(args: UrlArgs) -> anyhow::Result<std::process::ExitCode> {
-    let api = Api::new(&args.endpoint)?;
+    let api = args.endpoint.api()?;
     let name = super::plain_name(&args.name)?;
     let c = ensure(&api, &name, args.qualifier.as_deref(), &args.auth_type, &args.invoke_mode).await?;
     print(&api, &c);

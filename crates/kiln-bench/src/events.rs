@@ -7,6 +7,8 @@ use super::{new_client, Api, BenchArgs, Server, Stats, TempDir};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use http_body_util::BodyExt as _;
+use kiln_client::Conn;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,7 +62,7 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
         let path = path.clone();
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
-            let client = new_client();
+            let client = new_client(addr);
             let mut samples = Vec::new();
             loop {
                 let t = Instant::now();
@@ -71,7 +73,7 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
                     .header("x-amz-invocation-type", "Event")
                     .body(http_body_util::Full::new(Bytes::from_static(super::ECHO.as_bytes())))
                     .context("cannot build the request")?;
-                let status = request_with(&client, addr, req).await?;
+                let status = request_with(&client, req).await?;
                 let took = t.elapsed();
                 if status != StatusCode::ACCEPTED {
                     bail!("Event invoke answered {status}");
@@ -94,25 +96,10 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     Ok(EventsResult { callers: EVENT_CALLERS, per_second, accepted: Stats::of(&all) })
 }
 
-/// One request with the invocation-type header (the shared `request` helper sends none).
-async fn request_with(
-    client: &super::HttpClient,
-    addr: std::net::SocketAddr,
-    req: http::Request<http_body_util::Full<Bytes>>,
-) -> anyhow::Result<StatusCode> {
-    let kept = client.0.lock().ok().and_then(|mut c| c.take()).filter(|s| !s.is_closed());
-    let mut sender = match kept {
-        Some(s) => s,
-        None => super::connect(addr).await?,
-    };
-    if sender.ready().await.is_err() {
-        sender = super::connect(addr).await?;
-    }
-    let resp = sender.send_request(req).await.with_context(|| format!("cannot reach {addr}"))?;
+/// One request with the invocation-type header (`Conn::request` sends none): its status.
+async fn request_with(client: &Conn, req: http::Request<http_body_util::Full<Bytes>>) -> anyhow::Result<StatusCode> {
+    let resp = client.send(req).await?;
     let status = resp.status();
-    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-    if let Ok(mut c) = client.0.lock() {
-        *c = Some(sender);
-    }
+    let _ = resp.into_body().collect().await;
     Ok(status)
 }

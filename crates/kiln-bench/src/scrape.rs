@@ -6,7 +6,7 @@
 //! two modes alternate for two rounds each (off, on, off, on) so that drift of the machine
 //! falls on both alike; each mode's samples are merged.
 
-use super::{invoke, new_client, request, throughput, Api, BenchArgs, Server, Stats, ECHO};
+use super::{invoke, new_client, throughput, Api, BenchArgs, Server, Stats, ECHO};
 use anyhow::bail;
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -33,14 +33,14 @@ async fn scraper(
     interval: Duration,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let client = new_client();
+    let client = new_client(addr);
     let mut tick = tokio::time::interval(interval);
     let mut out = Vec::new();
     let mut size = 0;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let t = Instant::now();
-        let (status, _, body) = request(&client, addr, Method::GET, "/metrics", Bytes::new()).await?;
+        let (status, _, body) = client.request(Method::GET, "/metrics", Bytes::new()).await?;
         if status != StatusCode::OK {
             bail!("GET /metrics answered {status}");
         }
@@ -51,12 +51,12 @@ async fn scraper(
 }
 
 async fn warm(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let client = new_client();
-    invoke(&client, addr, "bench-warm", ECHO).await?;
+    let client = new_client(addr);
+    invoke(&client, "bench-warm", ECHO).await?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        invoke(&client, addr, "bench-warm", ECHO).await?;
+        invoke(&client, "bench-warm", ECHO).await?;
         out.push(t.elapsed());
     }
     Ok(out)
@@ -83,9 +83,10 @@ pub(super) async fn run(server: &Server, zip_b64: &str, args: &BenchArgs) -> any
             let w = warm(addr, n).await?;
             let rate =
                 throughput(
+                    addr,
                     args.seconds,
                     8,
-                    move |c| async move { invoke(&c, addr, "bench-tput", ECHO).await.map(drop) },
+                    move |c| async move { invoke(&c, "bench-tput", ECHO).await.map(drop) },
                 )
                 .await?;
             stop.store(true, Ordering::Relaxed);

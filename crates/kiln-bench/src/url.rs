@@ -3,12 +3,12 @@
 //! and through `Invoke`, on one server in the same run: warm latency (calls alternated one by
 //! one, so both see the same machine) and 8-caller throughput, with URL/Invoke ratios.
 
-use super::{invoke, new_client, request, throughput, Api, BenchArgs, HttpClient, Server, Stats, TempDir, ECHO};
+use super::{invoke, new_client, throughput, Api, BenchArgs, Server, Stats, TempDir, ECHO};
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use kiln_client::Conn;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
 
@@ -59,8 +59,8 @@ pub async fn run(exe: &Path, work: &TempDir, zip_b64: &str, args: &BenchArgs) ->
     result
 }
 
-async fn url_call(client: &HttpClient, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
-    let (status, _, body) = request(client, addr, Method::POST, path, Bytes::from_static(ECHO.as_bytes())).await?;
+async fn url_call(client: &Conn, path: &str) -> anyhow::Result<()> {
+    let (status, _, body) = client.request(Method::POST, path, Bytes::from_static(ECHO.as_bytes())).await?;
     if status != StatusCode::OK {
         bail!("function URL answered {status}: {}", String::from_utf8_lossy(&body));
     }
@@ -79,25 +79,25 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let path = format!("/lambda-url/{id}/");
     let addr = server.addr;
 
-    let client = new_client();
-    invoke(&client, addr, name, ECHO).await?;
-    url_call(&client, addr, &path).await?;
+    let client = new_client(addr);
+    invoke(&client, name, ECHO).await?;
+    url_call(&client, &path).await?;
     let (mut via_invoke, mut via_url) = (Vec::with_capacity(args.warm), Vec::with_capacity(args.warm));
     for _ in 0..args.warm {
         let t = Instant::now();
-        invoke(&client, addr, name, ECHO).await?;
+        invoke(&client, name, ECHO).await?;
         via_invoke.push(t.elapsed());
         let t = Instant::now();
-        url_call(&client, addr, &path).await?;
+        url_call(&client, &path).await?;
         via_url.push(t.elapsed());
     }
     let invoke_per_second =
-        throughput(args.seconds, CALLERS, move |c| async move { invoke(&c, addr, name, ECHO).await.map(|_| ()) })
+        throughput(addr, args.seconds, CALLERS, move |c| async move { invoke(&c, name, ECHO).await.map(|_| ()) })
             .await?;
     let p = path.clone();
-    let url_per_second = throughput(args.seconds, CALLERS, move |c| {
+    let url_per_second = throughput(addr, args.seconds, CALLERS, move |c| {
         let p = p.clone();
-        async move { url_call(&c, addr, &p).await }
+        async move { url_call(&c, &p).await }
     })
     .await?;
     Ok(UrlResult { invoke: Stats::of(&via_invoke), url: Stats::of(&via_url), invoke_per_second, url_per_second })

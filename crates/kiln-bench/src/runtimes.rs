@@ -30,7 +30,6 @@ use http::Method;
 use kiln_engine::runtimes::{Interpreter, Kind, Launch, Runtimes};
 use kiln_model::Runtime;
 use serde_json::{json, Value};
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -191,7 +190,7 @@ pub async fn run(
     let echo = start_echo_server(servers).await?;
     let floor1 = Stats::of(&floor_latency(echo, args.warm, 1).await?);
     // Checks the echo server once more, so a dead one fails here and not in a goal.
-    echo_request(new_client(), echo).await?;
+    echo_request(new_client(echo)).await?;
     let mut result = RuntimesResult { memory: args.runtime_memory, floor1, langs: Vec::new(), skipped: Vec::new() };
     for (kind, label, app) in [(Kind::Python, "Python", PYTHON_APP), (Kind::Node, "Node.js", NODE_APP)] {
         let Some((rt, interp)) = pick(&found, kind) else {
@@ -271,7 +270,7 @@ async fn through_kiln(
         api.call(Method::POST, "/2015-03-31/functions", Some(body)).await?;
         api.wait_ready(name).await?;
     }
-    let client = new_client();
+    let client = new_client(server.addr);
     let mut cold = Vec::with_capacity(args.cold);
     let mut ids = Vec::with_capacity(args.cold);
     for i in 0..args.cold {
@@ -284,12 +283,12 @@ async fn through_kiln(
         api.wait_ready("bench-rt-cold").await?;
         wait_no_runtime(server.pid, comms, Duration::from_secs(5));
         let t = Instant::now();
-        let id = invoke(&client, server.addr, "bench-rt-cold", ECHO).await?;
+        let id = invoke(&client, "bench-rt-cold", ECHO).await?;
         cold.push(t.elapsed());
         ids.push(id);
     }
     let split = cold_split(&server.data_dir, "bench-rt-cold", &cold, &ids);
-    let (warm, _, _) = warm_calls(server, "bench-rt-warm", args.warm).await?;
+    let (warm, _, _, _) = warm_calls(server, "bench-rt-warm", args.warm).await?;
     Ok((Stats::of(&cold), split, Stats::of(&warm)))
 }
 
@@ -333,10 +332,11 @@ async fn bare_start(
     env: &BareEnv<'_>,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut api = MiniRuntime::start(servers).await?;
     let vars = env.vars();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
+        // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
+        let mut api = MiniRuntime::start(servers).await?;
         let request_id = format!("bare-{i}");
         let t = Instant::now();
         let mut child = api.spawn_with(launcher, &vars, env.task)?;
@@ -377,11 +377,9 @@ async fn bare_warm(
 }
 
 fn zip_file(name: &str, text: &str) -> anyhow::Result<Vec<u8>> {
-    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    w.start_file(name, opts).context("cannot build the zip")?;
-    w.write_all(text.as_bytes()).context("cannot build the zip")?;
-    Ok(w.finish().context("cannot build the zip")?.into_inner())
+    let mut zip = kiln_client::package::ZipBuilder::new();
+    zip.file(name, text.as_bytes(), None)?;
+    Ok(zip.finish()?)
 }
 
 #[cfg(test)]

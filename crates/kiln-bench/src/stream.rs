@@ -11,13 +11,13 @@
 //! Both functions are built with the `lambda_runtime` crate, so the difference is kiln's two
 //! paths, not the runtimes. Calls alternate between the kinds so drift hits all alike.
 
-use super::{connect, zip_bootstrap, Api, BenchArgs, Server, Stats, TempDir, ECHO};
+use super::{new_client, zip_bootstrap, Api, BenchArgs, Server, Stats, TempDir, ECHO};
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use kiln_client::Conn;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -65,21 +65,14 @@ impl StreamResult {
 }
 
 /// One call: time to the first body byte and to the end.
-async fn call(
-    sender: &mut SendRequest<Full<Bytes>>,
-    addr: std::net::SocketAddr,
-    path: &str,
-    event: &'static str,
-) -> anyhow::Result<(Duration, Duration)> {
-    sender.ready().await.context("connection lost")?;
+async fn call(conn: &Conn, path: &str, event: &'static str) -> anyhow::Result<(Duration, Duration)> {
     let req = Request::builder()
         .method(Method::POST)
         .uri(path)
-        .header(http::header::HOST, addr.to_string())
         .body(Full::new(Bytes::from_static(event.as_bytes())))
         .context("cannot build the request")?;
     let started = Instant::now();
-    let resp = sender.send_request(req).await.context("request failed")?;
+    let resp = conn.send(req).await.context("request failed")?;
     if resp.status() != StatusCode::OK {
         bail!("{path}: {}", resp.status());
     }
@@ -115,7 +108,7 @@ async fn measure(server: &Server, rust_zip: &str, stream_zip: &str, args: &Bench
     api.create_function("bench-buffered", rust_zip, 10, args.memory).await?;
     api.create_function("bench-stream", stream_zip, 10, args.memory).await?;
     let addr = server.addr;
-    let mut sender = connect(addr).await?;
+    let sender = new_client(addr);
     let buffered = "/2015-03-31/functions/bench-buffered/invocations";
     let streamed = "/2021-11-15/functions/bench-stream/response-streaming-invocations";
     let buffered_streamed = "/2021-11-15/functions/bench-buffered/response-streaming-invocations";
@@ -131,21 +124,21 @@ async fn measure(server: &Server, rust_zip: &str, stream_zip: &str, args: &Bench
     let url_path = format!("/lambda-url/{id}/?chunks=1&pause_ms=0");
     // Warm both environments.
     for _ in 0..20 {
-        call(&mut sender, addr, buffered, ECHO).await?;
-        call(&mut sender, addr, streamed, STREAM_EVENT).await?;
-        call(&mut sender, addr, buffered_streamed, ECHO).await?;
-        call(&mut sender, addr, &url_path, "").await?;
+        call(&sender, buffered, ECHO).await?;
+        call(&sender, streamed, STREAM_EVENT).await?;
+        call(&sender, buffered_streamed, ECHO).await?;
+        call(&sender, &url_path, "").await?;
     }
     let n = args.warm.max(1);
     let (mut b, mut s_first, mut s_end, mut bs_first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut u_first, mut u_end) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        b.push(call(&mut sender, addr, buffered, ECHO).await?.1);
-        let (first, end) = call(&mut sender, addr, streamed, STREAM_EVENT).await?;
+        b.push(call(&sender, buffered, ECHO).await?.1);
+        let (first, end) = call(&sender, streamed, STREAM_EVENT).await?;
         s_first.push(first);
         s_end.push(end);
-        bs_first.push(call(&mut sender, addr, buffered_streamed, ECHO).await?.0);
-        let (first, end) = call(&mut sender, addr, &url_path, "").await?;
+        bs_first.push(call(&sender, buffered_streamed, ECHO).await?.0);
+        let (first, end) = call(&sender, &url_path, "").await?;
         u_first.push(first);
         u_end.push(end);
     }
