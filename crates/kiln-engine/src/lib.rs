@@ -55,7 +55,9 @@ use admission::Admission;
 use bytes::Bytes;
 use function::{FnState, Function, Ready};
 use kiln_model::config::{self as cfgv, AliasConfig, ProvisionedSetting, UpdateStatus};
-use kiln_model::{limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime};
+use kiln_model::{
+    limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime, Version,
+};
 use kiln_sandbox::Backend;
 use kiln_store::meta::MetaStore;
 use kiln_store::{CodeHash, CodeStore};
@@ -321,10 +323,12 @@ impl Engine {
             }
         }
         for v in versions {
-            let (Some(st), Ok(n)) = (states.get_mut(v.name.as_str()), v.version.parse::<u64>()) else { continue };
+            let (Some(st), Ok(Version::Number(n))) = (states.get_mut(v.name.as_str()), v.version.parse()) else {
+                continue;
+            };
             let v = Arc::new(v);
             if let Some(ready) = self.ready_if_present(&v) {
-                st.pools.insert(v.version.clone(), Pool::new(ready));
+                st.pools.insert(Version::Number(n), Pool::new(ready));
             }
             st.versions.insert(n, v);
         }
@@ -350,7 +354,7 @@ impl Engine {
                     && latest.last_update_status != Some(UpdateStatus::InProgress);
                 match (ready, self.ready_if_present(&latest)) {
                     (true, Some(r)) => {
-                        st.pools.insert(latest.version.clone(), Pool::new(r));
+                        st.pools.insert(Version::Latest, Pool::new(r));
                     }
                     _ if latest.state != FunctionState::Failed => {
                         to_activate.push((name.clone(), latest.revision_id.clone()))
@@ -358,8 +362,8 @@ impl Engine {
                     _ => {}
                 }
                 // Versions whose tree went missing get it back.
-                for v in st.versions.values() {
-                    if !st.pools.contains_key(&v.version) {
+                for (&n, v) in &st.versions {
+                    if !st.pools.contains_key(&Version::Number(n)) {
                         let dir = CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok());
                         let opt = v
                             .layers
@@ -369,7 +373,7 @@ impl Engine {
                             .and_then(|h| inner.code.opt_tree(&h).ok());
                         if let (Some(dir), Some(opt_dir)) = (dir, opt) {
                             st.pools.insert(
-                                v.version.clone(),
+                                Version::Number(n),
                                 Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }),
                             );
                         }
@@ -643,10 +647,10 @@ impl Engine {
 
     /// Makes `ready` the runnable `$LATEST`; returns the environments to retire.
     fn replace_latest(&self, st: &mut FnState, ready: Ready) -> Vec<Arc<Environment>> {
-        match st.pools.get_mut(Qualifier::LATEST) {
+        match st.pools.get_mut(&Version::Latest) {
             Some(pool) => pool.retire(ready),
             None => {
-                st.pools.insert(Qualifier::LATEST.into(), Pool::new(ready));
+                st.pools.insert(Version::Latest, Pool::new(ready));
                 Vec::new()
             }
         }
@@ -750,7 +754,7 @@ impl Engine {
             let c = Arc::new(c);
             self.persist(&c)?;
             st.visible = c.clone();
-            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready().clone()) {
+            let retired = match st.pools.get(&Version::Latest).map(|p| p.ready().clone()) {
                 Some(old) => {
                     let opt_dir = match layers {
                         Some((_, opt)) => opt,
@@ -827,9 +831,11 @@ impl Engine {
             }
             Some(Qualifier::Alias(a)) => {
                 let v = st.aliases.get(a).ok_or_else(|| self.not_found(r.name.as_str(), Some(a)))?;
-                match v.function_version.parse::<u64>() {
-                    Ok(n) => st.versions.get(&n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(a))),
-                    Err(_) => Ok(st.visible.clone()),
+                match v.function_version.parse::<Version>() {
+                    Ok(Version::Number(n)) => {
+                        st.versions.get(&n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(a)))
+                    }
+                    Ok(Version::Latest) | Err(_) => Ok(st.visible.clone()),
                 }
             }
         }
@@ -935,7 +941,7 @@ impl Engine {
                 self.persist_settings(r.name.as_str(), &st)?;
             }
             self.forget_qualifier_settings(r.name.as_str(), &version);
-            st.pools.remove(&version).map(|mut p| p.drain()).unwrap_or_default()
+            st.pools.remove(&Version::Number(n)).map(|mut p| p.drain()).unwrap_or_default()
         };
         for e in envs {
             e.destroy();
@@ -979,7 +985,7 @@ impl Engine {
         }
         let ready = st
             .pools
-            .get(Qualifier::LATEST)
+            .get(&Version::Latest)
             .map(|p| p.ready().clone())
             .ok_or_else(|| EngineError::function_state("Pending"))?;
         if let Some((_, last)) = st.versions.iter().next_back() {
@@ -1007,7 +1013,7 @@ impl Engine {
         st.visible = l;
         st.versions.insert(n, v.clone());
         st.pools.insert(
-            v.version.clone(),
+            Version::Number(n),
             Pool::new(Ready { config: v.clone(), code_dir: ready.code_dir, opt_dir: ready.opt_dir }),
         );
         Ok(v)
@@ -1035,11 +1041,9 @@ impl Engine {
         version: &str,
         routing: Option<&(String, f64)>,
     ) -> Result<(), EngineError> {
-        if version != Qualifier::LATEST {
-            let ok = version.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
-            if !ok {
-                return Err(self.not_found(name, Some(version)));
-            }
+        let exists = |v: &str| v.parse::<Version>().is_ok_and(|v| st.has_version(v));
+        if !exists(version) {
+            return Err(self.not_found(name, Some(version)));
         }
         if let Some((extra, weight)) = routing {
             if !(0.0..=1.0).contains(weight) {
@@ -1059,8 +1063,7 @@ impl Engine {
                     "Invalid function version in AdditionalVersionWeights: it must differ from the alias' FunctionVersion",
                 ));
             }
-            let ok = extra.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
-            if !ok {
+            if !exists(extra) {
                 return Err(self.not_found(name, Some(extra)));
             }
         }
@@ -1217,8 +1220,8 @@ impl Engine {
             let version = st.version_of(&qualifier).ok_or_else(|| self.not_found(r.name.as_str(), Some(&qualifier)))?;
             // One provisioned config per version, directly or through one alias.
             for other in st.settings.provisioned.keys() {
-                if *other != qualifier && st.version_of(other).as_deref() == Some(version.as_str()) {
-                    return Err(EngineError::provisioned_elsewhere(&qualifier, &version, other));
+                if *other != qualifier && st.version_of(other) == Some(version) {
+                    return Err(EngineError::provisioned_elsewhere(&qualifier, &version.to_string(), other));
                 }
             }
             let total = st.pc_total() - st.settings.provisioned.get(&qualifier).map_or(0, |p| p.requested) + requested;
@@ -1307,10 +1310,11 @@ impl Engine {
         for (name, f) in fns {
             let st = f.lock();
             let mut environments = Vec::new();
-            let mut versions: Vec<&String> = st.pools.keys().collect();
+            let mut versions: Vec<(String, &Version)> = st.pools.keys().map(|v| (v.to_string(), v)).collect();
+            // Sorted as text, as before versions had their own type: `$LATEST`, 1, 10, 2.
             versions.sort();
-            for v in versions {
-                let pool = &st.pools[v];
+            for (v, key) in versions {
+                let pool = &st.pools[key];
                 let info = |e: &Arc<Environment>, state: &'static str| EnvironmentInfo {
                     id: e.id.clone(),
                     version: v.clone(),
