@@ -363,7 +363,7 @@ impl Engine {
                 }
                 // Versions whose tree went missing get it back.
                 for (&n, v) in &st.versions {
-                    if !st.pools.contains_key(&Version::Number(n)) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = st.pools.entry(Version::Number(n)) {
                         let dir = CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok());
                         let opt = v
                             .layers
@@ -372,10 +372,7 @@ impl Engine {
                             .collect::<Option<Vec<_>>>()
                             .and_then(|h| inner.code.opt_tree(&h).ok());
                         if let (Some(dir), Some(opt_dir)) = (dir, opt) {
-                            st.pools.insert(
-                                Version::Number(n),
-                                Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }),
-                            );
+                            slot.insert(Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }));
                         }
                     }
                 }

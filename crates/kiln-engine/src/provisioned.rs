@@ -29,7 +29,7 @@ impl Engine {
             for (version, pool) in &mut st.pools {
                 let (n, surplus) = pool.reconcile();
                 for _ in 0..n {
-                    starts.push((version.clone(), pool.ready().clone(), pool.generation()));
+                    starts.push((*version, pool.ready().clone(), pool.generation()));
                 }
                 extra.extend(surplus);
             }
