@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod layers;
+mod refusal;
 mod url;
+
+use refusal::Refusal;
 
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
@@ -188,7 +191,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                     api.call(Method::PUT, &format!("{path_fn}/configuration"), Some(config)).await?;
                     wait_ready(&api, &name).await?
                 }
-                Err(e) if e.to_string().starts_with("ResourceNotFoundException") => {
+                Err(e) if Refusal::has_code(&e, kiln_api::error::code::RESOURCE_NOT_FOUND) => {
                     config["FunctionName"] = json!(name);
                     config["Role"] = json!("arn:aws:iam::000000000000:role/kiln");
                     config["Code"] = json!({ "ZipFile": zip_b64 });
@@ -236,9 +239,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 .headers()
                 .get("x-amz-log-result")
                 .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok());
-            let body = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.context("the answer was cut off")?.to_bytes();
             if !status.is_success() {
-                bail!("{}", aws_error(&body));
+                return Err(Refusal::read(Some(&parts.headers), &body).into());
             }
             if let Some(log) = log {
                 std::io::stderr().write_all(&log).ok();
@@ -300,10 +304,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             let req = Request::builder().uri(uri).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
-            let mut body = resp.into_body();
+            let (parts, mut body) = resp.into_parts();
             if status != StatusCode::OK {
                 let b = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                bail!("{}", aws_error(&b));
+                return Err(Refusal::read(Some(&parts.headers), &b).into());
             }
             let mut out = std::io::stdout();
             while let Some(frame) = body.frame().await {
@@ -639,7 +643,7 @@ impl Api {
             .map_err(|_| anyhow::anyhow!("cannot reach kiln at {}; is `kiln serve` running?", self.base))
     }
 
-    /// A JSON call; a non-2xx answer becomes an error reading `<Code>: <message>`.
+    /// A JSON call; a non-2xx answer becomes a [`Refusal`] (shown as `<Code>: <message>`).
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
@@ -649,10 +653,10 @@ impl Api {
             .body(Full::new(body))
             .context("cannot build the request")?;
         let resp = self.send(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
-        if !status.is_success() {
-            bail!("{}", aws_error(&bytes));
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.context("the answer was cut off")?.to_bytes();
+        if !parts.status.is_success() {
+            return Err(Refusal::read(Some(&parts.headers), &bytes).into());
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -688,16 +692,5 @@ fn sign(req: &mut Request<Full<Bytes>>) {
     let auth = kiln_api::auth::authorization(&parts, &key, &secret, &date, expected, unsigned);
     if let Ok(v) = http::HeaderValue::from_str(&auth) {
         req.headers_mut().insert(http::header::AUTHORIZATION, v);
-    }
-}
-
-fn aws_error(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => {
-            let code = v["__type"].as_str().unwrap_or("Error");
-            let msg = v["message"].as_str().or(v["Message"].as_str()).unwrap_or("");
-            format!("{code}: {msg}")
-        }
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     }
 }
