@@ -316,16 +316,14 @@ impl Engine {
         let mut states: BTreeMap<String, FnState> = BTreeMap::new();
         let mut versions: Vec<FunctionConfig> = Vec::new();
         for cfg in inner.meta.all().map_err(|e| internal("cannot read database", e))? {
-            if cfg.version == Qualifier::LATEST {
+            if cfg.version.is_latest() {
                 states.insert(cfg.name.to_string(), FnState::new(Arc::new(cfg)));
             } else {
                 versions.push(cfg);
             }
         }
         for v in versions {
-            let (Some(st), Ok(Version::Number(n))) = (states.get_mut(v.name.as_str()), v.version.parse()) else {
-                continue;
-            };
+            let (Some(st), Version::Number(n)) = (states.get_mut(v.name.as_str()), v.version) else { continue };
             let v = Arc::new(v);
             if let Some(ready) = self.ready_if_present(&v) {
                 st.pools.insert(Version::Number(n), Pool::new(ready));
@@ -517,7 +515,7 @@ impl Engine {
         let cfg = Arc::new(FunctionConfig {
             log_group: req.log_group.unwrap_or_else(|| format!("/aws/lambda/{name}")),
             name: name.clone(),
-            version: Qualifier::LATEST.into(),
+            version: Version::Latest,
             runtime,
             role,
             handler: req.handler,
@@ -992,7 +990,7 @@ impl Engine {
         }
         let n = latest.last_published + 1;
         let mut v = (*latest).clone();
-        v.version = n.to_string();
+        v.version = Version::Number(n);
         v.revision_id = revision();
         v.last_modified_ms = now_ms();
         v.last_update_status = Some(UpdateStatus::Successful);
@@ -1028,7 +1026,7 @@ impl Engine {
             let st = f.lock();
             std::iter::once(st.visible.clone()).chain(st.versions.values().cloned()).collect()
         };
-        Ok(paginate(all, marker, max_items, |c| c.version.clone()))
+        Ok(paginate(all, marker, max_items, |c| c.version.to_string()))
     }
 
     fn check_alias_target(
