@@ -293,7 +293,7 @@ fn get_function(engine: &Engine, call: &Call, name: &str, req: Request<ReqBody>)
         "Configuration": function_configuration(&cfg, engine.partition(), false),
         "Code": {
             "RepositoryType": "S3",
-            "Location": format!("http://{host}/kiln/v1/functions/{}/code?Qualifier={}", cfg.name, cfg.version.replace('$', "%24")),
+            "Location": format!("http://{host}/kiln/v1/functions/{}/code?Qualifier={}", cfg.name, cfg.version.to_string().replace('$', "%24")),
         },
     });
     let tags = engine.function_tags(&r.name)?;

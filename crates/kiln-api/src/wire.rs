@@ -145,13 +145,13 @@ pub fn timestamp(ms: i64) -> String {
 
 /// `FunctionConfiguration`. `listing` drops the members ListFunctions leaves out.
 pub fn function_configuration(c: &FunctionConfig, p: &Partition, listing: bool) -> Value {
-    let qualifier = (c.version != kiln_model::Qualifier::LATEST).then_some(c.version.as_str());
+    let qualifier = c.version.number().map(|n| n.to_string());
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
     };
     put("FunctionName", json!(c.name.as_str()));
-    put("FunctionArn", json!(p.function_arn(c.name.as_str(), qualifier)));
+    put("FunctionArn", json!(p.function_arn(c.name.as_str(), qualifier.as_deref())));
     put("Runtime", json!(c.runtime.as_str()));
     put("Role", json!(c.role));
     if let Some(h) = &c.handler {

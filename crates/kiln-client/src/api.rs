@@ -20,7 +20,12 @@ pub enum ApiError {
     Unreachable { base: String },
     /// A non-2xx answer: `Code: message` from AWS's JSON error shape, or the body as text.
     #[error("{message}")]
-    Refused { status: StatusCode, message: String },
+    Refused {
+        status: StatusCode,
+        /// The AWS error code: the body's `__type`, else the `x-amzn-ErrorType` header's.
+        code: Option<String>,
+        message: String,
+    },
     #[error("kiln answered with something that is not JSON")]
     NotJson(#[source] serde_json::Error),
     #[error("the function could not be made ready: {0}")]
@@ -29,6 +34,17 @@ pub enum ApiError {
     ReadyTimeout(u64),
     #[error(transparent)]
     Conn(ConnError),
+}
+
+impl ApiError {
+    /// The AWS error code of a refusal; what callers that act on a refusal look at, never its
+    /// text.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Refused { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<ConnError> for ApiError {
@@ -113,10 +129,12 @@ impl Api {
             .body(Full::new(body))
             .map_err(|e| ApiError::Conn(ConnError::Build(e)))?;
         let resp = self.send(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(ConnError::Body)?.to_bytes();
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let bytes = body.collect().await.map_err(ConnError::Body)?.to_bytes();
         if !status.is_success() {
-            return Err(ApiError::Refused { status, message: aws_error(&bytes) });
+            let code = error_code(&parts.headers, &bytes);
+            return Err(ApiError::Refused { status, code, message: aws_error(&bytes) });
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -152,6 +170,17 @@ impl Api {
     }
 }
 
+/// The AWS error code of an error answer: the body's `__type`, else the `x-amzn-ErrorType`
+/// header's (without the `:<url>` AWS may append).
+pub fn error_code(headers: &http::HeaderMap, body: &[u8]) -> Option<String> {
+    let from_body = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["__type"].as_str().map(str::to_string));
+    from_body.or_else(|| {
+        let v = headers.get("x-amzn-errortype")?.to_str().ok()?;
+        let code = v.split(':').next()?.trim();
+        (!code.is_empty()).then(|| code.to_string())
+    })
+}
+
 /// An error answer as one line: `Code: message` from AWS's JSON shape (`__type`, `message` or
 /// `Message`), else the body as text.
 pub fn aws_error(body: &[u8]) -> String {
@@ -168,6 +197,19 @@ pub fn aws_error(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_s_code_comes_from_the_body_then_the_header() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(
+            error_code(&h, br#"{"__type":"ResourceNotFoundException"}"#).as_deref(),
+            Some("ResourceNotFoundException")
+        );
+        assert_eq!(error_code(&h, b"{}"), None);
+        h.insert("x-amzn-errortype", http::HeaderValue::from_static("TooManyRequestsException:http://x/"));
+        assert_eq!(error_code(&h, b"not json").as_deref(), Some("TooManyRequestsException"));
+        assert_eq!(error_code(&h, br#"{"__type":"ServiceException"}"#).as_deref(), Some("ServiceException"));
+    }
 
     #[test]
     fn endpoints_are_http_urls_with_a_port_by_default() {

@@ -646,7 +646,7 @@ fn environment(
     set(vars::DEFAULT_REGION, partition.region.clone());
     set(vars::FUNCTION_NAME, cfg.name.to_string());
     set(vars::FUNCTION_MEMORY_SIZE, cfg.memory_mb.to_string());
-    set(vars::FUNCTION_VERSION, cfg.version.clone());
+    set(vars::FUNCTION_VERSION, cfg.version.to_string());
     set(vars::INITIALIZATION_TYPE, init_type.as_str().into());
     set(vars::LOG_GROUP_NAME, cfg.log_group.clone());
     set(vars::LOG_STREAM_NAME, stream.to_string());

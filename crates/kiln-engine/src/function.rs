@@ -3,7 +3,7 @@
 
 use crate::pool::Pool;
 use kiln_model::config::{AliasConfig, ConcurrencySettings};
-use kiln_model::FunctionConfig;
+use kiln_model::{FunctionConfig, Version};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +34,7 @@ pub(crate) struct FnState {
     /// Published versions.
     pub versions: BTreeMap<u64, Arc<FunctionConfig>>,
     /// Pools by version (`$LATEST`, `1`, …); `$LATEST` has one once its code is unpacked.
-    pub pools: HashMap<String, Pool>,
+    pub pools: HashMap<Version, Pool>,
     pub aliases: BTreeMap<String, AliasConfig>,
     pub settings: ConcurrencySettings,
     /// Why provisioning failed, by qualifier.
@@ -77,14 +77,19 @@ impl FnState {
     }
 
     /// The version a qualifier names right now (an alias resolves to its primary version).
-    pub fn version_of(&self, qualifier: &str) -> Option<String> {
-        if qualifier == kiln_model::Qualifier::LATEST {
-            return Some(qualifier.to_string());
+    pub fn version_of(&self, qualifier: &str) -> Option<Version> {
+        match qualifier.parse::<Version>() {
+            Ok(v) => self.has_version(v).then_some(v),
+            Err(_) => self.aliases.get(qualifier).and_then(|a| a.function_version.parse().ok()),
         }
-        if let Ok(n) = qualifier.parse::<u64>() {
-            return self.versions.contains_key(&n).then(|| qualifier.to_string());
+    }
+
+    /// Whether `v` exists: `$LATEST` always does, a number once it is published.
+    pub fn has_version(&self, v: Version) -> bool {
+        match v {
+            Version::Latest => true,
+            Version::Number(n) => self.versions.contains_key(&n),
         }
-        self.aliases.get(qualifier).map(|a| a.function_version.clone())
     }
 
     /// Total provisioned concurrency requested for the function.
@@ -94,7 +99,7 @@ impl FnState {
 
     /// Recomputes each pool's provisioned target from the configs.
     pub fn retarget(&mut self) {
-        let mut targets: HashMap<String, u32> = HashMap::new();
+        let mut targets: HashMap<Version, u32> = HashMap::new();
         for (q, p) in &self.settings.provisioned {
             if let Some(v) = self.version_of(q) {
                 *targets.entry(v).or_default() += p.requested;

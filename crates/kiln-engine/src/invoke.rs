@@ -7,7 +7,7 @@ use crate::metrics::{InvocationResult, Rejection, Ring, StartKind, VersionMetric
 use crate::pool::Checkout;
 use crate::{logs, now_ms, Engine, EngineError, InvokeKind, InvokeRequest, InvokeResponse, ThrottleReason};
 use bytes::Bytes;
-use kiln_model::{FunctionConfig, FunctionErrorType, Qualifier};
+use kiln_model::{FunctionConfig, FunctionErrorType, Qualifier, Version};
 use kiln_runtime_api::Invocation;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub(crate) struct Job {
     engine: Engine,
     function: Arc<Function>,
     /// The pool (version) it runs in.
-    version: String,
+    version: Version,
     config: Arc<FunctionConfig>,
     request_id: String,
     invoked_arn: Arc<str>,
@@ -47,7 +47,7 @@ enum Source {
 
 /// What `resolve` finds: the function, the version a call runs, its configuration, its metrics
 /// handle and the function's per-second ring.
-pub(crate) type Resolved = (Arc<Function>, String, Arc<FunctionConfig>, Arc<VersionMetrics>, Arc<Ring>);
+pub(crate) type Resolved = (Arc<Function>, Version, Arc<FunctionConfig>, Arc<VersionMetrics>, Arc<Ring>);
 
 impl Engine {
     /// Finds the function and the version a call runs (an alias picks one by its weights).
@@ -58,25 +58,28 @@ impl Engine {
         let (version, config, metrics, ring) = {
             let mut st = f.lock();
             let version = match &r.qualifier {
-                None | Some(Qualifier::Latest) => Qualifier::LATEST.to_string(),
+                None | Some(Qualifier::Latest) => Version::Latest,
                 Some(Qualifier::Version(n)) => {
                     if !st.versions.contains_key(n) {
                         return Err(self.not_found(name, qualifier.as_deref()));
                     }
-                    n.to_string()
+                    Version::Number(*n)
                 }
                 Some(Qualifier::Alias(a)) => {
                     let alias = st.aliases.get(a).ok_or_else(|| self.not_found(name, Some(a)))?;
-                    match &alias.additional_version {
-                        Some((extra, weight)) if random_unit() < *weight => extra.clone(),
-                        _ => alias.function_version.clone(),
-                    }
+                    let target = match &alias.additional_version {
+                        Some((extra, weight)) if random_unit() < *weight => extra,
+                        _ => &alias.function_version,
+                    };
+                    // Checked when the alias was written; a stored target that is no version
+                    // finds nothing.
+                    target.parse::<Version>().map_err(|_| self.not_found(name, Some(a)))?
                 }
             };
             let config = st.pools.get(&version).map(|pool| pool.ready().config.clone());
             match config {
                 Some(config) => {
-                    let metrics = st.metrics.version(&version);
+                    let metrics = st.metrics.version(&version.to_string());
                     (version, config, metrics, st.metrics.ring.clone())
                 }
                 None => {
@@ -113,10 +116,11 @@ impl Engine {
         payload: Bytes,
     ) -> Result<(Job, String), EngineError> {
         let (f, version, config, metrics, ring) = self.resolve(r)?;
+        let ran = version.to_string();
         let job = Job {
             engine: self.clone(),
             function: f,
-            version: version.clone(),
+            version,
             config,
             request_id,
             invoked_arn: self
@@ -132,7 +136,7 @@ impl Engine {
             ring,
             sink: None,
         };
-        Ok((job, version))
+        Ok((job, ran))
     }
 
     /// Invoke: runs the function (or queues it, or only checks it) and returns its answer.
@@ -152,7 +156,7 @@ impl Engine {
         }
         let request_id = uuid::Uuid::new_v4().to_string();
         if req.kind == InvokeKind::DryRun {
-            return Ok(InvokeResponse::empty(request_id, version));
+            return Ok(InvokeResponse::empty(request_id, version.to_string()));
         }
         if req.kind == InvokeKind::Event {
             // The 202 goes out only once the event is committed and synced in the queue; the
@@ -160,12 +164,12 @@ impl Engine {
             drop((f, config));
             let payload = if req.payload.is_empty() { Bytes::from_static(b"{}") } else { req.payload };
             self.enqueue_event(name, qualifier, request_id.clone(), payload, 0).await?;
-            return Ok(InvokeResponse::empty(request_id, version));
+            return Ok(InvokeResponse::empty(request_id, version.to_string()));
         }
         let job = Job {
             engine: self.clone(),
             function: f,
-            version: version.clone(),
+            version,
             config,
             request_id: request_id.clone(),
             invoked_arn: self.inner.opts.partition.function_arn(name, qualifier.as_deref()).into(),
@@ -180,7 +184,7 @@ impl Engine {
         // finishes its work and goes back to the pool.
         let (payload, function_error, log_tail) =
             tokio::spawn(job.run()).await.map_err(|e| EngineError::internal("invocation task failed", e))??;
-        Ok(InvokeResponse { request_id, executed_version: version, payload, function_error, log_tail })
+        Ok(InvokeResponse { request_id, executed_version: version.to_string(), payload, function_error, log_tail })
     }
 }
 
@@ -199,7 +203,7 @@ impl Engine {
         let job = Job {
             engine: self.clone(),
             function: f,
-            version: version.clone(),
+            version,
             config,
             request_id: request_id.clone(),
             invoked_arn: self.inner.opts.partition.function_arn(name, qualifier.as_deref()).into(),
@@ -210,7 +214,7 @@ impl Engine {
             ring,
             sink: None,
         };
-        Ok((job, request_id, version))
+        Ok((job, request_id, version.to_string()))
     }
 }
 
@@ -237,7 +241,7 @@ impl Job {
     fn choose(&self) -> Result<Source, EngineError> {
         let mut st = self.function.lock();
         let Some(pool) = st.pools.get_mut(&self.version) else {
-            return Err(self.engine.not_found(self.config.name.as_str(), Some(&self.version)));
+            return Err(self.engine.not_found(self.config.name.as_str(), Some(&self.version.to_string())));
         };
         let checkout = pool.checkout(|| {
             self.engine.inner.admission.acquire(self.config.name.as_str()).map_err(|r| {
@@ -413,13 +417,13 @@ impl Engine {
             let victim = {
                 let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
                 // (function, version, environment id, idle for)
-                let mut best: Option<(Arc<Function>, String, String, Duration)> = None;
+                let mut best: Option<(Arc<Function>, Version, String, Duration)> = None;
                 for f in fns {
                     let st = f.lock();
                     for (v, pool) in &st.pools {
                         if let Some((e, idle)) = pool.least_recently_used() {
                             if best.as_ref().is_none_or(|b| idle > b.3) {
-                                best = Some((f.clone(), v.clone(), e.id.clone(), idle));
+                                best = Some((f.clone(), *v, e.id.clone(), idle));
                             }
                         }
                     }

@@ -55,7 +55,9 @@ use admission::Admission;
 use bytes::Bytes;
 use function::{FnState, Function, Ready};
 use kiln_model::config::{self as cfgv, AliasConfig, ProvisionedSetting, UpdateStatus};
-use kiln_model::{limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime};
+use kiln_model::{
+    limits, FunctionConfig, FunctionName, FunctionRef, FunctionState, Partition, Qualifier, Runtime, Version,
+};
 use kiln_sandbox::Backend;
 use kiln_store::meta::MetaStore;
 use kiln_store::{CodeHash, CodeStore};
@@ -314,17 +316,17 @@ impl Engine {
         let mut states: BTreeMap<String, FnState> = BTreeMap::new();
         let mut versions: Vec<FunctionConfig> = Vec::new();
         for cfg in inner.meta.all().map_err(|e| internal("cannot read database", e))? {
-            if cfg.version == Qualifier::LATEST {
+            if cfg.version.is_latest() {
                 states.insert(cfg.name.to_string(), FnState::new(Arc::new(cfg)));
             } else {
                 versions.push(cfg);
             }
         }
         for v in versions {
-            let (Some(st), Ok(n)) = (states.get_mut(v.name.as_str()), v.version.parse::<u64>()) else { continue };
+            let (Some(st), Version::Number(n)) = (states.get_mut(v.name.as_str()), v.version) else { continue };
             let v = Arc::new(v);
             if let Some(ready) = self.ready_if_present(&v) {
-                st.pools.insert(v.version.clone(), Pool::new(ready));
+                st.pools.insert(Version::Number(n), Pool::new(ready));
             }
             st.versions.insert(n, v);
         }
@@ -350,7 +352,7 @@ impl Engine {
                     && latest.last_update_status != Some(UpdateStatus::InProgress);
                 match (ready, self.ready_if_present(&latest)) {
                     (true, Some(r)) => {
-                        st.pools.insert(latest.version.clone(), Pool::new(r));
+                        st.pools.insert(Version::Latest, Pool::new(r));
                     }
                     _ if latest.state != FunctionState::Failed => {
                         to_activate.push((name.clone(), latest.revision_id.clone()))
@@ -358,8 +360,8 @@ impl Engine {
                     _ => {}
                 }
                 // Versions whose tree went missing get it back.
-                for v in st.versions.values() {
-                    if !st.pools.contains_key(&v.version) {
+                for (&n, v) in &st.versions {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = st.pools.entry(Version::Number(n)) {
                         let dir = CodeHash::from_base64(&v.code_sha256).and_then(|h| inner.code.unpack(&h).ok());
                         let opt = v
                             .layers
@@ -368,10 +370,7 @@ impl Engine {
                             .collect::<Option<Vec<_>>>()
                             .and_then(|h| inner.code.opt_tree(&h).ok());
                         if let (Some(dir), Some(opt_dir)) = (dir, opt) {
-                            st.pools.insert(
-                                v.version.clone(),
-                                Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }),
-                            );
+                            slot.insert(Pool::new(Ready { config: v.clone(), code_dir: dir, opt_dir }));
                         }
                     }
                 }
@@ -516,7 +515,7 @@ impl Engine {
         let cfg = Arc::new(FunctionConfig {
             log_group: req.log_group.unwrap_or_else(|| format!("/aws/lambda/{name}")),
             name: name.clone(),
-            version: Qualifier::LATEST.into(),
+            version: Version::Latest,
             runtime,
             role,
             handler: req.handler,
@@ -643,10 +642,10 @@ impl Engine {
 
     /// Makes `ready` the runnable `$LATEST`; returns the environments to retire.
     fn replace_latest(&self, st: &mut FnState, ready: Ready) -> Vec<Arc<Environment>> {
-        match st.pools.get_mut(Qualifier::LATEST) {
+        match st.pools.get_mut(&Version::Latest) {
             Some(pool) => pool.retire(ready),
             None => {
-                st.pools.insert(Qualifier::LATEST.into(), Pool::new(ready));
+                st.pools.insert(Version::Latest, Pool::new(ready));
                 Vec::new()
             }
         }
@@ -750,7 +749,7 @@ impl Engine {
             let c = Arc::new(c);
             self.persist(&c)?;
             st.visible = c.clone();
-            let retired = match st.pools.get(Qualifier::LATEST).map(|p| p.ready().clone()) {
+            let retired = match st.pools.get(&Version::Latest).map(|p| p.ready().clone()) {
                 Some(old) => {
                     let opt_dir = match layers {
                         Some((_, opt)) => opt,
@@ -827,9 +826,11 @@ impl Engine {
             }
             Some(Qualifier::Alias(a)) => {
                 let v = st.aliases.get(a).ok_or_else(|| self.not_found(r.name.as_str(), Some(a)))?;
-                match v.function_version.parse::<u64>() {
-                    Ok(n) => st.versions.get(&n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(a))),
-                    Err(_) => Ok(st.visible.clone()),
+                match v.function_version.parse::<Version>() {
+                    Ok(Version::Number(n)) => {
+                        st.versions.get(&n).cloned().ok_or_else(|| self.not_found(r.name.as_str(), Some(a)))
+                    }
+                    Ok(Version::Latest) | Err(_) => Ok(st.visible.clone()),
                 }
             }
         }
@@ -935,7 +936,7 @@ impl Engine {
                 self.persist_settings(r.name.as_str(), &st)?;
             }
             self.forget_qualifier_settings(r.name.as_str(), &version);
-            st.pools.remove(&version).map(|mut p| p.drain()).unwrap_or_default()
+            st.pools.remove(&Version::Number(n)).map(|mut p| p.drain()).unwrap_or_default()
         };
         for e in envs {
             e.destroy();
@@ -979,7 +980,7 @@ impl Engine {
         }
         let ready = st
             .pools
-            .get(Qualifier::LATEST)
+            .get(&Version::Latest)
             .map(|p| p.ready().clone())
             .ok_or_else(|| EngineError::function_state("Pending"))?;
         if let Some((_, last)) = st.versions.iter().next_back() {
@@ -989,7 +990,7 @@ impl Engine {
         }
         let n = latest.last_published + 1;
         let mut v = (*latest).clone();
-        v.version = n.to_string();
+        v.version = Version::Number(n);
         v.revision_id = revision();
         v.last_modified_ms = now_ms();
         v.last_update_status = Some(UpdateStatus::Successful);
@@ -1007,7 +1008,7 @@ impl Engine {
         st.visible = l;
         st.versions.insert(n, v.clone());
         st.pools.insert(
-            v.version.clone(),
+            Version::Number(n),
             Pool::new(Ready { config: v.clone(), code_dir: ready.code_dir, opt_dir: ready.opt_dir }),
         );
         Ok(v)
@@ -1025,7 +1026,7 @@ impl Engine {
             let st = f.lock();
             std::iter::once(st.visible.clone()).chain(st.versions.values().cloned()).collect()
         };
-        Ok(paginate(all, marker, max_items, |c| c.version.clone()))
+        Ok(paginate(all, marker, max_items, |c| c.version.to_string()))
     }
 
     fn check_alias_target(
@@ -1035,11 +1036,9 @@ impl Engine {
         version: &str,
         routing: Option<&(String, f64)>,
     ) -> Result<(), EngineError> {
-        if version != Qualifier::LATEST {
-            let ok = version.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
-            if !ok {
-                return Err(self.not_found(name, Some(version)));
-            }
+        let exists = |v: &str| v.parse::<Version>().is_ok_and(|v| st.has_version(v));
+        if !exists(version) {
+            return Err(self.not_found(name, Some(version)));
         }
         if let Some((extra, weight)) = routing {
             if !(0.0..=1.0).contains(weight) {
@@ -1059,8 +1058,7 @@ impl Engine {
                     "Invalid function version in AdditionalVersionWeights: it must differ from the alias' FunctionVersion",
                 ));
             }
-            let ok = extra.parse::<u64>().ok().is_some_and(|n| st.versions.contains_key(&n));
-            if !ok {
+            if !exists(extra) {
                 return Err(self.not_found(name, Some(extra)));
             }
         }
@@ -1229,8 +1227,8 @@ impl Engine {
             let version = st.version_of(&qualifier).ok_or_else(|| self.not_found(r.name.as_str(), Some(&qualifier)))?;
             // One provisioned config per version, directly or through one alias.
             for other in st.settings.provisioned.keys() {
-                if *other != qualifier && st.version_of(other).as_deref() == Some(version.as_str()) {
-                    return Err(EngineError::provisioned_elsewhere(&qualifier, &version, other));
+                if *other != qualifier && st.version_of(other) == Some(version) {
+                    return Err(EngineError::provisioned_elsewhere(&qualifier, &version.to_string(), other));
                 }
             }
             let total = st.pc_total() - st.settings.provisioned.get(&qualifier).map_or(0, |p| p.requested) + requested;
@@ -1319,10 +1317,11 @@ impl Engine {
         for (name, f) in fns {
             let st = f.lock();
             let mut environments = Vec::new();
-            let mut versions: Vec<&String> = st.pools.keys().collect();
+            let mut versions: Vec<(String, &Version)> = st.pools.keys().map(|v| (v.to_string(), v)).collect();
+            // Sorted as text, as before versions had their own type: `$LATEST`, 1, 10, 2.
             versions.sort();
-            for v in versions {
-                let pool = &st.pools[v];
+            for (v, key) in versions {
+                let pool = &st.pools[key];
                 let info = |e: &Arc<Environment>, state: &'static str| EnvironmentInfo {
                     id: e.id.clone(),
                     version: v.clone(),

@@ -407,12 +407,13 @@ impl crate::Engine {
         let mut functions = Vec::with_capacity(fns.len());
         for (name, f) in fns {
             let st = f.lock();
-            let mut versions: std::collections::BTreeMap<&str, VersionSnapshot> = std::collections::BTreeMap::new();
+            let mut versions: std::collections::BTreeMap<String, VersionSnapshot> = std::collections::BTreeMap::new();
             for (v, m) in &st.metrics.versions {
-                versions.insert(v, VersionSnapshot::new(v, Some(m.clone())));
+                versions.insert(v.clone(), VersionSnapshot::new(v, Some(m.clone())));
             }
             for (v, pool) in &st.pools {
-                let s = versions.entry(v).or_insert_with(|| VersionSnapshot::new(v, None));
+                let v = v.to_string();
+                let s = versions.entry(v.clone()).or_insert_with(|| VersionSnapshot::new(&v, None));
                 let e = &mut s.environments;
                 let c = pool.counts();
                 e.initialising = c.starting_on_demand + c.starting_provisioned;

@@ -602,7 +602,7 @@ mod tests {
         let ready = {
             let fns = h.engine.read_functions();
             let st = fns["f"].lock();
-            st.pools[kiln_model::Qualifier::LATEST].ready().clone()
+            st.pools[&kiln_model::Version::Latest].ready().clone()
         };
         let logs = h.engine.logs().clone();
         {

@@ -29,7 +29,7 @@ impl Engine {
             for (version, pool) in &mut st.pools {
                 let (n, surplus) = pool.reconcile();
                 for _ in 0..n {
-                    starts.push((version.clone(), pool.ready().clone(), pool.generation()));
+                    starts.push((*version, pool.ready().clone(), pool.generation()));
                 }
                 extra.extend(surplus);
             }
@@ -89,13 +89,8 @@ impl Engine {
                 };
                 if let Some(reason) = failure {
                     tracing::warn!(function = %ready.config.name, %version, %reason, "provisioning failed");
-                    let qualifiers: Vec<String> = st
-                        .settings
-                        .provisioned
-                        .keys()
-                        .filter(|q| st.version_of(q).as_deref() == Some(version.as_str()))
-                        .cloned()
-                        .collect();
+                    let qualifiers: Vec<String> =
+                        st.settings.provisioned.keys().filter(|q| st.version_of(q) == Some(version)).cloned().collect();
                     for q in qualifiers {
                         st.pc_failures.insert(q, reason.clone());
                     }

@@ -159,8 +159,8 @@ pub enum UpdateStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FunctionConfig {
     pub name: FunctionName,
-    /// `$LATEST` or a published version number.
-    pub version: String,
+    /// `$LATEST` or a published version number (stored and shown as that string).
+    pub version: crate::Version,
     pub runtime: Runtime,
     pub role: String,
     pub handler: Option<String>,

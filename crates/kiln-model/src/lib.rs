@@ -17,11 +17,13 @@ pub mod names;
 pub mod policy;
 pub mod tags;
 pub mod urls;
+pub mod version;
 
 pub use config::{FunctionConfig, FunctionState, Language, Runtime};
 pub use error::ModelError;
 pub use error_type::{ErrorType, FunctionErrorType};
 pub use names::{FunctionName, FunctionRef, Qualifier};
+pub use version::Version;
 
 /// Where kiln pretends to live: the region and account that appear in ARNs.
 #[derive(Debug, Clone, PartialEq, Eq)]

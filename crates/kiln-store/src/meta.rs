@@ -113,12 +113,12 @@ impl MetaStore {
     pub fn put(&self, cfg: &FunctionConfig) -> Result<(), MetaError> {
         let json = serde_json::to_string(cfg).map_err(|source| MetaError::Corrupt {
             name: cfg.name.to_string(),
-            version: cfg.version.clone(),
+            version: cfg.version.to_string(),
             source,
         })?;
         self.conn().execute(
             "INSERT OR REPLACE INTO versions (name, version, config) VALUES (?1, ?2, ?3)",
-            params![cfg.name.as_str(), cfg.version, json],
+            params![cfg.name.as_str(), cfg.version.to_string(), json],
         )?;
         Ok(())
     }

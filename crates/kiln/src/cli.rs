@@ -6,7 +6,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use kiln_client::api::aws_error;
 use kiln_client::package::package;
 use kiln_client::Api;
 use serde_json::{json, Value};
@@ -15,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod layers;
+mod refusal;
 mod url;
+
+use refusal::Refusal;
 
 #[derive(clap::Subcommand)]
 pub enum ClientCommand {
@@ -201,7 +203,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                     api.call(Method::PUT, &format!("{path_fn}/configuration"), Some(config)).await?;
                     api.wait_ready(&name, READY_WAIT).await?
                 }
-                Err(e) if e.to_string().starts_with("ResourceNotFoundException") => {
+                Err(e) if e.code() == Some(kiln_api::error::code::RESOURCE_NOT_FOUND) => {
                     config["FunctionName"] = json!(name);
                     config["Role"] = json!("arn:aws:iam::000000000000:role/kiln");
                     config["Code"] = json!({ "ZipFile": zip_b64 });
@@ -248,9 +250,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 .headers()
                 .get("x-amz-log-result")
                 .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok());
-            let body = resp.into_body().collect().await.context("the answer was cut off")?.to_bytes();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.context("the answer was cut off")?.to_bytes();
             if !status.is_success() {
-                bail!("{}", aws_error(&body));
+                return Err(Refusal::read(Some(&parts.headers), &body).into());
             }
             if let Some(log) = log {
                 std::io::stderr().write_all(&log).ok();
@@ -313,10 +316,10 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                 api.request(Method::GET, &path).body(Full::new(Bytes::new())).context("cannot build the request")?;
             let resp = api.send(req).await?;
             let status = resp.status();
-            let mut body = resp.into_body();
+            let (parts, mut body) = resp.into_parts();
             if status != StatusCode::OK {
                 let b = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                bail!("{}", aws_error(&b));
+                return Err(Refusal::read(Some(&parts.headers), &b).into());
             }
             let mut out = std::io::stdout();
             while let Some(frame) = body.frame().await {

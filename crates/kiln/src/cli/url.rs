@@ -37,7 +37,8 @@ pub(super) async fn ensure(
     };
     match api.call(Method::GET, &path, None).await {
         Ok(c) => Ok(c),
-        Err(e) if e.to_string().contains("The resource you requested does not exist") => {
+        // No URL config yet (or no function: then creating it says so).
+        Err(e) if e.code() == Some(kiln_api::error::code::RESOURCE_NOT_FOUND) => {
             let body = json!({ "AuthType": auth_type, "InvokeMode": invoke_mode });
             api.call(Method::POST, &path, Some(body)).await.context("cannot create the function URL")
         }
