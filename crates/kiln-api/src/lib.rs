@@ -63,7 +63,7 @@ pub struct ApiOptions {
 
 /// Serves the REST API on `listener` until `shutdown` turns true.
 pub async fn serve(engine: Engine, listener: tokio::net::TcpListener, shutdown: watch::Receiver<bool>) {
-    serve_with(engine, listener, shutdown, ApiOptions::default()).await
+    serve_with(engine, listener, shutdown, ApiOptions::default()).await;
 }
 
 /// Everything a connection needs to answer requests.
@@ -108,7 +108,7 @@ pub async fn serve_with(
     shutdown: watch::Receiver<bool>,
     options: ApiOptions,
 ) {
-    serve_accounts(engine, listener, shutdown, options, None).await
+    serve_accounts(engine, listener, shutdown, options, None).await;
 }
 
 /// [`serve_with`], and with `accounts` every request must carry a valid SigV4 signature and
@@ -178,7 +178,7 @@ pub async fn serve_accounts(
             };
             tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = stop => {}
+                () = stop => {}
             }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

@@ -796,7 +796,7 @@ async fn invoke(
         };
         match auth::verify(keys, &signed, &body, expected, time::OffsetDateTime::now_utc()) {
             Ok(p) if url_caller_allowed(&p, &partition.account_id, || url_policy(engine, target)) => {
-                iam = Some(IamCaller { access_key: p.access_key_id, account_id: p.account_id })
+                iam = Some(IamCaller { access_key: p.access_key_id, account_id: p.account_id });
             }
             Ok(p) => {
                 tracing::debug!(url_id = %config.url_id, caller = %p.account_id, "function url caller not allowed");

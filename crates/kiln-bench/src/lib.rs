@@ -1716,10 +1716,8 @@ impl Report {
             let x0 = i as f64 * W + PAD;
             let (pw, ph) = (W - 1.5 * PAD, H - 2.0 * PAD);
             let xmax = series.iter().map(|(_, s)| ms(s.p90)).fold(0.0_f64, f64::max).max(1e-3) * 2.0;
-            out += &format!(
-                "<text x=\"{}\" y=\"20\" font-weight=\"bold\">{title} (cumulative share of calls)</text>\n",
-                x0
-            );
+            out +=
+                &format!("<text x=\"{x0}\" y=\"20\" font-weight=\"bold\">{title} (cumulative share of calls)</text>\n");
             out += &format!(
                 "<rect x=\"{x0}\" y=\"{PAD}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#999\"/>\n"
             );

@@ -271,8 +271,8 @@ impl Engine {
                 let events = engine.inner.clone();
                 drop(engine);
                 tokio::select! {
-                    _ = events.events.wake.notified() => {}
-                    _ = tokio::time::sleep(wait) => {}
+                    () = events.events.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });

@@ -336,7 +336,7 @@ impl Environment {
                 Err(_) => Ended::Exit(self.wait_exit().await),
             },
             info = self.exited() => Ended::Exit(info),
-            _ = tokio::time::sleep(timeout) => Ended::Timeout,
+            () = tokio::time::sleep(timeout) => Ended::Timeout,
             () = no_pickup => Ended::NoPickup,
         };
         let deadline = tokio::time::Instant::from_std(started + timeout);
@@ -451,7 +451,7 @@ impl Environment {
             biased;
             o = self.api.wait_init() => InitWait::Done(o),
             _ = self.exited() => InitWait::Done(None),
-            _ = tokio::time::sleep(limit) => InitWait::TimedOut,
+            () = tokio::time::sleep(limit) => InitWait::TimedOut,
         }
     }
 

@@ -355,7 +355,7 @@ impl Engine {
                         st.pools.insert(Version::Latest, Pool::new(r));
                     }
                     _ if latest.state != FunctionState::Failed => {
-                        to_activate.push((name.clone(), latest.revision_id.clone()))
+                        to_activate.push((name.clone(), latest.revision_id.clone()));
                     }
                     _ => {}
                 }

@@ -410,7 +410,7 @@ async fn reserved_concurrency_throttles_a_second_concurrent_call() {
     let held = h.invoke_held("f", None).await;
     match h.try_invoke("f", None, "{}").await {
         Err(EngineError::Throttled { reason, .. }) => {
-            assert_eq!(reason, crate::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)
+            assert_eq!(reason, crate::ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded);
         }
         other => panic!("expected a throttle, got {other:?}"),
     }

@@ -288,13 +288,13 @@ impl LogSink {
     /// Deletes every stream of a deleted `function`, and drops what its ending environments
     /// still write; resolves once done.
     pub async fn remove(&self, function: &str) {
-        self.remove_group(function, true).await
+        self.remove_group(function, true).await;
     }
 
     /// Deletes every stream of `function` (DeleteLogGroup); its live environments go on logging
     /// into new files, as Lambda recreates a deleted log group.
     pub async fn delete_group(&self, function: &str) {
-        self.remove_group(function, false).await
+        self.remove_group(function, false).await;
     }
 
     async fn remove_group(&self, function: &str, function_gone: bool) {

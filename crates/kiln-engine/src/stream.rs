@@ -159,7 +159,7 @@ impl Environment {
                 biased;
                 e = events.recv() => e,
                 info = self.exited() => return Followed::Exit(info),
-                _ = tokio::time::sleep_until(deadline) => return Followed::Timeout,
+                () = tokio::time::sleep_until(deadline) => return Followed::Timeout,
                 () = caller_gone(sink) => return Followed::CallerGone,
             };
             match event {

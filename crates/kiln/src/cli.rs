@@ -260,7 +260,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
             }
             if invocation_type != "RequestResponse" {
                 let what = if invocation_type == "Event" { "queued; it runs in the background" } else { "allowed" };
-                eprintln!("{} {name}: {what} ({status})", invocation_type);
+                eprintln!("{invocation_type} {name}: {what} ({status})");
                 return Ok(ExitCode::SUCCESS);
             }
             let mut out = std::io::stdout();
