@@ -199,3 +199,37 @@ def test_readme_function_urls_run_as_written(walkthrough):
     # Both curls reach the function (a plain JSON answer is the body of a 200).
     answers = [json.loads(l) for l in lines[1:]]
     assert answers == [{"hello": None, "from": "hello-py"}] * 2, out.stdout
+
+
+def test_readme_keys_run_as_written(kiln_factory, tmp_path):
+    # The keys file is the section's ini block; the server is the block's `kiln serve` line, on
+    # a free loopback port instead of 0.0.0.0:9000; the AWS CLI line runs as written.
+    (ini,) = section_blocks("Keys and accounts", "ini")
+    (block,) = section_blocks("Keys and accounts", "sh")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    cmds = commands(block)
+    serve = [c for c in cmds if "kiln serve" in c]
+    assert len(serve) == 1, cmds
+    args = shlex.split(serve[0].replace("/tmp/", str(scratch) + "/").split("kiln serve", 1)[1])
+    keys_path = Path(args[args.index("--auth-keys") + 1])
+    keys_path.write_text(ini)
+    addr = args.index("--addr")
+    assert args[addr + 1].startswith("0.0.0.0:"), "the section shows serving beyond loopback"
+    del args[addr : addr + 2]
+    server = kiln_factory("readme-keys", extra_args=args)
+    aws = find_aws()
+    assert aws, "the suite's AWS CLI is missing"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws-config")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
+    env["PATH"] = "%s:%s" % (Path(aws).parent, env.get("PATH", ""))
+    rest = "\n".join(line for line in block.replace("\\\n", " ").splitlines() if "kiln serve" not in line)
+    script = "set -euo pipefail\n" + rest.replace(DEFAULT_ENDPOINT, server.endpoint)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"Functions": []}, out.stdout
+    # Without the key the same call is refused.
+    unsigned = script.replace("AWS_ACCESS_KEY_ID=AKIAALICE0000000001", "AWS_ACCESS_KEY_ID=AKIANOBODY000000000")
+    out = subprocess.run(["bash", "-c", unsigned], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0 and "UnrecognizedClientException" in out.stderr, out.stderr
