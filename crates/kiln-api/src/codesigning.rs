@@ -45,14 +45,11 @@ struct FunctionConfigIn {
 
 fn input(c: ConfigIn, create: bool) -> Result<CodeSigningInput> {
     let arns = match c.allowed_publishers {
-        Some(p) => Some(p.signing_profile_version_arns.ok_or_else(|| {
-            ApiError::validation("1 validation error detected: Value null at 'allowedPublishers.signingProfileVersionArns' failed to satisfy constraint: Member must not be null")
-        })?),
-        None if create => {
-            return Err(ApiError::validation(
-                "1 validation error detected: Value null at 'allowedPublishers' failed to satisfy constraint: Member must not be null",
-            ))
-        }
+        Some(p) => Some(
+            p.signing_profile_version_arns
+                .ok_or_else(|| ApiError::null_member("allowedPublishers.signingProfileVersionArns"))?,
+        ),
+        None if create => return Err(ApiError::null_member("allowedPublishers")),
         None => None,
     };
     Ok(CodeSigningInput {
@@ -118,9 +115,7 @@ pub(crate) async fn dispatch(
             let n = plain_name(name)?;
             let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: FunctionConfigIn = parse_json(&body)?;
-            let arn = input.code_signing_config_arn.ok_or_else(|| {
-                ApiError::validation("1 validation error detected: Value null at 'codeSigningConfigArn' failed to satisfy constraint: Member must not be null")
-            })?;
+            let arn = input.code_signing_config_arn.ok_or_else(|| ApiError::null_member("codeSigningConfigArn"))?;
             engine.put_function_code_signing_config(&n, &arn)?;
             ok_json(StatusCode::OK, json!({ "CodeSigningConfigArn": arn, "FunctionName": n.as_str() }))
         }

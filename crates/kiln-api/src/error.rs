@@ -75,6 +75,19 @@ impl ApiError {
         Self::new(400, code::VALIDATION, message)
     }
 
+    /// AWS's answer to a required member the request left out (`member` as AWS spells it,
+    /// camelCase).
+    pub fn null_member(member: &str) -> Self {
+        Self::validation(format!(
+            "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
+        ))
+    }
+
+    /// `v`, or [`ApiError::null_member`] when the request left it out.
+    pub fn required<T>(v: Option<T>, member: &str) -> Result<T, Self> {
+        v.ok_or_else(|| Self::null_member(member))
+    }
+
     pub fn unknown_operation() -> Self {
         Self::new(404, code::UNKNOWN_OPERATION, "Unknown operation")
     }

@@ -32,12 +32,6 @@ fn runtime_json(m: &RuntimeManagement) -> Value {
     v
 }
 
-fn null(field: &str) -> ApiError {
-    ApiError::validation(format!(
-        "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-    ))
-}
-
 pub(crate) async fn dispatch(
     engine: &Engine,
     method: &Method,
@@ -54,7 +48,8 @@ pub(crate) async fn dispatch(
             let n = plain_name(name)?;
             let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: RecursionIn = parse_json(&body)?;
-            let value = engine.put_recursion(&n, &input.recursive_loop.ok_or_else(|| null("recursiveLoop"))?)?;
+            let value = engine
+                .put_recursion(&n, &input.recursive_loop.ok_or_else(|| ApiError::null_member("recursiveLoop"))?)?;
             ok_json(StatusCode::OK, json!({ "RecursiveLoop": value }))
         }
         (&Method::GET, ["2021-07-20", "functions", name, "runtime-management-config"]) => {
@@ -65,7 +60,7 @@ pub(crate) async fn dispatch(
             let r = function_ref(name, call)?;
             let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: RuntimeIn = parse_json(&body)?;
-            let on = input.update_runtime_on.ok_or_else(|| null("updateRuntimeOn"))?;
+            let on = input.update_runtime_on.ok_or_else(|| ApiError::null_member("updateRuntimeOn"))?;
             let m = engine.put_runtime_management(&r, &on, input.runtime_version_arn.as_deref())?;
             ok_json(StatusCode::OK, runtime_json(&m))
         }

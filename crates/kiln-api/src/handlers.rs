@@ -209,18 +209,11 @@ fn create_too_large() -> String {
 async fn create_function(engine: &Engine, req: Request<ReqBody>) -> Result<Response<Body>> {
     let body = read_body(req, limits::CREATE_BODY_MAX_BYTES, create_too_large).await?;
     let mut input: wire::CreateFunctionIn = parse_json(&body)?;
-    let name = input
-        .function_name
-        .take()
-        .ok_or_else(|| ApiError::validation("1 validation error detected: Value null at 'functionName' failed to satisfy constraint: Member must not be null"))?;
+    let name = input.function_name.take().ok_or_else(|| ApiError::null_member("functionName"))?;
     if input.config.package_type.as_deref().is_some_and(|p| p != "Zip") {
         return Err(ApiError::invalid_parameter("kiln runs .zip packages only; container images are not supported"));
     }
-    let code = input.code.take().ok_or_else(|| {
-        ApiError::validation(
-            "1 validation error detected: Value null at 'code' failed to satisfy constraint: Member must not be null",
-        )
-    })?;
+    let code = input.code.take().ok_or_else(|| ApiError::null_member("code"))?;
     let zip = decode_zip(&code)?;
     // Tags and the code signing config are checked before the function exists.
     let tags = input.tags.take().unwrap_or_default();
@@ -624,11 +617,7 @@ async fn create_alias(engine: &Engine, name: &str, req: Request<ReqBody>) -> Res
     let n = plain_name(name)?;
     let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let mut input: AliasIn = parse_json(&body)?;
-    let alias_name = input.name.take().ok_or_else(|| {
-        ApiError::validation(
-            "1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null",
-        )
-    })?;
+    let alias_name = input.name.take().ok_or_else(|| ApiError::null_member("name"))?;
     let alias = engine.create_alias(&n, alias_input(alias_name, input)?)?;
     ok_json(StatusCode::CREATED, alias_json(engine, &n, &alias))
 }
@@ -659,9 +648,8 @@ async fn put_concurrency(engine: &Engine, name: &str, req: Request<ReqBody>) -> 
     let n = plain_name(name)?;
     let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: ConcurrencyIn = parse_json(&body)?;
-    let wanted = input.reserved_concurrent_executions.ok_or_else(|| {
-        ApiError::validation("1 validation error detected: Value null at 'reservedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
-    })?;
+    let wanted =
+        input.reserved_concurrent_executions.ok_or_else(|| ApiError::null_member("reservedConcurrentExecutions"))?;
     let r = engine.put_reserved_concurrency(&n, wanted)?;
     ok_json(StatusCode::OK, json!({ "ReservedConcurrentExecutions": r }))
 }
@@ -687,9 +675,9 @@ async fn put_provisioned(engine: &Engine, call: &Call, name: &str, req: Request<
     let r = function_ref(name, call)?;
     let body = read_body(req, SMALL_BODY, small_too_large).await?;
     let input: ConcurrencyIn = parse_json(&body)?;
-    let wanted = input.provisioned_concurrent_executions.ok_or_else(|| {
-        ApiError::validation("1 validation error detected: Value null at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must not be null")
-    })?;
+    let wanted = input
+        .provisioned_concurrent_executions
+        .ok_or_else(|| ApiError::null_member("provisionedConcurrentExecutions"))?;
     let p = engine.put_provisioned(&r, wanted)?;
     ok_json(StatusCode::ACCEPTED, provisioned_json(engine, &r.name, &p, false))
 }

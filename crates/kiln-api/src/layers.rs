@@ -111,11 +111,7 @@ async fn publish(engine: &Engine, name: &str, req: Request<ReqBody>) -> Result<R
     })
     .await?;
     let input: PublishIn = parse_json(&body)?;
-    let content = input.content.ok_or_else(|| {
-        ApiError::validation(
-            "1 validation error detected: Value null at 'content' failed to satisfy constraint: Member must not be null",
-        )
-    })?;
+    let content = input.content.ok_or_else(|| ApiError::null_member("content"))?;
     if content.s3_bucket.is_some() {
         return Err(ApiError::invalid_parameter("kiln has no S3: upload the layer content inline as ZipFile"));
     }
@@ -188,14 +184,6 @@ struct PermissionIn {
     organization_id: Option<String>,
 }
 
-fn required(v: Option<String>, member: &str) -> Result<String> {
-    v.ok_or_else(|| {
-        ApiError::validation(format!(
-            "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
-        ))
-    })
-}
-
 async fn add_permission(
     engine: &Engine,
     call: &Call,
@@ -207,9 +195,9 @@ async fn add_permission(
     let body = read_body(req, crate::handlers::SMALL_BODY, crate::handlers::small_too_large).await?;
     let input: PermissionIn = parse_json(&body)?;
     let statement = LayerStatement {
-        sid: required(input.statement_id, "statementId")?,
-        action: required(input.action, "action")?,
-        principal: required(input.principal, "principal")?,
+        sid: ApiError::required(input.statement_id, "statementId")?,
+        action: ApiError::required(input.action, "action")?,
+        principal: ApiError::required(input.principal, "principal")?,
         organization_id: input.organization_id,
     };
     let (rendered, rev) = engine.add_layer_version_permission(name, version, statement, call.query("RevisionId"))?;

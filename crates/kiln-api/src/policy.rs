@@ -34,14 +34,6 @@ struct ResourcePolicyIn {
     revision_id: Option<String>,
 }
 
-fn required(v: Option<String>, field: &str) -> Result<String> {
-    v.ok_or_else(|| {
-        ApiError::validation(format!(
-            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-        ))
-    })
-}
-
 /// A `ResourceArn` of the resource-policy operations: a function, version or alias ARN.
 /// Runtime ARNs match the model's pattern but kiln has none of them.
 fn resource(arn: &str) -> Result<FunctionRef> {
@@ -70,9 +62,9 @@ pub(crate) async fn dispatch(
             let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: AddPermissionIn = parse_json(&body)?;
             let p = PermissionInput {
-                statement_id: required(input.statement_id, "statementId")?,
-                action: required(input.action, "action")?,
-                principal: required(input.principal, "principal")?,
+                statement_id: ApiError::required(input.statement_id, "statementId")?,
+                action: ApiError::required(input.action, "action")?,
+                principal: ApiError::required(input.principal, "principal")?,
                 source_arn: input.source_arn,
                 source_account: input.source_account,
                 event_source_token: input.event_source_token,
@@ -102,7 +94,7 @@ pub(crate) async fn dispatch(
                 Method::PUT => {
                     let body = read_body(req, SMALL_BODY, small_too_large).await?;
                     let input: ResourcePolicyIn = parse_json(&body)?;
-                    let doc = required(input.policy, "policy")?;
+                    let doc = ApiError::required(input.policy, "policy")?;
                     let (policy, revision) = engine.put_resource_policy(&r, &doc, input.revision_id.as_deref())?;
                     ok_json(StatusCode::OK, json!({ "Policy": policy, "RevisionId": revision }))
                 }

@@ -30,11 +30,7 @@ pub(crate) async fn dispatch(
         (&Method::POST, ["2017-03-31", "tags", arn]) => {
             let body = read_body(req, SMALL_BODY, small_too_large).await?;
             let input: TagsIn = parse_json(&body)?;
-            let tags = input.tags.ok_or_else(|| {
-                ApiError::validation(
-                    "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null",
-                )
-            })?;
+            let tags = input.tags.ok_or_else(|| ApiError::null_member("tags"))?;
             if tags.is_empty() {
                 return Err(ApiError::invalid_parameter("An error occurred and the request cannot be processed."));
             }
@@ -44,9 +40,7 @@ pub(crate) async fn dispatch(
         (&Method::DELETE, ["2017-03-31", "tags", arn]) => {
             let keys: Vec<String> = call.query.iter().filter(|(k, _)| k == "tagKeys").map(|(_, v)| v.clone()).collect();
             if keys.is_empty() {
-                return Err(ApiError::validation(
-                    "1 validation error detected: Value null at 'tagKeys' failed to satisfy constraint: Member must not be null",
-                ));
+                return Err(ApiError::null_member("tagKeys"));
             }
             engine.untag_resource(arn, &keys)?;
             empty(StatusCode::NO_CONTENT)

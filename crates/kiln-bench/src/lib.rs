@@ -653,13 +653,25 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
 /// The bootstrap as a plain child process against the bench's own Runtime API: spawn → first
 /// response posted.
 async fn bare_spawn(servers: &tokio::runtime::Handle, bin: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
+    bare_spawn_with(servers, bin, &[], Path::new("/"), n).await
+}
+
+/// [`bare_spawn`] of `bin` with more environment variables and a working directory (a managed
+/// runtime's bare client).
+async fn bare_spawn_with(
+    servers: &tokio::runtime::Handle,
+    bin: &Path,
+    vars: &[(String, String)],
+    cwd: &Path,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
         let mut api = MiniRuntime::start(servers).await?;
         let request_id = format!("bare-{i}");
         let t = Instant::now();
-        let mut child = api.spawn(bin)?;
+        let mut child = api.spawn_with(bin, vars, cwd)?;
         let posted = api.call(&request_id).await;
         let elapsed = t.elapsed();
         let _ = child.kill();
@@ -679,8 +691,19 @@ async fn bare_warm(
     bin: &Path,
     n: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    bare_warm_with(servers, bin, &[], Path::new("/"), n).await
+}
+
+/// [`bare_warm`] of `bin` with more environment variables and a working directory.
+async fn bare_warm_with(
+    servers: &tokio::runtime::Handle,
+    bin: &Path,
+    vars: &[(String, String)],
+    cwd: &Path,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let mut api = MiniRuntime::start(servers).await?;
-    let mut child = api.spawn(bin)?;
+    let mut child = api.spawn_with(bin, vars, cwd)?;
     let result = async {
         api.call("bare-warmup").await?;
         let cpu_before = process_cpu(child.id());
@@ -1054,11 +1077,7 @@ impl MiniRuntime {
         Ok(MiniRuntime { addr, accept, events: events_tx, posted: posted_rx })
     }
 
-    fn spawn(&self, bin: &Path) -> anyhow::Result<Child> {
-        self.spawn_with(bin, &[], Path::new("/"))
-    }
-
-    /// [`MiniRuntime::spawn`] with more environment variables and a working directory.
+    /// Starts `bin` against this Runtime API, with Lambda's variables, `vars` and `cwd`.
     fn spawn_with(&self, bin: &Path, vars: &[(String, String)], cwd: &Path) -> anyhow::Result<Child> {
         std::process::Command::new(bin)
             .env_clear()

@@ -22,7 +22,7 @@
 
 use super::{
     cold_split, echo_request, floor_latency, invoke, ms, new_client, process_tree, start_echo_server, warm_calls, Api,
-    BenchArgs, ColdSplit, MiniRuntime, Server, Stats, TempDir, ECHO,
+    BenchArgs, ColdSplit, Server, Stats, TempDir, ECHO,
 };
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
@@ -332,22 +332,7 @@ async fn bare_start(
     env: &BareEnv<'_>,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let vars = env.vars();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
-        let mut api = MiniRuntime::start(servers).await?;
-        let request_id = format!("bare-{i}");
-        let t = Instant::now();
-        let mut child = api.spawn_with(launcher, &vars, env.task)?;
-        let posted = api.call(&request_id).await;
-        let elapsed = t.elapsed();
-        let _ = child.kill();
-        let _ = child.wait();
-        posted?;
-        out.push(elapsed);
-    }
-    Ok(out)
+    super::bare_spawn_with(servers, launcher, &env.vars(), env.task, n).await
 }
 
 /// One bare client answering `n` events in sequence (after one warm-up event).
@@ -357,23 +342,7 @@ async fn bare_warm(
     env: &BareEnv<'_>,
     n: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut api = MiniRuntime::start(servers).await?;
-    let mut child = api.spawn_with(launcher, &env.vars(), env.task)?;
-    let result = async {
-        api.call("bare-warmup").await?;
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let request_id = format!("bare-{i}");
-            let t = Instant::now();
-            api.call(&request_id).await?;
-            out.push(t.elapsed());
-        }
-        anyhow::Ok(out)
-    }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    Ok(super::bare_warm_with(servers, launcher, &env.vars(), env.task, n).await?.0)
 }
 
 fn zip_file(name: &str, text: &str) -> anyhow::Result<Vec<u8>> {
