@@ -216,7 +216,12 @@ def test_readme_keys_run_as_written(kiln_factory, tmp_path):
     keys_path.write_text(ini)
     addr = args.index("--addr")
     assert args[addr + 1].startswith("0.0.0.0:"), "the section shows serving beyond loopback"
+    block_endpoint = "http://127.0.0.1:%s" % args[addr + 1].split(":")[1]
     del args[addr : addr + 2]
+    # The test's own server has its own data dir.
+    if "--data-dir" in args:
+        i = args.index("--data-dir")
+        del args[i : i + 2]
     server = kiln_factory("readme-keys", extra_args=args)
     aws = find_aws()
     assert aws, "the suite's AWS CLI is missing"
@@ -225,7 +230,7 @@ def test_readme_keys_run_as_written(kiln_factory, tmp_path):
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-aws-credentials")
     env["PATH"] = "%s:%s" % (Path(aws).parent, env.get("PATH", ""))
     rest = "\n".join(line for line in block.replace("\\\n", " ").splitlines() if "kiln serve" not in line)
-    script = "set -euo pipefail\n" + rest.replace(DEFAULT_ENDPOINT, server.endpoint)
+    script = "set -euo pipefail\n" + rest.replace(block_endpoint, server.endpoint)
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"Functions": []}, out.stdout
