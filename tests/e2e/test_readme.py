@@ -22,6 +22,7 @@ import kiln_e2e as k
 
 README = k.ROOT / "README.md"
 DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
+HELLO_STREAM_BIN = Path(os.environ.get("HELLO_STREAM_BIN", k.TARGET_DIR / "debug" / "hello-stream"))
 BLOCK_RE = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
 
 
@@ -96,6 +97,7 @@ def walkthrough(kiln_factory, tmp_path):
         text = text.replace("/tmp/", str(scratch) + "/")
         text = text.replace("target/release/kiln", str(k.KILN_BIN))
         text = text.replace("target/release/hello-rust", str(k.HELLO_RUST_BIN))
+        text = text.replace("target/release/hello-stream", str(HELLO_STREAM_BIN))
         assert "target/release/" not in text, "a README step uses a binary the suite does not build:\n" + text
         return text.replace(DEFAULT_ENDPOINT, server.endpoint)
 
@@ -199,6 +201,35 @@ def test_readme_function_urls_run_as_written(walkthrough):
     # Both curls reach the function (a plain JSON answer is the body of a 200).
     answers = [json.loads(l) for l in lines[1:]]
     assert answers == [{"hello": None, "from": "hello-py"}] * 2, out.stdout
+
+
+def test_readme_streamed_responses_run_as_written(walkthrough):
+    server, localise, run_sh, env = walkthrough
+    if not HELLO_STREAM_BIN.exists():
+        pytest.fail("%s not found: cargo build -p hello-stream" % HELLO_STREAM_BIN, pytrace=False)
+    (block,) = section_blocks("Streamed responses", "sh")
+    out = run_sh(block, {"KILN_ENDPOINT": server.endpoint})
+    # curl prints the function's lines: three chunks written pause_ms apart (the function's own
+    # clock), then its "done" line.
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [line.get("i") for line in lines[:3]] == [0, 1, 2], out.stdout
+    assert lines[3].get("done") is True, out.stdout
+    assert lines[2]["at_ms"] - lines[0]["at_ms"] >= 2 * 500, lines
+
+    (py_block,) = section_blocks("Streamed responses", "python")
+    py = subprocess.run(
+        [sys.executable, "-c", localise(py_block)],
+        capture_output=True,
+        text=True,
+        env=dict(env, **_aws_exports()),
+        cwd=str(k.ROOT),
+        timeout=120,
+    )
+    assert py.returncode == 0, py.stderr
+    printed = py.stdout.strip().splitlines()
+    assert printed and all("PayloadChunk" in line for line in printed[:-1]), py.stdout
+    assert "InvokeComplete" in printed[-1] and "ErrorCode" not in printed[-1], py.stdout
+    assert '"done":true' in py.stdout, py.stdout
 
 
 def test_readme_keys_run_as_written(kiln_factory, tmp_path):
