@@ -73,6 +73,7 @@
 //! connections and zips are kiln-client's, shared with the CLI verbs.
 #![forbid(unsafe_code)]
 
+mod children;
 mod events;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -188,6 +189,15 @@ const ECHO: &str = r#"{"action":"echo"}"#;
 const MB: f64 = 1024.0 * 1024.0;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    let result = run_scenarios(args);
+    if result.is_err() && children::interrupted() {
+        // The scenario failed because its server was stopped: the signal's clean-up exits.
+        children::wait_for_clean_up();
+    }
+    result
+}
+
+fn run_scenarios(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     // The baselines' servers get their own runtime, like kiln has its own process.
     let servers = tokio::runtime::Builder::new_multi_thread()
@@ -196,6 +206,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start tokio")?;
+    children::clean_up_on_signal().context("cannot watch for signals")?;
     if args.only.as_deref() == Some("events") {
         let result = rt.block_on(events_only(&args))?;
         if args.json {
@@ -834,6 +845,7 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .context("cannot start kiln serve")?;
+        children::track_pid(child.id());
         let server = Server { pid: child.id(), child: Mutex::new(child), addr, data_dir: data_dir.to_path_buf() };
         let client = new_client(addr);
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -867,6 +879,7 @@ impl Server {
     /// SIGTERM (through kill(1): the binary has no unsafe code), then SIGKILL after 10 s.
     fn stop(&self) {
         let Ok(mut child) = self.child.lock() else { return };
+        children::untrack_pid(self.pid);
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .stdout(Stdio::null())
@@ -894,12 +907,14 @@ impl TempDir {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = std::env::temp_dir().join(format!("kiln-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        children::track_dir(&path);
         Ok(TempDir { path })
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        children::untrack_dir(&self.path);
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -146,6 +146,7 @@ impl Emulator {
             .stderr(err)
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
+        crate::children::track_pid(child.id());
         let mut emulator = Emulator { child, functions: Vec::new(), addr, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -182,6 +183,7 @@ impl Emulator {
                 .stderr(Stdio::null())
                 .spawn()
                 .with_context(|| format!("cannot start {}", bin.display()))?;
+            crate::children::track_pid(child.id());
             self.functions.push(child);
         }
         Ok(())
@@ -189,6 +191,7 @@ impl Emulator {
 
     fn stop(&mut self) {
         for c in self.functions.iter_mut().chain(std::iter::once(&mut self.child)) {
+            crate::children::untrack_pid(c.id());
             let _ = c.kill();
             let _ = c.wait();
         }
