@@ -1318,8 +1318,8 @@ impl Engine {
             let st = f.lock();
             let mut environments = Vec::new();
             let mut versions: Vec<(String, &Version)> = st.pools.keys().map(|v| (v.to_string(), v)).collect();
-            // Sorted as text, as before versions had their own type: `$LATEST`, 1, 10, 2.
-            versions.sort();
+            // `$LATEST`, then the numbers in order: 1, 2, 10.
+            versions.sort_by_key(|(_, key)| **key);
             for (v, key) in versions {
                 let pool = &st.pools[key];
                 let info = |e: &Arc<Environment>, state: &'static str| EnvironmentInfo {

@@ -529,3 +529,26 @@ async fn an_idle_environment_that_died_is_skipped_and_the_call_is_cold() {
     assert_eq!(h.env_states("f"), ["idle"], "the dead one is out of the pool");
     h.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_versions_in_numeric_order() {
+    let h = harness(|_| {});
+    h.deploy("f", &Script::tag("v"), 3, 128).await;
+    for i in 1..=10 {
+        let change = ConfigChange { timeout_secs: Some(3 + i), ..ConfigChange::default() };
+        h.engine
+            .update_config(&fref("f", None), crate::UpdateConfig { config: change, revision_id: None })
+            .await
+            .expect("update");
+        h.wait_ready("f").await;
+        h.engine.publish_version(&fref("f", None), None, None, None).expect("publish");
+    }
+    for q in [Some("10"), Some("2"), None] {
+        h.try_invoke("f", q, "{}").await.expect("call");
+    }
+    let name = FunctionName::parse("f").expect("name");
+    let status = h.engine.status(Some(&name)).expect("status").remove(0);
+    let versions: Vec<&str> = status.environments.iter().map(|e| e.version.as_str()).collect();
+    assert_eq!(versions, ["$LATEST", "2", "10"]);
+    h.finish();
+}
