@@ -118,13 +118,21 @@ def test_a_permission_on_an_alias_covers_only_that_alias(authed):
     assert resp["StatusCode"] == 200
 
 
-def test_unknown_functions_and_accounts_are_not_found(authed):
+def test_unknown_functions_and_accounts_are_denied_as_existing_ones_are(authed):
+    # What another account has does not leak: a function, alias, version or account that does
+    # not exist gets the same 403 as one that exists and does not allow the caller.
     alice, bob = client(authed, ALICE), client(authed, BOB)
     name = k.unique_name("xnf")
     k.create(alice, name, k.rust_zip())
-    for ref in (arn("no-such-function"), arn(name, "no-such-alias"), arn(name, "9"), arn(name, account="999999999999")):
-        resp = refused(lambda: bob.invoke(FunctionName=ref, Payload=b"{}"), "ResourceNotFoundException")
-        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 404, ref
+    refs = (arn(name), arn("no-such-function"), arn(name, "no-such-alias"), arn(name, "9"), arn(name, account="999999999999"))
+    for ref in refs:
+        resp = refused(lambda: bob.invoke(FunctionName=ref, Payload=b"{}"), "AccessDeniedException")
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 403, ref
+        assert resp["Error"]["Message"] == denied_message(ref), resp["Error"]
+    # The function itself, once its policy allows Bob, answers him.
+    alice.add_permission(FunctionName=name, StatementId="bob", Action="lambda:InvokeFunction", Principal=BOB_ACCOUNT)
+    resp, _ = k.invoke(bob, arn(name), {"action": "echo"})
+    assert resp["StatusCode"] == 200
 
 
 def test_other_operations_on_another_accounts_function_are_denied(authed):

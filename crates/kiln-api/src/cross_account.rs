@@ -11,7 +11,10 @@
 //!   added with a qualifier covers only that qualifier, one added without covers only the
 //!   unqualified function) allows `lambda:InvokeFunction` for the caller's account. Otherwise
 //!   `AccessDeniedException` (403). A function, version or alias that does not exist, or an
-//!   account kiln does not have, is `ResourceNotFoundException`, as for one's own functions.
+//!   account kiln does not have, has no policy that could allow the caller: the same
+//!   `AccessDeniedException`, so that a caller learns nothing about what another account has
+//!   (as IAM answers: a cross-account request needs an allowing resource-based policy, and a
+//!   resource that does not exist has none).
 //! - Every other operation naming another account's resource is `AccessDeniedException` without
 //!   looking at the resource: kiln grants nothing but invocation across accounts, and the answer
 //!   is the same whether the resource exists or not.
@@ -77,22 +80,26 @@ fn invoke_target(
 ) -> Result<kiln_engine::Engine, ApiError> {
     let r = FunctionRef::parse(name, qualifier)?;
     let owner = accounts::named_account(name).unwrap_or_default();
+    let q = r.qualifier.as_ref().map(ToString::to_string);
+    let arn = kiln_model::Partition { region: accounts.region().to_string(), account_id: owner.to_string() }
+        .function_arn(r.name.as_str(), q.as_deref());
+    let denied = || access_denied(&caller.account_id, INVOKE_ACTION, &arn);
     let Some(engine) = accounts.engine(owner).filter(|_| accounts.keys().accounts().contains_key(owner)) else {
-        let q = r.qualifier.as_ref().map(ToString::to_string);
-        let arn = kiln_model::Partition { region: accounts.region().to_string(), account_id: owner.to_string() }
-            .function_arn(r.name.as_str(), q.as_deref());
-        return Err(EngineError::NotFound(format!("Function not found: {arn}")).into());
+        return Err(denied());
     };
-    let policy = engine.resource_policy(&r)?;
+    let policy = match engine.resource_policy(&r) {
+        Ok(policy) => policy,
+        // Nothing to allow the caller: answered as a resource that does not allow it.
+        Err(EngineError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let allowed =
         policy.as_deref().is_some_and(|p| kiln_model::policy::allows(p, &caller.account_id, INVOKE_ACTION, None));
     if allowed {
         tracing::debug!(caller = %caller.account_id, owner, function = %r.name, "cross-account invocation allowed");
         return Ok(engine);
     }
-    let q = r.qualifier.as_ref().map(ToString::to_string);
-    let arn = engine.partition().function_arn(r.name.as_str(), q.as_deref());
-    Err(access_denied(&caller.account_id, INVOKE_ACTION, &arn))
+    Err(denied())
 }
 
 /// Lambda's answer to a caller that no policy allows.
