@@ -115,6 +115,7 @@ mod reaper;
 mod seccomp;
 mod sweep;
 mod sys;
+mod zygote;
 
 pub use crate::PoolStats;
 pub use backend::LinuxBackend;
