@@ -129,7 +129,7 @@ fn send_msg<S: Sys>(sys: &S, sock: c_int, msg: Message, fd: Option<c_int>) -> Sy
 ///
 /// # Safety
 /// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
-/// `plan` whose descriptors and pointers were valid in the cloning process (the zygote) at the time of the clone:
+/// `plan` whose descriptors and pointers were valid in the zygote at the time of the clone:
 /// it closes every other descriptor, moves to a new root, and writes through the plan's
 /// buffers.
 pub(crate) unsafe fn run(plan: &Plan) -> ! {
