@@ -291,6 +291,27 @@ def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
 
 
+def _children(ppid):
+    """Live processes whose parent is `ppid`."""
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and _alive(int(p)):
+            try:
+                if int(Path("/proc/%s/stat" % p).read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    found.append(int(p))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _alive(pid):
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def instance_cgroups(server):
     """Every cgroup directory named after the server's instance (`kiln-<id>`), in any hierarchy."""
     name = "kiln-%s" % k.instance_id(server)
@@ -313,8 +334,13 @@ def test_kill_9_leftovers_are_removed_by_any_server_that_starts(kiln_factory):
     k.create(lam, name, k.python_zip(PROBE))
     probe(lam, name, action="daemon")
     assert instance_cgroups(dead)
+    # The sandbox zygote: the server's child outside its environments' cgroups.
+    envs = {pid for pid, _ in _env_pids(dead)}
+    zygotes = [pid for pid in _children(dead.proc.pid) if pid not in envs]
+    assert zygotes, "no sandbox zygote beside the server"
     dead.stop(signal.SIGKILL)
     k.wait_for(lambda: not _env_pids(dead), what="the dead server's processes gone")
+    k.wait_for(lambda: not [p for p in zygotes if _alive(p)], what="the dead server's zygote gone")
     kiln_factory("other")
     k.wait_for(lambda: not instance_cgroups(dead), what="the dead server's cgroups removed by another server")
 
