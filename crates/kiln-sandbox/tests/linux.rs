@@ -1599,6 +1599,6 @@ mod zygote_fds {
     in_both_modes!(the_bootstrap_inherits_no_stray_descriptors);
     use super::Mode;
     async fn the_bootstrap_inherits_no_stray_descriptors(mode: Mode) {
-        super::the_bootstrap_inherits_no_stray_descriptors(mode).await
+        super::the_bootstrap_inherits_no_stray_descriptors(mode).await;
     }
 }

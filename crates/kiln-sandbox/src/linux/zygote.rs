@@ -47,7 +47,11 @@
 //! the child exits, and kiln forks from whichever thread builds). If the zygote dies while kiln
 //! lives, the next request sees it (`EPIPE` on the send: the zygote is reaped, a new one is
 //! forked and the request is sent again; end of file on the reply: that build fails with
-//! [`ZygoteError::Died`] and the next one starts a new zygote).
+//! [`ZygoteError::Died`] and the next one starts a new zygote). One case is not covered: a
+//! zygote killed between its clone and its answer leaves an init kiln never heard of. That
+//! init finds its socket to kiln closed (the failed build dropped kiln's end) and exits, its
+//! cgroups are removed by the failed build, and it stays a zombie child of kiln until kiln
+//! exits: a window of microseconds, open only to whoever kills the zygote.
 //!
 //! # Rules of the zygote's code
 //!
@@ -585,17 +589,13 @@ mod tests {
     #[test]
     fn init_buffers_do_not_overlap_and_are_aligned() {
         let l = InitBuffers::LAYOUT;
-        assert!(l.stack_top >= BOOTSTRAP_STACK && l.stack_top % 16 == 0);
+        assert!(l.stack_top >= BOOTSTRAP_STACK && l.stack_top.is_multiple_of(16));
         assert!(l.claim >= l.stack_top);
-        assert!(l.envp >= l.claim + protocol::CLAIM_MAX && l.envp % size_of::<*const c_char>() == 0);
+        assert!(l.envp >= l.claim + protocol::CLAIM_MAX && l.envp.is_multiple_of(size_of::<*const c_char>()));
         assert!(l.len >= l.envp + (protocol::MAX_ENV_VARS + 1) * size_of::<*const c_char>());
         assert_eq!(l.len % InitBuffers::PAGE, 0);
     }
 
-    #[test]
-    fn a_request_fits_the_descriptor_limit() {
-        // Reply, socket, pipe, up to five v1 hierarchies, init's cgroup, freezer.
-        assert!(FIXED_FDS + 5 + 2 <= MAX_REQUEST_FDS);
-        assert!(size_of::<Request>() < 128);
-    }
+    // Reply, socket, pipe, up to five v1 hierarchies, init's cgroup, freezer: one request.
+    const _: () = assert!(FIXED_FDS + 5 + 2 <= MAX_REQUEST_FDS);
 }
