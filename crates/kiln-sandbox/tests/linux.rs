@@ -887,7 +887,11 @@ for line in open('/proc/self/mountinfo'):
     f = line.split()
     if f[4] == '/var/task':
         print('task-opts', f[5])
-print('host', os.uname().nodename)
+print('host', os.uname().nodename, flush=True)
+# Alive until the test has read the environment's cgroups (they go when it ends).
+import time
+while not os.path.exists('/var/task/go'):
+    time.sleep(0.005)
 ";
     let f = Fixture::new(Mode::Pooled, bootstrap);
     std::fs::write(f.code.path().join("which"), "first").unwrap();
@@ -901,6 +905,7 @@ print('host', os.uname().nodename)
     assert!(cg.starts_with("blank."), "{cg}");
     let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
     assert_eq!(limit, (256u64 << 20).to_string());
+    std::fs::write(f.code.path().join("go"), "").unwrap();
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("code first\n"), "{out}");
@@ -920,6 +925,7 @@ print('host', os.uname().nodename)
     let cg = f.backend.cgroup_of("env-pool-b").unwrap();
     let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
     assert_eq!(limit, (1024u64 << 20).to_string());
+    std::fs::write(second.path().join("go"), "").unwrap();
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("code second\n"), "{out}");
