@@ -274,6 +274,27 @@ def test_sigterm_leaves_nothing_behind(own):
     assert_host_clean(server, running=False)
 
 
+def test_a_killed_zygote_is_replaced_and_cold_starts_go_on(own):
+    # The zygote every init is cloned from: killed, it is noticed by the next blank's build,
+    # which goes to a new one; more cold starts than the pool holds all succeed.
+    server, lam = own
+    envs = {pid for pid, _ in _env_pids(server)}
+    zygotes = [pid for pid in _children(server.proc.pid) if pid not in envs]
+    assert len(zygotes) == 1, zygotes
+    os.kill(zygotes[0], signal.SIGKILL)
+    k.wait_for(lambda: not _alive(zygotes[0]), what="the zygote gone")
+    for i in range(6):
+        name = k.unique_name("zygote%d" % i)
+        k.create(lam, name, k.python_zip(PROBE))
+        assert probe(lam, name, action="ticks")["ticks"] >= 0
+    def outside_envs():
+        envs = {pid for pid, _ in _env_pids(server)}
+        return [p for p in _children(server.proc.pid) if p not in envs]
+
+    k.wait_for(lambda: len(outside_envs()) == 1, what="one new zygote")
+    assert zygotes[0] not in outside_envs()
+
+
 def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     server, lam = own
     name = k.unique_name("kill9")
