@@ -37,7 +37,8 @@
 //!
 //! Requests from several threads at once are fine: each `sendmsg` of a datagram is atomic and
 //! every answer comes back on the request's own reply socket, so no lock is held while the
-//! zygote works; the zygote serves them one after the other.
+//! zygote works; the zygote serves them one after the other (beyond the socket's queue,
+//! `net.unix.max_dgram_qlen`, senders wait in `sendmsg` until it reads).
 //!
 //! # Death
 //!
