@@ -274,6 +274,27 @@ def test_sigterm_leaves_nothing_behind(own):
     assert_host_clean(server, running=False)
 
 
+def test_a_killed_zygote_is_replaced_and_cold_starts_go_on(own):
+    # The zygote every init is cloned from: killed, it is noticed by the next blank's build,
+    # which goes to a new one; more cold starts than the pool holds all succeed.
+    server, lam = own
+    envs = {pid for pid, _ in _env_pids(server)}
+    zygotes = [pid for pid in _children(server.proc.pid) if pid not in envs]
+    assert len(zygotes) == 1, zygotes
+    os.kill(zygotes[0], signal.SIGKILL)
+    k.wait_for(lambda: not _alive(zygotes[0]), what="the zygote gone")
+    for i in range(6):
+        name = k.unique_name("zygote%d" % i)
+        k.create(lam, name, k.python_zip(PROBE))
+        assert probe(lam, name, action="ticks")["ticks"] >= 0
+    def outside_envs():
+        envs = {pid for pid, _ in _env_pids(server)}
+        return [p for p in _children(server.proc.pid) if p not in envs]
+
+    k.wait_for(lambda: len(outside_envs()) == 1, what="one new zygote")
+    assert zygotes[0] not in outside_envs()
+
+
 def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     server, lam = own
     name = k.unique_name("kill9")
@@ -289,6 +310,27 @@ def test_kill_9_leftovers_are_removed_at_the_next_start(own):
     k.wait_for(lambda: not before & {pid for pid, _ in _env_pids(server)}, what="the dead server's processes removed")
     # And the function still works after the restart.
     assert probe(k.lambda_client(server.endpoint), name, action="ticks")["ticks"] >= 0
+
+
+def _children(ppid):
+    """Live processes whose parent is `ppid`."""
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and _alive(int(p)):
+            try:
+                if int(Path("/proc/%s/stat" % p).read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    found.append(int(p))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _alive(pid):
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def instance_cgroups(server):
@@ -313,8 +355,13 @@ def test_kill_9_leftovers_are_removed_by_any_server_that_starts(kiln_factory):
     k.create(lam, name, k.python_zip(PROBE))
     probe(lam, name, action="daemon")
     assert instance_cgroups(dead)
+    # The sandbox zygote: the server's child outside its environments' cgroups.
+    envs = {pid for pid, _ in _env_pids(dead)}
+    zygotes = [pid for pid in _children(dead.proc.pid) if pid not in envs]
+    assert zygotes, "no sandbox zygote beside the server"
     dead.stop(signal.SIGKILL)
     k.wait_for(lambda: not _env_pids(dead), what="the dead server's processes gone")
+    k.wait_for(lambda: not [p for p in zygotes if _alive(p)], what="the dead server's zygote gone")
     kiln_factory("other")
     k.wait_for(lambda: not instance_cgroups(dead), what="the dead server's cgroups removed by another server")
 

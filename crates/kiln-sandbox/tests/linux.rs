@@ -887,7 +887,11 @@ for line in open('/proc/self/mountinfo'):
     f = line.split()
     if f[4] == '/var/task':
         print('task-opts', f[5])
-print('host', os.uname().nodename)
+print('host', os.uname().nodename, flush=True)
+# Alive until the test has read the environment's cgroups (they go when it ends).
+import time
+while not os.path.exists('/var/task/go'):
+    time.sleep(0.005)
 ";
     let f = Fixture::new(Mode::Pooled, bootstrap);
     std::fs::write(f.code.path().join("which"), "first").unwrap();
@@ -901,6 +905,7 @@ print('host', os.uname().nodename)
     assert!(cg.starts_with("blank."), "{cg}");
     let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
     assert_eq!(limit, (256u64 << 20).to_string());
+    std::fs::write(f.code.path().join("go"), "").unwrap();
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("code first\n"), "{out}");
@@ -920,6 +925,7 @@ print('host', os.uname().nodename)
     let cg = f.backend.cgroup_of("env-pool-b").unwrap();
     let limit = cgroup_value(&f, &cg, &["memory.limit_in_bytes", "memory.max"]).unwrap();
     assert_eq!(limit, (1024u64 << 20).to_string());
+    std::fs::write(second.path().join("go"), "").unwrap();
     let (out, info) = finish(spawned).await;
     assert_eq!(info, ExitInfo::Code(0), "{out}");
     assert!(out.contains("code second\n"), "{out}");
@@ -1476,4 +1482,129 @@ import time; time.sleep(600)
     assert!(acc_b.contains(&expected), "B was starved by A: {acc_b}");
     assert!(!uids_a.is_empty() && !uids_b.is_empty(), "{uids_a:?} {uids_b:?}");
     assert!(uids_a.iter().all(|u| *u != 993 && *u != 0 && !uids_b.contains(u)), "{uids_a:?} vs {uids_b:?}");
+}
+
+// ---- The zygote: where inits come from ----
+
+/// Parent pid of a process, from /proc.
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A field of /proc/PID/smaps_rollup, in KiB.
+fn rollup_kb(pid: u32, key: &str) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+    rollup.lines().find_map(|l| l.strip_prefix(key)).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Inits are cloned by the zygote (`CLONE_PARENT`), so they are kiln's children, and the
+/// zygote is kiln's child too, in none of the environments' cgroups.
+#[tokio::test(flavor = "multi_thread")]
+async fn inits_are_kilns_children_cloned_by_the_zygote() {
+    if skip_unless_root("inits_are_kilns_children_cloned_by_the_zygote") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let b = backend(&instance, state.path(), 2);
+    assert!(b.wait_pool_full(Duration::from_secs(10)));
+    let zygote = b.zygote_pid().expect("no zygote");
+    assert!(!dead(zygote));
+    assert_eq!(ppid(zygote), Some(std::process::id()));
+    let blanks = blanks_of(&instance);
+    assert_eq!(blanks.len(), 2, "{blanks:?}");
+    for (dir, pids) in &blanks {
+        assert_eq!(pids.len(), 1, "{dir:?}: {pids:?}");
+        assert_eq!(ppid(pids[0]), Some(std::process::id()), "init {} is not kiln's child", pids[0]);
+        assert!(!pids.contains(&zygote));
+    }
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dead(zygote) {
+        assert!(Instant::now() < deadline, "the zygote outlived its backend");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An init built after kiln filled its heap, which kiln then writes again: cloned from kiln,
+/// the init would be left owning the old copy of every such page (tens of MiB here); cloned
+/// from the zygote, it never had them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_init_owns_no_copy_of_kilns_heap() {
+    if skip_unless_root("an_init_owns_no_copy_of_kilns_heap") {
+        return;
+    }
+    let f = Fixture::new(Mode::Fresh, "#!/bin/sh\nexec sleep 30\n");
+    let mut heap = vec![1u8; 32 << 20];
+    let spawned = f.spawn("env-heap");
+    let init = spawned.sandbox.pid();
+    for page in heap.chunks_mut(4096) {
+        page[0] = 2;
+    }
+    std::hint::black_box(&heap);
+    let (private, rss) = (rollup_kb(init, "Private_Dirty:"), rollup_kb(init, "Rss:"));
+    eprintln!("init after kiln rewrote 32 MiB: Rss {rss} KiB, Private_Dirty {private} KiB");
+    spawned.sandbox.destroy();
+    assert!(private < 1024, "the init owns {private} KiB of private memory");
+}
+
+/// A zygote that dies is noticed at the next build, which goes to a new one; nothing is
+/// left of the dead one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_zygote_is_replaced() {
+    if skip_unless_root("a_dead_zygote_is_replaced") {
+        return;
+    }
+    let f = Fixture::new(Mode::Fresh, "#!/bin/sh\necho ok\n");
+    let (out, info) = finish(f.spawn("env-z1")).await;
+    assert_eq!((out.as_str(), info), ("ok\n", ExitInfo::Code(0)));
+    let first = f.backend.zygote_pid().unwrap();
+    assert_eq!(f.backend.zygotes_started(), 1);
+    let killed = std::process::Command::new("kill").args(["-KILL", &first.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dead(first) {
+        assert!(Instant::now() < deadline, "the zygote survives SIGKILL");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in ["env-z2", "env-z3"] {
+        let (out, info) = finish(f.spawn(id)).await;
+        assert_eq!((out.as_str(), info), ("ok\n", ExitInfo::Code(0)), "{id}");
+    }
+    let second = f.backend.zygote_pid().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(f.backend.zygotes_started(), 2);
+    // Reaped, not a zombie of ours.
+    assert!(!std::path::Path::new(&format!("/proc/{first}")).exists(), "the dead zygote was not reaped");
+}
+
+/// The function's process holds no descriptor but its stdin, stdout and stderr: none of
+/// kiln's, the zygote's or init's (cgroup files, the freezer, sockets) crosses the `execve`.
+async fn the_bootstrap_inherits_no_stray_descriptors(mode: Mode) {
+    if skip_unless_root("the_bootstrap_inherits_no_stray_descriptors") {
+        return;
+    }
+    let f = Fixture::new(
+        mode,
+        "#!/bin/sh\nexec /usr/bin/python3 -c 'import os\nfor f in sorted(os.listdir(\"/proc/self/fd\"), key=int):\n    t = os.readlink(\"/proc/self/fd/\" + f) if os.path.exists(\"/proc/self/fd/\" + f) else \"gone\"\n    print(f, t)'\n",
+    );
+    let (out, info) = finish(f.spawn("env-fds")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    let stray: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("0 ") && !l.starts_with("1 ") && !l.starts_with("2 "))
+        // listdir's own descriptor of the directory it lists.
+        .filter(|l| !l.ends_with("gone") && !l.ends_with("/fd"))
+        .collect();
+    assert!(stray.is_empty(), "descriptors leaked into the function: {stray:?}\n{out}");
+    assert!(out.lines().any(|l| l.starts_with("1 pipe:")), "{out}");
+}
+
+mod zygote_fds {
+    in_both_modes!(the_bootstrap_inherits_no_stray_descriptors);
+    use super::Mode;
+    async fn the_bootstrap_inherits_no_stray_descriptors(mode: Mode) {
+        super::the_bootstrap_inherits_no_stray_descriptors(mode).await;
+    }
 }

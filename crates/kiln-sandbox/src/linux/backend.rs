@@ -57,6 +57,8 @@ pub(super) struct Inner {
     pub(super) blank_seq: AtomicU64,
     /// The host uids of this instance's environments.
     pub(super) host_ids: Arc<HostIds>,
+    /// The process blanks' inits are cloned from (`zygote.rs`).
+    pub(super) zygote: super::zygote::Zygotes,
 }
 
 /// Allocates host uids (equal gids) to environments from this instance's block: one per live
@@ -246,7 +248,11 @@ impl LinuxBackend {
             ),
             blank_seq: AtomicU64::new(0),
             host_ids: Arc::new(HostIds::for_instance(instance_id)),
+            zygote: super::zygote::Zygotes::new(),
         });
+        // Forked now, before the backend's threads exist, so that it copies as little as
+        // possible; it has the root entries, filters and mountpoint above.
+        inner.zygote.start(&inner).map_err(|e| setup("start zygote", io::Error::other(e)))?;
         let reaper_inner = inner.clone();
         let reaper = std::thread::Builder::new()
             .name(format!("kiln-reaper-{instance_id}"))
@@ -304,12 +310,26 @@ impl LinuxBackend {
     #[doc(hidden)]
     pub fn abandon(mut self) {
         drop(self.registration.take());
+        // kiln's death closes the zygote's socket, which ends it.
+        self.inner.zygote.stop();
         std::mem::forget(self);
     }
 
     /// The number of environments alive.
     pub fn live_environments(&self) -> usize {
         lock(&self.inner.envs).len()
+    }
+
+    /// The pid of the zygote blanks' inits are cloned from (see the module docs), if one runs.
+    #[doc(hidden)]
+    pub fn zygote_pid(&self) -> Option<u32> {
+        self.inner.zygote.pid().map(|p| p as u32)
+    }
+
+    /// How many zygotes this backend has started (more than one after one died).
+    #[doc(hidden)]
+    pub fn zygotes_started(&self) -> u64 {
+        self.inner.zygote.started()
     }
 }
 
@@ -645,6 +665,8 @@ impl Backend for LinuxBackend {
         for env in &envs {
             env.destroy();
         }
+        // A spawn after this starts a new one.
+        self.inner.zygote.stop();
     }
 }
 

@@ -1,17 +1,18 @@
-//! Building a blank environment in the parent: its cgroups, the descriptors and buffers init
-//! needs (it may not allocate), the `clone` into new namespaces, and the wait for its "ready";
-//! also the root entries every blank gets and the detached code trees a claim carries.
+//! Building a blank environment in the parent: its cgroups, the descriptors init needs, the
+//! request to the zygote that clones init into new namespaces (`zygote.rs`), and the wait for
+//! its "ready"; also the root entries every blank gets and the detached code trees a claim
+//! carries.
 
 use super::backend::{IdLease, Inner};
 use super::cgroups::{self, Cgroups, Limits};
-use super::child::{self, Plan, RootEntry};
+use super::child::RootEntry;
 use super::protocol::{self, Message};
-use super::sys::host::{self, above_stdio, pidfd_kill, recv_msg, seqpacket_pair, waitid_pidfd};
+use super::sys::host::{above_stdio, pidfd_kill, recv_msg, seqpacket_pair, waitid_pidfd};
+use super::zygote::InitRequest;
 use super::*;
 use crate::SandboxError;
 use std::fs;
 use std::io::{self};
-use std::mem::size_of;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -157,15 +158,6 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
         .host_ids
         .lease()
         .ok_or_else(|| step("allocate host uid", io::Error::other("every host uid of this instance is in use")))?;
-    let tmp_opts = cstring(format!("size={tmp_mb}m,mode=1777,uid={0},gid={0}", host_id.id).as_bytes())
-        .map_err(|e| step("prepare /tmp", e))?;
-    // Where the claim lands in init: allocated here, because init may not allocate. Zeroed so
-    // that init's view of them is initialised memory.
-    let mut claim_buf = vec![0u8; protocol::CLAIM_MAX];
-    let mut envp_buf: Vec<*const libc::c_char> = vec![std::ptr::null(); protocol::MAX_ENV_VARS + 1];
-    // The stack the bootstrap's process runs on from clone to exec (u128s: 16-byte aligned).
-    let mut bootstrap_stack = vec![0u128; BOOTSTRAP_STACK / size_of::<u128>()];
-
     let procs_raw: Vec<RawFd> = procs_fds.iter().map(AsRawFd::as_raw_fd).collect();
     // Where init moves once the bootstrap runs (out of the freezer), and the freezer's control.
     let init_cgroup_file = match inner.cgroups.init_after_start(cgroup) {
@@ -179,7 +171,6 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
         ),
         None => None,
     };
-    let init_cgroup = init_cgroup_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let thaw = inner.cgroups.thaw_control(cgroup);
     let thaw_file = match &thaw {
         Some((path, _)) => Some(
@@ -192,60 +183,22 @@ pub(super) fn build_blank(inner: &Inner, cgroup: &str, limits: Limits, tmp_mb: u
         ),
         None => None,
     };
-    let thaw_fd = thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-    let mut keep: Vec<RawFd> = procs_raw.clone();
-    keep.extend([init_cgroup, thaw_fd].into_iter().filter(|fd| *fd >= 0));
-    keep.push(child_sock.as_raw_fd());
-    keep.push(out_w.as_raw_fd());
-    keep.sort_unstable();
-    keep.dedup();
-    let fprogs: Vec<libc::sock_fprog> = inner
-        .filters
-        .iter()
-        .map(|p| libc::sock_fprog {
-            len: p.len() as u16,
-            // seccompiler's sock_filter has the kernel's layout (repr(C), same fields).
-            filter: p.as_ptr() as *mut libc::sock_filter,
-        })
-        .collect();
-    let plan = Plan {
-        keep: &keep,
-        cgroup_procs: &procs_raw,
-        init_cgroup,
-        thaw_fd,
-        thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
+    // The init itself is cloned by the zygote (see `zygote.rs`), from its memory rather than
+    // kiln's; it gets copies of these descriptors and is kiln's child all the same.
+    let request = InitRequest {
         sock: child_sock.as_raw_fd(),
         out_w: out_w.as_raw_fd(),
-        root: &inner.root_mountpoint,
-        root_entries: &inner.root_entries,
-        tmp_opts: &tmp_opts,
-        claim_buf: claim_buf.as_mut_ptr(),
-        claim_cap: claim_buf.len(),
-        envp_buf: envp_buf.as_mut_ptr(),
-        envp_cap: envp_buf.len(),
-        // One past the end of the allocation, which is where a downward stack starts.
-        bootstrap_stack: bootstrap_stack.as_mut_ptr().wrapping_add(bootstrap_stack.len()).cast(),
-        filters: &fprogs,
-        uid: host_id.id,
-        gid: host_id.id,
-        ns_uid: FUNCTION_UID,
-        ns_gid: FUNCTION_GID,
-        nofile: NOFILE_LIMIT,
-        cap_last: inner.cap_last,
+        procs: &procs_raw,
+        init_cgroup: init_cgroup_file.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        thaw_fd: thaw_file.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        thaw_value: thaw.as_ref().map_or(&b""[..], |t| t.1),
+        host_id: host_id.id,
+        tmp_mb,
     };
-
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    let init = || {
-        // SAFETY: we run in the child of the clone below, with new pid and mount namespaces,
-        // and every descriptor and pointer of the plan was valid in the parent at the clone.
-        unsafe { child::run(&plan) }
-    };
-    // SAFETY: the child runs only `init`: child::run makes async-signal-safe system calls on
-    // the data prepared above (the plan) and never returns.
-    let clone = unsafe { host::clone_into_namespaces(flags, init) };
-    let (pid, pidfd) = clone.map_err(|e| step("clone namespaces", e))?;
-    // The child has its own copies; ours can go.
-    drop((procs_fds, child_sock, out_w, claim_buf, envp_buf, bootstrap_stack, thaw_file, init_cgroup_file));
+    let cloned = inner.zygote.clone_init(inner, &request);
+    // The init has its own copies; ours can go.
+    drop((procs_fds, child_sock, out_w, thaw_file, init_cgroup_file));
+    let (pid, pidfd) = cloned.map_err(|e| step("clone namespaces", io::Error::other(e)))?;
 
     let fail = |e: SandboxError| {
         pidfd_kill(&pidfd);

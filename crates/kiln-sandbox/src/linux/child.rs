@@ -7,12 +7,13 @@
 //! [`super::protocol`]) carrying the code directory as a detached, read-only mount
 //! (`SCM_RIGHTS`): init attaches it at `/var/task`, resizes `/tmp`, sets the hostname, and
 //! starts the bootstrap. Everything the claim needs to land in (receive buffer, `envp` array)
-//! is allocated by the parent before the clone.
+//! is mapped by the zygote before the clone.
 //!
-//! kiln is a multi-threaded process. The child of a `clone` gets a copy of its memory in
-//! whatever state the other threads left it: a malloc arena may be locked, a `Mutex` held, a
-//! glibc thread list full of threads that do not exist here. So everything below runs on data
-//! the parent prepared (a [`Plan`] of C strings, pointer arrays and BPF programs) and calls only
+//! kiln is a multi-threaded process, and init is cloned from the zygote (`zygote.rs`), a fork
+//! of kiln: init gets a copy of kiln's memory (through the zygote's) in whatever state kiln's
+//! other threads left it at the fork: a malloc arena may be locked, a `Mutex` held, a glibc
+//! thread list full of threads that do not exist here. So everything below runs on data the
+//! zygote prepared (a [`Plan`] of C strings, pointer arrays and BPF programs) and calls only
 //! raw system calls, through [`Sys`] (generic, so nothing is boxed): no allocation, no locks,
 //! no panics (no indexing, no `format!`), no glibc function that broadcasts to threads, and no
 //! glibc `fork` (its atfork handlers take the malloc locks): the bootstrap is forked with a raw
@@ -54,7 +55,7 @@ pub(crate) enum RootEntry {
     Dir { name: std::ffi::CString },
 }
 
-/// Everything the child needs, prepared by the parent before `clone`.
+/// Everything the child needs, prepared by the zygote before `clone`.
 pub(crate) struct Plan<'a> {
     /// Descriptors the init keeps; sorted, all ≥ 3. Everything else is closed.
     pub keep: &'a [c_int],
@@ -128,7 +129,7 @@ fn send_msg<S: Sys>(sys: &S, sock: c_int, msg: Message, fd: Option<c_int>) -> Sy
 ///
 /// # Safety
 /// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
-/// `plan` whose descriptors and pointers were valid in the parent at the time of the clone:
+/// `plan` whose descriptors and pointers were valid in the zygote at the time of the clone:
 /// it closes every other descriptor, moves to a new root, and writes through the plan's
 /// buffers.
 pub(crate) unsafe fn run(plan: &Plan) -> ! {
@@ -258,7 +259,7 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
 
     // Idle until claimed. An end of file means kiln dropped this blank (shutdown, or kiln
     // died): exit, and the kernel ends the namespaces.
-    // SAFETY: the parent allocated claim_cap bytes at claim_buf and envp_cap slots at
+    // SAFETY: the zygote mapped claim_cap bytes at claim_buf and envp_cap slots at
     // envp_buf before the clone; this process has its own copy of them, used by nobody else.
     let (buf, envp) = unsafe {
         (
@@ -306,7 +307,7 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     // descriptor table and the cwd are per process (no CLONE_THREAD, CLONE_FILES or CLONE_FS),
     // so what the bootstrap changes before exec stays its own.
     let mut args = BootstrapArgs { sys, plan: p, exec: &exec, report_r, report_w };
-    // SAFETY: the parent allocated the bootstrap's stack (16-byte aligned, its top in the
+    // SAFETY: the zygote mapped the bootstrap's stack (16-byte aligned, its top in the
     // plan); bootstrap_entry only reads `args`, which lives on this stack frame while init
     // sleeps (CLONE_VFORK), and makes system calls.
     let pid = unsafe {

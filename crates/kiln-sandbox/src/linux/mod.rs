@@ -4,9 +4,15 @@
 //! # Process tree
 //!
 //! ```text
-//! kiln serve ── clone(NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS) ──▶ init (PID 1 of the environment)
-//!                                     └── clone(CLONE_VM|CLONE_VFORK) ──▶ bootstrap
+//! kiln serve ── fork (once, at start) ──▶ zygote
+//!     ▲                                     └── clone(CLONE_PARENT|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS)
+//!     └──────────── parent of ──────────────▶ init (PID 1 of the environment)
+//!                                               └── clone(CLONE_VM|CLONE_VFORK) ──▶ bootstrap
 //! ```
+//!
+//! Inits are cloned by the zygote (`zygote.rs`), a small fork of kiln that only serves clone
+//! requests, so that an init shares the zygote's few pages, which nobody writes, instead of
+//! kiln's heap; `CLONE_PARENT` keeps every init kiln's own child.
 //!
 //! # Blanks and claims
 //!
@@ -25,18 +31,24 @@
 //!
 //! # Building a blank (`build_blank`, in the pool thread or in `spawn`)
 //!
-//! In the parent:
+//! In kiln:
 //! 1. create the blank's cgroups and write its limits ([`cgroups::Cgroups::create`]), open
-//!    their `cgroup.procs` files;
-//! 2. prepare every C string, the seccomp programs (built once in [`LinuxBackend::new`]), and the
-//!    buffers the claim will land in (64 KiB message buffer, `envp` array, the bootstrap's
-//!    pre-exec stack): the child may not allocate;
-//! 3. `clone` with the new namespaces and `CLONE_PIDFD`, like `fork` (no new stack), and wait on a
-//!    `SOCK_SEQPACKET` pair for the child to say it is ready.
+//!    their `cgroup.procs` files (and the freezer's control), make the `SOCK_SEQPACKET` pair to
+//!    init and the output pipe, lease a host uid;
+//! 2. send the zygote one request with those descriptors (`SCM_RIGHTS`), then wait on the
+//!    socket pair for init to say it is ready.
+//!
+//! In the zygote (forked when the backend starts, after the root entries, the seccomp programs
+//! and the root mountpoint exist; raw system calls only):
+//! 3. lay out the plan (C strings, the seccomp programs, the `keep` list), map the buffers the
+//!    claim will land in (64 KiB message buffer, `envp` array, the bootstrap's pre-exec stack):
+//!    init may not allocate; `clone` with the new namespaces, `CLONE_PARENT` and `CLONE_PIDFD`,
+//!    like `fork` (no new stack); unmap the buffers, answer with init's pid and pidfd, close
+//!    its copies.
 //!
 //! In the child, which becomes the environment's init ([`child`], raw system calls only):
-//! 4. reset signal handlers, make itself non-dumpable (its memory is a copy of kiln's), close
-//!    every inherited descriptor it does not need;
+//! 4. reset signal handlers, make itself non-dumpable (its memory is a copy of the zygote's,
+//!    itself a copy of kiln's), close every inherited descriptor it does not need;
 //! 5. join the cgroups by writing `0` to each `cgroup.procs`, then unshare a cgroup namespace;
 //! 6. make all mounts private; mount a tmpfs on the scratch mountpoint and build the new root in
 //!    it: read-only binds of `/usr` and `/etc`, an empty `/var/task`, the merged-/usr symlinks,
@@ -92,14 +104,15 @@
 //! # Files
 //!
 //! - `backend.rs`: [`LinuxBackend`], its environments, `spawn` and the claim of a blank;
-//! - `blank.rs`: building a blank in the parent (steps 1–3) and the code trees a claim carries;
+//! - `blank.rs`: building a blank in kiln (steps 1–2) and the code trees a claim carries;
+//! - `zygote.rs`: the zygote (step 3), its requests, its death and restart;
 //! - `pool.rs`: the pool of blanks and the thread that fills it;
 //! - `reaper.rs`: the reaper thread, the end of an environment, `destroy`;
 //! - `preflight.rs`: start-up checks (capabilities, seccomp, namespaces, scratch directory);
 //! - `protocol.rs`: the messages between kiln and init, and the steps they name;
 //! - `child.rs`: init and the bootstrap's process until `execve` (steps 4–11), over `sys`;
-//! - `sys/`: the system calls of the child behind the `Sys` trait, a recording fake, and
-//!   kiln's own side's calls (`host.rs`): no other file calls libc;
+//! - `sys/`: the system calls of the child behind the `Sys` trait, a recording fake, kiln's
+//!   own side's calls (`host.rs`) and the zygote's (`zygote.rs`): no other file calls libc;
 //! - `cgroups/`: the cgroup managers (v1, v2) and the detection of the layout;
 //! - `seccomp.rs`: the filter;
 //! - `sweep.rs`: the registry of live instances, and the removal of dead ones' cgroups.
@@ -115,6 +128,7 @@ mod reaper;
 mod seccomp;
 mod sweep;
 mod sys;
+mod zygote;
 
 pub use crate::PoolStats;
 pub use backend::LinuxBackend;

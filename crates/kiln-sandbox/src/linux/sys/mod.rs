@@ -14,6 +14,7 @@
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod host;
+pub(crate) mod zygote;
 
 use super::protocol::MAX_FDS;
 use libc::{c_char, c_int, c_uint, c_void, pid_t};
