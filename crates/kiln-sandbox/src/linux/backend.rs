@@ -124,8 +124,8 @@ pub(super) struct Env {
     /// the function's own.
     pub(super) in_init: std::sync::atomic::AtomicBool,
     /// The writes that give it the function's own CPU share at the end of Init, their files
-    /// opened during the claim.
-    pub(super) end_init: cgroups::PreparedLimits,
+    /// opened during the claim and closed once written.
+    pub(super) end_init: Mutex<Option<cgroups::PreparedLimits>>,
 }
 
 #[derive(Debug, Default)]
@@ -383,7 +383,8 @@ impl Sandbox for LinuxSandbox {
         if !env.in_init.swap(false, Ordering::AcqRel) || lock(&env.state).reaped {
             return Ok(());
         }
-        env.end_init.apply().map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
+        let Some(writes) = lock(&env.end_init).take() else { return Ok(()) };
+        writes.apply().map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
     }
 
     fn max_memory_bytes(&self) -> u64 {
@@ -539,7 +540,7 @@ pub(super) fn claim(
         hot,
         _host_id: host_id,
         in_init: std::sync::atomic::AtomicBool::new(true),
-        end_init,
+        end_init: Mutex::new(Some(end_init)),
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
