@@ -404,3 +404,18 @@ def env_processes(server):
         if marker in cg:
             found.append((int(p), uid))
     return found
+
+
+def function_processes(server):
+    """(pid, host uid) of this server's function processes: not root (inits are), and not the
+    bootstrap process a blank keeps parked before its exec (it still bears the name of kiln's
+    pool thread it was cloned from)."""
+    found = []
+    for pid, uid in env_processes(server):
+        try:
+            parked = Path("/proc/%d/comm" % pid).read_text().startswith("kiln-pool")
+        except OSError:
+            continue
+        if uid != 0 and not parked:
+            found.append((pid, uid))
+    return found

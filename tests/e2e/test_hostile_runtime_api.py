@@ -54,7 +54,7 @@ def cpu_ticks(pid):
 
 def function_pids(server):
     """Host pids of this server's function processes (not root, in one of its cgroups)."""
-    return [pid for pid, uid in k.env_processes(server) if uid != 0]
+    return [pid for pid, _ in k.function_processes(server)]
 
 
 def settled_fds(server):

@@ -114,8 +114,8 @@ _env_pids = k.env_processes
 
 def leftover_processes(server):
     """Function processes (uid 993) of this server still alive. A running server also keeps a few
-    blank sandboxes ready, whose only process is their root-owned init: those do not count."""
-    return [pid for pid, uid in _env_pids(server) if uid != 0]
+    blank sandboxes ready, whose root-owned init and parked bootstrap process do not count."""
+    return [pid for pid, _ in k.function_processes(server)]
 
 
 def leftover_cgroups(server, blanks_allowed=True):

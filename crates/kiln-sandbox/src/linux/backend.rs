@@ -118,14 +118,16 @@ pub(super) struct Env {
     pub(super) reaped_cv: Condvar,
     /// Serialises reaping between the reaper thread and a `destroy` that gave up waiting.
     pub(super) reap_lock: Mutex<()>,
-    /// Freeze control and peak-memory counter, opened at first use and kept open.
+    /// Freeze control and peak-memory counter, opened during the claim and kept open.
     pub(super) hot: std::sync::OnceLock<cgroups::HotFiles>,
     /// Its host uid, free again once the environment is gone.
     pub(super) _host_id: IdLease,
-    /// The function's limits, and whether its cgroups still have the Init phase's CPU instead
-    /// ([`Limits::for_init`]).
-    pub(super) limits: Limits,
+    /// Whether its cgroups still have the Init phase's CPU ([`Limits::for_init`]) instead of
+    /// the function's own.
     pub(super) in_init: std::sync::atomic::AtomicBool,
+    /// The writes that give it the function's own CPU share at the end of Init, their files
+    /// opened during the claim and closed once written.
+    pub(super) end_init: Mutex<Option<cgroups::PreparedLimits>>,
 }
 
 #[derive(Debug, Default)]
@@ -401,10 +403,8 @@ impl Sandbox for LinuxSandbox {
         if !env.in_init.swap(false, Ordering::AcqRel) || lock(&env.state).reaped {
             return Ok(());
         }
-        env.inner
-            .cgroups
-            .set_limits(&env.cgroup, &env.limits.for_init(), &env.limits)
-            .map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
+        let Some(writes) = lock(&env.end_init).take() else { return Ok(()) };
+        writes.apply().map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
     }
 
     fn max_memory_bytes(&self) -> u64 {
@@ -524,6 +524,12 @@ pub(super) fn claim(
         return Err(fail(blank, step("send claim", io::Error::from_raw_os_error(errno)), true));
     }
     drop(code);
+    // While init attaches the code and the bootstrap starts, open the cgroup files this
+    // environment's first call needs (its Init's end, the peak memory of its REPORT): kernfs
+    // opens cost tens of microseconds each, which would otherwise sit on the cold call's path.
+    let hot = std::sync::OnceLock::new();
+    let _ = hot.set(cg.hot_files(&blank.cgroup));
+    let end_init = cg.prepare_limits(&blank.cgroup, limits, function_limits);
     match recv_msg(&blank.sock, SETUP_TIMEOUT) {
         Ok((Some(Message::Started), _)) => {}
         Ok((Some(Message::SetupFailed { step, errno }), _)) => {
@@ -551,10 +557,10 @@ pub(super) fn claim(
         state: Mutex::new(EnvState::default()),
         reaped_cv: Condvar::new(),
         reap_lock: Mutex::new(()),
-        hot: std::sync::OnceLock::new(),
+        hot,
         _host_id: host_id,
-        limits: *function_limits,
         in_init: std::sync::atomic::AtomicBool::new(true),
+        end_init: Mutex::new(Some(end_init)),
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {

@@ -6,8 +6,9 @@
 //! kiln) and blocks on its socket. Then kiln *claims* it with one message (see
 //! [`super::protocol`]) carrying the code directory as a detached, read-only mount
 //! (`SCM_RIGHTS`): init attaches it at `/var/task`, resizes `/tmp`, sets the hostname, and
-//! starts the bootstrap. Everything the claim needs to land in (receive buffer, `envp` array)
-//! is mapped by the zygote before the clone.
+//! lets the bootstrap's process go: it was started with the blank and parked, already under its
+//! identity and filter, so it only enters `/var/task` and execs. Everything the claim needs to
+//! land in (receive buffer, `envp` array) is mapped by the zygote before the clone.
 //!
 //! kiln is a multi-threaded process, and init is cloned from the zygote (`zygote.rs`), a fork
 //! of kiln: init gets a copy of kiln's memory (through the zygote's) in whatever state kiln's
@@ -22,8 +23,9 @@
 //! The order of the hardening steps matters and is checked by the tests below with
 //! `sys::fake::RecordingSys`: `setresgid` before `setresuid` (without the uid, the
 //! gid can no longer change), `no_new_privs` before the seccomp filter (an unprivileged
-//! process may only install one with it), the filter last before `execve` (it refuses much of
-//! what setting up needs), and `pivot_root` before the read-only remount of `/` (the remount
+//! process may only install one with it), the filter last before the bootstrap parks (it
+//! refuses much of what setting up needs; after it come only the wait for the claim, `chdir`
+//! and `execve`, which it allows any function), and `pivot_root` before the read-only remount of `/` (the remount
 //! is of the new root, once it is the root).
 //!
 //! Failures are reported to the parent as a [`Message::SetupFailed`] carrying the failed
@@ -95,15 +97,6 @@ pub(crate) struct Plan<'a> {
     pub nofile: u64,
     /// Highest capability number of this kernel.
     pub cap_last: u32,
-}
-
-/// What the bootstrap's process needs from the claim to exec.
-struct Exec<'a> {
-    exe: &'a CStr,
-    /// Null-terminated.
-    argv: &'a [*const c_char],
-    /// Null-terminated.
-    envp: *const *const c_char,
 }
 
 /// The step that failed and its errno.
@@ -244,23 +237,64 @@ fn close_all_but<S: Sys>(sys: &S, keep: &[c_int]) -> Result<(), Fail> {
     sys.close_range(next, u32::MAX).at(Step::CloseFds)
 }
 
-/// Init: build the blank, hand the listener to kiln, wait for the claim, start the bootstrap,
-/// then reap until it ends.
+/// Init: build the blank, start the bootstrap's process and park it, hand the listener to kiln,
+/// wait for the claim, let the bootstrap go, then reap until it ends.
 fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     let etc_files = blank(sys, p)?;
     inheritable_limits(sys, p)?;
     sys.loopback_up().at(Step::Loopback)?;
     let listener = sys.listen_loopback(RUNTIME_API_PORT).at(Step::Listener)?;
+
+    // The bootstrap's process, started now and parked until the claim: everything it does
+    // before `execve` that does not depend on the claim (identity, user namespace,
+    // capabilities, seccomp: ~0.3 ms, most of it attaching the filters) is off the cold
+    // start's path, which then only attaches the code and lets it exec. SIGCHLD stays blocked
+    // in init from here on, to be read from a signalfd beside kiln's socket; the bootstrap
+    // unblocks it. Like posix_spawn, the process shares init's memory (CLONE_VM) on a stack of
+    // its own: a plain fork would copy init's address space (a copy of kiln's) only for execve
+    // to tear it down again. Unlike posix_spawn it has no CLONE_VFORK (init must go on to
+    // announce the blank and wait for its claim), so both run side by side in one address
+    // space, each on its own stack; the process only makes system calls, reads `args` and the
+    // [`ExecSlot`] (alive in this frame until it has exec'd), and shares errno with init, which
+    // matters only for an error read while the other fails too. Credentials, rlimits, seccomp,
+    // the session, the descriptor table and the cwd are per process (no CLONE_THREAD,
+    // CLONE_FILES or CLONE_FS), so what it changes stays its own.
+    sys.set_sigmask(SigMask::BlockChild).at(Step::Watch)?;
+    let (report_r, report_w) = sys.pipe().at(Step::ReportPipe)?;
+    let (go_r, go_w) = sys.pipe().at(Step::ReportPipe)?;
+    let slot = ExecSlot::default();
+    let mut args = BootstrapArgs { sys, plan: p, slot: &slot, report_r, report_w, go_r, go_w };
+    // SAFETY: the zygote mapped the bootstrap's stack (16-byte aligned, its top in the
+    // plan) and nothing else runs on it; `args` and `slot` live in this frame, which init
+    // leaves only by exiting (ending the namespace, the process with it) or after the process
+    // has exec'd or exited (the report pipe's end of file).
+    let pid = unsafe {
+        sys.clone_parked(bootstrap_entry::<S>, p.bootstrap_stack, (&mut args as *mut BootstrapArgs<S>).cast())
+    }
+    .at(Step::Fork)?;
+    sys.close(report_w);
+    sys.close(p.out_w);
+    // `go_r` stays open here until the bootstrap is let go, so that writing to `go_w` never
+    // raises SIGPIPE in init, even if the process died meanwhile.
+
     send_msg(sys, p.sock, Message::Ready, Some(listener)).at(Step::SendListener)?;
     sys.close(listener);
+    // Out of the freezer cgroup, now that the bootstrap was born in it: while the blank waits,
+    // so that no cgroup migration (it waits for an RCU grace period) runs during a cold start.
+    // If it fails init stays frozen with its function, as it was before this existed.
+    if p.init_cgroup >= 0 {
+        let _ = sys.write(p.init_cgroup, b"0");
+        sys.close(p.init_cgroup);
+    }
     // The pool builds blanks at a low priority so they do not slow down the cold starts they
     // are for; what runs from the claim on (attaching the code, the bootstrap) is a cold start.
     sys.set_priority(0).at(Step::Priority)?;
 
     // Idle until claimed. An end of file means kiln dropped this blank (shutdown, or kiln
-    // died): exit, and the kernel ends the namespaces.
+    // died): exit, and the kernel ends the namespaces (the parked process with them).
     // SAFETY: the zygote mapped claim_cap bytes at claim_buf and envp_cap slots at
-    // envp_buf before the clone; this process has its own copy of them, used by nobody else.
+    // envp_buf before the clone; this process has its own copy of them, used by nobody else
+    // until the bootstrap is let go, which then only reads them.
     let (buf, envp) = unsafe {
         (
             std::slice::from_raw_parts_mut(p.claim_buf, p.claim_cap),
@@ -294,28 +328,16 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     write_etc_files(sys, &etc_files, claim.hostname)?;
     let exe = CStr::from_bytes_with_nul(claim.exe).map_err(|_| (Step::CheckClaim, libc::EINVAL))?;
     let argv = [exe.as_ptr(), null()];
-    let exec = Exec { exe, argv: &argv, envp: p.envp_buf.cast_const() };
+    slot.exe.set(exe.as_ptr());
+    slot.argv.set(argv.as_ptr());
+    slot.envp.set(p.envp_buf.cast_const());
 
-    // The bootstrap. SIGCHLD stays blocked in init from here on, to be read from a signalfd
-    // beside kiln's socket; the bootstrap unblocks it before exec.
-    sys.set_sigmask(SigMask::BlockChild).at(Step::Watch)?;
-    let (report_r, report_w) = sys.pipe().at(Step::ReportPipe)?;
-    // Like posix_spawn: the bootstrap's process shares init's memory (CLONE_VM) on a stack of
-    // its own, and init sleeps until it has exec'd or exited (CLONE_VFORK). A plain fork would
-    // copy init's address space (a copy of kiln's) only for execve to tear it down again, which
-    // costs about a millisecond on a large kiln. Credentials, rlimits, seccomp, the session, the
-    // descriptor table and the cwd are per process (no CLONE_THREAD, CLONE_FILES or CLONE_FS),
-    // so what the bootstrap changes before exec stays its own.
-    let mut args = BootstrapArgs { sys, plan: p, exec: &exec, report_r, report_w };
-    // SAFETY: the zygote mapped the bootstrap's stack (16-byte aligned, its top in the
-    // plan); bootstrap_entry only reads `args`, which lives on this stack frame while init
-    // sleeps (CLONE_VFORK), and makes system calls.
-    let pid = unsafe {
-        sys.clone_vfork(bootstrap_entry::<S>, p.bootstrap_stack, (&mut args as *mut BootstrapArgs<S>).cast())
-    }
-    .at(Step::Fork)?;
-    sys.close(report_w);
-    sys.close(p.out_w);
+    // It was born with the blank's low priority; it runs for the cold start now.
+    // A failure leaves it at the blank's priority, which is no reason to fail the call.
+    let _ = sys.set_priority_of(pid, 0);
+    sys.unpark(go_w).at(Step::Unpark)?;
+    sys.close(go_w);
+    sys.close(go_r);
 
     // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
     let mut report = [0u8; size_of::<Msg>()];
@@ -330,13 +352,6 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
 
     send_msg(sys, p.sock, Message::Started, None).at(Step::SendStarted)?;
 
-    // Out of the freezer cgroup, now that the bootstrap was born in it. Off the cold start's
-    // path (kiln already has its "started"); a migration waits for an RCU grace period. If it
-    // fails init stays frozen with its function, as it was before this existed.
-    if p.init_cgroup >= 0 {
-        let _ = sys.write(p.init_cgroup, b"0");
-        sys.close(p.init_cgroup);
-    }
     let Some(status) = watch(sys, p, pid)? else {
         // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
         if p.thaw_fd >= 0 {
@@ -570,22 +585,55 @@ fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
 struct BootstrapArgs<'a, 'p, S> {
     sys: &'a S,
     plan: &'a Plan<'p>,
-    exec: &'a Exec<'a>,
+    slot: &'a ExecSlot,
     report_r: c_int,
     report_w: c_int,
+    go_r: c_int,
+    go_w: c_int,
 }
 
-/// Entry point of the bootstrap's process (`clone` with `CLONE_VM | CLONE_VFORK`). Returns
-/// (which exits the process with that status) only when it could not exec.
+/// What to exec, filled in by init from the claim before it lets the parked bootstrap go (the
+/// two share their memory); the pointers reach into init's frame and claim buffer.
+struct ExecSlot {
+    exe: std::cell::Cell<*const c_char>,
+    /// Null-terminated.
+    argv: std::cell::Cell<*const *const c_char>,
+    /// Null-terminated.
+    envp: std::cell::Cell<*const *const c_char>,
+}
+
+impl Default for ExecSlot {
+    fn default() -> Self {
+        ExecSlot {
+            exe: std::cell::Cell::new(null()),
+            argv: std::cell::Cell::new(null()),
+            envp: std::cell::Cell::new(null()),
+        }
+    }
+}
+
+/// Entry point of the bootstrap's process (`clone` with `CLONE_VM`, started parked). Returns
+/// (which exits the process with that status) only when it could not exec, or when init let
+/// go of it without a claim.
 extern "C" fn bootstrap_entry<S: Sys>(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` points at init's BootstrapArgs, alive because init sleeps until we exec or
-    // exit (CLONE_VFORK); we only read it.
+    // SAFETY: `arg` points at init's BootstrapArgs, alive until this process has exec'd or
+    // exited (see `init`); we only read it.
     let a = unsafe { &*arg.cast::<BootstrapArgs<S>>() };
     let sys = a.sys;
     // Closing descriptors here affects only our copy of the table (no CLONE_FILES).
     sys.close(a.report_r);
+    sys.close(a.go_w);
     sys.close(a.plan.sock);
-    let Err((step, errno)) = bootstrap(sys, a.plan, a.exec) else { return 127 };
+    let result = match prepare_bootstrap(sys, a.plan) {
+        Ok(()) => match sys.park(a.go_r) {
+            Ok(true) => exec_bootstrap(sys, a.slot),
+            // Init let go without a claim: the blank is being dropped.
+            Ok(false) => return 0,
+            Err(e) => Err((Step::Unpark, e)),
+        },
+        Err(fail) => Err(fail),
+    };
+    let Err((step, errno)) = result else { return 127 };
     let _ = sys.write(a.report_w, Message::SetupFailed { step, errno }.to_wire().as_bytes());
     127
 }
@@ -610,14 +658,15 @@ fn inheritable_limits<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The bootstrap's process from clone to exec; returns only with what failed.
-fn bootstrap<S: Sys>(sys: &S, p: &Plan, e: &Exec) -> Result<(), Fail> {
+/// The bootstrap's process from clone to its parking, while the blank is built: everything
+/// that does not depend on the claim, seccomp last. What follows under the filter (waiting for
+/// the claim, `chdir`, `execve`) is what the filter allows any function to do.
+fn prepare_bootstrap<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     // The signal mask init blocked SIGCHLD in.
     sys.set_sigmask(SigMask::Empty).at(Step::Signals)?;
     sys.setsid().at(Step::Setsid)?;
     sys.dup2(p.out_w, 1).at(Step::Output)?;
     sys.dup2(p.out_w, 2).at(Step::Output)?;
-    sys.chdir(c"/var/task").at(Step::Chdir)?;
     // The rlimits, the empty bounding set and groups, and no_new_privs come from init
     // (`inheritable_limits`). The gid first: once the uid has changed, the gid cannot. The uid
     // change clears the permitted and effective sets.
@@ -626,11 +675,28 @@ fn bootstrap<S: Sys>(sys: &S, p: &Plan, e: &Exec) -> Result<(), Fail> {
     enter_user_namespace(sys, p)?;
     // The inheritable set survives a uid change; clear everything.
     sys.clear_capabilities().at(Step::Capset)?;
-    // Last before exec: the filter refuses much of what the steps above need.
+    // Last: the filter refuses much of what the steps above need.
     for f in p.filters {
         sys.install_seccomp(f).at(Step::Seccomp)?;
     }
-    Err((Step::Exec, sys.execve(e.exe, e.argv, e.envp)))
+    Ok(())
+}
+
+/// The bootstrap's process once let go: into the code init attached, and exec; returns only
+/// with what failed.
+fn exec_bootstrap<S: Sys>(sys: &S, slot: &ExecSlot) -> Result<(), Fail> {
+    // After the claim: /var/task is the code only once init has attached it.
+    sys.chdir(c"/var/task").at(Step::Chdir)?;
+    let exe = slot.exe.get();
+    if exe.is_null() {
+        return Err((Step::CheckClaim, libc::EINVAL));
+    }
+    // SAFETY: init set `exe` from the claim (a NUL-terminated string in its claim buffer)
+    // before letting us go, and keeps it alive until we exec or exit.
+    let exe = unsafe { CStr::from_ptr(exe) };
+    // SAFETY: likewise `argv`, a null-terminated array of two pointers in init's frame.
+    let argv = unsafe { std::slice::from_raw_parts(slot.argv.get(), 2) };
+    Err((Step::Exec, sys.execve(exe, argv, slot.envp.get())))
 }
 
 /// Makes the bootstrap's host uid and gid appear as `ns_uid`/`ns_gid`: a user namespace of its
@@ -735,8 +801,8 @@ mod order {
     const CODE_FD: c_int = 42;
 
     /// Runs the whole of init (blank, claim, bootstrap, reaping) over the fake and returns its
-    /// calls, the bootstrap's included where they happen (the fake runs it in place, as a
-    /// CLONE_VFORK parent waits for it).
+    /// calls, the bootstrap's included where they happen (the fake runs it on a thread of its
+    /// own: its steps until it parks at the clone, the rest when init lets it go).
     fn run_init() -> Vec<String> {
         let mut claim = encode_claim(b"kiln-env", b"/var/task/bootstrap", [("A", "b")].into_iter()).unwrap();
         set_claim_tmp_mb(&mut claim, 256);
@@ -809,15 +875,21 @@ mod order {
     }
 
     #[test]
-    fn seccomp_is_the_last_step_before_execve() {
+    fn seccomp_is_the_last_step_before_the_bootstrap_parks() {
         let calls = run_init();
+        // The bootstrap's process is prepared while the blank is built and parks right after
+        // its filters; once let go it only enters /var/task and execs, both of which the
+        // filter allows any function.
+        let park = pos(&calls, "park ");
+        assert_eq!(calls[park - 1], "seccomp 9", "{calls:#?}");
+        assert_eq!(calls[park - 2], "seccomp 7", "{calls:#?}");
         let exec = pos(&calls, "execve /var/task/bootstrap");
-        assert_eq!(calls[exec - 1], "seccomp 9", "{calls:#?}");
-        assert_eq!(calls[exec - 2], "seccomp 7", "{calls:#?}");
+        assert_eq!(calls[exec - 1], "chdir /var/task", "{calls:#?}");
+        assert!(pos(&calls, "unpark ") < exec - 1, "{calls:#?}");
         // Every other step of the bootstrap comes before the filters: identity, user
         // namespace, capabilities.
         let first_filter = pos(&calls, "seccomp ");
-        for step in ["setresuid ", "unshare 0x10000000", "clear_capabilities", "chdir /var/task", "dup2 8 2"] {
+        for step in ["setresuid ", "unshare 0x10000000", "clear_capabilities", "dup2 8 2", "sigmask Empty"] {
             assert!(last_pos(&calls, step) < first_filter, "{step} after the filter: {calls:#?}");
         }
     }
@@ -840,12 +912,21 @@ mod order {
         let calls = run_init();
         let ready = pos(&calls, "send 7 Some(Ready) [");
         assert!(pos(&calls, "no_new_privs") < ready, "inherited limits are part of the blank");
+        // The bootstrap's process is part of the blank too, parked before it is announced, and
+        // init leaves the freezer cgroup it was born in while the blank waits.
+        assert!(pos(&calls, "park ") < ready, "{calls:#?}");
+        assert!(pos(&calls, "clone_parked") < pos(&calls, "write 9"));
+        assert!(pos(&calls, "write 9") < pos(&calls, "recv 7"));
         assert!(ready < pos(&calls, "move_mount 42 /var/task"));
-        assert!(pos(&calls, "mount - -> /tmp") < pos(&calls, "clone_vfork"));
-        assert!(pos(&calls, "sethostname kiln-env") < pos(&calls, "clone_vfork"));
+        // The claim lets it go only once the code, /tmp and the hostname are in place.
+        let unpark = pos(&calls, "unpark ");
+        assert!(pos(&calls, "move_mount 42 /var/task") < unpark);
+        assert!(pos(&calls, "mount - -> /tmp") < unpark);
+        assert!(pos(&calls, "sethostname kiln-env") < unpark);
+        assert!(pos(&calls, "setpriority 2 0") < unpark);
         // "Started" once the bootstrap's process is gone from init's memory; its end last.
         let started = pos(&calls, "send 7 Some(Started)");
-        assert!(pos(&calls, "clone_vfork") < started);
+        assert!(pos(&calls, "execve /var/task/bootstrap") < started);
         assert!(started < pos(&calls, "send 7 Some(Exited(0))"));
     }
 

@@ -7,7 +7,7 @@
 //! kiln serve ── fork (once, at start) ──▶ zygote
 //!     ▲                                     └── clone(CLONE_PARENT|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS)
 //!     └──────────── parent of ──────────────▶ init (PID 1 of the environment)
-//!                                               └── clone(CLONE_VM|CLONE_VFORK) ──▶ bootstrap
+//!                                               └── clone(CLONE_VM), parked ──▶ bootstrap
 //! ```
 //!
 //! Inits are cloned by the zygote (`zygote.rs`), a small fork of kiln that only serves clone
@@ -56,29 +56,33 @@
 //!    init), a `/dev` with six device nodes; `pivot_root`, detach the old root, remount `/`
 //!    read-only;
 //! 7. bring `lo` up, bind the Runtime API listener to 127.0.0.1:9001 in the new network
-//!    namespace and send it to kiln over the socket pair (`SCM_RIGHTS`): that is the "ready";
-//!    then block on the socket. End of file there (kiln dropped the blank, or died) makes init
-//!    exit, which ends the namespaces.
+//!    namespace;
+//! 8. start the bootstrap's process with `clone(CLONE_VM)` on its own stack (no copy of init's
+//!    address space) and park it: it starts a session, points stdout/stderr at the output pipe,
+//!    takes the environment's own host uid/gid with no groups (rlimits, the empty capability
+//!    bounding set and `no_new_privs` it inherits from init), enters a user namespace that shows
+//!    it as 993 (bounding set emptied again there), clears all capabilities, installs the
+//!    seccomp filter, then blocks on a pipe until the claim;
+//! 9. send the listener to kiln over the socket pair (`SCM_RIGHTS`): that is the "ready"; move
+//!    itself out of the freezer cgroup (the bootstrap was born in it; see
+//!    [`cgroups::Cgroups::init_after_start`]); then block on the socket. End of file there (kiln
+//!    dropped the blank, or died) makes init exit, which ends the namespaces, the parked process
+//!    with them.
 //!
 //! # Claiming it ([`crate::Backend::spawn`])
 //!
-//! In the parent: 8. write the limits that differ; `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`
+//! In the parent: 10. write the limits that differ; `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`
 //! the code directory (and the layers directory, if any) and `mount_setattr` each detached tree
 //! read-only, nosuid, nodev, private; send them with the claim message ([`protocol::ClaimHeader`]: `/tmp` size, hostname, bootstrap,
 //! environment).
 //!
-//! In init: 9. `move_mount` the tree onto `/var/task` (and the layers onto `/opt`); remount `/tmp` with the new size if it
+//! In init: 11. `move_mount` the tree onto `/var/task` (and the layers onto `/opt`); remount `/tmp` with the new size if it
 //! differs; set the hostname `kiln-<env id>`;
-//! 10. start the bootstrap with `clone(CLONE_VM | CLONE_VFORK)` on its own stack (no copy of
-//!     init's address space), which: starts a session, points stdout/stderr at the output pipe,
-//!     enters `/var/task`, lowers rlimits, drops the capability bounding set, takes the
-//!     environment's own host uid/gid with no groups, enters a user namespace that shows it as
-//!     993 (bounding set emptied again there), clears all capabilities, sets `no_new_privs`, installs the seccomp filter
-//!     and execs `/var/task/<bootstrap>` with exactly the spec's environment plus
-//!     `AWS_LAMBDA_RUNTIME_API`. A `CLOEXEC` pipe tells init whether the exec worked; init
-//!     tells kiln "started";
-//! 11. move itself out of the freezer cgroup (the bootstrap was born in it; see
-//!     [`cgroups::Cgroups::init_after_start`]), then reap every process until the bootstrap
+//! 12. let the parked bootstrap go (one byte on its pipe), which enters `/var/task` and execs
+//!     `/var/task/<bootstrap>` with exactly the spec's environment plus
+//!     `AWS_LAMBDA_RUNTIME_API` (both allowed by its filter). A `CLOEXEC` pipe tells init whether
+//!     the exec worked; init tells kiln "started";
+//! 13. reap every process until the bootstrap
 //!     ends, send its status, exit. When PID 1 exits the kernel kills every process left in the
 //!     pid namespace, daemonised orphans included. Init also watches its socket to kiln: when
 //!     kiln's end closes (kiln died, even by SIGKILL), it thaws the freezer cgroup and exits.

@@ -87,6 +87,7 @@ steps! {
     Watch = "watch kiln and the bootstrap",
     Userns = "enter user namespace",
     AttachOpt = "attach layers at /opt",
+    Unpark = "start the parked bootstrap",
 }
 
 impl Step {

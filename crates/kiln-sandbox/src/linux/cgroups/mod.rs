@@ -158,9 +158,28 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// The file that freezes `env` and the value that thaws it (what init writes before it
     /// ends a frozen environment).
     fn thaw_control(&self, env: &str) -> Option<(PathBuf, &'static [u8])>;
-    /// Changes the memory and CPU limits of `env` from `old` (what it has) to `new`, writing
-    /// only the files whose value changes (`pids.max` and the CFS period never do).
-    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError>;
+    /// The writes that change the memory and CPU limits of `env` from `old` (what it has) to
+    /// `new`, in the order they must happen: only the files whose value changes (`pids.max`
+    /// and the CFS period never do).
+    fn limit_writes(&self, env: &str, old: &Limits, new: &Limits) -> Vec<LimitWrite>;
+    /// Changes the limits of `env` from `old` to `new` ([`Cgroups::limit_writes`]).
+    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
+        self.limit_writes(env, old, new).iter().try_for_each(LimitWrite::apply)
+    }
+    /// The same writes with their files opened now, to be applied later without a path lookup
+    /// (an open of a cgroup file costs tens of microseconds of kernfs work): what ends an
+    /// environment's Init, prepared while its bootstrap starts.
+    fn prepare_limits(&self, env: &str, old: &Limits, new: &Limits) -> PreparedLimits {
+        PreparedLimits(
+            self.limit_writes(env, old, new)
+                .into_iter()
+                .map(|w| {
+                    let file = fs::OpenOptions::new().write(true).open(&w.path).ok();
+                    (w, file)
+                })
+                .collect(),
+        )
+    }
     /// Stops every process of `env` and returns once they are stopped.
     fn freeze(&self, env: &str) -> Result<(), CgroupError>;
     fn thaw(&self, env: &str) -> Result<(), CgroupError>;
@@ -314,6 +333,58 @@ fn subdirs(dir: &Path) -> Vec<String> {
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect()
+}
+
+/// One write of a limit: a file, its new value, and whether the kernel may lack the file.
+#[derive(Debug)]
+pub(crate) struct LimitWrite {
+    pub path: PathBuf,
+    pub value: String,
+    pub optional: bool,
+}
+
+impl LimitWrite {
+    pub(crate) fn new(path: PathBuf, value: impl Into<String>) -> LimitWrite {
+        LimitWrite { path, value: value.into(), optional: false }
+    }
+
+    /// A setting the kernel may not have (e.g. swap accounting off); absence is fine.
+    pub(crate) fn optional(path: PathBuf, value: impl Into<String>) -> LimitWrite {
+        LimitWrite { path, value: value.into(), optional: true }
+    }
+
+    fn apply(&self) -> Result<(), CgroupError> {
+        if self.optional {
+            write_optional(&self.path, &self.value)
+        } else {
+            write(&self.path, &self.value)
+        }
+    }
+}
+
+/// Limit writes with their files already open ([`Cgroups::prepare_limits`]).
+#[derive(Debug, Default)]
+pub(crate) struct PreparedLimits(Vec<(LimitWrite, Option<fs::File>)>);
+
+impl PreparedLimits {
+    /// Applies the writes in order; a file that could not be opened is written by its path,
+    /// which reports the error (or skips an optional file the kernel lacks).
+    pub(crate) fn apply(&self) -> Result<(), CgroupError> {
+        use std::os::unix::fs::FileExt;
+        for (w, file) in &self.0 {
+            match file {
+                Some(f) => {
+                    f.write_at(w.value.as_bytes(), 0).map_err(|source| CgroupError::Write {
+                        path: w.path.clone(),
+                        value: w.value.clone(),
+                        source,
+                    })?;
+                }
+                None => w.apply()?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The files an environment's every invocation touches, kept open: opening a cgroup file costs

@@ -117,6 +117,27 @@ fn set_limits_writes_only_what_changes() {
 }
 
 #[test]
+fn prepared_limits_open_ahead_and_write_later() {
+    let (root, cg) = fake_v2();
+    cg.init().unwrap();
+    let small = Limits::for_memory_mb(128);
+    cg.create("e", &small.for_init()).unwrap();
+    let d = root.path().join("kiln-abcd1234/e");
+    // Opened now (the claim), written at the end of Init: the CPU quota and nothing else.
+    let end_init = cg.prepare_limits("e", &small.for_init(), &small);
+    fs::write(d.join("memory.max"), "untouched").unwrap();
+    assert_ne!(text(d.join("cpu.max")), format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US / 10));
+    // A cgroup file takes each write as its whole value; this regular file is emptied to act so.
+    fs::write(d.join("cpu.max"), "").unwrap();
+    end_init.apply().unwrap();
+    assert_eq!(text(d.join("cpu.max")), format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US / 10));
+    assert_eq!(text(d.join("memory.max")), "untouched");
+    // A file that could not be opened ahead is written by its path, which reports the error.
+    let missing = cg.prepare_limits("gone", &small.for_init(), &small);
+    assert!(missing.apply().is_err());
+}
+
+#[test]
 fn v2_freeze_thaw_kill_and_accounting_use_core_files() {
     let (root, cg) = fake_v2();
     cg.init().unwrap();

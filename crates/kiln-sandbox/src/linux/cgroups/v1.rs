@@ -112,38 +112,39 @@ impl Cgroups for CgroupV1 {
         Ok(procs)
     }
 
-    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
+    fn limit_writes(&self, env: &str, old: &Limits, new: &Limits) -> Vec<LimitWrite> {
+        let mut w = Vec::new();
         if old.memory_bytes != new.memory_bytes {
             let mem = self.paths.memory.join(env);
             let bytes = new.memory_bytes.to_string();
             let (limit, memsw) = (mem.join("memory.limit_in_bytes"), mem.join("memory.memsw.limit_in_bytes"));
             // memory+swap may never be below memory: raise it first, lower it last.
             if new.memory_bytes > old.memory_bytes {
-                write_optional(&memsw, &bytes)?;
-                write(&limit, &bytes)?;
+                w.push(LimitWrite::optional(memsw, bytes.clone()));
+                w.push(LimitWrite::new(limit, bytes));
             } else {
-                write(&limit, &bytes)?;
-                write_optional(&memsw, &bytes)?;
+                w.push(LimitWrite::new(limit, bytes.clone()));
+                w.push(LimitWrite::optional(memsw, bytes));
             }
             // Lowering below the buffers in use is allowed: new allocations then fail until
             // the use drops.
             let tcp = v1_tcp_limit_bytes(new.memory_bytes).to_string();
-            write_optional(&mem.join("memory.kmem.tcp.limit_in_bytes"), &tcp)?;
+            w.push(LimitWrite::optional(mem.join("memory.kmem.tcp.limit_in_bytes"), tcp));
         }
         let cpu = self.paths.cpu.join(env);
         if old.cpu_quota_us != new.cpu_quota_us {
             // The burst may never exceed the quota: drop it, change the quota, raise it again.
-            write_optional(&cpu.join("cpu.cfs_burst_us"), "0")?;
-            write(&cpu.join("cpu.cfs_quota_us"), &new.cpu_quota_us.to_string())?;
-            write_optional(&cpu.join("cpu.cfs_burst_us"), &new.cpu_quota_us.to_string())?;
+            w.push(LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), "0"));
+            w.push(LimitWrite::new(cpu.join("cpu.cfs_quota_us"), new.cpu_quota_us.to_string()));
+            w.push(LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), new.cpu_quota_us.to_string()));
         }
         if old.cpu_shares != new.cpu_shares {
-            write(&cpu.join("cpu.shares"), &new.cpu_shares.to_string())?;
+            w.push(LimitWrite::new(cpu.join("cpu.shares"), new.cpu_shares.to_string()));
         }
         if old.pids_max != new.pids_max {
-            write(&self.paths.pids.join(env).join("pids.max"), &new.pids_max.to_string())?;
+            w.push(LimitWrite::new(self.paths.pids.join(env).join("pids.max"), new.pids_max.to_string()));
         }
-        Ok(())
+        w
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {

@@ -107,23 +107,25 @@ impl Cgroups for CgroupV2 {
         Ok(vec![f.join("cgroup.procs")])
     }
 
-    fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
+    fn limit_writes(&self, env: &str, old: &Limits, new: &Limits) -> Vec<LimitWrite> {
         let d = self.base.join(env);
+        let mut w = Vec::new();
         if old.memory_bytes != new.memory_bytes {
-            write(&d.join("memory.max"), &new.memory_bytes.to_string())?;
+            w.push(LimitWrite::new(d.join("memory.max"), new.memory_bytes.to_string()));
         }
         if old.cpu_quota_us != new.cpu_quota_us {
-            write_optional(&d.join("cpu.max.burst"), "0")?;
-            write(&d.join("cpu.max"), &format!("{} {}", new.cpu_quota_us, CPU_PERIOD_US))?;
-            write_optional(&d.join("cpu.max.burst"), &new.cpu_quota_us.to_string())?;
+            // The burst may never exceed the quota: drop it, change the quota, raise it again.
+            w.push(LimitWrite::optional(d.join("cpu.max.burst"), "0"));
+            w.push(LimitWrite::new(d.join("cpu.max"), format!("{} {}", new.cpu_quota_us, CPU_PERIOD_US)));
+            w.push(LimitWrite::optional(d.join("cpu.max.burst"), new.cpu_quota_us.to_string()));
         }
         if old.cpu_weight != new.cpu_weight {
-            write(&d.join("cpu.weight"), &new.cpu_weight.to_string())?;
+            w.push(LimitWrite::new(d.join("cpu.weight"), new.cpu_weight.to_string()));
         }
         if old.pids_max != new.pids_max {
-            write(&d.join("pids.max"), &new.pids_max.to_string())?;
+            w.push(LimitWrite::new(d.join("pids.max"), new.pids_max.to_string()));
         }
-        Ok(())
+        w
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {

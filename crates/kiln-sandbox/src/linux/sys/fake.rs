@@ -4,42 +4,84 @@
 use super::{Errno, Rlimit, SigMask, Sys, SysResult};
 use crate::linux::protocol::MAX_FDS;
 use libc::{c_char, c_int, c_void, pid_t};
-use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Descriptor numbers the fake hands out start here.
 const FIRST_FD: c_int = 100;
 /// The pid the bootstrap's process gets.
 pub(crate) const BOOTSTRAP_PID: pid_t = 2;
 
-/// Records every call, in order; see [`RecordingSys::calls`].
+/// Records every call, in order; see [`RecordingSys::calls`]. A process started with
+/// [`Sys::clone_parked`] runs on a thread of its own, so that its steps before [`Sys::park`]
+/// are recorded where they happen (at the clone) and the rest where [`Sys::unpark`] lets it go.
 #[derive(Debug, Default)]
 pub(crate) struct RecordingSys {
-    calls: RefCell<Vec<String>>,
-    next_fd: Cell<c_int>,
+    calls: Mutex<Vec<String>>,
+    next_fd: AtomicI32,
     /// What the claim socket delivers once (then end of file), with this descriptor.
-    claim: RefCell<Option<(Vec<u8>, c_int)>>,
+    claim: Mutex<Option<(Vec<u8>, c_int)>>,
+    parked: Mutex<Parked>,
+    parked_cv: Condvar,
+}
+
+/// Where the process of [`Sys::clone_parked`] is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Parked {
+    #[default]
+    None,
+    Running,
+    Parked,
+    Released,
+    /// Let go without a claim (the fake is dropped): `park` answers end of file.
+    Cancelled,
+    Done,
 }
 
 impl RecordingSys {
     /// A fake whose socket delivers `claim` with the code tree as descriptor `code_fd`.
     pub(crate) fn with_claim(claim: Vec<u8>, code_fd: c_int) -> Self {
-        RecordingSys { claim: RefCell::new(Some((claim, code_fd))), ..Default::default() }
+        let sys = RecordingSys::default();
+        *sys.claim.lock().unwrap_or_else(PoisonError::into_inner) = Some((claim, code_fd));
+        sys
     }
 
     /// The calls so far, e.g. `mount tmpfs -> tmp`, `setresgid 1000`, `execve /var/task/x`.
     pub(crate) fn calls(&self) -> Vec<String> {
-        self.calls.borrow().clone()
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn log(&self, call: String) {
-        self.calls.borrow_mut().push(call);
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).push(call);
     }
 
     fn fd(&self) -> c_int {
-        let fd = self.next_fd.get().max(FIRST_FD);
-        self.next_fd.set(fd + 1);
-        fd
+        self.next_fd.fetch_max(FIRST_FD, Ordering::Relaxed);
+        self.next_fd.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sets the parked process's state and waits until `until` holds.
+    fn parked_step(&self, set: Option<Parked>, until: impl Fn(Parked) -> bool) -> Parked {
+        let mut st = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = set {
+            *st = set;
+            self.parked_cv.notify_all();
+        }
+        while !until(*st) {
+            st = self.parked_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        *st
+    }
+}
+
+impl Drop for RecordingSys {
+    fn drop(&mut self) {
+        // A process still parked (init failed before the claim) must not outlive the fake.
+        let st = *self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        if st == Parked::Parked {
+            self.parked_step(Some(Parked::Cancelled), |s| s == Parked::Done);
+        }
     }
 }
 
@@ -215,7 +257,9 @@ impl Sys for RecordingSys {
     fn recv_with_fds(&self, sock: c_int, buf: &mut [u8], fds: &mut [c_int; MAX_FDS]) -> SysResult<Option<usize>> {
         self.log(format!("recv {sock}"));
         *fds = [-1; MAX_FDS];
-        let Some((claim, code)) = self.claim.borrow_mut().take() else { return Ok(None) };
+        let Some((claim, code)) = self.claim.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return Ok(None);
+        };
         buf.get_mut(..claim.len()).ok_or(libc::E2BIG)?.copy_from_slice(&claim);
         fds[0] = code;
         Ok(Some(claim.len()))
@@ -228,18 +272,42 @@ impl Sys for RecordingSys {
         self.log("pipe".into());
         Ok((self.fd(), self.fd()))
     }
-    unsafe fn clone_vfork(
+    unsafe fn clone_parked(
         &self,
         entry: extern "C" fn(*mut c_void) -> c_int,
         _stack: *mut c_void,
         arg: *mut c_void,
     ) -> SysResult<pid_t> {
-        // As with CLONE_VFORK, the caller waits until the new process is done: run it here,
-        // on this stack.
-        self.log("clone_vfork".into());
-        let status = entry(arg);
-        self.log(format!("bootstrap returned {status}"));
+        self.log("clone_parked".into());
+        self.parked_step(Some(Parked::Running), |_| true);
+        // The new process on a thread: it records its steps until it parks, and the clone
+        // returns then (or once it is done, if it never parks).
+        let (me, arg) = (self as *const RecordingSys as usize, arg as usize);
+        std::thread::spawn(move || {
+            // SAFETY: the fake outlives this thread (its Drop waits for Done), and `arg` is
+            // alive until the process is let go (`unpark` waits for Done too).
+            let sys = unsafe { &*(me as *const RecordingSys) };
+            let status = entry(arg as *mut c_void);
+            sys.log(format!("bootstrap returned {status}"));
+            sys.parked_step(Some(Parked::Done), |_| true);
+        });
+        self.parked_step(None, |s| matches!(s, Parked::Parked | Parked::Done));
         Ok(BOOTSTRAP_PID)
+    }
+    fn park(&self, fd: c_int) -> SysResult<bool> {
+        self.log(format!("park {fd}"));
+        let st = self.parked_step(Some(Parked::Parked), |s| matches!(s, Parked::Released | Parked::Cancelled));
+        Ok(st == Parked::Released)
+    }
+    fn unpark(&self, fd: c_int) -> SysResult<()> {
+        self.log(format!("unpark {fd}"));
+        // As the real init does next (it reads the exec report), wait until the process is done.
+        self.parked_step(Some(Parked::Released), |s| s == Parked::Done);
+        Ok(())
+    }
+    fn set_priority_of(&self, pid: pid_t, nice: c_int) -> SysResult<()> {
+        self.log(format!("setpriority {pid} {nice}"));
+        Ok(())
     }
     fn signalfd_child(&self) -> SysResult<c_int> {
         self.log("signalfd".into());

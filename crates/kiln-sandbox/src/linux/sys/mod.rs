@@ -125,18 +125,25 @@ pub(crate) trait Sys {
     /// A close-on-exec pipe: (read end, write end).
     fn pipe(&self) -> SysResult<(c_int, c_int)>;
     /// Runs `entry(arg)` in a new process that shares this one's memory until it execs or
-    /// exits (`CLONE_VM | CLONE_VFORK`, like `posix_spawn`), on `stack`; this process sleeps
-    /// until then. The new process exits with what `entry` returns.
+    /// exits (`CLONE_VM`): unlike `posix_spawn` (`CLONE_VFORK`), this process goes on at once,
+    /// and both run side by side. The new process exits with what `entry` returns.
     ///
     /// # Safety
-    /// `stack` must be the top of a 16-byte aligned region the new process may use as its
-    /// stack, and `entry` must be sound to run on it with `arg` while this process sleeps.
-    unsafe fn clone_vfork(
+    /// `stack` must be the top of a 16-byte aligned region only the new process uses as its
+    /// stack, and `entry` must be sound to run on it with `arg` while this process runs too:
+    /// everything `arg` reaches must stay alive until the new process has exec'd or exited.
+    unsafe fn clone_parked(
         &self,
         entry: extern "C" fn(*mut c_void) -> c_int,
         stack: *mut c_void,
         arg: *mut c_void,
     ) -> SysResult<pid_t>;
+    /// Blocks until one byte arrives on `fd` (true), or its end of file (false).
+    fn park(&self, fd: c_int) -> SysResult<bool>;
+    /// Wakes the process [`Sys::park`]ed on the other end of the pipe `fd` writes to.
+    fn unpark(&self, fd: c_int) -> SysResult<()>;
+    /// `setpriority(PRIO_PROCESS, pid, nice)`.
+    fn set_priority_of(&self, pid: pid_t, nice: c_int) -> SysResult<()>;
     /// A close-on-exec, non-blocking signalfd for `SIGCHLD` (which must be blocked).
     fn signalfd_child(&self) -> SysResult<c_int>;
     /// `waitpid(-1, WNOHANG)`: `Some((pid, status))` for a reaped child, `None` when none has
@@ -608,16 +615,32 @@ impl Sys for LinuxSys {
         Ok((r, w))
     }
 
-    unsafe fn clone_vfork(
+    unsafe fn clone_parked(
         &self,
         entry: extern "C" fn(*mut c_void) -> c_int,
         stack: *mut c_void,
         arg: *mut c_void,
     ) -> SysResult<pid_t> {
-        // SAFETY: the caller guarantees the stack and that `entry(arg)` is sound on it;
-        // CLONE_VFORK keeps this process (and the memory `arg` points to) asleep until the new
-        // one execs or exits.
-        ok(unsafe { libc::clone(entry, stack, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, arg) })
+        // SAFETY: the caller guarantees the stack, and that `entry(arg)` is sound on it while
+        // this process runs on.
+        ok(unsafe { libc::clone(entry, stack, libc::CLONE_VM | libc::SIGCHLD, arg) })
+    }
+
+    fn park(&self, fd: c_int) -> SysResult<bool> {
+        let mut byte = [0u8; 1];
+        self.read(fd, &mut byte).map(|n| n == 1)
+    }
+
+    fn unpark(&self, fd: c_int) -> SysResult<()> {
+        match self.write(fd, b"g")? {
+            1 => Ok(()),
+            _ => Err(libc::EIO),
+        }
+    }
+
+    fn set_priority_of(&self, pid: pid_t, nice: c_int) -> SysResult<()> {
+        // SAFETY: setpriority takes integers.
+        ok(unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) }).map(drop)
     }
 
     fn signalfd_child(&self) -> SysResult<c_int> {
