@@ -55,54 +55,25 @@ pub(crate) fn check_cold_start() -> Result<(), EngineError> {
     if soft == 0 {
         return Ok(());
     }
-    if RECENT.fresh_and_far(soft) {
+    // The table's size bounds the count from above and costs the same whatever the count;
+    // listing every descriptor costs ~1 µs each (8 descriptors per environment: milliseconds
+    // per cold start with 500 environments idle), so it is done only near the ceiling.
+    if kiln_sandbox::fdlimit::descriptor_table_size().is_some_and(|table| room_for_cold_start(table, soft)) {
         return Ok(());
     }
     let Some(open) = kiln_sandbox::fdlimit::open_descriptors() else {
         return Ok(());
     };
-    RECENT.record(open);
     refuse_over(open, soft)
 }
 
-/// How long a count of the open descriptors may stand in for a new one.
-const RECOUNT_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The last count of open descriptors, and the cold starts let through on it since. Counting
-/// lists `/proc/self/fd`, whose cost grows with the descriptors open (tens of microseconds with
-/// a few dozen, milliseconds with the thousands of a thousand idle environments), on every cold
-/// start's path; a recent count far below the limit answers instead.
-struct Recent {
-    state: std::sync::Mutex<Option<(std::time::Instant, usize, usize)>>,
-}
-
-static RECENT: Recent = Recent { state: std::sync::Mutex::new(None) };
-
-impl Recent {
-    /// True when a count younger than [`RECOUNT_AFTER`], plus everything the cold starts let
-    /// through on it (and this one) may have opened, stays below half of what is allowed; then
-    /// counts this cold start against it.
-    fn fresh_and_far(&self, soft: usize) -> bool {
-        let ceiling = soft.saturating_sub(reserve_for(soft));
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some((at, open, since)) = st.as_mut() else { return false };
-        let bound = *open + (*since + 1) * COLD_START_DESCRIPTORS;
-        if at.elapsed() >= RECOUNT_AFTER || bound >= ceiling / 2 {
-            return false;
-        }
-        *since += 1;
-        true
-    }
-
-    fn record(&self, open: usize) {
-        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), open, 0));
-    }
+/// Whether `open` descriptors leave room for a cold start under `soft`, above the reserve.
+fn room_for_cold_start(open: usize, soft: usize) -> bool {
+    open + COLD_START_DESCRIPTORS <= soft.saturating_sub(reserve_for(soft))
 }
 
 fn refuse_over(open: usize, soft: usize) -> Result<(), EngineError> {
-    let ceiling = soft.saturating_sub(reserve_for(soft));
-    if open + COLD_START_DESCRIPTORS > ceiling {
+    if !room_for_cold_start(open, soft) {
         tracing::warn!(open, soft, "cold start refused: kiln is near its descriptor limit");
         return Err(EngineError::rate_exceeded_because(
             ThrottleReason::ConcurrentInvocationLimitExceeded,

@@ -42,6 +42,15 @@ pub fn open_descriptors() -> Option<usize> {
     Some(dir.count().saturating_sub(1))
 }
 
+/// The size of this process's descriptor table (`FDSize` of `/proc/self/status`): more than
+/// the highest open descriptor, so at least [`open_descriptors`]. Costs one small read whatever
+/// the number of descriptors, where counting them lists every one; `None` if `/proc` is not
+/// there.
+pub fn descriptor_table_size() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -52,6 +61,8 @@ mod tests {
         let files: Vec<_> = (0..10).map(|_| std::fs::File::open("/proc/self/stat").unwrap()).collect();
         let after = super::open_descriptors().unwrap();
         assert!(after >= before + 10, "{before} -> {after}");
+        let table = super::descriptor_table_size().unwrap();
+        assert!(table >= after, "table of {table} for {after} open");
         drop(files);
     }
 }

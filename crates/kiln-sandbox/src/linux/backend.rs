@@ -28,7 +28,7 @@ use tokio::sync::watch;
 pub struct LinuxBackend {
     pub(super) inner: Arc<Inner>,
     pub(super) reaper: Option<JoinHandle<()>>,
-    pub(super) filler: Option<JoinHandle<()>>,
+    pub(super) fillers: Vec<JoinHandle<()>>,
     /// This instance's entry in the registry of live instances ([`super::sweep`]); `None` when
     /// the registry's directory cannot be written.
     pub(super) registration: Option<super::sweep::Registration>,
@@ -245,6 +245,7 @@ impl LinuxBackend {
             stop,
             pool: pool::Pool::new(
                 opts.pool_size,
+                opts.pool_max,
                 Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB).for_init(),
                 FIRST_BLANK_TMP_MB,
             ),
@@ -261,26 +262,29 @@ impl LinuxBackend {
             .stack_size(256 * 1024)
             .spawn(move || reaper_loop(&reaper_inner))
             .map_err(|e| setup("start reaper thread", e))?;
-        let mut backend = LinuxBackend { inner, reaper: Some(reaper), filler: None, registration };
-        let filler_inner = backend.inner.clone();
-        // Blanks are clones of this thread: its stack is what their init runs on.
-        let filler = std::thread::Builder::new()
-            .name(format!("kiln-pool-{instance_id}"))
-            .stack_size(512 * 1024)
-            .spawn(move || pool::filler_loop(&filler_inner))
-            .map_err(|e| setup("start pool thread", e))?;
-        backend.filler = Some(filler);
+        let mut backend = LinuxBackend { inner, reaper: Some(reaper), fillers: Vec::new(), registration };
+        for n in 0..pool::MAX_BUILDERS {
+            let filler_inner = backend.inner.clone();
+            // Blanks are clones of this thread: its stack is what their init runs on.
+            let filler = std::thread::Builder::new()
+                .name(format!("kiln-pool{n}-{instance_id}"))
+                .stack_size(512 * 1024)
+                .spawn(move || pool::filler_loop(&filler_inner))
+                .map_err(|e| setup("start pool thread", e))?;
+            backend.fillers.push(filler);
+        }
         tracing::info!(
             instance = instance_id,
             cgroups = backend.inner.cgroups.layout(),
             pool = opts.pool_size,
+            pool_max = opts.pool_max,
             "linux sandbox backend ready"
         );
         Ok(backend)
     }
 
-    /// Changes how many blanks the pool keeps ready (0 disables it); extra blanks are destroyed
-    /// at once. No effect after [`Backend::shutdown`].
+    /// Changes how many blanks the pool keeps ready when demand is low (0 disables it); extra
+    /// blanks are destroyed at once. No effect after [`Backend::shutdown`].
     pub fn set_pool_size(&self, n: usize) {
         discard_all(self.inner.pool.set_target(n), self.inner.cgroups.as_ref());
     }
@@ -361,7 +365,7 @@ fn register(dir: &Path, leaf: &str, cgroups: &dyn Cgroups) -> Result<Option<supe
 impl Drop for LinuxBackend {
     fn drop(&mut self) {
         self.shutdown();
-        if let Some(f) = self.filler.take() {
+        for f in self.fillers.drain(..) {
             let _ = f.join();
         }
         match self.inner.cgroups.remove_instance() {

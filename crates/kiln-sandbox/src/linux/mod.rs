@@ -22,7 +22,8 @@
 //! spec's limits on the blank's cgroups (only the values that differ), sends init the code
 //! directory as a detached read-only mount plus hostname, bootstrap path and environment, and
 //! waits until the bootstrap has exec'd. A pool of blanks (`pool.rs`; size
-//! [`LinuxOptions::pool_size`], default [`DEFAULT_POOL_SIZE`]) is refilled by a background thread after each take; when it
+//! [`LinuxOptions::pool_size`], default [`DEFAULT_POOL_SIZE`], grown up to [`LinuxOptions::pool_max`] by recent
+//! demand) is refilled by background threads after each take; when it
 //! is empty (or disabled) `spawn` builds a blank on the spot, named after the environment, and
 //! claims it at once. A blank serves one environment and is never reused. Blanks of the pool
 //! have cgroups named `blank.<n>` (a name no environment id can have), kept after the claim;
@@ -163,8 +164,10 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The epoll key of the reaper's stop event; environments count from 0.
 const STOP_KEY: u64 = u64::MAX;
 
-/// Blanks [`LinuxBackend::new`] keeps ready.
+/// Blanks [`LinuxBackend::new`] keeps ready when demand is low.
 pub const DEFAULT_POOL_SIZE: usize = 4;
+/// The most blanks the pool grows to after a burst of demand (see `pool.rs`).
+pub const DEFAULT_POOL_MAX: usize = 256;
 /// Memory and `/tmp` size of the first blanks, before any claim says what functions use
 /// (Lambda's smallest memory size and its default ephemeral storage).
 const FIRST_BLANK_MEMORY_MB: u32 = 128;
@@ -176,6 +179,9 @@ pub struct LinuxOptions {
     /// Blank environments kept ready for [`crate::Backend::spawn`]; 0 disables the pool (every spawn
     /// builds its environment on the spot).
     pub pool_size: usize,
+    /// The most blanks the pool keeps after a burst of cold starts: it holds as many as the
+    /// busiest tenth of a second of the last 30 s took, between `pool_size` and this.
+    pub pool_max: usize,
     /// Server-wide read-only binds into every environment's root, as (host path, absolute path
     /// in the environment): the managed runtimes' interpreters and kiln's runtime clients at
     /// `/var/runtime`. Built into every blank, so a claim does not pay for them.
@@ -189,6 +195,7 @@ impl Default for LinuxOptions {
     fn default() -> Self {
         LinuxOptions {
             pool_size: DEFAULT_POOL_SIZE,
+            pool_max: DEFAULT_POOL_MAX,
             read_only_binds: Vec::new(),
             registry_dir: sweep::REGISTRY_DIR.into(),
         }

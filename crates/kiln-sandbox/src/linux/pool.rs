@@ -1,18 +1,29 @@
-//! The pool of blank environments: built ahead of time by one background thread, taken by
+//! The pool of blank environments: built ahead of time by background threads, taken by
 //! [`crate::Backend::spawn`], never reused.
 //!
 //! A blank is an environment without a function (see [`super::blank::Blank`]): its init has built
-//! everything that does not depend on the spec and waits for a claim. The filler thread keeps
-//! `target` blanks ready, building one at a time; each new blank gets the limits and `/tmp` size
-//! of the latest claim, so a run of claims of one function needs no cgroup writes and no `/tmp`
-//! remount. A blank whose build fails is not retried for a second (the error is logged), so a
-//! broken host does not spin.
-
+//! everything that does not depend on the spec and waits for a claim. The filler threads keep
+//! `target` blanks ready; each new blank gets the limits and `/tmp` size of the latest claim, so
+//! a run of claims of one function needs no cgroup writes and no `/tmp` remount. A blank whose
+//! build fails is not retried for a second (the error is logged), so a broken host does not spin.
+//!
+//! # Sizing from recent demand
+//!
+//! The target is not a constant: it is the most spawns seen in any tenth of a second of the last
+//! [`DEMAND_MEMORY`] ([`Demand`]), at least the configured floor (`set_target`, 0 disables the
+//! pool) and at most [`LinuxOptions::pool_max`](super::LinuxOptions::pool_max). So after a burst
+//! of 200 cold starts the pool refills to 200 in the background, and the next such burst finds
+//! its environments built; a steady trickle of cold starts keeps the floor. Idle blanks cost
+//! memory (an init process, its namespaces and tmpfs root), so once no window of the last
+//! [`DEMAND_MEMORY`] saw that many spawns the target falls back and the fillers discard the
+//! extra blanks, oldest first. Up to [`MAX_BUILDERS`] threads build at once when more than one
+//! blank is missing.
 use super::backend::Inner;
-use super::blank::{build_blank, Blank};
+use super::blank::{build_blank, discard_all, Blank};
 use super::lock;
 use crate::linux::cgroups::Limits;
 use crate::PoolStats;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +36,67 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Blanks inherit it and go back to 0 once built (see `child::init`).
 const FILLER_NICE: i32 = 10;
 
+/// How long a peak of demand keeps the pool at its size.
+pub(super) const DEMAND_MEMORY: Duration = Duration::from_secs(30);
+/// The window demand is counted in: the pool holds as many blanks as the busiest window of the
+/// last [`DEMAND_MEMORY`] took. Short, so that it measures bursts (calls that arrive together
+/// and each need an environment at once) rather than rates: a steady 200 cold starts a second
+/// asks for 20 blanks, which the fillers replace as fast as they go, while 200 simultaneous
+/// calls ask for 200.
+const DEMAND_WINDOW: Duration = Duration::from_millis(100);
+/// Filler threads: more than one when many blanks are missing. Each build is mostly kernel work
+/// of its own (cgroups, namespaces, mounts), so two builders on two CPUs refill twice as fast.
+pub(super) const MAX_BUILDERS: usize = 2;
+
+/// Spawns counted per [`DEMAND_WINDOW`] over the last [`DEMAND_MEMORY`]. Time is passed in, so
+/// the rules are tested without waiting.
+#[derive(Debug, Default)]
+pub(super) struct Demand {
+    /// (start of the window, spawns in it), oldest first; only windows with spawns.
+    windows: VecDeque<(Instant, usize)>,
+}
+
+impl Demand {
+    /// Counts one spawn at `now`.
+    pub(super) fn record(&mut self, now: Instant) {
+        self.forget(now);
+        match self.windows.back_mut() {
+            Some((start, n)) if now.saturating_duration_since(*start) < DEMAND_WINDOW => *n += 1,
+            _ => self.windows.push_back((now, 1)),
+        }
+    }
+
+    /// The most spawns of one window among those that started within [`DEMAND_MEMORY`] of `now`.
+    pub(super) fn peak(&self, now: Instant) -> usize {
+        self.windows
+            .iter()
+            .filter(|(start, _)| now.saturating_duration_since(*start) < DEMAND_MEMORY)
+            .map(|w| w.1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When the peak may next fall (the oldest window leaves the memory), if there is a window.
+    pub(super) fn next_change(&self) -> Option<Instant> {
+        self.windows.front().map(|(start, _)| *start + DEMAND_MEMORY)
+    }
+
+    fn forget(&mut self, now: Instant) {
+        while self.windows.front().is_some_and(|(start, _)| now.saturating_duration_since(*start) >= DEMAND_MEMORY) {
+            self.windows.pop_front();
+        }
+    }
+}
+
+/// The pool's target: the recent peak of demand, at least `floor`, at most `max`; 0 when the
+/// floor is 0 (the pool is disabled).
+pub(super) fn target(floor: usize, peak: usize, max: usize) -> usize {
+    if floor == 0 {
+        return 0;
+    }
+    peak.max(floor).min(max.max(floor))
+}
+
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a blank is taken or added, the target changes, or the pool stops.
@@ -32,10 +104,16 @@ pub(crate) struct Pool {
 }
 
 struct PoolState {
+    /// The configured size: the target when demand is low; 0 disables the pool.
+    floor: usize,
+    /// The most blanks demand may ask for.
+    max: usize,
+    /// What the fillers build towards: [`target`] of the floor, the demand and the maximum.
     target: usize,
-    /// Most recently built last: taken from the end.
-    ready: Vec<Blank>,
-    /// Builds in progress in the filler (0 or 1).
+    demand: Demand,
+    /// Most recently built last: taken from the end, discarded from the front.
+    ready: VecDeque<Blank>,
+    /// Builds in progress in the fillers.
     building: usize,
     stopped: bool,
     /// Limits and `/tmp` size of the latest claim, for the next blanks.
@@ -44,12 +122,29 @@ struct PoolState {
     stats: PoolStats,
 }
 
+impl PoolState {
+    /// Recomputes the target from the demand at `now`; true if it changed.
+    fn retarget(&mut self, now: Instant) -> bool {
+        let t = target(self.floor, self.demand.peak(now), self.max);
+        std::mem::replace(&mut self.target, t) != t
+    }
+
+    /// The ready blanks beyond the target, oldest first, for the caller to discard.
+    fn excess(&mut self) -> Vec<Blank> {
+        let n = self.ready.len().saturating_sub(self.target);
+        self.ready.drain(..n).collect()
+    }
+}
+
 impl Pool {
-    pub(crate) fn new(target: usize, limits: Limits, tmp_mb: u32) -> Pool {
+    pub(crate) fn new(floor: usize, max: usize, limits: Limits, tmp_mb: u32) -> Pool {
         Pool {
             state: Mutex::new(PoolState {
-                target,
-                ready: Vec::new(),
+                floor,
+                max,
+                target: target(floor, 0, max),
+                demand: Demand::default(),
+                ready: VecDeque::new(),
                 building: 0,
                 stopped: false,
                 limits,
@@ -60,17 +155,17 @@ impl Pool {
         }
     }
 
-    /// A ready blank, if any; remembers `limits` and `tmp_mb` for the next builds and wakes the
-    /// filler.
+    /// A ready blank, if any; counts the demand, remembers `limits` and `tmp_mb` for the next
+    /// builds and wakes the fillers.
     pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<Blank> {
         let mut st = lock(&self.state);
         st.limits = limits;
         st.tmp_mb = tmp_mb;
-        let blank = st.ready.pop();
-        if blank.is_some() {
-            self.cv.notify_all();
-        }
-        blank
+        let now = Instant::now();
+        st.demand.record(now);
+        st.retarget(now);
+        self.cv.notify_all();
+        st.ready.pop_back()
     }
 
     pub(crate) fn count_spawn(&self, pooled: bool) {
@@ -82,23 +177,24 @@ impl Pool {
         }
     }
 
-    /// Sets the target; returns the blanks beyond it, for the caller to discard.
-    pub(crate) fn set_target(&self, target: usize) -> Vec<Blank> {
+    /// Sets the floor (0 disables the pool); returns the blanks beyond the new target, for the
+    /// caller to discard.
+    pub(crate) fn set_target(&self, floor: usize) -> Vec<Blank> {
         let mut st = lock(&self.state);
-        st.target = target;
-        let keep = st.ready.len().min(target);
-        let extra = st.ready.split_off(keep);
+        st.floor = floor;
+        st.retarget(Instant::now());
+        let extra = st.excess();
         self.cv.notify_all();
         extra
     }
 
-    /// Stops the pool for good: no more builds. Waits for a build in progress to end (the filler
-    /// discards what it built) and returns the ready blanks, for the caller to discard.
+    /// Stops the pool for good: no more builds. Waits for the builds in progress to end (the
+    /// fillers discard what they built) and returns the ready blanks, for the caller to discard.
     pub(crate) fn stop(&self, timeout: Duration) -> Vec<Blank> {
         let mut st = lock(&self.state);
         st.stopped = true;
         self.cv.notify_all();
-        let blanks = std::mem::take(&mut st.ready);
+        let blanks = std::mem::take(&mut st.ready).into();
         let (_st, _) =
             self.cv.wait_timeout_while(st, timeout, |s| s.building > 0).unwrap_or_else(PoisonError::into_inner);
         blanks
@@ -120,7 +216,8 @@ impl Pool {
     }
 }
 
-/// The filler thread: keeps the pool at its target until the pool stops.
+/// A filler thread: keeps the pool at its target until the pool stops, building when a blank is
+/// missing and discarding the oldest blanks when the target has fallen.
 pub(crate) fn filler_loop(inner: &Arc<Inner>) {
     if let Err(e) = super::sys::host::nice_this_thread(FILLER_NICE) {
         tracing::debug!(error = %e, "cannot lower the pool's priority");
@@ -134,6 +231,17 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
                 return;
             }
             let now = Instant::now();
+            if st.retarget(now) {
+                pool.cv.notify_all();
+            }
+            let extra = st.excess();
+            if !extra.is_empty() {
+                drop(st);
+                tracing::debug!(instance = %inner.instance_id, discarded = extra.len(), "demand fell: pool shrinks");
+                discard_all(extra, inner.cgroups.as_ref());
+                st = lock(&pool.state);
+                continue;
+            }
             if let Some(until) = pause_until.filter(|u| *u > now) {
                 st = pool.cv.wait_timeout(st, until - now).unwrap_or_else(PoisonError::into_inner).0;
                 continue;
@@ -141,7 +249,14 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
             if st.ready.len() + st.building < st.target {
                 break;
             }
-            st = pool.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+            // Above the floor, wake when the oldest demand is forgotten, to shrink.
+            st = match st.demand.next_change().filter(|_| st.target > st.floor.min(st.max)) {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(now) + Duration::from_millis(1);
+                    pool.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0
+                }
+                None => pool.cv.wait(st).unwrap_or_else(PoisonError::into_inner),
+            };
         }
         pause_until = None;
         st.building += 1;
@@ -152,7 +267,7 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
         let built = build_blank(inner, &name, limits, tmp_mb);
         let mut st = lock(&pool.state);
         match built {
-            Ok(blank) if !st.stopped && st.ready.len() < st.target => st.ready.push(blank),
+            Ok(blank) if !st.stopped && st.ready.len() < st.target => st.ready.push_back(blank),
             Ok(blank) => {
                 // Stopped or shrunk meanwhile: discard it before saying the build is over, so
                 // `stop` returns only once nothing of it is left.
@@ -168,5 +283,58 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
         }
         st.building -= 1;
         pool.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demand_peak_is_the_busiest_window_of_the_memory() {
+        let t0 = Instant::now();
+        let mut d = Demand::default();
+        assert_eq!(d.peak(t0), 0);
+        assert_eq!(d.next_change(), None);
+        // A burst of 200 within a few milliseconds: one window.
+        for i in 0..200 {
+            d.record(t0 + Duration::from_micros(i * 10));
+        }
+        assert_eq!(d.peak(t0 + Duration::from_millis(5)), 200);
+        // A trickle afterwards does not lower the peak while the burst is remembered.
+        for s in 2..10 {
+            d.record(t0 + Duration::from_secs(s));
+        }
+        assert_eq!(d.peak(t0 + Duration::from_secs(10)), 200);
+        assert_eq!(d.next_change(), Some(t0 + DEMAND_MEMORY));
+        // Once the burst's window is forgotten, the trickle is what is left.
+        assert_eq!(d.peak(t0 + DEMAND_MEMORY), 1);
+        assert_eq!(d.peak(t0 + DEMAND_MEMORY + Duration::from_secs(10)), 0);
+    }
+
+    #[test]
+    fn demand_windows_split_a_steady_rate() {
+        let t0 = Instant::now();
+        let mut d = Demand::default();
+        // 200 spawns a second for 5 seconds: 20 per window.
+        for i in 0..1000u64 {
+            d.record(t0 + Duration::from_millis(i * 5));
+        }
+        assert_eq!(d.peak(t0 + Duration::from_secs(5)), 20);
+        // Recording forgets windows older than the memory, so the list stays short.
+        d.record(t0 + DEMAND_MEMORY + Duration::from_secs(6));
+        assert_eq!(d.windows.len(), 1);
+        assert_eq!(d.peak(t0 + DEMAND_MEMORY + Duration::from_secs(6)), 1);
+    }
+
+    #[test]
+    fn target_follows_demand_between_floor_and_max() {
+        assert_eq!(target(4, 0, 256), 4);
+        assert_eq!(target(4, 3, 256), 4);
+        assert_eq!(target(4, 200, 256), 200);
+        assert_eq!(target(4, 1000, 256), 256);
+        // A floor above the maximum wins; a floor of 0 disables the pool whatever the demand.
+        assert_eq!(target(8, 100, 2), 8);
+        assert_eq!(target(0, 200, 256), 0);
     }
 }
