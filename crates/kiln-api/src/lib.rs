@@ -360,7 +360,7 @@ pub async fn route(engine: &Engine, req: Request<ReqBody>) -> Response<Body> {
                 (percent_decode(k), percent_decode(v))
             })
             .collect(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: kiln_engine::ids::request_id(),
     };
     if logs_api::is_logs_call(&req) {
         return logs_api::handle(engine, req, &call.request_id).await;

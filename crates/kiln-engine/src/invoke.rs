@@ -154,7 +154,7 @@ impl Engine {
                 _ => EngineError::request_too_large(limit, "InvokeFunction"),
             });
         }
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::ids::request_id();
         if req.kind == InvokeKind::DryRun {
             return Ok(InvokeResponse::empty(request_id, version.to_string()));
         }
@@ -199,7 +199,7 @@ impl Engine {
         if req.payload.len() > limit {
             return Err(EngineError::request_too_large(limit, "InvokeFunction"));
         }
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::ids::request_id();
         let job = Job {
             engine: self.clone(),
             function: f,
@@ -219,7 +219,7 @@ impl Engine {
 }
 
 fn random_unit() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+    crate::ids::random_unit()
 }
 
 fn throttled(reason: ThrottleReason) -> EngineError {
@@ -471,6 +471,7 @@ fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &Functio
 /// A fresh X-Ray trace header (`Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`).
 fn trace_id() -> String {
     let secs = now_ms() / 1000;
-    let r = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &r[..24], &r[16..32])
+    let (root, root_low, parent) =
+        (crate::ids::random_u64(), crate::ids::random_u64() as u32, crate::ids::random_u64());
+    format!("Root=1-{secs:08x}-{root:016x}{root_low:08x};Parent={parent:016x};Sampled=0")
 }

@@ -27,6 +27,7 @@ mod error;
 mod fake;
 pub mod fds;
 mod function;
+pub mod ids;
 mod invoke;
 mod layers;
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::stream::{ResponseStream, StreamEnd, StreamEvent};
 use crate::wire;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kiln_model::limits::{RESPONSE_MAX_BYTES, STREAMED_RESPONSE_MAX_BYTES};
@@ -134,7 +134,16 @@ pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io
 }
 
 async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: ConnectionSlot) {
-    let clock = Arc::new(HeadClock::default());
+    let clock = Arc::new(HeadClock {
+        // A second descriptor of the socket, for the handlers to acknowledge a body's bytes at
+        // once while they wait for the rest of it (see [`Clocked`]).
+        #[cfg(target_os = "linux")]
+        ack: {
+            use std::os::fd::AsFd;
+            stream.as_fd().try_clone_to_owned().ok()
+        },
+        ..HeadClock::default()
+    });
     let io = TokioIo::new(Clocked { inner: stream, clock: clock.clone() });
     let service_api = api.clone();
     let service_clock = clock.clone();
@@ -143,7 +152,7 @@ async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: Conne
         let clock = service_clock.clone();
         clock.enter();
         async move {
-            let reply = route(&api, req).await;
+            let reply = route(&api, req, &clock).await;
             clock.leave();
             Ok::<_, std::convert::Infallible>(reply)
         }
@@ -169,7 +178,12 @@ async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: Conne
 struct HeadClock {
     in_service: AtomicBool,
     since: Mutex<Option<Instant>>,
+    /// Bytes of a head arrived and the head is not complete yet (`since` is set).
+    head_started: AtomicBool,
     started: Notify,
+    /// The connection's socket (a duplicate descriptor), to send `TCP_QUICKACK`.
+    #[cfg(target_os = "linux")]
+    ack: Option<std::os::fd::OwnedFd>,
 }
 
 impl HeadClock {
@@ -184,8 +198,18 @@ impl HeadClock {
         let mut since = crate::state::lock(&self.since);
         if since.is_none() {
             *since = Some(Instant::now());
+            self.head_started.store(true, Ordering::Release);
             drop(since);
             self.started.notify_one();
+        }
+    }
+
+    /// Acknowledges what the connection has received at once, instead of with the delayed ACK
+    /// (40 ms later) or with the answer. Only called while kiln waits for more of a request.
+    fn ack_now(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.ack {
+            let _ = socket2::SockRef::from(fd).set_tcp_quickack(true);
         }
     }
 
@@ -199,6 +223,7 @@ impl HeadClock {
     fn enter(&self) {
         self.in_service.store(true, Ordering::Release);
         *crate::state::lock(&self.since) = None;
+        self.head_started.store(false, Ordering::Release);
     }
 
     fn leave(&self) {
@@ -229,12 +254,15 @@ async fn head_watchdog(api: &RuntimeApi, clock: &HeadClock) {
 
 /// The connection's stream, telling the [`HeadClock`] when bytes arrive.
 ///
-/// It also acknowledges what it read at once (`TCP_QUICKACK`, which Linux clears again by
-/// itself, hence after every read). Runtime clients write with Nagle's algorithm on (the
-/// `lambda_runtime` crate's hyper client does): a streamed answer's next small write waits for the
-/// ACK of the previous one, and on a connection where kiln sends nothing back until the body's
-/// end, that ACK is a delayed one, 40 ms later. Every chunk after the first, and the body's end,
-/// would arrive that late.
+/// Acknowledgements: runtime clients write with Nagle's algorithm on (the `lambda_runtime`
+/// crate's hyper client does), so a request's next small write waits for the ACK of the previous
+/// one, and while kiln sends nothing back (it waits for the rest of the request) that ACK is a
+/// delayed one, 40 ms later: every chunk of a streamed answer after the first, and its end,
+/// would arrive that late. So whenever kiln waits for more of a request — a head begun but not
+/// complete (here, when the read would block), a body not complete (the handlers, through
+/// [`next_frame`]) — it acknowledges at once (`TCP_QUICKACK`, which Linux clears again by
+/// itself, hence each time). A request that came whole, as a `next` or a buffered answer does,
+/// costs no extra system call or ACK packet: its answer carries the ACK.
 struct Clocked {
     inner: tokio::net::TcpStream,
     clock: Arc<HeadClock>,
@@ -245,10 +273,10 @@ impl AsyncRead for Clocked {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.clock.bytes_arrived();
-            #[cfg(target_os = "linux")]
-            let _ = socket2::SockRef::from(&this.inner).set_tcp_quickack(true);
+        match r {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.clock.bytes_arrived(),
+            Poll::Pending if this.clock.head_started.load(Ordering::Acquire) => this.clock.ack_now(),
+            _ => {}
         }
         r
     }
@@ -280,7 +308,7 @@ impl AsyncWrite for Clocked {
     }
 }
 
-async fn route(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
+async fn route(api: &RuntimeApi, req: Request<Incoming>, clock: &HeadClock) -> Reply {
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix(wire::PREFIX) else {
         return not_found();
@@ -288,9 +316,9 @@ async fn route(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["runtime", "invocation", "next"]) => next(api).await,
-        (&Method::POST, ["runtime", "invocation", id, "response"]) => response(api, id, req).await,
-        (&Method::POST, ["runtime", "invocation", id, "error"]) => error(api, id, req).await,
-        (&Method::POST, ["runtime", "init", "error"]) => init_error(api, req).await,
+        (&Method::POST, ["runtime", "invocation", id, "response"]) => response(api, id, req, clock).await,
+        (&Method::POST, ["runtime", "invocation", id, "error"]) => error(api, id, req, clock).await,
+        (&Method::POST, ["runtime", "init", "error"]) => init_error(api, req, clock).await,
         _ => not_found(),
     }
 }
@@ -318,7 +346,7 @@ async fn next(api: &RuntimeApi) -> Reply {
     resp
 }
 
-async fn init_error(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
+async fn init_error(api: &RuntimeApi, req: Request<Incoming>, clock: &HeadClock) -> Reply {
     // The state is checked before a byte of the body is read.
     let _slot = match api.claim_init_error_body() {
         Ok(s) => s,
@@ -328,13 +356,13 @@ async fn init_error(api: &RuntimeApi, req: Request<Incoming>) -> Reply {
     if declared_too_large(&req) {
         return refusal(&too_large_refusal());
     }
-    match read_body(api, req.into_body(), INIT_ERROR_BODY_TIMEOUT).await {
+    match read_body(api, req.into_body(), INIT_ERROR_BODY_TIMEOUT, clock).await {
         Ok((body, _)) => accepted(api.init_error(error_type, body)),
         Err(e) => refusal(&e.refusal()),
     }
 }
 
-async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
+async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>, clock: &HeadClock) -> Reply {
     // The id and the state are checked before anything else changes, as RIE does, and before a
     // byte of the body is read.
     let slot = match api.claim_answer_body(id) {
@@ -350,13 +378,13 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
         }
     };
     if streaming {
-        return stream_response(api, id, req, slot).await;
+        return stream_response(api, id, req, slot, clock).await;
     }
     // A declared Content-Length over the limit is refused before reading anything.
     if declared_too_large(&req) {
         return too_large(api, id);
     }
-    let (body, _) = match read_body(api, req.into_body(), answer_timeout(&slot)).await {
+    let (body, _) = match read_body(api, req.into_body(), answer_timeout(&slot), clock).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(api, id),
         Err(e) => return refusal(&e.refusal()),
@@ -368,7 +396,13 @@ async fn response(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
 /// A streamed answer: the engine gets the stream at once, then every chunk as it arrives,
 /// through a bounded channel (a slow caller slows the runtime, not kiln's memory), and last how
 /// the body ended.
-async fn stream_response(api: &RuntimeApi, id: &str, req: Request<Incoming>, slot: BodySlot) -> Reply {
+async fn stream_response(
+    api: &RuntimeApi,
+    id: &str,
+    req: Request<Incoming>,
+    slot: BodySlot,
+    clock: &HeadClock,
+) -> Reply {
     let deadline = Instant::now() + answer_timeout(&slot);
     let content_type = header(&req, http::header::CONTENT_TYPE.as_str());
     let (tx, events) = tokio::sync::mpsc::channel(crate::stream::STREAM_CHANNEL_CHUNKS);
@@ -378,7 +412,7 @@ async fn stream_response(api: &RuntimeApi, id: &str, req: Request<Incoming>, slo
     let mut body = req.into_body();
     let mut len: u64 = 0;
     let end = loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        let frame = match tokio::time::timeout_at(deadline, next_frame(&mut body, clock)).await {
             Err(_) => break StreamEnd::TimedOut,
             Ok(None) => break StreamEnd::Complete,
             Ok(Some(Err(_))) => break StreamEnd::Truncated,
@@ -430,7 +464,7 @@ async fn stream_response(api: &RuntimeApi, id: &str, req: Request<Incoming>, slo
     reply
 }
 
-async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
+async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>, clock: &HeadClock) -> Reply {
     let slot = match api.claim_answer_body(id) {
         Ok(s) => s,
         Err(r) => return refusal(&r),
@@ -439,7 +473,7 @@ async fn error(api: &RuntimeApi, id: &str, req: Request<Incoming>) -> Reply {
     if declared_too_large(&req) {
         return refusal(&too_large_refusal());
     }
-    match read_body(api, req.into_body(), answer_timeout(&slot)).await {
+    match read_body(api, req.into_body(), answer_timeout(&slot), clock).await {
         Ok((body, _)) => {
             drop(slot);
             accepted(api.answer(id, Outcome::Error { error_type, body }))
@@ -481,15 +515,35 @@ impl Drop for Reserved<'_> {
     }
 }
 
+/// The next frame of a request's body; when it has not arrived yet, what came so far is
+/// acknowledged at once before waiting (see [`Clocked`]).
+async fn next_frame(body: &mut Incoming, clock: &HeadClock) -> Option<Result<hyper::body::Frame<Bytes>, hyper::Error>> {
+    let mut acked = false;
+    std::future::poll_fn(|cx| {
+        let p = hyper::body::Body::poll_frame(Pin::new(&mut *body), cx);
+        if p.is_pending() && !acked {
+            acked = true;
+            clock.ack_now();
+        }
+        p
+    })
+    .await
+}
+
 /// Reads a body of at most 6 MB within `limit`, counting it against the environment's budget.
-async fn read_body(api: &RuntimeApi, body: Incoming, limit: Duration) -> Result<(Bytes, Option<HeaderMap>), BodyError> {
+async fn read_body(
+    api: &RuntimeApi,
+    body: Incoming,
+    limit: Duration,
+    clock: &HeadClock,
+) -> Result<(Bytes, Option<HeaderMap>), BodyError> {
     let mut reserved = Reserved { api, bytes: 0 };
     let read = async {
         let mut body = body;
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut trailers = None;
         let mut len = 0usize;
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = next_frame(&mut body, clock).await {
             let frame = frame.map_err(|_| BodyError::Truncated)?;
             match frame.into_data() {
                 Ok(data) => {
