@@ -441,24 +441,23 @@ fn lossy(v: &HeaderValue) -> Cow<'_, str> {
 fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
     let mut cookies: Vec<&str> = Vec::new();
     let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(e.headers.keys_len() + 2);
-    for name in e.headers.keys() {
-        let mut values = e.headers.get_all(name).iter();
+    // `HeaderMap::iter` yields a name's values one after the other: they are joined as they come,
+    // with no lookup by name.
+    for (name, v) in e.headers {
         if name == http::header::COOKIE {
-            for v in values {
-                if let Ok(v) = v.to_str() {
-                    cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
-                }
+            if let Ok(v) = v.to_str() {
+                cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
             }
             continue;
         }
-        let Some(first) = values.next() else { continue };
-        let mut joined = lossy(first);
-        for v in values {
-            let j = joined.to_mut();
-            j.push(',');
-            j.push_str(&lossy(v));
+        match headers.last_mut() {
+            Some((last, joined)) if *last == name.as_str() => {
+                let j = joined.to_mut();
+                j.push(',');
+                j.push_str(&lossy(v));
+            }
+            _ => headers.push((name.as_str(), lossy(v))),
         }
-        headers.push((name.as_str(), joined));
     }
     match headers.iter_mut().find(|(n, _)| *n == "x-forwarded-for") {
         Some((_, v)) => {
@@ -581,6 +580,14 @@ pub(crate) fn answer_response(payload: &Bytes) -> Option<Response<Body>> {
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
+    // Most answers that are not HTTP responses can be told without parsing them: the member
+    // `statusCode` can only be spelled out literally or with `\u` escapes, and a JSON string
+    // starts with a quote. Anything else (an object without `statusCode`, other JSON, no JSON)
+    // is passed on as it is, which is what the parse below would decide.
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'"') && !contains(payload, b"statusCode") && !contains(payload, b"\\u") {
+        return Some(json_response(payload.clone()));
+    }
     let answer = match serde_json::from_slice::<HttpAnswer>(payload) {
         Ok(a) if a.status_code.is_some() => a,
         // An object without `statusCode` is sent as the JSON it is (the function's own bytes,
@@ -642,6 +649,11 @@ pub(crate) fn answer_response(payload: &Bytes) -> Option<Response<Body>> {
     }
     *r.body_mut() = full(body);
     Some(r)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn header_list(v: &Option<Vec<String>>) -> Option<HeaderValue> {
@@ -947,6 +959,15 @@ mod tests {
 
         let r = answer(br#""Hello""#).unwrap();
         assert_eq!(body_of(r), b"Hello");
+        let r = answer(b" \n \"Hi\"").unwrap();
+        assert_eq!(body_of(r), b"Hi");
+        for other in [&b"[1,2]"[..], b"42", b"not json", b"", br#"{"a":{"statusCode":1}}"#] {
+            let r = answer(other).unwrap();
+            assert_eq!((r.status(), body_of(r)), (StatusCode::OK, other.to_vec()));
+        }
+        // `statusCode` spelled with an escape is still an HTTP response.
+        let r = answer(br#"{"status\u0043ode":204}"#).unwrap();
+        assert_eq!(r.status(), 204);
 
         let r = answer(
             br#"{"statusCode":201,"headers":{"X-A":"1","Content-Type":"text/plain"},"cookies":["a=1","b=2"],"body":"aGk=","isBase64Encoded":true}"#,
