@@ -168,7 +168,7 @@ async fn head(mut run: StreamingInvoke) -> Response<UrlBody> {
     let (content_type, streaming) = match run.parts.recv().await {
         Some(StreamPart::Head { content_type, streaming }) => (content_type, streaming),
         Some(StreamPart::End(end)) => {
-            return ended(end, || buffered(answer_response(b"").unwrap_or_else(bad_gateway)));
+            return ended(end, || buffered(answer_response(&Bytes::new()).unwrap_or_else(bad_gateway)));
         }
         Some(StreamPart::Chunk(_)) | None => return no_end(),
     };

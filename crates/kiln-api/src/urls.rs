@@ -37,6 +37,7 @@ use kiln_model::{limits, FunctionRef};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The first path segment of the path form.
 pub const PATH_PREFIX: &str = "lambda-url";
@@ -276,18 +277,63 @@ fn is_text(content_type: Option<&str>) -> bool {
         || ["json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "graphql"].iter().any(|t| ct.contains(t))
 }
 
-/// `07/Sep/2021:22:50:22 +0000`.
-fn clf_time(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
-    t.format(&f).unwrap_or_default()
+/// `07/Sep/2021:22:50:22 +0000`, the event's `requestContext.time`, written into a stack buffer
+/// (this runs on every call: no format description to interpret, no allocation).
+struct ClfTime([u8; 26]);
+
+impl ClfTime {
+    fn of(ms: i64) -> Self {
+        const MONTHS: [&[u8; 3]; 12] =
+            [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+        let t =
+            time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let mut out = *b"01/Jan/1970:00:00:00 +0000";
+        let two = |out: &mut [u8; 26], at: usize, n: u8| {
+            out[at] = b'0' + n / 10;
+            out[at + 1] = b'0' + n % 10;
+        };
+        two(&mut out, 0, t.day());
+        out[3..6].copy_from_slice(MONTHS[usize::from(u8::from(t.month()) - 1)]);
+        // Four digits, as the format has; years past 9999 are out of the timestamp's range here.
+        let year = t.year().clamp(0, 9999) as u16;
+        for (i, d) in [year / 1000, year / 100 % 10, year / 10 % 10, year % 10].into_iter().enumerate() {
+            out[7 + i] = b'0' + d as u8;
+        }
+        two(&mut out, 12, t.hour());
+        two(&mut out, 15, t.minute());
+        two(&mut out, 18, t.second());
+        Self(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and letters are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("01/Jan/1970:00:00:00 +0000")
+    }
+}
+
+impl serde::Serialize for ClfTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `<url-id>.lambda-url.<region>.localhost`, the event's `requestContext.domainName`, written
+/// straight into the event.
+struct Domain<'a> {
+    url_id: &'a str,
+    region: &'a str,
+}
+
+impl serde::Serialize for Domain<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}.{HOST_LABEL}.{}.localhost", self.url_id, self.region))
+    }
 }
 
 /// What the event is built from, besides the body.
 struct EventInput<'a> {
     url_id: &'a str,
-    domain: String,
+    region: &'a str,
     account_id: &'a str,
     method: &'a str,
     raw_path: &'a str,
@@ -347,13 +393,13 @@ struct RequestContext<'a> {
     api_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorizer: Option<Authorizer<'a>>,
-    domain_name: &'a str,
+    domain_name: Domain<'a>,
     domain_prefix: &'a str,
     http: HttpContext<'a>,
     request_id: &'a str,
     route_key: &'static str,
     stage: &'static str,
-    time: String,
+    time: ClfTime,
     time_epoch: i64,
 }
 
@@ -395,24 +441,23 @@ fn lossy(v: &HeaderValue) -> Cow<'_, str> {
 fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
     let mut cookies: Vec<&str> = Vec::new();
     let mut headers: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(e.headers.keys_len() + 2);
-    for name in e.headers.keys() {
-        let mut values = e.headers.get_all(name).iter();
+    // `HeaderMap::iter` yields a name's values one after the other: they are joined as they come,
+    // with no lookup by name.
+    for (name, v) in e.headers {
         if name == http::header::COOKIE {
-            for v in values {
-                if let Ok(v) = v.to_str() {
-                    cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
-                }
+            if let Ok(v) = v.to_str() {
+                cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()));
             }
             continue;
         }
-        let Some(first) = values.next() else { continue };
-        let mut joined = lossy(first);
-        for v in values {
-            let j = joined.to_mut();
-            j.push(',');
-            j.push_str(&lossy(v));
+        match headers.last_mut() {
+            Some((last, joined)) if *last == name.as_str() => {
+                let j = joined.to_mut();
+                j.push(',');
+                j.push_str(&lossy(v));
+            }
+            _ => headers.push((name.as_str(), lossy(v))),
         }
-        headers.push((name.as_str(), joined));
     }
     match headers.iter_mut().find(|(n, _)| *n == "x-forwarded-for") {
         Some((_, v)) => {
@@ -469,7 +514,7 @@ fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
                     user_id: None,
                 },
             }),
-            domain_name: &e.domain,
+            domain_name: Domain { url_id: e.url_id, region: e.region },
             domain_prefix: e.url_id,
             http: HttpContext {
                 method: e.method,
@@ -481,14 +526,24 @@ fn event_json(e: &EventInput<'_>, body: &[u8]) -> Vec<u8> {
             request_id: e.request_id,
             route_key: "$default",
             stage: "$default",
-            time: clf_time(e.now_ms),
+            time: ClfTime::of(e.now_ms),
             time_epoch: e.now_ms,
         },
         body,
         is_base64_encoded,
     };
+    // One pass into one buffer, sized for the event's fixed members (~450 bytes), its headers,
+    // query and cookies, and the body (base64 grows it by a third; text may need escapes).
+    let variable: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 6).sum::<usize>()
+        + 2 * e.raw_query.len()
+        + event.cookies.iter().map(|c| c.len() + 3).sum::<usize>()
+        + event.body.as_ref().map_or(0, |b| b.len() + b.len() / 8);
+    let mut out = Vec::with_capacity(512 + variable);
     // Strings, integers and maps with string keys: serializing them into a Vec cannot fail.
-    serde_json::to_vec(&event).unwrap_or_default()
+    match serde_json::to_writer(&mut out, &event) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Headers a function may not set: the connection's own, and the length hyper computes.
@@ -519,21 +574,30 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option
 /// The HTTP response for a function's answer, by Lambda's rules; `None` when the answer claims
 /// to be an HTTP response (it has `statusCode`) but is malformed. The answer is parsed once,
 /// into the members that matter.
-pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
+pub(crate) fn answer_response(payload: &Bytes) -> Option<Response<Body>> {
     let json_response = |body: Bytes| {
         let mut r = Response::new(full(body));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
+    // Most answers that are not HTTP responses can be told without parsing them: the member
+    // `statusCode` can only be spelled out literally or with `\u` escapes, and a JSON string
+    // starts with a quote. Anything else (an object without `statusCode`, other JSON, no JSON)
+    // is passed on as it is, which is what the parse below would decide.
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'"') && !contains(payload, b"statusCode") && !contains(payload, b"\\u") {
+        return Some(json_response(payload.clone()));
+    }
     let answer = match serde_json::from_slice::<HttpAnswer>(payload) {
         Ok(a) if a.status_code.is_some() => a,
-        // An object without `statusCode` is sent as the JSON it is.
-        Ok(_) => return Some(json_response(Bytes::copy_from_slice(payload))),
+        // An object without `statusCode` is sent as the JSON it is (the function's own bytes,
+        // not a copy).
+        Ok(_) => return Some(json_response(payload.clone())),
         // A string is its own body; any other JSON, or no JSON at all, is passed through.
         Err(_) => {
             return Some(json_response(match serde_json::from_slice::<String>(payload) {
                 Ok(s) => Bytes::from(s),
-                Err(_) => Bytes::copy_from_slice(payload),
+                Err(_) => payload.clone(),
             }))
         }
     };
@@ -585,6 +649,11 @@ pub(crate) fn answer_response(payload: &[u8]) -> Option<Response<Body>> {
     }
     *r.body_mut() = full(body);
     Some(r)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn header_list(v: &Option<Vec<String>>) -> Option<HeaderValue> {
@@ -647,18 +716,19 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) -> Response<UrlBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    let header = HeaderValue::from_str(&request_id).ok();
     let mut resp = match model::is_url_id(&u.url_id).then(|| find_target(engine, accounts, &u.url_id)).flatten() {
         None => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")).map(http_body_util::Either::Left),
         Some((engine, target)) => invoke(&engine, accounts, &target, &u, req, peer, &request_id).await,
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Some(v) = header {
         resp.headers_mut().insert(crate::wire::REQUEST_ID, v);
     }
     resp
 }
 
 /// The engine (account) a url id belongs to, and what it leads to.
-fn find_target(default: &Engine, accounts: Option<&Accounts>, url_id: &str) -> Option<(Engine, UrlTarget)> {
+fn find_target(default: &Engine, accounts: Option<&Accounts>, url_id: &str) -> Option<(Engine, Arc<UrlTarget>)> {
     if let Some(t) = default.url_target(url_id) {
         return Some((default.clone(), t));
     }
@@ -679,11 +749,7 @@ pub(crate) fn url_caller_allowed(
 
 /// The resource policy that governs a URL's target: the alias's, or the unqualified function's.
 fn url_policy(engine: &Engine, target: &UrlTarget) -> Option<String> {
-    let r = kiln_model::FunctionRef {
-        name: target.function.clone(),
-        qualifier: target.alias.as_deref().and_then(|a| kiln_model::Qualifier::parse(a).ok()),
-    };
-    engine.resource_policy(&r).ok().flatten()
+    engine.resource_policy(target.function_ref()).ok().flatten()
 }
 
 /// Lambda's answer to every refused `AWS_IAM` request (unsigned, bad signature, not allowed).
@@ -718,7 +784,7 @@ struct IamCaller {
 async fn invoke(
     engine: &Engine,
     accounts: Option<&Accounts>,
-    target: &UrlTarget,
+    target: &Arc<UrlTarget>,
     u: &UrlRequest,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -812,7 +878,7 @@ async fn invoke(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let input = EventInput {
         url_id: &config.url_id,
-        domain: format!("{}.{HOST_LABEL}.{}.localhost", config.url_id, partition.region),
+        region: &partition.region,
         account_id: &partition.account_id,
         method: parts.method.as_str(),
         raw_path: &u.raw_path,
@@ -880,17 +946,30 @@ mod tests {
         assert!(url_request(&req).is_none());
     }
 
+    fn answer(payload: &'static [u8]) -> Option<Response<Body>> {
+        answer_response(&Bytes::from_static(payload))
+    }
+
     #[test]
     fn answers_map_by_lambdas_rules() {
-        let r = answer_response(br#"{"message":"hi"}"#).unwrap();
+        let r = answer(br#"{"message":"hi"}"#).unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(body_of(r), br#"{"message":"hi"}"#);
 
-        let r = answer_response(br#""Hello""#).unwrap();
+        let r = answer(br#""Hello""#).unwrap();
         assert_eq!(body_of(r), b"Hello");
+        let r = answer(b" \n \"Hi\"").unwrap();
+        assert_eq!(body_of(r), b"Hi");
+        for other in [&b"[1,2]"[..], b"42", b"not json", b"", br#"{"a":{"statusCode":1}}"#] {
+            let r = answer(other).unwrap();
+            assert_eq!((r.status(), body_of(r)), (StatusCode::OK, other.to_vec()));
+        }
+        // `statusCode` spelled with an escape is still an HTTP response.
+        let r = answer(br#"{"status\u0043ode":204}"#).unwrap();
+        assert_eq!(r.status(), 204);
 
-        let r = answer_response(
+        let r = answer(
             br#"{"statusCode":201,"headers":{"X-A":"1","Content-Type":"text/plain"},"cookies":["a=1","b=2"],"body":"aGk=","isBase64Encoded":true}"#,
         )
         .unwrap();
@@ -910,7 +989,7 @@ mod tests {
             br#"{"statusCode":200,"body":"%%%","isBase64Encoded":true}"#,
             br#"{"statusCode":200,"isBase64Encoded":"yes"}"#,
         ] {
-            assert!(answer_response(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+            assert!(answer(bad).is_none(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -923,7 +1002,7 @@ mod tests {
         headers.append("content-type", HeaderValue::from_static("application/octet-stream"));
         let e = EventInput {
             url_id: "id",
-            domain: "id.lambda-url.us-east-1.localhost".into(),
+            region: "us-east-1",
             account_id: "000000000000",
             method: "POST",
             raw_path: "/p",
@@ -944,9 +1023,24 @@ mod tests {
         assert_eq!(v["isBase64Encoded"], true);
         assert_eq!(v["body"], "/wA=");
         assert_eq!(v["requestContext"]["time"], "07/Sep/2021:22:50:22 +0000");
+        assert_eq!(v["requestContext"]["timeEpoch"], 1_631_055_022_677_i64);
+        assert_eq!(v["requestContext"]["domainName"], "id.lambda-url.us-east-1.localhost");
         assert!(v["requestContext"].get("authorizer").is_none());
         let v = event(&EventInput { raw_query: "", ..e }, b"");
         assert!(v.get("body").is_none() && v.get("queryStringParameters").is_none());
+    }
+
+    #[test]
+    fn clf_times_are_written_as_the_time_crate_formats_them() {
+        let f = time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+        // Across leap days, month and year ends, and the epoch.
+        for ms in [0, 951_782_400_000, 1_631_055_022_677, 1_709_164_799_999, 1_709_251_200_000, 1_798_761_599_999]
+            .into_iter()
+            .chain((0..400).map(|d| 1_704_067_200_000 + d * 86_400_000 + d * 3_723_456))
+        {
+            let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+            assert_eq!(ClfTime::of(ms).as_str(), t.format(&f).unwrap(), "{ms}");
+        }
     }
 
     #[test]

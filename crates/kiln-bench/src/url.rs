@@ -1,7 +1,10 @@
 //! The **url** scenario (`--only url`): the same function called through its function URL
 //! (the path form `/lambda-url/<id>/`, a plain HTTP request turned into a payload 2.0 event)
 //! and through `Invoke`, on one server in the same run: warm latency (calls alternated one by
-//! one, so both see the same machine) and 8-caller throughput, with URL/Invoke ratios.
+//! one, so both see the same machine) and 8-caller throughput (in alternated rounds, see
+//! [`ROUNDS`]), with URL/Invoke ratios. Both paths go through the same client code: one
+//! kept-alive connection per caller, the same request headers (`host`, `content-type`,
+//! `content-length`), the same function.
 //!
 //! A URL call hands the function a payload 2.0 event of ~600 bytes where the Invoke call hands
 //! it the caller's 17 bytes, so the function does more work per URL call. The goal (the URL path
@@ -18,22 +21,30 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;
 
-/// A payload 2.0 event as kiln builds it for [`url_call`]'s request (the same fields and
-/// sizes; ids and times are placeholders).
+/// The payload 2.0 event kiln builds for [`url_call`]'s request, byte for byte as
+/// `kiln_api::urls` writes it (the same headers: `host`, `content-type`, `content-length` and the
+/// two `x-forwarded-*` kiln adds; the JSON body as text), with placeholder ids and times of the
+/// same lengths: 746 bytes, so the function parses the same event through both paths.
 const URL_EVENT: &str = concat!(
     r#"{"version":"2.0","routeKey":"$default","rawPath":"/","rawQueryString":"","#,
-    r#""headers":{"content-length":"17","host":"127.0.0.1:40000"},"#,
-    r#""requestContext":{"accountId":"anonymous","apiId":"abcdefghijklmnopqrstuvwxyz012345","#,
+    r#""headers":{"host":"127.0.0.1:40000","content-type":"application/json","content-length":"17","#,
+    r#""x-forwarded-for":"127.0.0.1","x-forwarded-proto":"http"},"#,
+    r#""requestContext":{"accountId":"000000000000","apiId":"abcdefghijklmnopqrstuvwxyz012345","#,
     r#""domainName":"abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.localhost","#,
     r#""domainPrefix":"abcdefghijklmnopqrstuvwxyz012345","#,
     r#""http":{"method":"POST","path":"/","protocol":"HTTP/1.1","sourceIp":"127.0.0.1","userAgent":""},"#,
     r#""requestId":"00000000-0000-0000-0000-000000000000","routeKey":"$default","stage":"$default","#,
     r#""time":"30/Nov/2026:18:00:00 +0000","timeEpoch":1796061600000},"#,
-    r#""body":"eyJhY3Rpb24iOiJlY2hvIn0=","isBase64Encoded":true}"#
+    r#""body":"{\"action\":\"echo\"}","isBase64Encoded":false}"#
 );
 
 /// Callers of the throughput runs.
 const CALLERS: usize = 8;
+
+/// The throughput runs are cut into this many rounds, each running the three series one after
+/// the other (in a rotated order) for a share of `--seconds`: on a shared machine whose load
+/// drifts over seconds, every series then sees the same spread of it.
+const ROUNDS: usize = 4;
 
 pub struct UrlResult {
     pub invoke: Stats,
@@ -117,29 +128,62 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let mut via_invoke = Vec::with_capacity(args.warm);
     let mut via_url = Vec::with_capacity(args.warm);
     let mut via_event = Vec::with_capacity(args.warm);
-    for _ in 0..args.warm {
-        let t = Instant::now();
-        invoke(&client, name, ECHO).await?;
-        via_invoke.push(t.elapsed());
-        let t = Instant::now();
-        url_call(&client, &path).await?;
-        via_url.push(t.elapsed());
-        let t = Instant::now();
-        invoke(&client, name, URL_EVENT).await?;
-        via_event.push(t.elapsed());
+    // Calls alternated one by one, the order rotated each time so no series always follows
+    // the same other one.
+    for i in 0..args.warm {
+        for k in 0..3 {
+            let t = Instant::now();
+            match (i + k) % 3 {
+                0 => {
+                    invoke(&client, name, ECHO).await?;
+                    via_invoke.push(t.elapsed());
+                }
+                1 => {
+                    url_call(&client, &path).await?;
+                    via_url.push(t.elapsed());
+                }
+                _ => {
+                    invoke(&client, name, URL_EVENT).await?;
+                    via_event.push(t.elapsed());
+                }
+            }
+        }
     }
-    let invoke_per_second =
-        throughput(addr, args.seconds, CALLERS, move |c| async move { invoke(&c, name, ECHO).await.map(|_| ()) })
-            .await?;
-    let p = path.clone();
-    let url_per_second = throughput(addr, args.seconds, CALLERS, move |c| {
-        let p = p.clone();
-        async move { url_call(&c, &p).await }
-    })
-    .await?;
-    let invoke_event_per_second =
-        throughput(addr, args.seconds, CALLERS, move |c| async move { invoke(&c, name, URL_EVENT).await.map(|_| ()) })
-            .await?;
+    let share = args.seconds / ROUNDS as f64;
+    let (mut invoke_per_second, mut url_per_second, mut invoke_event_per_second) = (0.0, 0.0, 0.0);
+    for round in 0..ROUNDS {
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => {
+                    invoke_per_second +=
+                        throughput(
+                            addr,
+                            share,
+                            CALLERS,
+                            move |c| async move { invoke(&c, name, ECHO).await.map(|_| ()) },
+                        )
+                        .await?;
+                }
+                1 => {
+                    let p = path.clone();
+                    url_per_second += throughput(addr, share, CALLERS, move |c| {
+                        let p = p.clone();
+                        async move { url_call(&c, &p).await }
+                    })
+                    .await?;
+                }
+                _ => {
+                    invoke_event_per_second += throughput(addr, share, CALLERS, move |c| async move {
+                        invoke(&c, name, URL_EVENT).await.map(|_| ())
+                    })
+                    .await?;
+                }
+            }
+        }
+    }
+    let rounds = ROUNDS as f64;
+    let (invoke_per_second, url_per_second, invoke_event_per_second) =
+        (invoke_per_second / rounds, url_per_second / rounds, invoke_event_per_second / rounds);
     Ok(UrlResult {
         invoke: Stats::of(&via_invoke),
         url: Stats::of(&via_url),
@@ -148,4 +192,18 @@ async fn measure(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
         url_per_second,
         invoke_event_per_second,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_invoke_event_is_a_url_event_carrying_the_url_calls_body() {
+        let v: Value = serde_json::from_str(URL_EVENT).unwrap();
+        assert_eq!(v["body"], ECHO);
+        assert_eq!(v["isBase64Encoded"], false);
+        assert_eq!(v["headers"]["content-length"], ECHO.len().to_string());
+        assert_eq!(URL_EVENT.len(), 746);
+    }
 }
