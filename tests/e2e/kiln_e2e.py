@@ -408,12 +408,12 @@ def env_processes(server):
 
 def function_processes(server):
     """(pid, host uid) of this server's function processes: not root (inits are), and not the
-    bootstrap process a blank keeps parked before its exec (it still bears the name of kiln's
-    pool thread it was cloned from)."""
+    bootstrap process a blank keeps parked before its exec (it still bears the name of the
+    sandbox zygote its init was cloned from)."""
     found = []
     for pid, uid in env_processes(server):
         try:
-            parked = Path("/proc/%d/comm" % pid).read_text().startswith("kiln-pool")
+            parked = Path("/proc/%d/comm" % pid).read_text().startswith("kiln-zygote")
         except OSError:
             continue
         if uid != 0 and not parked:

@@ -1513,6 +1513,7 @@ async fn inits_are_kilns_children_cloned_by_the_zygote() {
     let zygote = b.zygote_pid().expect("no zygote");
     assert!(!dead(zygote));
     assert_eq!(ppid(zygote), Some(std::process::id()));
+    assert_eq!(std::fs::read_to_string(format!("/proc/{zygote}/comm")).unwrap().trim(), "kiln-zygote");
     let blanks = blanks_of(&instance);
     assert_eq!(blanks.len(), 2, "{blanks:?}");
     for (dir, pids) in &blanks {

@@ -357,6 +357,9 @@ fn fork_zygote(inner: &Inner) -> io::Result<Zygote> {
     Ok(Zygote { pid, pidfd, sock: ours })
 }
 
+/// The zygote's name (`comm`), which its inits and the blanks' parked bootstraps inherit.
+pub(crate) const ZYGOTE_NAME: &std::ffi::CStr = c"kiln-zygote";
+
 /// The zygote's life: serve requests until kiln's end of the socket closes.
 ///
 /// # Safety
@@ -368,6 +371,9 @@ unsafe fn zygote_main(st: &Static) -> ! {
     let _ = sys.set_sigmask(SigMask::Empty);
     // The zygote holds a copy of kiln's memory: unreadable through /proc and ptrace.
     let _ = sys.set_dumpable(false);
+    // Told apart from kiln in `ps`; inits, and a blank's parked bootstrap until its exec, show
+    // the same name.
+    zsys::set_name(ZYGOTE_NAME);
     // Every descriptor of kiln's but the request socket; then 0, 1 and 2 on /dev/null, so that
     // received descriptors are all ≥ 3, as the init's plan requires.
     let keep = st.sock as u32;

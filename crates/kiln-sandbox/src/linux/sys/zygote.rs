@@ -143,6 +143,12 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) {
     unsafe { libc::munmap(ptr.cast(), len) };
 }
 
+/// Names the calling thread (`/proc/PID/comm`, what `ps` and `top` show).
+pub(crate) fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes (longer is cut).
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 /// `setpriority` of the calling process (the zygote is single-threaded).
 pub(crate) fn set_nice(nice: c_int) -> SysResult<()> {
     // SAFETY: setpriority takes integers.
