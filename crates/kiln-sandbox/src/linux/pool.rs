@@ -76,12 +76,14 @@ impl Demand {
             .unwrap_or(0)
     }
 
-    /// When the peak may next fall (the oldest window leaves the memory), if there is a window.
+    /// When the peak may next fall (the oldest window leaves the memory), if there is a window;
+    /// in the future once [`Demand::forget`] ran at the present.
     pub(super) fn next_change(&self) -> Option<Instant> {
         self.windows.front().map(|(start, _)| *start + DEMAND_MEMORY)
     }
 
-    fn forget(&mut self, now: Instant) {
+    /// Drops the windows that started [`DEMAND_MEMORY`] or more before `now`.
+    pub(super) fn forget(&mut self, now: Instant) {
         while self.windows.front().is_some_and(|(start, _)| now.saturating_duration_since(*start) >= DEMAND_MEMORY) {
             self.windows.pop_front();
         }
@@ -125,6 +127,8 @@ struct PoolState {
 impl PoolState {
     /// Recomputes the target from the demand at `now`; true if it changed.
     fn retarget(&mut self, now: Instant) -> bool {
+        // Forgotten windows go first, so that `next_change` is always in the future.
+        self.demand.forget(now);
         let t = target(self.floor, self.demand.peak(now), self.max);
         std::mem::replace(&mut self.target, t) != t
     }
@@ -250,7 +254,7 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
                 break;
             }
             // Above the floor, wake when the oldest demand is forgotten, to shrink.
-            st = match st.demand.next_change().filter(|_| st.target > st.floor.min(st.max)) {
+            st = match st.demand.next_change().filter(|_| st.target > st.floor) {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now) + Duration::from_millis(1);
                     pool.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0
@@ -307,6 +311,9 @@ mod tests {
         }
         assert_eq!(d.peak(t0 + Duration::from_secs(10)), 200);
         assert_eq!(d.next_change(), Some(t0 + DEMAND_MEMORY));
+        // Once forgotten, the burst's window no longer says when the peak changes.
+        d.forget(t0 + DEMAND_MEMORY);
+        assert_eq!(d.next_change(), Some(t0 + Duration::from_secs(2) + DEMAND_MEMORY));
         // Once the burst's window is forgotten, the trickle is what is left.
         assert_eq!(d.peak(t0 + DEMAND_MEMORY), 1);
         assert_eq!(d.peak(t0 + DEMAND_MEMORY + Duration::from_secs(10)), 0);
