@@ -675,6 +675,9 @@ fn prepare_bootstrap<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     enter_user_namespace(sys, p)?;
     // The inheritable set survives a uid change; clear everything.
     sys.clear_capabilities().at(Step::Capset)?;
+    // Non-dumpable again while parked: the process shares init's memory (a copy of kiln's)
+    // under the function's uid until it execs, which sets it dumpable as for any exec.
+    sys.set_dumpable(false).at(Step::Userns)?;
     // Last: the filter refuses much of what the steps above need.
     for f in p.filters {
         sys.install_seccomp(f).at(Step::Seccomp)?;
@@ -892,6 +895,8 @@ mod order {
         for step in ["setresuid ", "unshare 0x10000000", "clear_capabilities", "dup2 8 2", "sigmask Empty"] {
             assert!(last_pos(&calls, step) < first_filter, "{step} after the filter: {calls:#?}");
         }
+        // Parked non-dumpable: it shares init's memory under the function's uid.
+        assert_eq!(calls[first_filter - 1], "dumpable false", "{calls:#?}");
     }
 
     #[test]

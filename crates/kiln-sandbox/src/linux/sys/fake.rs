@@ -22,13 +22,13 @@ pub(crate) struct RecordingSys {
     next_fd: AtomicI32,
     /// What the claim socket delivers once (then end of file), with this descriptor.
     claim: Mutex<Option<(Vec<u8>, c_int)>>,
-    parked: Mutex<Parked>,
+    parked: Mutex<Parking>,
     parked_cv: Condvar,
 }
 
 /// Where the process of [`Sys::clone_parked`] is.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Parked {
+enum Parking {
     #[default]
     None,
     Running,
@@ -62,7 +62,7 @@ impl RecordingSys {
     }
 
     /// Sets the parked process's state and waits until `until` holds.
-    fn parked_step(&self, set: Option<Parked>, until: impl Fn(Parked) -> bool) -> Parked {
+    fn parked_step(&self, set: Option<Parking>, until: impl Fn(Parking) -> bool) -> Parking {
         let mut st = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(set) = set {
             *st = set;
@@ -79,8 +79,8 @@ impl Drop for RecordingSys {
     fn drop(&mut self) {
         // A process still parked (init failed before the claim) must not outlive the fake.
         let st = *self.parked.lock().unwrap_or_else(PoisonError::into_inner);
-        if st == Parked::Parked {
-            self.parked_step(Some(Parked::Cancelled), |s| s == Parked::Done);
+        if st == Parking::Parked {
+            self.parked_step(Some(Parking::Cancelled), |s| s == Parking::Done);
         }
     }
 }
@@ -279,7 +279,7 @@ impl Sys for RecordingSys {
         arg: *mut c_void,
     ) -> SysResult<pid_t> {
         self.log("clone_parked".into());
-        self.parked_step(Some(Parked::Running), |_| true);
+        self.parked_step(Some(Parking::Running), |_| true);
         // The new process on a thread: it records its steps until it parks, and the clone
         // returns then (or once it is done, if it never parks).
         let (me, arg) = (self as *const RecordingSys as usize, arg as usize);
@@ -289,20 +289,20 @@ impl Sys for RecordingSys {
             let sys = unsafe { &*(me as *const RecordingSys) };
             let status = entry(arg as *mut c_void);
             sys.log(format!("bootstrap returned {status}"));
-            sys.parked_step(Some(Parked::Done), |_| true);
+            sys.parked_step(Some(Parking::Done), |_| true);
         });
-        self.parked_step(None, |s| matches!(s, Parked::Parked | Parked::Done));
+        self.parked_step(None, |s| matches!(s, Parking::Parked | Parking::Done));
         Ok(BOOTSTRAP_PID)
     }
     fn park(&self, fd: c_int) -> SysResult<bool> {
         self.log(format!("park {fd}"));
-        let st = self.parked_step(Some(Parked::Parked), |s| matches!(s, Parked::Released | Parked::Cancelled));
-        Ok(st == Parked::Released)
+        let st = self.parked_step(Some(Parking::Parked), |s| matches!(s, Parking::Released | Parking::Cancelled));
+        Ok(st == Parking::Released)
     }
     fn unpark(&self, fd: c_int) -> SysResult<()> {
         self.log(format!("unpark {fd}"));
         // As the real init does next (it reads the exec report), wait until the process is done.
-        self.parked_step(Some(Parked::Released), |s| s == Parked::Done);
+        self.parked_step(Some(Parking::Released), |s| s == Parking::Done);
         Ok(())
     }
     fn set_priority_of(&self, pid: pid_t, nice: c_int) -> SysResult<()> {
