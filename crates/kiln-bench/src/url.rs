@@ -61,7 +61,7 @@ impl UrlResult {
         let ratio = |a: f64, b: f64| a / b.max(f64::EPSILON);
         let (url, inv, ev) = (super::ms(self.url.p50), super::ms(self.invoke.p50), super::ms(self.invoke_event.p50));
         format!(
-            "Function URL vs Invoke (same function, same server):\n  warm p50: URL {url:.2} ms, Invoke {inv:.2} ms (URL/Invoke {:.2}); p99 URL {:.2} ms, Invoke {:.2} ms (n = {})\n  warm p50, Invoke carrying a URL-sized event: {ev:.2} ms (URL/that {:.2}; goal <= 1.00: {})\n  {CALLERS} callers: URL {:.0}/s, Invoke {:.0}/s (URL/Invoke {:.2}), Invoke with the URL-sized event {:.0}/s (URL/that {:.2}; goal >= 1.00: {})\n",
+            "Function URL vs Invoke (same function, same server):\n  warm p50: URL {url:.3} ms, Invoke {inv:.3} ms (URL/Invoke {:.3}); p99 URL {:.2} ms, Invoke {:.2} ms (n = {})\n  warm p50, Invoke carrying a URL-sized event: {ev:.3} ms (URL/that {:.3}; goal <= 1.00: {})\n  {CALLERS} callers: URL {:.0}/s, Invoke {:.0}/s (URL/Invoke {:.3}), Invoke with the URL-sized event {:.0}/s (URL/that {:.3}; goal >= 1.00: {})\n",
             ratio(url, inv),
             super::ms(self.url.p99),
             super::ms(self.invoke.p99),

@@ -247,10 +247,11 @@ impl Engine {
 
     /// Runs an invocation through a function URL with the request id the event already carries
     /// (`requestContext.requestId`), in a task of its own so that a client that hangs up does
-    /// not lose the environment. Returns the answer and whether it is a function error.
+    /// not lose the environment. Returns the answer and whether it is a function error. As
+    /// Invoke does, the function is resolved here and only the job runs in the task.
     pub async fn invoke_url(
         &self,
-        target: &Arc<UrlTarget>,
+        target: &UrlTarget,
         request_id: String,
         payload: bytes::Bytes,
     ) -> Result<(bytes::Bytes, bool), EngineError> {
@@ -258,12 +259,9 @@ impl Engine {
         if payload.len() > limit {
             return Err(EngineError::request_too_large(limit, "InvokeFunction"));
         }
-        let engine = self.clone();
-        let target = target.clone();
-        let (_, payload, function_error) =
-            tokio::spawn(async move { engine.run_queued(target.function_ref(), request_id, payload).await })
-                .await
-                .map_err(|e| EngineError::internal("invocation task failed", e))??;
+        let (job, _) = self.job_with_id(target.function_ref(), request_id, payload)?;
+        let (payload, function_error, _) =
+            tokio::spawn(job.run()).await.map_err(|e| EngineError::internal("invocation task failed", e))??;
         Ok((payload, function_error))
     }
 
