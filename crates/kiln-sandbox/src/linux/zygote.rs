@@ -594,6 +594,27 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_their_descriptors_and_too_many_are_refused() {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let (a, b) = super::super::sys::host::seqpacket_pair().unwrap();
+        let fds = [0, 1, 2];
+        // Sixteen descriptors fit the request's control buffer; one more is refused.
+        let many = [a.as_raw_fd(); MAX_REQUEST_FDS + 1];
+        assert_eq!(zsys::send_fds(a.as_raw_fd(), b"req", &many), Err(libc::EINVAL));
+        assert_eq!(zsys::send_fds(a.as_raw_fd(), b"req", &many[..MAX_REQUEST_FDS]), Ok(3));
+        // A buffer too small for what is asked is refused, not overrun.
+        assert_eq!(super::super::sys::send_with::<2>(a.as_raw_fd(), b"x", &fds, 3), Err(libc::EINVAL));
+        let mut buf = [0u8; 8];
+        let mut got = [-1; MAX_REQUEST_FDS];
+        let (len, n) = zsys::recv_fds(b.as_raw_fd(), &mut buf, &mut got).unwrap().unwrap();
+        assert_eq!((len, n), (3, MAX_REQUEST_FDS));
+        for fd in got {
+            // SAFETY: each is a descriptor the kernel just gave this process.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+    }
+
+    #[test]
     fn init_buffers_do_not_overlap_and_are_aligned() {
         let l = InitBuffers::LAYOUT;
         assert!(l.stack_top >= BOOTSTRAP_STACK && l.stack_top.is_multiple_of(16));

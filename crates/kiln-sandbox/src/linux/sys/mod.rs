@@ -671,23 +671,33 @@ impl Sys for LinuxSys {
 /// Sends `bytes` as one datagram with at most [`MAX_FDS`] descriptors (`SCM_RIGHTS`), without
 /// `SIGPIPE`. Allocates nothing: init and kiln both use it.
 pub(crate) fn send(sock: c_int, bytes: &[u8], fds: &[c_int]) -> SysResult<usize> {
-    if fds.len() > MAX_FDS {
+    // One cmsghdr (16 bytes) plus two ints, 8-byte aligned.
+    send_with::<4>(sock, bytes, fds, MAX_FDS)
+}
+
+/// [`send`] with up to `max` descriptors, in a control buffer of `WORDS` 8-byte words on the
+/// stack (`EINVAL` if they do not fit in it).
+pub(crate) fn send_with<const WORDS: usize>(sock: c_int, bytes: &[u8], fds: &[c_int], max: usize) -> SysResult<usize> {
+    if fds.len() > max {
         return Err(libc::EINVAL);
     }
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
-    // Room for one cmsghdr plus two ints, 8-byte aligned.
-    let mut cbuf = [0u64; 4];
+    let mut cbuf = [0u64; WORDS];
     // SAFETY: msghdr is plain data.
     let mut hdr: libc::msghdr = unsafe { zeroed() };
     hdr.msg_iov = &mut iov;
     hdr.msg_iovlen = 1;
     if !fds.is_empty() {
-        let len = std::mem::size_of_val(fds) as u32;
-        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        let len = u32::try_from(std::mem::size_of_val(fds)).map_err(|_| libc::EINVAL)?;
         // SAFETY: CMSG_SPACE is arithmetic.
-        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(len) } as _;
-        // SAFETY: msg_control points at `cbuf`, which holds CMSG_SPACE(len) bytes (at most
-        // two descriptors), so the header and its data lie inside it.
+        let space = unsafe { libc::CMSG_SPACE(len) } as usize;
+        if space > std::mem::size_of_val(&cbuf) {
+            return Err(libc::EINVAL);
+        }
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = space as _;
+        // SAFETY: msg_control points at `cbuf`, which holds at least CMSG_SPACE(len) bytes
+        // (checked above), so the header and its data lie inside it.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&hdr);
             if !c.is_null() {

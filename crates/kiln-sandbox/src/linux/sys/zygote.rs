@@ -4,8 +4,8 @@
 //! ([`super::Sys`]): raw system calls on memory that exists, no allocation, no locks, no
 //! panics. kiln's side ([`recv_reply`], [`thread_nice`]) wraps descriptors it owns.
 
-use super::{errno, ok, ok_size, SysResult};
-use libc::{c_int, c_void};
+use super::{errno, ok, SysResult};
+use libc::c_int;
 use std::io::{self, ErrorKind};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,36 +22,7 @@ type Cbuf = [u64; 2 + MAX_REQUEST_FDS / 2];
 /// Sends `bytes` as one datagram with up to [`MAX_REQUEST_FDS`] descriptors (`SCM_RIGHTS`),
 /// without `SIGPIPE`. Allocates nothing: kiln and the zygote both use it.
 pub(crate) fn send_fds(sock: c_int, bytes: &[u8], fds: &[c_int]) -> SysResult<usize> {
-    if fds.len() > MAX_REQUEST_FDS {
-        return Err(libc::EINVAL);
-    }
-    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut c_void, iov_len: bytes.len() };
-    let mut cbuf: Cbuf = [0; 2 + MAX_REQUEST_FDS / 2];
-    // SAFETY: msghdr is plain data.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let len = std::mem::size_of_val(fds) as u32;
-        hdr.msg_control = cbuf.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is arithmetic.
-        hdr.msg_controllen = unsafe { libc::CMSG_SPACE(len) } as _;
-        // SAFETY: msg_control points at `cbuf`, which holds CMSG_SPACE(len) bytes for at most
-        // MAX_REQUEST_FDS descriptors, so the header and its data lie inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&hdr);
-            if !c.is_null() {
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
-                for (i, fd) in fds.iter().enumerate() {
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i), *fd);
-                }
-            }
-        }
-    }
-    // SAFETY: `hdr` points at live buffers of the sizes it states.
-    ok_size(unsafe { libc::sendmsg(sock, &hdr, libc::MSG_NOSIGNAL) })
+    super::send_with::<{ 2 + MAX_REQUEST_FDS / 2 }>(sock, bytes, fds, MAX_REQUEST_FDS)
 }
 
 /// Receives one datagram into `buf` with its descriptors, close-on-exec (`MSG_CMSG_CLOEXEC`),
