@@ -100,51 +100,39 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Waits for one message from init, with the descriptor it carried if any; `None` for a record
 /// no init writes.
 pub(crate) fn recv_msg(sock: &OwnedFd, timeout: Duration) -> io::Result<(Option<Message>, Option<OwnedFd>)> {
+    wait_readable(sock, timeout, "init did not answer")?;
+    let mut msg = Msg::default();
+    // SAFETY: Msg is repr(C) plain integers; any bytes are a valid value.
+    let buf = unsafe { std::slice::from_raw_parts_mut((&mut msg as *mut Msg).cast::<u8>(), size_of::<Msg>()) };
+    let mut fds = [-1; 1];
+    // Room for one cmsghdr and more descriptors than init sends (the extra ones are closed).
+    let got = super::recv_with::<8>(sock.as_raw_fd(), buf, &mut fds).map_err(io::Error::from_raw_os_error)?;
+    // SAFETY: a descriptor that just arrived, nobody else's.
+    let passed = (got.fds == 1).then(|| unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    if got.len != size_of::<Msg>() {
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited"));
+    }
+    Ok((Message::from_wire(msg), passed))
+}
+
+/// Waits up to `timeout` until `sock` can be read (a message, or end of file); `TimedOut` with
+/// `what` otherwise.
+pub(crate) fn wait_readable(sock: &OwnedFd, timeout: Duration, what: &'static str) -> io::Result<()> {
     let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     loop {
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r > 0 {
-            break;
+            return Ok(());
         }
         if r == 0 {
-            return Err(io::Error::new(ErrorKind::TimedOut, "init did not answer"));
+            return Err(io::Error::new(ErrorKind::TimedOut, what));
         }
         if io::Error::last_os_error().kind() != ErrorKind::Interrupted {
             return Err(last_error());
         }
     }
-    let mut msg = Msg::default();
-    let mut iov = libc::iovec { iov_base: (&mut msg as *mut Msg).cast(), iov_len: size_of::<Msg>() };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: msghdr is plain data.
-    let mut hdr: libc::msghdr = unsafe { zeroed() };
-    hdr.msg_iov = &mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = cbuf.as_mut_ptr().cast();
-    hdr.msg_controllen = size_of::<[u64; 8]>() as _;
-    // SAFETY: hdr points at live buffers of the sizes it states.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(last_error());
-    }
-    let mut passed: Option<OwnedFd> = None;
-    // SAFETY: walking the control messages the kernel filled in, within msg_controllen.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                passed = Some(OwnedFd::from_raw_fd(fd));
-            }
-            c = libc::CMSG_NXTHDR(&hdr, c);
-        }
-    }
-    if n as usize != size_of::<Msg>() {
-        return Err(io::Error::new(ErrorKind::UnexpectedEof, "init exited"));
-    }
-    Ok((Message::from_wire(msg), passed))
 }
 
 /// A host directory as a detached mount tree (every mount below it included), read-only,

@@ -550,56 +550,16 @@ impl Sys for LinuxSys {
 
     fn recv_with_fds(&self, sock: c_int, buf: &mut [u8], fds: &mut [c_int; MAX_FDS]) -> SysResult<Option<usize>> {
         *fds = [-1; MAX_FDS];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // Room for one cmsghdr plus a few ints, 8-byte aligned.
-        let mut cbuf = [0u64; 4];
-        loop {
-            // SAFETY: msghdr is plain data.
-            let mut hdr: libc::msghdr = unsafe { zeroed() };
-            hdr.msg_iov = &mut iov;
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = cbuf.as_mut_ptr().cast();
-            hdr.msg_controllen = size_of::<[u64; 4]>() as _;
-            // SAFETY: `hdr` points at `iov` (over `buf`) and `cbuf`, live and of the sizes it
-            // states.
-            let n = unsafe { libc::recvmsg(sock, &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-            if n < 0 {
-                match errno() {
-                    libc::EINTR => continue,
-                    e => return Err(e),
-                }
+        let got = recv_with::<4>(sock, buf, fds)?;
+        if got.len == 0 || got.truncated {
+            for fd in fds.iter_mut().take(got.fds) {
+                self.close(*fd);
+                *fd = -1;
             }
-            if n == 0 {
-                return Ok(None);
-            }
-            let mut got = 0usize;
-            // SAFETY: walks the control messages the kernel filled in, within msg_controllen;
-            // CMSG_NXTHDR returns null past the end.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&hdr);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                        let count =
-                            ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
-                        for i in 0..count {
-                            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i));
-                            match fds.get_mut(got) {
-                                Some(slot) => {
-                                    *slot = fd;
-                                    got += 1;
-                                }
-                                None => self.close(fd),
-                            }
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(&hdr, c);
-                }
-            }
-            if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-                return Err(libc::E2BIG);
-            }
-            return Ok(Some(n as usize));
+            return if got.len == 0 { Ok(None) } else { Err(libc::E2BIG) };
         }
+        Ok(Some(got.len))
     }
 
     fn recv_nowait(&self, sock: c_int, buf: &mut [u8]) -> SysResult<usize> {
@@ -665,6 +625,68 @@ impl Sys for LinuxSys {
         // SAFETY: _exit ends the process without running anything of this one's (no atexit
         // handlers, no stdio flush): what a cloned child must do.
         unsafe { libc::_exit(code) }
+    }
+}
+
+/// What [`recv_with`] received.
+pub(crate) struct Received {
+    /// The datagram's length (0: end of file, or an empty datagram).
+    pub len: usize,
+    /// How many descriptors landed at the start of the caller's slice.
+    pub fds: usize,
+    /// The datagram or its descriptors did not fit (`MSG_TRUNC`, `MSG_CTRUNC`).
+    pub truncated: bool,
+}
+
+/// Receives one datagram into `buf` and its descriptors, close-on-exec, into `fds` (more than
+/// fit are closed), through a control buffer of `WORDS` 8-byte words on the stack; retries on
+/// `EINTR`. Allocates nothing: init, the zygote and kiln all use it. What to make of end of
+/// file or truncation is the caller's (the descriptors that did land are still in `fds`).
+pub(crate) fn recv_with<const WORDS: usize>(sock: c_int, buf: &mut [u8], fds: &mut [c_int]) -> SysResult<Received> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut cbuf = [0u64; WORDS];
+    loop {
+        // SAFETY: msghdr is plain data.
+        let mut hdr: libc::msghdr = unsafe { zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cbuf.as_mut_ptr().cast();
+        hdr.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+        // SAFETY: `hdr` points at `iov` (over `buf`) and `cbuf`, live and of the sizes it states.
+        let n = unsafe { libc::recvmsg(sock, &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            match errno() {
+                libc::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        let mut got = 0usize;
+        // SAFETY: walks the control messages the kernel filled in, within msg_controllen;
+        // CMSG_NXTHDR returns null past the end. Every descriptor read is a fresh one of ours.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let count =
+                        ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                    for i in 0..count {
+                        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i));
+                        match fds.get_mut(got) {
+                            Some(slot) => {
+                                *slot = fd;
+                                got += 1;
+                            }
+                            None => {
+                                libc::close(fd);
+                            }
+                        }
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&hdr, c);
+            }
+        }
+        let truncated = hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+        return Ok(Received { len: n as usize, fds: got, truncated });
     }
 }
 

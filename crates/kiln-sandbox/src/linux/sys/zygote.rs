@@ -7,17 +7,12 @@
 use super::{errno, ok, SysResult};
 use libc::c_int;
 use std::io::{self, ErrorKind};
-use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::null_mut;
 use std::time::Duration;
 
 /// Most descriptors one request to the zygote carries.
 pub(crate) const MAX_REQUEST_FDS: usize = 16;
-
-/// Control buffer of [`MAX_REQUEST_FDS`] descriptors: one `cmsghdr` (16 bytes) plus the
-/// descriptors, in 8-byte words.
-type Cbuf = [u64; 2 + MAX_REQUEST_FDS / 2];
 
 /// Sends `bytes` as one datagram with up to [`MAX_REQUEST_FDS`] descriptors (`SCM_RIGHTS`),
 /// without `SIGPIPE`. Allocates nothing: kiln and the zygote both use it.
@@ -35,61 +30,19 @@ pub(crate) fn recv_fds(
     fds: &mut [c_int; MAX_REQUEST_FDS],
 ) -> SysResult<Option<(usize, usize)>> {
     *fds = [-1; MAX_REQUEST_FDS];
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let mut cbuf: Cbuf = [0; 2 + MAX_REQUEST_FDS / 2];
-    loop {
-        // SAFETY: msghdr is plain data.
-        let mut hdr: libc::msghdr = unsafe { zeroed() };
-        hdr.msg_iov = &mut iov;
-        hdr.msg_iovlen = 1;
-        hdr.msg_control = cbuf.as_mut_ptr().cast();
-        hdr.msg_controllen = size_of::<Cbuf>() as _;
-        // SAFETY: `hdr` points at `iov` (over `buf`) and `cbuf`, live and of the sizes it states.
-        let n = unsafe { libc::recvmsg(sock, &mut hdr, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            match errno() {
-                libc::EINTR => continue,
-                e => return Err(e),
-            }
-        }
-        let mut got = 0usize;
-        // SAFETY: walks the control messages the kernel filled in, within msg_controllen;
-        // CMSG_NXTHDR returns null past the end. Every descriptor read is a fresh one of ours.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let count =
-                        ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
-                    for i in 0..count {
-                        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<c_int>().add(i));
-                        match fds.get_mut(got) {
-                            Some(slot) => {
-                                *slot = fd;
-                                got += 1;
-                            }
-                            None => {
-                                libc::close(fd);
-                            }
-                        }
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&hdr, c);
-            }
-        }
-        if n == 0 && got == 0 {
-            return Ok(None);
-        }
-        if hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-            for fd in fds.iter().take(got) {
-                // SAFETY: closing descriptors that just arrived and nobody else knows of.
-                unsafe { libc::close(*fd) };
-            }
-            *fds = [-1; MAX_REQUEST_FDS];
-            return Err(libc::EMSGSIZE);
-        }
-        return Ok(Some((n as usize, got)));
+    let got = super::recv_with::<{ 2 + MAX_REQUEST_FDS / 2 }>(sock, buf, fds)?;
+    if got.len == 0 && got.fds == 0 {
+        return Ok(None);
     }
+    if got.truncated {
+        for fd in fds.iter().take(got.fds) {
+            // SAFETY: closing descriptors that just arrived and nobody else knows of.
+            unsafe { libc::close(*fd) };
+        }
+        *fds = [-1; MAX_REQUEST_FDS];
+        return Err(libc::EMSGSIZE);
+    }
+    Ok(Some((got.len, got.fds)))
 }
 
 /// A private anonymous read-write mapping of `len` bytes (zero-filled; pages are allocated
@@ -145,21 +98,7 @@ pub(crate) fn thread_nice() -> c_int {
 /// Waits up to `timeout` for the zygote's answer on `sock`: its bytes (at most `buf.len()`)
 /// and the descriptor it carried, if any. End of file (the zygote died) is `UnexpectedEof`.
 pub(crate) fn recv_reply(sock: &OwnedFd, buf: &mut [u8], timeout: Duration) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r > 0 {
-            break;
-        }
-        if r == 0 {
-            return Err(io::Error::new(ErrorKind::TimedOut, "the zygote did not answer"));
-        }
-        if io::Error::last_os_error().kind() != ErrorKind::Interrupted {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    super::host::wait_readable(sock, timeout, "the zygote did not answer")?;
     let mut fds = [-1; MAX_REQUEST_FDS];
     let (n, got) = match recv_fds(sock.as_raw_fd(), buf, &mut fds) {
         Ok(Some(r)) => r,
