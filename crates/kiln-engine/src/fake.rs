@@ -151,6 +151,29 @@ pub(crate) struct FakeEnv {
 }
 
 impl FakeEnv {
+    /// A live environment with nothing done to it yet.
+    fn new(
+        id: String,
+        function: String,
+        init_type: String,
+        tag: String,
+        exit: watch::Sender<Option<ExitInfo>>,
+    ) -> Self {
+        FakeEnv {
+            id,
+            function,
+            init_type,
+            tag,
+            destroyed: AtomicBool::new(false),
+            freezes: AtomicU32::new(0),
+            thaws: AtomicU32::new(0),
+            end_inits: AtomicU32::new(0),
+            events: AtomicU32::new(0),
+            exit,
+            conn: Mutex::new(None),
+        }
+    }
+
     pub fn destroyed(&self) -> bool {
         self.destroyed.load(Ordering::SeqCst)
     }
@@ -264,19 +287,13 @@ impl Backend for FakeBackend {
         let script = Script::parse(&text);
         let var = |k: &str| spec.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
         let (exit, exit_rx) = watch::channel(None);
-        let env = Arc::new(FakeEnv {
-            id: spec.id.clone(),
-            function: var(kiln_model::env::FUNCTION_NAME),
-            init_type: var(kiln_model::env::INITIALIZATION_TYPE),
-            tag: script.tag.clone(),
-            destroyed: AtomicBool::new(false),
-            freezes: AtomicU32::new(0),
-            thaws: AtomicU32::new(0),
-            end_inits: AtomicU32::new(0),
-            events: AtomicU32::new(0),
+        let env = Arc::new(FakeEnv::new(
+            spec.id.clone(),
+            var(kiln_model::env::FUNCTION_NAME),
+            var(kiln_model::env::INITIALIZATION_TYPE),
+            script.tag.clone(),
             exit,
-            conn: Mutex::new(None),
-        });
+        ));
         lock(&self.envs).push(env.clone());
         let runtime = FakeRuntime { env: env.clone(), script, gate: self.gate.clone(), output: writer };
         std::thread::Builder::new()
@@ -295,19 +312,7 @@ impl Backend for FakeBackend {
 /// [`FakeEnv`] records what is done to it, and [`FakeEnv::exit`] makes it die.
 pub(crate) fn detached_sandbox() -> (Arc<dyn Sandbox>, Arc<FakeEnv>) {
     let (exit, exit_rx) = watch::channel(None);
-    let env = Arc::new(FakeEnv {
-        id: String::new(),
-        function: String::new(),
-        init_type: String::new(),
-        tag: String::new(),
-        destroyed: AtomicBool::new(false),
-        freezes: AtomicU32::new(0),
-        thaws: AtomicU32::new(0),
-        end_inits: AtomicU32::new(0),
-        events: AtomicU32::new(0),
-        exit,
-        conn: Mutex::new(None),
-    });
+    let env = Arc::new(FakeEnv::new(String::new(), String::new(), String::new(), String::new(), exit));
     (Arc::new(FakeSandbox { env: env.clone(), exit: exit_rx }), env)
 }
 
