@@ -744,7 +744,8 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) -> Response<UrlBody> {
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let request_id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+    // The engine's id generator, as Invoke's: no system call per request.
+    let request_id: &str = kiln_engine::ids::uuid_v4().hyphenated().encode_lower(&mut id);
     let header = HeaderValue::from_str(request_id).ok();
     let mut resp = match model::is_url_id(&u.url_id).then(|| find_target(engine, accounts, &u.url_id)).flatten() {
         None => refusal(404, code::RESOURCE_NOT_FOUND, Some("Not Found")).map(http_body_util::Either::Left),
