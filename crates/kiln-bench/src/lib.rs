@@ -158,8 +158,10 @@ pub struct BenchArgs {
     /// (Python and Node.js functions on kiln's runtime clients beside the same clients run bare),
     /// `url` (one function through its function URL and through Invoke); `stream` (time to
     /// first byte of a streamed response against a buffered response's full latency, same
-    /// payload, same run; --warm calls of each).
-    #[arg(long, value_parser = ["events", "runtimes", "url", "stream"])]
+    /// payload, same run; --warm calls of each); `burst` (the burst of --burst calls on a fresh
+    /// server, and kiln serve's CPU time during it); `density` (the density run with its idle-cold
+    /// starts, nothing else).
+    #[arg(long, value_parser = ["events", "runtimes", "url", "stream", "burst", "density"])]
     only: Option<String>,
     /// MemorySize of the Python and Node.js functions of the runtimes scenario, in MB [default:
     /// 1769, one vCPU, as the bare client has].
@@ -249,6 +251,10 @@ fn run_scenarios(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         } else {
             print!("{}", result.render());
         }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(only @ ("burst" | "density")) = args.only.as_deref() {
+        print!("{}", rt.block_on(scale_only(only, &args))?);
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if args.only.as_deref() == Some("stream") {
@@ -386,6 +392,57 @@ async fn url_only(args: &BenchArgs) -> anyhow::Result<url::UrlResult> {
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
     let work = TempDir::new()?;
     url::run(&exe, &work, &zip_b64, args).await
+}
+
+/// `--only burst` and `--only density`: that scenario alone on a fresh server, as text.
+async fn scale_only(only: &str, args: &BenchArgs) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
+    let function_bin = match &args.function_bin {
+        Some(p) => p.clone(),
+        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
+    };
+    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
+    let work = TempDir::new()?;
+    let log = args.server_log.as_deref();
+    // Another build's `kiln serve` under the same client, for before/after comparisons.
+    let exe = std::env::var_os("KILN_BENCH_SERVER").map_or(exe, PathBuf::from);
+    if only == "burst" {
+        let server = Server::start(&exe, &work.path.join("a"), args, args.burst + 16, log).await?;
+        let result = async {
+            let api = Api::new(server.addr);
+            api.create_function("bench-burst", &zip_b64, 60, args.memory).await?;
+            let hold = Duration::from_millis(args.burst_hold_ms);
+            let cpu_before = process_cpu_stat(server.pid);
+            let (total, _) = burst(server.addr, args.burst, hold).await?;
+            let cpu = process_cpu_stat(server.pid).saturating_sub(cpu_before);
+            let cold = api.cold_starts("bench-burst").await?;
+            anyhow::Ok(format!(
+                "burst: {} simultaneous calls done in {:.1} ms ({cold} cold starts; kiln serve CPU {:.0} ms)\n",
+                args.burst,
+                total.saturating_sub(hold).as_secs_f64() * 1000.0,
+                cpu.as_secs_f64() * 1000.0
+            ))
+        }
+        .await;
+        server.stop();
+        return result;
+    }
+    let server = Server::start(&exe, &work.path.join("b"), args, args.density + 8, log).await?;
+    let result = density(&server, &zip_b64, args).await;
+    server.stop();
+    let d = result?;
+    let mut out = format!("density: {} environments idle ({} failed)\n", d.environments, d.failed);
+    if let Some((none, idle)) = &d.cold_with_idle {
+        let ms = |s: &Stats| s.p50.as_secs_f64() * 1000.0;
+        out += &format!(
+            "cold p50 of another function {:.3} ms with these idle, {:.3} ms with none (n = {}): {:.2}x\n",
+            ms(idle),
+            ms(none),
+            idle.n,
+            ms(idle) / ms(none).max(1e-9)
+        );
+    }
+    Ok(out)
 }
 
 /// `--only runtimes`: the Python and Node.js rows, nothing else.

@@ -97,7 +97,13 @@ pub(crate) struct Plan<'a> {
     pub nofile: u64,
     /// Highest capability number of this kernel.
     pub cap_last: u32,
+    /// Nice value init runs at until its blank is ready (the pool builds at a low one).
+    pub nice: c_int,
 }
+
+/// The namespaces init unshares itself, with its cgroup namespace, once in its cgroups; the
+/// zygote's clone makes only the pid namespace (see `zygote.rs`).
+pub(crate) const UNSHARED: c_int = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
 
 /// The step that failed and its errno.
 type Fail = (Step, Errno);
@@ -121,7 +127,7 @@ fn send_msg<S: Sys>(sys: &S, sock: c_int, msg: Message, fd: Option<c_int>) -> Sy
 /// The child's entry point: becomes the environment's init. Never returns.
 ///
 /// # Safety
-/// Must only be called in the child of a `clone` with new pid and mount namespaces, with a
+/// Must only be called in the child of a `clone` with a new pid namespace, with a
 /// `plan` whose descriptors and pointers were valid in the zygote at the time of the clone:
 /// it closes every other descriptor, moves to a new root, and writes through the plan's
 /// buffers.
@@ -458,6 +464,8 @@ fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
 
 /// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
 fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
+    // The requester's priority, first (the zygote's own stays as it is).
+    let _ = sys.set_priority(p.nice);
     // kiln's signal handlers are copied into the child: reset them, and the mask.
     sys.reset_signal_handlers();
     sys.set_sigmask(SigMask::Empty).at(Step::Signals)?;
@@ -484,8 +492,9 @@ fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
         }
         sys.close(fd);
     }
-    // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy.
-    sys.unshare(libc::CLONE_NEWCGROUP).at(Step::CgroupNs)?;
+    // A cgroup namespace rooted at the environment's cgroups hides the host's hierarchy; the
+    // other namespaces are made here too, so their kernel memory is the environment's.
+    sys.unshare(libc::CLONE_NEWCGROUP | UNSHARED).at(Step::CgroupNs)?;
 
     // Mounts: nothing we do may propagate back to the host.
     sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None).at(Step::Private)?;
@@ -848,6 +857,7 @@ mod order {
             ns_gid: 993,
             nofile: 1024,
             cap_last: 40,
+            nice: 10,
         };
         init(&sys, &plan).unwrap();
         sys.calls()

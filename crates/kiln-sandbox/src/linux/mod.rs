@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! kiln serve ── fork (once, at start) ──▶ zygote
-//!     ▲                                     └── clone(CLONE_PARENT|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS)
-//!     └──────────── parent of ──────────────▶ init (PID 1 of the environment)
+//!     ▲                                     └── clone(CLONE_PARENT|NEWPID)
+//!     └──────────── parent of ──────────────▶ init (PID 1 of the environment; unshares
+//!                                               NEWCGROUP|NEWNS|NEWNET|NEWIPC|NEWUTS)
 //!                                               └── clone(CLONE_VM), parked ──▶ bootstrap
 //! ```
 //!
@@ -43,14 +44,16 @@
 //! and the root mountpoint exist; raw system calls only):
 //! 3. lay out the plan (C strings, the seccomp programs, the `keep` list), map the buffers the
 //!    claim will land in (64 KiB message buffer, `envp` array, the bootstrap's pre-exec stack):
-//!    init may not allocate; `clone` with the new namespaces, `CLONE_PARENT` and `CLONE_PIDFD`,
+//!    init may not allocate; `clone` with a new pid namespace, `CLONE_PARENT` and `CLONE_PIDFD`,
 //!    like `fork` (no new stack); unmap the buffers, answer with init's pid and pidfd, close
 //!    its copies.
 //!
 //! In the child, which becomes the environment's init ([`child`], raw system calls only):
 //! 4. reset signal handlers, make itself non-dumpable (its memory is a copy of the zygote's,
 //!    itself a copy of kiln's), close every inherited descriptor it does not need;
-//! 5. join the cgroups by writing `0` to each `cgroup.procs`, then unshare a cgroup namespace;
+//! 5. take the requester's nice value; join the cgroups by writing `0` to each `cgroup.procs`,
+//!    then unshare the cgroup, mount, network, IPC and UTS namespaces (made by init rather than
+//!    by the zygote's clone, so that many builds at once make them in parallel);
 //! 6. make all mounts private; mount a tmpfs on the scratch mountpoint and build the new root in
 //!    it: read-only binds of `/usr` and `/etc`, an empty `/var/task`, the merged-/usr symlinks,
 //!    an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the function does not see

@@ -46,7 +46,7 @@ steps! {
     CloseFds = "close inherited descriptors",
     DevNull = "open /dev/null",
     Cgroups = "join cgroups",
-    CgroupNs = "unshare cgroup namespace",
+    CgroupNs = "unshare namespaces",
     Private = "make mounts private",
     RootTmpfs = "mount root tmpfs",
     EnterRoot = "enter new root",

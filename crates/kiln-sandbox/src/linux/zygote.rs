@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! kiln serve ── fork ──▶ zygote (one per backend; single-threaded, raw system calls only)
-//!      ▲                   └── clone(CLONE_PARENT|NEWPID|NEWNS|NEWNET|NEWIPC|NEWUTS) ─┐
+//!      ▲                   └── clone(CLONE_PARENT|NEWPID) ────────────────────────────┐
 //!      └───────────────────────── parent of ◀─ init (PID 1 of an environment) ◀──────┘
 //! ```
 //!
@@ -389,7 +389,6 @@ unsafe fn zygote_main(st: &Static) -> ! {
     if null >= 3 {
         sys.close(null);
     }
-    let mut nice = c_int::MIN;
     loop {
         let mut req = Request::default();
         // SAFETY: Request is repr(C) plain integers; any bytes are a valid value.
@@ -401,7 +400,7 @@ unsafe fn zygote_main(st: &Static) -> ! {
             Ok(None) => sys.exit(0),
             Ok(Some((len, got))) => {
                 let fds = fds.get(..got).unwrap_or_default();
-                serve(st, &req, len, fds, &mut nice);
+                serve(st, &req, len, fds);
                 for &fd in fds {
                     sys.close(fd);
                 }
@@ -413,7 +412,7 @@ unsafe fn zygote_main(st: &Static) -> ! {
 }
 
 /// Clones one init for `req` and answers on its reply socket (the first descriptor).
-fn serve(st: &Static, req: &Request, len: usize, fds: &[c_int], nice: &mut c_int) {
+fn serve(st: &Static, req: &Request, len: usize, fds: &[c_int]) {
     let Some(&reply) = fds.first() else { return };
     let answer = |r: Reply, pidfd: Option<c_int>| {
         // SAFETY: Reply is repr(C) plain integers.
@@ -421,7 +420,7 @@ fn serve(st: &Static, req: &Request, len: usize, fds: &[c_int], nice: &mut c_int
         // kiln may have given up waiting; nothing to do then.
         let _ = zsys::send_fds(reply, bytes, pidfd.as_slice());
     };
-    match clone_init(st, req, len, fds, nice) {
+    match clone_init(st, req, len, fds) {
         Ok((pid, pidfd)) => {
             answer(Reply { pid, errno: 0 }, Some(pidfd.as_raw_fd()));
             // pidfd is closed here, as the zygote's copy.
@@ -431,13 +430,7 @@ fn serve(st: &Static, req: &Request, len: usize, fds: &[c_int], nice: &mut c_int
 }
 
 /// The clone itself: checks the request, lays out the plan, maps the init's buffers.
-fn clone_init(
-    st: &Static,
-    req: &Request,
-    len: usize,
-    fds: &[c_int],
-    nice: &mut c_int,
-) -> Result<(i32, OwnedFd), c_int> {
+fn clone_init(st: &Static, req: &Request, len: usize, fds: &[c_int]) -> Result<(i32, OwnedFd), c_int> {
     let procs = req.procs as usize;
     let wanted = FIXED_FDS + procs + req.init_cgroup as usize + req.thaw as usize;
     if len != size_of::<Request>() || req.magic != REQUEST_MAGIC || fds.len() != wanted {
@@ -463,12 +456,6 @@ fn clone_init(
     tmp_opts(&mut tmp, req.tmp_mb, req.uid, req.gid);
     let tmp_opts = CStr::from_bytes_until_nul(&tmp).map_err(|_| libc::EINVAL)?;
 
-    if req.nice != *nice {
-        // The init starts at the requester's priority (the pool builds at a low one).
-        if zsys::set_nice(req.nice).is_ok() {
-            *nice = req.nice;
-        }
-    }
 
     let layout = InitBuffers::LAYOUT;
     let base = zsys::map_anonymous(layout.len)?;
@@ -496,15 +483,19 @@ fn clone_init(
         ns_gid: FUNCTION_GID,
         nofile: NOFILE_LIMIT,
         cap_last: st.cap_last,
+        // The init takes the requester's priority itself (the pool builds at a low one): the
+        // zygote keeps its own, or a low-priority build would hold up every request queued
+        // behind it.
+        nice: req.nice,
     };
-    let flags = libc::CLONE_PARENT
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    // Only the pid namespace is made here (a process enters a new one only at its birth); the
+    // init unshares its mount, network, IPC and UTS namespaces itself ([`child::UNSHARED`]),
+    // so that the costly part of a build (a network namespace is most of a clone's time) runs
+    // in the inits, in parallel and at their priority, and not in the zygote, which serves
+    // every build one after the other.
+    let flags = libc::CLONE_PARENT | libc::CLONE_NEWPID;
     let init = || {
-        // SAFETY: we run in the child of the clone below, with new pid and mount namespaces,
+        // SAFETY: we run in the child of the clone below, with a new pid namespace,
         // and every descriptor and pointer of the plan was valid in the zygote at the clone.
         unsafe { child::run(&plan) }
     };

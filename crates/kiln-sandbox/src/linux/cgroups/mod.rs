@@ -41,6 +41,8 @@ pub(crate) const MB_PER_CPU: u64 = 1769;
 /// (docs/benchmarks.md): it trades the rare long stall of a throttled small environment for
 /// frequent short ones, which made warm p90 worse; the burst below is what helps sporadic calls.
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+/// The CFS period a new cgroup gets from the kernel (`default_cfs_period()`, 100 ms).
+pub(crate) const KERNEL_CPU_PERIOD_US: u64 = 100_000;
 /// The smallest CPU share an environment gets, in percent of one CPU. Below this an
 /// interpreter's start-up alone takes seconds.
 pub(crate) const CPU_FLOOR_PERCENT: u64 = 10;

@@ -217,7 +217,12 @@ fn v1_create_writes_each_controller() {
     let bytes = (1769u64 << 20).to_string();
     assert_eq!(text(p("memory").join("e/memory.limit_in_bytes")), bytes);
     assert_eq!(text(p("cpu").join("e/cpu.cfs_quota_us")), CPU_PERIOD_US.to_string());
-    assert_eq!(text(p("cpu").join("e/cpu.cfs_period_us")), CPU_PERIOD_US.to_string());
+    // The kernel's default period and the instance's swappiness (which a new memory cgroup
+    // inherits) are not written per environment.
+    assert_eq!(CPU_PERIOD_US, KERNEL_CPU_PERIOD_US);
+    assert!(!p("cpu").join("e/cpu.cfs_period_us").exists());
+    assert!(!p("memory").join("e/memory.swappiness").exists());
+    assert_eq!(text(p("memory").join("memory.swappiness")), "0");
     assert_eq!(text(p("cpu").join("e/cpu.shares")), "1024");
     assert_eq!(text(p("pids").join("e/pids.max")), "1024");
     // The unified tree does the freezing, so the v1 freezer is not used.

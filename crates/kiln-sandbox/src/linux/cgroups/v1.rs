@@ -70,7 +70,9 @@ impl Cgroups for CgroupV1 {
         for d in self.dirs() {
             mkdir(d)?;
         }
-        Ok(())
+        // A new memory cgroup starts with its parent's swappiness: set once here, it is every
+        // environment's without a write per build.
+        write_optional(&self.paths.memory.join("memory.swappiness"), "0")
     }
 
     fn create(&self, env: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
@@ -80,7 +82,7 @@ impl Cgroups for CgroupV1 {
         write(&mem.join("memory.limit_in_bytes"), &bytes)?;
         // No swap: memory+swap may not exceed memory (absent without swap accounting).
         write_optional(&mem.join("memory.memsw.limit_in_bytes"), &bytes)?;
-        write_optional(&mem.join("memory.swappiness"), "0")?;
+        // `memory.swappiness` is 0 from the instance's directory (`init`).
         // Absent only on kernels without kmem accounting, which cannot charge sockets at all.
         write_optional(
             &mem.join("memory.kmem.tcp.limit_in_bytes"),
@@ -89,7 +91,10 @@ impl Cgroups for CgroupV1 {
 
         let cpu = self.paths.cpu.join(env);
         mkdir(&cpu)?;
-        write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        // A new cgroup has the kernel's default period: written only if ours differs.
+        if CPU_PERIOD_US != KERNEL_CPU_PERIOD_US {
+            write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        }
         write(&cpu.join("cpu.cfs_quota_us"), &limits.cpu_quota_us.to_string())?;
         // Unused quota may carry over one period (kernels ≥ 5.14), so a short burst of work
         // after idling is not throttled mid-invocation.

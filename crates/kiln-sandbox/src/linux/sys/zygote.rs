@@ -4,7 +4,7 @@
 //! ([`super::Sys`]): raw system calls on memory that exists, no allocation, no locks, no
 //! panics. kiln's side ([`recv_reply`], [`thread_nice`]) wraps descriptors it owns.
 
-use super::{errno, ok, SysResult};
+use super::{errno, SysResult};
 use libc::c_int;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -71,12 +71,6 @@ pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) {
 pub(crate) fn set_name(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes (longer is cut).
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
-}
-
-/// `setpriority` of the calling process (the zygote is single-threaded).
-pub(crate) fn set_nice(nice: c_int) -> SysResult<()> {
-    // SAFETY: setpriority takes integers.
-    ok(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
 }
 
 /// The nice value of the calling thread (what a blank built by it would have had).
