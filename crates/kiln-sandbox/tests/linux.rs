@@ -410,6 +410,44 @@ print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[
     assert!(out.contains("['lo']"), "{out}");
 }
 
+/// Each environment has namespaces of its own, none of the host's and none of another
+/// environment's (the pid one is made by the zygote's clone, the others by init itself).
+async fn every_namespace_is_the_environments_own(mode: Mode) {
+    if skip_unless_root("every_namespace_is_the_environments_own") {
+        return;
+    }
+    const KINDS: [&str; 6] = ["net", "ipc", "uts", "mnt", "pid", "cgroup"];
+    let f = Fixture::new(
+        mode,
+        r#"#!/usr/bin/python3
+import os
+for kind in ["net", "ipc", "uts", "mnt", "pid", "cgroup"]:
+    print(kind, os.readlink('/proc/self/ns/' + kind))
+"#,
+    );
+    let ns_of = |out: &str| -> Vec<String> {
+        KINDS
+            .iter()
+            .map(|k| {
+                out.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k} ")).map(str::to_owned))
+                    .unwrap_or_else(|| panic!("no {k} in {out}"))
+            })
+            .collect()
+    };
+    let (a, info_a) = finish(f.spawn("env-ns-a")).await;
+    assert_eq!(info_a, ExitInfo::Code(0), "{a}");
+    let (b, info_b) = finish(f.spawn("env-ns-b")).await;
+    assert_eq!(info_b, ExitInfo::Code(0), "{b}");
+    let (a, b) = (ns_of(&a), ns_of(&b));
+    for (i, kind) in KINDS.iter().enumerate() {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().to_string_lossy().into_owned();
+        assert_ne!(a[i], host, "{kind}: the host's");
+        assert_ne!(b[i], host, "{kind}: the host's");
+        assert_ne!(a[i], b[i], "{kind}: shared by two environments");
+    }
+}
+
 async fn runtime_listener_accepts_connections_from_inside(mode: Mode) {
     if skip_unless_root("runtime_listener_accepts_connections_from_inside") {
         return;
@@ -808,6 +846,7 @@ in_both_modes!(
     bootstrap_runs_as_993_without_capabilities,
     seccomp_denies_namespaces_mounts_and_ptrace,
     network_is_loopback_only,
+    every_namespace_is_the_environments_own,
     runtime_listener_accepts_connections_from_inside,
     exceeding_memory_is_reported_as_oom,
     max_memory_reports_the_peak_of_the_environment,

@@ -946,6 +946,20 @@ mod order {
     }
 
     #[test]
+    fn init_takes_its_priority_first_and_makes_its_namespaces_inside_its_cgroups() {
+        let calls = run_init();
+        assert_eq!(calls[0], "set_priority 10", "{calls:#?}");
+        // Every namespace but the pid one (the clone's) in one call, once init has joined
+        // the cgroups (fds 5 and 6), so the kernel memory they take is the environment's,
+        // and before anything is mounted.
+        let unshare = pos(&calls, &format!("unshare {:#x}", libc::CLONE_NEWCGROUP | UNSHARED));
+        assert!(last_pos(&calls, "write 6") < unshare, "{calls:#?}");
+        assert!(unshare < pos(&calls, "mount "), "{calls:#?}");
+        assert!(UNSHARED & libc::CLONE_NEWNET != 0 && UNSHARED & libc::CLONE_NEWNS != 0);
+        assert!(UNSHARED & libc::CLONE_NEWIPC != 0 && UNSHARED & libc::CLONE_NEWUTS != 0);
+    }
+
+    #[test]
     fn inherited_descriptors_are_closed_around_the_kept_ones() {
         let calls = run_init();
         let closes: Vec<&String> = calls.iter().filter(|c| c.starts_with("close_range")).collect();
