@@ -955,8 +955,8 @@ mod order {
         let unshare = pos(&calls, &format!("unshare {:#x}", libc::CLONE_NEWCGROUP | UNSHARED));
         assert!(last_pos(&calls, "write 6") < unshare, "{calls:#?}");
         assert!(unshare < pos(&calls, "mount "), "{calls:#?}");
-        assert!(UNSHARED & libc::CLONE_NEWNET != 0 && UNSHARED & libc::CLONE_NEWNS != 0);
-        assert!(UNSHARED & libc::CLONE_NEWIPC != 0 && UNSHARED & libc::CLONE_NEWUTS != 0);
+        const { assert!(UNSHARED & libc::CLONE_NEWNET != 0 && UNSHARED & libc::CLONE_NEWNS != 0) };
+        const { assert!(UNSHARED & libc::CLONE_NEWIPC != 0 && UNSHARED & libc::CLONE_NEWUTS != 0) };
     }
 
     #[test]

@@ -456,7 +456,6 @@ fn clone_init(st: &Static, req: &Request, len: usize, fds: &[c_int]) -> Result<(
     tmp_opts(&mut tmp, req.tmp_mb, req.uid, req.gid);
     let tmp_opts = CStr::from_bytes_until_nul(&tmp).map_err(|_| libc::EINVAL)?;
 
-
     let layout = InitBuffers::LAYOUT;
     let base = zsys::map_anonymous(layout.len)?;
     let plan = Plan {
