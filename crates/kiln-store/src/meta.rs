@@ -231,8 +231,16 @@ impl MetaStore {
 
     /// Every event invoke config, as (function, (qualifier, config)).
     pub fn all_event_configs<T: serde::de::DeserializeOwned>(&self) -> Result<QualifiedRows<T>, MetaError> {
+        self.qualified_rows("SELECT name, qualifier, config FROM event_configs ORDER BY name, qualifier")
+    }
+
+    /// Every row of a `SELECT name, qualifier, config …` query, its config parsed.
+    pub(crate) fn qualified_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+    ) -> Result<QualifiedRows<T>, MetaError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, qualifier, config FROM event_configs ORDER BY name, qualifier")?;
+        let mut stmt = conn.prepare(sql)?;
         let rows =
             stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! Function URL configs in SQLite (`function_urls`): one row per function and qualifier, the
 //! url id in a unique column of its own so that an id never names two endpoints.
 
-use crate::meta::{parse, to_json, MetaError, MetaStore, QualifiedRows};
+use crate::meta::{to_json, MetaError, MetaStore, QualifiedRows};
 use kiln_model::urls::UrlConfig;
 use rusqlite::params;
 
@@ -26,17 +26,7 @@ impl MetaStore {
 
     /// Every function URL, as (function, (qualifier, config)).
     pub fn all_urls(&self) -> Result<QualifiedRows<UrlConfig>, MetaError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, qualifier, config FROM function_urls ORDER BY name, qualifier")?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, q, json) = row?;
-            let c = parse(&name, &q, &json)?;
-            out.push((name, (q, c)));
-        }
-        Ok(out)
+        self.qualified_rows("SELECT name, qualifier, config FROM function_urls ORDER BY name, qualifier")
     }
 }
 
