@@ -123,8 +123,7 @@ pub(super) struct Env {
     /// Its host uid, free again once the environment is gone.
     pub(super) _host_id: IdLease,
     /// Whether its cgroups still have the Init phase's CPU ([`Limits::for_init`]) instead of
-    /// the function's own; while it is set, the pool's fillers wait for this environment's
-    /// Init to end (or for its destruction) before they replace its blank.
+    /// the function's own.
     pub(super) in_init: std::sync::atomic::AtomicBool,
     /// The writes that give it the function's own CPU share at the end of Init, their files
     /// opened during the claim and closed once written.
@@ -405,12 +404,7 @@ impl Sandbox for LinuxSandbox {
 
     fn end_init(&self) -> Result<(), SandboxError> {
         let env = &self.env;
-        if !env.in_init.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        // The cold start no longer needs the CPUs to itself: the pool may replace its blank.
-        env.inner.pool.wake_fillers();
-        if lock(&env.state).reaped {
+        if !env.in_init.swap(false, Ordering::AcqRel) || lock(&env.state).reaped {
             return Ok(());
         }
         let Some(writes) = lock(&env.end_init).take() else { return Ok(()) };
@@ -616,11 +610,10 @@ impl Backend for LinuxBackend {
         };
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
-        // The fillers replace the blank taken here once the cold start is over: at the end of
-        // its Init ([`Sandbox::end_init`]), or now if this spawn fails. Woken at the take, they
-        // built on the CPUs the claim and the bootstrap's start need (traced: the claim's
+        // The fillers replace the blank taken here once this spawn is over, however it ends:
+        // woken at the take, they build on the CPUs the claim needs (traced: the claim's
         // `sendmsg` waited up to 1.7 ms behind a filler's build on a busy machine).
-        let mut refill = pool::WakeFillersOnDrop::new(&inner.pool);
+        let _refill = pool::WakeFillersOnDrop(&inner.pool);
 
         while let Some(blank) = inner.pool.take(limits.for_blank(), tmp_mb) {
             let fd = match code.take() {
@@ -636,7 +629,6 @@ impl Backend for LinuxBackend {
             let blank_name = blank.cgroup.clone();
             match claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb) {
                 Ok(spawned) => {
-                    refill.hand_over();
                     inner.pool.count_spawn(true);
                     tracing::debug!(
                         env = %spec.id,
@@ -663,7 +655,6 @@ impl Backend for LinuxBackend {
         let blank = build_blank(inner, &spec.id, limits.for_init(), tmp_mb)?;
         let t_blank = t0.elapsed();
         let spawned = claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb).map_err(|e| e.err)?;
-        refill.hand_over();
         inner.pool.count_spawn(false);
         tracing::debug!(
             env = %spec.id,

@@ -99,32 +99,14 @@ pub(super) fn target(floor: usize, peak: usize, max: usize) -> usize {
     peak.max(floor).min(max.max(floor))
 }
 
-/// Wakes the fillers when dropped, unless [`WakeFillersOnDrop::hand_over`] was called: held by
-/// a spawn from its first [`Pool::take`], so that building the replacement blank does not
-/// compete with the cold start for the CPUs. A spawn that fails wakes them at once; one that
-/// succeeds hands the wake-up to its environment, which wakes them when its Init is over (or
-/// when it is destroyed first).
-pub(crate) struct WakeFillersOnDrop<'a> {
-    pool: &'a Pool,
-    armed: bool,
-}
-
-impl<'a> WakeFillersOnDrop<'a> {
-    pub(crate) fn new(pool: &'a Pool) -> Self {
-        WakeFillersOnDrop { pool, armed: true }
-    }
-
-    /// The environment wakes the fillers from now on.
-    pub(crate) fn hand_over(&mut self) {
-        self.armed = false;
-    }
-}
+/// Wakes the fillers when dropped: held by a spawn from its first [`Pool::take`] until it has
+/// claimed its blank (or failed), so that building the replacement does not compete with the
+/// claim for the CPUs.
+pub(crate) struct WakeFillersOnDrop<'a>(pub(crate) &'a Pool);
 
 impl Drop for WakeFillersOnDrop<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.pool.wake_fillers();
-        }
+        self.0.cv.notify_all();
     }
 }
 
@@ -189,8 +171,8 @@ impl Pool {
     }
 
     /// A ready blank, if any; counts the demand and remembers `limits` and `tmp_mb` for the
-    /// next builds. Unless the pool is now empty, the fillers are woken through the caller's
-    /// [`WakeFillersOnDrop`], once the cold start no longer needs the CPUs.
+    /// next builds. The fillers are woken by the caller's [`WakeFillersOnDrop`], once the claim
+    /// is over.
     pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<Blank> {
         let mut st = lock(&self.state);
         st.limits = limits;
@@ -198,18 +180,7 @@ impl Pool {
         let now = Instant::now();
         st.demand.record(now);
         st.retarget(now);
-        let blank = st.ready.pop_back();
-        // An empty pool is refilled at once: otherwise Inits that never end (until their
-        // timeout) could keep it empty for everyone else.
-        if st.ready.is_empty() {
-            self.cv.notify_all();
-        }
-        blank
-    }
-
-    /// Lets the fillers replace the blanks taken since they last looked.
-    pub(crate) fn wake_fillers(&self) {
-        self.cv.notify_all();
+        st.ready.pop_back()
     }
 
     pub(crate) fn count_spawn(&self, pooled: bool) {

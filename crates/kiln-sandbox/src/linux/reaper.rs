@@ -118,10 +118,6 @@ impl Env {
             }
             st.destroyed = true;
         }
-        // Destroyed before its Init was over: the pool's fillers were waiting for that.
-        if self.in_init.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            self.inner.pool.wake_fillers();
-        }
         self.kill();
         let st = lock(&self.state);
         let (st, _) =
