@@ -610,10 +610,6 @@ impl Backend for LinuxBackend {
         };
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
-        // The fillers replace the blank taken here once this spawn is over, however it ends:
-        // woken at the take, they build on the CPUs the claim needs (traced: the claim's
-        // `sendmsg` waited up to 1.7 ms behind a filler's build on a busy machine).
-        let _refill = pool::WakeFillersOnDrop(&inner.pool);
 
         while let Some(blank) = inner.pool.take(limits.for_blank(), tmp_mb) {
             let fd = match code.take() {

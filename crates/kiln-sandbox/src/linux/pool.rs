@@ -99,17 +99,6 @@ pub(super) fn target(floor: usize, peak: usize, max: usize) -> usize {
     peak.max(floor).min(max.max(floor))
 }
 
-/// Wakes the fillers when dropped: held by a spawn from its first [`Pool::take`] until it has
-/// claimed its blank (or failed), so that building the replacement does not compete with the
-/// claim for the CPUs.
-pub(crate) struct WakeFillersOnDrop<'a>(pub(crate) &'a Pool);
-
-impl Drop for WakeFillersOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.cv.notify_all();
-    }
-}
-
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a blank is taken or added, the target changes, or the pool stops.
@@ -170,9 +159,8 @@ impl Pool {
         }
     }
 
-    /// A ready blank, if any; counts the demand and remembers `limits` and `tmp_mb` for the
-    /// next builds. The fillers are woken by the caller's [`WakeFillersOnDrop`], once the claim
-    /// is over.
+    /// A ready blank, if any; counts the demand, remembers `limits` and `tmp_mb` for the next
+    /// builds and wakes the fillers.
     pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<Blank> {
         let mut st = lock(&self.state);
         st.limits = limits;
@@ -180,6 +168,7 @@ impl Pool {
         let now = Instant::now();
         st.demand.record(now);
         st.retarget(now);
+        self.cv.notify_all();
         st.ready.pop_back()
     }
 
