@@ -246,7 +246,7 @@ impl LinuxBackend {
             pool: pool::Pool::new(
                 opts.pool_size,
                 opts.pool_max,
-                Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB).for_blank(),
+                Limits::for_memory_mb(FIRST_BLANK_MEMORY_MB).for_init(),
                 FIRST_BLANK_TMP_MB,
             ),
             blank_seq: AtomicU64::new(0),
@@ -611,7 +611,7 @@ impl Backend for LinuxBackend {
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
-        while let Some(blank) = inner.pool.take(limits.for_blank(), tmp_mb) {
+        while let Some(blank) = inner.pool.take(limits.for_init(), tmp_mb) {
             let fd = match code.take() {
                 Some(fd) => fd,
                 None => match open_code() {

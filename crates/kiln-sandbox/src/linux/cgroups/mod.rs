@@ -95,25 +95,8 @@ impl Limits {
         }
     }
 
-    /// These limits with the Init phase's CPU: a quota of at least [`INIT_CPUS`] whole CPUs, and
-    /// the weight of as many (v1 `cpu.shares`, v2 `cpu.weight`). The quota caps what Init may
-    /// use; the weight is what it gets when the CPUs are contended: with its function's own
-    /// (74 shares at 128 MB against 1,024 for any process outside an environment, 110 for
-    /// kiln's pool builders at nice 10), the init and bootstrap of a cold start wait behind
-    /// whatever else runs on their CPU at each wake-up.
+    /// These limits with the Init phase's CPU: at least [`INIT_CPUS`] whole CPUs.
     pub(crate) fn for_init(self) -> Limits {
-        Limits {
-            cpu_shares: self.cpu_shares.max(INIT_CPUS * 1024),
-            cpu_weight: self.cpu_weight.max(INIT_CPUS * 100),
-            ..self.for_blank()
-        }
-    }
-
-    /// The limits a blank of the pool is built with and waits under: Init's quota, but the
-    /// function's own weight, so that blanks built in the background do not compete with cold
-    /// starts; the claim gives the blank Init's weight ([`Limits::for_init`]) before it starts
-    /// the bootstrap.
-    pub(crate) fn for_blank(self) -> Limits {
         Limits { cpu_quota_us: self.cpu_quota_us.max(INIT_CPUS * CPU_PERIOD_US), ..self }
     }
 }

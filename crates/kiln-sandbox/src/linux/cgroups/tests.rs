@@ -34,24 +34,9 @@ fn init_gets_two_cpus_or_more_and_keeps_everything_else() {
     let small = Limits::for_memory_mb(128);
     let boosted = small.for_init();
     assert_eq!(boosted.cpu_quota_us, 2 * CPU_PERIOD_US);
-    // The weight of two CPUs too, so that Init's processes are not the last to run whenever
-    // the CPUs are contended.
-    assert_eq!((boosted.cpu_shares, boosted.cpu_weight), (2048, 200));
-    assert_eq!(Limits { cpu_quota_us: small.cpu_quota_us, cpu_shares: 74, cpu_weight: 7, ..boosted }, small);
+    assert_eq!(Limits { cpu_quota_us: small.cpu_quota_us, ..boosted }, small);
     let big = Limits::for_memory_mb(10240);
     assert_eq!(big.for_init(), big, "a function with more than two CPUs keeps its own");
-}
-
-#[test]
-fn blanks_wait_with_init_quota_but_the_function_weight() {
-    let small = Limits::for_memory_mb(128);
-    let blank = small.for_blank();
-    assert_eq!(blank.cpu_quota_us, small.for_init().cpu_quota_us);
-    assert_eq!((blank.cpu_shares, blank.cpu_weight), (small.cpu_shares, small.cpu_weight));
-    // A claim then changes the weight and nothing else.
-    assert_eq!(Limits { cpu_shares: 2048, cpu_weight: 200, ..blank }, small.for_init());
-    let big = Limits::for_memory_mb(10240);
-    assert_eq!(big.for_blank(), big);
 }
 
 #[test]
@@ -138,7 +123,7 @@ fn prepared_limits_open_ahead_and_write_later() {
     let small = Limits::for_memory_mb(128);
     cg.create("e", &small.for_init()).unwrap();
     let d = root.path().join("kiln-abcd1234/e");
-    // Opened now (the claim), written at the end of Init: the CPU quota and weight, nothing else.
+    // Opened now (the claim), written at the end of Init: the CPU quota and nothing else.
     let end_init = cg.prepare_limits("e", &small.for_init(), &small);
     fs::write(d.join("memory.max"), "untouched").unwrap();
     assert_ne!(text(d.join("cpu.max")), format!("{} {CPU_PERIOD_US}", CPU_PERIOD_US / 10));
