@@ -122,7 +122,8 @@ pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            conns.spawn(connection(api.clone(), stream, slot));
+            // Its body reads wake the connection itself: see `rewake`.
+            conns.spawn(crate::rewake::rewake(connection(api.clone(), stream, slot)));
         }
     });
     *crate::state::lock(&api.shared.accept) = Some(task.abort_handle());
