@@ -161,7 +161,9 @@ pub async fn serve_accounts(
         let _ = stream.set_nodelay(true);
         let server = server.clone();
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        // An Invoke's body read wakes the connection's own task; `rewake` polls it again at
+        // once instead of having the scheduler wake another thread for it.
+        tokio::spawn(kiln_runtime_api::rewake::rewake(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let server = server.clone();
@@ -182,7 +184,7 @@ pub async fn serve_accounts(
             }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
-        });
+        }));
     }
 }
 

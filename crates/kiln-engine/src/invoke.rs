@@ -180,10 +180,12 @@ impl Engine {
             ring,
             sink: None,
         };
-        // The invocation runs in its own task: if the caller goes away, the environment still
-        // finishes its work and goes back to the pool.
-        let (payload, function_error, log_tail) =
-            tokio::spawn(job.run()).await.map_err(|e| EngineError::internal("invocation task failed", e))??;
+        // The invocation runs in this task, without a hop to another: if the caller goes away,
+        // it moves to a task of its own, and the environment still finishes its work and goes
+        // back to the pool.
+        let (payload, function_error, log_tail) = crate::detach::finish_on_drop(job.run())
+            .await
+            .map_err(|e| EngineError::internal("invocation task failed", e))??;
         Ok(InvokeResponse { request_id, executed_version: version.to_string(), payload, function_error, log_tail })
     }
 }

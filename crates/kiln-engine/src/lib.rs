@@ -15,12 +15,14 @@
 //! most recently used idle environment, else a cold start (memory budget, sandbox, bootstrap,
 //! Init until its first `next`) → hand the event to its Runtime API → wait for the answer, the
 //! bootstrap's death or the timeout → put a healthy environment back, destroy a broken one. The
-//! invocation runs in a task of its own, so a client that hangs up does not lose an environment.
+//! invocation runs in its caller's task and moves to a task of its own if the caller hangs up
+//! (`detach.rs`), so a client that hangs up does not lose an environment.
 #![forbid(unsafe_code)]
 
 mod admission;
 mod asyncq;
 mod control;
+mod detach;
 mod env;
 mod error;
 #[cfg(test)]

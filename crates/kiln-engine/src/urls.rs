@@ -246,8 +246,8 @@ impl Engine {
     }
 
     /// Runs an invocation through a function URL with the request id the event already carries
-    /// (`requestContext.requestId`), in a task of its own so that a client that hangs up does
-    /// not lose the environment. Returns the answer and whether it is a function error. As
+    /// (`requestContext.requestId`), in the caller's task but moved to a task of its own if the
+    /// caller hangs up, so that it does not lose the environment. Returns the answer and whether it is a function error. As
     /// Invoke does, the function is resolved here and only the job runs in the task.
     pub async fn invoke_url(
         &self,
@@ -260,8 +260,9 @@ impl Engine {
             return Err(EngineError::request_too_large(limit, "InvokeFunction"));
         }
         let (job, _) = self.job_with_id(target.function_ref(), request_id, payload)?;
-        let (payload, function_error, _) =
-            tokio::spawn(job.run()).await.map_err(|e| EngineError::internal("invocation task failed", e))??;
+        let (payload, function_error, _) = crate::detach::finish_on_drop(job.run())
+            .await
+            .map_err(|e| EngineError::internal("invocation task failed", e))??;
         Ok((payload, function_error))
     }
 

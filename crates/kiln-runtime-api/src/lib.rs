@@ -12,6 +12,7 @@
 //! to do: that is when the environment is frozen, exactly as Lambda does it.
 #![forbid(unsafe_code)]
 
+pub mod rewake;
 mod server;
 pub mod state;
 pub mod stream;

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 type Reply = Response<Full<Bytes>>;
@@ -123,7 +122,8 @@ pub(crate) fn serve(api: RuntimeApi, listener: std::net::TcpListener) -> std::io
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            conns.spawn(connection(api.clone(), stream, slot));
+            // Its body reads wake the connection itself: see `rewake`.
+            conns.spawn(crate::rewake::rewake(connection(api.clone(), stream, slot)));
         }
     });
     *crate::state::lock(&api.shared.accept) = Some(task.abort_handle());
@@ -164,7 +164,10 @@ async fn connection(api: RuntimeApi, stream: tokio::net::TcpStream, _slot: Conne
         .writev(false)
         .max_buf_size(READ_BUF_BYTES)
         .serve_connection(io, service);
+    // Biased: the watchdog is polled right after the connection, in the same pass, so it sees a
+    // head that began during that poll without being woken for it (see [`head_watchdog`]).
     tokio::select! {
+        biased;
         _ = conn => {}
         () = head_watchdog(&api, &clock) => {
             tracing::debug!("runtime api connection closed: request head not complete in time");
@@ -180,7 +183,6 @@ struct HeadClock {
     since: Mutex<Option<Instant>>,
     /// Bytes of a head arrived and the head is not complete yet (`since` is set).
     head_started: AtomicBool,
-    started: Notify,
     /// The connection's socket (a duplicate descriptor), to send `TCP_QUICKACK`.
     #[cfg(target_os = "linux")]
     ack: Option<std::os::fd::OwnedFd>,
@@ -199,8 +201,6 @@ impl HeadClock {
         if since.is_none() {
             *since = Some(Instant::now());
             self.head_started.store(true, Ordering::Release);
-            drop(since);
-            self.started.notify_one();
         }
     }
 
@@ -232,13 +232,19 @@ impl HeadClock {
 }
 
 /// Resolves when a request head took longer than [`HEADER_READ_TIMEOUT`] of thawed time.
+///
+/// Polled after the connection in the same task: bytes of a head arrive only while hyper reads,
+/// inside the connection's poll, so this future looks at the clock again right after it and
+/// needs no wake-up of its own. A wake-up here would be the task waking itself, which tokio's
+/// multi-threaded scheduler answers by queueing the task behind others and waking another
+/// worker thread to take it: two wake-ups of another thread per warm call, for nothing.
 async fn head_watchdog(api: &RuntimeApi, clock: &HeadClock) {
     loop {
-        let notified = clock.started.notified();
-        let Some(since) = clock.since() else {
-            notified.await;
-            continue;
-        };
+        let since = std::future::poll_fn(|_| match clock.since() {
+            Some(since) => Poll::Ready(since),
+            None => Poll::Pending,
+        })
+        .await;
         tokio::time::sleep_until(since + HEADER_READ_TIMEOUT).await;
         if clock.since() != Some(since) {
             continue;

@@ -15,12 +15,22 @@
 //! Freezing: the environment is frozen when the runtime waits in `next` with nothing to do, and
 //! also when it answered and does not come back to `next` within the grace, so a runtime that
 //! keeps working after its answer does not run while the environment is idle.
+//!
+//! The grace is kept by one timer task per environment, the freeze clock ([`freeze_clock`]),
+//! not by a timer per call: the state records since when the environment is idle, and the clock
+//! looks at that record once per grace while the environment runs back-to-back calls, freezes it
+//! once it was idle for the whole grace, and sleeps without a timer while the environment is
+//! frozen or busy with a long event. Arming a timer per call, or spawning a task per answer, cost
+//! wake-ups of other threads on every warm call (a timer earlier than the runtime's next one
+//! unparks the thread that waits for I/O; a task spawned next to a woken one makes the scheduler
+//! wake another worker to take one of them).
 
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
 
 /// One event for the runtime.
 #[derive(Debug, Clone)]
@@ -105,6 +115,15 @@ struct State {
     queue: VecDeque<(Invocation, oneshot::Sender<Outcome>)>,
     /// An `init/error` body is being read.
     init_body_in_flight: bool,
+    /// Since when the environment has had nothing to do: its runtime waits in `next` with
+    /// nothing queued, or answered and has not come back. The freeze clock freezes it once this
+    /// is a grace old; `None` while an event is queued or in flight, and once frozen.
+    idle_since: Option<Instant>,
+    /// The freeze clock task exists.
+    clock_started: bool,
+    /// The freeze clock sleeps without a timer (the environment is frozen, or busy with a long
+    /// event) and must be poked when that changes.
+    clock_parked: bool,
 }
 
 pub(crate) struct Shared {
@@ -120,8 +139,19 @@ pub(crate) struct Shared {
     /// The accept loop, stopped by [`RuntimeApi::close`] so the listener goes with it. It owns
     /// the connection tasks, so stopping it aborts them all.
     pub(crate) accept: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Wakes a parked freeze clock (see [`State::clock_parked`]), and ends it when this goes.
+    poke: Arc<Notify>,
+    /// The freeze clock task, stopped by [`RuntimeApi::close`].
+    clock: Mutex<Option<tokio::task::AbortHandle>>,
     /// Body bytes being read for this environment right now (see `server::ENV_BODY_BUDGET`).
     pub(crate) buffered: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A parked freeze clock holds only the `Notify`: it wakes, finds nothing and ends.
+        self.poke.notify_one();
+    }
 }
 
 /// A runtime-call refusal: HTTP status, `errorType`, `errorMessage`.
@@ -233,6 +263,9 @@ impl RuntimeApi {
                     current: None,
                     queue: VecDeque::new(),
                     init_body_in_flight: false,
+                    idle_since: None,
+                    clock_started: false,
+                    clock_parked: false,
                 }),
                 event: Notify::new(),
                 freezer,
@@ -240,6 +273,8 @@ impl RuntimeApi {
                 freeze_grace,
                 init,
                 accept: Mutex::new(None),
+                poke: Arc::new(Notify::new()),
+                clock: Mutex::new(None),
                 buffered: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
@@ -269,6 +304,8 @@ impl RuntimeApi {
             st.frozen = false;
             self.shared.freezer.thaw();
         }
+        st.idle_since = None;
+        self.poke_clock(&mut st);
         st.queue.push_back((invocation, tx));
         drop(st);
         self.shared.event.notify_one();
@@ -293,6 +330,9 @@ impl RuntimeApi {
         });
         if let Some(accept) = lock(&self.shared.accept).take() {
             accept.abort();
+        }
+        if let Some(clock) = lock(&self.shared.clock).take() {
+            clock.abort();
         }
         self.shared.event.notify_waiters();
     }
@@ -325,7 +365,6 @@ impl RuntimeApi {
         loop {
             let notified = self.shared.event.notified();
             tokio::pin!(notified);
-            let mut freeze_later = false;
             let closed = {
                 let mut st = lock(&self.shared.state);
                 match st.phase {
@@ -360,7 +399,8 @@ impl RuntimeApi {
                             st.frozen = true;
                             self.shared.freezer.freeze();
                         } else {
-                            freeze_later = true;
+                            // The freeze clock freezes it if nothing comes within the grace.
+                            self.went_idle(&mut st);
                         }
                     }
                     false
@@ -370,18 +410,6 @@ impl RuntimeApi {
                 // A closed environment never gets another event; the call ends so its
                 // connection is not held.
                 return Err(Refusal::closed());
-            }
-            if freeze_later {
-                tokio::select! {
-                    biased;
-                    () = &mut notified => continue,
-                        () = tokio::time::sleep(self.shared.freeze_grace) => {}
-                }
-                let mut st = lock(&self.shared.state);
-                if st.phase == Phase::Ready && st.queue.is_empty() && !st.frozen && !st.closed {
-                    st.frozen = true;
-                    self.shared.freezer.freeze();
-                }
             }
             notified.await;
         }
@@ -484,36 +512,43 @@ impl RuntimeApi {
     /// Freezes the environment after the grace unless the runtime came back to `next`.
     fn freeze_unless_back(&self, request_id: &str) {
         let mut st = lock(&self.shared.state);
-        let Some(answered) = st
-            .current
-            .as_ref()
-            .filter(|c| &*c.invocation.request_id == request_id)
-            .map(|c| c.invocation.request_id.clone())
-        else {
+        let answered = st.phase == Phase::Running
+            && st.current.as_ref().is_some_and(|c| c.reply.is_none() && &*c.invocation.request_id == request_id);
+        if !answered || !st.queue.is_empty() || st.frozen || st.closed {
             return;
-        };
+        }
         if self.shared.freeze_grace.is_zero() {
-            self.freeze_if_still_answered(&mut st, &answered);
-        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            drop(st);
-            let api = self.clone();
-            let grace = self.shared.freeze_grace;
-            rt.spawn(async move {
-                tokio::time::sleep(grace).await;
-                let mut st = lock(&api.shared.state);
-                api.freeze_if_still_answered(&mut st, &answered);
-            });
+            st.frozen = true;
+            self.shared.freezer.freeze();
+        } else {
+            // The freeze clock freezes it unless the runtime asks for work within the grace.
+            self.went_idle(&mut st);
         }
     }
 
-    /// Freezes the environment if the runtime has answered `request_id` and has not asked for
-    /// anything since (no `next`, nothing queued).
-    fn freeze_if_still_answered(&self, st: &mut State, request_id: &Arc<str>) {
-        let still = st.phase == Phase::Running
-            && st.current.as_ref().is_some_and(|c| c.reply.is_none() && c.invocation.request_id == *request_id);
-        if still && st.queue.is_empty() && !st.frozen && !st.closed {
-            st.frozen = true;
-            self.shared.freezer.freeze();
+    /// The environment has nothing to do from now on: the freeze clock freezes it once it stayed
+    /// so for the grace (a `next` with nothing queued starts the grace again).
+    fn went_idle(&self, st: &mut State) {
+        st.idle_since = Some(Instant::now());
+        if !st.clock_started {
+            // Without a runtime (some tests) nothing freezes later, as before the clock.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                st.clock_started = true;
+                let task = rt.spawn(freeze_clock(Arc::downgrade(&self.shared)));
+                *lock(&self.shared.clock) = Some(task.abort_handle());
+                if st.closed {
+                    task.abort();
+                }
+            }
+        }
+        self.poke_clock(st);
+    }
+
+    /// Wakes the freeze clock if it sleeps without a timer: the environment is idle or thawed now.
+    fn poke_clock(&self, st: &mut State) {
+        if st.clock_parked {
+            st.clock_parked = false;
+            self.shared.poke.notify_one();
         }
     }
 
@@ -540,6 +575,78 @@ impl RuntimeApi {
             }
         });
     }
+}
+
+/// What the freeze clock does next.
+enum Tick {
+    /// Look at the environment again at this time.
+    At(Instant),
+    /// Sleep until poked: the environment is frozen, or busy with one long event.
+    Park,
+}
+
+/// The freeze clock of one environment: freezes it once it has been idle for the grace.
+///
+/// While the environment serves calls back to back it looks once per grace (an event in flight
+/// now, or idle for less than the grace), which costs one timer per grace instead of one or two
+/// per call. It parks without a timer while the environment is frozen (a thaw pokes it) or when
+/// the same event is still in flight one grace after it first saw it (the answer pokes it), so
+/// frozen environments and long events cost nothing. Ends with the environment (`close` aborts
+/// it; it holds only a weak reference, so an API dropped without `close` ends it too).
+async fn freeze_clock(shared: std::sync::Weak<Shared>) {
+    // The event seen in flight at the last look, to tell a long one from back-to-back calls.
+    let mut in_flight: Option<Arc<str>> = None;
+    loop {
+        let Some(strong) = shared.upgrade() else { return };
+        let tick = look(&strong, &mut in_flight);
+        let poke = strong.poke.clone();
+        drop(strong);
+        match tick {
+            None => return,
+            Some(Tick::At(at)) => tokio::time::sleep_until(at).await,
+            Some(Tick::Park) => {
+                // A poke between the look and this wait is kept by the `Notify` as a permit.
+                poke.notified().await;
+                in_flight = None;
+            }
+        }
+    }
+}
+
+/// One look of the freeze clock: freezes the environment if it has been idle for the grace,
+/// and says when to look again (`None`: the environment is closed).
+fn look(shared: &Shared, in_flight: &mut Option<Arc<str>>) -> Option<Tick> {
+    let grace = shared.freeze_grace;
+    let mut st = lock(&shared.state);
+    if st.closed {
+        return None;
+    }
+    let now = Instant::now();
+    let busy = match (&st.current, st.phase) {
+        (Some(cur), Phase::Running) if st.idle_since.is_none() => Some(cur.invocation.request_id.clone()),
+        _ => None,
+    };
+    let tick = if st.frozen {
+        Tick::Park
+    } else if let Some(since) = st.idle_since.filter(|_| st.queue.is_empty()) {
+        if now >= since + grace {
+            st.frozen = true;
+            st.idle_since = None;
+            shared.freezer.freeze();
+            Tick::Park
+        } else {
+            Tick::At(since + grace)
+        }
+    } else if busy.is_some() && busy == *in_flight {
+        Tick::Park
+    } else {
+        Tick::At(now + grace)
+    };
+    *in_flight = busy;
+    if matches!(tick, Tick::Park) {
+        st.clock_parked = true;
+    }
+    Some(tick)
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -737,6 +844,45 @@ mod tests {
         let _rx = api.dispatch(inv("r3"));
         assert_eq!(&*next.await.unwrap().unwrap().request_id, "r3");
         assert_eq!(c.freezes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_long_event_the_answer_still_freezes_after_the_grace() {
+        let c = Arc::new(Counter::default());
+        let grace = Duration::from_millis(50);
+        let api = RuntimeApi::new(Box::new(SharedCounter(c.clone())), false, grace);
+        let freezes = || c.freezes.load(Ordering::SeqCst);
+        // Back-to-back events start the freeze clock, and none is frozen in between.
+        for id in ["r1", "r2", "r3"] {
+            let _rx = api.dispatch(inv(id));
+            api.next().await.unwrap();
+            tokio::time::sleep(grace / 5).await;
+            api.answer(id, Outcome::Response(Bytes::new())).unwrap();
+        }
+        assert_eq!(freezes(), 0);
+        // A long event: the clock stops looking while it runs, and the answer wakes it.
+        let _rx = api.dispatch(inv("long"));
+        api.next().await.unwrap();
+        tokio::time::sleep(grace * 10).await;
+        assert_eq!(freezes(), 0, "an environment is not frozen while it works on an event");
+        api.answer("long", Outcome::Response(Bytes::new())).unwrap();
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(freezes(), 0, "not within the grace after the answer");
+        tokio::time::sleep(grace).await;
+        assert_eq!(freezes(), 1, "frozen one grace after the answer: the runtime never came back to next");
+        // A runtime back in `next` after a long event is frozen one grace after it asked.
+        let _rx = api.dispatch(inv("long2"));
+        assert_eq!(&*api.next().await.unwrap().request_id, "long2");
+        tokio::time::sleep(grace * 10).await;
+        api.answer("long2", Outcome::Response(Bytes::new())).unwrap();
+        let a2 = api.clone();
+        let next = tokio::spawn(async move { a2.next().await });
+        tokio::time::sleep(grace / 2).await;
+        assert_eq!(freezes(), 1);
+        tokio::time::sleep(grace).await;
+        assert_eq!(freezes(), 2);
+        api.close();
+        assert_eq!(next.await.unwrap().unwrap_err().status, 410);
     }
 
     #[tokio::test]

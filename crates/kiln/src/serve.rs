@@ -73,9 +73,9 @@ pub struct ServeArgs {
     /// Format of kiln's own log on stderr: `text` or `json` (one object per line, for log shippers).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Threads that run kiln's requests and Runtime APIs [default: one per CPU]. One thread
-    /// spends the least CPU per call (no wake-ups between threads: about 40 % less per warm call
-    /// on 2 CPUs) but serves many callers at once more slowly (docs/benchmarks.md).
+    /// Threads that run kiln's requests and Runtime APIs [default: one per CPU]. A warm call
+    /// wakes no second thread with the default either, and one thread serves many callers at
+    /// once more slowly (docs/benchmarks.md).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
