@@ -420,9 +420,12 @@ async fn every_namespace_is_the_environments_own(mode: Mode) {
     let f = Fixture::new(
         mode,
         r#"#!/usr/bin/python3
-import os
+import os, sys, time
 for kind in ["net", "ipc", "uts", "mnt", "pid", "cgroup"]:
     print(kind, os.readlink('/proc/self/ns/' + kind))
+sys.stdout.flush()
+# Alive while the other environment reads its own: a namespace's number is reused once freed.
+time.sleep(2)
 "#,
     );
     let ns_of = |out: &str| -> Vec<String> {
@@ -435,9 +438,11 @@ for kind in ["net", "ipc", "uts", "mnt", "pid", "cgroup"]:
             })
             .collect()
     };
-    let (a, info_a) = finish(f.spawn("env-ns-a")).await;
+    // Both environments live at once, so that neither's namespaces can be freed and their
+    // numbers reused for the other's.
+    let (spawned_a, spawned_b) = (f.spawn("env-ns-a"), f.spawn("env-ns-b"));
+    let ((a, info_a), (b, info_b)) = tokio::join!(finish(spawned_a), finish(spawned_b));
     assert_eq!(info_a, ExitInfo::Code(0), "{a}");
-    let (b, info_b) = finish(f.spawn("env-ns-b")).await;
     assert_eq!(info_b, ExitInfo::Code(0), "{b}");
     let (a, b) = (ns_of(&a), ns_of(&b));
     for (i, kind) in KINDS.iter().enumerate() {
