@@ -370,39 +370,33 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     Ok(report)
 }
 
-/// `--only events`: the function and a server, nothing else.
-async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
+/// What every `--only` scenario starts from: the kiln executable, the function's zip (base64) and
+/// a work dir.
+fn only_setup(args: &BenchArgs) -> anyhow::Result<(PathBuf, String, TempDir)> {
     let exe = std::env::current_exe().context("cannot find the kiln executable")?;
     let function_bin = match &args.function_bin {
         Some(p) => p.clone(),
         None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
     };
     let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
-    let work = TempDir::new()?;
+    Ok((exe, zip_b64, TempDir::new()?))
+}
+
+/// `--only events`: the function and a server, nothing else.
+async fn events_only(args: &BenchArgs) -> anyhow::Result<events::EventsResult> {
+    let (exe, zip_b64, work) = only_setup(args)?;
     events::run(&exe, &work, &zip_b64, args).await
 }
 
 /// `--only url`: the function URL next to Invoke, nothing else.
 async fn url_only(args: &BenchArgs) -> anyhow::Result<url::UrlResult> {
-    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
-    let function_bin = match &args.function_bin {
-        Some(p) => p.clone(),
-        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
-    };
-    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
-    let work = TempDir::new()?;
+    let (exe, zip_b64, work) = only_setup(args)?;
     url::run(&exe, &work, &zip_b64, args).await
 }
 
 /// `--only burst` and `--only density`: that scenario alone on a fresh server, as text.
 async fn scale_only(only: &str, args: &BenchArgs) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("cannot find the kiln executable")?;
-    let function_bin = match &args.function_bin {
-        Some(p) => p.clone(),
-        None => exe.parent().map(|d| d.join("hello-rust")).context("the kiln executable has no folder")?,
-    };
-    let zip_b64 = base64::engine::general_purpose::STANDARD.encode(zip_bootstrap(&function_bin)?);
-    let work = TempDir::new()?;
+    let (exe, zip_b64, work) = only_setup(args)?;
     let log = args.server_log.as_deref();
     // Another build's `kiln serve` under the same client, for before/after comparisons.
     let exe = std::env::var_os("KILN_BENCH_SERVER").map_or(exe, PathBuf::from);
