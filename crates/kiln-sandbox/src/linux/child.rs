@@ -426,40 +426,56 @@ fn watch<S: Sys>(sys: &S, p: &Plan, pid: libc::pid_t) -> Result<Option<c_int>, F
     }
 }
 
+/// Text written into a fixed buffer without allocating, for code that runs between a clone and
+/// an `execve` (init, the zygote). What does not fit is dropped; callers size buffers for the
+/// largest values.
+pub(crate) struct FixedText<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> FixedText<'a> {
+    pub(crate) fn new(out: &'a mut [u8]) -> Self {
+        Self { out, len: 0 }
+    }
+
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            if let Some(o) = self.out.get_mut(self.len) {
+                *o = b;
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    /// `n` in decimal.
+    pub(crate) fn decimal(&mut self, n: u32) -> &mut Self {
+        let mut digits = [0u8; 10];
+        let mut at = digits.len();
+        let mut v = n;
+        loop {
+            at -= 1;
+            if let Some(d) = digits.get_mut(at) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || at == 0 {
+                break;
+            }
+        }
+        self.bytes(digits.get(at..).unwrap_or_default())
+    }
+
+    /// The bytes written so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// Writes `size=<mb>m` and a NUL into `out` (24 bytes hold any u32).
 fn tmp_size_opts(out: &mut [u8; 24], mb: u32) {
-    let mut digits = [0u8; 10];
-    let mut n = mb;
-    let mut len = 0;
-    loop {
-        if let Some(d) = digits.get_mut(len) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        len += 1;
-        n /= 10;
-        if n == 0 || len == digits.len() {
-            break;
-        }
-    }
-    let mut i = 0;
-    for &b in b"size=" {
-        if let Some(o) = out.get_mut(i) {
-            *o = b;
-        }
-        i += 1;
-    }
-    for &d in digits.iter().take(len).rev() {
-        if let Some(o) = out.get_mut(i) {
-            *o = d;
-        }
-        i += 1;
-    }
-    for b in [b'm', 0] {
-        if let Some(o) = out.get_mut(i) {
-            *o = b;
-        }
-        i += 1;
-    }
+    FixedText::new(out).bytes(b"size=").decimal(mb).bytes(b"m\0");
 }
 
 /// The blank: identity of init, cgroups, and the new root with an empty `/var/task`.
@@ -746,35 +762,7 @@ fn enter_user_namespace<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
 
 /// Writes `"<inside> <outside> 1\n"` into `out`; returns its length.
 fn id_map_line(out: &mut [u8; 40], inside: u32, outside: u32) -> usize {
-    let mut len = 0;
-    let mut push = |b: u8| {
-        if let Some(o) = out.get_mut(len) {
-            *o = b;
-            len += 1;
-        }
-    };
-    for n in [inside, outside] {
-        let mut digits = [0u8; 10];
-        let mut i = digits.len();
-        let mut v = n;
-        loop {
-            i -= 1;
-            if let Some(d) = digits.get_mut(i) {
-                *d = b'0' + (v % 10) as u8;
-            }
-            v /= 10;
-            if v == 0 || i == 0 {
-                break;
-            }
-        }
-        for &d in digits.get(i..).unwrap_or_default() {
-            push(d);
-        }
-        push(b' ');
-    }
-    push(b'1');
-    push(b'\n');
-    len
+    FixedText::new(out).decimal(inside).bytes(b" ").decimal(outside).bytes(b" 1\n").len()
 }
 
 #[cfg(test)]

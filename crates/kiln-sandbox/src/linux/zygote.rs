@@ -535,38 +535,14 @@ impl InitBuffers {
 /// Writes `size=<tmp>m,mode=1777,uid=<uid>,gid=<gid>` and a NUL into `out` (96 bytes hold any
 /// u32s).
 fn tmp_opts(out: &mut [u8; 96], tmp_mb: u32, uid: u32, gid: u32) {
-    let mut i = 0;
-    let mut push = |bytes: &[u8]| {
-        for &b in bytes {
-            if let Some(o) = out.get_mut(i) {
-                *o = b;
-                i += 1;
-            }
-        }
-    };
-    let mut digits = [0u8; 10];
-    let mut number = |n: u32, push: &mut dyn FnMut(&[u8])| {
-        let mut at = digits.len();
-        let mut v = n;
-        loop {
-            at -= 1;
-            if let Some(d) = digits.get_mut(at) {
-                *d = b'0' + (v % 10) as u8;
-            }
-            v /= 10;
-            if v == 0 || at == 0 {
-                break;
-            }
-        }
-        push(digits.get(at..).unwrap_or_default());
-    };
-    push(b"size=");
-    number(tmp_mb, &mut push);
-    push(b"m,mode=1777,uid=");
-    number(uid, &mut push);
-    push(b",gid=");
-    number(gid, &mut push);
-    push(b"\0");
+    child::FixedText::new(out)
+        .bytes(b"size=")
+        .decimal(tmp_mb)
+        .bytes(b"m,mode=1777,uid=")
+        .decimal(uid)
+        .bytes(b",gid=")
+        .decimal(gid)
+        .bytes(b"\0");
 }
 
 #[cfg(test)]
