@@ -247,8 +247,9 @@ impl Engine {
 
     /// Runs an invocation through a function URL with the request id the event already carries
     /// (`requestContext.requestId`), in the caller's task but moved to a task of its own if the
-    /// caller hangs up, so that it does not lose the environment. Returns the answer and whether it is a function error. As
-    /// Invoke does, the function is resolved here and only the job runs in the task.
+    /// caller hangs up, so that it does not lose the environment. Returns the answer and whether
+    /// it is a function error. As Invoke does, the function is resolved here and only the job
+    /// runs in the task.
     pub async fn invoke_url(
         &self,
         target: &UrlTarget,
