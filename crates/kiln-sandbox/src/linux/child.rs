@@ -153,8 +153,8 @@ fn bind_ro<S: Sys>(sys: &S, src: &CStr, dst: &CStr) -> Result<(), Fail> {
     sys.make_tree_read_only(dst).at(Step::Bind)
 }
 
-/// The environment's own `/etc/hosts` and `/etc/hostname`: descriptors of two files on a
-/// small tmpfs that only init can reach, bound read-only over the host's. Init writes the
+/// The environment's own `/etc/hosts` and `/etc/hostname`: descriptors of two files of the
+/// root's tmpfs that only init can reach, bound read-only over the host's. Init writes the
 /// hostname into them at the claim. -1 where the host has no such file (nothing to cover).
 struct EtcFiles {
     hosts: c_int,
@@ -166,18 +166,18 @@ const HOSTS_HEAD: &[u8] = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost i
 
 /// Builds [`EtcFiles`]; runs in the new root (cwd) while it is still writable, after `etc` is
 /// bound.
+///
+/// The files are on the root's tmpfs, not on one of their own: every superblock costs each
+/// memory cgroup's removal a walk step (the kernel reparents every memory-cgroup-aware list of
+/// every superblock of the host), so an environment makes as few as it can. They are opened
+/// through a bind mount of their directory, detached afterwards, so that init's writable
+/// descriptors do not hold the root's mount, which is made read-only after the pivot; and they
+/// are unlinked, so that only the binds over `etc` and init's descriptors reach them.
 fn private_etc_files<S: Sys>(sys: &S) -> Result<EtcFiles, Fail> {
     let dir = c".kiln-etc";
     let step = Step::EtcFiles;
     sys.mkdir(dir, 0o700).at(step)?;
-    sys.mount(
-        Some(c"tmpfs"),
-        dir,
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(c"size=16k,nr_inodes=8,mode=700"),
-    )
-    .at(step)?;
+    sys.mount(Some(dir), dir, None, libc::MS_BIND, None).at(step)?;
     let mut out = EtcFiles { hosts: -1, hostname: -1 };
     for (file, target, slot) in [
         (c".kiln-etc/hosts", c"etc/hosts", &mut out.hosts),
@@ -196,11 +196,12 @@ fn private_etc_files<S: Sys>(sys: &S) -> Result<EtcFiles, Fail> {
             None,
         )
         .at(step)?;
+        sys.unlink(file).at(step)?;
     }
     if out.hosts >= 0 {
         sys.write(out.hosts, HOSTS_HEAD).at(step)?;
     }
-    // The binds keep the tmpfs alive; its own mount goes, so only init's descriptors reach it.
+    // The binds over `etc` and init's descriptors keep the files; their directory goes.
     sys.detach_mount(dir).at(step)?;
     sys.rmdir(dir).at(step)?;
     Ok(out)
@@ -553,14 +554,9 @@ fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
         Some(c"hidepid=2"),
     )
     .at(Step::Proc)?;
-    sys.mount(
-        Some(c"tmpfs"),
-        c"dev",
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(c"size=64k,nr_inodes=64,mode=755"),
-    )
-    .at(Step::Dev)?;
+    // `/dev` is a directory of the root's tmpfs (one superblock less per environment, see
+    // [`private_etc_files`]), bound onto itself below so that its mount, unlike the root's,
+    // lets the device nodes be opened.
     for (name, (major, minor)) in [
         (c"dev/null", (1, 3)),
         (c"dev/zero", (1, 5)),
@@ -579,6 +575,7 @@ fn blank<S: Sys>(sys: &S, p: &Plan) -> Result<EtcFiles, Fail> {
     ] {
         sys.symlink(target, name).at(Step::DevNodes)?;
     }
+    sys.mount(Some(c"dev"), c"dev", None, libc::MS_BIND, None).at(Step::Dev)?;
     sys.mount(
         None,
         c"dev",

@@ -172,6 +172,10 @@ impl Sys for RecordingSys {
         self.log(format!("rmdir {}", s(path)));
         Ok(())
     }
+    fn unlink(&self, path: &CStr) -> SysResult<()> {
+        self.log(format!("unlink {}", s(path)));
+        Ok(())
+    }
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()> {
         self.log(format!("symlink {} {}", s(link), s(target)));
         Ok(())

@@ -84,6 +84,7 @@ pub(crate) trait Sys {
     fn chdir(&self, path: &CStr) -> SysResult<()>;
     fn mkdir(&self, path: &CStr, mode: libc::mode_t) -> SysResult<()>;
     fn rmdir(&self, path: &CStr) -> SysResult<()>;
+    fn unlink(&self, path: &CStr) -> SysResult<()>;
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()>;
     /// A character device node.
     fn mknod_char(&self, path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> SysResult<()>;
@@ -397,6 +398,11 @@ impl Sys for LinuxSys {
     fn rmdir(&self, path: &CStr) -> SysResult<()> {
         // SAFETY: `path` is NUL-terminated.
         ok(unsafe { libc::rmdir(path.as_ptr()) }).map(drop)
+    }
+
+    fn unlink(&self, path: &CStr) -> SysResult<()> {
+        // SAFETY: `path` is NUL-terminated.
+        ok(unsafe { libc::unlink(path.as_ptr()) }).map(drop)
     }
 
     fn symlink(&self, target: &CStr, link: &CStr) -> SysResult<()> {
