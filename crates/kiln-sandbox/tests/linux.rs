@@ -410,6 +410,38 @@ print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[
     assert!(out.contains("['lo']"), "{out}");
 }
 
+/// An environment makes few kernel objects that the end of every other one walks: its network
+/// namespace has a TCP hash table of its own (its sockets are not in the host's, which each
+/// namespace's end scans), and `/dev` and the private `/etc` files are on the root's tmpfs
+/// (the removal of each memory cgroup walks every superblock's lists), while `/tmp`, whose size
+/// is the function's, has its own.
+async fn few_kernel_objects_per_environment(mode: Mode) {
+    if skip_unless_root("few_kernel_objects_per_environment") {
+        return;
+    }
+    let f = Fixture::new(
+        mode,
+        r#"#!/usr/bin/python3
+import os
+print('ehash', open('/proc/sys/net/ipv4/tcp_ehash_entries').read().strip())
+root = os.stat('/').st_dev
+for p in ['/dev', '/dev/null', '/etc/hosts', '/etc/hostname', '/tmp', '/proc']:
+    print(p, 'root' if os.stat(p).st_dev == root else 'own')
+print('etc-dir', os.path.exists('/.kiln-etc'))
+"#,
+    );
+    let (out, info) = finish(f.spawn("env-objects")).await;
+    assert_eq!(info, ExitInfo::Code(0), "{out}");
+    // A negative number would mean the host's table (kernels since 6.1 have the setting).
+    if std::path::Path::new("/proc/sys/net/ipv4/tcp_child_ehash_entries").exists() {
+        assert!(out.lines().any(|l| l == "ehash 128"), "{out}");
+    }
+    for line in ["/dev root", "/dev/null root", "/etc/hosts root", "/etc/hostname root", "/tmp own", "/proc own"] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in {out}");
+    }
+    assert!(out.lines().any(|l| l == "etc-dir False"), "{out}");
+}
+
 /// Each environment has namespaces of its own, none of the host's and none of another
 /// environment's (the pid one is made by the zygote's clone, the others by init itself).
 async fn every_namespace_is_the_environments_own(mode: Mode) {
@@ -852,6 +884,7 @@ in_both_modes!(
     seccomp_denies_namespaces_mounts_and_ptrace,
     network_is_loopback_only,
     every_namespace_is_the_environments_own,
+    few_kernel_objects_per_environment,
     runtime_listener_accepts_connections_from_inside,
     exceeding_memory_is_reported_as_oom,
     max_memory_reports_the_peak_of_the_environment,
