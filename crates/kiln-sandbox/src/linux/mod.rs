@@ -41,7 +41,9 @@
 //!    socket pair for init to say it is ready.
 //!
 //! In the zygote (forked when the backend starts, after the root entries, the seccomp programs
-//! and the root mountpoint exist; raw system calls only):
+//! and the root mountpoint exist, into an empty network namespace of its own whose
+//! `tcp_child_ehash_entries` gives every environment's network namespace a TCP hash table of
+//! its own; raw system calls only):
 //! 3. lay out the plan (C strings, the seccomp programs, the `keep` list), map the buffers the
 //!    claim will land in (64 KiB message buffer, `envp` array, the bootstrap's pre-exec stack):
 //!    init may not allocate; `clone` with a new pid namespace, `CLONE_PARENT` and `CLONE_PIDFD`,
@@ -57,8 +59,10 @@
 //! 6. make all mounts private; mount a tmpfs on the scratch mountpoint and build the new root in
 //!    it: read-only binds of `/usr` and `/etc`, an empty `/var/task`, the merged-/usr symlinks,
 //!    an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the function does not see
-//!    init), a `/dev` with six device nodes; `pivot_root`, detach the old root, remount `/`
-//!    read-only;
+//!    init), a `/dev` with six device nodes and the private `/etc/hosts` and `/etc/hostname`
+//!    (both on the root's tmpfs: four superblocks per environment, root, `/tmp`, `/proc` and
+//!    the IPC namespace's mqueue, because the removal of every memory cgroup walks the lists of
+//!    every superblock on the host); `pivot_root`, detach the old root, remount `/` read-only;
 //! 7. bring `lo` up, bind the Runtime API listener to 127.0.0.1:9001 in the new network
 //!    namespace;
 //! 8. start the bootstrap's process with `clone(CLONE_VM)` on its own stack (no copy of init's
