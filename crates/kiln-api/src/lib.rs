@@ -411,6 +411,10 @@ impl hyper::body::Body for ChannelBody {
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
+    // Most segments have nothing to decode (every Invoke's path, say).
+    if !s.contains('%') {
+        return s.to_owned();
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -438,5 +442,8 @@ mod tests {
         assert_eq!(super::percent_decode("a%2"), "a%2");
         assert_eq!(super::percent_decode("%"), "%");
         assert_eq!(super::percent_decode("%zz"), "%zz");
+        for plain in ["", "fn", "my-function:prod", "$LATEST", "é"] {
+            assert_eq!(super::percent_decode(plain), plain);
+        }
     }
 }

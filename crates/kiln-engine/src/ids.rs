@@ -49,6 +49,30 @@ pub fn request_id() -> String {
     uuid_v4().hyphenated().encode_lower(&mut buf).to_owned()
 }
 
+/// An X-Ray trace header, `Root=1-<epoch seconds, 8 hex>-<root, 16 + 8 hex>;Parent=<16 hex>;Sampled=0`,
+/// written digit by digit into one allocation (it is made for every invocation).
+pub fn trace_header(secs: u64, root: u64, root_low: u32, parent: u64) -> String {
+    let mut out = String::with_capacity(80);
+    out.push_str("Root=1-");
+    push_hex(&mut out, secs, 8);
+    out.push('-');
+    push_hex(&mut out, root, 16);
+    push_hex(&mut out, u64::from(root_low), 8);
+    out.push_str(";Parent=");
+    push_hex(&mut out, parent, 16);
+    out.push_str(";Sampled=0");
+    out
+}
+
+/// `value` in lower-case hex, zero-padded to at least `width` digits (as `{:0width$x}`).
+fn push_hex(out: &mut String, value: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (16 - value.leading_zeros() as usize / 4).max(width).min(16);
+    for i in (0..digits).rev() {
+        out.push(DIGITS[((value >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
 /// A uniform draw from [0, 1).
 pub fn random_unit() -> f64 {
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -57,6 +81,22 @@ pub fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_headers_read_as_the_format_string_did() {
+        for (secs, root, low, parent) in [
+            (0u64, 0u64, 0u32, 0u64),
+            (0x6b0e_1b62, 0x51c1_c620_a000_0001, 0xdead_beef, u64::MAX),
+            (1, 0xf, 0x10, 0x100),
+            (u64::MAX, u64::MAX, u32::MAX, 0),
+            (0x1_0000_0000, 1 << 63, 1 << 31, 1 << 60),
+        ] {
+            assert_eq!(
+                trace_header(secs, root, low, parent),
+                format!("Root=1-{secs:08x}-{root:016x}{low:08x};Parent={parent:016x};Sampled=0")
+            );
+        }
+    }
 
     #[test]
     fn request_ids_are_distinct_version_4_uuids() {

@@ -472,8 +472,8 @@ fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &Functio
 
 /// A fresh X-Ray trace header (`Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`).
 fn trace_id() -> String {
-    let secs = now_ms() / 1000;
+    let secs = (now_ms() / 1000) as u64;
     let (root, root_low, parent) =
         (crate::ids::random_u64(), crate::ids::random_u64() as u32, crate::ids::random_u64());
-    format!("Root=1-{secs:08x}-{root:016x}{root_low:08x};Parent={parent:016x};Sampled=0")
+    crate::ids::trace_header(secs, root, root_low, parent)
 }

@@ -158,15 +158,22 @@ fn modified_ms(meta: &std::fs::Metadata) -> i64 {
 }
 
 /// Appends one record.
+///
+/// Runs of bytes that need no escape are copied whole: this is the log writer's work for every
+/// line of every invocation (START, END, REPORT at least), and a byte-at-a-time push cost it
+/// about ten instructions per byte.
 pub fn encode(out: &mut Vec<u8>, timestamp_ms: i64, ingestion_ms: i64, message: &[u8]) {
-    out.extend_from_slice(format!("{timestamp_ms} {ingestion_ms} ").as_bytes());
-    for &b in message {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
+    use std::io::Write;
+    out.reserve(message.len() + 42);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{timestamp_ms} {ingestion_ms} ");
+    let mut rest = message;
+    while let Some(i) = rest.iter().position(|&b| b == b'\\' || b == b'\n') {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(if rest[i] == b'\\' { b"\\\\" } else { b"\\n" });
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'\n');
 }
 
@@ -447,6 +454,37 @@ mod tests {
         assert!(stream_info(dir.path(), "f", "2026-11-30-$LATEST-abc").is_none());
         assert!(stream_info(dir.path(), "f", "2026/11/30/[$LATEST]abc").is_some());
         assert!(stream_info(dir.path(), "..", "x").is_none());
+    }
+
+    #[test]
+    fn encode_escapes_as_the_byte_at_a_time_version_did() {
+        fn reference(out: &mut Vec<u8>, ts: i64, ingest: i64, message: &[u8]) {
+            out.extend_from_slice(format!("{ts} {ingest} ").as_bytes());
+            for &b in message {
+                match b {
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    b'\n' => out.extend_from_slice(b"\\n"),
+                    _ => out.push(b),
+                }
+            }
+            out.push(b'\n');
+        }
+        for message in [
+            &b""[..],
+            b"plain",
+            b"\\",
+            b"\n",
+            b"a\\nb\\",
+            b"\n\nx\n",
+            b"REPORT RequestId: x\tDuration: 1.00 ms\t",
+            "é\\ü\n".as_bytes(),
+            b"\xff\x00\\",
+        ] {
+            let (mut a, mut b) = (b"prefix".to_vec(), b"prefix".to_vec());
+            encode(&mut a, -5, 1_796_086_629_524, message);
+            reference(&mut b, -5, 1_796_086_629_524, message);
+            assert_eq!(a, b, "{:?}", String::from_utf8_lossy(message));
+        }
     }
 
     #[test]

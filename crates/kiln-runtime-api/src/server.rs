@@ -314,18 +314,44 @@ impl AsyncWrite for Clocked {
     }
 }
 
-async fn route(api: &RuntimeApi, req: Request<Incoming>, clock: &HeadClock) -> Reply {
-    let path = req.uri().path().to_owned();
+/// What a request asks for, read off its method and path without copying them (only an
+/// answer's request id is copied out, since the handler takes the request itself).
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Next,
+    Response(String),
+    Error(String),
+    InitError,
+    NotFound,
+}
+
+fn route_of(method: &Method, path: &str) -> Route {
     let Some(rest) = path.strip_prefix(wire::PREFIX) else {
-        return not_found();
+        return Route::NotFound;
     };
-    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-    match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["runtime", "invocation", "next"]) => next(api).await,
-        (&Method::POST, ["runtime", "invocation", id, "response"]) => response(api, id, req, clock).await,
-        (&Method::POST, ["runtime", "invocation", id, "error"]) => error(api, id, req, clock).await,
-        (&Method::POST, ["runtime", "init", "error"]) => init_error(api, req, clock).await,
-        _ => not_found(),
+    let mut segments = rest.trim_start_matches('/').split('/');
+    let mut next = || segments.next();
+    let (a, b, c, d, e) = (next(), next(), next(), next(), next());
+    match (method, a, b, c, d, e) {
+        (&Method::GET, Some("runtime"), Some("invocation"), Some("next"), None, _) => Route::Next,
+        (&Method::POST, Some("runtime"), Some("invocation"), Some(id), Some("response"), None) => {
+            Route::Response(id.to_owned())
+        }
+        (&Method::POST, Some("runtime"), Some("invocation"), Some(id), Some("error"), None) => {
+            Route::Error(id.to_owned())
+        }
+        (&Method::POST, Some("runtime"), Some("init"), Some("error"), None, _) => Route::InitError,
+        _ => Route::NotFound,
+    }
+}
+
+async fn route(api: &RuntimeApi, req: Request<Incoming>, clock: &HeadClock) -> Reply {
+    match route_of(req.method(), req.uri().path()) {
+        Route::Next => next(api).await,
+        Route::Response(id) => response(api, &id, req, clock).await,
+        Route::Error(id) => error(api, &id, req, clock).await,
+        Route::InitError => init_error(api, req, clock).await,
+        Route::NotFound => not_found(),
     }
 }
 
@@ -337,17 +363,17 @@ async fn next(api: &RuntimeApi) -> Reply {
     let mut resp = Response::new(Full::new(inv.payload.clone()));
     let h = resp.headers_mut();
     h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    insert(h, wire::REQUEST_ID, &inv.request_id);
-    insert(h, wire::DEADLINE_MS, &inv.deadline_ms.to_string());
-    insert(h, wire::INVOKED_FUNCTION_ARN, &inv.invoked_function_arn);
+    insert(h, wire::names::REQUEST_ID, &inv.request_id);
+    h.insert(wire::names::DEADLINE_MS, HeaderValue::from(inv.deadline_ms));
+    insert(h, wire::names::INVOKED_FUNCTION_ARN, &inv.invoked_function_arn);
     if !inv.trace_id.is_empty() {
-        insert(h, wire::TRACE_ID, &inv.trace_id);
+        insert(h, wire::names::TRACE_ID, &inv.trace_id);
     }
     if let Some(cc) = &inv.client_context {
-        insert(h, wire::CLIENT_CONTEXT, cc);
+        insert(h, wire::names::CLIENT_CONTEXT, cc);
     }
     if let Some(ci) = &inv.cognito_identity {
-        insert(h, wire::COGNITO_IDENTITY, ci);
+        insert(h, wire::names::COGNITO_IDENTITY, ci);
     }
     resp
 }
@@ -632,7 +658,7 @@ fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
     req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-fn insert(h: &mut http::HeaderMap, name: &'static str, value: &str) {
+fn insert(h: &mut http::HeaderMap, name: http::HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
     }
@@ -691,6 +717,76 @@ mod tests {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// The routing as it was written before `route_of` (segments collected, then matched), kept
+    /// here as the reference the allocation-free version must agree with.
+    fn reference_route(method: &Method, path: &str) -> Route {
+        let Some(rest) = path.strip_prefix(wire::PREFIX) else {
+            return Route::NotFound;
+        };
+        let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["runtime", "invocation", "next"]) => Route::Next,
+            (&Method::POST, ["runtime", "invocation", id, "response"]) => Route::Response((*id).to_owned()),
+            (&Method::POST, ["runtime", "invocation", id, "error"]) => Route::Error((*id).to_owned()),
+            (&Method::POST, ["runtime", "init", "error"]) => Route::InitError,
+            _ => Route::NotFound,
+        }
+    }
+
+    #[test]
+    fn routes_match_the_reference() {
+        let paths = [
+            "/2018-06-01/runtime/invocation/next",
+            "/2018-06-01//runtime/invocation/next",
+            "/2018-06-01/runtime/invocation/next/",
+            "/2018-06-01/runtime/invocation/next/x",
+            "/2018-06-01/runtime/invocation/abc/response",
+            "/2018-06-01/runtime/invocation//response",
+            "/2018-06-01/runtime/invocation/abc/response/",
+            "/2018-06-01/runtime/invocation/abc/error",
+            "/2018-06-01/runtime/invocation/abc/error/x",
+            "/2018-06-01/runtime/invocation/next/response",
+            "/2018-06-01/runtime/init/error",
+            "/2018-06-01/runtime/init/error/",
+            "/2018-06-01/runtime/init",
+            "/2018-06-01/runtime",
+            "/2018-06-01",
+            "/2018-06-01/",
+            "/2018-06-011/runtime/invocation/next",
+            "/2018-06-02/runtime/invocation/next",
+            "/runtime/invocation/next",
+            "/",
+            "",
+        ];
+        for method in [Method::GET, Method::POST, Method::PUT] {
+            for path in paths {
+                assert_eq!(route_of(&method, path), reference_route(&method, path), "{method} {path}");
+            }
+        }
+        assert_eq!(route_of(&Method::GET, "/2018-06-01/runtime/invocation/next"), Route::Next);
+        assert_eq!(
+            route_of(&Method::POST, "/2018-06-01/runtime/invocation/r-1/response"),
+            Route::Response("r-1".into())
+        );
+        assert_eq!(route_of(&Method::POST, "/2018-06-01/runtime/invocation/r-1/error"), Route::Error("r-1".into()));
+        assert_eq!(route_of(&Method::POST, "/2018-06-01/runtime/init/error"), Route::InitError);
+    }
+
+    #[test]
+    fn the_event_header_names_are_the_wire_strings() {
+        for (name, wire) in [
+            (wire::names::REQUEST_ID, wire::REQUEST_ID),
+            (wire::names::DEADLINE_MS, wire::DEADLINE_MS),
+            (wire::names::INVOKED_FUNCTION_ARN, wire::INVOKED_FUNCTION_ARN),
+            (wire::names::TRACE_ID, wire::TRACE_ID),
+            (wire::names::CLIENT_CONTEXT, wire::CLIENT_CONTEXT),
+            (wire::names::COGNITO_IDENTITY, wire::COGNITO_IDENTITY),
+        ] {
+            assert_eq!(name.as_str(), wire);
+        }
+        assert_eq!(HeaderValue::from(1_796_086_629_524u64), "1796086629524");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
