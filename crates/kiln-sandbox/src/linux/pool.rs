@@ -18,6 +18,18 @@
 //! [`DEMAND_MEMORY`] saw that many spawns the target falls back and the fillers discard the
 //! extra blanks, oldest first. Up to [`MAX_BUILDERS`] threads build at once when more than one
 //! blank is missing.
+//!
+//! # Refills that wait for the cold start
+//!
+//! A blank's build is mostly kernel work (cgroup `mkdir`s, a network namespace, mounts, a
+//! `clone`), and on a kernel without preemption a task woken on a CPU inside such a path waits
+//! until it ends: a refill started by the take competes with the very cold start that took the
+//! blank. So a *lone* take (no other cold start in progress, blanks still ready after it) holds
+//! its refill back ([`Holds`]) until that environment's first call has been answered
+//! ([`crate::Sandbox::cold_start_done`]), its claim failed, or [`REFILL_HOLD`] passed, whichever
+//! comes first; nothing depends on the signal arriving. A take while another cold start is in
+//! progress, or one that empties the pool, is demand that cannot wait: every held refill is
+//! released and the fillers build at once, as before.
 use super::backend::Inner;
 use super::blank::{build_blank, discard_all, Blank};
 use super::lock;
@@ -47,6 +59,58 @@ const DEMAND_WINDOW: Duration = Duration::from_millis(100);
 /// Filler threads: more than one when many blanks are missing. Each build is mostly kernel work
 /// of its own (cgroups, namespaces, mounts), so two builders on two CPUs refill twice as fast.
 pub(super) const MAX_BUILDERS: usize = 2;
+
+/// The longest a lone cold start holds back the refill of the blank it took (see the module
+/// docs): far longer than a cold start here (a few milliseconds), short enough that a pool
+/// never stays below its target for long if the signal is lost.
+pub(super) const REFILL_HOLD: Duration = Duration::from_millis(100);
+
+/// The refills held back by lone cold starts in progress: one per take, until released or
+/// expired. Time is passed in, as for [`Demand`].
+#[derive(Debug, Default)]
+pub(super) struct Holds {
+    /// (id, expiry), in the order taken.
+    held: Vec<(u64, Instant)>,
+    last_id: u64,
+}
+
+impl Holds {
+    /// A take at `now` that left `ready_after` blanks ready: the id of the hold on its refill
+    /// when the take is alone, or `None` after releasing every hold when it is not (another cold
+    /// start is still in progress, or the pool is empty: demand the fillers must meet at once).
+    pub(super) fn on_take(&mut self, now: Instant, ready_after: usize) -> Option<u64> {
+        self.expire(now);
+        if ready_after == 0 || !self.held.is_empty() {
+            self.held.clear();
+            return None;
+        }
+        self.last_id += 1;
+        self.held.push((self.last_id, now + REFILL_HOLD));
+        Some(self.last_id)
+    }
+
+    /// Ends the hold `id`; false if it had already ended (released, expired or cleared).
+    pub(super) fn release(&mut self, id: u64) -> bool {
+        let before = self.held.len();
+        self.held.retain(|(h, _)| *h != id);
+        self.held.len() != before
+    }
+
+    /// Drops the holds that expired at `now`.
+    pub(super) fn expire(&mut self, now: Instant) {
+        self.held.retain(|(_, until)| *until > now);
+    }
+
+    /// How many refills are held back (once [`Holds::expire`] ran at the present).
+    pub(super) fn count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// When the next hold expires, if any.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.1).min()
+    }
+}
 
 /// Spawns counted per [`DEMAND_WINDOW`] over the last [`DEMAND_MEMORY`]. Time is passed in, so
 /// the rules are tested without waiting.
@@ -117,6 +181,8 @@ struct PoolState {
     ready: VecDeque<Blank>,
     /// Builds in progress in the fillers.
     building: usize,
+    /// Refills that wait for the cold start that took their blank.
+    holds: Holds,
     stopped: bool,
     /// Limits and `/tmp` size of the latest claim, for the next blanks.
     limits: Limits,
@@ -150,6 +216,7 @@ impl Pool {
                 demand: Demand::default(),
                 ready: VecDeque::new(),
                 building: 0,
+                holds: Holds::default(),
                 stopped: false,
                 limits,
                 tmp_mb,
@@ -159,17 +226,29 @@ impl Pool {
         }
     }
 
-    /// A ready blank, if any; counts the demand, remembers `limits` and `tmp_mb` for the next
-    /// builds and wakes the fillers.
-    pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<Blank> {
+    /// A ready blank, if any, with the id of the hold on its refill when the take is alone (see
+    /// the module docs; [`Pool::release`] ends it); counts the demand, remembers `limits` and
+    /// `tmp_mb` for the next builds and wakes the fillers.
+    pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<(Blank, Option<u64>)> {
         let mut st = lock(&self.state);
         st.limits = limits;
         st.tmp_mb = tmp_mb;
         let now = Instant::now();
         st.demand.record(now);
         st.retarget(now);
+        let blank = st.ready.pop_back();
+        let ready_after = if blank.is_some() { st.ready.len() } else { 0 };
+        let hold = st.holds.on_take(now, ready_after);
         self.cv.notify_all();
-        st.ready.pop_back()
+        blank.map(|b| (b, hold))
+    }
+
+    /// Ends the hold `id` on a refill: the cold start that took its blank is over (or failed).
+    pub(crate) fn release(&self, id: u64) {
+        let mut st = lock(&self.state);
+        if st.holds.release(id) {
+            self.cv.notify_all();
+        }
     }
 
     pub(crate) fn count_spawn(&self, pooled: bool) {
@@ -250,11 +329,18 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
                 st = pool.cv.wait_timeout(st, until - now).unwrap_or_else(PoisonError::into_inner).0;
                 continue;
             }
-            if st.ready.len() + st.building < st.target {
+            st.holds.expire(now);
+            if st.ready.len() + st.building + st.holds.count() < st.target {
                 break;
             }
-            // Above the floor, wake when the oldest demand is forgotten, to shrink.
-            st = match st.demand.next_change().filter(|_| st.target > st.floor) {
+            // Wake when a held refill's time is up, and above the floor when the oldest demand is
+            // forgotten, to shrink.
+            let shrink = st.demand.next_change().filter(|_| st.target > st.floor);
+            let wake = match (st.holds.next_expiry(), shrink) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            st = match wake {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now) + Duration::from_millis(1);
                     pool.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0
