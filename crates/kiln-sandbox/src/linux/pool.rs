@@ -26,10 +26,16 @@
 //! until it ends: a refill started by the take competes with the very cold start that took the
 //! blank. So a *lone* take (no other cold start in progress, blanks still ready after it) holds
 //! its refill back ([`Holds`]) until that environment's first call has been answered
-//! ([`crate::Sandbox::cold_start_done`]), its claim failed, or [`REFILL_HOLD`] passed, whichever
-//! comes first; nothing depends on the signal arriving. A take while another cold start is in
-//! progress, or one that empties the pool, is demand that cannot wait: every held refill is
-//! released and the fillers build at once, as before.
+//! ([`crate::Sandbox::cold_start_done`]), it is destroyed or its claim failed, or [`REFILL_HOLD`]
+//! passed, whichever comes first. A take while another cold start is in progress, or one that
+//! empties the pool, is demand that cannot wait: every held refill is released and the fillers
+//! build at once, as before.
+//!
+//! A lone take does not wake the fillers at all (that was two thread wake-ups on the cold
+//! start's path, and in traces the woken filler preempted the claiming thread), so no filler
+//! sets a timer for the hold: its time limit is checked whenever the pool is next looked at (a
+//! take, a release, a filler's wake-up, [`Pool::wait_full`]). A hold past its limit therefore
+//! lasts at most until the next take, and a take is the only thing the missing blank is for.
 use super::backend::Inner;
 use super::blank::{build_blank, discard_all, Blank};
 use super::lock;
@@ -96,9 +102,11 @@ impl Holds {
         self.held.len() != before
     }
 
-    /// Drops the holds that expired at `now`.
-    pub(super) fn expire(&mut self, now: Instant) {
+    /// Drops the holds that expired at `now`; true if there were any.
+    pub(super) fn expire(&mut self, now: Instant) -> bool {
+        let before = self.held.len();
         self.held.retain(|(_, until)| *until > now);
+        self.held.len() != before
     }
 
     /// How many refills are held back (once [`Holds::expire`] ran at the present).
@@ -161,6 +169,12 @@ pub(super) fn target(floor: usize, peak: usize, max: usize) -> usize {
         return 0;
     }
     peak.max(floor).min(max.max(floor))
+}
+
+/// How many blanks the fillers should start building now: what the target asks beyond the
+/// ready ones, those being built and the refills held for cold starts in progress.
+pub(super) fn to_build(target: usize, ready: usize, building: usize, held: usize) -> usize {
+    target.saturating_sub(ready + building + held)
 }
 
 pub(crate) struct Pool {
@@ -235,11 +249,15 @@ impl Pool {
         st.tmp_mb = tmp_mb;
         let now = Instant::now();
         st.demand.record(now);
-        st.retarget(now);
+        let retargeted = st.retarget(now);
         let blank = st.ready.pop_back();
         let ready_after = if blank.is_some() { st.ready.len() } else { 0 };
         let hold = st.holds.on_take(now, ready_after);
-        self.cv.notify_all();
+        // A take whose refill is held, with the target unchanged, gives the fillers nothing to
+        // do: waking them would only put two thread wake-ups on the cold start's path.
+        if retargeted || to_build(st.target, st.ready.len(), st.building, st.holds.count()) > 0 {
+            self.cv.notify_all();
+        }
         blank.map(|b| (b, hold))
     }
 
@@ -288,14 +306,25 @@ impl Pool {
         PoolStats { target: st.target, ready: st.ready.len(), ..st.stats }
     }
 
-    /// Waits until the pool holds its target (or has stopped); false on timeout.
+    /// Waits until the pool holds its target (or has stopped); false on timeout. Refills held
+    /// for cold starts still in progress are let go once their time is up.
     pub(crate) fn wait_full(&self, timeout: Duration) -> bool {
-        let st = lock(&self.state);
-        let (st, _) = self
-            .cv
-            .wait_timeout_while(st, timeout, |s| !s.stopped && s.ready.len() < s.target)
-            .unwrap_or_else(PoisonError::into_inner);
-        st.stopped || st.ready.len() >= st.target
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.state);
+        loop {
+            if st.stopped || st.ready.len() >= st.target {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if st.holds.expire(now) {
+                self.cv.notify_all();
+            }
+            let until = st.holds.next_expiry().map_or(deadline, |e| e.min(deadline));
+            st = self.cv.wait_timeout(st, until.saturating_duration_since(now)).unwrap_or_else(PoisonError::into_inner).0;
+        }
     }
 }
 
@@ -330,7 +359,7 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
                 continue;
             }
             st.holds.expire(now);
-            if st.ready.len() + st.building + st.holds.count() < st.target {
+            if to_build(st.target, st.ready.len(), st.building, st.holds.count()) > 0 {
                 break;
             }
             // Wake when a held refill's time is up, and above the floor when the oldest demand is
@@ -429,5 +458,73 @@ mod tests {
         // A floor above the maximum wins; a floor of 0 disables the pool whatever the demand.
         assert_eq!(target(8, 100, 2), 8);
         assert_eq!(target(0, 200, 256), 0);
+    }
+
+    #[test]
+    fn a_lone_take_holds_its_refill_until_released() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        let id = h.on_take(t0, 3).expect("a lone take with blanks left is held");
+        assert_eq!(h.count(), 1);
+        assert_eq!(h.next_expiry(), Some(t0 + REFILL_HOLD));
+        // Released once: the second release (a destroy after the signal) finds nothing.
+        assert!(h.release(id));
+        assert!(!h.release(id));
+        assert_eq!(h.count(), 0);
+        assert_eq!(h.next_expiry(), None);
+        // The next lone take is held again, with its own id.
+        let id2 = h.on_take(t0 + Duration::from_millis(5), 3).unwrap();
+        assert_ne!(id, id2);
+        assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn a_hold_ends_by_itself_after_its_time() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        let id = h.on_take(t0, 3).unwrap();
+        assert!(!h.expire(t0 + REFILL_HOLD - Duration::from_millis(1)));
+        assert_eq!(h.count(), 1);
+        assert!(h.expire(t0 + REFILL_HOLD));
+        assert_eq!(h.count(), 0);
+        // A signal that arrives late has nothing left to release.
+        assert!(!h.release(id));
+        // A take after the limit is alone again: the expired hold does not make it a burst.
+        assert!(h.on_take(t0 + REFILL_HOLD + Duration::from_millis(1), 3).is_some());
+        assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn concurrent_takes_or_an_empty_pool_refill_at_once() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        // A second cold start while the first is in progress: a burst; both refills go now.
+        let first = h.on_take(t0, 3).unwrap();
+        assert_eq!(h.on_take(t0 + Duration::from_millis(1), 2), None);
+        assert_eq!(h.count(), 0);
+        assert!(!h.release(first));
+        // Every further take of the burst finds no hold and adds one only once the others ended.
+        assert!(h.on_take(t0 + Duration::from_millis(2), 1).is_some());
+        assert_eq!(h.on_take(t0 + Duration::from_millis(2), 0), None);
+        assert_eq!(h.count(), 0);
+        // A take that leaves the pool empty (or found it empty) is never held, even alone.
+        assert_eq!(h.on_take(t0 + Duration::from_secs(1), 0), None);
+        assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn held_refills_are_not_built_and_released_ones_are() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        // A pool of 4 after a lone take: 3 ready, the fourth held.
+        let id = h.on_take(t0, 3).unwrap();
+        assert_eq!(to_build(4, 3, 0, h.count()), 0);
+        h.release(id);
+        assert_eq!(to_build(4, 3, 0, h.count()), 1);
+        // Demand above the pool (a burst raised the target to 10) is built whatever is held.
+        let _ = h.on_take(t0, 3).unwrap();
+        assert_eq!(to_build(10, 3, 1, h.count()), 5);
+        // More ready than the target (it fell) builds nothing.
+        assert_eq!(to_build(4, 6, 0, 0), 0);
     }
 }
