@@ -303,7 +303,7 @@ impl Pool {
 
     pub(crate) fn stats(&self) -> PoolStats {
         let st = lock(&self.state);
-        PoolStats { target: st.target, ready: st.ready.len(), ..st.stats }
+        PoolStats { target: st.target, ready: st.ready.len(), held_refills: st.holds.count(), ..st.stats }
     }
 
     /// Waits until the pool holds its target (or has stopped); false on timeout. Refills held
