@@ -323,7 +323,11 @@ impl Pool {
                 self.cv.notify_all();
             }
             let until = st.holds.next_expiry().map_or(deadline, |e| e.min(deadline));
-            st = self.cv.wait_timeout(st, until.saturating_duration_since(now)).unwrap_or_else(PoisonError::into_inner).0;
+            st = self
+                .cv
+                .wait_timeout(st, until.saturating_duration_since(now))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
