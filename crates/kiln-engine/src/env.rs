@@ -486,11 +486,6 @@ impl Environment {
         self.sandbox.max_memory_bytes()
     }
 
-    /// Tells the backend that this environment's cold start is over ([`Sandbox::cold_start_done`]).
-    pub(crate) fn cold_start_done(&self) {
-        self.sandbox.cold_start_done();
-    }
-
     /// Kills the environment and stops its Runtime API.
     pub fn destroy(&self) {
         self.api.close();

@@ -143,8 +143,6 @@ pub(crate) struct FakeEnv {
     pub freezes: AtomicU32,
     pub thaws: AtomicU32,
     pub end_inits: AtomicU32,
-    /// Times the engine said its cold start was over (`Sandbox::cold_start_done`).
-    pub cold_starts_done: AtomicU32,
     /// Events the fake runtime fetched.
     pub events: AtomicU32,
     exit: watch::Sender<Option<ExitInfo>>,
@@ -170,7 +168,6 @@ impl FakeEnv {
             freezes: AtomicU32::new(0),
             thaws: AtomicU32::new(0),
             end_inits: AtomicU32::new(0),
-            cold_starts_done: AtomicU32::new(0),
             events: AtomicU32::new(0),
             exit,
             conn: Mutex::new(None),
@@ -342,10 +339,6 @@ impl Sandbox for FakeSandbox {
     fn end_init(&self) -> Result<(), SandboxError> {
         self.env.end_inits.fetch_add(1, Ordering::SeqCst);
         Ok(())
-    }
-
-    fn cold_start_done(&self) {
-        self.env.cold_starts_done.fetch_add(1, Ordering::SeqCst);
     }
 
     fn max_memory_bytes(&self) -> u64 {

@@ -356,10 +356,6 @@ impl Job {
         };
         let result = env.invoke(invocation, init_ms, self.tail, self.sink.as_ref()).await;
         env.touch();
-        if init_ms.is_some() {
-            // The cold start is over: the backend may refill what it took (see the trait).
-            env.cold_start_done();
-        }
         let undelivered = result.undelivered && init_ms.is_none();
         if !undelivered {
             let start = match (init_ms, env.init_type) {

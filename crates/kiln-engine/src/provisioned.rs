@@ -69,8 +69,6 @@ impl Engine {
                     let Some(pool) = st.pools.get_mut(&version) else { return };
                     let failure = match result {
                         Ok(InitResult::Ready { env, init_ms }) => {
-                            // No call waits on this environment: its cold start is over.
-                            env.cold_start_done();
                             let id = env.id.clone();
                             match pool.provisioned_done(Some(env), deleted) {
                                 None => tracing::debug!(env = %id, init_ms, "provisioned environment ready"),

@@ -84,11 +84,6 @@ pub trait Sandbox: Send + Sync {
     fn end_init(&self) -> Result<(), SandboxError> {
         Ok(())
     }
-    /// The cold start that made this environment is over: its first call has been answered, or
-    /// (for an environment made ahead of calls) its Init has ended. A backend may now do work
-    /// it held back so as not to compete with that cold start (the Linux backend's pool refills
-    /// the blank it took). Idempotent; a backend must not depend on it being called.
-    fn cold_start_done(&self) {}
     /// Peak memory use of the environment so far, in bytes.
     fn max_memory_bytes(&self) -> u64;
     /// Becomes `Some` once the bootstrap has ended (the environment is then dead).

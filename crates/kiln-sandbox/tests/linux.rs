@@ -1011,12 +1011,13 @@ async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
     let a = f.backend.spawn(&f.spec("env-hold-a", 128)).unwrap();
     let stats = f.backend.pool_stats();
     assert_eq!((stats.target, stats.ready, stats.held_refills), (2, 1, 1), "{stats:?}");
-    // Its first call was answered: the pool builds the blank it took.
-    a.sandbox.cold_start_done();
+    // Idle after its first call, the engine freezes it: the pool builds the blank it took.
+    a.sandbox.freeze().unwrap();
     assert_eq!(f.backend.pool_stats().held_refills, 0);
     assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
-    // Said twice (or after the environment is gone) it changes nothing.
-    a.sandbox.cold_start_done();
+    // Frozen again (after a warm call), or gone, it changes nothing.
+    a.sandbox.thaw().unwrap();
+    a.sandbox.freeze().unwrap();
     drop(a);
     assert_eq!(f.backend.pool_stats().held_refills, 0);
 

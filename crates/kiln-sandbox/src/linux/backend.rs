@@ -129,7 +129,8 @@ pub(super) struct Env {
     /// opened during the claim and closed once written.
     pub(super) end_init: Mutex<Option<cgroups::PreparedLimits>>,
     /// The pool's hold on the refill of the blank it came from (0: none): released when its
-    /// cold start is over ([`Sandbox::cold_start_done`]) or it is destroyed.
+    /// cold start is over, i.e. when it is first frozen (idle after its first call, or after
+    /// a provisioned Init) or destroyed.
     pub(super) refill_hold: AtomicU64,
 }
 
@@ -403,7 +404,10 @@ impl Sandbox for LinuxSandbox {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env.hot().set_frozen(true).map_err(|e| SandboxError::step(&self.env.id, "freeze", e))
+        let frozen = self.env.hot().set_frozen(true).map_err(|e| SandboxError::step(&self.env.id, "freeze", e));
+        // Idle: its cold start is over (its first call answered, or a provisioned Init ended).
+        self.env.release_refill();
+        frozen
     }
 
     fn thaw(&self) -> Result<(), SandboxError> {
@@ -420,10 +424,6 @@ impl Sandbox for LinuxSandbox {
         }
         let Some(writes) = lock(&env.end_init).take() else { return Ok(()) };
         writes.apply().map_err(|e| SandboxError::step(&env.id, "end init cpu", e.into()))
-    }
-
-    fn cold_start_done(&self) {
-        self.env.release_refill();
     }
 
     fn max_memory_bytes(&self) -> u64 {

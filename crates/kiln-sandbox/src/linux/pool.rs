@@ -25,9 +25,11 @@
 //! `clone`), and on a kernel without preemption a task woken on a CPU inside such a path waits
 //! until it ends: a refill started by the take competes with the very cold start that took the
 //! blank. So a *lone* take (no other cold start in progress, blanks still ready after it) holds
-//! its refill back ([`Holds`]) until that environment's first call has been answered
-//! ([`crate::Sandbox::cold_start_done`]), it is destroyed or its claim failed, or [`REFILL_HOLD`]
-//! passed, whichever comes first. A take while another cold start is in progress, or one that
+//! its refill back ([`Holds`]) until that environment is first frozen (the engine freezes an
+//! environment idle for a few milliseconds: after its first call was answered, or after a
+//! provisioned Init), it is destroyed or its claim failed, or [`REFILL_HOLD`] passed, whichever
+//! comes first. Releasing it at the end of the first call instead put the build beside the
+//! answer's way back to the caller. A take while another cold start is in progress, or one that
 //! empties the pool, is demand that cannot wait: every held refill is released and the fillers
 //! build at once, as before.
 //!
