@@ -51,8 +51,9 @@ use std::time::{Duration, Instant};
 /// How long the filler waits after a failed build.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The filler's nice value. A blank is built right after a cold start took one, while that cold
-/// start still runs; at nice 10 the build gets about a tenth of a CPU the cold start wants.
+/// The filler's nice value. In a burst a blank is built right after a cold start took one, while
+/// that cold start still runs; at nice 10 the build gets about a tenth of a CPU the cold start
+/// wants.
 /// Blanks inherit it and go back to 0 once built (see `child::init`).
 const FILLER_NICE: i32 = 10;
 
