@@ -245,7 +245,7 @@ impl Pool {
 
     /// A ready blank, if any, with the id of the hold on its refill when the take is alone (see
     /// the module docs; [`Pool::release`] ends it); counts the demand, remembers `limits` and
-    /// `tmp_mb` for the next builds and wakes the fillers.
+    /// `tmp_mb` for the next builds and wakes the fillers when there is something to build.
     pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<(Blank, Option<u64>)> {
         let mut st = lock(&self.state);
         st.limits = limits;
