@@ -47,7 +47,8 @@ for a, b in wins:
         first(lambda e: e[2]==boot and 'sys_enter' in e[5] and e[6].startswith('NR 42 '), 'connect')
         first(lambda e: e[2]==boot and 'sys_enter' in e[5] and e[6].startswith('NR 20 '), 'next_tx')
     # init: the process that woke with recvmsg exit of the claim (len > 100) and comm kiln-zygote
-    ie = first(lambda e: e[1]=='kiln-zygote' and 'sys_exit' in e[5] and e[6].startswith('NR 47 =') and int(e[6].split('=')[1]) > 100, 'init_rx', r.get('claim'))
+    # (or ':<pid>' when its blank was built while the trace was off, so perf never saw its comm)
+    ie = first(lambda e: (e[1]=='kiln-zygote' or e[1].startswith(':')) and 'sys_exit' in e[5] and e[6].startswith('NR 47 =') and int(e[6].split('=')[1]) > 100, 'init_rx', r.get('claim'))
     if ie:
         init = ie[3]
         first(lambda e: e[3]==init and 'sys_exit' in e[5] and e[6].startswith('NR 141 '), 'unpark')

@@ -127,7 +127,7 @@ enum ToWriter {
     Sweep(Option<oneshot::Sender<()>>),
 }
 
-/// How long the writer lets lines gather after writing a batch. Senders never wake it while it
+/// How long the writer lets lines gather before writing a batch. Senders never wake it while it
 /// sleeps, so a busy server pays one wake-up and one `write` per file per interval, not per line.
 const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -374,6 +374,13 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToWriter>) {
         let mut flushed = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            // Lines gather for an interval before they are written, the first one too: a cold
+            // start's first line (INIT_START) would otherwise create its stream's file at once,
+            // a file system call of 0.1-1 ms here, on a CPU the cold start is using.
+            let gather = matches!(first, ToWriter::Line(_));
+            if gather {
+                std::thread::sleep(WRITE_INTERVAL);
+            }
             let mut next = Some(first);
             let mut batch = 0usize;
             while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
@@ -421,7 +428,7 @@ impl Writer {
                 // The timer task is gone (no runtime): sweep from here.
                 self.sweep();
             }
-            if !waited {
+            if !waited && !gather {
                 std::thread::sleep(WRITE_INTERVAL);
             }
         }

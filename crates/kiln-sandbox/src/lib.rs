@@ -124,6 +124,8 @@ pub struct PoolStats {
     pub fresh_spawns: u64,
     /// Blank builds by the filler that failed.
     pub failed_builds: u64,
+    /// Refills of taken blanks held back until the cold starts that took them are over.
+    pub held_refills: usize,
 }
 
 /// Why an environment could not be built or controlled.

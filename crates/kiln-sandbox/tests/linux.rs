@@ -1034,6 +1034,44 @@ async fn an_empty_pool_falls_back_to_building_on_the_spot() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
+    if skip_unless_root("a_lone_cold_start_refills_its_blank_once_it_is_over") {
+        return;
+    }
+    let f = Fixture::new(Mode::Pooled, "#!/bin/sh\nexec sleep 60\n");
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+    // Alone, with a blank left: the refill waits for the cold start.
+    let a = f.backend.spawn(&f.spec("env-hold-a", 128)).unwrap();
+    let stats = f.backend.pool_stats();
+    assert_eq!((stats.target, stats.ready, stats.held_refills), (2, 1, 1), "{stats:?}");
+    // Idle after its first call, the engine freezes it: the pool builds the blank it took.
+    a.sandbox.freeze().unwrap();
+    assert_eq!(f.backend.pool_stats().held_refills, 0);
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+    // Frozen again (after a warm call), or gone, it changes nothing.
+    a.sandbox.thaw().unwrap();
+    a.sandbox.freeze().unwrap();
+    drop(a);
+    assert_eq!(f.backend.pool_stats().held_refills, 0);
+
+    // A second cold start while the first is in progress is a burst: nothing waits.
+    let b = f.backend.spawn(&f.spec("env-hold-b", 128)).unwrap();
+    assert_eq!(f.backend.pool_stats().held_refills, 1);
+    let c = f.backend.spawn(&f.spec("env-hold-c", 128)).unwrap();
+    let stats = f.backend.pool_stats();
+    assert_eq!((stats.pooled_spawns, stats.held_refills), (3, 0), "{stats:?}");
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+
+    // A cold start that ends without a call (its environment destroyed) lets its refill go.
+    drop((b, c));
+    let d = f.backend.spawn(&f.spec("env-hold-d", 128)).unwrap();
+    assert_eq!(f.backend.pool_stats().held_refills, 1);
+    d.sandbox.destroy();
+    assert_eq!(f.backend.pool_stats().held_refills, 0);
+    assert!(f.backend.wait_pool_full(Duration::from_secs(10)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn shutdown_destroys_the_blanks() {
     if skip_unless_root("shutdown_destroys_the_blanks") {
         return;

@@ -128,6 +128,10 @@ pub(super) struct Env {
     /// The writes that give it the function's own CPU share at the end of Init, their files
     /// opened during the claim and closed once written.
     pub(super) end_init: Mutex<Option<cgroups::PreparedLimits>>,
+    /// The pool's hold on the refill of the blank it came from (0: none): released when its
+    /// cold start is over, i.e. when it is first frozen (idle after its first call, or after
+    /// a provisioned Init) or destroyed.
+    pub(super) refill_hold: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +151,14 @@ pub(super) struct LinuxSandbox {
 impl Env {
     pub(super) fn hot(&self) -> &cgroups::HotFiles {
         self.hot.get_or_init(|| self.inner.cgroups.hot_files(&self.cgroup))
+    }
+
+    /// Lets the pool refill the blank this environment came from, if it still waits.
+    pub(super) fn release_refill(&self) {
+        match self.refill_hold.swap(0, Ordering::AcqRel) {
+            0 => {}
+            id => self.inner.pool.release(id),
+        }
     }
 }
 
@@ -392,7 +404,10 @@ impl Sandbox for LinuxSandbox {
         if lock(&self.env.state).reaped {
             return Ok(());
         }
-        self.env.hot().set_frozen(true).map_err(|e| SandboxError::step(&self.env.id, "freeze", e))
+        let frozen = self.env.hot().set_frozen(true).map_err(|e| SandboxError::step(&self.env.id, "freeze", e));
+        // Idle: its cold start is over (its first call answered, or a provisioned Init ended).
+        self.env.release_refill();
+        frozen
     }
 
     fn thaw(&self) -> Result<(), SandboxError> {
@@ -494,10 +509,13 @@ pub(super) struct ClaimError {
 }
 
 /// Gives `blank` the spec's limits, code, `/tmp` size, hostname and environment, and starts the
-/// bootstrap in it.
+/// bootstrap in it. The environment keeps `refill_hold` (see [`Env::refill_hold`]); on an error
+/// the caller releases it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn claim(
     inner: &Arc<Inner>,
     blank: Blank,
+    refill_hold: Option<u64>,
     spec: &SandboxSpec,
     msg: &mut [u8],
     code: (OwnedFd, Option<OwnedFd>),
@@ -565,6 +583,7 @@ pub(super) fn claim(
         _host_id: host_id,
         in_init: std::sync::atomic::AtomicBool::new(true),
         end_init: Mutex::new(Some(end_init)),
+        refill_hold: AtomicU64::new(refill_hold.unwrap_or(0)),
     });
     lock(&inner.envs).insert(key, env.clone());
     if let Err(e) = epoll_add(&inner.epoll, &env.pidfd, key, true) {
@@ -611,19 +630,25 @@ impl Backend for LinuxBackend {
         // Opened before taking a blank, so a bad code directory costs no blank.
         let mut code = Some(open_code()?);
 
-        while let Some(blank) = inner.pool.take(limits.for_init(), tmp_mb) {
+        while let Some((blank, hold)) = inner.pool.take(limits.for_init(), tmp_mb) {
+            let release = || hold.into_iter().for_each(|id| inner.pool.release(id));
             let fd = match code.take() {
                 Some(fd) => fd,
                 None => match open_code() {
                     Ok(fd) => fd,
                     Err(e) => {
                         blank.discard(inner.cgroups.as_ref());
+                        release();
                         return Err(e);
                     }
                 },
             };
             let blank_name = blank.cgroup.clone();
-            match claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb) {
+            let claimed = claim(inner, blank, hold, spec, &mut prepared.msg, fd, &limits, tmp_mb);
+            if claimed.is_err() {
+                release();
+            }
+            match claimed {
                 Ok(spawned) => {
                     inner.pool.count_spawn(true);
                     tracing::debug!(
@@ -650,7 +675,7 @@ impl Backend for LinuxBackend {
         };
         let blank = build_blank(inner, &spec.id, limits.for_init(), tmp_mb)?;
         let t_blank = t0.elapsed();
-        let spawned = claim(inner, blank, spec, &mut prepared.msg, fd, &limits, tmp_mb).map_err(|e| e.err)?;
+        let spawned = claim(inner, blank, None, spec, &mut prepared.msg, fd, &limits, tmp_mb).map_err(|e| e.err)?;
         inner.pool.count_spawn(false);
         tracing::debug!(
             env = %spec.id,

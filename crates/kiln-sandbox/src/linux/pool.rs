@@ -18,6 +18,26 @@
 //! [`DEMAND_MEMORY`] saw that many spawns the target falls back and the fillers discard the
 //! extra blanks, oldest first. Up to [`MAX_BUILDERS`] threads build at once when more than one
 //! blank is missing.
+//!
+//! # Refills that wait for the cold start
+//!
+//! A blank's build is mostly kernel work (cgroup `mkdir`s, a network namespace, mounts, a
+//! `clone`), and on a kernel without preemption a task woken on a CPU inside such a path waits
+//! until it ends: a refill started by the take competes with the very cold start that took the
+//! blank. So a *lone* take (no other cold start in progress, blanks still ready after it) holds
+//! its refill back ([`Holds`]) until that environment is first frozen (the engine freezes an
+//! environment idle for a few milliseconds: after its first call was answered, or after a
+//! provisioned Init), it is destroyed or its claim failed, or [`REFILL_HOLD`] passed, whichever
+//! comes first. Releasing it at the end of the first call instead put the build beside the
+//! answer's way back to the caller. A take while another cold start is in progress, or one that
+//! empties the pool, is demand that cannot wait: every held refill is released and the fillers
+//! build at once, as before.
+//!
+//! A lone take does not wake the fillers at all (that was two thread wake-ups on the cold
+//! start's path, and in traces the woken filler preempted the claiming thread), so no filler
+//! sets a timer for the hold: its time limit is checked whenever the pool is next looked at (a
+//! take, a release, a filler's wake-up, [`Pool::wait_full`]). A hold past its limit therefore
+//! lasts at most until the next take, and a take is the only thing the missing blank is for.
 use super::backend::Inner;
 use super::blank::{build_blank, discard_all, Blank};
 use super::lock;
@@ -31,8 +51,9 @@ use std::time::{Duration, Instant};
 /// How long the filler waits after a failed build.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The filler's nice value. A blank is built right after a cold start took one, while that cold
-/// start still runs; at nice 10 the build gets about a tenth of a CPU the cold start wants.
+/// The filler's nice value. In a burst a blank is built right after a cold start took one, while
+/// that cold start still runs; at nice 10 the build gets about a tenth of a CPU the cold start
+/// wants.
 /// Blanks inherit it and go back to 0 once built (see `child::init`).
 const FILLER_NICE: i32 = 10;
 
@@ -47,6 +68,60 @@ const DEMAND_WINDOW: Duration = Duration::from_millis(100);
 /// Filler threads: more than one when many blanks are missing. Each build is mostly kernel work
 /// of its own (cgroups, namespaces, mounts), so two builders on two CPUs refill twice as fast.
 pub(super) const MAX_BUILDERS: usize = 2;
+
+/// The longest a lone cold start holds back the refill of the blank it took (see the module
+/// docs): far longer than a cold start here (a few milliseconds), short enough that a pool
+/// never stays below its target for long if the signal is lost.
+pub(super) const REFILL_HOLD: Duration = Duration::from_millis(100);
+
+/// The refills held back by lone cold starts in progress: one per take, until released or
+/// expired. Time is passed in, as for [`Demand`].
+#[derive(Debug, Default)]
+pub(super) struct Holds {
+    /// (id, expiry), in the order taken.
+    held: Vec<(u64, Instant)>,
+    last_id: u64,
+}
+
+impl Holds {
+    /// A take at `now` that left `ready_after` blanks ready: the id of the hold on its refill
+    /// when the take is alone, or `None` after releasing every hold when it is not (another cold
+    /// start is still in progress, or the pool is empty: demand the fillers must meet at once).
+    pub(super) fn on_take(&mut self, now: Instant, ready_after: usize) -> Option<u64> {
+        self.expire(now);
+        if ready_after == 0 || !self.held.is_empty() {
+            self.held.clear();
+            return None;
+        }
+        self.last_id += 1;
+        self.held.push((self.last_id, now + REFILL_HOLD));
+        Some(self.last_id)
+    }
+
+    /// Ends the hold `id`; false if it had already ended (released, expired or cleared).
+    pub(super) fn release(&mut self, id: u64) -> bool {
+        let before = self.held.len();
+        self.held.retain(|(h, _)| *h != id);
+        self.held.len() != before
+    }
+
+    /// Drops the holds that expired at `now`; true if there were any.
+    pub(super) fn expire(&mut self, now: Instant) -> bool {
+        let before = self.held.len();
+        self.held.retain(|(_, until)| *until > now);
+        self.held.len() != before
+    }
+
+    /// How many refills are held back (once [`Holds::expire`] ran at the present).
+    pub(super) fn count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// When the next hold expires, if any.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.1).min()
+    }
+}
 
 /// Spawns counted per [`DEMAND_WINDOW`] over the last [`DEMAND_MEMORY`]. Time is passed in, so
 /// the rules are tested without waiting.
@@ -99,6 +174,12 @@ pub(super) fn target(floor: usize, peak: usize, max: usize) -> usize {
     peak.max(floor).min(max.max(floor))
 }
 
+/// How many blanks the fillers should start building now: what the target asks beyond the
+/// ready ones, those being built and the refills held for cold starts in progress.
+pub(super) fn to_build(target: usize, ready: usize, building: usize, held: usize) -> usize {
+    target.saturating_sub(ready + building + held)
+}
+
 pub(crate) struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a blank is taken or added, the target changes, or the pool stops.
@@ -117,6 +198,8 @@ struct PoolState {
     ready: VecDeque<Blank>,
     /// Builds in progress in the fillers.
     building: usize,
+    /// Refills that wait for the cold start that took their blank.
+    holds: Holds,
     stopped: bool,
     /// Limits and `/tmp` size of the latest claim, for the next blanks.
     limits: Limits,
@@ -150,6 +233,7 @@ impl Pool {
                 demand: Demand::default(),
                 ready: VecDeque::new(),
                 building: 0,
+                holds: Holds::default(),
                 stopped: false,
                 limits,
                 tmp_mb,
@@ -159,17 +243,33 @@ impl Pool {
         }
     }
 
-    /// A ready blank, if any; counts the demand, remembers `limits` and `tmp_mb` for the next
-    /// builds and wakes the fillers.
-    pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<Blank> {
+    /// A ready blank, if any, with the id of the hold on its refill when the take is alone (see
+    /// the module docs; [`Pool::release`] ends it); counts the demand, remembers `limits` and
+    /// `tmp_mb` for the next builds and wakes the fillers when there is something to build.
+    pub(crate) fn take(&self, limits: Limits, tmp_mb: u32) -> Option<(Blank, Option<u64>)> {
         let mut st = lock(&self.state);
         st.limits = limits;
         st.tmp_mb = tmp_mb;
         let now = Instant::now();
         st.demand.record(now);
-        st.retarget(now);
-        self.cv.notify_all();
-        st.ready.pop_back()
+        let retargeted = st.retarget(now);
+        let blank = st.ready.pop_back();
+        let ready_after = if blank.is_some() { st.ready.len() } else { 0 };
+        let hold = st.holds.on_take(now, ready_after);
+        // A take whose refill is held, with the target unchanged, gives the fillers nothing to
+        // do: waking them would only put two thread wake-ups on the cold start's path.
+        if retargeted || to_build(st.target, st.ready.len(), st.building, st.holds.count()) > 0 {
+            self.cv.notify_all();
+        }
+        blank.map(|b| (b, hold))
+    }
+
+    /// Ends the hold `id` on a refill: the cold start that took its blank is over (or failed).
+    pub(crate) fn release(&self, id: u64) {
+        let mut st = lock(&self.state);
+        if st.holds.release(id) {
+            self.cv.notify_all();
+        }
     }
 
     pub(crate) fn count_spawn(&self, pooled: bool) {
@@ -206,17 +306,32 @@ impl Pool {
 
     pub(crate) fn stats(&self) -> PoolStats {
         let st = lock(&self.state);
-        PoolStats { target: st.target, ready: st.ready.len(), ..st.stats }
+        PoolStats { target: st.target, ready: st.ready.len(), held_refills: st.holds.count(), ..st.stats }
     }
 
-    /// Waits until the pool holds its target (or has stopped); false on timeout.
+    /// Waits until the pool holds its target (or has stopped); false on timeout. Refills held
+    /// for cold starts still in progress are let go once their time is up.
     pub(crate) fn wait_full(&self, timeout: Duration) -> bool {
-        let st = lock(&self.state);
-        let (st, _) = self
-            .cv
-            .wait_timeout_while(st, timeout, |s| !s.stopped && s.ready.len() < s.target)
-            .unwrap_or_else(PoisonError::into_inner);
-        st.stopped || st.ready.len() >= st.target
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.state);
+        loop {
+            if st.stopped || st.ready.len() >= st.target {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if st.holds.expire(now) {
+                self.cv.notify_all();
+            }
+            let until = st.holds.next_expiry().map_or(deadline, |e| e.min(deadline));
+            st = self
+                .cv
+                .wait_timeout(st, until.saturating_duration_since(now))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -250,11 +365,18 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
                 st = pool.cv.wait_timeout(st, until - now).unwrap_or_else(PoisonError::into_inner).0;
                 continue;
             }
-            if st.ready.len() + st.building < st.target {
+            st.holds.expire(now);
+            if to_build(st.target, st.ready.len(), st.building, st.holds.count()) > 0 {
                 break;
             }
-            // Above the floor, wake when the oldest demand is forgotten, to shrink.
-            st = match st.demand.next_change().filter(|_| st.target > st.floor) {
+            // Wake when a held refill's time is up, and above the floor when the oldest demand is
+            // forgotten, to shrink.
+            let shrink = st.demand.next_change().filter(|_| st.target > st.floor);
+            let wake = match (st.holds.next_expiry(), shrink) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            st = match wake {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now) + Duration::from_millis(1);
                     pool.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0
@@ -343,5 +465,73 @@ mod tests {
         // A floor above the maximum wins; a floor of 0 disables the pool whatever the demand.
         assert_eq!(target(8, 100, 2), 8);
         assert_eq!(target(0, 200, 256), 0);
+    }
+
+    #[test]
+    fn a_lone_take_holds_its_refill_until_released() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        let id = h.on_take(t0, 3).expect("a lone take with blanks left is held");
+        assert_eq!(h.count(), 1);
+        assert_eq!(h.next_expiry(), Some(t0 + REFILL_HOLD));
+        // Released once: the second release (a destroy after the signal) finds nothing.
+        assert!(h.release(id));
+        assert!(!h.release(id));
+        assert_eq!(h.count(), 0);
+        assert_eq!(h.next_expiry(), None);
+        // The next lone take is held again, with its own id.
+        let id2 = h.on_take(t0 + Duration::from_millis(5), 3).unwrap();
+        assert_ne!(id, id2);
+        assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn a_hold_ends_by_itself_after_its_time() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        let id = h.on_take(t0, 3).unwrap();
+        assert!(!h.expire(t0 + REFILL_HOLD - Duration::from_millis(1)));
+        assert_eq!(h.count(), 1);
+        assert!(h.expire(t0 + REFILL_HOLD));
+        assert_eq!(h.count(), 0);
+        // A signal that arrives late has nothing left to release.
+        assert!(!h.release(id));
+        // A take after the limit is alone again: the expired hold does not make it a burst.
+        assert!(h.on_take(t0 + REFILL_HOLD + Duration::from_millis(1), 3).is_some());
+        assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn concurrent_takes_or_an_empty_pool_refill_at_once() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        // A second cold start while the first is in progress: a burst; both refills go now.
+        let first = h.on_take(t0, 3).unwrap();
+        assert_eq!(h.on_take(t0 + Duration::from_millis(1), 2), None);
+        assert_eq!(h.count(), 0);
+        assert!(!h.release(first));
+        // Every further take of the burst finds no hold and adds one only once the others ended.
+        assert!(h.on_take(t0 + Duration::from_millis(2), 1).is_some());
+        assert_eq!(h.on_take(t0 + Duration::from_millis(2), 0), None);
+        assert_eq!(h.count(), 0);
+        // A take that leaves the pool empty (or found it empty) is never held, even alone.
+        assert_eq!(h.on_take(t0 + Duration::from_secs(1), 0), None);
+        assert_eq!(h.count(), 0);
+    }
+
+    #[test]
+    fn held_refills_are_not_built_and_released_ones_are() {
+        let t0 = Instant::now();
+        let mut h = Holds::default();
+        // A pool of 4 after a lone take: 3 ready, the fourth held.
+        let id = h.on_take(t0, 3).unwrap();
+        assert_eq!(to_build(4, 3, 0, h.count()), 0);
+        h.release(id);
+        assert_eq!(to_build(4, 3, 0, h.count()), 1);
+        // Demand above the pool (a burst raised the target to 10) is built whatever is held.
+        let _ = h.on_take(t0, 3).unwrap();
+        assert_eq!(to_build(10, 3, 1, h.count()), 5);
+        // More ready than the target (it fell) builds nothing.
+        assert_eq!(to_build(4, 6, 0, 0), 0);
     }
 }

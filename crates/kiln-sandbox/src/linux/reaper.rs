@@ -118,6 +118,7 @@ impl Env {
             }
             st.destroyed = true;
         }
+        self.release_refill();
         self.kill();
         let st = lock(&self.state);
         let (st, _) =
