@@ -374,11 +374,11 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToWriter>) {
         let mut flushed = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            // Lines gather for an interval before they are written, the first one too: a cold
-            // start's first line (INIT_START) would otherwise create its stream's file at once,
-            // a file system call of 0.1-1 ms here, on a CPU the cold start is using.
-            let gather = matches!(first, ToWriter::Line(_));
-            if gather {
+            // Lines gather for an interval after the first one arrives, before any is written:
+            // one wake-up and one write per file per interval, and a cold start's first line
+            // (INIT_START) does not create its stream's file at once, a file system call of
+            // 0.1-1 ms here, on a CPU the cold start is using. Other messages are served at once.
+            if matches!(first, ToWriter::Line(_)) {
                 std::thread::sleep(WRITE_INTERVAL);
             }
             let mut next = Some(first);
@@ -420,16 +420,12 @@ impl Writer {
             // Only now are the lines in their files: a backlog of zero means nothing to flush.
             self.shared.backlog.fetch_sub(batch, Ordering::Relaxed);
             self.shared.drained.notify_waiters();
-            let waited = !flushed.is_empty();
             for done in flushed.drain(..) {
                 let _ = done.send(());
             }
             if self.last_sweep.elapsed() > SWEEP_INTERVAL * 2 {
                 // The timer task is gone (no runtime): sweep from here.
                 self.sweep();
-            }
-            if !waited && !gather {
-                std::thread::sleep(WRITE_INTERVAL);
             }
         }
     }

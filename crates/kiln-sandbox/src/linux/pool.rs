@@ -74,52 +74,50 @@ pub(super) const MAX_BUILDERS: usize = 2;
 /// never stays below its target for long if the signal is lost.
 pub(super) const REFILL_HOLD: Duration = Duration::from_millis(100);
 
-/// The refills held back by lone cold starts in progress: one per take, until released or
-/// expired. Time is passed in, as for [`Demand`].
+/// The refill held back by a lone cold start in progress, until released or expired: at most
+/// one, since a take while one is held is no longer alone and releases it. Time is passed in, as
+/// for [`Demand`].
 #[derive(Debug, Default)]
 pub(super) struct Holds {
-    /// (id, expiry), in the order taken.
-    held: Vec<(u64, Instant)>,
+    /// (id, expiry) of the hold in force.
+    held: Option<(u64, Instant)>,
     last_id: u64,
 }
 
 impl Holds {
     /// A take at `now` that left `ready_after` blanks ready: the id of the hold on its refill
-    /// when the take is alone, or `None` after releasing every hold when it is not (another cold
-    /// start is still in progress, or the pool is empty: demand the fillers must meet at once).
+    /// when the take is alone, or `None` after releasing the hold in force when it is not
+    /// (another cold start is still in progress, or the pool is empty: demand the fillers must
+    /// meet at once).
     pub(super) fn on_take(&mut self, now: Instant, ready_after: usize) -> Option<u64> {
         self.expire(now);
-        if ready_after == 0 || !self.held.is_empty() {
-            self.held.clear();
+        if ready_after == 0 || self.held.is_some() {
+            self.held = None;
             return None;
         }
         self.last_id += 1;
-        self.held.push((self.last_id, now + REFILL_HOLD));
+        self.held = Some((self.last_id, now + REFILL_HOLD));
         Some(self.last_id)
     }
 
     /// Ends the hold `id`; false if it had already ended (released, expired or cleared).
     pub(super) fn release(&mut self, id: u64) -> bool {
-        let before = self.held.len();
-        self.held.retain(|(h, _)| *h != id);
-        self.held.len() != before
+        self.held.take_if(|(h, _)| *h == id).is_some()
     }
 
-    /// Drops the holds that expired at `now`; true if there were any.
+    /// Drops the hold if it expired at `now`; true if it did.
     pub(super) fn expire(&mut self, now: Instant) -> bool {
-        let before = self.held.len();
-        self.held.retain(|(_, until)| *until > now);
-        self.held.len() != before
+        self.held.take_if(|(_, until)| *until <= now).is_some()
     }
 
-    /// How many refills are held back (once [`Holds::expire`] ran at the present).
+    /// How many refills are held back (once [`Holds::expire`] ran at the present): 0 or 1.
     pub(super) fn count(&self) -> usize {
-        self.held.len()
+        usize::from(self.held.is_some())
     }
 
-    /// When the next hold expires, if any.
+    /// When the hold in force expires, if there is one.
     pub(super) fn next_expiry(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.1).min()
+        self.held.map(|h| h.1)
     }
 }
 
@@ -372,11 +370,7 @@ pub(crate) fn filler_loop(inner: &Arc<Inner>) {
             // Wake when a held refill's time is up, and above the floor when the oldest demand is
             // forgotten, to shrink.
             let shrink = st.demand.next_change().filter(|_| st.target > st.floor);
-            let wake = match (st.holds.next_expiry(), shrink) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            st = match wake {
+            st = match [st.holds.next_expiry(), shrink].into_iter().flatten().min() {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now) + Duration::from_millis(1);
                     pool.cv.wait_timeout(st, wait).unwrap_or_else(PoisonError::into_inner).0
