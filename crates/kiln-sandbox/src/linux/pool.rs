@@ -30,7 +30,7 @@
 //! provisioned Init), it is destroyed or its claim failed, or [`REFILL_HOLD`] passed, whichever
 //! comes first. Releasing it at the end of the first call instead put the build beside the
 //! answer's way back to the caller. A take while another cold start is in progress, or one that
-//! empties the pool, is demand that cannot wait: every held refill is released and the fillers
+//! empties the pool, is demand that cannot wait: the held refill is released and the fillers
 //! build at once, as before.
 //!
 //! A lone take does not wake the fillers at all (that was two thread wake-ups on the cold
