@@ -365,6 +365,7 @@ impl Environment {
             },
             other => other,
         };
+        self.capture.answered();
         let duration_ms = ms(started.elapsed());
         let undelivered =
             matches!(ended, Ended::NoPickup) || (matches!(ended, Ended::Exit(_)) && self.api.undelivered(&request_id));

@@ -632,9 +632,10 @@ struct CaptureState {
     /// An unterminated last line of output.
     partial: Vec<u8>,
     eof: bool,
-    /// Between Init's start and the end of the first invocation, and during each invocation.
+    /// From Init's start until the first invocation's answer, and from each invocation's start
+    /// until its answer.
     in_invocation: bool,
-    /// Bytes read since the last invocation ended.
+    /// Bytes read since the last invocation's answer.
     idle_bytes: usize,
     /// The pipe is not read until the next invocation (too much output outside one).
     paused: bool,
@@ -866,12 +867,26 @@ impl Capture {
         self.flush_partial(&mut st);
     }
 
-    /// Ends an invocation, returning its log tail if it was asked for. From here until the next
-    /// invocation the environment's output is bounded by [`IDLE_OUTPUT_BYTES`].
+    /// The invocation has its answer (or ended otherwise): from here until the next invocation
+    /// the environment's output, what is still in the pipe included, is bounded by
+    /// [`IDLE_OUTPUT_BYTES`], so a function that keeps printing after its answer cannot add more
+    /// while the invocation's end is written.
+    pub fn answered(&self) {
+        let mut st = self.lock();
+        if st.in_invocation {
+            st.in_invocation = false;
+            st.idle_bytes = 0;
+        }
+    }
+
+    /// Ends an invocation ([`Capture::answered`] if it was not yet), returning its log tail if it
+    /// was asked for.
     pub fn finish(&self) -> Option<Vec<u8>> {
         let mut st = self.lock();
-        st.in_invocation = false;
-        st.idle_bytes = 0;
+        if st.in_invocation {
+            st.in_invocation = false;
+            st.idle_bytes = 0;
+        }
         st.tail.take()
     }
 }
