@@ -293,6 +293,33 @@ def test_unreachable_destination_keeps_the_record(fast_retries):
     assert ev["Record"]["requestContext"]["condition"] == "Success"
 
 
+def test_destination_of_another_account_or_region_never_reaches_a_same_named_local_function(fast_retries):
+    # A function ARN names its account and region: a sink of the same name here is not it.
+    server, lam = fast_retries
+    sink = k.unique_name("sink")
+    k.create(lam, sink, recorder_zip())
+    foreign = {
+        "account": "arn:aws:lambda:%s:111111111111:function:%s" % (k.REGION, sink),
+        "region": "arn:aws:lambda:eu-north-1:%s:function:%s" % (k.ACCOUNT, sink),
+    }
+    sent = {}
+    for what, arn in foreign.items():
+        name = k.unique_name("to-" + what)
+        k.create(lam, name, recorder_zip())
+        # Accepted, as Lambda accepts it (whether it may be invoked shows at delivery).
+        put = lam.put_function_event_invoke_config(FunctionName=name, DestinationConfig={"OnSuccess": {"Destination": arn}})
+        assert put["DestinationConfig"]["OnSuccess"] == {"Destination": arn}
+        sent[name] = (arn, send_event(lam, name, {"to": what}))
+    for name, (arn, rid) in sent.items():
+        [ev] = k.wait_for(lambda: [e for e in events_of(server.endpoint, name) if e["State"] == "failed"], timeout=30,
+                          what="the event in the failed store")
+        assert ev["RequestId"] == rid
+        assert "unreachable" in ev["LastError"] and arn in ev["LastError"], ev["LastError"]
+        assert "own account and region" in ev["LastError"], ev["LastError"]
+    # (Delivered to the local sink, neither event would be in the failed store.)
+    assert records(server.endpoint, sink) == []
+
+
 def test_reserved_concurrency_zero_fails_at_once_and_redrive_runs_again(fast_retries):
     server, lam = fast_retries
     name = k.unique_name("zero")

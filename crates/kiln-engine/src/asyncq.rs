@@ -521,7 +521,12 @@ impl Engine {
     /// Queues a record for a destination function.
     async fn send_record(&self, arn: &str, depth: u32, rec: &serde_json::Value) -> Result<(), String> {
         match ev::parse_destination(arn) {
-            Some(Destination::Function { name, qualifier }) => {
+            Some(Destination::Function { region, account, name, qualifier }) => {
+                if !self.is_own(&region, &account) {
+                    return Err(format!(
+                        "a function of account {account} in {region}: kiln delivers destination records only to functions of the function's own account and region"
+                    ));
+                }
                 if depth + 1 > ev::DESTINATION_DEPTH_MAX {
                     return Err(format!(
                         "a chain of {} destination records looks like a loop; stopped",
@@ -611,8 +616,17 @@ impl Engine {
         EngineError::no_event_invoke_config(&self.arn(name, Some(q)))
     }
 
+    /// Whether a function ARN's region and account are this engine's.
+    fn is_own(&self, region: &str, account: &str) -> bool {
+        let own = &self.inner.opts.partition;
+        own.region == region && own.account_id == account
+    }
+
     fn check_destination(&self, function: &str, arn: &str) -> Result<(), EngineError> {
         match ev::parse_destination(arn) {
+            // Another account's or region's function cannot be looked at from here; Lambda takes
+            // such a destination too (whether it may be invoked shows at delivery).
+            Some(Destination::Function { region, account, .. }) if !self.is_own(&region, &account) => Ok(()),
             Some(Destination::Function { name, .. }) => {
                 if name == function {
                     return Err(EngineError::invalid("You can't specify the function as a destination for itself."));

@@ -37,8 +37,8 @@ impl EventInvokeConfig {
 /// What a destination ARN points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
-    /// A function (`name`, optional qualifier).
-    Function { name: String, qualifier: Option<String> },
+    /// A function (`name`, optional qualifier) of the account and region the ARN names.
+    Function { region: String, account: String, name: String, qualifier: Option<String> },
     /// SQS, SNS, EventBridge or S3: accepted and stored; kiln runs none of them.
     Foreign(String),
 }
@@ -75,8 +75,10 @@ pub fn parse_destination(arn: &str) -> Option<Destination> {
     }
     match parts[2] {
         "lambda" => match parts.as_slice() {
-            [_, _, _, _, _, "function", name, rest @ ..] if rest.len() <= 1 && !name.is_empty() => {
+            [_, _, _, region, account, "function", name, rest @ ..] if rest.len() <= 1 && !name.is_empty() => {
                 Some(Destination::Function {
+                    region: (*region).to_string(),
+                    account: (*account).to_string(),
                     name: (*name).to_string(),
                     qualifier: rest.first().map(|q| q.to_string()),
                 })
@@ -96,11 +98,21 @@ mod tests {
     fn destinations_are_classified() {
         assert_eq!(
             parse_destination("arn:aws:lambda:us-east-1:000000000000:function:rec"),
-            Some(Destination::Function { name: "rec".into(), qualifier: None })
+            Some(Destination::Function {
+                region: "us-east-1".into(),
+                account: "000000000000".into(),
+                name: "rec".into(),
+                qualifier: None
+            })
         );
         assert_eq!(
-            parse_destination("arn:aws:lambda:us-east-1:000000000000:function:rec:live"),
-            Some(Destination::Function { name: "rec".into(), qualifier: Some("live".into()) })
+            parse_destination("arn:aws:lambda:eu-west-1:111111111111:function:rec:live"),
+            Some(Destination::Function {
+                region: "eu-west-1".into(),
+                account: "111111111111".into(),
+                name: "rec".into(),
+                qualifier: Some("live".into())
+            })
         );
         assert!(matches!(parse_destination("arn:aws:sqs:us-east-1:000000000000:q"), Some(Destination::Foreign(_))));
         assert_eq!(parse_destination("arn:aws:dynamodb:us-east-1:000000000000:table/t"), None);
