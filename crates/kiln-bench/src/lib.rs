@@ -22,7 +22,9 @@
 //! - **warm**: sequential invokes on one warm environment, with the CPU time per call of kiln's
 //!   processes and of the function (`/proc/PID/task/*/schedstat` of the server's process tree,
 //!   bootstraps apart). The same for the minimal runtime (`minimal-runtime`, a std-only loop)
-//!   when it is built, plus its throughput with 8 callers: what is left there is kiln.
+//!   when it is built, plus its throughput with 8 callers: what is left there is kiln. Then
+//!   the minimal runtime again, pausing 1 ms per event: `kiln serve`'s CPU per call with idle
+//!   CPUs between the exchanges, printed as information beside the back-to-back figure.
 //! - **throughput**: warm invokes per second with 1, 8 and 32 concurrent callers for a fixed
 //!   time each, after a warm-up that gives every caller its environment.
 //! - **burst**: one fresh function, one pre-connected client per caller; all callers are
