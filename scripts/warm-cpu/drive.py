@@ -12,7 +12,7 @@ latency percentiles and kiln serve's CPU per call: utime + stime (/proc/PID/stat
 goal line) and the sum of its threads' run time (/proc/PID/task/*/schedstat, nanoseconds).
 With `hold` it prints `PID <kiln serve>` before the measured calls and waits for the file
 $WARM_CPU_DIR/go (default /tmp/warm-cpu), so that perf or strace can attach; it creates
-$WARM_CPU_DIR/done after them.
+$WARM_CPU_DIR/done after them, and keeps the server up for LINGER seconds more (default 0).
 """
 import http.client
 import os
@@ -96,6 +96,7 @@ try:
     ticks1, ns1, wall1 = cpu_ticks(), run_ns(), time.time()
     if hold:
         open(signal_dir + "/done", "w").close()
+        time.sleep(float(os.environ.get("LINGER", "0")))
     lat.sort()
     q = lambda f: lat[int(f * (len(lat) - 1))] * 1e6
     tick = os.sysconf("SC_CLK_TCK")

@@ -22,7 +22,9 @@
 //! - **warm**: sequential invokes on one warm environment, with the CPU time per call of kiln's
 //!   processes and of the function (`/proc/PID/task/*/schedstat` of the server's process tree,
 //!   bootstraps apart). The same for the minimal runtime (`minimal-runtime`, a std-only loop)
-//!   when it is built, plus its throughput with 8 callers: what is left there is kiln.
+//!   when it is built, plus its throughput with 8 callers: what is left there is kiln. Then
+//!   the minimal runtime again, pausing 1 ms per event: `kiln serve`'s CPU per call with idle
+//!   CPUs between the exchanges, printed as information beside the back-to-back figure.
 //! - **throughput**: warm invokes per second with 1, 8 and 32 concurrent callers for a fixed
 //!   time each, after a warm-up that gives every caller its environment.
 //! - **burst**: one fresh function, one pre-connected client per caller; all callers are
@@ -188,6 +190,11 @@ pub struct BenchArgs {
 const CALLERS: [usize; 3] = [1, 8, 32];
 /// The event of every invoke, and the echo server's request body.
 const ECHO: &str = r#"{"action":"echo"}"#;
+/// The minimal runtime waits 1 ms before it answers this event (see [`PAUSE_CALLS`]).
+const PAUSE_1MS: &str = r#"{"action":"sleep","ms":1}"#;
+/// Sequential calls of the minimal runtime with a 1 ms pause per event, at most: an information
+/// row (how much of kiln's CPU per call is the cost of waking idle CPUs), not a goal.
+const PAUSE_CALLS: usize = 1000;
 const MB: f64 = 1024.0 * 1024.0;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -476,10 +483,15 @@ async fn latency_scenarios(
     report.warm_cpu_server = cpu_server;
     if let (Some(zip), Some(lean)) = (lean_zip_b64, report.lean.as_mut()) {
         api.create_function("bench-lean", zip, 10, args.memory).await?;
-        let (warm, cpu_kiln, cpu_function, _) = warm_calls(server, "bench-lean", args.warm).await?;
+        let (warm, cpu_kiln, cpu_function, cpu_server) = warm_calls(server, "bench-lean", args.warm).await?;
         lean.warm = Stats::of(&warm);
         lean.cpu_kiln = cpu_kiln;
         lean.cpu_function = cpu_function;
+        lean.cpu_server = cpu_server;
+        let pause_calls = args.warm.min(PAUSE_CALLS);
+        let (paused, _, _, cpu_server) = warm_calls_with(server, "bench-lean", pause_calls, PAUSE_1MS).await?;
+        lean.paused = Stats::of(&paused);
+        lean.paused_cpu_server = cpu_server;
         let addr = server.addr;
         lean.throughput8 =
             throughput(addr, args.seconds, 8, move |c| async move { invoke(&c, "bench-lean", ECHO).await.map(drop) })
@@ -554,14 +566,24 @@ async fn warm_calls(
     function: &str,
     n: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration, Duration, Duration)> {
+    warm_calls_with(server, function, n, ECHO).await
+}
+
+/// [`warm_calls`] with the given event.
+async fn warm_calls_with(
+    server: &Server,
+    function: &str,
+    n: usize,
+    event: &str,
+) -> anyhow::Result<(Vec<Duration>, Duration, Duration, Duration)> {
     let client = new_client(server.addr);
-    invoke(&client, function, ECHO).await?;
+    invoke(&client, function, event).await?;
     let mut out = Vec::with_capacity(n);
     let before = tree_cpu(server.pid);
     let stat_before = process_cpu_stat(server.pid);
     for _ in 0..n {
         let t = Instant::now();
-        invoke(&client, function, ECHO).await?;
+        invoke(&client, function, event).await?;
         out.push(t.elapsed());
     }
     let after = tree_cpu(server.pid);
@@ -1417,6 +1439,12 @@ struct Lean {
     bare_warm: Stats,
     cpu_kiln: Duration,
     cpu_function: Duration,
+    /// `kiln serve`'s utime + stime per sequential warm call.
+    cpu_server: Duration,
+    /// Sequential calls whose event makes the runtime wait 1 ms ([`PAUSE_1MS`]), and `kiln
+    /// serve`'s utime + stime per such call.
+    paused: Stats,
+    paused_cpu_server: Duration,
     throughput8: f64,
 }
 
@@ -1675,6 +1703,17 @@ impl Report {
                 l.throughput8,
                 l.throughput8 / floor8.max(1e-9) * 100.0
             );
+            if l.paused.n > 0 {
+                s += &format!(
+                    "minimal runtime, kiln serve CPU per warm call (utime + stime): {:.0} µs back to back, \
+                     {:.0} µs when the function pauses 1 ms per event ({} calls, p50 {:.3} ms; information: \
+                     the cost of waking idle CPUs, not a goal)\n",
+                    l.cpu_server.as_secs_f64() * 1e6,
+                    l.paused_cpu_server.as_secs_f64() * 1e6,
+                    l.paused.n,
+                    ms(l.paused.p50)
+                );
+            }
         }
         let cpus = self.machine["nproc"].as_u64().unwrap_or(1) as f64;
         s += &format!(
@@ -1884,7 +1923,15 @@ impl Report {
             "minimal_runtime": self.lean.as_ref().map(|l| json!({
                 "warm": l.warm.json(),
                 "bare_warm": l.bare_warm.json(),
-                "warm_cpu_us_per_call": { "kiln": l.cpu_kiln.as_secs_f64() * 1e6, "function": l.cpu_function.as_secs_f64() * 1e6 },
+                "warm_cpu_us_per_call": {
+                    "kiln": l.cpu_kiln.as_secs_f64() * 1e6,
+                    "kiln_serve_utime_stime": l.cpu_server.as_secs_f64() * 1e6,
+                    "function": l.cpu_function.as_secs_f64() * 1e6,
+                },
+                "pause_1ms": {
+                    "warm": l.paused.json(),
+                    "kiln_serve_utime_stime_us_per_call": l.paused_cpu_server.as_secs_f64() * 1e6,
+                },
                 "throughput_8_callers_per_second": l.throughput8,
             })),
             "warm_cpu_us_per_call": {
@@ -2012,6 +2059,29 @@ mod tests {
         // No density run, no minimal runtime: no such rows.
         assert_eq!(met("kiln memory"), None);
         assert_eq!(met("minimal runtime"), None);
+    }
+
+    #[test]
+    fn the_pause_row_is_information_printed_beside_the_minimal_runtime() {
+        let lean = Lean {
+            cpu_server: Duration::from_micros(40),
+            paused: Stats::of(&[Duration::from_micros(1_200)]),
+            paused_cpu_server: Duration::from_micros(130),
+            ..Lean::default()
+        };
+        let report = Report { lean: Some(lean), ..Report::default() };
+        let text = report.render(&args(&[]));
+        assert!(
+            text.contains("40 µs back to back, 130 µs when the function pauses 1 ms per event (1 calls, p50 1.200 ms"),
+            "{text}"
+        );
+        // Not a goal: no row of the goals table speaks of the pause.
+        assert!(report.goals(&args(&[])).iter().all(|g| !g.what.contains("pause")));
+        let json = report.to_json(&args(&[]));
+        assert_eq!(json["minimal_runtime"]["pause_1ms"]["kiln_serve_utime_stime_us_per_call"], 130.0);
+        // Without the pause run (no minimal runtime calls), no such line.
+        let none = Report { lean: Some(Lean::default()), ..Report::default() };
+        assert!(!none.render(&args(&[])).contains("pauses 1 ms"));
     }
 
     #[test]
