@@ -999,6 +999,19 @@ mod order {
     }
 
     #[test]
+    fn the_private_passwd_is_written_then_bound_read_only_over_the_hosts() {
+        let calls = run_init();
+        let etc = pos(&calls, "mount /etc -> etc");
+        let read = pos(&calls, "open etc/passwd");
+        let write = pos(&calls, "open .kiln-etc/passwd");
+        let bind = pos(&calls, "mount .kiln-etc/passwd -> etc/passwd");
+        assert!(etc < read && read < write && write < bind, "{calls:#?}");
+        assert_eq!(calls[bind + 1], "mount - -> etc/passwd (remount ro)");
+        assert_eq!(calls[bind + 2], "unlink .kiln-etc/passwd");
+        assert!(bind < pos(&calls, "detach_mount .kiln-etc"), "{calls:#?}");
+    }
+
+    #[test]
     fn the_claim_is_attached_after_the_blank_is_announced() {
         let calls = run_init();
         let ready = pos(&calls, "send 7 Some(Ready) [");
