@@ -231,6 +231,20 @@ def test_the_function_user_is_in_etc_passwd(lam, deploy):
     assert out["writable"] is False
 
 
+def test_node_functions_see_the_function_user_too(lam, deploy):
+    """Node.js reads the same entry: `os.userInfo()` and `os.homedir()` answer as on Lambda
+    (before, `os.userInfo()` threw: uid 993 was unknown)."""
+    src = (
+        "const os = require('os');\n"
+        "exports.handler = async () => ({ user: os.userInfo().username, uid: os.userInfo().uid, home: os.homedir() });\n"
+    )
+    name = deploy(k.make_zip({"index.js": src}), prefix="js", Runtime="nodejs20.x", Handler="index.handler")
+    host = Path("/etc/passwd").read_text().splitlines()
+    if any(line.split(":")[2:3] == ["993"] for line in host):
+        pytest.fail("this host has its own uid 993 in /etc/passwd: the function would see that user")
+    assert k.invoke_json(lam, name) == {"user": "sbx_user1051", "uid": 993, "home": "/home/sbx_user1051"}
+
+
 def test_host_loopback_is_unreachable(lam, deploy):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
