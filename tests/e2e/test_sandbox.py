@@ -236,7 +236,10 @@ def test_node_functions_see_the_function_user_too(lam, deploy):
     (before, `os.userInfo()` threw: uid 993 was unknown)."""
     src = (
         "const os = require('os');\n"
-        "exports.handler = async () => ({ user: os.userInfo().username, uid: os.userInfo().uid, home: os.homedir() });\n"
+        "exports.handler = async () => {\n"
+        "  const u = os.userInfo();\n"
+        "  return { user: u.username, uid: u.uid, home: os.homedir() };\n"
+        "};\n"
     )
     name = deploy(k.make_zip({"index.js": src}), prefix="js", Runtime="nodejs20.x", Handler="index.handler")
     host = Path("/etc/passwd").read_text().splitlines()
