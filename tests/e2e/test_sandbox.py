@@ -197,6 +197,57 @@ def test_identity_is_unprivileged(lam, deploy):
     assert unshare["rc"] == -1 and unshare["errno"] == 1  # EPERM
 
 
+PASSWD_PROBE = (
+    "import os, pwd, site\n"
+    "def handler(event, context):\n"
+    "    try:\n"
+    "        open('/etc/passwd', 'a').write('x')\n"
+    "        writable = True\n"
+    "    except OSError:\n"
+    "        writable = False\n"
+    "    me = pwd.getpwuid(os.getuid())\n"
+    "    return {'name': me.pw_name, 'dir': me.pw_dir, 'home': os.path.expanduser('~'),\n"
+    "            'user_site': site.getusersitepackages(), 'root': pwd.getpwuid(0).pw_name,\n"
+    "            'lines': open('/etc/passwd').read().splitlines(), 'writable': writable}\n"
+)
+
+
+def test_the_function_user_is_in_etc_passwd(lam, deploy):
+    """The environment's /etc/passwd is the host's with Lambda's user for uid 993 after it, so
+    the function's own uid resolves (Python's `site` looks it up at every start) as on Lambda;
+    it stays read-only and the host's file is untouched."""
+    name = deploy(k.make_zip({"app.py": PASSWD_PROBE}), prefix="py", Runtime="python3.11", Handler="app.handler")
+    out = k.invoke_json(lam, name)
+    host = Path("/etc/passwd").read_text().splitlines()
+    assert out["lines"][: len(host)] == host
+    assert out["lines"][len(host) :] == ["sbx_user1051:x:993:993::/home/sbx_user1051:/sbin/nologin"]
+    assert not any(line.startswith("sbx_user1051:") for line in host)
+    host_993 = [line.split(":")[0] for line in host if line.split(":")[2:3] == ["993"]]
+    assert out["name"] == (host_993[0] if host_993 else "sbx_user1051"), out
+    if not host_993:
+        assert out["dir"] == out["home"] == "/home/sbx_user1051", out
+        assert out["user_site"] == "/home/sbx_user1051/.local/lib/python3.11/site-packages", out
+    assert out["root"] == "root"
+    assert out["writable"] is False
+
+
+def test_node_functions_see_the_function_user_too(lam, deploy):
+    """Node.js reads the same entry: `os.userInfo()` and `os.homedir()` answer as on Lambda
+    (before, `os.userInfo()` threw: uid 993 was unknown)."""
+    src = (
+        "const os = require('os');\n"
+        "exports.handler = async () => {\n"
+        "  const u = os.userInfo();\n"
+        "  return { user: u.username, uid: u.uid, home: os.homedir() };\n"
+        "};\n"
+    )
+    name = deploy(k.make_zip({"index.js": src}), prefix="js", Runtime="nodejs20.x", Handler="index.handler")
+    host = Path("/etc/passwd").read_text().splitlines()
+    if any(line.split(":")[2:3] == ["993"] for line in host):
+        pytest.fail("this host has its own uid 993 in /etc/passwd: the function would see that user")
+    assert k.invoke_json(lam, name) == {"user": "sbx_user1051", "uid": 993, "home": "/home/sbx_user1051"}
+
+
 def test_host_loopback_is_unreachable(lam, deploy):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -59,8 +59,9 @@
 //! 6. make all mounts private; mount a tmpfs on the scratch mountpoint and build the new root in
 //!    it: read-only binds of `/usr` and `/etc`, an empty `/var/task`, the merged-/usr symlinks,
 //!    an empty `/opt`, a private `/tmp`, a fresh `/proc` (`hidepid=2`: the function does not see
-//!    init), a `/dev` with six device nodes and the private `/etc/hosts` and `/etc/hostname`
-//!    (both on the root's tmpfs: four superblocks per environment, root, `/tmp`, `/proc` and
+//!    init), a `/dev` with six device nodes and the private `/etc/hosts`, `/etc/hostname` and
+//!    `/etc/passwd` (the host's with the function's user, `sbx_user1051`, after it) (all on
+//!    the root's tmpfs: four superblocks per environment, root, `/tmp`, `/proc` and
 //!    the IPC namespace's mqueue, because the removal of every memory cgroup walks the lists of
 //!    every superblock on the host); `pivot_root`, detach the old root, remount `/` read-only;
 //! 7. bring `lo` up, bind the Runtime API listener to 127.0.0.1:9001 in the new network

@@ -83,7 +83,7 @@ steps! {
     Seccomp = "install seccomp filter",
     Exec = "exec bootstrap",
     Priority = "reset scheduling priority",
-    EtcFiles = "private /etc/hosts and /etc/hostname",
+    EtcFiles = "private /etc/hosts, /etc/hostname and /etc/passwd",
     Watch = "watch kiln and the bootstrap",
     Userns = "enter user namespace",
     AttachOpt = "attach layers at /opt",
