@@ -1,0 +1,238 @@
+//! The cold starts of the density goal: cold p50 of another function while the density run's
+//! environments sit idle, against the same with none alive (`--idle-cold` of each).
+//!
+//! Each timed call starts from the same state on both sides, so that the ratio measures the idle
+//! environments and nothing the bench's own loop leaves behind:
+//!
+//! 1. `PUT …/configuration` with a new `Description` retires the function's environment; the
+//!    bench waits for `LastUpdateStatus: Successful`.
+//! 2. It waits until the retired environment's processes (its bootstrap and the sandbox's init,
+//!    found once after the previous call) are gone: a look at their `/proc` entries, not a walk
+//!    of every process on the host, whose cost would grow with the idle environments and compete
+//!    with their teardown on one side only.
+//! 3. It waits until the server's blank pool holds its target again (`/kiln/v1/status`): the
+//!    previous cold start's refill is a build (cgroups, namespaces, `pivot_root`) that otherwise
+//!    overlaps the next timed call or not, by chance.
+//! 4. It waits [`SETTLE`]: the kernel tears a retired environment down partly in its own workers
+//!    after the processes are gone (memory cgroup offlining, the network namespace's cleanup:
+//!    1–3 ms of CPU with 1,000 environments); they run beside neither side's timed call.
+//!
+//! Before the side with the idle environments, the bench also waits until the pool's target is
+//! back to what it was before the fill (the fill's demand raises it for 30 s, and the blanks
+//! discarded when it falls are teardowns too). Each side records the host's page scans
+//! (`pgscan_*` of `/proc/vmstat`) and free memory, since memory reclaim walks every memory
+//! cgroup and slows cold starts with many environments.
+use crate::{invoke, new_client, server_descendants, Api, Server, ECHO};
+use http::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long the bench waits, once the retired environment's processes are gone and the pool is
+/// full, before each timed call (see the module docs).
+pub(crate) const SETTLE: Duration = Duration::from_millis(100);
+/// The longest any one wait of the loop lasts; a wait that ends this way is counted.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
+/// How long the bench waits for the pool's target to fall back after the fill.
+const TARGET_LIMIT: Duration = Duration::from_secs(45);
+
+/// One side's cold starts and what the host did meanwhile.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Phase {
+    /// The timed calls, in the order they were made.
+    pub samples: Vec<Duration>,
+    /// Pages the host scanned for reclaim during the phase: (kswapd, direct).
+    pub pgscan: (u64, u64),
+    /// The host's free memory (MemFree) at the start and the end of the phase, in MiB.
+    pub free_mib: (u64, u64),
+    /// The pool's (target, ready) at the start of the phase.
+    pub pool: (u64, u64),
+    /// Waits that hit their limit instead of seeing the state they waited for.
+    pub waits_cut: usize,
+}
+
+impl Phase {
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "samples_ms": self.samples.iter().map(|d| crate::ms(*d)).collect::<Vec<_>>(),
+            "pgscan_kswapd": self.pgscan.0,
+            "pgscan_direct": self.pgscan.1,
+            "free_mib_start": self.free_mib.0,
+            "free_mib_end": self.free_mib.1,
+            "pool_target": self.pool.0,
+            "pool_ready": self.pool.1,
+            "waits_cut": self.waits_cut,
+        })
+    }
+
+    /// One line of conditions and the sorted samples, for the text report.
+    pub(crate) fn render(&self, label: &str) -> String {
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        let at = |p: f64| {
+            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+            sorted.get(rank - 1).map_or(0.0, |d| crate::ms(*d))
+        };
+        let mut s = format!(
+            "  {label}: p25 {:.3}  p50 {:.3}  p75 {:.3} ms; pgscan kswapd {} direct {}; free {} → {} MiB; pool {}/{}{}\n    sorted:",
+            at(0.25),
+            at(0.5),
+            at(0.75),
+            self.pgscan.0,
+            self.pgscan.1,
+            self.free_mib.0,
+            self.free_mib.1,
+            self.pool.1,
+            self.pool.0,
+            if self.waits_cut > 0 { format!("; {} waits cut at their limit", self.waits_cut) } else { String::new() },
+        );
+        for d in &sorted {
+            s += &format!(" {:.2}", crate::ms(*d));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// `n` cold starts of `function`, each from the settled state of the module docs.
+pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize) -> anyhow::Result<Phase> {
+    let client = new_client(server.addr);
+    let path = format!("/2015-03-31/functions/{function}/configuration");
+    // The bootstraps alive before the first call: other functions'.
+    let others = server_descendants(server.pid).1;
+    let mut phase =
+        Phase { samples: Vec::with_capacity(n), pool: pool_state(api, function).await?, ..Phase::default() };
+    let (vm_before, free_before) = (pgscan(), free_mib());
+    let mut retired: Vec<u32> = Vec::new();
+    for i in 0..n {
+        api.call(Method::PUT, &path, Some(json!({ "Description": format!("cold {i}") }))).await?;
+        api.wait_ready(function).await?;
+        if !wait(WAIT_LIMIT, || async { retired.iter().all(|p| !proc_exists(*p)) }).await {
+            phase.waits_cut += 1;
+        }
+        if !wait(WAIT_LIMIT, || async { pool_full(api, function).await }).await {
+            phase.waits_cut += 1;
+        }
+        tokio::time::sleep(SETTLE).await;
+        let t = Instant::now();
+        invoke(&client, function, ECHO).await?;
+        phase.samples.push(t.elapsed());
+        // This environment's processes: its bootstrap (the one not alive before) and its parent,
+        // the sandbox's init.
+        retired = server_descendants(server.pid).1.into_iter().filter(|p| !others.contains(p)).collect();
+        let parents: Vec<u32> = retired.iter().filter_map(|p| parent(*p)).filter(|p| *p != server.pid).collect();
+        retired.extend(parents);
+    }
+    let (vm_after, free_after) = (pgscan(), free_mib());
+    phase.pgscan = (vm_after.0.saturating_sub(vm_before.0), vm_after.1.saturating_sub(vm_before.1));
+    phase.free_mib = (free_before, free_after);
+    Ok(phase)
+}
+
+/// Waits until the pool's target is at most `target` again (the fill's demand has been
+/// forgotten and the extra blanks discarded) and the pool is full; false if it is not within the
+/// limit.
+pub(crate) async fn wait_pool_target(api: &Api, function: &str, target: u64) -> bool {
+    wait(TARGET_LIMIT, || async { matches!(pool_state(api, function).await, Ok((t, r)) if t <= target && r >= t) })
+        .await
+}
+
+/// Polls `done` every millisecond until it holds (true) or `limit` passed (false).
+async fn wait<F, Fut>(limit: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if done().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The server's blank pool for `function`'s status call: (target, ready); (0, 0) without a pool.
+async fn pool_state(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
+    let v = api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await?;
+    let p = &v["SandboxPool"];
+    Ok((p["Target"].as_u64().unwrap_or(0), p["Ready"].as_u64().unwrap_or(0)))
+}
+
+async fn pool_full(api: &Api, function: &str) -> bool {
+    matches!(pool_state(api, function).await, Ok((target, ready)) if ready >= target)
+}
+
+fn proc_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Pages scanned for reclaim since boot: (by kswapd, direct), from `/proc/vmstat`.
+fn pgscan() -> (u64, u64) {
+    parse_pgscan(&std::fs::read_to_string("/proc/vmstat").unwrap_or_default())
+}
+
+fn parse_pgscan(vmstat: &str) -> (u64, u64) {
+    let mut out = (0, 0);
+    for line in vmstat.lines() {
+        let Some((key, value)) = line.split_once(' ') else { continue };
+        let Ok(v) = value.trim().parse::<u64>() else { continue };
+        match key {
+            "pgscan_kswapd" => out.0 += v,
+            "pgscan_direct" => out.1 += v,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// MemFree of `/proc/meminfo` in MiB (what `free -m` prints as free).
+fn free_mib() -> u64 {
+    parse_free_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+}
+
+fn parse_free_mib(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_scans_and_free_memory_are_read_from_the_kernels_files() {
+        let vmstat = "pgsteal_kswapd 10\npgscan_kswapd 1234\npgscan_direct 56\npgscan_khugepaged 7\n";
+        assert_eq!(parse_pgscan(vmstat), (1234, 56));
+        let meminfo = "MemTotal:       24683520 kB\nMemFree:          204800 kB\nMemAvailable: 1 kB\n";
+        assert_eq!(parse_free_mib(meminfo), 200);
+        assert_eq!(parse_free_mib(""), 0);
+    }
+
+    #[test]
+    fn a_phase_prints_its_samples_sorted_with_its_quartiles() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let p = Phase {
+            samples: vec![ms(4), ms(1), ms(3), ms(2)],
+            pgscan: (5, 0),
+            free_mib: (100, 90),
+            pool: (1, 1),
+            waits_cut: 1,
+        };
+        let text = p.render("with none");
+        assert!(text.contains("p25 1.000  p50 2.000  p75 3.000 ms"), "{text}");
+        assert!(text.contains("sorted: 1.00 2.00 3.00 4.00"), "{text}");
+        assert!(text.contains("1 waits cut"), "{text}");
+        assert_eq!(p.json()["samples_ms"].as_array().map(Vec::len), Some(4));
+    }
+}
