@@ -22,7 +22,7 @@
 //! discarded when it falls are teardowns too). Each side records the host's page scans
 //! (`pgscan_*` of `/proc/vmstat`) and free memory, since memory reclaim walks every memory
 //! cgroup and slows cold starts with many environments.
-use crate::{invoke, new_client, server_descendants, Api, Server, ECHO};
+use crate::{invoke, new_client, process_cpu_stat, server_descendants, Api, Server, ECHO};
 use http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -48,6 +48,10 @@ pub(crate) struct Phase {
     pub pool: (u64, u64),
     /// Waits that hit their limit instead of seeing the state they waited for.
     pub waits_cut: usize,
+    /// `kiln serve`'s CPU time (utime + stime) over the phase, per cold start: the update, the
+    /// waits' status calls and the call itself, the same work on both sides, plus what the
+    /// server does for its idle environments meanwhile.
+    pub server_cpu: Duration,
 }
 
 impl Phase {
@@ -61,6 +65,7 @@ impl Phase {
             "pool_target": self.pool.0,
             "pool_ready": self.pool.1,
             "waits_cut": self.waits_cut,
+            "server_cpu_per_cold_start_ms": crate::ms(self.server_cpu),
         })
     }
 
@@ -73,10 +78,11 @@ impl Phase {
             sorted.get(rank - 1).map_or(0.0, |d| crate::ms(*d))
         };
         let mut s = format!(
-            "  {label}: p25 {:.3}  p50 {:.3}  p75 {:.3} ms; pgscan kswapd {} direct {}; free {} → {} MiB; pool {}/{}{}\n    sorted:",
+            "  {label}: p25 {:.3}  p50 {:.3}  p75 {:.3} ms; kiln serve CPU {:.2} ms per cycle; pgscan kswapd {} direct {}; free {} → {} MiB; pool {}/{}{}\n    sorted:",
             at(0.25),
             at(0.5),
             at(0.75),
+            crate::ms(self.server_cpu),
             self.pgscan.0,
             self.pgscan.1,
             self.free_mib.0,
@@ -94,7 +100,7 @@ impl Phase {
 }
 
 /// `n` cold starts of `function`, each from the settled state of the module docs.
-pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize) -> anyhow::Result<Phase> {
+pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, label: &str) -> anyhow::Result<Phase> {
     let client = new_client(server.addr);
     let path = format!("/2015-03-31/functions/{function}/configuration");
     // The bootstraps alive before the first call: other functions'.
@@ -102,6 +108,9 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize) ->
     let mut phase =
         Phase { samples: Vec::with_capacity(n), pool: pool_state(api, function).await?, ..Phase::default() };
     let (vm_before, free_before) = (pgscan(), free_mib());
+    let cpu_before = process_cpu_stat(server.pid);
+    // For profilers started and stopped around a phase (`perf record -a`).
+    eprintln!("bench: idle-cold {label}: start");
     let mut retired: Vec<u32> = Vec::new();
     for i in 0..n {
         api.call(Method::PUT, &path, Some(json!({ "Description": format!("cold {i}") }))).await?;
@@ -122,6 +131,9 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize) ->
         let parents: Vec<u32> = retired.iter().filter_map(|p| parent(*p)).filter(|p| *p != server.pid).collect();
         retired.extend(parents);
     }
+    eprintln!("bench: idle-cold {label}: end");
+    let calls = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    phase.server_cpu = process_cpu_stat(server.pid).saturating_sub(cpu_before) / calls;
     let (vm_after, free_after) = (pgscan(), free_mib());
     phase.pgscan = (vm_after.0.saturating_sub(vm_before.0), vm_after.1.saturating_sub(vm_before.1));
     phase.free_mib = (free_before, free_after);
@@ -228,11 +240,13 @@ mod tests {
             free_mib: (100, 90),
             pool: (1, 1),
             waits_cut: 1,
+            server_cpu: ms(2),
         };
         let text = p.render("with none");
         assert!(text.contains("p25 1.000  p50 2.000  p75 3.000 ms"), "{text}");
         assert!(text.contains("sorted: 1.00 2.00 3.00 4.00"), "{text}");
         assert!(text.contains("1 waits cut"), "{text}");
+        assert!(text.contains("kiln serve CPU 2.00 ms per cycle"), "{text}");
         assert_eq!(p.json()["samples_ms"].as_array().map(Vec::len), Some(4));
     }
 }

@@ -651,7 +651,7 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let mut cold_none = idle_cold::Phase::default();
     if idle_cold {
         api.create_function("bench-idle-cold", zip_b64, 10, args.memory).await?;
-        cold_none = idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold).await?;
+        cold_none = idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold, "with none").await?;
     }
 
     // Callers start at a fixed rate; each event sleeps until well after the last one started,
@@ -700,7 +700,7 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
             if !idle_cold::wait_pool_target(&api, "bench-idle-cold", cold_none.pool.0).await {
                 eprintln!("bench: the blank pool did not fall back to its size before the fill");
             }
-            Some((cold_none, idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold).await?))
+            Some((cold_none, idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold, "with idle").await?))
         }
         false => None,
     };
