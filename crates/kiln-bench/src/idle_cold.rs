@@ -52,6 +52,8 @@ pub(crate) struct Phase {
     /// waits' status calls and the call itself, the same work on both sides, plus what the
     /// server does for its idle environments meanwhile.
     pub server_cpu: Duration,
+    /// p50 of the engine's REPORT split of the same calls: (Init Duration, Duration, the rest).
+    pub split: Option<(Duration, Duration, Duration)>,
 }
 
 impl Phase {
@@ -66,6 +68,9 @@ impl Phase {
             "pool_ready": self.pool.1,
             "waits_cut": self.waits_cut,
             "server_cpu_per_cold_start_ms": crate::ms(self.server_cpu),
+            "init_p50_ms": self.split.map(|s| crate::ms(s.0)),
+            "invoke_p50_ms": self.split.map(|s| crate::ms(s.1)),
+            "rest_p50_ms": self.split.map(|s| crate::ms(s.2)),
         })
     }
 
@@ -91,6 +96,18 @@ impl Phase {
             self.pool.0,
             if self.waits_cut > 0 { format!("; {} waits cut at their limit", self.waits_cut) } else { String::new() },
         );
+        if let Some((init, invoke, rest)) = self.split {
+            s = s.replacen(
+                "\n    sorted:",
+                &format!(
+                    "\n    p50 of init {:.3}, invoke {:.3}, the rest {:.3} ms\n    sorted:",
+                    crate::ms(init),
+                    crate::ms(invoke),
+                    crate::ms(rest)
+                ),
+                1,
+            );
+        }
         for d in &sorted {
             s += &format!(" {:.2}", crate::ms(*d));
         }
@@ -112,6 +129,7 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
     // For profilers started and stopped around a phase (`perf record -a`).
     eprintln!("bench: idle-cold {label}: start");
     let mut retired: Vec<u32> = Vec::new();
+    let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         api.call(Method::PUT, &path, Some(json!({ "Description": format!("cold {i}") }))).await?;
         api.wait_ready(function).await?;
@@ -123,8 +141,9 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
         }
         tokio::time::sleep(SETTLE).await;
         let t = Instant::now();
-        invoke(&client, function, ECHO).await?;
+        let id = invoke(&client, function, ECHO).await?;
         phase.samples.push(t.elapsed());
+        ids.push(id);
         // This environment's processes: its bootstrap (the one not alive before) and its parent,
         // the sandbox's init.
         retired = server_descendants(server.pid).1.into_iter().filter(|p| !others.contains(p)).collect();
@@ -137,6 +156,8 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
     let (vm_after, free_after) = (pgscan(), free_mib());
     phase.pgscan = (vm_after.0.saturating_sub(vm_before.0), vm_after.1.saturating_sub(vm_before.1));
     phase.free_mib = (free_before, free_after);
+    phase.split = crate::cold_split(&server.data_dir, function, &phase.samples, &ids)
+        .map(|c| (c.init.p50, c.invoke.p50, c.rest.p50));
     Ok(phase)
 }
 
@@ -241,12 +262,14 @@ mod tests {
             pool: (1, 1),
             waits_cut: 1,
             server_cpu: ms(2),
+            split: Some((ms(1), ms(1), ms(1))),
         };
         let text = p.render("with none");
         assert!(text.contains("p25 1.000  p50 2.000  p75 3.000 ms"), "{text}");
         assert!(text.contains("sorted: 1.00 2.00 3.00 4.00"), "{text}");
         assert!(text.contains("1 waits cut"), "{text}");
         assert!(text.contains("kiln serve CPU 2.00 ms per cycle"), "{text}");
+        assert!(text.contains("p50 of init 1.000, invoke 1.000, the rest 1.000 ms\n    sorted: 1.00"), "{text}");
         assert_eq!(p.json()["samples_ms"].as_array().map(Vec::len), Some(4));
     }
 }
