@@ -161,6 +161,32 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
     Ok(phase)
 }
 
+/// A 95 % interval of the ratio of the two sides' p50s, from 2,000 bootstrap resamples of each
+/// (the same nearest-rank p50 as the report): how far the ratio could move with other draws of
+/// the same conditions. `None` when a side has no samples.
+pub(crate) fn ratio_interval(idle: &[Duration], none: &[Duration]) -> Option<(f64, f64)> {
+    if idle.is_empty() || none.is_empty() {
+        return None;
+    }
+    // xorshift64*, seeded with a constant: the same samples give the same interval.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+    };
+    let mut p50 = |xs: &[Duration]| {
+        let mut r: Vec<Duration> = (0..xs.len()).map(|_| xs[next(xs.len())]).collect();
+        r.sort_unstable();
+        let rank = ((0.5 * r.len() as f64).ceil() as usize).clamp(1, r.len());
+        r[rank - 1].as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..2000).map(|_| p50(idle) / p50(none).max(1e-12)).collect();
+    ratios.sort_by(f64::total_cmp);
+    Some((ratios[49], ratios[1949]))
+}
+
 /// Waits until the pool's target is at most `target` again (the fill's demand has been
 /// forgotten and the extra blanks discarded) and the pool is full; false if it is not within the
 /// limit.
@@ -250,6 +276,19 @@ mod tests {
         let meminfo = "MemTotal:       24683520 kB\nMemFree:          204800 kB\nMemAvailable: 1 kB\n";
         assert_eq!(parse_free_mib(meminfo), 200);
         assert_eq!(parse_free_mib(""), 0);
+    }
+
+    #[test]
+    fn the_ratio_interval_holds_the_ratio_and_narrows_with_agreeing_samples() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let none: Vec<Duration> = (0..50).map(|i| ms(100 + i % 5)).collect();
+        let idle: Vec<Duration> = (0..50).map(|i| ms(200 + i % 5)).collect();
+        let (lo, hi) = ratio_interval(&idle, &none).unwrap();
+        assert!(lo <= 2.0 && 2.0 <= hi && hi - lo < 0.1, "{lo} {hi}");
+        let spread: Vec<Duration> = (0..50).map(|i| ms(100 + (i * 37) % 200)).collect();
+        let (lo2, hi2) = ratio_interval(&spread, &none).unwrap();
+        assert!(hi2 - lo2 > hi - lo, "{lo2} {hi2}");
+        assert_eq!(ratio_interval(&[], &none), None);
     }
 
     #[test]

@@ -439,6 +439,9 @@ async fn scale_only(only: &str, args: &BenchArgs) -> anyhow::Result<String> {
         );
     }
     if let Some((none, idle)) = &d.idle_phases {
+        if let Some((lo, hi)) = idle_cold::ratio_interval(&idle.samples, &none.samples) {
+            out += &format!("  95% interval of the ratio (bootstrap): {lo:.2}x to {hi:.2}x\n");
+        }
         out += &none.render("with none");
         out += &idle.render("with these idle");
     }
@@ -1754,6 +1757,9 @@ impl Report {
                 );
             }
             if let Some((none, idle)) = &d.idle_phases {
+                if let Some((lo, hi)) = idle_cold::ratio_interval(&idle.samples, &none.samples) {
+                    s += &format!("  95% interval of the idle/none ratio (bootstrap): {lo:.2}× to {hi:.2}×\n");
+                }
                 s += &none.render("with none");
                 s += &idle.render("with these idle");
             }
