@@ -552,17 +552,6 @@ pub(super) fn claim(
     let hot = std::sync::OnceLock::new();
     let _ = hot.set(cg.hot_files(&blank.cgroup));
     let end_init = cg.prepare_limits(&blank.cgroup, limits, function_limits);
-    // A lone cold start whose Init's end will change the quota: write Init's quota again (the
-    // same value), now, beside the bootstrap's start. Every quota write walks every CPU cgroup of
-    // the host, and the first walk in a while is the dear one (cache- and TLB-cold: ~0.4 ms with
-    // 1,000 idle environments against ~0.1 ms a few milliseconds after another); the end of
-    // Init's write, between the first `next` and the event, then finds them warm. Not in bursts
-    // (no hold), where the claims' own walks keep them warm and the CPU is short.
-    if refill_hold.is_some() && blank.limits == *limits && limits.cpu_quota_us != function_limits.cpu_quota_us {
-        if let Err(e) = cg.quota_write(&blank.cgroup, limits.cpu_quota_us).apply() {
-            tracing::debug!(env = %spec.id, error = %e, "cannot rewrite the init quota");
-        }
-    }
     match recv_msg(&blank.sock, SETUP_TIMEOUT) {
         Ok((Some(Message::Started), _)) => {}
         Ok((Some(Message::SetupFailed { step, errno }), _)) => {

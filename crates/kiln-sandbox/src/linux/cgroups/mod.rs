@@ -174,8 +174,6 @@ pub(crate) trait Cgroups: Send + Sync + fmt::Debug {
     /// `new`, in the order they must happen: only the files whose value changes (`pids.max`
     /// and the CFS period never do).
     fn limit_writes(&self, env: &str, old: &Limits, new: &Limits) -> Vec<LimitWrite>;
-    /// The write that sets the CFS quota of `env` to `quota_us` per [`CPU_PERIOD_US`].
-    fn quota_write(&self, env: &str, quota_us: u64) -> LimitWrite;
     /// Changes the limits of `env` from `old` to `new` ([`Cgroups::limit_writes`]).
     fn set_limits(&self, env: &str, old: &Limits, new: &Limits) -> Result<(), CgroupError> {
         self.limit_writes(env, old, new).iter().try_for_each(LimitWrite::apply)
@@ -390,7 +388,7 @@ impl LimitWrite {
         LimitWrite { path, value: value.into(), optional: true }
     }
 
-    pub(crate) fn apply(&self) -> Result<(), CgroupError> {
+    fn apply(&self) -> Result<(), CgroupError> {
         if self.optional {
             write_optional(&self.path, &self.value)
         } else {

@@ -139,7 +139,7 @@ impl Cgroups for CgroupV1 {
         w.extend(cpu_writes(
             old,
             new,
-            |q| self.quota_write(env, q),
+            |q| LimitWrite::new(cpu.join("cpu.cfs_quota_us"), q.to_string()),
             |b| LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), b.to_string()),
         ));
         if old.cpu_shares != new.cpu_shares {
@@ -149,10 +149,6 @@ impl Cgroups for CgroupV1 {
             w.push(LimitWrite::new(self.paths.pids.join(env).join("pids.max"), new.pids_max.to_string()));
         }
         w
-    }
-
-    fn quota_write(&self, env: &str, quota_us: u64) -> LimitWrite {
-        LimitWrite::new(self.paths.cpu.join(env).join("cpu.cfs_quota_us"), quota_us.to_string())
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {

@@ -116,7 +116,7 @@ impl Cgroups for CgroupV2 {
         w.extend(cpu_writes(
             old,
             new,
-            |q| self.quota_write(env, q),
+            |q| LimitWrite::new(d.join("cpu.max"), format!("{q} {CPU_PERIOD_US}")),
             |b| LimitWrite::optional(d.join("cpu.max.burst"), b.to_string()),
         ));
         if old.cpu_weight != new.cpu_weight {
@@ -126,10 +126,6 @@ impl Cgroups for CgroupV2 {
             w.push(LimitWrite::new(d.join("pids.max"), new.pids_max.to_string()));
         }
         w
-    }
-
-    fn quota_write(&self, env: &str, quota_us: u64) -> LimitWrite {
-        LimitWrite::new(self.base.join(env).join("cpu.max"), format!("{quota_us} {CPU_PERIOD_US}"))
     }
 
     fn freeze(&self, env: &str) -> Result<(), CgroupError> {
