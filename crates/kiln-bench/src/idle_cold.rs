@@ -10,9 +10,10 @@
 //!    found once after the previous call) are gone: a look at their `/proc` entries, not a walk
 //!    of every process on the host, whose cost would grow with the idle environments and compete
 //!    with their teardown on one side only.
-//! 3. It waits until the server's blank pool holds its target again (`/kiln/v1/status`): the
-//!    previous cold start's refill is a build (cgroups, namespaces, `pivot_root`) that otherwise
-//!    overlaps the next timed call or not, by chance.
+//! 3. It waits until the server's blank pool holds its target again (`SandboxPool` of
+//!    `/kiln/v1/functions/NAME/environments`): the previous cold start's refill is a build
+//!    (cgroups, namespaces, `pivot_root`) that otherwise overlaps the next timed call or not, by
+//!    chance.
 //! 4. It waits [`SETTLE`]: the kernel tears a retired environment down partly in its own workers
 //!    after the processes are gone (memory cgroup offlining, the network namespace's cleanup:
 //!    1–3 ms of CPU with 1,000 environments); they run beside neither side's timed call.
