@@ -77,6 +77,7 @@
 
 mod children;
 mod events;
+mod idle_cold;
 
 use anyhow::{anyhow, bail, Context as _};
 use base64::Engine as _;
@@ -147,8 +148,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     density_rate: u32,
     /// Cold starts of another function on the density run's server, before its environments
-    /// exist and again while they sit idle (0 skips them).
-    #[arg(long, default_value_t = 20)]
+    /// exist and again while they sit idle (0 skips them). Each starts once the previous one's
+    /// environment is gone, the blank pool is full and 100 ms have passed.
+    #[arg(long, default_value_t = 50)]
     idle_cold: usize,
     /// Keep the server's stderr in this file (set RUST_LOG for detail) [default: discarded].
     #[arg(long)]
@@ -443,6 +445,13 @@ async fn scale_only(only: &str, args: &BenchArgs) -> anyhow::Result<String> {
             ms(idle) / ms(none).max(1e-9)
         );
     }
+    if let Some((none, idle)) = &d.idle_phases {
+        if let Some((lo, hi)) = idle_cold::ratio_interval(&idle.samples, &none.samples) {
+            out += &format!("  95% interval of the ratio (bootstrap): {lo:.2}x to {hi:.2}x\n");
+        }
+        out += &none.render("with none");
+        out += &idle.render("with these idle");
+    }
     Ok(out)
 }
 
@@ -664,10 +673,10 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let before = proc_memory(server.pid);
     // Cold starts with no environment alive, for the comparison with the same after the fill.
     let idle_cold = args.idle_cold > 0;
-    let mut cold_none = Vec::new();
+    let mut cold_none = idle_cold::Phase::default();
     if idle_cold {
         api.create_function("bench-idle-cold", zip_b64, 10, args.memory).await?;
-        cold_none = cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0;
+        cold_none = idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold, "with none").await?;
     }
 
     // Callers start at a fixed rate; each event sleeps until well after the last one started,
@@ -709,15 +718,21 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     let (kiln, boot) = (total(&kiln_pids), total(&boot_pids));
     let (kiln_procs, boot_procs) = (kiln_pids.len(), boot_pids.len());
     // The memory is measured; now the same cold starts with the environments idle around them.
-    let cold_with_idle = match idle_cold {
-        true => Some((
-            Stats::of(&cold_none),
-            Stats::of(&cold_starts(server, &api, "bench-idle-cold", args.idle_cold).await?.0),
-        )),
+    let idle_phases = match idle_cold {
+        true => {
+            // The same pool as the side with none: the fill's demand forgotten, its extra blanks
+            // discarded (those are teardowns too).
+            if !idle_cold::wait_pool_target(&api, "bench-idle-cold", cold_none.pool.0).await {
+                eprintln!("bench: the blank pool did not fall back to its size before the fill");
+            }
+            Some((cold_none, idle_cold::run(server, &api, "bench-idle-cold", args.idle_cold, "with idle").await?))
+        }
         false => None,
     };
+    let cold_with_idle = idle_phases.as_ref().map(|(none, idle)| (Stats::of(&none.samples), Stats::of(&idle.samples)));
     Ok(Density {
         cold_with_idle,
+        idle_phases,
         requested: n,
         environments,
         failed,
@@ -1419,6 +1434,8 @@ struct Density {
     boot_procs: usize,
     /// Cold starts of another function: with no environment alive, and with these idle.
     cold_with_idle: Option<(Stats, Stats)>,
+    /// The same, with their samples and the host's conditions (`idle_cold.rs`).
+    idle_phases: Option<(idle_cold::Phase, idle_cold::Phase)>,
 }
 
 impl Density {
@@ -1778,6 +1795,13 @@ impl Report {
                     idle.n
                 );
             }
+            if let Some((none, idle)) = &d.idle_phases {
+                if let Some((lo, hi)) = idle_cold::ratio_interval(&idle.samples, &none.samples) {
+                    s += &format!("  95% interval of the idle/none ratio (bootstrap): {lo:.2}× to {hi:.2}×\n");
+                }
+                s += &none.render("with none");
+                s += &idle.render("with these idle");
+            }
             s += &format!(
                 "  (not kiln's) bootstraps            {:>9.1} MiB PSS ({} processes, {:.0} KiB PSS each)\n",
                 mib(d.boot.pss),
@@ -1906,6 +1930,8 @@ impl Report {
                 "bootstrap_pss_bytes": d.boot.pss,
                 "cold_no_environments": d.cold_with_idle.as_ref().map(|c| c.0.json()),
                 "cold_with_idle_environments": d.cold_with_idle.as_ref().map(|c| c.1.json()),
+                "cold_no_environments_detail": d.idle_phases.as_ref().map(|c| c.0.json()),
+                "cold_with_idle_environments_detail": d.idle_phases.as_ref().map(|c| c.1.json()),
             })
         });
         json!({

@@ -697,6 +697,17 @@ fn cpu_quota_us(f: &Fixture, cg: &str) -> u64 {
     panic!("no cpu controller for {cg}");
 }
 
+/// The CFS burst of cgroup `cg` in µs (v1 `cpu.cfs_burst_us` or v2 `cpu.max.burst`); `None` on
+/// kernels without it (before 5.14).
+fn cpu_burst_us(f: &Fixture, cg: &str) -> Option<u64> {
+    f.cgroup_dirs(cg).iter().find_map(|dir| {
+        ["cpu.cfs_burst_us", "cpu.max.burst"]
+            .iter()
+            .find_map(|file| std::fs::read_to_string(dir.join(file)).ok())
+            .map(|b| b.trim().parse().unwrap())
+    })
+}
+
 async fn init_has_two_cpus_until_end_init(mode: Mode) {
     if skip_unless_root("init_has_two_cpus_until_end_init") {
         return;
@@ -709,8 +720,12 @@ async fn init_has_two_cpus_until_end_init(mode: Mode) {
     let mut acc = String::new();
     read_until(&mut out, &mut acc, "up", 10).await;
     assert_eq!(cpu_quota_us(&f, &cg), 200_000);
+    // Init has the function's burst already, so that its end changes the quota alone.
+    let burst = cpu_burst_us(&f, &cg);
+    assert!(burst.is_none_or(|b| b == 10_000), "{burst:?}");
     spawned.sandbox.end_init().unwrap();
     assert_eq!(cpu_quota_us(&f, &cg), 10_000);
+    assert_eq!(cpu_burst_us(&f, &cg), burst);
     // Idempotent.
     spawned.sandbox.end_init().unwrap();
     assert_eq!(cpu_quota_us(&f, &cg), 10_000);

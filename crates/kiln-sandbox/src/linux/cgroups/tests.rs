@@ -40,6 +40,81 @@ fn init_gets_two_cpus_or_more_and_keeps_everything_else() {
 }
 
 #[test]
+fn init_keeps_the_functions_burst_so_its_end_writes_the_quota_alone() {
+    let small = Limits::for_memory_mb(128);
+    assert_eq!(small.cpu_burst_us, small.cpu_quota_us);
+    let init = small.for_init();
+    assert_eq!(init.cpu_burst_us, small.cpu_burst_us);
+    assert!(init.cpu_burst_us <= init.cpu_quota_us);
+    for cg in [fake_v1_cpu().1, fake_v2().1.boxed()] {
+        let w = cg.limit_writes("e", &init, &small);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].path.ends_with("cpu.cfs_quota_us") || w[0].path.ends_with("cpu.max"), "{w:?}");
+    }
+}
+
+#[test]
+fn cpu_writes_never_put_the_burst_above_the_quota() {
+    let lim = |quota, burst| Limits { cpu_quota_us: quota, cpu_burst_us: burst, ..Limits::for_memory_mb(128) };
+    let cases = [
+        (lim(200, 10), lim(10, 10)),
+        (lim(10, 10), lim(200, 10)),
+        (lim(100, 100), lim(10, 10)),
+        (lim(10, 10), lim(100, 100)),
+        (lim(100, 50), lim(60, 60)),
+        (lim(60, 60), lim(100, 50)),
+        (lim(100, 0), lim(100, 100)),
+        (lim(100, 100), lim(100, 100)),
+    ];
+    for (old, new) in cases {
+        let writes = cpu_writes(
+            &old,
+            &new,
+            |q| LimitWrite::new(PathBuf::from("quota"), q.to_string()),
+            |b| LimitWrite::new(PathBuf::from("burst"), b.to_string()),
+        );
+        let (mut quota, mut burst) = (old.cpu_quota_us, old.cpu_burst_us);
+        for w in &writes {
+            let v: u64 = w.value.parse().unwrap();
+            if w.path == Path::new("quota") {
+                assert_ne!(v, quota, "a quota that does not change is not written");
+                quota = v;
+            } else {
+                assert_ne!(v, burst, "a burst that does not change is not written");
+                burst = v;
+            }
+            assert!(burst <= quota, "{old:?} → {new:?}: {writes:?}");
+        }
+        assert_eq!((quota, burst), (new.cpu_quota_us, new.cpu_burst_us), "{writes:?}");
+    }
+}
+
+/// A v1 layout in a temp dir with only the cpu hierarchy's files looked at.
+fn fake_v1_cpu() -> (tempfile::TempDir, Box<dyn Cgroups>) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");
+    let cg = CgroupV1::new(V1Paths {
+        memory: dir("memory"),
+        cpu: dir("cpu"),
+        pids: dir("pids"),
+        freezer: Some(dir("freezer")),
+        unified: None,
+    })
+    .unwrap();
+    (root, Box::new(cg))
+}
+
+trait Boxed {
+    fn boxed(self) -> Box<dyn Cgroups>;
+}
+
+impl Boxed for CgroupV2 {
+    fn boxed(self) -> Box<dyn Cgroups> {
+        Box::new(self)
+    }
+}
+
+#[test]
 fn v1_charges_tcp_buffers_to_half_the_memory_and_v2_needs_no_extra_file() {
     let root = tempfile::tempdir().unwrap();
     let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");

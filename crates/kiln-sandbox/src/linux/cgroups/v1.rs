@@ -96,9 +96,8 @@ impl Cgroups for CgroupV1 {
             write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
         }
         write(&cpu.join("cpu.cfs_quota_us"), &limits.cpu_quota_us.to_string())?;
-        // Unused quota may carry over one period (kernels ≥ 5.14), so a short burst of work
-        // after idling is not throttled mid-invocation.
-        write_optional(&cpu.join("cpu.cfs_burst_us"), &limits.cpu_quota_us.to_string())?;
+        // Unused quota may carry over one period (kernels ≥ 5.14): `Limits::cpu_burst_us`.
+        write_optional(&cpu.join("cpu.cfs_burst_us"), &limits.cpu_burst_us.to_string())?;
         write(&cpu.join("cpu.shares"), &limits.cpu_shares.to_string())?;
 
         let pids = self.paths.pids.join(env);
@@ -137,12 +136,12 @@ impl Cgroups for CgroupV1 {
             w.push(LimitWrite::optional(mem.join("memory.kmem.tcp.limit_in_bytes"), tcp));
         }
         let cpu = self.paths.cpu.join(env);
-        if old.cpu_quota_us != new.cpu_quota_us {
-            // The burst may never exceed the quota: drop it, change the quota, raise it again.
-            w.push(LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), "0"));
-            w.push(LimitWrite::new(cpu.join("cpu.cfs_quota_us"), new.cpu_quota_us.to_string()));
-            w.push(LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), new.cpu_quota_us.to_string()));
-        }
+        w.extend(cpu_writes(
+            old,
+            new,
+            |q| LimitWrite::new(cpu.join("cpu.cfs_quota_us"), q.to_string()),
+            |b| LimitWrite::optional(cpu.join("cpu.cfs_burst_us"), b.to_string()),
+        ));
         if old.cpu_shares != new.cpu_shares {
             w.push(LimitWrite::new(cpu.join("cpu.shares"), new.cpu_shares.to_string()));
         }

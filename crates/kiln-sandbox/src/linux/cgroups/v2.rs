@@ -97,7 +97,7 @@ impl Cgroups for CgroupV2 {
         write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
         write_optional(&d.join("memory.swap.max"), "0")?;
         write(&d.join("cpu.max"), &format!("{} {}", limits.cpu_quota_us, CPU_PERIOD_US))?;
-        write_optional(&d.join("cpu.max.burst"), &limits.cpu_quota_us.to_string())?;
+        write_optional(&d.join("cpu.max.burst"), &limits.cpu_burst_us.to_string())?;
         write(&d.join("cpu.weight"), &limits.cpu_weight.to_string())?;
         write(&d.join("pids.max"), &limits.pids_max.to_string())?;
         // The bootstrap's own cgroup, without controllers (its use is charged to `d`): the one
@@ -113,12 +113,12 @@ impl Cgroups for CgroupV2 {
         if old.memory_bytes != new.memory_bytes {
             w.push(LimitWrite::new(d.join("memory.max"), new.memory_bytes.to_string()));
         }
-        if old.cpu_quota_us != new.cpu_quota_us {
-            // The burst may never exceed the quota: drop it, change the quota, raise it again.
-            w.push(LimitWrite::optional(d.join("cpu.max.burst"), "0"));
-            w.push(LimitWrite::new(d.join("cpu.max"), format!("{} {}", new.cpu_quota_us, CPU_PERIOD_US)));
-            w.push(LimitWrite::optional(d.join("cpu.max.burst"), new.cpu_quota_us.to_string()));
-        }
+        w.extend(cpu_writes(
+            old,
+            new,
+            |q| LimitWrite::new(d.join("cpu.max"), format!("{q} {CPU_PERIOD_US}")),
+            |b| LimitWrite::optional(d.join("cpu.max.burst"), b.to_string()),
+        ));
         if old.cpu_weight != new.cpu_weight {
             w.push(LimitWrite::new(d.join("cpu.weight"), new.cpu_weight.to_string()));
         }
