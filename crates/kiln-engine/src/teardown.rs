@@ -130,7 +130,10 @@ impl Teardown {
         let started =
             std::thread::Builder::new().name("kiln-teardown".into()).stack_size(256 * 1024).spawn(move || {
                 for job in rx {
-                    run(job);
+                    // A backend's panic must not leave `pending` up for ever: `flush` would hang.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
+                        tracing::error!("destroying a retired sandbox panicked");
+                    }
                     let mut st = shared.lock();
                     st.pending -= 1;
                     if st.pending == 0 {
@@ -251,6 +254,48 @@ mod tests {
         release();
         waiter.await.expect("destroy");
         assert!(destroyed.load(Ordering::SeqCst));
+    }
+
+    /// A sandbox whose `destroy` panics, as a broken backend's might.
+    struct Panics(watch::Receiver<Option<ExitInfo>>);
+
+    impl Sandbox for Panics {
+        fn pid(&self) -> u32 {
+            0
+        }
+        fn freeze(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn thaw(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn max_memory_bytes(&self) -> u64 {
+            0
+        }
+        fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+            self.0.clone()
+        }
+        fn destroy(&self) {
+            panic!("a broken backend");
+        }
+    }
+
+    #[test]
+    fn a_panicking_destroy_neither_stops_the_thread_nor_hangs_flush() {
+        let teardown = Teardown::new();
+        let (_tx, exit) = watch::channel(None);
+        teardown.retire(Arc::new(Panics(exit)));
+        let (after, destroyed, release) = stuck();
+        release();
+        teardown.retire(after);
+        let (done, flushed) = mpsc::channel();
+        let flusher = teardown.clone();
+        std::thread::spawn(move || {
+            flusher.flush();
+            let _ = done.send(());
+        });
+        assert!(flushed.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "flush hung");
+        assert!(destroyed.load(Ordering::SeqCst), "the thread went on after the panic");
     }
 
     #[test]
