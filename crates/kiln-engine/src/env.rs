@@ -4,6 +4,7 @@
 use crate::error::EngineError;
 use crate::logs::{report_line, Capture, LogSink};
 use crate::runtimes::{Launch, Runtimes};
+use crate::teardown::Teardown;
 use bytes::Bytes;
 use kiln_model::error_type::{request_message, response_too_large_message, timed_out_detail};
 use kiln_model::{env as vars, ErrorType, FunctionConfig, FunctionErrorType, Partition};
@@ -50,6 +51,10 @@ pub struct Environment {
     capture: Arc<Capture>,
     /// Set while the sandbox is frozen, for the metrics' `frozen` state.
     frozen: Arc<AtomicBool>,
+    /// Where its sandbox is destroyed once it is retired (`teardown.rs`).
+    teardown: Teardown,
+    /// Set once it is retired or destroyed: the sandbox is handed on once.
+    gone: AtomicBool,
 }
 
 /// What Init produced.
@@ -115,6 +120,8 @@ pub struct ColdStart<'a> {
     /// Managed runtimes: what starts a `python3.X` or `nodejsN.x` function.
     pub runtimes: &'a Runtimes,
     pub logs: &'a LogSink,
+    /// Where the environment's sandbox goes when it is retired.
+    pub teardown: &'a Teardown,
     pub config: Arc<FunctionConfig>,
     pub code_dir: PathBuf,
     /// The merged layers (`/opt`), if the function has any.
@@ -230,6 +237,8 @@ impl ColdStart<'_> {
             exit,
             capture,
             frozen,
+            teardown: self.teardown.clone(),
+            gone: AtomicBool::new(false),
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
@@ -256,7 +265,7 @@ impl ColdStart<'_> {
                 match env.wait_init(Duration::from_secs(cfg.timeout_secs.into())).await {
                     InitWait::Done(o) => o,
                     InitWait::TimedOut => {
-                        env.destroy();
+                        env.destroy_now().await;
                         return Ok(InitResult::failed(
                             ErrorType::SandboxTimedout,
                             &request_message(request_id, timed_out_detail(cfg.timeout_secs)),
@@ -281,7 +290,7 @@ impl ColdStart<'_> {
                 env.capture.platform(format!(
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
-                env.destroy();
+                env.destroy_now().await;
                 let payload = if body.is_empty() { error_payload(error_type.as_str(), "") } else { body };
                 Ok(InitResult::Failed { error_type, payload })
             }
@@ -293,7 +302,7 @@ impl ColdStart<'_> {
                 env.capture.platform(format!(
                     "INIT_REPORT Init Duration: {init_ms:.2} ms\tPhase: init\tStatus: error\tError Type: {error_type}"
                 ));
-                env.destroy();
+                env.destroy_now().await;
                 Ok(InitResult::failed(error_type, &message))
             }
         }
@@ -426,8 +435,9 @@ impl Environment {
             }
         };
         if !healthy {
-            // Kill first, so that what the function printed is all in the pipe.
-            self.destroy();
+            // Kill first, so that what the function printed is all in the pipe (on the teardown
+            // thread: this worker serves other calls meanwhile).
+            self.destroy_now().await;
         }
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
@@ -487,16 +497,37 @@ impl Environment {
         self.sandbox.max_memory_bytes()
     }
 
-    /// Kills the environment and stops its Runtime API.
+    /// Kills the environment and stops its Runtime API, on this thread: it blocks until the
+    /// sandbox is gone. Shutdown only; async code retires ([`Environment::retire`]) or awaits
+    /// [`Environment::destroy_now`].
     pub fn destroy(&self) {
+        self.gone.store(true, Ordering::Release);
         self.api.close();
         self.sandbox.destroy();
+    }
+
+    /// Stops its Runtime API and hands the sandbox to the teardown thread, which destroys it;
+    /// returns at once. Idempotent; dropping the environment does it too.
+    pub fn retire(&self) {
+        if self.gone.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.api.close();
+        self.teardown.retire(self.sandbox.clone());
+    }
+
+    /// Like [`Environment::destroy`], without blocking the thread: resolves once the sandbox is
+    /// gone (destroyed on the teardown thread).
+    pub(crate) async fn destroy_now(&self) {
+        self.gone.store(true, Ordering::Release);
+        self.api.close();
+        self.teardown.destroy(self.sandbox.clone()).await;
     }
 }
 
 impl Drop for Environment {
     fn drop(&mut self) {
-        self.destroy();
+        self.retire();
     }
 }
 
@@ -530,6 +561,8 @@ impl Environment {
             api,
             capture,
             frozen,
+            teardown: Teardown::inline(),
+            gone: AtomicBool::new(false),
         }))
     }
 }

@@ -225,6 +225,31 @@ struct GateState {
 pub(crate) struct FakeBackend {
     envs: Mutex<Vec<Arc<FakeEnv>>>,
     gate: Arc<Gate>,
+    /// While held, destroying a sandbox blocks (as the Linux backend's does while it waits for
+    /// the reap), until released.
+    destroys: Arc<Held>,
+}
+
+/// A switch that makes `destroy` block while it is on.
+#[derive(Debug, Default)]
+struct Held {
+    on: Mutex<bool>,
+    changed: Condvar,
+    /// Destroys blocked now.
+    blocked: AtomicU32,
+}
+
+impl Held {
+    fn wait(&self) {
+        let mut on = lock(&self.on);
+        if *on {
+            self.blocked.fetch_add(1, Ordering::SeqCst);
+            while *on {
+                on = self.changed.wait(on).unwrap_or_else(|e| e.into_inner());
+            }
+            self.blocked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl FakeBackend {
@@ -266,6 +291,21 @@ impl FakeBackend {
     pub fn close_gate(&self) {
         lock(&self.gate.state).open = false;
     }
+
+    /// Makes every destroy from now on block until [`FakeBackend::release_destroys`].
+    pub fn hold_destroys(&self) {
+        *lock(&self.destroys.on) = true;
+    }
+
+    pub fn release_destroys(&self) {
+        *lock(&self.destroys.on) = false;
+        self.destroys.changed.notify_all();
+    }
+
+    /// Destroys blocked by [`FakeBackend::hold_destroys`] now.
+    pub fn destroys_blocked(&self) -> u32 {
+        self.destroys.blocked.load(Ordering::SeqCst)
+    }
 }
 
 impl Backend for FakeBackend {
@@ -301,7 +341,7 @@ impl Backend for FakeBackend {
             .spawn(move || runtime.run(addr))
             .map_err(|e| step("start fake runtime", e))?;
         Ok(Spawned {
-            sandbox: Box::new(FakeSandbox { env, exit: exit_rx }),
+            sandbox: Box::new(FakeSandbox { env, exit: exit_rx, destroys: self.destroys.clone() }),
             runtime_listener: listener,
             output: OwnedFd::from(reader),
         })
@@ -313,12 +353,13 @@ impl Backend for FakeBackend {
 pub(crate) fn detached_sandbox() -> (Arc<dyn Sandbox>, Arc<FakeEnv>) {
     let (exit, exit_rx) = watch::channel(None);
     let env = Arc::new(FakeEnv::new(String::new(), String::new(), String::new(), String::new(), exit));
-    (Arc::new(FakeSandbox { env: env.clone(), exit: exit_rx }), env)
+    (Arc::new(FakeSandbox { env: env.clone(), exit: exit_rx, destroys: Arc::default() }), env)
 }
 
 struct FakeSandbox {
     env: Arc<FakeEnv>,
     exit: watch::Receiver<Option<ExitInfo>>,
+    destroys: Arc<Held>,
 }
 
 impl Sandbox for FakeSandbox {
@@ -350,6 +391,9 @@ impl Sandbox for FakeSandbox {
     }
 
     fn destroy(&self) {
+        if !self.env.destroyed() {
+            self.destroys.wait();
+        }
         self.env.destroyed.store(true, Ordering::SeqCst);
         self.env.end(ExitInfo::Signal { signal: 9, oom: false });
     }

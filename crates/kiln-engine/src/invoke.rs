@@ -379,7 +379,7 @@ impl Job {
             }
         };
         if !result.healthy {
-            env.destroy();
+            env.retire();
         }
         if replace_provisioned {
             self.engine.reconcile(&self.function);
@@ -395,6 +395,7 @@ impl Job {
             partition: &self.engine.inner.opts.partition,
             runtimes: &self.engine.inner.opts.runtimes,
             logs: &self.engine.inner.logs,
+            teardown: &self.engine.inner.teardown,
             config: ready.config,
             code_dir: ready.code_dir,
             opt_dir: ready.opt_dir,
@@ -441,8 +442,9 @@ impl Engine {
                 Some(None) => {}
                 Some(Some(e)) => {
                     tracing::debug!(env = %e.id, "evicted for the memory budget");
-                    e.destroy();
-                    // The lease goes with the last reference; that is this one once destroyed.
+                    e.retire();
+                    // The lease goes with the last reference, this one: the budget has room
+                    // again at once, while the teardown thread destroys the sandbox.
                     drop(e);
                 }
                 None => {

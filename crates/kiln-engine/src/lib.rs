@@ -43,6 +43,7 @@ mod pool;
 mod provisioned;
 pub mod runtimes;
 pub mod stream;
+mod teardown;
 mod urls;
 
 pub use asyncq::{EventConfigInput, IN_FLIGHT_MAX as EVENTS_IN_FLIGHT_MAX};
@@ -257,6 +258,8 @@ pub(crate) struct Inner {
     pub layer_lock: std::sync::Mutex<()>,
     /// Function URLs by function and qualifier and by url id (urls.rs).
     pub urls: RwLock<urls::UrlMap>,
+    /// Where retired environments are destroyed, off the async threads (teardown.rs).
+    pub teardown: teardown::Teardown,
 }
 
 /// The engine. Cheap to clone.
@@ -303,6 +306,7 @@ impl Engine {
                 metrics: metrics::ServerMetrics::default(),
                 layer_lock: std::sync::Mutex::new(()),
                 urls: RwLock::new(urls::UrlMap::default()),
+                teardown: teardown::Teardown::new(),
             }),
         };
         engine.load()?;
@@ -427,7 +431,7 @@ impl Engine {
                 }
                 for e in &expired {
                     tracing::debug!(env = %e.id, "keep-alive expired");
-                    e.destroy();
+                    e.retire();
                 }
             }
         });
@@ -880,7 +884,7 @@ impl Engine {
             Some(Qualifier::Latest) => {
                 return Err(EngineError::invalid("$LATEST version cannot be deleted without deleting the function."))
             }
-            Some(Qualifier::Version(n)) => return self.delete_version(r, *n),
+            Some(Qualifier::Version(n)) => return self.delete_version(r, *n).await,
             Some(Qualifier::Alias(a)) => return Err(self.not_found(r.name.as_str(), Some(a))),
         }
         let f = self.write_functions().remove(r.name.as_str()).ok_or_else(|| self.not_found(r.name.as_str(), None))?;
@@ -895,8 +899,9 @@ impl Engine {
             let envs: Vec<_> = st.pools.values_mut().flat_map(Pool::drain).collect();
             (hashes, envs)
         };
+        // Gone when DeleteFunction answers, destroyed off this thread.
         for e in &envs {
-            e.destroy();
+            e.destroy_now().await;
         }
         drop(envs);
         self.inner.admission.remove(r.name.as_str());
@@ -910,7 +915,7 @@ impl Engine {
         Ok(())
     }
 
-    fn delete_version(&self, r: &FunctionRef, n: u64) -> Result<(), EngineError> {
+    async fn delete_version(&self, r: &FunctionRef, n: u64) -> Result<(), EngineError> {
         let f = self.function(&r.name)?;
         let version = n.to_string();
         let envs = {
@@ -942,7 +947,7 @@ impl Engine {
             st.pools.remove(&Version::Number(n)).map(|mut p| p.drain()).unwrap_or_default()
         };
         for e in envs {
-            e.destroy();
+            e.destroy_now().await;
         }
         Ok(())
     }
@@ -1360,6 +1365,9 @@ impl Engine {
     /// Destroys every environment. Called at shutdown.
     pub fn shutdown(&self) {
         self.inner.events.stop();
+        // What was retired before is destroyed first: the backend's shutdown below must find
+        // nothing half-done.
+        self.inner.teardown.flush();
         let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
         for f in fns {
             let envs: Vec<Arc<Environment>> = {

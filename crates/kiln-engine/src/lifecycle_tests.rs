@@ -298,7 +298,8 @@ async fn the_memory_budget_evicts_the_least_recently_used_idle_environment_then_
     assert!(!c.function_error, "{c:?}");
     let evicted = h.backend.env(a2.env()).expect("recorded");
     assert_eq!(evicted.function, "a");
-    assert!(evicted.destroyed(), "a2 was evicted");
+    // Out of the pool and its memory returned at once; destroyed on the teardown thread.
+    eventually("a2 is evicted", || evicted.destroyed()).await;
     for kept in [a1.env(), b.env(), c.env()] {
         assert!(!h.backend.env(kept).expect("recorded").destroyed(), "{kept} was not");
     }
@@ -550,5 +551,111 @@ async fn status_lists_versions_in_numeric_order() {
     let status = h.engine.status(Some(&name)).expect("status").remove(0);
     let versions: Vec<&str> = status.environments.iter().map(|e| e.version.as_str()).collect();
     assert_eq!(versions, ["$LATEST", "2", "10"]);
+    h.finish();
+}
+
+/// Fails the test instead of hanging it if `f` never ends.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("never ended: {what}"),
+    }
+}
+
+/// Runs `test` on a runtime of one thread, itself on a thread of its own, and fails if it has
+/// not ended after twice [`PATIENCE`]: a blocked runtime thread cannot time itself out.
+fn on_one_thread<F: std::future::Future<Output = ()> + 'static>(test: impl FnOnce() -> F + Send + 'static) {
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(test());
+        let _ = done.send(());
+    });
+    match ended.recv_timeout(PATIENCE * 2) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the runtime's only thread was blocked"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test failed on its runtime's thread"),
+    }
+}
+
+// One runtime thread: a retirement that blocked it would stop every call.
+#[test]
+fn retiring_environments_does_not_block_the_runtime() {
+    on_one_thread(retiring_environments_does_not_block_the_runtime_body);
+}
+
+async fn retiring_environments_does_not_block_the_runtime_body() {
+    let h = harness(|o| o.keep_alive = Duration::from_millis(300));
+    h.deploy("f", &Script::tag("v1"), 3, 128).await;
+    h.deploy("g", &Script::tag("g"), 3, 128).await;
+    let f1 = h.invoke("f", "{}").await;
+    let f1_env = h.backend.env(f1.env()).expect("recorded");
+    h.backend.hold_destroys();
+
+    // A configuration update retires f's idle environment; its destroy blocks.
+    let change = ConfigChange { timeout_secs: Some(4), ..ConfigChange::default() };
+    within(
+        "the update",
+        h.engine.update_config(&fref("f", None), crate::UpdateConfig { config: change, revision_id: None }),
+    )
+    .await
+    .expect("update");
+    within("the update is ready", h.wait_ready("f")).await;
+    let backend = h.backend.clone();
+    within(
+        "the retired environment's destroy starts",
+        eventually("a destroy is held", move || backend.destroys_blocked() == 1),
+    )
+    .await;
+    assert!(!f1_env.destroyed());
+
+    // Calls go on meanwhile: a cold start of g, a cold start of f's new configuration.
+    let g1 = within("a call of g", h.invoke("g", "{}")).await;
+    let f2 = within("a call of f", h.invoke("f", "{}")).await;
+    assert_ne!(f2.env(), f1.env());
+    let g_env = h.backend.env(g1.env()).expect("recorded");
+
+    // The keep-alive sweep retires both idle environments behind the held one, and returns.
+    let engine = h.engine.clone();
+    within(
+        "the sweep",
+        eventually("the sweep takes both idle environments out", move || {
+            let names = [FunctionName::parse("f").expect("name"), FunctionName::parse("g").expect("name")];
+            names.iter().all(|n| engine.status(Some(n)).is_ok_and(|s| s[0].environments.is_empty()))
+        }),
+    )
+    .await;
+    assert!(!g_env.destroyed(), "its destroy waits behind the held one");
+    let g2 = within("another call of g", h.invoke("g", "{}")).await;
+    assert_ne!(g2.env(), g1.env());
+
+    h.backend.release_destroys();
+    eventually("every retired environment is destroyed", || f1_env.destroyed() && g_env.destroyed()).await;
+    h.finish();
+}
+
+#[test]
+fn delete_function_answers_once_its_environments_are_destroyed_without_blocking_others() {
+    on_one_thread(delete_function_answers_body);
+}
+
+async fn delete_function_answers_body() {
+    let h = harness(|_| {});
+    h.deploy("f", &Script::tag("f"), 3, 128).await;
+    h.deploy("g", &Script::tag("g"), 3, 128).await;
+    let f = h.invoke("f", "{}").await;
+    let f_env = h.backend.env(f.env()).expect("recorded");
+    h.backend.hold_destroys();
+    let engine = h.engine.clone();
+    let delete = tokio::spawn(async move { engine.delete_function(&fref("f", None)).await });
+    let backend = h.backend.clone();
+    within("the destroy starts", eventually("a destroy is held", move || backend.destroys_blocked() == 1)).await;
+    // The delete waits for its environment; another function's call is served meanwhile.
+    let g = within("a call of g", h.invoke("g", "{}")).await;
+    assert!(!g.function_error, "{g:?}");
+    assert!(!delete.is_finished(), "DeleteFunction answers once the environment is gone");
+    h.backend.release_destroys();
+    within("the delete", delete).await.expect("task").expect("delete");
+    assert!(f_env.destroyed());
     h.finish();
 }

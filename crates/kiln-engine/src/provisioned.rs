@@ -36,7 +36,7 @@ impl Engine {
             (starts, extra)
         };
         for e in extra {
-            e.destroy();
+            e.retire();
         }
         for (version, ready, generation) in starts {
             let engine = self.clone();
@@ -50,6 +50,7 @@ impl Engine {
                         partition: &engine.inner.opts.partition,
                         runtimes: &engine.inner.opts.runtimes,
                         logs: &engine.inner.logs,
+                        teardown: &engine.inner.teardown,
                         init_timeout: provisioned_init_timeout(ready.config.timeout_secs),
                         config: ready.config.clone(),
                         code_dir: ready.code_dir.clone(),
@@ -72,7 +73,7 @@ impl Engine {
                             let id = env.id.clone();
                             match pool.provisioned_done(Some(env), deleted) {
                                 None => tracing::debug!(env = %id, init_ms, "provisioned environment ready"),
-                                Some(unwanted) => unwanted.destroy(),
+                                Some(unwanted) => unwanted.retire(),
                             }
                             None
                         }

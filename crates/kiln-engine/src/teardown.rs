@@ -1,0 +1,310 @@
+//! The end of retired environments, off the async threads.
+//!
+//! Destroying a sandbox blocks: the Linux backend kills the environment, waits until its init
+//! has been reaped (the kernel tears its namespaces and address spaces down meanwhile) and
+//! removes its cgroups, which takes milliseconds. Environments are retired from async code —
+//! the keep-alive sweep, a configuration update, the eviction of an idle one for the memory
+//! budget, a provisioned surplus, a pool dropping a dead or outdated one — and with one tokio
+//! worker per CPU, a worker stuck there delays every call and cold start queued behind it.
+//!
+//! So an engine hands what it retires to one thread of its own (`kiln-teardown`, started at the
+//! first retirement): [`Teardown::retire`] queues the sandbox and returns at once; the thread
+//! destroys the queued sandboxes in order. What the engine keeps about an environment (its place
+//! in the pool, its share of the memory budget, its log stream) is let go by the caller as
+//! before, at once: the environment is gone for the engine when it is retired, and only the
+//! kernel's part of its end happens later.
+//!
+//! Where the end of an environment must be over before the caller goes on (a function deleted:
+//! its environments are gone when DeleteFunction answers; an invocation that broke its
+//! environment: all the function printed is in the pipe before its REPORT), the caller awaits
+//! [`Teardown::destroy`], which the same thread serves without blocking the worker.
+//! [`Teardown::flush`] waits, blocking, until everything queued is destroyed: shutdown calls it
+//! before the backend's own shutdown, so that nothing retired is left behind.
+
+use kiln_sandbox::Sandbox;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// One sandbox to destroy, and whom to tell when it is.
+struct Job {
+    sandbox: Arc<dyn Sandbox>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Where an engine's retired environments are destroyed. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Teardown {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Destroy on the calling thread instead (tests of bookkeeping that build environments by
+    /// the hundred and look at nothing else).
+    inline: bool,
+    state: Mutex<State>,
+    /// Signalled whenever `pending` falls to 0.
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// The thread's queue; `None` until the first retirement starts it.
+    queue: Option<mpsc::Sender<Job>>,
+    /// Jobs queued and not finished yet.
+    pending: usize,
+}
+
+impl Teardown {
+    pub fn new() -> Self {
+        Self::with(false)
+    }
+
+    /// Destroys on the calling thread: for tests that need no thread.
+    #[cfg(test)]
+    pub fn inline() -> Self {
+        Self::with(true)
+    }
+
+    fn with(inline: bool) -> Self {
+        Self { shared: Arc::new(Shared { inline, state: Mutex::default(), idle: Condvar::new() }) }
+    }
+
+    /// Destroys `sandbox` on the teardown thread; returns at once.
+    pub fn retire(&self, sandbox: Arc<dyn Sandbox>) {
+        self.submit(Job { sandbox, done: None });
+    }
+
+    /// Destroys `sandbox` on the teardown thread and resolves once it is destroyed.
+    pub async fn destroy(&self, sandbox: Arc<dyn Sandbox>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job { sandbox, done: Some(tx) });
+        // The sender is dropped only once the job ran (or ran inline).
+        let _ = rx.await;
+    }
+
+    /// Blocks until every sandbox queued so far is destroyed.
+    pub fn flush(&self) {
+        let mut st = self.shared.lock();
+        while st.pending > 0 {
+            st = self.shared.idle.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Sandboxes queued and not destroyed yet.
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.shared.lock().pending
+    }
+
+    fn submit(&self, job: Job) {
+        if self.shared.inline {
+            return run(job);
+        }
+        let mut st = self.shared.lock();
+        if st.queue.is_none() {
+            st.queue = self.start();
+        }
+        let job = match st.queue.as_ref() {
+            Some(queue) => match queue.send(job) {
+                Ok(()) => {
+                    st.pending += 1;
+                    return;
+                }
+                // The thread is gone (it cannot be, short of a panic in a backend's destroy).
+                Err(mpsc::SendError(job)) => {
+                    st.queue = None;
+                    job
+                }
+            },
+            None => job,
+        };
+        drop(st);
+        // No thread: the caller does it, as before there was one.
+        run(job);
+    }
+
+    /// Starts the thread; `None` if it cannot be started.
+    fn start(&self) -> Option<mpsc::Sender<Job>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let shared = self.shared.clone();
+        let started =
+            std::thread::Builder::new().name("kiln-teardown".into()).stack_size(256 * 1024).spawn(move || {
+                for job in rx {
+                    // A backend's panic must not leave `pending` up for ever: `flush` would hang.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
+                        tracing::error!("destroying a retired sandbox panicked");
+                    }
+                    let mut st = shared.lock();
+                    st.pending -= 1;
+                    if st.pending == 0 {
+                        shared.idle.notify_all();
+                    }
+                }
+            });
+        match started {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the teardown thread; environments are destroyed where they are retired");
+                None
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn run(job: Job) {
+    let started = std::time::Instant::now();
+    job.sandbox.destroy();
+    drop(job.sandbox);
+    // What a tokio worker would have waited for, had it destroyed the sandbox itself.
+    tracing::debug!(destroy_us = started.elapsed().as_micros() as u64, "retired sandbox destroyed");
+    if let Some(done) = job.done {
+        let _ = done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_sandbox::{ExitInfo, SandboxError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::watch;
+
+    /// A sandbox whose `destroy` blocks until the test lets it go.
+    struct Stuck {
+        let_go: Arc<(Mutex<bool>, Condvar)>,
+        destroyed: Arc<AtomicBool>,
+        exit: watch::Receiver<Option<ExitInfo>>,
+    }
+
+    impl Sandbox for Stuck {
+        fn pid(&self) -> u32 {
+            0
+        }
+        fn freeze(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn thaw(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn max_memory_bytes(&self) -> u64 {
+            0
+        }
+        fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+            self.exit.clone()
+        }
+        fn destroy(&self) {
+            let (m, cv) = &*self.let_go;
+            let mut go = m.lock().unwrap_or_else(PoisonError::into_inner);
+            while !*go {
+                go = cv.wait(go).unwrap_or_else(PoisonError::into_inner);
+            }
+            self.destroyed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn stuck() -> (Arc<dyn Sandbox>, Arc<AtomicBool>, impl Fn()) {
+        let let_go = Arc::new((Mutex::new(false), Condvar::new()));
+        let destroyed = Arc::new(AtomicBool::new(false));
+        let (_tx, exit) = watch::channel(None);
+        let sandbox: Arc<dyn Sandbox> = Arc::new(Stuck { let_go: let_go.clone(), destroyed: destroyed.clone(), exit });
+        let release = move || {
+            *let_go.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            let_go.1.notify_all();
+        };
+        (sandbox, destroyed, release)
+    }
+
+    // A runtime of one thread: a retire that blocked it would stop the task below for good.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_retire_returns_while_the_destroy_is_still_blocked() {
+        let teardown = Teardown::new();
+        let (a, a_destroyed, release_a) = stuck();
+        let (b, b_destroyed, release_b) = stuck();
+        teardown.retire(a);
+        teardown.retire(b);
+        // The runtime goes on: a task runs to its end while both destroys are held.
+        let ticked = tokio::spawn(async { tokio::task::yield_now().await }).await;
+        assert!(ticked.is_ok());
+        assert_eq!(teardown.pending(), 2);
+        assert!(!a_destroyed.load(Ordering::SeqCst) && !b_destroyed.load(Ordering::SeqCst));
+        release_a();
+        release_b();
+        let flusher = teardown.clone();
+        tokio::task::spawn_blocking(move || flusher.flush()).await.expect("flush");
+        assert!(a_destroyed.load(Ordering::SeqCst) && b_destroyed.load(Ordering::SeqCst));
+        assert_eq!(teardown.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn destroy_resolves_once_the_sandbox_is_destroyed() {
+        let teardown = Teardown::new();
+        let (a, destroyed, release) = stuck();
+        let waiter = {
+            let teardown = teardown.clone();
+            tokio::spawn(async move { teardown.destroy(a).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the destroy is held");
+        release();
+        waiter.await.expect("destroy");
+        assert!(destroyed.load(Ordering::SeqCst));
+    }
+
+    /// A sandbox whose `destroy` panics, as a broken backend's might.
+    struct Panics(watch::Receiver<Option<ExitInfo>>);
+
+    impl Sandbox for Panics {
+        fn pid(&self) -> u32 {
+            0
+        }
+        fn freeze(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn thaw(&self) -> Result<(), SandboxError> {
+            Ok(())
+        }
+        fn max_memory_bytes(&self) -> u64 {
+            0
+        }
+        fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+            self.0.clone()
+        }
+        fn destroy(&self) {
+            panic!("a broken backend");
+        }
+    }
+
+    #[test]
+    fn a_panicking_destroy_neither_stops_the_thread_nor_hangs_flush() {
+        let teardown = Teardown::new();
+        let (_tx, exit) = watch::channel(None);
+        teardown.retire(Arc::new(Panics(exit)));
+        let (after, destroyed, release) = stuck();
+        release();
+        teardown.retire(after);
+        let (done, flushed) = mpsc::channel();
+        let flusher = teardown.clone();
+        std::thread::spawn(move || {
+            flusher.flush();
+            let _ = done.send(());
+        });
+        assert!(flushed.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "flush hung");
+        assert!(destroyed.load(Ordering::SeqCst), "the thread went on after the panic");
+    }
+
+    #[test]
+    fn inline_destroys_on_the_calling_thread() {
+        let teardown = Teardown::inline();
+        let (a, destroyed, release) = stuck();
+        release();
+        teardown.retire(a);
+        assert!(destroyed.load(Ordering::SeqCst));
+        assert_eq!(teardown.pending(), 0);
+    }
+}
