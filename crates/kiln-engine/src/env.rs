@@ -44,8 +44,9 @@ pub struct Environment {
     /// When it last finished an invocation (or Init); keep-alive and eviction look at it.
     pub last_used: std::sync::Mutex<Instant>,
     sandbox: Arc<dyn Sandbox>,
-    /// Its share of the memory budget, returned when the environment goes.
-    _lease: Option<crate::memory::MemoryLease>,
+    /// Its share of the memory budget. Retiring it hands the share to the teardown thread, which
+    /// gives it back once the sandbox is destroyed; otherwise it goes with the environment.
+    lease: std::sync::Mutex<Option<crate::memory::MemoryLease>>,
     api: RuntimeApi,
     exit: watch::Receiver<Option<ExitInfo>>,
     capture: Arc<Capture>,
@@ -232,7 +233,7 @@ impl ColdStart<'_> {
             invocations: AtomicU64::new(0),
             last_used: std::sync::Mutex::new(started),
             sandbox,
-            _lease: self.lease,
+            lease: std::sync::Mutex::new(self.lease),
             api,
             exit,
             capture,
@@ -513,7 +514,8 @@ impl Environment {
             return;
         }
         self.api.close();
-        self.teardown.retire(self.sandbox.clone());
+        let lease = self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.teardown.retire(self.sandbox.clone(), lease);
     }
 
     /// Like [`Environment::destroy`], without blocking the thread: resolves once the sandbox is
@@ -557,7 +559,7 @@ impl Environment {
             last_used: std::sync::Mutex::new(Instant::now()),
             exit: sandbox.exit_watch(),
             sandbox,
-            _lease: None,
+            lease: std::sync::Mutex::new(None),
             api,
             capture,
             frozen,

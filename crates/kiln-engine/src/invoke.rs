@@ -417,6 +417,13 @@ impl Engine {
             if let Some(lease) = self.inner.memory.try_claim(mb) {
                 return Ok(lease);
             }
+            // Retired environments hold their share until their sandbox is destroyed: wait for
+            // those before evicting a warm one. This blocks, as an eviction does, only when the
+            // budget is full.
+            if self.inner.teardown.busy() {
+                self.inner.teardown.flush();
+                continue;
+            }
             let victim = {
                 let fns: Vec<Arc<Function>> = self.read_functions().values().cloned().collect();
                 // (function, version, environment id, idle for)
@@ -442,9 +449,9 @@ impl Engine {
                 Some(None) => {}
                 Some(Some(e)) => {
                     tracing::debug!(env = %e.id, "evicted for the memory budget");
-                    e.retire();
-                    // The lease goes with the last reference, this one: the budget has room
-                    // again at once, while the teardown thread destroys the sandbox.
+                    // Destroyed here, so that its memory is free before the budget says so (the
+                    // lease goes with the last reference, this one).
+                    e.destroy();
                     drop(e);
                 }
                 None => {

@@ -608,6 +608,8 @@ async fn retiring_environments_does_not_block_the_runtime_body() {
     )
     .await;
     assert!(!f1_env.destroyed());
+    // Its memory stays counted until its sandbox is gone.
+    assert_eq!(h.engine.inner.memory.used_mb(), 128);
 
     // Calls go on meanwhile: a cold start of g, a cold start of f's new configuration.
     let g1 = within("a call of g", h.invoke("g", "{}")).await;
@@ -629,8 +631,11 @@ async fn retiring_environments_does_not_block_the_runtime_body() {
     let g2 = within("another call of g", h.invoke("g", "{}")).await;
     assert_ne!(g2.env(), g1.env());
 
+    assert!(h.engine.inner.memory.used_mb() >= 3 * 128, "f1, g1 and f2 are not destroyed yet");
     h.backend.release_destroys();
     eventually("every retired environment is destroyed", || f1_env.destroyed() && g_env.destroyed()).await;
+    let engine = h.engine.clone();
+    eventually("their memory is given back", move || engine.inner.memory.used_mb() <= 128).await;
     h.finish();
 }
 

@@ -21,6 +21,7 @@
 //! [`Teardown::flush`] waits, blocking, until everything queued is destroyed: shutdown calls it
 //! before the backend's own shutdown, so that nothing retired is left behind.
 
+use crate::memory::MemoryLease;
 use kiln_sandbox::Sandbox;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -28,6 +29,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 /// One sandbox to destroy, and whom to tell when it is.
 struct Job {
     sandbox: Arc<dyn Sandbox>,
+    /// The environment's share of the memory budget: given back once the sandbox is gone, so
+    /// that the budget never counts a retired environment's memory as free while it is held.
+    lease: Option<MemoryLease>,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -69,17 +73,22 @@ impl Teardown {
         Self { shared: Arc::new(Shared { inline, state: Mutex::default(), idle: Condvar::new() }) }
     }
 
-    /// Destroys `sandbox` on the teardown thread; returns at once.
-    pub fn retire(&self, sandbox: Arc<dyn Sandbox>) {
-        self.submit(Job { sandbox, done: None });
+    /// Destroys `sandbox` on the teardown thread, then gives `lease` back; returns at once.
+    pub fn retire(&self, sandbox: Arc<dyn Sandbox>, lease: Option<MemoryLease>) {
+        self.submit(Job { sandbox, lease, done: None });
     }
 
     /// Destroys `sandbox` on the teardown thread and resolves once it is destroyed.
     pub async fn destroy(&self, sandbox: Arc<dyn Sandbox>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(Job { sandbox, done: Some(tx) });
+        self.submit(Job { sandbox, lease: None, done: Some(tx) });
         // The sender is dropped only once the job ran (or ran inline).
         let _ = rx.await;
+    }
+
+    /// Whether sandboxes are queued and not destroyed yet.
+    pub fn busy(&self) -> bool {
+        self.shared.lock().pending > 0
     }
 
     /// Blocks until every sandbox queued so far is destroyed.
@@ -161,6 +170,7 @@ fn run(job: Job) {
     let started = std::time::Instant::now();
     job.sandbox.destroy();
     drop(job.sandbox);
+    drop(job.lease);
     // What a tokio worker would have waited for, had it destroyed the sandbox itself.
     tracing::debug!(destroy_us = started.elapsed().as_micros() as u64, "retired sandbox destroyed");
     if let Some(done) = job.done {
@@ -226,8 +236,8 @@ mod tests {
         let teardown = Teardown::new();
         let (a, a_destroyed, release_a) = stuck();
         let (b, b_destroyed, release_b) = stuck();
-        teardown.retire(a);
-        teardown.retire(b);
+        teardown.retire(a, None);
+        teardown.retire(b, None);
         // The runtime goes on: a task runs to its end while both destroys are held.
         let ticked = tokio::spawn(async { tokio::task::yield_now().await }).await;
         assert!(ticked.is_ok());
@@ -284,10 +294,10 @@ mod tests {
     fn a_panicking_destroy_neither_stops_the_thread_nor_hangs_flush() {
         let teardown = Teardown::new();
         let (_tx, exit) = watch::channel(None);
-        teardown.retire(Arc::new(Panics(exit)));
+        teardown.retire(Arc::new(Panics(exit)), None);
         let (after, destroyed, release) = stuck();
         release();
-        teardown.retire(after);
+        teardown.retire(after, None);
         let (done, flushed) = mpsc::channel();
         let flusher = teardown.clone();
         std::thread::spawn(move || {
@@ -303,7 +313,7 @@ mod tests {
         let teardown = Teardown::inline();
         let (a, destroyed, release) = stuck();
         release();
-        teardown.retire(a);
+        teardown.retire(a, None);
         assert!(destroyed.load(Ordering::SeqCst));
         assert_eq!(teardown.pending(), 0);
     }
