@@ -10,9 +10,11 @@
 //! So an engine hands what it retires to one thread of its own (`kiln-teardown`, started at the
 //! first retirement): [`Teardown::retire`] queues the sandbox and returns at once; the thread
 //! destroys the queued sandboxes in order. What the engine keeps about an environment (its place
-//! in the pool, its share of the memory budget, its log stream) is let go by the caller as
-//! before, at once: the environment is gone for the engine when it is retired, and only the
-//! kernel's part of its end happens later.
+//! in the pool, its log stream) is let go by the caller as before, at once: the environment is
+//! gone for the engine when it is retired, and only the kernel's part of its end happens later.
+//! Its share of the memory budget is the exception: it travels with the sandbox and is given
+//! back once the sandbox is destroyed, since the memory is held until then. A claim that finds
+//! the budget full waits for the queue ([`Teardown::flush`]) before it evicts anything.
 //!
 //! Where the end of an environment must be over before the caller goes on (a function deleted:
 //! its environments are gone when DeleteFunction answers; an invocation that broke its
