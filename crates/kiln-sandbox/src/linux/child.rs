@@ -187,16 +187,7 @@ fn private_etc_files<S: Sys>(sys: &S) -> Result<EtcFiles, Fail> {
             continue;
         }
         *slot = sys.open(file, libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC, 0o644).at(step)?;
-        sys.mount(Some(file), target, None, libc::MS_BIND, None).at(step)?;
-        sys.mount(
-            None,
-            target,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            None,
-        )
-        .at(step)?;
-        sys.unlink(file).at(step)?;
+        bind_read_only(sys, file, target)?;
     }
     if out.hosts >= 0 {
         sys.write(out.hosts, HOSTS_HEAD).at(step)?;
@@ -241,6 +232,12 @@ fn private_passwd<S: Sys>(sys: &S) -> Result<(), Fail> {
         // Too large to copy: the host's file stays, as it is.
         return sys.unlink(file).at(step);
     }
+    bind_read_only(sys, file, target)
+}
+
+/// Binds `file` over `target` read-only and unlinks it: only the bind reaches it then.
+fn bind_read_only<S: Sys>(sys: &S, file: &CStr, target: &CStr) -> Result<(), Fail> {
+    let step = Step::EtcFiles;
     sys.mount(Some(file), target, None, libc::MS_BIND, None).at(step)?;
     sys.mount(
         None,

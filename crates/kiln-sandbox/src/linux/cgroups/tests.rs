@@ -46,7 +46,7 @@ fn init_keeps_the_functions_burst_so_its_end_writes_the_quota_alone() {
     let init = small.for_init();
     assert_eq!(init.cpu_burst_us, small.cpu_burst_us);
     assert!(init.cpu_burst_us <= init.cpu_quota_us);
-    for cg in [fake_v1_cpu().1, fake_v2().1.boxed()] {
+    for cg in [fake_v1().1.boxed(), fake_v2().1.boxed()] {
         let w = cg.limit_writes("e", &init, &small);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].path.ends_with("cpu.cfs_quota_us") || w[0].path.ends_with("cpu.max"), "{w:?}");
@@ -89,8 +89,8 @@ fn cpu_writes_never_put_the_burst_above_the_quota() {
     }
 }
 
-/// A v1 layout in a temp dir with only the cpu hierarchy's files looked at.
-fn fake_v1_cpu() -> (tempfile::TempDir, Box<dyn Cgroups>) {
+/// A v1 layout in a temp dir (its hierarchies' directories are not made).
+fn fake_v1() -> (tempfile::TempDir, CgroupV1) {
     let root = tempfile::tempdir().unwrap();
     let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");
     let cg = CgroupV1::new(V1Paths {
@@ -101,7 +101,7 @@ fn fake_v1_cpu() -> (tempfile::TempDir, Box<dyn Cgroups>) {
         unified: None,
     })
     .unwrap();
-    (root, Box::new(cg))
+    (root, cg)
 }
 
 trait Boxed {
@@ -114,18 +114,16 @@ impl Boxed for CgroupV2 {
     }
 }
 
+impl Boxed for CgroupV1 {
+    fn boxed(self) -> Box<dyn Cgroups> {
+        Box::new(self)
+    }
+}
+
 #[test]
 fn v1_charges_tcp_buffers_to_half_the_memory_and_v2_needs_no_extra_file() {
-    let root = tempfile::tempdir().unwrap();
+    let (root, cg) = fake_v1();
     let dir = |n: &str| root.path().join(n).join("kiln-abcd1234");
-    let cg = CgroupV1::new(V1Paths {
-        memory: dir("memory"),
-        cpu: dir("cpu"),
-        pids: dir("pids"),
-        freezer: Some(dir("freezer")),
-        unified: None,
-    })
-    .unwrap();
     for d in ["memory", "cpu", "pids", "freezer"] {
         fs::create_dir_all(root.path().join(d)).unwrap();
     }
