@@ -14,9 +14,11 @@
 //!    `/kiln/v1/functions/NAME/environments`): the previous cold start's refill is a build
 //!    (cgroups, namespaces, `pivot_root`) that otherwise overlaps the next timed call or not, by
 //!    chance.
-//! 4. It waits [`SETTLE`]: the kernel tears a retired environment down partly in its own workers
-//!    after the processes are gone (memory cgroup offlining, the network namespace's cleanup:
-//!    1–3 ms of CPU with 1,000 environments); they run beside neither side's timed call.
+//! 4. It times the call at once. (A pause here — 100 ms, for the kernel's own teardown of the
+//!    retired environment in its workers — was tried and dropped: after it both sides' cold
+//!    starts ran 4–5 times slower than the cold scenario's, 17–23 ms against 4.4 ms, which hides
+//!    what the idle environments add: 0.98–1.05× with the pause, 1.35× without, on the same
+//!    machine within minutes.)
 //!
 //! Before the side with the idle environments, the bench also waits until the pool's target is
 //! back to what it was before the fill (the fill's demand raises it for 30 s, and the blanks
@@ -28,9 +30,6 @@ use http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// How long the bench waits, once the retired environment's processes are gone and the pool is
-/// full, before each timed call (see the module docs).
-pub(crate) const SETTLE: Duration = Duration::from_millis(100);
 /// The longest any one wait of the loop lasts; a wait that ends this way is counted.
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
 /// How long the bench waits for the pool's target to fall back after the fill.
@@ -140,7 +139,6 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
         if !wait(WAIT_LIMIT, || async { pool_full(api, function).await }).await {
             phase.waits_cut += 1;
         }
-        tokio::time::sleep(SETTLE).await;
         let t = Instant::now();
         let id = invoke(&client, function, ECHO).await?;
         phase.samples.push(t.elapsed());

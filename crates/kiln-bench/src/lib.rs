@@ -149,7 +149,7 @@ pub struct BenchArgs {
     density_rate: u32,
     /// Cold starts of another function on the density run's server, before its environments
     /// exist and again while they sit idle (0 skips them). Each starts once the previous one's
-    /// environment is gone, the blank pool is full and 100 ms have passed.
+    /// environment is gone and the blank pool is full.
     #[arg(long, default_value_t = 50)]
     idle_cold: usize,
     /// Keep the server's stderr in this file (set RUST_LOG for detail) [default: discarded].
