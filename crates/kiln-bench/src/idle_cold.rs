@@ -78,10 +78,7 @@ impl Phase {
     pub(crate) fn render(&self, label: &str) -> String {
         let mut sorted = self.samples.clone();
         sorted.sort_unstable();
-        let at = |p: f64| {
-            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-            sorted.get(rank - 1).map_or(0.0, |d| crate::ms(*d))
-        };
+        let at = |p: f64| crate::ms(crate::nearest_rank(&sorted, p));
         let mut s = format!(
             "  {label}: p25 {:.3}  p50 {:.3}  p75 {:.3} ms; kiln serve CPU {:.2} ms per cycle; pgscan kswapd {} direct {}; free {} → {} MiB; pool {}/{}{}\n    sorted:",
             at(0.25),
@@ -178,8 +175,7 @@ pub(crate) fn ratio_interval(idle: &[Duration], none: &[Duration]) -> Option<(f6
     let mut p50 = |xs: &[Duration]| {
         let mut r: Vec<Duration> = (0..xs.len()).map(|_| xs[next(xs.len())]).collect();
         r.sort_unstable();
-        let rank = ((0.5 * r.len() as f64).ceil() as usize).clamp(1, r.len());
-        r[rank - 1].as_secs_f64()
+        crate::nearest_rank(&r, 0.5).as_secs_f64()
     };
     let mut ratios: Vec<f64> = (0..2000).map(|_| p50(idle) / p50(none).max(1e-12)).collect();
     ratios.sort_by(f64::total_cmp);
@@ -228,8 +224,7 @@ fn proc_exists(pid: u32) -> bool {
 }
 
 fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    crate::stat_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Pages scanned for reclaim since boot: (by kswapd, direct), from `/proc/vmstat`.

@@ -1342,9 +1342,7 @@ fn process_tree(root: u32) -> Vec<u32> {
         for e in entries.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            // The command name may hold spaces and parentheses; fields resume after the last ')'.
-            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
+            if let Some(ppid) = stat_ppid(&stat) {
                 children.entry(ppid).or_default().push(pid);
             }
         }
@@ -1392,11 +1390,7 @@ impl Stats {
     fn of(samples: &[Duration]) -> Stats {
         let mut s = samples.to_vec();
         s.sort_unstable();
-        // Nearest rank.
-        let at = |p: f64| {
-            let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len().max(1));
-            s.get(rank - 1).copied().unwrap_or_default()
-        };
+        let at = |p: f64| nearest_rank(&s, p);
         Stats {
             n: s.len(),
             p50: at(0.5),
@@ -1514,6 +1508,18 @@ fn render_targets(targets: &[Target]) -> String {
         );
     }
     s
+}
+
+/// The nearest-rank `p` quantile of `sorted` (ascending); zero when it is empty.
+fn nearest_rank(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or_default()
+}
+
+/// The parent pid in a `/proc/PID/stat` line (the command name may hold spaces and
+/// parentheses; fields resume after the last ')').
+fn stat_ppid(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -378,9 +378,6 @@ impl Job {
                 None => false,
             }
         };
-        if !result.healthy {
-            env.retire();
-        }
         if replace_provisioned {
             self.engine.reconcile(&self.function);
         }

@@ -187,11 +187,13 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::sync::watch;
 
-    /// A sandbox whose `destroy` blocks until the test lets it go.
+    /// A sandbox whose `destroy` blocks until the test lets it go, or panics as a broken
+    /// backend's might.
     struct Stuck {
         let_go: Arc<(Mutex<bool>, Condvar)>,
         destroyed: Arc<AtomicBool>,
         exit: watch::Receiver<Option<ExitInfo>>,
+        panics: bool,
     }
 
     impl Sandbox for Stuck {
@@ -211,6 +213,9 @@ mod tests {
             self.exit.clone()
         }
         fn destroy(&self) {
+            if self.panics {
+                panic!("a broken backend");
+            }
             let (m, cv) = &*self.let_go;
             let mut go = m.lock().unwrap_or_else(PoisonError::into_inner);
             while !*go {
@@ -221,10 +226,15 @@ mod tests {
     }
 
     fn stuck() -> (Arc<dyn Sandbox>, Arc<AtomicBool>, impl Fn()) {
+        sandbox(false)
+    }
+
+    fn sandbox(panics: bool) -> (Arc<dyn Sandbox>, Arc<AtomicBool>, impl Fn()) {
         let let_go = Arc::new((Mutex::new(false), Condvar::new()));
         let destroyed = Arc::new(AtomicBool::new(false));
         let (_tx, exit) = watch::channel(None);
-        let sandbox: Arc<dyn Sandbox> = Arc::new(Stuck { let_go: let_go.clone(), destroyed: destroyed.clone(), exit });
+        let sandbox: Arc<dyn Sandbox> =
+            Arc::new(Stuck { let_go: let_go.clone(), destroyed: destroyed.clone(), exit, panics });
         let release = move || {
             *let_go.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
             let_go.1.notify_all();
@@ -268,35 +278,11 @@ mod tests {
         assert!(destroyed.load(Ordering::SeqCst));
     }
 
-    /// A sandbox whose `destroy` panics, as a broken backend's might.
-    struct Panics(watch::Receiver<Option<ExitInfo>>);
-
-    impl Sandbox for Panics {
-        fn pid(&self) -> u32 {
-            0
-        }
-        fn freeze(&self) -> Result<(), SandboxError> {
-            Ok(())
-        }
-        fn thaw(&self) -> Result<(), SandboxError> {
-            Ok(())
-        }
-        fn max_memory_bytes(&self) -> u64 {
-            0
-        }
-        fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
-            self.0.clone()
-        }
-        fn destroy(&self) {
-            panic!("a broken backend");
-        }
-    }
-
     #[test]
     fn a_panicking_destroy_neither_stops_the_thread_nor_hangs_flush() {
         let teardown = Teardown::new();
-        let (_tx, exit) = watch::channel(None);
-        teardown.retire(Arc::new(Panics(exit)), None);
+        let (broken, _, _) = sandbox(true);
+        teardown.retire(broken, None);
         let (after, destroyed, release) = stuck();
         release();
         teardown.retire(after, None);
