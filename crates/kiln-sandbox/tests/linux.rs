@@ -1132,6 +1132,49 @@ async fn leftover_blanks_are_removed_by_the_next_backend() {
     drop(again);
 }
 
+/// A dead instance that left cgroups but no registration (it died before registering, or its
+/// registration was lost): the next backend to start removes them if nothing lives in them, and
+/// leaves an unregistered instance with a process alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn unregistered_empty_instances_are_removed_by_the_next_backend() {
+    if skip_unless_root("unregistered_empty_instances_are_removed_by_the_next_backend") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let own = instance_id();
+    let b = backend(&own, state.path(), 0);
+    let own_dirs = cgroup_dirs(&format!("kiln-{own}"));
+    assert!(own_dirs.len() >= 3, "{own_dirs:?}");
+    let (orphan, busy) = (format!("kiln-{}", instance_id()), format!("kiln-{}", instance_id()));
+    for d in &own_dirs {
+        let parent = d.parent().unwrap();
+        for name in [&orphan, &busy] {
+            std::fs::create_dir_all(parent.join(name).join("blank.0")).unwrap();
+        }
+    }
+    // One process, in one hierarchy of `busy` (the pids controller's, which takes it alone).
+    let mut sleeper = std::process::Command::new("sleep").arg("600").spawn().unwrap();
+    let pids_dir = own_dirs.iter().find(|d| d.starts_with("/sys/fs/cgroup/pids")).expect("a pids hierarchy");
+    std::fs::write(pids_dir.parent().unwrap().join(&busy).join("blank.0/cgroup.procs"), sleeper.id().to_string())
+        .unwrap();
+    drop(b);
+
+    drop(backend(&instance_id(), state.path(), 0));
+    assert!(cgroup_dirs(&orphan).is_empty(), "{:?}", cgroup_dirs(&orphan));
+    let kept = cgroup_dirs(&busy);
+    assert_eq!(kept.len(), own_dirs.len(), "{kept:?}");
+    assert!(sleeper.try_wait().unwrap().is_none(), "the process of an unregistered instance was killed");
+
+    // Clean up: the process back to the root, then the directories.
+    std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", sleeper.id().to_string()).unwrap();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    for d in kept {
+        std::fs::remove_dir(d.join("blank.0")).unwrap();
+        std::fs::remove_dir(d).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blank_costs_little_memory() {
     if skip_unless_root("a_blank_costs_little_memory") {

@@ -198,6 +198,17 @@ impl LinuxBackend {
                  freezer: mount them, or use --isolation none"
             ))
         })?;
+        // Registered before its cgroups exist, so that a sweep by another instance never takes
+        // them for a dead one's (see `sweep_orphans`).
+        let mut registration = register(&opts.registry_dir, &leaf)?;
+        // What a dead predecessor with this id recorded: its directories may lie under another
+        // parent (kiln's own cgroup differs from run to run in some hierarchies).
+        let predecessor = registration.as_mut().map(super::sweep::Registration::recorded).unwrap_or_default();
+        if let Some(r) = registration.as_mut() {
+            if let Err(e) = r.record(&cgroups.instance_dirs()) {
+                tracing::warn!(registry = %opts.registry_dir.display(), error = %e, "cannot record this instance's cgroups");
+            }
+        }
         cgroups.init().map_err(|e| match &e {
             cgroups::CgroupError::Create { source, .. } | cgroups::CgroupError::Write { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::EBUSY)) =>
@@ -211,7 +222,6 @@ impl LinuxBackend {
             _ => setup("create cgroups", e.into()),
         })?;
         probe_namespaces()?;
-        let registration = register(&opts.registry_dir, &leaf, cgroups.as_ref())?;
 
         // Leftovers of a predecessor killed with SIGKILL: its environments' processes, then
         // their cgroups. They are a dead instance's only because the caller made sure that no
@@ -223,8 +233,19 @@ impl LinuxBackend {
             }
         }
 
+        let own_dirs = cgroups.instance_dirs();
+        for dir in predecessor.iter().filter(|d| !own_dirs.contains(d)) {
+            if let Err(e) = cgroups::remove_tree(dir) {
+                tracing::error!(instance = instance_id, cgroup = %dir.display(), error = %e, "cannot remove a leftover cgroup");
+            }
+        }
+
         // And those of other instances that died and were never started again.
         super::sweep::sweep(&opts.registry_dir, &leaf);
+        if registration.is_some() {
+            // Only when this instance could register: then every live one could too.
+            super::sweep::sweep_orphans(&opts.registry_dir, &own_dirs);
+        }
 
         let scratch = state_dir.join(format!("sandbox-{instance_id}"));
         let root_dir = scratch.join("root");
@@ -351,17 +372,12 @@ impl LinuxBackend {
     }
 }
 
-/// Registers the instance among the live ones, listing its cgroup directories. An unwritable
+/// Registers the instance among the live ones (the caller records its cgroup directories). An unwritable
 /// registry only costs the sweep of this instance's leftovers by others, so it is a warning; a
 /// registration held by a live process is an error (two backends would share cgroups).
-fn register(dir: &Path, leaf: &str, cgroups: &dyn Cgroups) -> Result<Option<super::sweep::Registration>, SandboxError> {
+fn register(dir: &Path, leaf: &str) -> Result<Option<super::sweep::Registration>, SandboxError> {
     match super::sweep::Registration::acquire(dir, leaf) {
-        Ok(mut r) => {
-            if let Err(e) = r.record(&cgroups.instance_dirs()) {
-                tracing::warn!(registry = %dir.display(), error = %e, "cannot record this instance's cgroups");
-            }
-            Ok(Some(r))
-        }
+        Ok(r) => Ok(Some(r)),
         Err(e) if e.kind() == ErrorKind::WouldBlock => Err(SandboxError::step(leaf, "register instance", e)),
         Err(e) => {
             tracing::warn!(

@@ -65,6 +65,18 @@ impl Registration {
         }
     }
 
+    /// The cgroup directories the registration lists now: a dead predecessor's (same instance
+    /// id) until [`Registration::record`] replaces them. Only absolute paths named like the
+    /// registration are returned, whatever the file says.
+    pub(crate) fn recorded(&mut self) -> Vec<PathBuf> {
+        let mut text = String::new();
+        if self.file.seek(SeekFrom::Start(0)).is_err() || self.file.read_to_string(&mut text).is_err() {
+            return Vec::new();
+        }
+        let leaf = self.path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(LOCK_SUFFIX));
+        named_dirs(&text, leaf.unwrap_or_default())
+    }
+
     /// Records the instance's cgroup directories, for a sweep after its death.
     pub(crate) fn record(&mut self, dirs: &[PathBuf]) -> io::Result<()> {
         let mut text = String::new();
@@ -122,9 +134,8 @@ pub(crate) fn sweep(dir: &Path, own_leaf: &str) -> Vec<String> {
             continue;
         }
         let mut clean = true;
-        // Only directories named like the registration are touched, whatever the file says.
-        for d in text.lines().map(Path::new).filter(|d| d.is_absolute() && d.file_name() == Some(leaf.as_ref())) {
-            if let Err(e) = cgroups::remove_tree(d) {
+        for d in named_dirs(&text, leaf) {
+            if let Err(e) = cgroups::remove_tree(&d) {
                 tracing::warn!(cgroup = %d.display(), error = %e, "cannot remove a dead kiln's cgroup");
                 clean = false;
             }
@@ -136,6 +147,52 @@ pub(crate) fn sweep(dir: &Path, own_leaf: &str) -> Vec<String> {
         }
     }
     swept
+}
+
+/// The absolute paths of `text` (one per line) whose last component is `leaf`: a registration
+/// only ever names its own instance's directories, whatever the file says.
+fn named_dirs(text: &str, leaf: &str) -> Vec<PathBuf> {
+    text.lines()
+        .map(Path::new)
+        .filter(|d| d.is_absolute() && d.file_name() == Some(leaf.as_ref()))
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Removes the `kiln-*` cgroup directories beside `own_dirs` that no registration in `dir`
+/// names and in which no process lives: an instance that died without a registration, or one
+/// whose registration was lost (e.g. deleted with `/run`). A live instance registers before it
+/// creates its cgroups (see `LinuxBackend::with_options`), so an unregistered directory is not
+/// a live instance's. One with processes is left alone whatever its state. Returns the
+/// directories removed.
+pub(crate) fn sweep_orphans(dir: &Path, own_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    // An instance's directories, one per hierarchy, by name.
+    let mut instances: std::collections::BTreeMap<String, Vec<PathBuf>> = std::collections::BTreeMap::new();
+    for other in own_dirs.iter().flat_map(|own| cgroups::sibling_instances(own)) {
+        if let Some(leaf) = other.file_name().and_then(|n| n.to_str()) {
+            instances.entry(leaf.to_owned()).or_default().push(other);
+        }
+    }
+    let mut removed = Vec::new();
+    for (leaf, dirs) in instances {
+        // Registered: a live instance, or a dead one that `sweep` handles. Processes in any
+        // hierarchy: not ours to judge.
+        if dir.join(format!("{leaf}{LOCK_SUFFIX}")).exists() || dirs.iter().any(|d| cgroups::populated(d)) {
+            continue;
+        }
+        for d in dirs {
+            match cgroups::remove_tree(&d) {
+                Ok(()) => {
+                    tracing::info!(cgroup = %d.display(), "removed the empty cgroups of a kiln that left no registration");
+                    removed.push(d);
+                }
+                Err(e) => {
+                    tracing::warn!(cgroup = %d.display(), error = %e, "cannot remove an unregistered kiln's cgroup")
+                }
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -180,6 +237,42 @@ mod tests {
         drop(dead);
         assert_eq!(sweep(reg.path(), "kiln-own"), vec!["kiln-dead".to_owned()]);
         assert!(other.is_dir());
+    }
+
+    #[test]
+    fn a_predecessors_record_is_read_before_it_is_replaced() {
+        let reg = tempfile::tempdir().unwrap();
+        let mut dead = Registration::acquire(reg.path(), "kiln-x").unwrap();
+        dead.record(&[PathBuf::from("/cg/a/kiln-x"), PathBuf::from("/cg/b/kiln-y")]).unwrap();
+        drop(dead);
+        let mut again = Registration::acquire(reg.path(), "kiln-x").unwrap();
+        assert_eq!(again.recorded(), vec![PathBuf::from("/cg/a/kiln-x")], "only its own name counts");
+        again.record(&[PathBuf::from("/cg/c/kiln-x")]).unwrap();
+        assert_eq!(again.recorded(), vec![PathBuf::from("/cg/c/kiln-x")]);
+    }
+
+    #[test]
+    fn unregistered_empty_instances_are_swept_and_others_left() {
+        let reg = tempfile::tempdir().unwrap();
+        let cg = tempfile::tempdir().unwrap();
+        let (a, b) = (cg.path().join("a"), cg.path().join("b"));
+        for h in [&a, &b] {
+            for d in ["kiln-own", "kiln-orphan/blank.1", "kiln-live/env-1", "kiln-busy/env-1", "other/env-1"] {
+                fs::create_dir_all(h.join(d)).unwrap();
+            }
+        }
+        // A process in one hierarchy keeps the instance whole.
+        fs::write(b.join("kiln-busy/env-1/cgroup.procs"), "1\n").unwrap();
+        let _live = Registration::acquire(reg.path(), "kiln-live").unwrap();
+        let own = [a.join("kiln-own"), b.join("kiln-own")];
+        let mut removed = sweep_orphans(reg.path(), &own);
+        removed.sort();
+        assert_eq!(removed, vec![a.join("kiln-orphan"), b.join("kiln-orphan")]);
+        for h in [&a, &b] {
+            for d in ["kiln-own", "kiln-live/env-1", "kiln-busy/env-1", "other/env-1"] {
+                assert!(h.join(d).is_dir(), "{d} was removed");
+            }
+        }
     }
 
     #[test]

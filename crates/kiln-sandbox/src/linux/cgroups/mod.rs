@@ -244,6 +244,24 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// Whether a process lives in `dir` or any cgroup below it.
+pub(crate) fn populated(dir: &Path) -> bool {
+    !pids_of(&dir.join("cgroup.procs")).is_empty() || subdirs(dir).iter().any(|sub| populated(&dir.join(sub)))
+}
+
+/// The `kiln-*` directories beside `own` (another instance's, in the same parent), `own` itself
+/// excluded.
+pub(crate) fn sibling_instances(own: &Path) -> Vec<PathBuf> {
+    let (Some(parent), Some(leaf)) = (own.parent(), own.file_name()) else {
+        return Vec::new();
+    };
+    subdirs(parent)
+        .into_iter()
+        .filter(|name| name.starts_with("kiln-") && std::ffi::OsStr::new(name) != leaf)
+        .map(|name| parent.join(name))
+        .collect()
+}
+
 /// Kills `env`, waits for it to empty and removes it: the one way every environment ends.
 pub(crate) fn kill_and_remove(cg: &dyn Cgroups, env: &str) -> Result<(), CgroupError> {
     cg.kill_all(env)?;
