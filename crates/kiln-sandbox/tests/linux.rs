@@ -1175,6 +1175,29 @@ async fn unregistered_empty_instances_are_removed_by_the_next_backend() {
     }
 }
 
+/// A kiln restarted on its data dir from another cgroup (its directories in some hierarchy now
+/// lie under another parent) removes what its dead predecessor recorded there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_instance_removes_its_predecessors_directories_under_another_parent() {
+    if skip_unless_root("a_restarted_instance_removes_its_predecessors_directories_under_another_parent") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let instance = instance_id();
+    let leaf = format!("kiln-{instance}");
+    let parent = PathBuf::from(format!("/sys/fs/cgroup/pids/test-parent-{instance}"));
+    let old = parent.join(&leaf);
+    std::fs::create_dir_all(old.join("blank.0")).unwrap();
+    // The dead predecessor's registration, as it left it.
+    std::fs::create_dir_all("/run/kiln/sandbox").unwrap();
+    std::fs::write(Path::new("/run/kiln/sandbox").join(format!("{leaf}.lock")), format!("{}\n", old.display()))
+        .unwrap();
+    drop(backend(&instance, state.path(), 0));
+    let left = old.is_dir();
+    std::fs::remove_dir(&parent).ok();
+    assert!(!left, "{} survives the restart", old.display());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blank_costs_little_memory() {
     if skip_unless_root("a_blank_costs_little_memory") {
