@@ -187,7 +187,7 @@ pub(crate) fn sweep_orphans(dir: &Path, own_dirs: &[PathBuf]) -> Vec<PathBuf> {
                     removed.push(d);
                 }
                 Err(e) => {
-                    tracing::warn!(cgroup = %d.display(), error = %e, "cannot remove an unregistered kiln's cgroup")
+                    tracing::warn!(cgroup = %d.display(), error = %e, "cannot remove an unregistered kiln's cgroup");
                 }
             }
         }
