@@ -525,6 +525,19 @@ impl Environment {
         self.api.close();
         self.teardown.destroy(self.sandbox.clone()).await;
     }
+
+    /// [`Environment::destroy_now`] for many at once: they are killed side by side and the
+    /// call resolves once all are gone.
+    pub(crate) async fn destroy_all_now(envs: &[Arc<Environment>]) {
+        let Some(first) = envs.first() else {
+            return;
+        };
+        for e in envs {
+            e.gone.store(true, Ordering::Release);
+            e.api.close();
+        }
+        first.teardown.destroy_all(envs.iter().map(|e| e.sandbox.clone())).await;
+    }
 }
 
 impl Drop for Environment {

@@ -900,9 +900,7 @@ impl Engine {
             (hashes, envs)
         };
         // Gone when DeleteFunction answers, destroyed off this thread.
-        for e in &envs {
-            e.destroy_now().await;
-        }
+        Environment::destroy_all_now(&envs).await;
         drop(envs);
         self.inner.admission.remove(r.name.as_str());
         self.inner.meta.delete_function(r.name.as_str()).map_err(|e| internal("cannot delete function", e))?;
@@ -946,9 +944,7 @@ impl Engine {
             self.forget_qualifier_settings(r.name.as_str(), &version);
             st.pools.remove(&Version::Number(n)).map(|mut p| p.drain()).unwrap_or_default()
         };
-        for e in envs {
-            e.destroy_now().await;
-        }
+        Environment::destroy_all_now(&envs).await;
         Ok(())
     }
 

@@ -9,7 +9,9 @@
 //!
 //! So an engine hands what it retires to one thread of its own (`kiln-teardown`, started at the
 //! first retirement): [`Teardown::retire`] queues the sandbox and returns at once; the thread
-//! destroys the queued sandboxes in order. What the engine keeps about an environment (its place
+//! destroys the queued sandboxes in order, after sending all of those queued together their
+//! SIGKILL first (`Sandbox::kill`), so that the kernel tears a batch down side by side instead
+//! of one environment after the other. What the engine keeps about an environment (its place
 //! in the pool, its log stream) is let go by the caller as before, at once: the environment is
 //! gone for the engine when it is retired, and only the kernel's part of its end happens later.
 //! Its share of the memory budget is the exception: it travels with the sandbox and is given
@@ -88,6 +90,22 @@ impl Teardown {
         let _ = rx.await;
     }
 
+    /// Destroys every sandbox of `sandboxes` on the teardown thread, queued together (so
+    /// killed side by side), and resolves once all are destroyed.
+    pub async fn destroy_all(&self, sandboxes: impl IntoIterator<Item = Arc<dyn Sandbox>>) {
+        let waits: Vec<_> = sandboxes
+            .into_iter()
+            .map(|sandbox| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.submit(Job { sandbox, lease: None, done: Some(tx) });
+                rx
+            })
+            .collect();
+        for rx in waits {
+            let _ = rx.await;
+        }
+    }
+
     /// Whether sandboxes are queued and not destroyed yet.
     pub fn busy(&self) -> bool {
         self.shared.lock().pending > 0
@@ -140,15 +158,26 @@ impl Teardown {
         let shared = self.shared.clone();
         let started =
             std::thread::Builder::new().name("kiln-teardown".into()).stack_size(256 * 1024).spawn(move || {
-                for job in rx {
-                    // A backend's panic must not leave `pending` up for ever: `flush` would hang.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
-                        tracing::error!("destroying a retired sandbox panicked");
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    if batch.len() > 1 {
+                        for job in &batch {
+                            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.sandbox.kill())).is_err() {
+                                tracing::error!("killing a retired sandbox panicked");
+                            }
+                        }
                     }
-                    let mut st = shared.lock();
-                    st.pending -= 1;
-                    if st.pending == 0 {
-                        shared.idle.notify_all();
+                    for job in batch {
+                        // A backend's panic must not leave `pending` up for ever: `flush` would hang.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
+                            tracing::error!("destroying a retired sandbox panicked");
+                        }
+                        let mut st = shared.lock();
+                        st.pending -= 1;
+                        if st.pending == 0 {
+                            shared.idle.notify_all();
+                        }
                     }
                 }
             });
@@ -192,6 +221,9 @@ mod tests {
     struct Stuck {
         let_go: Arc<(Mutex<bool>, Condvar)>,
         destroyed: Arc<AtomicBool>,
+        killed: Arc<AtomicBool>,
+        /// Set when `destroy` begins.
+        entered: Arc<AtomicBool>,
         exit: watch::Receiver<Option<ExitInfo>>,
         panics: bool,
     }
@@ -213,6 +245,7 @@ mod tests {
             self.exit.clone()
         }
         fn destroy(&self) {
+            self.entered.store(true, Ordering::SeqCst);
             if self.panics {
                 panic!("a broken backend");
             }
@@ -223,6 +256,9 @@ mod tests {
             }
             self.destroyed.store(true, Ordering::SeqCst);
         }
+        fn kill(&self) {
+            self.killed.store(true, Ordering::SeqCst);
+        }
     }
 
     fn stuck() -> (Arc<dyn Sandbox>, Arc<AtomicBool>, impl Fn()) {
@@ -230,16 +266,68 @@ mod tests {
     }
 
     fn sandbox(panics: bool) -> (Arc<dyn Sandbox>, Arc<AtomicBool>, impl Fn()) {
+        let w = watched(panics);
+        (w.sandbox, w.destroyed, w.release)
+    }
+
+    /// A test sandbox and what the test sees of it.
+    struct Watched<F> {
+        sandbox: Arc<dyn Sandbox>,
+        destroyed: Arc<AtomicBool>,
+        killed: Arc<AtomicBool>,
+        entered: Arc<AtomicBool>,
+        /// Lets its `destroy` go.
+        release: F,
+    }
+
+    fn watched(panics: bool) -> Watched<impl Fn()> {
         let let_go = Arc::new((Mutex::new(false), Condvar::new()));
-        let destroyed = Arc::new(AtomicBool::new(false));
+        let flag = || Arc::new(AtomicBool::new(false));
+        let (destroyed, killed, entered) = (flag(), flag(), flag());
         let (_tx, exit) = watch::channel(None);
-        let sandbox: Arc<dyn Sandbox> =
-            Arc::new(Stuck { let_go: let_go.clone(), destroyed: destroyed.clone(), exit, panics });
+        let sandbox: Arc<dyn Sandbox> = Arc::new(Stuck {
+            let_go: let_go.clone(),
+            destroyed: destroyed.clone(),
+            killed: killed.clone(),
+            entered: entered.clone(),
+            exit,
+            panics,
+        });
         let release = move || {
             *let_go.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
             let_go.1.notify_all();
         };
-        (sandbox, destroyed, release)
+        Watched { sandbox, destroyed, killed, entered, release }
+    }
+
+    fn wait_for(flag: &AtomicBool, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !flag.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Sandboxes queued together are all killed before the first of them is waited for.
+    #[test]
+    fn a_batch_is_killed_before_its_first_destroy_is_waited_for() {
+        let teardown = Teardown::new();
+        let (a, b, c) = (watched(false), watched(false), watched(false));
+        // `a` holds the thread while `b` and `c` queue up behind it.
+        teardown.retire(a.sandbox.clone(), None);
+        wait_for(&a.entered, "the thread never took the first sandbox");
+        teardown.retire(b.sandbox.clone(), None);
+        teardown.retire(c.sandbox.clone(), None);
+        assert!(!c.killed.load(Ordering::SeqCst), "killed before its turn");
+        (a.release)();
+        // `b`'s destroy is held now; `c` was killed before it began.
+        wait_for(&b.entered, "the second sandbox's destroy never began");
+        assert!(c.killed.load(Ordering::SeqCst), "the batch behind a destroy is not killed first");
+        assert!(b.killed.load(Ordering::SeqCst) && !b.destroyed.load(Ordering::SeqCst));
+        (b.release)();
+        (c.release)();
+        teardown.flush();
+        assert!(b.destroyed.load(Ordering::SeqCst) && c.destroyed.load(Ordering::SeqCst));
     }
 
     // A runtime of one thread: a retire that blocked it would stop the task below for good.

@@ -90,6 +90,10 @@ pub trait Sandbox: Send + Sync {
     fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>>;
     /// Kills every process of the environment and releases what it held. Idempotent.
     fn destroy(&self);
+    /// Sends every process of the environment SIGKILL and returns without waiting; `destroy`
+    /// must still follow. Lets whoever ends many environments have the kernel tear them down
+    /// side by side rather than one after another. Backends that cannot do it do nothing.
+    fn kill(&self) {}
 }
 
 /// Something that can build environments.

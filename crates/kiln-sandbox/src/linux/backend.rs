@@ -458,6 +458,10 @@ impl Sandbox for LinuxSandbox {
     fn destroy(&self) {
         self.env.destroy();
     }
+
+    fn kill(&self) {
+        self.env.kill();
+    }
 }
 
 impl Drop for LinuxSandbox {
