@@ -80,7 +80,7 @@ def test_context_and_environment_are_lambdas(lam, deploy):
         "        'client_context': context.client_context and context.client_context.custom,\n"
         "        'remaining': context.get_remaining_time_in_millis(),\n"
         "        'env': {k: os.environ.get(k) for k in ['AWS_EXECUTION_ENV', 'LAMBDA_RUNTIME_DIR', 'LAMBDA_TASK_ROOT',\n"
-        "                 '_HANDLER', 'AWS_LAMBDA_FUNCTION_NAME', 'AWS_REGION', 'TZ']},\n"
+        "                 '_HANDLER', 'AWS_LAMBDA_FUNCTION_NAME', 'AWS_REGION', 'TZ', 'PYTHONPATH']},\n"
         "        'cwd': os.getcwd(),\n"
         "        'path': sys.path[:3],\n"
         "        'exe': sys.executable,\n"
@@ -112,6 +112,7 @@ def test_context_and_environment_are_lambdas(lam, deploy):
         "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_REGION": k.REGION,
         "TZ": ":UTC",
+        "PYTHONPATH": "/var/runtime",
     }
     assert out["cwd"] == "/var/task"
     assert out["path"] == ["/var/task", "/opt/python/lib/python3.11/site-packages", "/opt/python"]

@@ -685,6 +685,10 @@ fn environment(
     set(vars::LD_LIBRARY_PATH, vars::DEFAULT_LD_LIBRARY_PATH.into());
     set(vars::LANG, "en_US.UTF-8".into());
     set(vars::XRAY_CONTEXT_MISSING, "LOG_ERROR".into());
+    // Node's NODE_PATH is set by kiln's Node client, which computes it from the Node version.
+    if matches!(cfg.runtime.language(), kiln_model::config::Language::Python { .. }) {
+        set(vars::PYTHONPATH, vars::RUNTIME_DIR_PATH.into());
+    }
     if let Some(user) = &cfg.environment {
         for (k, v) in user {
             set(k, v.clone());

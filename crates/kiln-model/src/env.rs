@@ -25,6 +25,8 @@ pub const LD_LIBRARY_PATH: &str = "LD_LIBRARY_PATH";
 pub const LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
 pub const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 pub const XRAY_CONTEXT_MISSING: &str = "AWS_XRAY_CONTEXT_MISSING";
+/// Python runtimes only: `$LAMBDA_RUNTIME_DIR`, as Lambda sets it (unreserved).
+pub const PYTHONPATH: &str = "PYTHONPATH";
 
 /// Keys a user may not set through `Environment.Variables`.
 pub const RESERVED: &[&str] = &[
