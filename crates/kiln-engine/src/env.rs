@@ -221,9 +221,21 @@ impl ColdStart<'_> {
             FREEZE_GRACE,
         );
         let exit = sandbox.exit_watch();
-        let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
-            .map_err(|e| EngineError::internal("cannot capture function output", e))?;
-        api.serve(spawned.runtime_listener).map_err(|e| EngineError::internal("cannot serve the runtime api", e))?;
+        // On a failure from here on the sandbox ends on the teardown thread, not in a `Drop` on
+        // this worker (destroying blocks for milliseconds).
+        let capture = match Capture::start(spawned.output, self.logs.clone(), function, stream) {
+            Ok(capture) => capture,
+            Err(e) => {
+                api.close();
+                self.teardown.destroy(sandbox).await;
+                return Err(EngineError::internal("cannot capture function output", e));
+            }
+        };
+        if let Err(e) = api.serve(spawned.runtime_listener) {
+            api.close();
+            self.teardown.destroy(sandbox).await;
+            return Err(EngineError::internal("cannot serve the runtime api", e));
+        }
         let env = Arc::new(Environment {
             id,
             config: cfg.clone(),
