@@ -9,14 +9,6 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc, not glibc's allocator: with many environments alive, glibc's bins fill with free
-/// chunks among the environments' long-lived allocations, and every allocation that misses the
-/// thread cache sorts through them (`_int_malloc`, `malloc_consolidate`), so kiln serve's CPU
-/// per cold start grew with the number of idle environments. mimalloc's per-size pages keep
-/// the cost of an allocation flat (docs/benchmarks.md, "Session 10 (idle environments)").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "Run AWS Lambda functions unchanged on your own machine")]
 struct Cli {
