@@ -56,6 +56,17 @@ pub struct Environment {
     teardown: Teardown,
     /// Set once it is retired or destroyed: the sandbox is handed on once.
     gone: AtomicBool,
+    /// An invocation's end (END and REPORT) that is still to be written: the next invocation
+    /// waits for it (see [`Environment::end`]).
+    end_pending: AtomicBool,
+    end_done: tokio::sync::Notify,
+}
+
+/// The end of an invocation whose answer went out first: written by [`Environment::end`].
+pub(crate) struct PendingEnd {
+    request_id: Arc<str>,
+    duration_ms: f64,
+    init_ms: Option<f64>,
 }
 
 /// What Init produced.
@@ -95,6 +106,9 @@ pub struct RunResult {
     pub log_tail: Option<Vec<u8>>,
     pub timed_out: bool,
     pub duration_ms: f64,
+    /// The invocation's END and REPORT, when they are left to write after the caller has its
+    /// answer: the caller of [`Environment::invoke`] hands this to [`Environment::end`].
+    pub(crate) end: Option<PendingEnd>,
 }
 
 struct SandboxFreezer(Arc<dyn Sandbox>, Arc<AtomicBool>);
@@ -252,6 +266,8 @@ impl ColdStart<'_> {
             frozen,
             teardown: self.teardown.clone(),
             gone: AtomicBool::new(false),
+            end_pending: AtomicBool::new(false),
+            end_done: tokio::sync::Notify::new(),
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
@@ -333,6 +349,8 @@ impl Environment {
         keep_tail: bool,
         sink: Option<&crate::stream::Sink>,
     ) -> RunResult {
+        // The previous invocation's END and REPORT come before this one's START.
+        self.ended().await;
         let request_id = invocation.request_id.clone();
         let cfg = &self.config;
         self.invocations.fetch_add(1, Ordering::Relaxed);
@@ -452,6 +470,24 @@ impl Environment {
             // thread: this worker serves other calls meanwhile).
             self.destroy_now().await;
         }
+        // A plain answer goes to its caller before its END and REPORT are written (they hold
+        // the function's last output, the peak memory and the REPORT's formatting: tens of
+        // microseconds the caller need not wait for). A log tail, a stream or an environment
+        // that failed keeps the order: what the caller gets depends on them.
+        if healthy && status.is_none() && !keep_tail && sink.is_none() {
+            self.end_pending.store(true, Ordering::Release);
+            let end = PendingEnd { request_id, duration_ms, init_ms };
+            return RunResult {
+                payload,
+                function_error,
+                healthy,
+                undelivered,
+                log_tail: None,
+                timed_out,
+                duration_ms,
+                end: Some(end),
+            };
+        }
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
         let report = report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status.map(Status::report));
@@ -463,7 +499,32 @@ impl Environment {
             }
         }
         let log_tail = self.capture.finish();
-        RunResult { payload, function_error, healthy, undelivered, log_tail, timed_out, duration_ms }
+        RunResult { payload, function_error, healthy, undelivered, log_tail, timed_out, duration_ms, end: None }
+    }
+
+    /// Writes an invocation's END and REPORT after its answer went out (see
+    /// [`RunResult::end`]), and lets the next invocation of this environment begin.
+    pub(crate) fn end(&self, end: PendingEnd) {
+        self.capture.drain();
+        let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
+        let report = report_line(&end.request_id, end.duration_ms, self.config.memory_mb, max_mb, end.init_ms, None);
+        self.capture.platform(format!("END RequestId: {}\n{report}", end.request_id));
+        self.capture.finish();
+        self.end_pending.store(false, Ordering::Release);
+        self.end_done.notify_waiters();
+    }
+
+    /// Resolves once no invocation's end is left to write.
+    async fn ended(&self) {
+        loop {
+            let done = self.end_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.end_pending.load(Ordering::Acquire) {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Resolves when the bootstrap has ended.
@@ -590,6 +651,8 @@ impl Environment {
             frozen,
             teardown: Teardown::inline(),
             gone: AtomicBool::new(false),
+            end_pending: AtomicBool::new(false),
+            end_done: tokio::sync::Notify::new(),
         }))
     }
 }
