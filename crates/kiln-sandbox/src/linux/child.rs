@@ -420,11 +420,29 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
     // It was born with the blank's low priority; it runs for the cold start now.
     // A failure leaves it at the blank's priority, which is no reason to fail the call.
     let _ = sys.set_priority_of(pid, 0);
+    // "Started" before the process is let go, and not once its `execve` is known to have
+    // worked: kiln goes on with the environment while the bootstrap execs, and init, with
+    // nothing left to do but wait, sleeps as soon as it has let the process go, on the CPU it
+    // woke it on (and is not woken by the exec, the report pipe's end of file, on the CPU the
+    // bootstrap is starting on). Whether the exec worked is read from the report pipe once the
+    // process has ended (it is then at its end of file, or holds why the exec failed) and
+    // sent as the bootstrap's fate, as it always was. Init's frame, which the process reads
+    // until it has exec'd, stays alive below `watch`.
+    let sfd = sys.signalfd_child().at(Step::Watch)?;
+    send_msg(sys, p.sock, Message::Started, None).at(Step::SendStarted)?;
     sys.unpark(go_w).at(Step::Unpark)?;
     sys.close(go_w);
     sys.close(go_r);
 
-    // The report pipe closes on a successful exec (CLOEXEC) or carries why it failed.
+    let Some(status) = watch(sys, p, pid, sfd)? else {
+        // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
+        if p.thaw_fd >= 0 {
+            let _ = sys.write(p.thaw_fd, p.thaw_value);
+        }
+        return Ok(());
+    };
+    // The report pipe closed on a successful exec (CLOEXEC) or carries why it failed; every
+    // writer is gone now, so this read does not block.
     let mut report = [0u8; size_of::<Msg>()];
     let n = sys.read(report_r, &mut report);
     sys.close(report_r);
@@ -433,16 +451,6 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
         Some(Some(Message::SetupFailed { step, errno })) => return Err((step, errno)),
         Some(_) => return Err((Step::Fork, libc::EPROTO)),
         None => None,
-    };
-
-    send_msg(sys, p.sock, Message::Started, None).at(Step::SendStarted)?;
-
-    let Some(status) = watch(sys, p, pid)? else {
-        // kiln is gone: thaw what it may have frozen, and exit, which ends the namespace.
-        if p.thaw_fd >= 0 {
-            let _ = sys.write(p.thaw_fd, p.thaw_value);
-        }
-        return Ok(());
     };
     let end = match exec_errno {
         Some(e) => Message::ExecFailed(e),
@@ -459,8 +467,8 @@ fn init<S: Sys>(sys: &S, p: &Plan) -> Result<(), Fail> {
 /// returns its wait status; `None` as soon as kiln's end of the socket closes (kiln exited or
 /// was killed: nothing will ever destroy this environment otherwise). Init itself is never
 /// frozen (it is not in the freezer cgroup), so this holds while the function is frozen.
-fn watch<S: Sys>(sys: &S, p: &Plan, pid: libc::pid_t) -> Result<Option<c_int>, Fail> {
-    let sfd = sys.signalfd_child().at(Step::Watch)?;
+/// `sfd` is the `SIGCHLD` signalfd ([`Sys::signalfd_child`]).
+fn watch<S: Sys>(sys: &S, p: &Plan, pid: libc::pid_t, sfd: c_int) -> Result<Option<c_int>, Fail> {
     loop {
         loop {
             match sys.wait_any() {
@@ -1025,10 +1033,15 @@ mod order {
         assert!(pos(&calls, "mount - -> /tmp") < unpark);
         assert!(pos(&calls, "sethostname kiln-env") < unpark);
         assert!(pos(&calls, "setpriority 2 0") < unpark);
-        // "Started" once the bootstrap's process is gone from init's memory; its end last.
+        // "Started" just before it is let go (its exec is not waited for); its end last,
+        // after the exec report is read.
         let started = pos(&calls, "send 7 Some(Started)");
-        assert!(pos(&calls, "execve /var/task/bootstrap") < started);
-        assert!(started < pos(&calls, "send 7 Some(Exited(0))"));
+        assert!(pos(&calls, "setpriority 2 0") < started);
+        assert!(pos(&calls, "signalfd") < started);
+        assert!(started < unpark);
+        assert!(unpark < pos(&calls, "wait_any"));
+        assert!(pos(&calls, "wait_any") < last_pos(&calls, "read "), "{calls:#?}");
+        assert!(last_pos(&calls, "read ") < pos(&calls, "send 7 Some(Exited(0))"));
     }
 
     #[test]

@@ -126,8 +126,8 @@ pub(crate) enum Message {
     Signaled(i32),
     /// The bootstrap could not be executed (this errno).
     ExecFailed(i32),
-    /// After a claim: the bootstrap has been forked (and has exec'd, or failed to; that failure
-    /// comes later as [`Message::ExecFailed`]).
+    /// After a claim: the code is attached and the bootstrap's process is being let go (its
+    /// `execve` may not have happened yet; a failure comes later as [`Message::ExecFailed`]).
     Started,
 }
 

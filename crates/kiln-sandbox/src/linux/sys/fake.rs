@@ -305,7 +305,8 @@ impl Sys for RecordingSys {
     }
     fn unpark(&self, fd: c_int) -> SysResult<()> {
         self.log(format!("unpark {fd}"));
-        // As the real init does next (it reads the exec report), wait until the process is done.
+        // Wait until the process is done: it borrows init's frame on a thread here, and the
+        // recorded order stays one order.
         self.parked_step(Some(Parking::Released), |s| s == Parking::Done);
         Ok(())
     }
