@@ -64,6 +64,8 @@ pub struct Environment {
 
 /// The end of an invocation whose answer went out first: written by [`Environment::end`].
 pub(crate) struct PendingEnd {
+    /// Keeps a log read waiting for these lines (see [`crate::logs::LogSink::flush`]).
+    _logged: crate::logs::EndToCome,
     request_id: Arc<str>,
     duration_ms: f64,
     init_ms: Option<f64>,
@@ -476,7 +478,7 @@ impl Environment {
         // that failed keeps the order: what the caller gets depends on them.
         if healthy && status.is_none() && !keep_tail && sink.is_none() {
             self.end_pending.store(true, Ordering::Release);
-            let end = PendingEnd { request_id, duration_ms, init_ms };
+            let end = PendingEnd { _logged: self.capture.expect_end(), request_id, duration_ms, init_ms };
             return RunResult {
                 payload,
                 function_error,

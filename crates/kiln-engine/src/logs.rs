@@ -110,8 +110,28 @@ struct Shared {
     backlog: AtomicUsize,
     /// Woken after each batch the writer wrote.
     drained: Notify,
+    /// Invocations whose END and REPORT are still to be sent (see [`LogSink::expect_end`]).
+    ends: AtomicUsize,
+    /// Woken when `ends` falls to zero.
+    ended: Notify,
     opts: LogOptions,
 }
+
+/// An invocation's END and REPORT that are still to come: a [`LogSink::flush`] meanwhile waits
+/// for them (briefly), so that a log read after a call's answer sees that call's REPORT.
+pub struct EndToCome(Arc<Shared>);
+
+impl Drop for EndToCome {
+    fn drop(&mut self) {
+        if self.0.ends.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.ended.notify_waiters();
+        }
+    }
+}
+
+/// How long a flush waits for ends to come (they take microseconds; a busy server with calls
+/// always in flight would otherwise keep a log read waiting).
+const END_WAIT: Duration = Duration::from_millis(50);
 
 enum ToWriter {
     Line(LogLine),
@@ -150,7 +170,13 @@ impl LogSink {
         std::fs::create_dir_all(root)?;
         let (tx, rx) = mpsc::unbounded_channel::<ToWriter>();
         let (live, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared { backlog: AtomicUsize::new(0), drained: Notify::new(), opts });
+        let shared = Arc::new(Shared {
+            backlog: AtomicUsize::new(0),
+            drained: Notify::new(),
+            ends: AtomicUsize::new(0),
+            ended: Notify::new(),
+            opts,
+        });
         let writer = Writer::new(root.to_path_buf(), shared.clone());
         std::thread::Builder::new().name("kiln-logs".into()).spawn(move || writer.run(rx))?;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -169,14 +195,34 @@ impl LogSink {
         Ok(Self { tx, live, root: root.to_path_buf(), shared })
     }
 
-    /// Resolves once every line written before the call is in its file.
+    /// Resolves once every line written before the call is in its file, the END and REPORT of
+    /// invocations already answered included (waited for up to [`END_WAIT`]).
     pub async fn flush(&self) {
+        let _ = tokio::time::timeout(END_WAIT, self.ends_written()).await;
         if self.backlog() == 0 {
             return;
         }
         let (done, wait) = oneshot::channel();
         if self.tx.send(ToWriter::Flush(done)).is_ok() {
             let _ = wait.await;
+        }
+    }
+
+    /// Counts an invocation's END and REPORT as to come until the returned guard drops.
+    pub fn expect_end(&self) -> EndToCome {
+        self.shared.ends.fetch_add(1, Ordering::AcqRel);
+        EndToCome(self.shared.clone())
+    }
+
+    async fn ends_written(&self) {
+        loop {
+            let done = self.shared.ended.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.shared.ends.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
         }
     }
 
@@ -857,6 +903,11 @@ impl Capture {
         }
     }
 
+    /// See [`LogSink::expect_end`].
+    pub fn expect_end(&self) -> EndToCome {
+        self.sink.expect_end()
+    }
+
     /// Moves whatever output is already in the pipe into the log (a bounded amount, so a function
     /// that keeps writing cannot hold this for ever).
     pub fn drain(&self) {
@@ -998,6 +1049,28 @@ mod tests {
             text: Bytes::from(text),
             platform: false,
         });
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_an_end_still_to_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1 << 30, 1 << 30);
+        let end = sink.expect_end();
+        let writer = sink.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            line(&writer, "f", "2026/11/30/[$LATEST]a", "END RequestId: r\n".into());
+            drop(end);
+        });
+        sink.flush().await;
+        let s = sink.stream("f", "2026/11/30/[$LATEST]a").expect("the END line's stream is written");
+        let mut msgs = Vec::new();
+        sink.scan(&s, 0, |e| {
+            msgs.push(e.message);
+            true
+        })
+        .unwrap();
+        assert_eq!(msgs, ["END RequestId: r"]);
     }
 
     #[tokio::test]
