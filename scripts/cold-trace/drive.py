@@ -6,6 +6,8 @@ environment's exit). Usage: drive.py KILN_BIN BOOTSTRAP_BIN N. With MARK=1 it en
 with getpriority(PRIO_PROCESS, 4242 / 4243), which steps.py looks for."""
 import base64, http.client, io, json, os, subprocess, sys, tempfile, time, zipfile, re
 
+from procs import bootstraps_of
+
 kiln, hello, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 DIR = os.environ.get("COLD_TRACE_DIR", "/tmp/cold-trace")
 mark_on = os.environ.get("MARK") == "1"
@@ -65,15 +67,10 @@ def wait_ok():
         if c.get("State") == "Active" and c.get("LastUpdateStatus") in (None, "Successful"):
             return
         time.sleep(0.01)
-def children(pid):
-    try:
-        return open(f"/proc/{pid}/task/{pid}/children").read().split()
-    except OSError:
-        return []
 def bootstraps():
-    # This server's bootstraps only (server -> zygote -> init -> bootstrap): other servers'
-    # environments on the machine would otherwise hold every call for its 5 s bound.
-    return {p for z in children(srv.pid) for i in children(z) for p in children(i)}
+    # This server's bootstraps only: other servers' environments on the machine would
+    # otherwise hold every call for its 5 s bound.
+    return bootstraps_of(srv.pid)
 wait_ok()
 lat = []
 for i in range(n):

@@ -8,6 +8,8 @@ of a noisy machine. Usage: pair.py KILN_A KILN_B BOOTSTRAP_BIN N. The request is
 write (headers and body), as the bench's client does."""
 import base64, http.client, io, json, os, socket, statistics, subprocess, sys, tempfile, time, zipfile
 
+from procs import bootstraps_of
+
 kiln_a, kiln_b, hello, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ZIP = io.BytesIO()
 with zipfile.ZipFile(ZIP, "w") as z:
@@ -71,16 +73,9 @@ class Server:
         subprocess.run(["rm", "-rf", self.data])
 
 
-def children(pid):
-    try:
-        return open(f"/proc/{pid}/task/{pid}/children").read().split()
-    except OSError:
-        return []
-
-
 def bootstraps():
-    # The bootstraps of both servers: server -> zygote -> init -> bootstrap.
-    return {p for s in servers for z in children(s.srv.pid) for i in children(z) for p in children(i)}
+    # The bootstraps of both servers (other bootstraps on the machine may stay).
+    return bootstraps_of(*(s.srv.pid for s in servers))
 
 
 def gone(before):
