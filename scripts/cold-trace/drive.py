@@ -6,7 +6,7 @@ environment's exit). Usage: drive.py KILN_BIN BOOTSTRAP_BIN N. With MARK=1 it en
 with getpriority(PRIO_PROCESS, 4242 / 4243), which steps.py looks for."""
 import base64, http.client, io, json, os, subprocess, sys, tempfile, time, zipfile, re
 
-from procs import bootstraps_of
+from procs import bootstraps_of, listening_port
 
 kiln, hello, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 DIR = os.environ.get("COLD_TRACE_DIR", "/tmp/cold-trace")
@@ -32,16 +32,7 @@ data = tempfile.mkdtemp(prefix="colddrv-")
 log = open(os.environ.get("SERVER_LOG", "/dev/null"), "w")
 srv = subprocess.Popen([kiln, "serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--console", "off"],
                        stdout=subprocess.PIPE, stderr=log, text=True)
-port = None
-deadline = time.time() + 30
-# find the port: poll /proc/net/tcp for listening sockets of srv
-while port is None and time.time() < deadline:
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if f"pid={srv.pid}," in line:
-            port = int(line.split()[3].rsplit(":", 1)[1]); break
-    time.sleep(0.05)
-assert port, "no port"
+port = listening_port(srv.pid)
 print("server pid", srv.pid, "port", port, file=sys.stderr)
 conn = http.client.HTTPConnection("127.0.0.1", port)
 conn.connect()

@@ -8,7 +8,7 @@ of a noisy machine. Usage: pair.py KILN_A KILN_B BOOTSTRAP_BIN N. The request is
 write (headers and body), as the bench's client does."""
 import base64, http.client, io, json, os, socket, statistics, subprocess, sys, tempfile, time, zipfile
 
-from procs import bootstraps_of
+from procs import bootstraps_of, listening_port
 
 kiln_a, kiln_b, hello, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ZIP = io.BytesIO()
@@ -22,14 +22,7 @@ class Server:
         self.data = tempfile.mkdtemp(prefix="coldpair-")
         self.srv = subprocess.Popen([kiln, "serve", "--addr", "127.0.0.1:0", "--data-dir", self.data,
                                      "--console", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port, deadline = None, time.time() + 30
-        while port is None and time.time() < deadline:
-            out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                if f"pid={self.srv.pid}," in line:
-                    port = int(line.split()[3].rsplit(":", 1)[1]); break
-            time.sleep(0.05)
-        assert port, "no port"
+        port = listening_port(self.srv.pid)
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = http.client.HTTPConnection("127.0.0.1", port)

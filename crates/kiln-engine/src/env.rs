@@ -56,14 +56,14 @@ pub struct Environment {
     teardown: Teardown,
     /// Set once it is retired or destroyed: the sandbox is handed on once.
     gone: AtomicBool,
-    /// An invocation's end (END and REPORT) that is still to be written: the next invocation
-    /// waits for it (see [`Environment::end`]).
-    end_pending: AtomicBool,
-    end_done: tokio::sync::Notify,
+    /// An invocation's END and REPORT still to write, its answer gone out first: whoever comes
+    /// first writes them, the task spawned after the answer or the next invocation before its
+    /// START (see [`Environment::write_end`]).
+    end: std::sync::Mutex<Option<PendingEnd>>,
 }
 
-/// The end of an invocation whose answer went out first: written by [`Environment::end`].
-pub(crate) struct PendingEnd {
+/// The end of an invocation whose answer went out first: written by [`Environment::write_end`].
+struct PendingEnd {
     /// Keeps a log read waiting for these lines (see [`crate::logs::LogSink::flush`]).
     _logged: crate::logs::EndToCome,
     request_id: Arc<str>,
@@ -108,9 +108,9 @@ pub struct RunResult {
     pub log_tail: Option<Vec<u8>>,
     pub timed_out: bool,
     pub duration_ms: f64,
-    /// The invocation's END and REPORT, when they are left to write after the caller has its
-    /// answer: the caller of [`Environment::invoke`] hands this to [`Environment::end`].
-    pub(crate) end: Option<PendingEnd>,
+    /// The invocation's END and REPORT are left to write after the caller has its answer: the
+    /// caller of [`Environment::invoke`] calls [`Environment::write_end`] once it has answered.
+    pub(crate) end_later: bool,
 }
 
 struct SandboxFreezer(Arc<dyn Sandbox>, Arc<AtomicBool>);
@@ -239,19 +239,21 @@ impl ColdStart<'_> {
         let exit = sandbox.exit_watch();
         // On a failure from here on the sandbox ends on the teardown thread, not in a `Drop` on
         // this worker (destroying blocks for milliseconds).
-        let capture = match Capture::start(spawned.output, self.logs.clone(), function, stream) {
+        let capture = Capture::start(spawned.output, self.logs.clone(), function, stream)
+            .map_err(|e| EngineError::internal("cannot capture function output", e))
+            .and_then(|capture| {
+                api.serve(spawned.runtime_listener)
+                    .map_err(|e| EngineError::internal("cannot serve the runtime api", e))?;
+                Ok(capture)
+            });
+        let capture = match capture {
             Ok(capture) => capture,
             Err(e) => {
                 api.close();
                 self.teardown.destroy(sandbox).await;
-                return Err(EngineError::internal("cannot capture function output", e));
+                return Err(e);
             }
         };
-        if let Err(e) = api.serve(spawned.runtime_listener) {
-            api.close();
-            self.teardown.destroy(sandbox).await;
-            return Err(EngineError::internal("cannot serve the runtime api", e));
-        }
         let env = Arc::new(Environment {
             id,
             config: cfg.clone(),
@@ -268,8 +270,7 @@ impl ColdStart<'_> {
             frozen,
             teardown: self.teardown.clone(),
             gone: AtomicBool::new(false),
-            end_pending: AtomicBool::new(false),
-            end_done: tokio::sync::Notify::new(),
+            end: std::sync::Mutex::new(None),
         });
         env.capture.platform(format!(
             "INIT_START Runtime Version: {}.v1\tRuntime Version ARN: arn:aws:lambda:{}::runtime:kiln",
@@ -352,7 +353,7 @@ impl Environment {
         sink: Option<&crate::stream::Sink>,
     ) -> RunResult {
         // The previous invocation's END and REPORT come before this one's START.
-        self.ended().await;
+        self.write_end();
         let request_id = invocation.request_id.clone();
         let cfg = &self.config;
         self.invocations.fetch_add(1, Ordering::Relaxed);
@@ -477,8 +478,8 @@ impl Environment {
         // microseconds the caller need not wait for). A log tail, a stream or an environment
         // that failed keeps the order: what the caller gets depends on them.
         if healthy && status.is_none() && !keep_tail && sink.is_none() {
-            self.end_pending.store(true, Ordering::Release);
             let end = PendingEnd { _logged: self.capture.expect_end(), request_id, duration_ms, init_ms };
+            *self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end);
             return RunResult {
                 payload,
                 function_error,
@@ -487,7 +488,7 @@ impl Environment {
                 log_tail: None,
                 timed_out,
                 duration_ms,
-                end: Some(end),
+                end_later: true,
             };
         }
         self.capture.drain();
@@ -501,32 +502,22 @@ impl Environment {
             }
         }
         let log_tail = self.capture.finish();
-        RunResult { payload, function_error, healthy, undelivered, log_tail, timed_out, duration_ms, end: None }
+        RunResult { payload, function_error, healthy, undelivered, log_tail, timed_out, duration_ms, end_later: false }
     }
 
-    /// Writes an invocation's END and REPORT after its answer went out (see
-    /// [`RunResult::end`]), and lets the next invocation of this environment begin.
-    pub(crate) fn end(&self, end: PendingEnd) {
+    /// Writes the END and REPORT of an invocation whose answer went out first (see
+    /// [`RunResult::end_later`]), if no one has yet. The lock is held while they are written, so
+    /// a next invocation that comes meanwhile starts after them.
+    pub(crate) fn write_end(&self) {
+        let mut slot = self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(end) = slot.take() else {
+            return;
+        };
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
         let report = report_line(&end.request_id, end.duration_ms, self.config.memory_mb, max_mb, end.init_ms, None);
         self.capture.platform(format!("END RequestId: {}\n{report}", end.request_id));
         self.capture.finish();
-        self.end_pending.store(false, Ordering::Release);
-        self.end_done.notify_waiters();
-    }
-
-    /// Resolves once no invocation's end is left to write.
-    async fn ended(&self) {
-        loop {
-            let done = self.end_done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if !self.end_pending.load(Ordering::Acquire) {
-                return;
-            }
-            done.await;
-        }
     }
 
     /// Resolves when the bootstrap has ended.
@@ -596,9 +587,14 @@ impl Environment {
     /// Like [`Environment::destroy`], without blocking the thread: resolves once the sandbox is
     /// gone (destroyed on the teardown thread).
     pub(crate) async fn destroy_now(&self) {
+        self.close_for_destroy();
+        self.teardown.destroy(self.sandbox.clone()).await;
+    }
+
+    /// Marks it gone and closes its Runtime API, before its sandbox is destroyed.
+    fn close_for_destroy(&self) {
         self.gone.store(true, Ordering::Release);
         self.api.close();
-        self.teardown.destroy(self.sandbox.clone()).await;
     }
 
     /// [`Environment::destroy_now`] for many at once: they are killed side by side and the
@@ -608,8 +604,7 @@ impl Environment {
             return;
         };
         for e in envs {
-            e.gone.store(true, Ordering::Release);
-            e.api.close();
+            e.close_for_destroy();
         }
         first.teardown.destroy_all(envs.iter().map(|e| e.sandbox.clone())).await;
     }
@@ -653,8 +648,7 @@ impl Environment {
             frozen,
             teardown: Teardown::inline(),
             gone: AtomicBool::new(false),
-            end_pending: AtomicBool::new(false),
-            end_done: tokio::sync::Notify::new(),
+            end: std::sync::Mutex::new(None),
         }))
     }
 }

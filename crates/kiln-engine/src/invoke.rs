@@ -354,8 +354,7 @@ impl Job {
             client_context: self.client_context.clone(),
             cognito_identity: None,
         };
-        let mut result = env.invoke(invocation, init_ms, self.tail, self.sink.as_ref()).await;
-        let end = result.end.take();
+        let result = env.invoke(invocation, init_ms, self.tail, self.sink.as_ref()).await;
         env.touch();
         let undelivered = result.undelivered && init_ms.is_none();
         if !undelivered {
@@ -382,12 +381,12 @@ impl Job {
         if replace_provisioned {
             self.engine.reconcile(&self.function);
         }
-        if let Some(end) = end {
+        if result.end_later {
             // A task of this worker, run once this one yields: after the caller's answer is
-            // written. The environment is back in the pool already; its next invocation waits
-            // for this end before its START.
+            // written. The environment is back in the pool already; should its next invocation
+            // come first, that one writes them before its START.
             let env = env.clone();
-            tokio::spawn(async move { env.end(end) });
+            tokio::spawn(async move { env.write_end() });
         }
         let out = (result.payload, result.function_error, result.log_tail.map(|t| logs::tail_of(&t).to_vec()));
         Ok(if undelivered { Attempt::Undelivered(out) } else { Attempt::Done(out) })
