@@ -568,6 +568,8 @@ impl Environment {
     /// sandbox is gone. Shutdown only; async code retires ([`Environment::retire`]) or awaits
     /// [`Environment::destroy_now`].
     pub fn destroy(&self) {
+        // An answered invocation's END and REPORT are written before the server stops.
+        self.write_end();
         self.gone.store(true, Ordering::Release);
         self.api.close();
         self.sandbox.destroy();
@@ -612,6 +614,8 @@ impl Environment {
 
 impl Drop for Environment {
     fn drop(&mut self) {
+        // The task that was to write them may have been dropped with its runtime.
+        self.write_end();
         self.retire();
     }
 }

@@ -664,3 +664,33 @@ async fn delete_function_answers_body() {
     assert!(f_env.destroyed());
     h.finish();
 }
+
+// The task that writes an answered call's END and REPORT has not run when the server stops (and
+// its runtime, with the task, goes): they are written all the same.
+#[test]
+fn an_answered_call_keeps_its_report_when_the_server_stops_before_it_is_written() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let h = rt.block_on(async {
+        let h = harness(|_| {});
+        h.deploy("f", &Script::tag("v1"), 3, 128).await;
+        let answer = h.invoke("f", "{}").await;
+        assert!(!answer.function_error, "{answer:?}");
+        // No await from here on: the task spawned after the answer has not run.
+        h.check_quiet();
+        h.engine.shutdown();
+        h
+    });
+    drop(rt);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(h.engine.logs().flush());
+    let mut text = Vec::new();
+    h.engine.logs().copy_text("f", |b| {
+        text.extend_from_slice(&b);
+        true
+    });
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("START RequestId:"), "{text}");
+    assert!(text.contains("END RequestId:"), "{text}");
+    assert!(text.contains("REPORT RequestId:"), "{text}");
+    assert_eq!(h.backend.live(), 0, "shutdown destroys every environment");
+}
