@@ -30,7 +30,9 @@ def mark(s):
 
 data = tempfile.mkdtemp(prefix="colddrv-")
 log = open(os.environ.get("SERVER_LOG", "/dev/null"), "w")
-srv = subprocess.Popen([kiln, "serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--console", "off"],
+idle = int(os.environ.get("IDLE", "0"))
+extra = ["--memory-budget", str(128 * idle + 4096), "--concurrency-limit", str(idle + 100)] if idle else []
+srv = subprocess.Popen([kiln, "serve", "--addr", "127.0.0.1:0", "--data-dir", data, "--console", "off"] + extra,
                        stdout=subprocess.PIPE, stderr=log, text=True)
 port = listening_port(srv.pid)
 print("server pid", srv.pid, "port", port, file=sys.stderr)
@@ -63,6 +65,30 @@ def bootstraps():
     # otherwise hold every call for its 5 s bound.
     return bootstraps_of(srv.pid)
 wait_ok()
+if idle:
+    # IDLE=N: N environments of another function, left idle before the cold calls (callers
+    # started 200 per second, each holding its environment until all have started).
+    import threading
+    st, d = req("POST", "/2015-03-31/functions", {"FunctionName": "idle", "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::000000000000:role/r", "Handler": "bootstrap", "MemorySize": 128,
+        "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+    assert st == 201, (st, d)
+    hold = int(idle / 200 * 1000) + 3000
+    errors = []
+    def call():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        c.request("POST", "/2015-03-31/functions/idle/invocations", body=json.dumps({"action": "sleep", "ms": hold}))
+        r = c.getresponse(); r.read()
+        if r.status != 200:
+            errors.append(r.status)
+    ts = []
+    for _ in range(idle):
+        t = threading.Thread(target=call); t.start(); ts.append(t); time.sleep(1 / 200)
+    for t in ts:
+        t.join()
+    assert not errors, errors[:5]
+    print("idle environments:", idle, file=sys.stderr)
+    time.sleep(5)
 lat = []
 for i in range(n):
     before = bootstraps()
@@ -75,7 +101,7 @@ for i in range(n):
         if not (bootstraps() & before):
             break
         time.sleep(0.01)
-    time.sleep(0.05)
+    time.sleep(float(os.environ.get("PAUSE", "0.05")))
     mark(f"COLD_START {i}")
     t = time.perf_counter()
     st, d = req("POST", "/2015-03-31/functions/f/invocations", b'{"command":"x"}')
