@@ -2,6 +2,7 @@
 (issue 4), through boto3 against a real `kiln serve`."""
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -292,9 +293,16 @@ def test_memory_budget_evicts_idle_and_throttles_when_full(kiln_factory):
     k.create(lam, b, k.python_zip(ENV_PROBE), Timeout=10)
     # Two 128 MB environments of A fill the budget.
     parallel(lambda i: k.invoke_json(lam, a, {"ms": 700}), 2)
+    # The status call names each environment's top process.
+    pids = {e["Pid"] for e in environments(server, a)}
+    assert len(pids) == 2 and all(os.path.exists("/proc/%d" % p) for p in pids), pids
     # B's cold start evicts A's least recently used idle environment.
     k.invoke_json(lam, b, {})
-    assert len(environments(server, a)) == 1 and len(environments(server, b)) == 1
+    left = environments(server, a)
+    assert len(left) == 1 and len(environments(server, b)) == 1
+    # The evicted environment's processes end; the one left keeps its own.
+    k.wait_for(lambda: {p for p in pids if os.path.exists("/proc/%d" % p)} == {left[0]["Pid"]},
+               timeout=10, what="the evicted environment's processes gone")
     # While both environments are busy, a third cold start has no room: 429 at once.
     holder = threading.Thread(target=lambda: parallel(lambda i: k.invoke_json(lam, [a, b][i], {"ms": 2500}), 2))
     holder.start()

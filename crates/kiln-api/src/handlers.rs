@@ -498,6 +498,7 @@ fn status(engine: &Engine, name: Option<&str>) -> Result<Response<Body>> {
                         "Invocations": e.invocations,
                         "MaxMemoryUsedBytes": e.max_memory_bytes,
                         "MemorySize": e.memory_mb,
+                        "Pid": e.pid,
                     })
                 })
                 .collect();

@@ -6,10 +6,12 @@
 //!
 //! 1. `PUT …/configuration` with a new `Description` retires the function's environment; the
 //!    bench waits for `LastUpdateStatus: Successful`.
-//! 2. It waits until the retired environment's processes (its bootstrap and the sandbox's init,
-//!    found once after the previous call) are gone: a look at their `/proc` entries, not a walk
-//!    of every process on the host, whose cost would grow with the idle environments and compete
-//!    with their teardown on one side only.
+//! 2. It waits until the retired environment's processes are gone: a look at the `/proc` entry
+//!    of its top process, the sandbox's init, which the server names after the previous call
+//!    (`Pid` of `/kiln/v1/functions/NAME/environments`). Not a walk of every process on the
+//!    host, whose cost grows with the idle environments: 1,000 of them made it ~15 ms of CPU per
+//!    call, and the caches it evicts were the next timed call's (docs/benchmarks.md). A server
+//!    that does not name the pid gets the walk, once per call.
 //! 3. It waits until the server's blank pool holds its target again (`SandboxPool` of
 //!    `/kiln/v1/functions/NAME/environments`): the previous cold start's refill is a build
 //!    (cgroups, namespaces, `pivot_root`) that otherwise overlaps the next timed call or not, by
@@ -140,11 +142,14 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
         let id = invoke(&client, function, ECHO).await?;
         phase.samples.push(t.elapsed());
         ids.push(id);
-        // This environment's processes: its bootstrap (the one not alive before) and its parent,
-        // the sandbox's init.
-        retired = server_descendants(server.pid).1.into_iter().filter(|p| !others.contains(p)).collect();
-        let parents: Vec<u32> = retired.iter().filter_map(|p| parent(*p)).filter(|p| *p != server.pid).collect();
-        retired.extend(parents);
+        retired = environment_pids(api, function).await?;
+        if retired.is_empty() {
+            // A server that does not name them: this environment's processes are its bootstrap
+            // (the one not alive before) and its parent, the sandbox's init.
+            retired = server_descendants(server.pid).1.into_iter().filter(|p| !others.contains(p)).collect();
+            let parents: Vec<u32> = retired.iter().filter_map(|p| parent(*p)).filter(|p| *p != server.pid).collect();
+            retired.extend(parents);
+        }
     }
     eprintln!("bench: idle-cold {label}: end");
     let calls = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
@@ -213,6 +218,15 @@ async fn pool_state(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
     let v = api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await?;
     let p = &v["SandboxPool"];
     Ok((p["Target"].as_u64().unwrap_or(0), p["Ready"].as_u64().unwrap_or(0)))
+}
+
+/// The top processes of `function`'s environments as the server names them (`Pid` of its status
+/// call: the sandbox's init, which outlives every other process of its environment); empty from
+/// a server that does not.
+async fn environment_pids(api: &Api, function: &str) -> anyhow::Result<Vec<u32>> {
+    let v = api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await?;
+    let envs = v["Functions"][0]["Environments"].as_array().cloned().unwrap_or_default();
+    Ok(envs.iter().filter_map(|e| e["Pid"].as_u64()).filter_map(|p| u32::try_from(p).ok()).collect())
 }
 
 async fn pool_full(api: &Api, function: &str) -> bool {

@@ -564,6 +564,11 @@ impl Environment {
         self.sandbox.max_memory_bytes()
     }
 
+    /// The host's process id of the sandbox's top process.
+    pub fn pid(&self) -> u32 {
+        self.sandbox.pid()
+    }
+
     /// Kills the environment and stops its Runtime API, on this thread: it blocks until the
     /// sandbox is gone. Shutdown only; async code retires ([`Environment::retire`]) or awaits
     /// [`Environment::destroy_now`].

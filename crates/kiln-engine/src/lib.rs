@@ -224,6 +224,9 @@ pub struct EnvironmentInfo {
     pub invocations: u64,
     pub max_memory_bytes: u64,
     pub memory_mb: u32,
+    /// The host's process id of the environment's top process (the sandbox's init, whose exit
+    /// means every process of the environment is gone); `None` while it is initialising.
+    pub pid: Option<u32>,
 }
 
 /// What `kiln status` shows of one function.
@@ -1335,6 +1338,7 @@ impl Engine {
                     invocations: e.invocations.load(std::sync::atomic::Ordering::Relaxed),
                     max_memory_bytes: e.max_memory_bytes(),
                     memory_mb: e.config.memory_mb,
+                    pid: Some(e.pid()),
                 };
                 environments.extend(pool.environments().map(|(e, state)| info(e, state.as_str())));
                 let (on_demand, provisioned) = pool.starting();
@@ -1349,6 +1353,7 @@ impl Engine {
                             invocations: 0,
                             max_memory_bytes: 0,
                             memory_mb: pool.ready().config.memory_mb,
+                            pid: None,
                         });
                     }
                 }
