@@ -71,6 +71,9 @@ def test_status_json_and_aligned_environments(kiln, fn):
     assert row[:end].endswith("/1024 MB"), (header, row)
     inv_end = header.index("INVOCATIONS") + len("INVOCATIONS")
     assert row[inv_end - 1].isdigit() and row[inv_end] == " ", (header, row)
+    # The last column is the environment's top process, alive on this host.
+    assert header.rstrip().endswith("PID"), header
+    assert os.path.exists("/proc/%d" % int(row.split()[-1])), row
 
 
 def test_invoke_qualifier_forms_and_types(kiln, lam, fn):

@@ -386,7 +386,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                     continue;
                 }
                 let mut table =
-                    Table::new(&["ENVIRONMENT", "VERSION", "STATE", ">AGE", ">INVOCATIONS", ">MEMORY USED"]);
+                    Table::new(&["ENVIRONMENT", "VERSION", "STATE", ">AGE", ">INVOCATIONS", ">MEMORY USED", ">PID"]);
                 for e in envs {
                     table.row(vec![
                         e["Id"].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string(),
@@ -399,6 +399,7 @@ async fn run_async(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode>
                             e["MaxMemoryUsedBytes"].as_u64().unwrap_or(0).div_ceil(1 << 20),
                             text(&e["MemorySize"])
                         ),
+                        e["Pid"].as_u64().map_or_else(|| "-".to_string(), |p| p.to_string()),
                     ]);
                 }
                 table.indent = 2;

@@ -196,6 +196,8 @@ pub struct LinuxOptions {
     pub read_only_binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     /// Where live instances register, so that whichever starts next removes the cgroups of one
     /// that died without cleaning up (`/run/kiln/sandbox`; one per host, shared by all kilns).
+    /// An instance with a registry of its own takes every live instance registered elsewhere for
+    /// an unregistered one, and removes its cgroups whenever no process is in them.
     pub registry_dir: std::path::PathBuf,
 }
 
