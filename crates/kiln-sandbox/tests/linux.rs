@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
-/// How long a test waits for a pool to fill: a bound for a stuck filler, not a timing. The
-/// filler builds at nice 10, so on a machine busy with the other tests' bootstraps one build can
-/// take seconds.
+/// How long a test waits for a pool to fill: a bound for a filler that is stuck or whose builds
+/// fail (the assertions print the pool's counters, `failed_builds` among them), not a timing.
 const POOL_FILL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Whether the tests of this file run: they build real sandboxes, which needs root.
