@@ -49,10 +49,12 @@ buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as z:
     zi = zipfile.ZipInfo("bootstrap"); zi.external_attr = (0o755 | 0o100000) << 16
     z.writestr(zi, open(hello, "rb").read())
-st, d = req("POST", "/2015-03-31/functions", {"FunctionName": "f", "Runtime": "provided.al2023",
-    "Role": "arn:aws:iam::000000000000:role/r", "Handler": "bootstrap", "MemorySize": 128,
-    "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
-assert st == 201, (st, d)
+def create(name):
+    st, d = req("POST", "/2015-03-31/functions", {"FunctionName": name, "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::000000000000:role/r", "Handler": "bootstrap", "MemorySize": 128,
+        "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
+    assert st == 201, (st, d)
+create("f")
 def wait_ok():
     while True:
         st, d = req("GET", "/2015-03-31/functions/f/configuration")
@@ -69,10 +71,7 @@ if idle:
     # IDLE=N: N environments of another function, left idle before the cold calls (callers
     # started 200 per second, each holding its environment until all have started).
     import threading
-    st, d = req("POST", "/2015-03-31/functions", {"FunctionName": "idle", "Runtime": "provided.al2023",
-        "Role": "arn:aws:iam::000000000000:role/r", "Handler": "bootstrap", "MemorySize": 128,
-        "Code": {"ZipFile": base64.b64encode(buf.getvalue()).decode()}})
-    assert st == 201, (st, d)
+    create("idle")
     hold = int(idle / 200 * 1000) + 3000
     errors = []
     def call():

@@ -213,9 +213,14 @@ where
     }
 }
 
+/// The server's status call for `function` (`/kiln/v1/functions/NAME/environments`).
+async fn environments(api: &Api, function: &str) -> anyhow::Result<Value> {
+    api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await
+}
+
 /// The server's blank pool for `function`'s status call: (target, ready); (0, 0) without a pool.
 async fn pool_state(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
-    let v = api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await?;
+    let v = environments(api, function).await?;
     let p = &v["SandboxPool"];
     Ok((p["Target"].as_u64().unwrap_or(0), p["Ready"].as_u64().unwrap_or(0)))
 }
@@ -224,8 +229,8 @@ async fn pool_state(api: &Api, function: &str) -> anyhow::Result<(u64, u64)> {
 /// call: the sandbox's init, which outlives every other process of its environment); empty from
 /// a server that does not.
 async fn environment_pids(api: &Api, function: &str) -> anyhow::Result<Vec<u32>> {
-    let v = api.call(Method::GET, &format!("/kiln/v1/functions/{function}/environments"), None).await?;
-    let envs = v["Functions"][0]["Environments"].as_array().cloned().unwrap_or_default();
+    let v = environments(api, function).await?;
+    let envs = v["Functions"][0]["Environments"].as_array().map_or(&[][..], Vec::as_slice);
     Ok(envs.iter().filter_map(|e| e["Pid"].as_u64()).filter_map(|p| u32::try_from(p).ok()).collect())
 }
 

@@ -17,8 +17,13 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 /// How long a test waits for a pool to fill: a bound for a filler that is stuck or whose builds
-/// fail (the assertions print the pool's counters, `failed_builds` among them), not a timing.
+/// fail, not a timing.
 const POOL_FILL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits for `b`'s pool to fill; fails with the pool's counters (`failed_builds` among them).
+fn wait_pool_full(b: &LinuxBackend) {
+    assert!(b.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", b.pool_stats());
+}
 
 /// Whether the tests of this file run: they build real sandboxes, which needs root.
 ///
@@ -87,7 +92,7 @@ impl Fixture {
             assert_eq!(self.backend.pool_stats().pooled_spawns, 0);
             return spawned;
         }
-        assert!(self.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", self.backend.pool_stats());
+        wait_pool_full(&self.backend);
         let before = self.backend.pool_stats();
         let spawned = self.backend.spawn(spec).unwrap();
         let after = self.backend.pool_stats();
@@ -98,8 +103,7 @@ impl Fixture {
 
     /// This instance's cgroup directories named `name`.
     fn cgroup_dirs(&self, name: &str) -> Vec<PathBuf> {
-        let mark = format!("/kiln-{}/", self.instance);
-        cgroup_dirs(name).into_iter().filter(|d| d.to_string_lossy().contains(&mark)).collect()
+        instance_cgroup_dirs(&self.instance, name)
     }
 
     fn spec(&self, id: &str, memory_mb: u32) -> SandboxSpec {
@@ -224,6 +228,12 @@ fn processes_with(marker: &str) -> Vec<u32> {
 }
 
 /// Cgroup directories named `name` anywhere under /sys/fs/cgroup.
+/// The cgroup directories named `name` below instance `instance`'s, in every hierarchy.
+fn instance_cgroup_dirs(instance: &str, name: &str) -> Vec<PathBuf> {
+    let mark = format!("/kiln-{instance}/");
+    cgroup_dirs(name).into_iter().filter(|d| d.to_string_lossy().contains(&mark)).collect()
+}
+
 fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, name: &str, depth: u32, out: &mut Vec<PathBuf>) {
         if depth == 0 {
@@ -802,12 +812,11 @@ async fn new_backend_removes_leftovers_of_the_same_instance(mode: Mode) {
     // go). It registers where every instance does: one with a registry of its own would take
     // every live instance of the other tests for an unregistered one and remove its cgroups
     // whenever no process was in them (their spawns then failed with ENOENT).
-    let mark = format!("/kiln-{}/", f.instance);
     let Fixture { backend: first, instance, state, code: _code, .. } = f;
     first.abandon();
     let again = backend(&instance, state.path(), 0);
     wait_gone(&marker).await;
-    let left: Vec<PathBuf> = cgroup_dirs(&cg).into_iter().filter(|d| d.to_string_lossy().contains(&mark)).collect();
+    let left = instance_cgroup_dirs(&instance, &cg);
     assert!(left.is_empty(), "{left:?}");
     drop(again);
 }
@@ -1036,7 +1045,7 @@ async fn an_empty_pool_falls_back_to_building_on_the_spot() {
         return;
     }
     let f = Fixture::new(Mode::Pooled, "#!/bin/sh\necho ran\n");
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
     f.backend.set_pool_size(0);
     assert_eq!(f.backend.pool_stats().ready, 0);
     let spawned = f.backend.spawn(&f.spec("env-spot", 128)).unwrap();
@@ -1048,7 +1057,7 @@ async fn an_empty_pool_falls_back_to_building_on_the_spot() {
     assert!(blanks_of(&f.instance).is_empty(), "{:?}", blanks_of(&f.instance));
     // And it refills when enabled again.
     f.backend.set_pool_size(3);
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
     assert_eq!(blanks_of(&f.instance).len(), 3);
 }
 
@@ -1058,7 +1067,7 @@ async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
         return;
     }
     let f = Fixture::new(Mode::Pooled, "#!/bin/sh\nexec sleep 60\n");
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
     // Alone, with a blank left: the refill waits for the cold start.
     let a = f.backend.spawn(&f.spec("env-hold-a", 128)).unwrap();
     let stats = f.backend.pool_stats();
@@ -1066,7 +1075,7 @@ async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
     // Idle after its first call, the engine freezes it: the pool builds the blank it took.
     a.sandbox.freeze().unwrap();
     assert_eq!(f.backend.pool_stats().held_refills, 0);
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
     // Frozen again (after a warm call), or gone, it changes nothing.
     a.sandbox.thaw().unwrap();
     a.sandbox.freeze().unwrap();
@@ -1079,7 +1088,7 @@ async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
     let c = f.backend.spawn(&f.spec("env-hold-c", 128)).unwrap();
     let stats = f.backend.pool_stats();
     assert_eq!((stats.pooled_spawns, stats.held_refills), (3, 0), "{stats:?}");
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
 
     // A cold start that ends without a call (its environment destroyed) lets its refill go.
     drop((b, c));
@@ -1087,7 +1096,7 @@ async fn a_lone_cold_start_refills_its_blank_once_it_is_over() {
     assert_eq!(f.backend.pool_stats().held_refills, 1);
     d.sandbox.destroy();
     assert_eq!(f.backend.pool_stats().held_refills, 0);
-    assert!(f.backend.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", f.backend.pool_stats());
+    wait_pool_full(&f.backend);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1098,7 +1107,7 @@ async fn shutdown_destroys_the_blanks() {
     let state = tempfile::tempdir().unwrap();
     let instance = instance_id();
     let b = backend(&instance, state.path(), 3);
-    assert!(b.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", b.pool_stats());
+    wait_pool_full(&b);
     let blanks = blanks_of(&instance);
     assert_eq!(blanks.len(), 3, "{blanks:?}");
     let pids: Vec<u32> = blanks.iter().flat_map(|(_, p)| p.clone()).collect();
@@ -1120,7 +1129,7 @@ async fn leftover_blanks_are_removed_by_the_next_backend() {
     let state = tempfile::tempdir().unwrap();
     let instance = instance_id();
     let b = backend(&instance, state.path(), 2);
-    assert!(b.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", b.pool_stats());
+    wait_pool_full(&b);
     let blanks = blanks_of(&instance);
     let pids: Vec<u32> = blanks.iter().flat_map(|(_, p)| p.clone()).collect();
     // Two inits, each with the bootstrap's process it parked.
@@ -1210,7 +1219,7 @@ async fn a_blank_costs_little_memory() {
     let state = tempfile::tempdir().unwrap();
     let instance = instance_id();
     let b = backend(&instance, state.path(), 1);
-    assert!(b.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", b.pool_stats());
+    wait_pool_full(&b);
     let blanks = blanks_of(&instance);
     let (dir, pids) = &blanks[0];
     let charged: u64 = ["memory.usage_in_bytes", "memory.current"]
@@ -1709,7 +1718,7 @@ async fn inits_are_kilns_children_cloned_by_the_zygote() {
     let state = tempfile::tempdir().unwrap();
     let instance = instance_id();
     let b = backend(&instance, state.path(), 2);
-    assert!(b.wait_pool_full(POOL_FILL_LIMIT), "pool did not fill: {:?}", b.pool_stats());
+    wait_pool_full(&b);
     let zygote = b.zygote_pid().expect("no zygote");
     assert!(!dead(zygote));
     assert_eq!(ppid(zygote), Some(std::process::id()));
