@@ -211,6 +211,30 @@ def test_output_outside_an_invocation_is_bounded(kiln_factory):
     assert size < 2 * 1024 * 1024, size
 
 
+def test_a_function_flooding_after_its_answer_cannot_stall_or_fill_a_shutdown(kiln_factory):
+    """The END and REPORT of an answered call are written when its environment is destroyed at
+    shutdown, should the task that writes them not have run: that drain of the function's output
+    stops at its 1 MB bound however fast the function keeps printing, and the server exits."""
+    server = kiln_factory("stopflood")
+    lam = k.lambda_client(server.endpoint)
+    name = k.unique_name("stopflood")
+    k.create(lam, name, k.script_zip(IDLE_FLOODER), Timeout=10)
+    resp = lam.invoke(FunctionName=name, Payload=b"{}")
+    request_id = resp["ResponseMetadata"]["RequestId"]
+    assert json.loads(resp["Payload"].read()) == {"ok": True}
+    started = time.monotonic()
+    server.stop()
+    took = time.monotonic() - started
+    logs_dir = server.data_dir / "logs" / name
+    size = dir_bytes(logs_dir)
+    print("stopped in %.2f s with %d bytes of log" % (took, size))
+    assert server.last_exit_code == 0, server.log_tail()
+    assert size < 2 * 1024 * 1024, size
+    server.start()
+    out = k.run_cli("logs", name, endpoint=server.endpoint)
+    assert "REPORT RequestId: %s" % request_id in out.stdout, out.stdout[-2000:]
+
+
 def test_a_line_longer_than_256_kb_is_split_into_events(cw, lam, fn):
     k.invoke_json(lam, fn, {"action": "long", "bytes": 600_000})
     ev = cw.filter_log_events(logGroupName=group(fn), filterPattern="LLLLLLLLLL")["events"]
