@@ -123,7 +123,7 @@ fn host_paths(key: &str, value: &str, opt_dir: Option<&std::path::Path>) -> Stri
 
 /// The `VmHWM:` line of a `/proc/PID/status`, in bytes. Read once per call for the REPORT line,
 /// so it stops at that line and copies nothing (a UTF-8 check and split of the whole file were
-/// an eighth of `kiln serve --isolation none`'s instructions per warm call).
+/// a tenth of `kiln serve --isolation none`'s instructions per warm call).
 fn vm_hwm_bytes(status: &[u8]) -> Option<u64> {
     let line = status.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"VmHWM:"))?;
     let kb = std::str::from_utf8(line).ok()?.trim().strip_suffix("kB")?.trim();
