@@ -8,7 +8,7 @@ here=$(dirname "$0")
 python3 "$here/drive.py" "$1" "$2" "$3" hold > "$dir/drive.out" 2>&1 &
 for _ in $(seq 200); do grep -q PID "$dir/drive.out" 2>/dev/null && break; sleep 0.1; done
 pid=$(awk '/^PID/{print $2}' "$dir/drive.out")
-perf stat -e context-switches,task-clock -e 'syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_accept4,syscalls:sys_enter_close' \
+perf stat -e context-switches,task-clock -e 'syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_accept4,syscalls:sys_enter_close,syscalls:sys_enter_epoll_ctl' \
   -p "$pid" -o "$dir/stat.out" &
 perf=$!
 sleep 0.5; touch "$dir/go"
