@@ -160,6 +160,27 @@ def test_published_versions_are_immutable(lam, deploy):
     assert lam.publish_version(FunctionName=name)["Version"] == "3"
 
 
+def test_publish_makes_a_version_after_any_update_and_only_then(lam, deploy):
+    # Lambda publishes after any UpdateFunctionCode or UpdateFunctionConfiguration, even one
+    # that changed no behaviour, and otherwise returns the last version.
+    zip_bytes = k.python_zip(ENV_PROBE)
+    name = deploy(zip_bytes, Description="first")
+    assert lam.publish_version(FunctionName=name)["Version"] == "1"
+    again = lam.publish_version(FunctionName=name, Description="not a change")
+    assert again["Version"] == "1" and again["Description"] == "first"
+    lam.update_function_configuration(FunctionName=name, Description="second")
+    k.wait_updated(lam, name)
+    v2 = lam.publish_version(FunctionName=name)
+    assert v2["Version"] == "2" and v2["Description"] == "second"
+    lam.update_function_code(FunctionName=name, ZipFile=zip_bytes)
+    k.wait_updated(lam, name)
+    v3 = lam.publish_version(FunctionName=name)
+    assert v3["Version"] == "3" and v3["CodeSha256"] == v2["CodeSha256"]
+    assert lam.publish_version(FunctionName=name)["Version"] == "3"
+    versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
+    assert versions == ["$LATEST", "1", "2", "3"]
+
+
 def test_alias_routes_by_weight_and_passes_its_arn(lam, deploy):
     name = deploy(k.python_zip(ENV_PROBE), Environment={"Variables": {"TAG": "one"}})
     lam.publish_version(FunctionName=name)

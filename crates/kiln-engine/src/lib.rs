@@ -549,6 +549,7 @@ impl Engine {
             last_update_reason: None,
             passthrough: req.passthrough,
             last_published: 0,
+            changed_since_publish: true,
             layers,
             unzipped_size,
         });
@@ -752,6 +753,7 @@ impl Engine {
             }
             c.last_modified_ms = now_ms();
             c.revision_id = revision();
+            c.changed_since_publish = true;
             // Nothing to unpack: the change takes effect at once, and environments built from
             // the old configuration are retired.
             c.last_update_status = Some(UpdateStatus::Successful);
@@ -810,6 +812,7 @@ impl Engine {
             }
             c.last_modified_ms = now_ms();
             c.revision_id = revision();
+            c.changed_since_publish = true;
             c.last_update_status = Some(UpdateStatus::InProgress);
             c.last_update_reason = Some("The function is being created.".into());
             let c = Arc::new(c);
@@ -990,8 +993,11 @@ impl Engine {
             .get(&Version::Latest)
             .map(|p| p.ready().clone())
             .ok_or_else(|| EngineError::function_state("Pending"))?;
+        // As Lambda does: a version after any code or configuration update since the last one,
+        // even an update that changed nothing; otherwise the last version, whatever the
+        // description asked for.
         if let Some((_, last)) = st.versions.iter().next_back() {
-            if last.same_behaviour(&latest) && description.as_ref().is_none_or(|d| *d == last.description) {
+            if !latest.changed_since_publish {
                 return Ok(last.clone());
             }
         }
@@ -1003,6 +1009,7 @@ impl Engine {
         v.last_update_status = Some(UpdateStatus::Successful);
         v.last_update_reason = None;
         v.last_published = 0;
+        v.changed_since_publish = false;
         if let Some(d) = description {
             v.description = d;
         }
@@ -1010,6 +1017,7 @@ impl Engine {
         self.persist(&v)?;
         let mut l = (*latest).clone();
         l.last_published = n;
+        l.changed_since_publish = false;
         let l = Arc::new(l);
         self.persist(&l)?;
         st.visible = l;

@@ -196,6 +196,12 @@ pub struct FunctionConfig {
     /// On `$LATEST`: the highest version number ever published (numbers are never reused).
     #[serde(default)]
     pub last_published: u64,
+    /// On `$LATEST`: whether UpdateFunctionCode or UpdateFunctionConfiguration ran since the last
+    /// PublishVersion. Lambda publishes a new version after any such update, even one that
+    /// changed nothing, and otherwise returns the last version. Older records lack the field and
+    /// read as changed, so their next publish makes a version.
+    #[serde(default = "changed_by_default")]
+    pub changed_since_publish: bool,
     /// The function's layers, in order: what `Layers` shows and what `/opt` is built from.
     #[serde(default)]
     pub layers: Vec<crate::layers::FunctionLayer>,
@@ -204,24 +210,8 @@ pub struct FunctionConfig {
     pub unzipped_size: u64,
 }
 
-impl FunctionConfig {
-    /// Whether two versions would behave the same: same code and the same configuration.
-    /// PublishVersion creates no new version when nothing changed.
-    pub fn same_behaviour(&self, other: &FunctionConfig) -> bool {
-        self.code_sha256 == other.code_sha256
-            && self.runtime == other.runtime
-            && self.handler == other.handler
-            && self.timeout_secs == other.timeout_secs
-            && self.memory_mb == other.memory_mb
-            && self.ephemeral_storage_mb == other.ephemeral_storage_mb
-            && self.environment == other.environment
-            && self.role == other.role
-            && self.architectures == other.architectures
-            && self.log_format == other.log_format
-            && self.application_log_level == other.application_log_level
-            && self.system_log_level == other.system_log_level
-            && self.layers == other.layers
-    }
+fn changed_by_default() -> bool {
+    true
 }
 
 /// An alias: a name for a version, optionally sending a share of calls to a second version.
@@ -419,6 +409,46 @@ mod tests {
         assert_eq!(Runtime::parse("java21").unwrap().language(), Language::Other("Java"));
         assert!(Runtime::parse("provided.al2").unwrap().is_custom());
         assert!(Runtime::parse("cobol").is_err());
+    }
+
+    #[test]
+    fn a_record_without_the_publish_flag_reads_as_changed() {
+        let mut v: serde_json::Value = serde_json::to_value(FunctionConfig {
+            name: FunctionName::parse("f").unwrap(),
+            version: crate::Version::Latest,
+            runtime: Runtime::parse("provided.al2023").unwrap(),
+            role: "arn:aws:iam::123456789012:role/lambda".into(),
+            handler: None,
+            description: String::new(),
+            timeout_secs: 3,
+            memory_mb: 128,
+            ephemeral_storage_mb: 512,
+            environment: None,
+            architectures: vec!["x86_64".into()],
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified_ms: 0,
+            revision_id: String::new(),
+            tracing_mode: "PassThrough".into(),
+            log_format: "Text".into(),
+            application_log_level: None,
+            system_log_level: None,
+            log_group: "/aws/lambda/f".into(),
+            state: FunctionState::Active,
+            state_reason: None,
+            last_update_status: None,
+            last_update_reason: None,
+            passthrough: BTreeMap::new(),
+            last_published: 1,
+            changed_since_publish: false,
+            layers: Vec::new(),
+            unzipped_size: 0,
+        })
+        .unwrap();
+        let read = |v: &serde_json::Value| serde_json::from_value::<FunctionConfig>(v.clone()).unwrap();
+        assert!(!read(&v).changed_since_publish);
+        v.as_object_mut().unwrap().remove("changed_since_publish");
+        assert!(read(&v).changed_since_publish);
     }
 
     #[test]
