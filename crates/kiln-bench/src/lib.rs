@@ -1369,7 +1369,43 @@ fn machine() -> Value {
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    json!({ "nproc": nproc, "cpu": cpu, "kernel": kernel })
+    // What else moved the figures between runs of the same build (docs/benchmarks.md): how long
+    // the machine has been up, its load, and whether an idle CPU halts at once (a virtual
+    // machine's `haltpoll` with `guest_halt_poll_ns` 0) or polls first.
+    let first_number =
+        |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    let text = |path: &str| std::fs::read_to_string(path).ok().map(|s| s.trim().to_string());
+    json!({
+        "nproc": nproc,
+        "cpu": cpu,
+        "kernel": kernel,
+        "uptime_s": first_number("/proc/uptime"),
+        "loadavg_1m": first_number("/proc/loadavg"),
+        "cpuidle_driver": text("/sys/devices/system/cpu/cpuidle/current_driver"),
+        "guest_halt_poll_ns": first_number("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    })
+}
+
+/// The report's second header line: the machine's state when the run started.
+fn machine_state(m: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(up) = m["uptime_s"].as_f64() {
+        parts.push(format!("up {:.1} h", up / 3600.0));
+    }
+    if let Some(load) = m["loadavg_1m"].as_f64() {
+        parts.push(format!("load {load:.2}"));
+    }
+    if let Some(driver) = m["cpuidle_driver"].as_str() {
+        match m["guest_halt_poll_ns"].as_f64() {
+            Some(ns) => parts.push(format!("cpuidle {driver} (guest_halt_poll_ns {ns:.0})")),
+            None => parts.push(format!("cpuidle {driver}")),
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("machine: {}\n", parts.join(", "))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1667,13 +1703,15 @@ impl Report {
         let mut s = String::new();
         let m = &self.machine;
         s += &format!(
-            "kiln bench: isolation {}, functions of {} MB, {} cpus ({}), kernel {}\n\n",
+            "kiln bench: isolation {}, functions of {} MB, {} cpus ({}), kernel {}\n",
             self.isolation,
             args.memory,
             m["nproc"],
             m["cpu"].as_str().unwrap_or("?"),
             m["kernel"].as_str().unwrap_or("?")
         );
+        s += &machine_state(m);
+        s += "\n";
         s += &format!("{:<36} {:>6} {:>9} {:>9} {:>9} {:>9}\n", "latency (ms)", "n", "p50", "p90", "p99", "max");
         let mut row = |name: &str, st: &Stats| {
             s += &format!(
@@ -2005,6 +2043,19 @@ mod tests {
 
     fn ms_(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_machine_line_says_what_it_knows() {
+        let m =
+            json!({ "uptime_s": 5400.0, "loadavg_1m": 0.5, "cpuidle_driver": "haltpoll", "guest_halt_poll_ns": 0.0 });
+        assert_eq!(machine_state(&m), "machine: up 1.5 h, load 0.50, cpuidle haltpoll (guest_halt_poll_ns 0)\n");
+        let m =
+            json!({ "uptime_s": 60.0, "loadavg_1m": null, "cpuidle_driver": "intel_idle", "guest_halt_poll_ns": null });
+        assert_eq!(machine_state(&m), "machine: up 0.0 h, cpuidle intel_idle\n");
+        assert_eq!(machine_state(&Value::Null), "");
+        // What this machine answers reads back into the line.
+        assert!(machine_state(&machine()).starts_with("machine: up "));
     }
 
     #[test]
