@@ -516,7 +516,12 @@ impl Environment {
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
         let report = report_line(&end.request_id, end.duration_ms, self.config.memory_mb, max_mb, end.init_ms, None);
-        self.capture.platform(format!("END RequestId: {}\n{report}", end.request_id));
+        let mut lines = String::with_capacity(16 + end.request_id.len() + report.len());
+        lines.push_str("END RequestId: ");
+        lines.push_str(&end.request_id);
+        lines.push('\n');
+        lines.push_str(&report);
+        self.capture.platform(lines);
         self.capture.finish();
     }
 
