@@ -68,7 +68,9 @@
 //! scenario, divided by the calls), warm p50 against one loopback request plus bare warm, the
 //! minimal runtime's 8-caller share of the loopback floor, the burst of 200, kiln's memory per
 //! idle environment, and cold starts of another function while the density run's environments
-//! sit idle against the same with none (`--idle-cold` of each).
+//! sit idle against the same with none (`--idle-cold` of each). The report's header also says
+//! the machine's state at the start (uptime, load, cpuidle driver and halt polling), which moves
+//! these figures between runs of the same build.
 //!
 //! This crate is the body of the `kiln bench` verb (the `kiln` binary parses [`BenchArgs`] and
 //! calls [`run`]); like the binary, it reports failures with `anyhow`. Its REST client,
