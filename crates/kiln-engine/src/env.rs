@@ -2,7 +2,7 @@
 //! that happen to it — Init and invocations.
 
 use crate::error::EngineError;
-use crate::logs::{report_line, Capture, LogSink};
+use crate::logs::{end_and_report, Capture, LogSink};
 use crate::runtimes::{Launch, Runtimes};
 use crate::teardown::Teardown;
 use bytes::Bytes;
@@ -493,8 +493,14 @@ impl Environment {
         }
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
-        let report = report_line(&request_id, duration_ms, cfg.memory_mb, max_mb, init_ms, status.map(Status::report));
-        self.capture.platform(format!("END RequestId: {request_id}\n{report}"));
+        self.capture.platform(end_and_report(
+            &request_id,
+            duration_ms,
+            cfg.memory_mb,
+            max_mb,
+            init_ms,
+            status.map(Status::report),
+        ));
         if let (false, Some(Status::Error(t))) = (healthy, status) {
             if t != ErrorType::FunctionResponseSizeTooLarge {
                 self.capture.platform(request_message(&request_id, exit_text(&payload)));
@@ -515,13 +521,14 @@ impl Environment {
         };
         self.capture.drain();
         let max_mb = self.sandbox.max_memory_bytes().div_ceil(1024 * 1024);
-        let report = report_line(&end.request_id, end.duration_ms, self.config.memory_mb, max_mb, end.init_ms, None);
-        let mut lines = String::with_capacity(16 + end.request_id.len() + report.len());
-        lines.push_str("END RequestId: ");
-        lines.push_str(&end.request_id);
-        lines.push('\n');
-        lines.push_str(&report);
-        self.capture.platform(lines);
+        self.capture.platform(end_and_report(
+            &end.request_id,
+            end.duration_ms,
+            self.config.memory_mb,
+            max_mb,
+            end.init_ms,
+            None,
+        ));
         self.capture.finish();
     }
 

@@ -476,9 +476,9 @@ impl Engine {
 /// The log of an invocation whose environment never finished Init.
 fn init_failure_log(request_id: &str, cfg: &FunctionConfig, error_type: &FunctionErrorType) -> Vec<u8> {
     format!(
-        "START RequestId: {request_id} Version: {}\nEND RequestId: {request_id}\n{}\n",
+        "START RequestId: {request_id} Version: {}\n{}\n",
         cfg.version,
-        logs::report_line(request_id, 0.0, cfg.memory_mb, 0, None, Some(("error", Some(error_type.as_str()))))
+        logs::end_and_report(request_id, 0.0, cfg.memory_mb, 0, None, Some(("error", Some(error_type.as_str()))))
     )
     .into_bytes()
 }

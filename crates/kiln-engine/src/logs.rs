@@ -973,8 +973,9 @@ pub fn tail_of(text: &[u8]) -> &[u8] {
     &text[start..]
 }
 
-/// The `REPORT` line, fields as real Lambda orders them.
-pub fn report_line(
+/// The `END` line and the `REPORT` line after it (fields as real Lambda orders them), built in
+/// one string: every invocation writes them as one platform record.
+pub fn end_and_report(
     request_id: &str,
     duration_ms: f64,
     memory_mb: u32,
@@ -982,20 +983,26 @@ pub fn report_line(
     init_ms: Option<f64>,
     status: Option<(&str, Option<&str>)>,
 ) -> String {
+    use std::fmt::Write as _;
     let billed = (duration_ms + init_ms.unwrap_or(0.0)).ceil().max(1.0) as u64;
-    let mut line = format!(
-        "REPORT RequestId: {request_id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {max_memory_mb} MB\t"
+    let mut lines = String::with_capacity(192 + 2 * request_id.len());
+    // Writing into a String cannot fail.
+    let _ = write!(
+        lines,
+        "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {memory_mb} MB\tMax Memory Used: {max_memory_mb} MB\t"
     );
     if let Some(init) = init_ms {
-        line.push_str(&format!("Init Duration: {init:.2} ms\t"));
+        let _ = write!(lines, "Init Duration: {init:.2} ms\t");
     }
     if let Some((status, error_type)) = status {
-        line.push_str(&format!("Status: {status}"));
+        lines.push_str("Status: ");
+        lines.push_str(status);
         if let Some(t) = error_type {
-            line.push_str(&format!("\tError Type: {t}"));
+            lines.push_str("\tError Type: ");
+            lines.push_str(t);
         }
     }
-    line
+    lines
 }
 
 impl crate::Engine {
@@ -1017,12 +1024,13 @@ mod tests {
 
     #[test]
     fn report_line_matches_lambda() {
-        let l = report_line("id", 1.271, 128, 36, Some(107.95), None);
+        let l = end_and_report("id", 1.271, 128, 36, Some(107.95), None);
+        let l = l.strip_prefix("END RequestId: id\n").unwrap();
         assert_eq!(
             l,
             "REPORT RequestId: id\tDuration: 1.27 ms\tBilled Duration: 110 ms\tMemory Size: 128 MB\tMax Memory Used: 36 MB\tInit Duration: 107.95 ms\t"
         );
-        let l = report_line("id", 3000.0, 1024, 64, None, Some(("timeout", None)));
+        let l = end_and_report("id", 3000.0, 1024, 64, None, Some(("timeout", None)));
         assert!(l.ends_with("Max Memory Used: 64 MB\tStatus: timeout"));
     }
 

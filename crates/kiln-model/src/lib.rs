@@ -41,11 +41,11 @@ impl Default for Partition {
 impl Partition {
     /// `arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]`.
     pub fn function_arn(&self, name: &str, qualifier: Option<&str>) -> String {
-        // Built by appending, not `format!`: every invocation makes one.
-        let parts = ["arn:aws:lambda:", &self.region, ":", &self.account_id, ":function:", name];
-        let extra = qualifier.map_or(0, |q| q.len() + 1);
-        let mut arn = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + extra);
-        parts.iter().for_each(|p| arn.push_str(p));
+        // Appended, not `format!`ted: every invocation makes one.
+        let mut arn = String::with_capacity(64 + name.len());
+        for part in ["arn:aws:lambda:", &self.region, ":", &self.account_id, ":function:", name] {
+            arn.push_str(part);
+        }
         if let Some(q) = qualifier {
             arn.push(':');
             arn.push_str(q);
