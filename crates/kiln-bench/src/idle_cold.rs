@@ -135,7 +135,7 @@ pub(crate) async fn run(server: &Server, api: &Api, function: &str, n: usize, la
         if !wait(WAIT_LIMIT, || async { retired.iter().all(|p| !proc_exists(*p)) }).await {
             phase.waits_cut += 1;
         }
-        if !wait(WAIT_LIMIT, || async { pool_full(api, function).await }).await {
+        if !wait_pool_full(api, function).await {
             phase.waits_cut += 1;
         }
         let t = Instant::now();
@@ -232,6 +232,12 @@ async fn environment_pids(api: &Api, function: &str) -> anyhow::Result<Vec<u32>>
     let v = environments(api, function).await?;
     let envs = v["Functions"][0]["Environments"].as_array().map_or(&[][..], Vec::as_slice);
     Ok(envs.iter().filter_map(|e| e["Pid"].as_u64()).filter_map(|p| u32::try_from(p).ok()).collect())
+}
+
+/// Waits until `function`'s blank pool holds its target (at once without a pool); false if it does
+/// not within the limit.
+pub(crate) async fn wait_pool_full(api: &Api, function: &str) -> bool {
+    wait(WAIT_LIMIT, || async { pool_full(api, function).await }).await
 }
 
 async fn pool_full(api: &Api, function: &str) -> bool {

@@ -44,7 +44,9 @@
 //!
 //! - **bare spawn**: the same `bootstrap` started with `std::process::Command` (no sandbox)
 //!   against a minimal Runtime API served by the bench; timed from spawn to the first response
-//!   posted.
+//!   posted. Taken during the cold scenario, alternating with its cold starts in blocks of ten
+//!   (`BLOCK`), each block once the server's blank pool is full: the host's speed drifts by
+//!   tens of percent over seconds, and the goal compares the two sides' p50s.
 //! - **bare warm**: the same `bootstrap`, started once that way, answering events in sequence:
 //!   event handed to its waiting `next` → response posted, and its CPU time per event. This is
 //!   the function's own cost; a warm invoke through kiln cannot beat one loopback request plus
@@ -329,7 +331,8 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
         return Ok(report);
     }
 
-    // The baselines first, while nothing else runs.
+    // The baselines first, while nothing else runs (but the bare spawn, which alternates with the
+    // cold starts: `BLOCK`).
     let echo = start_echo_server(servers).await?;
     report.floor1 = Stats::of(&floor_latency(echo, args.warm, 1).await?);
     report.floor2 = Stats::of(&floor_latency(echo, args.warm, 2).await?);
@@ -337,7 +340,6 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
         let rate = throughput(echo, args.seconds, callers, echo_request).await?;
         report.floor_throughput.push((callers, rate));
     }
-    report.bare = Stats::of(&bare_spawn(servers, &function_bin, args.cold).await?);
     let (warm, cpu) = bare_warm(servers, &function_bin, args.warm).await?;
     report.bare_warm = Stats::of(&warm);
     report.bare_warm_cpu = cpu;
@@ -359,7 +361,8 @@ async fn bench(args: &BenchArgs, servers: &tokio::runtime::Handle) -> anyhow::Re
     // burst, throughput callers, the minimal runtime's 8 callers, and some slack.
     let envs_needed = args.burst + CALLERS.iter().sum::<usize>() + 8 + 16;
     let server = Server::start(&exe, &work.path.join("a"), args, envs_needed, args.server_log.as_deref()).await?;
-    let result = latency_scenarios(&server, &zip_b64, lean_zip.as_deref(), args, &mut report).await;
+    let bare = Bare { servers, bin: &function_bin, vars: Vec::new(), cwd: Path::new("/") };
+    let result = latency_scenarios(&server, &zip_b64, lean_zip.as_deref(), &bare, args, &mut report).await;
     server.stop();
     result?;
 
@@ -468,6 +471,7 @@ async fn latency_scenarios(
     server: &Server,
     zip_b64: &str,
     lean_zip_b64: Option<&str>,
+    bare: &Bare<'_>,
     args: &BenchArgs,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -478,8 +482,9 @@ async fn latency_scenarios(
 
     // Cold.
     let pool_before = api.sandbox_pool().await?;
-    let (cold, request_ids) = cold_starts(server, &api, "bench-cold", args.cold).await?;
+    let (cold, request_ids, bare) = cold_starts(server, &api, "bench-cold", args.cold, bare).await?;
     report.cold = Stats::of(&cold);
+    report.bare = Stats::of(&bare);
     report.cold_split = cold_split(&server.data_dir, "bench-cold", &cold, &request_ids);
     if let (Some(before), Some(after)) = (pool_before, api.sandbox_pool().await?) {
         report.cold_pooled = Some((after.0.saturating_sub(before.0), after.1.saturating_sub(before.1)));
@@ -543,13 +548,15 @@ async fn latency_scenarios(
 
 /// `n` cold starts of `function`: before each, a configuration update retires its environment
 /// and the bench waits until the retired bootstrap is gone (other functions' environments
-/// stay). The latencies and the request ids.
+/// stay). The latencies, the request ids, and `n` bare spawns alternated with them in blocks.
 async fn cold_starts(
     server: &Server,
     api: &Api,
     function: &str,
     n: usize,
-) -> anyhow::Result<(Vec<Duration>, Vec<String>)> {
+    bare: &Bare<'_>,
+) -> anyhow::Result<(Vec<Duration>, Vec<String>, Vec<Duration>)> {
+    let mut bares = Vec::with_capacity(n);
     let mut cold = Vec::with_capacity(n);
     let mut request_ids = Vec::with_capacity(n);
     let client = new_client(server.addr);
@@ -557,6 +564,7 @@ async fn cold_starts(
     // The bootstraps of other functions, alive throughout.
     let others = server_descendants(server.pid).1.len();
     for i in 0..n {
+        bare.block_before(api, function, i, n, &mut bares).await?;
         api.call(Method::PUT, &path, Some(json!({ "Description": format!("cold {i}") }))).await?;
         api.wait_ready(function).await?;
         server.wait_bootstraps_at_most(others, Duration::from_secs(5));
@@ -565,7 +573,7 @@ async fn cold_starts(
         cold.push(t.elapsed());
         request_ids.push(id);
     }
-    Ok((cold, request_ids))
+    Ok((cold, request_ids, bares))
 }
 
 /// `n` sequential calls on one warm environment: their latencies; the CPU time per call of
@@ -751,36 +759,70 @@ async fn density(server: &Server, zip_b64: &str, args: &BenchArgs) -> anyhow::Re
     })
 }
 
-/// The bootstrap as a plain child process against the bench's own Runtime API: spawn → first
-/// response posted.
-async fn bare_spawn(servers: &tokio::runtime::Handle, bin: &Path, n: usize) -> anyhow::Result<Vec<Duration>> {
-    bare_spawn_with(servers, bin, &[], Path::new("/"), n).await
+/// Cold starts and the bare spawn baseline they are compared with alternate in blocks of this
+/// many (`BLOCK` bare spawns, then `BLOCK` cold starts, and so on), so that both sides see the
+/// same stretches of the host's speed. On these virtual machines the same start ran 30 % slower
+/// for seconds at a time, and two blocks of 200 measured minutes apart compared those stretches
+/// more than kiln (docs/benchmarks.md, session 19). Within a block each side keeps its own loop:
+/// a cold start follows the previous one's update and teardown, a bare spawn the previous spawn.
+const BLOCK: usize = 10;
+
+/// The bare spawn baseline: a bootstrap started as a plain child process against a Runtime API
+/// of the bench's own, timed from spawn to its first response posted.
+struct Bare<'a> {
+    servers: &'a tokio::runtime::Handle,
+    bin: &'a Path,
+    /// More environment variables (a managed runtime's bare client).
+    vars: Vec<(String, String)>,
+    cwd: &'a Path,
 }
 
-/// [`bare_spawn`] of `bin` with more environment variables and a working directory (a managed
-/// runtime's bare client).
-async fn bare_spawn_with(
-    servers: &tokio::runtime::Handle,
-    bin: &Path,
-    vars: &[(String, String)],
-    cwd: &Path,
-    n: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+impl Bare<'_> {
+    /// One start: spawn → first response posted.
+    async fn once(&self, i: usize) -> anyhow::Result<Duration> {
         // A Runtime API of its own per process (not timed): nothing of the killed one reaches it.
-        let mut api = MiniRuntime::start(servers).await?;
+        let mut api = MiniRuntime::start(self.servers).await?;
         let request_id = format!("bare-{i}");
         let t = Instant::now();
-        let mut child = api.spawn_with(bin, vars, cwd)?;
+        let mut child = api.spawn_with(self.bin, &self.vars, self.cwd)?;
         let posted = api.call(&request_id).await;
         let elapsed = t.elapsed();
         let _ = child.kill();
         let _ = child.wait();
         posted?;
-        out.push(elapsed);
+        Ok(elapsed)
     }
-    Ok(out)
+
+    /// The block of bare spawns that comes before cold start `i` of `n` (none inside a block).
+    /// It waits first until `function`'s blank pool is full again, so that no refill the cold
+    /// starts caused runs beside the baseline.
+    async fn block_before(
+        &self,
+        api: &Api,
+        function: &str,
+        i: usize,
+        n: usize,
+        out: &mut Vec<Duration>,
+    ) -> anyhow::Result<()> {
+        let block = bare_block(i, n);
+        if block.is_empty() {
+            return Ok(());
+        }
+        idle_cold::wait_pool_full(api, function).await;
+        for j in block {
+            out.push(self.once(j).await?);
+        }
+        Ok(())
+    }
+}
+
+/// The bare spawns taken before cold start `i` of `n`: a block at every `BLOCK`-th, as many as
+/// the cold starts that follow it, so both sides end with `n` samples.
+fn bare_block(i: usize, n: usize) -> std::ops::Range<usize> {
+    match i % BLOCK {
+        0 => i..n.min(i + BLOCK),
+        _ => i..i,
+    }
 }
 
 /// The same bootstrap, started once as a plain child process, answering `n` events in sequence
@@ -2032,6 +2074,14 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_spawns_come_in_blocks_as_many_as_the_cold_starts() {
+        let blocks: Vec<_> = (0..25).map(|i| bare_block(i, 25)).filter(|b| !b.is_empty()).collect();
+        assert_eq!(blocks, vec![0..10, 10..20, 20..25]);
+        assert_eq!((0..7).map(|i| bare_block(i, 7).len()).sum::<usize>(), 7);
+        assert!(bare_block(0, 0).is_empty());
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -12,6 +12,8 @@
 //! - **warm**: sequential invokes on one warm environment.
 //! - **bare start**: the launcher as a plain child process (no sandbox) against the bench's own
 //!   Runtime API, with the handler in a task dir of the bench: spawn → first response posted.
+//!   These alternate with the cold starts in blocks (`BLOCK` in the crate root), so that both
+//!   sides see the same stretches of the host's speed.
 //! - **bare warm**: the same process, started once, answering events in sequence: event handed
 //!   to its waiting `next` → response posted.
 //!
@@ -22,7 +24,7 @@
 
 use super::{
     cold_split, echo_request, floor_latency, invoke, ms, new_client, process_tree, start_echo_server, warm_calls, Api,
-    BenchArgs, ColdSplit, Server, Stats, TempDir, ECHO,
+    Bare, BenchArgs, ColdSplit, Server, Stats, TempDir, ECHO,
 };
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
@@ -210,13 +212,13 @@ pub async fn run(
         };
         let env = BareEnv { task: &task, handler, runtime: rt.as_str() };
         let comms = [comm_of(&launcher), comm_of(&interp.path)];
-        let bare_start = Stats::of(&bare_start(servers, &launcher, &env, args.cold).await?);
         let bare_warm = Stats::of(&bare_warm(servers, &launcher, &env, args.warm).await?);
         let data = work.path.join(format!("serve-{label}"));
         let server = Server::start(exe, &data, args, 8, args.server_log.as_deref()).await?;
-        let measured = through_kiln(&server, rt, handler, app, &comms, args).await;
+        let bare = Bare { servers, bin: &launcher, vars: env.vars(), cwd: env.task };
+        let measured = through_kiln(&server, rt, handler, app, &comms, &bare, args).await;
         server.stop();
-        let (cold, cold_split, warm) = measured?;
+        let (cold, cold_split, bare_start, warm) = measured?;
         eprintln!("bench: {} done", rt.as_str());
         result.langs.push(LangResult {
             runtime: rt.as_str().to_string(),
@@ -253,8 +255,9 @@ async fn through_kiln(
     handler: &str,
     app: (&str, &str),
     comms: &[String],
+    bare: &Bare<'_>,
     args: &BenchArgs,
-) -> anyhow::Result<(Stats, Option<ColdSplit>, Stats)> {
+) -> anyhow::Result<(Stats, Option<ColdSplit>, Stats, Stats)> {
     let api = Api::new(server.addr);
     let zip = base64::engine::general_purpose::STANDARD.encode(zip_file(app.0, app.1)?);
     for name in ["bench-rt-cold", "bench-rt-warm"] {
@@ -273,7 +276,9 @@ async fn through_kiln(
     let client = new_client(server.addr);
     let mut cold = Vec::with_capacity(args.cold);
     let mut ids = Vec::with_capacity(args.cold);
+    let mut bares = Vec::with_capacity(args.cold);
     for i in 0..args.cold {
+        bare.block_before(&api, "bench-rt-cold", i, args.cold, &mut bares).await?;
         api.call(
             Method::PUT,
             "/2015-03-31/functions/bench-rt-cold/configuration",
@@ -289,7 +294,7 @@ async fn through_kiln(
     }
     let split = cold_split(&server.data_dir, "bench-rt-cold", &cold, &ids);
     let (warm, _, _, _) = warm_calls(server, "bench-rt-warm", args.warm).await?;
-    Ok((Stats::of(&cold), split, Stats::of(&warm)))
+    Ok((Stats::of(&cold), split, Stats::of(&bares), Stats::of(&warm)))
 }
 
 /// Waits until no runtime client of the retired environment runs under the server.
@@ -323,16 +328,6 @@ impl BareEnv<'_> {
             ("TZ".into(), ":UTC".into()),
         ]
     }
-}
-
-/// Spawn → first response posted, `n` times.
-async fn bare_start(
-    servers: &tokio::runtime::Handle,
-    launcher: &Path,
-    env: &BareEnv<'_>,
-    n: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    super::bare_spawn_with(servers, launcher, &env.vars(), env.task, n).await
 }
 
 /// One bare client answering `n` events in sequence (after one warm-up event).
